@@ -1,0 +1,415 @@
+//! Collection: one task per source reads time windows page by page and commits each page
+//! with its checkpoint.
+//!
+//! Invariants:
+//! - a page's rows and the checkpoint that follows it (next cursor, or the new watermark
+//!   after the last page) are committed in one transaction;
+//! - a restart resumes at the stored cursor; a refused cursor restarts the window;
+//! - a cursor that repeats, or a run of empty pages that never ends, stops the window
+//!   with an error instead of looping;
+//! - the watermark only advances over windows read to their last page.
+
+mod window;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{SourceConfig, SourceKind};
+use crate::miro::{FetchError, MiroClient, PageQuery};
+use crate::shutdown::Shutdown;
+use crate::store::{Checkpoint, Row, Store, StoreError, WindowProgress, transform};
+use crate::timefmt::UnixMs;
+
+pub use window::{WindowPolicy, next_window};
+
+/// Consecutive empty pages that still carry a cursor before a window is declared stalled.
+const MAX_EMPTY_PAGES: u32 = 25;
+/// Cursor refusals tolerated in one cycle before the cycle fails.
+const MAX_CURSOR_RESTARTS: u32 = 3;
+
+/// Why a cycle stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("{kind}: {error}")]
+    Fetch {
+        kind: SourceKind,
+        #[source]
+        error: FetchError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "{kind}: Miro returned cursor {cursor:?} again in window {from}..{to}; the page \
+         does not advance, so the window is abandoned and read again from its start next cycle"
+    )]
+    CursorRepeated {
+        kind: SourceKind,
+        cursor: String,
+        from: UnixMs,
+        to: UnixMs,
+    },
+    #[error(
+        "{kind}: {pages} pages in a row came back empty but with a cursor in window \
+         {from}..{to}; the window is read again from its start next cycle"
+    )]
+    Stalled {
+        kind: SourceKind,
+        pages: u32,
+        from: UnixMs,
+        to: UnixMs,
+    },
+    #[error("{kind}: Miro refused the cursor {times} times in one cycle")]
+    CursorRefusedRepeatedly { kind: SourceKind, times: u32 },
+    #[error("stopped")]
+    Stopped,
+}
+
+impl CollectError {
+    /// True when retrying later cannot help without someone changing something.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            CollectError::Fetch {
+                error: FetchError::Permanent(_),
+                ..
+            }
+        )
+    }
+}
+
+/// What one cycle (or a whole run) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CollectReport {
+    pub windows: u64,
+    pub pages: u64,
+    pub requests: u64,
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub outside_window: u64,
+    pub derived_ids: u64,
+}
+
+impl CollectReport {
+    fn add(&mut self, other: &CollectReport) {
+        self.windows += other.windows;
+        self.pages += other.pages;
+        self.requests += other.requests;
+        self.inserted += other.inserted;
+        self.duplicates += other.duplicates;
+        self.outside_window += other.outside_window;
+        self.derived_ids += other.derived_ids;
+    }
+}
+
+/// The collector of one source.
+#[derive(Debug, Clone)]
+pub struct Collector {
+    source: SourceConfig,
+    client: MiroClient,
+    store: Arc<Store>,
+    /// Where a fresh store starts, instead of `now - initial_lookback` (tests, demo).
+    start_override: Option<UnixMs>,
+    /// Woken after each committed page (delivery tasks wait on it).
+    new_rows: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Collector {
+    pub fn new(source: SourceConfig, client: MiroClient, store: Arc<Store>) -> Self {
+        Collector {
+            source,
+            client,
+            store,
+            start_override: None,
+            new_rows: None,
+        }
+    }
+
+    pub fn with_notify(mut self, new_rows: Arc<tokio::sync::Notify>) -> Self {
+        self.new_rows = Some(new_rows);
+        self
+    }
+
+    pub fn with_start(mut self, start: UnixMs) -> Self {
+        self.start_override = Some(start);
+        self
+    }
+
+    pub fn kind(&self) -> SourceKind {
+        self.source.kind
+    }
+
+    fn policy(&self) -> WindowPolicy {
+        WindowPolicy {
+            settle_lag: self.source.settle_lag,
+            overlap: self.source.overlap,
+            max_window: self.source.max_window,
+        }
+    }
+
+    /// Polls until shutdown (or, with `once`, until caught up). A failed cycle is
+    /// logged with its remediation and recorded on the checkpoint; `once` returns it.
+    pub async fn run(
+        &self,
+        once: bool,
+        mut shutdown: Shutdown,
+    ) -> Result<CollectReport, CollectError> {
+        let mut total = CollectReport::default();
+        loop {
+            match self.cycle(&mut shutdown).await {
+                Ok(report) => total.add(&report),
+                Err(CollectError::Stopped) => return Ok(total),
+                Err(e) => {
+                    if e.is_permanent() {
+                        tracing::error!(source = %self.source.kind, error = %e, "collection is blocked until this is fixed");
+                    } else {
+                        tracing::error!(source = %self.source.kind, error = %e, "collection cycle failed");
+                    }
+                    if let Err(store_err) =
+                        self.store.record_error(self.source.kind, &e.to_string())
+                    {
+                        tracing::error!(source = %self.source.kind, error = %store_err, "cannot record the error in the store");
+                    }
+                    if once {
+                        return Err(e);
+                    }
+                }
+            }
+            if once || !shutdown.sleep(self.source.poll_interval).await {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Reads windows until caught up with `now - settle_lag`.
+    pub async fn cycle(&self, shutdown: &mut Shutdown) -> Result<CollectReport, CollectError> {
+        let kind = self.source.kind;
+        let mut report = CollectReport::default();
+        let mut cp = match self.store.load_checkpoint(kind)? {
+            Some(cp) => cp,
+            None => {
+                let now = UnixMs::now();
+                let start = self
+                    .start_override
+                    .unwrap_or_else(|| now.minus(self.source.initial_lookback));
+                Checkpoint {
+                    source: kind,
+                    watermark: start,
+                    watermark_polled: now,
+                    window: None,
+                    pages_total: 0,
+                    requests_total: 0,
+                    last_success: None,
+                    last_error: None,
+                    last_error_at: None,
+                }
+            }
+        };
+        let mut cursor_restarts = 0;
+        loop {
+            if shutdown.is_set() {
+                return Err(CollectError::Stopped);
+            }
+            if cp.window.is_none() {
+                let now = UnixMs::now();
+                match next_window(cp.watermark, cp.watermark_polled, now, &self.policy()) {
+                    None => return Ok(report),
+                    Some((from, to)) => {
+                        cp.window = Some(WindowProgress {
+                            from,
+                            to,
+                            started: now,
+                            cursor: None,
+                        });
+                        self.store.save_checkpoint(&cp)?;
+                    }
+                }
+            }
+            match self.read_window(&mut cp, &mut report, shutdown).await {
+                Ok(()) => report.windows += 1,
+                Err(CollectError::Fetch {
+                    error: FetchError::CursorRejected,
+                    ..
+                }) => {
+                    cursor_restarts += 1;
+                    if cursor_restarts > MAX_CURSOR_RESTARTS {
+                        return Err(CollectError::CursorRefusedRepeatedly {
+                            kind,
+                            times: cursor_restarts,
+                        });
+                    }
+                    tracing::warn!(source = %kind, "Miro refused the stored cursor (expired?); reading the window again from its start");
+                    if let Some(w) = cp.window.as_mut() {
+                        w.cursor = None;
+                    }
+                    self.store.save_checkpoint(&cp)?;
+                }
+                Err(e @ (CollectError::CursorRepeated { .. } | CollectError::Stalled { .. })) => {
+                    if let Some(w) = cp.window.as_mut() {
+                        w.cursor = None;
+                    }
+                    self.store.save_checkpoint(&cp)?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the window in `cp` from its stored cursor to its last page.
+    async fn read_window(
+        &self,
+        cp: &mut Checkpoint,
+        report: &mut CollectReport,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), CollectError> {
+        let kind = self.source.kind;
+        let window = cp.window.clone().expect("a window is set");
+        let mut seen_cursors: HashSet<String> = window.cursor.iter().cloned().collect();
+        let mut cursor = window.cursor.clone();
+        let mut empty_pages = 0;
+        let started = Instant::now();
+        let mut window_inserted = 0;
+        loop {
+            if shutdown.is_set() {
+                return Err(CollectError::Stopped);
+            }
+            let query = PageQuery {
+                source: kind,
+                from: window.from,
+                to: window.to,
+                cursor: cursor.clone(),
+                limit: self.source.page_size.get(),
+            };
+            let (page, requests) =
+                self.client
+                    .fetch_page(&query, shutdown)
+                    .await
+                    .map_err(|error| match error {
+                        FetchError::Stopped => CollectError::Stopped,
+                        error => CollectError::Fetch { kind, error },
+                    })?;
+            report.pages += 1;
+            report.requests += requests as u64;
+
+            let repeated = page
+                .next_cursor
+                .as_ref()
+                .filter(|c| seen_cursors.contains(*c))
+                .cloned();
+            if page.items.is_empty() && page.next_cursor.is_some() {
+                empty_pages += 1;
+            } else {
+                empty_pages = 0;
+            }
+
+            let mut next = cp.clone();
+            next.pages_total += 1;
+            next.requests_total += requests as i64;
+            next.last_success = Some(UnixMs::now());
+            next.last_error = None;
+            next.last_error_at = None;
+            let last_page = page.next_cursor.is_none();
+            if repeated.is_some() {
+                // Keep the rows, but do not advance onto a cursor that loops.
+            } else if last_page {
+                next.watermark = window.to;
+                next.watermark_polled = window.started;
+                next.window = None;
+            } else if let Some(w) = next.window.as_mut() {
+                w.cursor = page.next_cursor.clone();
+            }
+
+            let store = self.store.clone();
+            let items = page.items;
+            let checkpoint = next.clone();
+            let (commit, outside, derived) = tokio::task::spawn_blocking(move || {
+                let mut rows: Vec<(Row, &str)> = Vec::with_capacity(items.len());
+                let mut outside = 0u64;
+                let mut derived = 0u64;
+                for item in &items {
+                    match transform::to_row(kind, item.get()) {
+                        Ok(row) => {
+                            if row.time.is_some_and(|t| t < window.from || t > window.to) {
+                                outside += 1;
+                            }
+                            if row.id_derived {
+                                derived += 1;
+                            }
+                            rows.push((row, item.get()));
+                        }
+                        Err(e) => tracing::error!(source = %kind, error = %e, "item skipped"),
+                    }
+                }
+                store
+                    .commit_page(kind, &rows, &checkpoint)
+                    .map(|c| (c, outside, derived))
+            })
+            .await
+            .expect("page commit task panicked")?;
+            *cp = next;
+            report.inserted += commit.inserted;
+            report.duplicates += commit.duplicates;
+            report.outside_window += outside;
+            report.derived_ids += derived;
+            window_inserted += commit.inserted;
+            if commit.inserted > 0
+                && let Some(n) = &self.new_rows
+            {
+                n.notify_waiters();
+            }
+            if outside > 0 {
+                tracing::warn!(source = %kind, outside, from = %window.from, to = %window.to, "Miro returned items outside the requested window; stored them anyway");
+            }
+            if derived > 0 {
+                tracing::warn!(source = %kind, derived, "items without an `id`: stored under an id derived from their content");
+            }
+            tracing::debug!(
+                source = %kind,
+                items = commit.inserted + commit.duplicates,
+                inserted = commit.inserted,
+                more = !last_page,
+                "page committed"
+            );
+
+            if let Some(cursor) = repeated {
+                return Err(CollectError::CursorRepeated {
+                    kind,
+                    cursor,
+                    from: window.from,
+                    to: window.to,
+                });
+            }
+            if empty_pages >= MAX_EMPTY_PAGES {
+                return Err(CollectError::Stalled {
+                    kind,
+                    pages: empty_pages,
+                    from: window.from,
+                    to: window.to,
+                });
+            }
+            match page.next_cursor {
+                None => {
+                    tracing::info!(
+                        source = %kind,
+                        from = %window.from,
+                        to = %window.to,
+                        new_events = window_inserted,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "window complete"
+                    );
+                    return Ok(());
+                }
+                Some(c) => {
+                    seen_cursors.insert(c.clone());
+                    cursor = Some(c);
+                }
+            }
+        }
+    }
+}
+
+/// Lag of a source: how far its watermark is behind now.
+pub fn lag(cp: &Checkpoint, now: UnixMs) -> Duration {
+    now.since(cp.watermark)
+}

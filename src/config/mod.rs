@@ -1,0 +1,248 @@
+//! Configuration: the TOML file as written (`raw`), then the validated runtime form.
+//!
+//! Step one deserializes with `deny_unknown_fields` so a typo is an error naming the key
+//! and the file; step two turns strings into types that rule out bad values (durations,
+//! URLs, non-zero page sizes) and loads secrets into redacting types. Relative paths are
+//! resolved against the directory of the config file.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+pub use raw::RawConfig;
+
+/// A configuration problem: always exit code 2, always names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Secret(String),
+}
+
+/// The two Miro log sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    AuditLogs,
+    ContentLogs,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 2] = [SourceKind::AuditLogs, SourceKind::ContentLogs];
+
+    /// The name used in config sections, checkpoints, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::AuditLogs => "audit_logs",
+            SourceKind::ContentLogs => "content_logs",
+        }
+    }
+
+    /// Parses `audit_logs` / `content_logs`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        SourceKind::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The store table (and Log Analytics table) this source fills.
+    pub fn table(self) -> &'static str {
+        match self {
+            SourceKind::AuditLogs => "MiroAuditLogs_CL",
+            SourceKind::ContentLogs => "MiroContentLogs_CL",
+        }
+    }
+
+    /// The Sentinel DCR stream this source's records are sent to.
+    pub fn stream(self) -> &'static str {
+        match self {
+            SourceKind::AuditLogs => "Custom-MiroAuditLogs_CL",
+            SourceKind::ContentLogs => "Custom-MiroContentLogs_CL",
+        }
+    }
+
+    /// Credits one call costs (audit logs: Level 2, content logs: Level 4).
+    pub fn credits_per_call(self) -> u64 {
+        match self {
+            SourceKind::AuditLogs => 100,
+            SourceKind::ContentLogs => 2000,
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where the Miro token comes from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// `[miro]`, validated.
+#[derive(Debug, Clone)]
+pub struct MiroConfig {
+    pub api_base: Url,
+    pub token_source: TokenSource,
+    pub org_id: Option<String>,
+    pub request_timeout: Duration,
+    pub max_retries: u32,
+}
+
+/// `[sources.*]`, validated.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    pub enabled: bool,
+    pub initial_lookback: Duration,
+    pub poll_interval: Duration,
+    pub settle_lag: Duration,
+    pub overlap: Duration,
+    pub max_window: Duration,
+    pub page_size: NonZeroU32,
+}
+
+/// `[budget]`, validated.
+#[derive(Debug, Clone)]
+pub struct BudgetConfig {
+    pub share: f64,
+    pub credits_per_minute: u64,
+}
+
+/// One `[sinks.NAME]` section, validated.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKindConfig,
+    pub batch_rows: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKindConfig {
+    File { dir: PathBuf, max_file_bytes: u64 },
+    Stdout,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub miro: MiroConfig,
+    pub sources: Vec<SourceConfig>,
+    pub budget: BudgetConfig,
+    pub store_path: PathBuf,
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text; `path` names the file in errors and anchors
+    /// relative paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        raw.validate(path)
+    }
+
+    /// The enabled source configurations.
+    pub fn enabled_sources(&self) -> impl Iterator<Item = &SourceConfig> {
+        self.sources.iter().filter(|s| s.enabled)
+    }
+
+    /// The configuration of one source.
+    pub fn source(&self, kind: SourceKind) -> &SourceConfig {
+        self.sources
+            .iter()
+            .find(|s| s.kind == kind)
+            .expect("both sources are always configured")
+    }
+
+    /// Loads the Miro token from its configured source.
+    pub fn load_miro_token(&self) -> Result<SecretString, ConfigError> {
+        load_secret(&self.miro.token_source, "Miro token")
+    }
+}
+
+/// Reads a secret from an environment variable or a file (trimmed).
+pub fn load_secret(source: &TokenSource, what: &str) -> Result<SecretString, ConfigError> {
+    let value = match source {
+        TokenSource::Env(var) => std::env::var(var).map_err(|_| {
+            ConfigError::Secret(format!(
+                "the {what} is not set: export it in the environment variable {var} \
+                 (or set `token_file` in the config)"
+            ))
+        })?,
+        TokenSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::Secret(format!(
+                "cannot read the {what} from {}: {e}",
+                path.display()
+            ))
+        })?,
+    };
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Err(ConfigError::Secret(format!("the {what} is empty")));
+    }
+    if let TokenSource::File(path) = source {
+        warn_if_world_readable(path, what);
+    }
+    Ok(SecretString::from(value))
+}
+
+#[cfg(unix)]
+fn warn_if_world_readable(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            file = %path.display(),
+            "the {what} file is readable by group or others; restrict it with `chmod 600`"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_world_readable(_path: &Path, _what: &str) {}
+
+/// Parses a duration written with units (`"30s"`, `"15m"`, `"90d"`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write a number with a unit, like \"30s\", \"15m\", \"24h\" or \"90d\"")
+    })
+}
+
+/// Sink names in a stable order (for status output).
+pub fn sink_names(sinks: &[SinkConfig]) -> BTreeMap<&str, &SinkConfig> {
+    sinks.iter().map(|s| (s.name.as_str(), s)).collect()
+}

@@ -1,0 +1,398 @@
+//! The config file as written. Every field is documented here; defaults are chosen and
+//! justified in the README ("Configuration").
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+use super::{
+    BudgetConfig, Config, ConfigError, MiroConfig, SinkConfig, SinkKindConfig, SourceConfig,
+    SourceKind, TokenSource, parse_duration,
+};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub miro: RawMiro,
+    #[serde(default)]
+    pub sources: RawSources,
+    #[serde(default)]
+    pub budget: RawBudget,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub sinks: BTreeMap<String, RawSink>,
+}
+
+/// `[miro]`: where the API is and how to authenticate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMiro {
+    /// Base URL of the Miro REST API (default `https://api.miro.com`).
+    pub api_base: Option<String>,
+    /// Environment variable holding the token (default `MIRO_TOKEN`).
+    pub token_env: Option<String>,
+    /// File holding the token (takes precedence over `token_env`).
+    pub token_file: Option<PathBuf>,
+    /// Organization id, required for content logs.
+    pub org_id: Option<String>,
+    /// Timeout of one HTTP request (default `30s`).
+    pub request_timeout: Option<String>,
+    /// Retries of one request on transient failures before the cycle fails (default 8).
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSources {
+    pub audit_logs: Option<RawSource>,
+    pub content_logs: Option<RawSource>,
+}
+
+/// `[sources.audit_logs]` and `[sources.content_logs]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub enabled: Option<bool>,
+    /// Where a fresh store starts collecting, back from now.
+    pub initial_lookback: Option<String>,
+    /// Pause between polling cycles.
+    pub poll_interval: Option<String>,
+    /// Windows end this far before now.
+    pub settle_lag: Option<String>,
+    /// Each window re-reads this much before the watermark.
+    pub overlap: Option<String>,
+    /// Longest window asked for in one go.
+    pub max_window: Option<String>,
+    /// Items per page (`limit`).
+    pub page_size: Option<u32>,
+}
+
+/// `[budget]`: the share of the token's credits mirotrail may use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub share: Option<f64>,
+    pub credits_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub path: Option<PathBuf>,
+}
+
+/// `[sinks.NAME]`, tagged by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum RawSink {
+    /// Rotating NDJSON files, one per stream.
+    #[serde(rename = "file")]
+    File {
+        path: PathBuf,
+        max_file_bytes: Option<u64>,
+        batch_rows: Option<usize>,
+    },
+    /// NDJSON on standard output.
+    #[serde(rename = "stdout")]
+    Stdout { batch_rows: Option<usize> },
+}
+
+pub(crate) const DEFAULT_API_BASE: &str = "https://api.miro.com";
+
+impl RawConfig {
+    pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let duration = |key: &str, value: &Option<String>, default: &str| {
+            parse_duration(value.as_deref().unwrap_or(default)).map_err(|m| invalid(key, m))
+        };
+
+        let api_base_text = self.miro.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
+        let api_base = Url::parse(api_base_text)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| {
+                invalid(
+                    "miro.api_base",
+                    format!(
+                        "`{api_base_text}` is not an http(s) URL; the default is {DEFAULT_API_BASE}"
+                    ),
+                )
+            })?;
+        let token_source = match (&self.miro.token_file, &self.miro.token_env) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "miro.token_file",
+                    "set either `token_file` or `token_env`, not both".into(),
+                ));
+            }
+            (Some(file), None) => TokenSource::File(resolve(file)),
+            (None, env) => {
+                let var = env.clone().unwrap_or_else(|| "MIRO_TOKEN".into());
+                if var.is_empty() || var.contains('=') {
+                    return Err(invalid(
+                        "miro.token_env",
+                        format!("`{var}` is not an environment variable name"),
+                    ));
+                }
+                TokenSource::Env(var)
+            }
+        };
+        if let Some(org) = &self.miro.org_id
+            && (org.is_empty() || !org.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(invalid(
+                "miro.org_id",
+                format!(
+                    "`{org}` is not a Miro organization id (a long decimal number, written as a string)"
+                ),
+            ));
+        }
+        let request_timeout = duration("miro.request_timeout", &self.miro.request_timeout, "30s")?;
+        if request_timeout.is_zero() {
+            return Err(invalid(
+                "miro.request_timeout",
+                "must be more than zero".into(),
+            ));
+        }
+        let miro = MiroConfig {
+            api_base,
+            token_source,
+            org_id: self.miro.org_id.clone(),
+            request_timeout,
+            max_retries: self.miro.max_retries.unwrap_or(8),
+        };
+
+        let mut sources = Vec::new();
+        for kind in SourceKind::ALL {
+            let raw = match kind {
+                SourceKind::AuditLogs => self.sources.audit_logs.as_ref(),
+                SourceKind::ContentLogs => self.sources.content_logs.as_ref(),
+            };
+            let empty = RawSource::default();
+            let raw = raw.unwrap_or(&empty);
+            let key = |k: &str| format!("sources.{}.{k}", kind.name());
+            let (enabled_default, page_default, page_max) = match kind {
+                SourceKind::AuditLogs => (true, 500, 1000),
+                SourceKind::ContentLogs => (false, 1000, 1000),
+            };
+            let page = raw.page_size.unwrap_or(page_default);
+            let page_size = NonZeroU32::new(page)
+                .filter(|p| p.get() <= page_max)
+                .ok_or_else(|| {
+                    invalid(
+                        &key("page_size"),
+                        format!(
+                            "{page} is out of range; use 1..={page_max} (default {page_default})"
+                        ),
+                    )
+                })?;
+            let source = SourceConfig {
+                kind,
+                enabled: raw.enabled.unwrap_or(enabled_default),
+                initial_lookback: duration(&key("initial_lookback"), &raw.initial_lookback, "24h")?,
+                poll_interval: duration(&key("poll_interval"), &raw.poll_interval, "30s")?,
+                settle_lag: duration(&key("settle_lag"), &raw.settle_lag, "1m")?,
+                overlap: duration(&key("overlap"), &raw.overlap, "15m")?,
+                max_window: duration(&key("max_window"), &raw.max_window, "1h")?,
+                page_size,
+            };
+            if source.poll_interval < std::time::Duration::from_secs(1) {
+                return Err(invalid(&key("poll_interval"), "must be at least 1s".into()));
+            }
+            if source.max_window < std::time::Duration::from_secs(1) {
+                return Err(invalid(&key("max_window"), "must be at least 1s".into()));
+            }
+            if kind == SourceKind::ContentLogs && source.enabled && miro.org_id.is_none() {
+                return Err(invalid(
+                    "miro.org_id",
+                    "content logs are enabled but `org_id` is not set; find it in Miro under \
+                     Company settings, or with `mirotrail check`"
+                        .into(),
+                ));
+            }
+            sources.push(source);
+        }
+        if !sources.iter().any(|s| s.enabled) {
+            return Err(invalid(
+                "sources",
+                "no source is enabled; set `enabled = true` under [sources.audit_logs] or [sources.content_logs]".into(),
+            ));
+        }
+
+        let share = self.budget.share.unwrap_or(0.5);
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(invalid(
+                "budget.share",
+                format!("{share} is out of range; use a share above 0 and at most 1 (default 0.5)"),
+            ));
+        }
+        let credits_per_minute = self.budget.credits_per_minute.unwrap_or(100_000);
+        if credits_per_minute < SourceKind::ContentLogs.credits_per_call() {
+            return Err(invalid(
+                "budget.credits_per_minute",
+                format!("{credits_per_minute} is less than one content-logs call (2000 credits)"),
+            ));
+        }
+        let budget = BudgetConfig {
+            share,
+            credits_per_minute,
+        };
+
+        let store_path = resolve(
+            self.store
+                .path
+                .as_deref()
+                .unwrap_or(Path::new("mirotrail.db")),
+        );
+
+        let mut sinks = Vec::new();
+        for (name, raw) in self.sinks {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    &format!("sinks.{name}"),
+                    "sink names use letters, digits, `_` and `-` only".into(),
+                ));
+            }
+            let (kind, batch_rows) = match raw {
+                RawSink::File {
+                    path: dir,
+                    max_file_bytes,
+                    batch_rows,
+                } => {
+                    let max_file_bytes = max_file_bytes.unwrap_or(100 * 1024 * 1024);
+                    if max_file_bytes < 4096 {
+                        return Err(invalid(
+                            &format!("sinks.{name}.max_file_bytes"),
+                            "must be at least 4096".into(),
+                        ));
+                    }
+                    (
+                        SinkKindConfig::File {
+                            dir: resolve(&dir),
+                            max_file_bytes,
+                        },
+                        batch_rows,
+                    )
+                }
+                RawSink::Stdout { batch_rows } => (SinkKindConfig::Stdout, batch_rows),
+            };
+            let batch_rows = batch_rows.unwrap_or(5000);
+            if batch_rows == 0 {
+                return Err(invalid(
+                    &format!("sinks.{name}.batch_rows"),
+                    "must be at least 1".into(),
+                ));
+            }
+            sinks.push(SinkConfig {
+                name,
+                kind,
+                batch_rows,
+            });
+        }
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            miro,
+            sources,
+            budget,
+            store_path,
+            sinks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/mirotrail/mirotrail.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.miro.api_base.as_str(), "https://api.miro.com/");
+        let audit = c.source(SourceKind::AuditLogs);
+        assert!(audit.enabled);
+        assert_eq!(audit.page_size.get(), 500);
+        assert_eq!(audit.settle_lag, Duration::from_secs(60));
+        assert_eq!(audit.overlap, Duration::from_secs(15 * 60));
+        let content = c.source(SourceKind::ContentLogs);
+        assert!(!content.enabled);
+        assert_eq!(content.page_size.get(), 1000);
+        assert_eq!(c.store_path, Path::new("/etc/mirotrail/mirotrail.db"));
+        assert_eq!(c.budget.share, 0.5);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let err = load("[sources.audit_logs]\npoll_intervall = \"30s\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/mirotrail/mirotrail.toml"), "{msg}");
+        assert!(msg.contains("poll_intervall"), "{msg}");
+        let err = load("[sinks.a]\ntype = \"file\"\npath = \"x\"\nrotate = 1\n").unwrap_err();
+        assert!(err.to_string().contains("rotate"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            (
+                "[sources.audit_logs]\noverlap = \"15 parsecs\"",
+                "sources.audit_logs.overlap",
+            ),
+            (
+                "[sources.content_logs]\npage_size = 5000",
+                "sources.content_logs.page_size",
+            ),
+            ("[sources.content_logs]\nenabled = true", "miro.org_id"),
+            ("[miro]\norg_id = \"abc\"", "miro.org_id"),
+            ("[miro]\napi_base = \"ftp://x\"", "miro.api_base"),
+            ("[budget]\nshare = 1.5", "budget.share"),
+            ("[sources.audit_logs]\nenabled = false", "sources"),
+            ("[sinks.x]\ntype = \"carrier-pigeon\"", "carrier-pigeon"),
+        ] {
+            let msg = load(text).unwrap_err().to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn sinks_and_relative_paths() {
+        let c = load("[sinks.archive]\ntype = \"file\"\npath = \"archive\"\n[sinks.out]\ntype = \"stdout\"\n")
+            .unwrap();
+        assert_eq!(c.sinks.len(), 2);
+        match &c.sinks[0].kind {
+            SinkKindConfig::File { dir, .. } => {
+                assert_eq!(dir, Path::new("/etc/mirotrail/archive"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! mirotrail: Miro Enterprise audit logs and board content logs, collected completely and
+//! exactly once into a local SQLite store, and delivered from there to security tools.
+//!
+//! Data flow, one module each: `miro` (API client, credit budget) -> `collect` (windows,
+//! checkpoints) -> `store` (SQLite tables in the Sentinel shape, outbox) -> `sink`
+//! (destinations). `pipeline` wires them for `run` and `demo`; `emulator` serves the
+//! Miro API on loopback for tests, benchmarks and the demo; `cli` is the command line.
+
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod emulator;
+pub mod miro;
+pub mod pipeline;
+pub mod shutdown;
+pub mod sink;
+pub mod store;
+pub mod timefmt;

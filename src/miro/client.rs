@@ -1,0 +1,309 @@
+//! The HTTP client of the two log endpoints: one request per page, within the shared
+//! credit budget, retried per `retry::classify_status`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::budget::CreditBudget;
+use super::page::{Page, parse_page};
+use super::retry::{Decision, Permanent, backoff, classify_status};
+use crate::config::{MiroConfig, SourceKind};
+use crate::shutdown::Shutdown;
+use crate::timefmt::UnixMs;
+
+/// The `User-Agent` mirotrail sends.
+pub const USER_AGENT: &str = concat!("mirotrail/", env!("CARGO_PKG_VERSION"));
+
+/// What one page request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageQuery {
+    pub source: SourceKind,
+    pub from: UnixMs,
+    pub to: UnixMs,
+    pub cursor: Option<String>,
+    pub limit: u32,
+}
+
+/// Why a page could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("Miro refused the cursor; the window is read again from its start")]
+    CursorRejected,
+    #[error(transparent)]
+    Permanent(#[from] Permanent),
+    #[error("{kind} request failed {attempts} times, last: {reason}; will try again next cycle")]
+    RetriesExhausted {
+        kind: SourceKind,
+        attempts: u32,
+        reason: String,
+    },
+    #[error("stopped")]
+    Stopped,
+}
+
+/// Counters of what the client did (for `demo`, `status` and tests).
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub requests: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub retries: AtomicU64,
+    by_status: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl ClientStats {
+    pub fn by_status(&self) -> BTreeMap<u16, u64> {
+        self.by_status.lock().expect("stats lock").clone()
+    }
+    fn count(&self, status: u16) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        *self
+            .by_status
+            .lock()
+            .expect("stats lock")
+            .entry(status)
+            .or_default() += 1;
+    }
+}
+
+/// A Miro API client for one token.
+#[derive(Debug, Clone)]
+pub struct MiroClient {
+    http: reqwest::Client,
+    api_base: String,
+    token: SecretString,
+    org_id: String,
+    max_retries: u32,
+    budget: Arc<CreditBudget>,
+    stats: Arc<ClientStats>,
+    backoff_base: Duration,
+}
+
+impl MiroClient {
+    pub fn new(
+        config: &MiroConfig,
+        token: SecretString,
+        budget: Arc<CreditBudget>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(config.request_timeout)
+            .connect_timeout(Duration::from_secs(10).min(config.request_timeout))
+            .build()?;
+        Ok(MiroClient {
+            http,
+            api_base: config.api_base.as_str().trim_end_matches('/').to_string(),
+            token,
+            org_id: config.org_id.clone().unwrap_or_default(),
+            max_retries: config.max_retries,
+            budget,
+            stats: Arc::new(ClientStats::default()),
+            backoff_base: Duration::from_millis(500),
+        })
+    }
+
+    /// Shortens the first backoff step (tests and the demo's emulator).
+    pub fn with_backoff_base(mut self, base: Duration) -> Self {
+        self.backoff_base = base;
+        self
+    }
+
+    pub fn stats(&self) -> &Arc<ClientStats> {
+        &self.stats
+    }
+
+    pub fn budget(&self) -> &Arc<CreditBudget> {
+        &self.budget
+    }
+
+    fn request(&self, q: &PageQuery) -> reqwest::RequestBuilder {
+        let limit = q.limit.to_string();
+        let from = q.from.to_iso();
+        let to = q.to.to_iso();
+        let (url, mut params) = match q.source {
+            SourceKind::AuditLogs => (
+                format!("{}/v2/audit/logs", self.api_base),
+                vec![
+                    ("createdAfter", from.as_str()),
+                    ("createdBefore", to.as_str()),
+                    ("limit", limit.as_str()),
+                    ("sorting", "ASC"),
+                ],
+            ),
+            SourceKind::ContentLogs => (
+                format!(
+                    "{}/v2/orgs/{}/content-logs/items",
+                    self.api_base, self.org_id
+                ),
+                vec![
+                    ("from", from.as_str()),
+                    ("to", to.as_str()),
+                    ("limit", limit.as_str()),
+                    ("sorting", "asc"),
+                ],
+            ),
+        };
+        if let Some(cursor) = &q.cursor {
+            params.push(("cursor", cursor.as_str()));
+        }
+        self.http
+            .get(url)
+            .query(&params)
+            .bearer_auth(self.token.expose_secret())
+            .header(ACCEPT, "application/json")
+    }
+
+    /// Fetches one page, waiting for credits, retrying transient failures and waiting
+    /// out 429s. Returns the page and how many HTTP requests it took.
+    pub async fn fetch_page(
+        &self,
+        q: &PageQuery,
+        shutdown: &mut Shutdown,
+    ) -> Result<(Page, u32), FetchError> {
+        let cost = q.source.credits_per_call();
+        let mut attempt: u32 = 0;
+        let mut requests: u32 = 0;
+        loop {
+            tokio::select! {
+                _ = self.budget.acquire(cost) => {}
+                _ = shutdown.wait() => return Err(FetchError::Stopped),
+            }
+            requests += 1;
+            let decision = match self.request(q).send().await {
+                Err(e) => Decision::Transient {
+                    reason: describe_reqwest_error(&e),
+                },
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    self.stats.count(status);
+                    let headers = resp.headers().clone();
+                    let reset_in = self.observe_rate_headers(&headers);
+                    match resp.bytes().await {
+                        Err(e) => Decision::Transient {
+                            reason: format!(
+                                "HTTP {status}, body cut short: {}",
+                                describe_reqwest_error(&e)
+                            ),
+                        },
+                        Ok(body) => {
+                            let retry_after =
+                                header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
+                            let message = error_message(&body);
+                            match classify_status(
+                                q.source,
+                                status,
+                                q.cursor.is_some(),
+                                message.as_deref(),
+                                retry_after,
+                                reset_in,
+                                &self.org_id,
+                            ) {
+                                Decision::Success => match parse_page(&body) {
+                                    Ok(page) => return Ok((page, requests)),
+                                    Err(e) => Decision::Transient {
+                                        reason: format!("HTTP {status} with an unusable body: {e}"),
+                                    },
+                                },
+                                other => other,
+                            }
+                        }
+                    }
+                }
+            };
+            match decision {
+                Decision::Success => unreachable!("handled above"),
+                Decision::RateLimited { wait } => {
+                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        source = %q.source,
+                        wait_secs = wait.as_secs_f64(),
+                        "Miro rate limit reached (429); waiting for the budget to reset"
+                    );
+                    self.budget.pause(wait);
+                }
+                Decision::Transient { reason } => {
+                    attempt += 1;
+                    if attempt > self.max_retries {
+                        return Err(FetchError::RetriesExhausted {
+                            kind: q.source,
+                            attempts: attempt,
+                            reason,
+                        });
+                    }
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff(attempt - 1, self.backoff_base, Duration::from_secs(60));
+                    tracing::warn!(
+                        source = %q.source,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        %reason,
+                        "Miro request failed; retrying"
+                    );
+                    if !shutdown.sleep(wait).await {
+                        return Err(FetchError::Stopped);
+                    }
+                }
+                Decision::CursorRejected => return Err(FetchError::CursorRejected),
+                Decision::Permanent(p) => return Err(FetchError::Permanent(p)),
+            }
+        }
+    }
+
+    /// Feeds `X-RateLimit-*` to the budget; returns the time until the reset.
+    fn observe_rate_headers(&self, headers: &HeaderMap) -> Option<Duration> {
+        let limit = header_u64(headers, "x-ratelimit-limit");
+        let remaining = header_u64(headers, "x-ratelimit-remaining");
+        let reset_in = header_u64(headers, "x-ratelimit-reset").map(|reset_epoch_secs| {
+            let now_ms = UnixMs::now().0;
+            Duration::from_millis((reset_epoch_secs as i64 * 1000 - now_ms).max(0) as u64)
+        });
+        if limit.is_some() || remaining.is_some() {
+            self.budget.observe(limit, remaining, reset_in);
+        }
+        reset_in
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get(name)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v as u64)
+}
+
+/// Miro's `message` from an error body, if the body is Miro's error shape.
+fn error_message(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("message")?.as_str().map(str::to_string)
+}
+
+/// A short description of a transport error, without the URL's query (no secrets are in
+/// it, but cursors are long).
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "body cut short"
+    } else {
+        "transport error"
+    };
+    let mut msg = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}

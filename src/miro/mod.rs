@@ -1,0 +1,14 @@
+//! The Miro side: the API client of the two log endpoints, their page format, the
+//! shared credit budget, and the retry decision.
+//!
+//! Invariants: every call goes through `CreditBudget::acquire`; a 429 only ever makes
+//! callers wait; the token is held in a `SecretString` and never formatted.
+
+mod budget;
+mod client;
+mod page;
+pub mod retry;
+
+pub use budget::{BudgetSnapshot, CreditBudget};
+pub use client::{ClientStats, FetchError, MiroClient, PageQuery, USER_AGENT};
+pub use page::{Page, PageError, parse_page};

@@ -1,0 +1,90 @@
+//! Parsing one page of either log endpoint, tolerantly.
+//!
+//! The array may be called `data` (current API) or `content` (older SDK builds); each
+//! item is kept as the exact JSON text Miro sent, so that nothing (unknown fields
+//! included) is lost and the Sentinel stream records can be rebuilt from it.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// One page of items and the cursor of the next page (`None` on the last page).
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<Box<RawValue>>,
+    pub next_cursor: Option<String>,
+}
+
+/// A body that is not a page. Treated as transient: a proxy's HTML error page or a
+/// truncated body usually heals on retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    #[error("the response is not JSON ({0}); it starts with {1:?}")]
+    NotJson(String, String),
+    #[error("the response is JSON but has neither a `data` nor a `content` array")]
+    NoItems,
+    #[error("item {0} of the page is not a JSON object")]
+    ItemNotObject(usize),
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    data: Option<Vec<Box<RawValue>>>,
+    content: Option<Vec<Box<RawValue>>>,
+    cursor: Option<serde_json::Value>,
+}
+
+/// Parses a page body.
+pub fn parse_page(body: &[u8]) -> Result<Page, PageError> {
+    let page: RawPage = serde_json::from_slice(body).map_err(|e| {
+        let start = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        PageError::NotJson(e.to_string(), start)
+    })?;
+    let items = page.data.or(page.content).ok_or(PageError::NoItems)?;
+    if let Some(i) = items.iter().position(|item| !item.get().starts_with('{')) {
+        return Err(PageError::ItemNotObject(i));
+    }
+    let next_cursor = match page.cursor {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    Ok(Page { items, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_data_or_content_and_the_cursor() {
+        let p = parse_page(br#"{"type":"cursor-list","limit":2,"size":2,"cursor":"abc","data":[{"id":"1"},{"id":"2","x":{"y":1}}]}"#).unwrap();
+        assert_eq!(p.items.len(), 2);
+        assert_eq!(p.items[1].get(), r#"{"id":"2","x":{"y":1}}"#);
+        assert_eq!(p.next_cursor.as_deref(), Some("abc"));
+        let p = parse_page(br#"{"content":[{"id":"1"}],"cursor":""}"#).unwrap();
+        assert_eq!(p.items.len(), 1);
+        assert_eq!(p.next_cursor, None);
+        let p = parse_page(br#"{"data":[],"cursor":null}"#).unwrap();
+        assert!(p.items.is_empty() && p.next_cursor.is_none());
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_page() {
+        assert!(matches!(
+            parse_page(b"<html>oops</html>"),
+            Err(PageError::NotJson(..))
+        ));
+        assert!(matches!(
+            parse_page(br#"{"data":[{"id":"1"},{"id":"#),
+            Err(PageError::NotJson(..))
+        ));
+        assert_eq!(
+            parse_page(br#"{"type":"error"}"#).unwrap_err(),
+            PageError::NoItems
+        );
+        assert_eq!(
+            parse_page(br#"{"data":[{"id":"1"}, 5]}"#).unwrap_err(),
+            PageError::ItemNotObject(1)
+        );
+    }
+}

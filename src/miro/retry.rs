@@ -1,0 +1,250 @@
+//! The one place that decides what a Miro response means for the caller: use it, wait
+//! and retry, restart the window, or give up with a message a Miro admin can act on.
+
+use std::time::Duration;
+
+use crate::config::SourceKind;
+
+/// What to do with a response (or a failed exchange).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// 2xx with a usable body.
+    Success,
+    /// 429: wait this long (Retry-After, else until the budget resets), then retry; never
+    /// counts against the retry limit.
+    RateLimited { wait: Duration },
+    /// 5xx, 408, timeouts, connection errors, truncated or non-JSON bodies: retry with
+    /// backoff, up to the configured limit.
+    Transient { reason: String },
+    /// The cursor was refused (400 on a request that carried one): restart the window.
+    CursorRejected,
+    /// Retrying cannot help; the message says what to change.
+    Permanent(Permanent),
+}
+
+/// A failure that needs a human.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Permanent {
+    #[error(
+        "Miro rejected the token (401{detail}): it is invalid or was revoked. If it came from \
+         Company settings > Apps and integrations > Enterprise integrations, check that the \
+         {toggle} toggle is still on, then copy the token again"
+    )]
+    Unauthorized {
+        toggle: &'static str,
+        detail: String,
+    },
+    #[error("Miro refused access to {kind} (403{detail}): {advice}")]
+    Forbidden {
+        kind: SourceKind,
+        advice: &'static str,
+        detail: String,
+    },
+    #[error(
+        "Miro does not know organization `{org_id}` (404{detail}): set `miro.org_id` to your \
+         organization id (`mirotrail check` shows the token's organization)"
+    )]
+    NotFound { org_id: String, detail: String },
+    #[error("Miro rejected the request as invalid (400{detail})")]
+    BadRequest { detail: String },
+    #[error("Miro answered with unexpected status {status}{detail}")]
+    Unexpected { status: u16, detail: String },
+}
+
+/// Classifies an HTTP status. `body_message` is Miro's `message` field when the body
+/// had one; `retry_after` is the `Retry-After` header, `reset_in` the time until
+/// `X-RateLimit-Reset`.
+pub fn classify_status(
+    source: SourceKind,
+    status: u16,
+    had_cursor: bool,
+    body_message: Option<&str>,
+    retry_after: Option<Duration>,
+    reset_in: Option<Duration>,
+    org_id: &str,
+) -> Decision {
+    let detail = body_message
+        .map(|m| format!(": \"{}\"", truncate(m, 300)))
+        .unwrap_or_default();
+    match status {
+        200..=299 => Decision::Success,
+        429 => Decision::RateLimited {
+            wait: retry_after
+                .or(reset_in)
+                .unwrap_or(Duration::from_secs(60))
+                .clamp(Duration::from_secs(1), Duration::from_secs(120)),
+        },
+        408 | 500..=599 => Decision::Transient {
+            reason: format!("HTTP {status}{detail}"),
+        },
+        400 if had_cursor => Decision::CursorRejected,
+        400 => Decision::Permanent(Permanent::BadRequest { detail }),
+        401 => Decision::Permanent(Permanent::Unauthorized {
+            toggle: match source {
+                SourceKind::AuditLogs => "\"SIEM\"",
+                SourceKind::ContentLogs => "\"eDiscovery\"",
+            },
+            detail,
+        }),
+        403 => Decision::Permanent(Permanent::Forbidden {
+            kind: source,
+            advice: match source {
+                SourceKind::AuditLogs => {
+                    "the token needs the `auditlogs:read` scope, the organization needs the \
+                     Enterprise plan, and the app must be installed by a Company Admin"
+                }
+                SourceKind::ContentLogs => {
+                    "the token needs the `contentlogs:export` scope, the organization needs the \
+                     Enterprise plan with the Enterprise Guard add-on, and the app must be \
+                     installed by a Company Admin"
+                }
+            },
+            detail,
+        }),
+        404 if source == SourceKind::ContentLogs => Decision::Permanent(Permanent::NotFound {
+            org_id: org_id.to_string(),
+            detail,
+        }),
+        _ => Decision::Permanent(Permanent::Unexpected { status, detail }),
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        text.to_string()
+    } else {
+        text.chars().take(max_chars).collect::<String>() + "…"
+    }
+}
+
+/// Jittered exponential backoff for transient failures: full jitter over
+/// `base * 2^attempt`, capped.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let ceiling = exp.min(cap);
+    let jitter: f64 = rand::random();
+    // Never less than half the ceiling, so retries do spread out.
+    ceiling.mul_f64(0.5 + jitter * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(status: u16, had_cursor: bool) -> Decision {
+        classify_status(
+            SourceKind::AuditLogs,
+            status,
+            had_cursor,
+            Some("msg"),
+            None,
+            Some(Duration::from_secs(7)),
+            "1",
+        )
+    }
+
+    #[test]
+    fn success_statuses() {
+        assert_eq!(c(200, false), Decision::Success);
+        assert_eq!(c(204, true), Decision::Success);
+    }
+
+    #[test]
+    fn rate_limit_waits_for_retry_after_then_reset() {
+        assert_eq!(
+            c(429, false),
+            Decision::RateLimited {
+                wait: Duration::from_secs(7)
+            }
+        );
+        let d = classify_status(
+            SourceKind::AuditLogs,
+            429,
+            false,
+            None,
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_secs(50)),
+            "1",
+        );
+        assert_eq!(
+            d,
+            Decision::RateLimited {
+                wait: Duration::from_secs(3)
+            }
+        );
+        let d = classify_status(SourceKind::AuditLogs, 429, false, None, None, None, "1");
+        assert_eq!(
+            d,
+            Decision::RateLimited {
+                wait: Duration::from_secs(60)
+            }
+        );
+    }
+
+    #[test]
+    fn server_errors_and_timeouts_are_transient() {
+        for s in [408, 500, 502, 503, 504, 599] {
+            assert!(matches!(c(s, false), Decision::Transient { .. }), "{s}");
+        }
+    }
+
+    #[test]
+    fn bad_request_with_cursor_restarts_the_window() {
+        assert_eq!(c(400, true), Decision::CursorRejected);
+        assert!(matches!(
+            c(400, false),
+            Decision::Permanent(Permanent::BadRequest { .. })
+        ));
+    }
+
+    #[test]
+    fn permanent_errors_tell_the_admin_what_to_do() {
+        let msg = c(401, false).permanent_message();
+        assert!(msg.contains("SIEM"), "{msg}");
+        let content401 =
+            classify_status(SourceKind::ContentLogs, 401, false, None, None, None, "9");
+        assert!(content401.permanent_message().contains("eDiscovery"));
+        let msg = c(403, false).permanent_message();
+        assert!(msg.contains("auditlogs:read"), "{msg}");
+        let content403 =
+            classify_status(SourceKind::ContentLogs, 403, false, None, None, None, "9");
+        let msg = content403.permanent_message();
+        assert!(
+            msg.contains("contentlogs:export") && msg.contains("Enterprise Guard"),
+            "{msg}"
+        );
+        let content404 =
+            classify_status(SourceKind::ContentLogs, 404, false, None, None, None, "9");
+        assert!(content404.permanent_message().contains("`9`"));
+        assert!(c(400, false).permanent_message().contains("\"msg\""));
+        assert!(matches!(
+            c(404, false),
+            Decision::Permanent(Permanent::Unexpected { status: 404, .. })
+        ));
+        assert!(matches!(
+            c(302, false),
+            Decision::Permanent(Permanent::Unexpected { status: 302, .. })
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        for attempt in 0..20 {
+            let d = backoff(attempt, base, cap);
+            assert!(d <= cap, "{attempt}: {d:?}");
+            let ceiling = base.saturating_mul(1 << attempt.min(16)).min(cap);
+            assert!(d >= ceiling / 2, "{attempt}: {d:?}");
+        }
+    }
+
+    impl Decision {
+        fn permanent_message(&self) -> String {
+            match self {
+                Decision::Permanent(p) => p.to_string(),
+                other => panic!("not permanent: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The whole job, as `run` and `demo` use it: collectors for the enabled sources and one
+//! delivery task per sink, over one store and one credit budget.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::collect::{CollectError, CollectReport, Collector};
+use crate::config::{Config, ConfigError, SourceKind};
+use crate::miro::{CreditBudget, MiroClient};
+use crate::shutdown::Shutdown;
+use crate::sink::{Delivery, DeliveryMode, DeliveryReport, Sink, deliver};
+use crate::store::{Store, StoreError};
+use crate::timefmt::UnixMs;
+
+/// Knobs that are not part of the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Catch up, deliver, exit.
+    pub once: bool,
+    /// Where a fresh store starts (instead of each source's `initial_lookback`).
+    pub start: Option<UnixMs>,
+    /// First backoff step after a transient failure (default 500 ms).
+    pub backoff_base: Option<Duration>,
+}
+
+/// Why the job could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("sink `{name}`: {message}")]
+    Sink { name: String, message: String },
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub sources: BTreeMap<SourceKind, Result<CollectReport, String>>,
+    pub sinks: BTreeMap<String, Result<DeliveryReport, String>>,
+    pub requests: u64,
+    pub by_status: BTreeMap<u16, u64>,
+    pub rate_limited: u64,
+    pub retries: u64,
+    pub credits_used: u64,
+    pub elapsed: Duration,
+}
+
+impl RunReport {
+    /// True when every source and sink finished without error.
+    pub fn ok(&self) -> bool {
+        self.sources.values().all(Result::is_ok)
+            && self
+                .sinks
+                .values()
+                .all(|s| matches!(s, Ok(r) if r.gave_up.is_none()))
+    }
+}
+
+/// Runs the job until shutdown, or with `once` until caught up and delivered.
+pub async fn run(
+    config: &Config,
+    opts: RunOptions,
+    shutdown: Shutdown,
+) -> Result<RunReport, StartError> {
+    let started = Instant::now();
+    let token = config.load_miro_token()?;
+    let mut sinks = Vec::new();
+    for sink in &config.sinks {
+        let built = Sink::from_config(sink).map_err(|e| StartError::Sink {
+            name: sink.name.clone(),
+            message: e.message,
+        })?;
+        sinks.push((sink.name.clone(), sink.batch_rows, built));
+    }
+    let store = Arc::new(Store::open(&config.store_path)?);
+    let budget = Arc::new(CreditBudget::new(
+        config.budget.credits_per_minute,
+        config.budget.share,
+    ));
+    let mut client = MiroClient::new(&config.miro, token, budget.clone())?;
+    if let Some(base) = opts.backoff_base {
+        client = client.with_backoff_base(base);
+    }
+    let new_rows = Arc::new(Notify::new());
+    let collectors_done = Arc::new(AtomicBool::new(false));
+
+    let mut collector_tasks = Vec::new();
+    for source in config.enabled_sources() {
+        let mut collector = Collector::new(source.clone(), client.clone(), store.clone())
+            .with_notify(new_rows.clone());
+        if let Some(start) = opts.start {
+            collector = collector.with_start(start);
+        }
+        let shutdown = shutdown.clone();
+        let once = opts.once;
+        tracing::info!(source = %source.kind, "collector started");
+        collector_tasks.push((
+            source.kind,
+            tokio::spawn(async move { collector.run(once, shutdown).await }),
+        ));
+    }
+    let sources: Vec<SourceKind> = config.enabled_sources().map(|s| s.kind).collect();
+    let mut sink_tasks = Vec::new();
+    for (name, batch_rows, sink) in sinks {
+        let mode = if opts.once {
+            DeliveryMode::Drain {
+                collectors_done: collectors_done.clone(),
+            }
+        } else {
+            DeliveryMode::Continuous
+        };
+        tracing::info!(sink = %name, "delivery started");
+        sink_tasks.push((
+            name.clone(),
+            tokio::spawn(deliver(
+                Delivery {
+                    name,
+                    sink,
+                    batch_rows,
+                    store: store.clone(),
+                    sources: sources.clone(),
+                    mode,
+                    new_rows: new_rows.clone(),
+                },
+                shutdown.clone(),
+            )),
+        ));
+    }
+
+    let mut report = RunReport::default();
+    for (kind, task) in collector_tasks {
+        let result = task.await.expect("collector task panicked");
+        report
+            .sources
+            .insert(kind, result.map_err(|e: CollectError| e.to_string()));
+    }
+    collectors_done.store(true, Ordering::Release);
+    new_rows.notify_waiters();
+    for (name, task) in sink_tasks {
+        let result = task.await.expect("delivery task panicked");
+        report.sinks.insert(name, result.map_err(|e| e.to_string()));
+    }
+    let stats = client.stats();
+    report.requests = stats.requests.load(Ordering::Relaxed);
+    report.rate_limited = stats.rate_limited.load(Ordering::Relaxed);
+    report.retries = stats.retries.load(Ordering::Relaxed);
+    report.by_status = stats.by_status();
+    report.credits_used = budget.snapshot().credits_used_total;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}

@@ -1,0 +1,194 @@
+//! Delivery: one task per sink reads stored rows past the sink's offset, hands them to
+//! the sink, and advances the offset only over what the sink acknowledged.
+//!
+//! Invariants: the offset never passes a row the sink did not confirm, so every stored
+//! row reaches every sink at least once; a failing destination only grows the backlog;
+//! batches are bounded (`batch_rows`), so memory does not grow with the backlog.
+
+mod file;
+mod line;
+mod stdout;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::{SinkConfig, SinkKindConfig, SourceKind};
+use crate::shutdown::Shutdown;
+use crate::store::{OutboxRow, Store, StoreError};
+
+pub use file::FileSink;
+pub use line::table_row_json;
+pub use stdout::StdoutSink;
+
+/// A delivery failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    pub message: String,
+    /// Retrying cannot help until someone changes something; still retried, slowly.
+    pub permanent: bool,
+    /// The destination asked for this pause.
+    pub retry_after: Option<Duration>,
+}
+
+impl SinkError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        SinkError {
+            message: message.into(),
+            permanent: false,
+            retry_after: None,
+        }
+    }
+}
+
+/// The configured destinations.
+#[derive(Debug)]
+pub enum Sink {
+    File(FileSink),
+    Stdout(StdoutSink),
+}
+
+impl Sink {
+    pub fn from_config(config: &SinkConfig) -> Result<Sink, SinkError> {
+        Ok(match &config.kind {
+            SinkKindConfig::File {
+                dir,
+                max_file_bytes,
+            } => Sink::File(FileSink::new(dir.clone(), *max_file_bytes)?),
+            SinkKindConfig::Stdout => Sink::Stdout(StdoutSink),
+        })
+    }
+
+    /// Sends rows of one source, in `_seq` order. Returns the highest `_seq` of the
+    /// contiguous prefix the destination acknowledged.
+    pub async fn send(&mut self, source: SourceKind, rows: &[OutboxRow]) -> Result<i64, SinkError> {
+        match self {
+            Sink::File(s) => s.send(source, rows),
+            Sink::Stdout(s) => s.send(source, rows),
+        }
+    }
+}
+
+/// How a delivery task ends.
+#[derive(Debug, Clone)]
+pub enum DeliveryMode {
+    /// Until shutdown.
+    Continuous,
+    /// Until `collectors_done` is set and the backlog is empty (or shutdown).
+    Drain { collectors_done: Arc<AtomicBool> },
+}
+
+/// What a delivery task did.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryReport {
+    pub rows: u64,
+    pub batches: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// Set when a drain stopped on a permanent error with rows still pending.
+    pub gave_up: Option<String>,
+}
+
+/// One sink's delivery task.
+#[derive(Debug)]
+pub struct Delivery {
+    pub name: String,
+    pub sink: Sink,
+    pub batch_rows: usize,
+    pub store: Arc<Store>,
+    pub sources: Vec<SourceKind>,
+    pub mode: DeliveryMode,
+    /// Woken when collectors commit rows.
+    pub new_rows: Arc<Notify>,
+}
+
+/// Runs one sink's delivery loop over its sources.
+pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryReport, StoreError> {
+    let Delivery {
+        name,
+        mut sink,
+        batch_rows,
+        store,
+        sources,
+        mode,
+        new_rows,
+    } = task;
+    let mut report = DeliveryReport::default();
+    let mut failures_in_row: u32 = 0;
+    loop {
+        let done_collecting = match &mode {
+            DeliveryMode::Continuous => false,
+            DeliveryMode::Drain { collectors_done } => collectors_done.load(Ordering::Acquire),
+        };
+        let mut progressed = false;
+        let mut pending = false;
+        for &source in &sources {
+            if shutdown.is_set() {
+                return Ok(report);
+            }
+            let offset = store.delivered_offset(&name, source)?;
+            let reader = store.clone();
+            let rows =
+                tokio::task::spawn_blocking(move || reader.read_outbox(source, offset, batch_rows))
+                    .await
+                    .expect("outbox read task panicked")?;
+            if rows.is_empty() {
+                continue;
+            }
+            pending = true;
+            match sink.send(source, &rows).await {
+                Ok(acked) => {
+                    if acked > offset {
+                        store.advance_offset(&name, source, acked)?;
+                        let n = rows.iter().filter(|r| r.seq <= acked).count() as u64;
+                        report.rows += n;
+                        report.batches += 1;
+                        progressed = true;
+                        failures_in_row = 0;
+                        tracing::debug!(sink = %name, source = %source, rows = n, through = acked, "delivered");
+                    }
+                }
+                Err(e) => {
+                    report.failures += 1;
+                    failures_in_row += 1;
+                    report.last_error = Some(e.message.clone());
+                    store.record_sink_error(&name, source, &e.message)?;
+                    let wait = e.retry_after.unwrap_or_else(|| {
+                        crate::miro::retry::backoff(
+                            failures_in_row.min(10),
+                            Duration::from_millis(500),
+                            Duration::from_secs(if e.permanent { 300 } else { 60 }),
+                        )
+                    });
+                    if e.permanent {
+                        tracing::error!(sink = %name, source = %source, error = %e.message, retry_in_secs = wait.as_secs(), "delivery is blocked until this is fixed; rows wait in the store");
+                    } else {
+                        tracing::warn!(sink = %name, source = %source, error = %e.message, retry_in_ms = wait.as_millis() as u64, "delivery failed; retrying");
+                    }
+                    if let DeliveryMode::Drain { .. } = mode
+                        && e.permanent
+                    {
+                        report.gave_up = Some(e.message.clone());
+                        return Ok(report);
+                    }
+                    if !shutdown.sleep(wait).await {
+                        return Ok(report);
+                    }
+                }
+            }
+        }
+        if !progressed {
+            if !pending && done_collecting {
+                return Ok(report);
+            }
+            tokio::select! {
+                _ = new_rows.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(if done_collecting { 50 } else { 1000 })) => {}
+                _ = shutdown.wait() => return Ok(report),
+            }
+        }
+    }
+}

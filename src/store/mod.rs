@@ -1,0 +1,668 @@
+//! The store: one SQLite file (WAL), the single source of truth.
+//!
+//! Invariants:
+//! - each page of items is committed in one transaction together with its source's
+//!   checkpoint, so a crash leaves either both or neither;
+//! - rows are unique on the Miro `id` per table (`INSERT OR IGNORE`), so re-reading an
+//!   overlap or a page inserts nothing;
+//! - `_seq` only grows and is assigned in commit order (one writer), so a sink's delivery
+//!   offset (`sink_offsets.delivered_seq`) marks exactly what it has been handed and
+//!   acknowledged.
+
+mod schema;
+pub mod transform;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::config::SourceKind;
+use crate::timefmt::UnixMs;
+pub use transform::Row;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the store's directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the store {path} is in use by another mirotrail process (lock file {lock}); stop \
+         that process first, or give this one its own `store.path`"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "the store {path} was written by a newer mirotrail (schema {found}, this build knows {known}); upgrade mirotrail"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "store {what} failed: {source} (if the disk is full, free space; nothing was lost, the work is retried)"
+    )]
+    Sql {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sql { what, source }
+}
+
+/// Where a source stands: everything before `watermark` is collected, and possibly a
+/// window in progress with the cursor of its next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub source: SourceKind,
+    pub watermark: UnixMs,
+    /// When the window that ended at `watermark` started being read: events visible by
+    /// then were seen.
+    pub watermark_polled: UnixMs,
+    pub window: Option<WindowProgress>,
+    pub pages_total: i64,
+    pub requests_total: i64,
+    pub last_success: Option<UnixMs>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<UnixMs>,
+}
+
+/// A window being read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowProgress {
+    pub from: UnixMs,
+    pub to: UnixMs,
+    pub started: UnixMs,
+    /// The cursor of the next page; `None` = the first page has not been committed.
+    pub cursor: Option<String>,
+}
+
+/// What a page commit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCommit {
+    pub inserted: u64,
+    pub duplicates: u64,
+}
+
+/// A stored row handed to a sink.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    /// The table columns, in order.
+    pub cells: Vec<Option<String>>,
+    /// The item exactly as Miro sent it.
+    pub raw: String,
+}
+
+/// Rows of a source's table past a delivery offset (a sink's backlog).
+pub fn backlog(
+    conn: &Connection,
+    source: SourceKind,
+    delivered_seq: i64,
+) -> Result<i64, StoreError> {
+    conn.query_row(
+        &format!("SELECT count(*) FROM {} WHERE _seq > ?1", source.table()),
+        [delivered_seq],
+        |r| r.get(0),
+    )
+    .map_err(sql("counting the backlog"))
+}
+
+/// Counts for `status`.
+#[derive(Debug, Clone, Default)]
+pub struct TableStats {
+    pub rows: i64,
+    pub max_seq: i64,
+    pub newest: Option<String>,
+}
+
+/// The store handle: one writer connection, one reader connection.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    _lock: Option<std::fs::File>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store for collection and delivery, taking the
+    /// single-writer lock.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let lock = take_lock(path)?;
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut writer = Connection::open(path).map_err(open_err)?;
+        configure(&writer).map_err(open_err)?;
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        check_version(&writer, path)?;
+        schema::migrate(&mut writer).map_err(open_err)?;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        configure(&reader).map_err(open_err)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing store read-only (for `query` and `status`), without the lock.
+    pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::InvalidPath(path.to_path_buf()),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        configure(&conn).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(conn)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The source's checkpoint, if it ever collected.
+    pub fn load_checkpoint(&self, source: SourceKind) -> Result<Option<Checkpoint>, StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.query_row(
+            "SELECT watermark_ms, watermark_polled_ms, window_from_ms, window_to_ms,
+                    window_started_ms, cursor, pages_total, requests_total,
+                    last_success_ms, last_error, last_error_ms
+             FROM checkpoints WHERE source = ?1",
+            [source.name()],
+            |r| {
+                let from: Option<i64> = r.get(2)?;
+                let to: Option<i64> = r.get(3)?;
+                let started: Option<i64> = r.get(4)?;
+                let window = match (from, to) {
+                    (Some(from), Some(to)) => Some(WindowProgress {
+                        from: UnixMs(from),
+                        to: UnixMs(to),
+                        started: UnixMs(started.unwrap_or(from)),
+                        cursor: r.get(5)?,
+                    }),
+                    _ => None,
+                };
+                Ok(Checkpoint {
+                    source,
+                    watermark: UnixMs(r.get(0)?),
+                    watermark_polled: UnixMs(r.get(1)?),
+                    window,
+                    pages_total: r.get(6)?,
+                    requests_total: r.get(7)?,
+                    last_success: r.get::<_, Option<i64>>(8)?.map(UnixMs),
+                    last_error: r.get(9)?,
+                    last_error_at: r.get::<_, Option<i64>>(10)?.map(UnixMs),
+                })
+            },
+        )
+        .optional()
+        .map_err(sql("reading a checkpoint"))
+    }
+
+    /// Saves a checkpoint on its own (a new window, a restarted window).
+    pub fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        write_checkpoint(&conn, cp).map_err(sql("saving a checkpoint"))
+    }
+
+    /// Records a failed cycle on the source's checkpoint (shown by `status`).
+    pub fn record_error(&self, source: SourceKind, message: &str) -> Result<(), StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.execute(
+            "UPDATE checkpoints SET last_error = ?2, last_error_ms = ?3 WHERE source = ?1",
+            params![source.name(), message, UnixMs::now().0],
+        )
+        .map_err(sql("recording an error"))?;
+        Ok(())
+    }
+
+    /// Commits one page: its rows and the checkpoint after it, in one transaction.
+    pub fn commit_page(
+        &self,
+        source: SourceKind,
+        rows: &[(Row, &str)],
+        checkpoint: &Checkpoint,
+    ) -> Result<PageCommit, StoreError> {
+        let mut conn = self.writer.lock().expect("store writer lock");
+        let tx = conn.transaction().map_err(sql("starting a page commit"))?;
+        let mut commit = PageCommit::default();
+        {
+            let columns = transform::columns(source);
+            let mut sql_text = format!("INSERT OR IGNORE INTO {} (", source.table());
+            for c in columns {
+                sql_text.push_str(c);
+                sql_text.push_str(", ");
+            }
+            sql_text.push_str("_raw, _ingested_at) VALUES (");
+            for i in 1..=columns.len() + 2 {
+                sql_text.push_str(&format!(
+                    "?{i}{}",
+                    if i < columns.len() + 2 { ", " } else { ")" }
+                ));
+            }
+            let mut stmt = tx
+                .prepare_cached(&sql_text)
+                .map_err(sql("preparing the row insert"))?;
+            let ingested = UnixMs::now().to_iso();
+            for (row, raw) in rows {
+                let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(columns.len() + 2);
+                for cell in &row.cells {
+                    values.push(cell);
+                }
+                values.push(raw);
+                values.push(&ingested);
+                let n = stmt
+                    .execute(values.as_slice())
+                    .map_err(sql("inserting a row"))?;
+                if n == 1 {
+                    commit.inserted += 1;
+                } else {
+                    commit.duplicates += 1;
+                }
+            }
+        }
+        write_checkpoint(&tx, checkpoint).map_err(sql("saving a checkpoint"))?;
+        tx.commit().map_err(sql("committing a page"))?;
+        Ok(commit)
+    }
+
+    /// A sink's delivery offset for a source (0 = nothing delivered).
+    pub fn delivered_offset(&self, sink: &str, source: SourceKind) -> Result<i64, StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.query_row(
+            "SELECT delivered_seq FROM sink_offsets WHERE sink = ?1 AND source = ?2",
+            params![sink, source.name()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map(|o| o.unwrap_or(0))
+        .map_err(sql("reading a delivery offset"))
+    }
+
+    /// Moves a sink's offset forward to `seq` (never backwards).
+    pub fn advance_offset(
+        &self,
+        sink: &str,
+        source: SourceKind,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.execute(
+            "INSERT INTO sink_offsets (sink, source, delivered_seq, updated_ms, last_error)
+             VALUES (?1, ?2, ?3, ?4, NULL)
+             ON CONFLICT (sink, source) DO UPDATE SET
+               delivered_seq = max(delivered_seq, excluded.delivered_seq),
+               updated_ms = excluded.updated_ms, last_error = NULL",
+            params![sink, source.name(), seq, UnixMs::now().0],
+        )
+        .map_err(sql("advancing a delivery offset"))?;
+        Ok(())
+    }
+
+    /// Records a delivery failure on the sink's offset row (shown by `status`).
+    pub fn record_sink_error(
+        &self,
+        sink: &str,
+        source: SourceKind,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.execute(
+            "INSERT INTO sink_offsets (sink, source, delivered_seq, updated_ms, last_error)
+             VALUES (?1, ?2, 0, ?3, ?4)
+             ON CONFLICT (sink, source) DO UPDATE SET last_error = excluded.last_error,
+               updated_ms = excluded.updated_ms",
+            params![sink, source.name(), UnixMs::now().0, message],
+        )
+        .map_err(sql("recording a delivery error"))?;
+        Ok(())
+    }
+
+    /// Up to `limit` rows past `after_seq`, in `_seq` order.
+    pub fn read_outbox(
+        &self,
+        source: SourceKind,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let conn = self.reader.lock().expect("store reader lock");
+        let columns = transform::columns(source);
+        let sql_text = format!(
+            "SELECT _seq, _raw, {} FROM {} WHERE _seq > ?1 ORDER BY _seq LIMIT ?2",
+            columns.join(", "),
+            source.table()
+        );
+        let mut stmt = conn
+            .prepare_cached(&sql_text)
+            .map_err(sql("preparing the outbox read"))?;
+        let rows = stmt
+            .query_map(params![after_seq, limit as i64], |r| {
+                let mut cells = Vec::with_capacity(columns.len());
+                for i in 0..columns.len() {
+                    cells.push(r.get::<_, Option<String>>(i + 2)?);
+                }
+                Ok(OutboxRow {
+                    seq: r.get(0)?,
+                    raw: r.get(1)?,
+                    cells,
+                })
+            })
+            .map_err(sql("reading the outbox"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(sql("reading the outbox"))
+    }
+
+    /// Rows, highest `_seq` and newest event time of a source's table.
+    pub fn table_stats(&self, source: SourceKind) -> Result<TableStats, StoreError> {
+        let conn = self.reader.lock().expect("store reader lock");
+        table_stats(&conn, source)
+    }
+}
+
+/// Rows, highest `_seq` and newest event time of a source's table.
+pub fn table_stats(conn: &Connection, source: SourceKind) -> Result<TableStats, StoreError> {
+    conn.query_row(
+        &format!(
+            "SELECT count(*), coalesce(max(_seq), 0), max(TimeGenerated) FROM {}",
+            source.table()
+        ),
+        [],
+        |r| {
+            Ok(TableStats {
+                rows: r.get(0)?,
+                max_seq: r.get(1)?,
+                newest: r.get(2)?,
+            })
+        },
+    )
+    .map_err(sql("counting rows"))
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let known = schema::latest_version();
+    if found > known {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    Ok(())
+}
+
+fn take_lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StoreError::CreateDir {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(StoreError::Locked {
+            path: path.to_path_buf(),
+            lock: lock_path,
+        }),
+    }
+}
+
+fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> {
+    let w = cp.window.as_ref();
+    conn.execute(
+        "INSERT INTO checkpoints (source, watermark_ms, watermark_polled_ms, window_from_ms,
+             window_to_ms, window_started_ms, cursor, pages_total, requests_total,
+             last_success_ms, last_error, last_error_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (source) DO UPDATE SET
+             watermark_ms = excluded.watermark_ms,
+             watermark_polled_ms = excluded.watermark_polled_ms,
+             window_from_ms = excluded.window_from_ms,
+             window_to_ms = excluded.window_to_ms,
+             window_started_ms = excluded.window_started_ms,
+             cursor = excluded.cursor,
+             pages_total = excluded.pages_total,
+             requests_total = excluded.requests_total,
+             last_success_ms = excluded.last_success_ms,
+             last_error = excluded.last_error,
+             last_error_ms = excluded.last_error_ms",
+        params![
+            cp.source.name(),
+            cp.watermark.0,
+            cp.watermark_polled.0,
+            w.map(|w| w.from.0),
+            w.map(|w| w.to.0),
+            w.map(|w| w.started.0),
+            w.and_then(|w| w.cursor.clone()),
+            cp.pages_total,
+            cp.requests_total,
+            cp.last_success.map(|t| t.0),
+            cp.last_error,
+            cp.last_error_at.map(|t| t.0),
+        ],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(source: SourceKind, watermark: i64, cursor: Option<&str>) -> Checkpoint {
+        Checkpoint {
+            source,
+            watermark: UnixMs(watermark),
+            watermark_polled: UnixMs(watermark),
+            window: cursor.map(|c| WindowProgress {
+                from: UnixMs(watermark),
+                to: UnixMs(watermark + 1000),
+                started: UnixMs(watermark),
+                cursor: Some(c.to_string()),
+            }),
+            pages_total: 1,
+            requests_total: 1,
+            last_success: None,
+            last_error: None,
+            last_error_at: None,
+        }
+    }
+
+    fn rows(ids: &[&str]) -> Vec<(Row, String)> {
+        ids.iter()
+            .map(|id| {
+                let raw = format!(r#"{{"id":"{id}","event":"board_opened","createdAt":"2024-01-01T00:00:00.000Z"}}"#);
+                (transform::to_row(SourceKind::AuditLogs, &raw).unwrap(), raw)
+            })
+            .collect()
+    }
+
+    fn commit(store: &Store, ids: &[&str], checkpoint: &Checkpoint) -> PageCommit {
+        let rows = rows(ids);
+        let refs: Vec<(Row, &str)> = rows.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
+        store
+            .commit_page(SourceKind::AuditLogs, &refs, checkpoint)
+            .unwrap()
+    }
+
+    #[test]
+    fn migrations_apply_twice_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        {
+            let store = Store::open(&path).unwrap();
+            commit(&store, &["1"], &cp(SourceKind::AuditLogs, 5, None));
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.table_stats(SourceKind::AuditLogs).unwrap().rows, 1);
+        let mut conn = Connection::open(&path).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        schema::migrate(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn pages_deduplicate_on_id_and_carry_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let c1 = cp(SourceKind::AuditLogs, 10, Some("next"));
+        assert_eq!(
+            commit(&store, &["1", "2", "3"], &c1),
+            PageCommit {
+                inserted: 3,
+                duplicates: 0
+            }
+        );
+        assert_eq!(
+            store.load_checkpoint(SourceKind::AuditLogs).unwrap(),
+            Some(c1)
+        );
+        let c2 = cp(SourceKind::AuditLogs, 20, None);
+        assert_eq!(
+            commit(&store, &["3", "4", "4"], &c2),
+            PageCommit {
+                inserted: 1,
+                duplicates: 2
+            }
+        );
+        assert_eq!(
+            store.load_checkpoint(SourceKind::AuditLogs).unwrap(),
+            Some(c2)
+        );
+        assert_eq!(
+            store.load_checkpoint(SourceKind::ContentLogs).unwrap(),
+            None
+        );
+        let out = store.read_outbox(SourceKind::AuditLogs, 0, 10).unwrap();
+        // `_seq` grows in commit order (ignored duplicates may leave gaps).
+        let seqs: Vec<i64> = out.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs.len(), 4);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        assert!(out[3].raw.contains("\"id\":\"4\""));
+        assert_eq!(
+            store
+                .read_outbox(SourceKind::AuditLogs, seqs[1], 1)
+                .unwrap()[0]
+                .seq,
+            seqs[2]
+        );
+        assert!(out[0].raw.contains("\"id\":\"1\""));
+    }
+
+    #[test]
+    fn offsets_only_move_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        assert_eq!(
+            store.delivered_offset("s", SourceKind::AuditLogs).unwrap(),
+            0
+        );
+        store.advance_offset("s", SourceKind::AuditLogs, 7).unwrap();
+        store.advance_offset("s", SourceKind::AuditLogs, 3).unwrap();
+        assert_eq!(
+            store.delivered_offset("s", SourceKind::AuditLogs).unwrap(),
+            7
+        );
+        store
+            .record_sink_error("s", SourceKind::AuditLogs, "down")
+            .unwrap();
+        assert_eq!(
+            store.delivered_offset("s", SourceKind::AuditLogs).unwrap(),
+            7
+        );
+        assert_eq!(
+            store
+                .delivered_offset("other", SourceKind::AuditLogs)
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let _first = Store::open(&path).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another mirotrail process"));
+    }
+
+    #[test]
+    fn a_failed_page_commit_leaves_rows_and_checkpoint_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let c1 = cp(SourceKind::AuditLogs, 10, Some("c1"));
+        commit(&store, &["1"], &c1);
+        // A row whose cell count does not match the table makes the insert fail midway.
+        let mut bad = rows(&["2", "3"]);
+        bad[1].0.cells.push(Some("extra".into()));
+        let refs: Vec<(Row, &str)> = bad.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
+        let c2 = cp(SourceKind::AuditLogs, 20, Some("c2"));
+        assert!(
+            store
+                .commit_page(SourceKind::AuditLogs, &refs, &c2)
+                .is_err()
+        );
+        assert_eq!(store.table_stats(SourceKind::AuditLogs).unwrap().rows, 1);
+        assert_eq!(
+            store.load_checkpoint(SourceKind::AuditLogs).unwrap(),
+            Some(c1)
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Ordered migrations under `PRAGMA user_version`. Append only: never edit a shipped step.
+
+use rusqlite::Connection;
+
+use super::transform::{AUDIT_COLUMNS, CONTENT_COLUMNS, DATETIME_COLUMNS, DYNAMIC_COLUMNS};
+
+fn table_ddl(table: &str, columns: &[&str]) -> String {
+    let mut ddl = format!("CREATE TABLE {table} (\n");
+    for column in columns {
+        let decl = if *column == "id" {
+            "TEXT NOT NULL UNIQUE".to_string()
+        } else if DATETIME_COLUMNS.contains(column) || DYNAMIC_COLUMNS.contains(column) {
+            "TEXT".to_string()
+        } else {
+            "TEXT NOT NULL DEFAULT ''".to_string()
+        };
+        ddl.push_str(&format!("  {column} {decl},\n"));
+    }
+    ddl.push_str(
+        "  _raw TEXT NOT NULL,\n  _ingested_at TEXT NOT NULL,\n  _seq INTEGER PRIMARY KEY AUTOINCREMENT\n);\n",
+    );
+    ddl
+}
+
+/// The migrations, in order. Step N brings `user_version` from N to N+1.
+fn migrations() -> Vec<String> {
+    vec![
+        // 1: the two Sentinel tables, checkpoints, delivery offsets.
+        [
+            table_ddl("MiroAuditLogs_CL", &AUDIT_COLUMNS),
+            "CREATE INDEX MiroAuditLogs_CL_time ON MiroAuditLogs_CL (TimeGenerated);".into(),
+            table_ddl("MiroContentLogs_CL", &CONTENT_COLUMNS),
+            "CREATE INDEX MiroContentLogs_CL_time ON MiroContentLogs_CL (TimeGenerated);".into(),
+            "CREATE TABLE checkpoints (
+                source TEXT PRIMARY KEY,
+                watermark_ms INTEGER NOT NULL,
+                watermark_polled_ms INTEGER NOT NULL,
+                window_from_ms INTEGER,
+                window_to_ms INTEGER,
+                window_started_ms INTEGER,
+                cursor TEXT,
+                pages_total INTEGER NOT NULL DEFAULT 0,
+                requests_total INTEGER NOT NULL DEFAULT 0,
+                last_success_ms INTEGER,
+                last_error TEXT,
+                last_error_ms INTEGER
+            );"
+            .into(),
+            "CREATE TABLE sink_offsets (
+                sink TEXT NOT NULL,
+                source TEXT NOT NULL,
+                delivered_seq INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL,
+                last_error TEXT,
+                PRIMARY KEY (sink, source)
+            );"
+            .into(),
+        ]
+        .join("\n"),
+    ]
+}
+
+/// Brings the schema up to date; safe to run on every open and twice in a row.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let steps = migrations();
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, step) in steps.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The schema version this build writes.
+pub fn latest_version() -> i64 {
+    migrations().len() as i64
+}

@@ -1,0 +1,359 @@
+//! The Sentinel DCR transformations, applied locally: an API item becomes a table row
+//! exactly as `reference/sentinel-miro-contract.md` (sections 3 and 4) defines it.
+//!
+//! KQL semantics kept: `tostring()` of a missing or null field is `""`, also for a nested
+//! field of a missing or partial object; datetimes that do not parse are null; dynamic
+//! columns hold the JSON as is (compact text here).
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::SourceKind;
+use crate::timefmt::UnixMs;
+
+/// `MiroAuditLogs_CL` columns, in the table's order.
+pub const AUDIT_COLUMNS: [&str; 20] = [
+    "TimeGenerated",
+    "id",
+    "createdAt",
+    "event",
+    "category",
+    "logType",
+    "createdBy_email",
+    "createdBy_id",
+    "createdBy_name",
+    "createdBy_type",
+    "object_id",
+    "object_name",
+    "context_ip",
+    "context_team_id",
+    "context_team_name",
+    "context_team_type",
+    "context_organization_id",
+    "context_organization_name",
+    "context_organization_type",
+    "details",
+];
+
+/// `MiroContentLogs_CL` columns, in the table's order.
+pub const CONTENT_COLUMNS: [&str; 12] = [
+    "TimeGenerated",
+    "id",
+    "actionTime",
+    "actionType",
+    "actor_id",
+    "actor_email",
+    "actor_name",
+    "contentId",
+    "itemId",
+    "itemType",
+    "relationships",
+    "state",
+];
+
+/// Columns whose type is `datetime` (stored as ISO 8601 UTC text) in either table.
+pub const DATETIME_COLUMNS: [&str; 3] = ["TimeGenerated", "createdAt", "actionTime"];
+/// Columns whose type is `dynamic` (stored as JSON text) in either table.
+pub const DYNAMIC_COLUMNS: [&str; 3] = ["details", "relationships", "state"];
+
+/// The stream declaration columns of `Custom-MiroAuditLogs_CL`, in order.
+pub const AUDIT_STREAM_COLUMNS: [&str; 9] = [
+    "id",
+    "event",
+    "category",
+    "type",
+    "createdAt",
+    "createdBy",
+    "context",
+    "details",
+    "object",
+];
+/// The stream declaration columns of `Custom-MiroContentLogs_CL`, in order.
+pub const CONTENT_STREAM_COLUMNS: [&str; 9] = [
+    "id",
+    "contentId",
+    "actionType",
+    "actionTime",
+    "actor",
+    "itemType",
+    "itemId",
+    "state",
+    "relationships",
+];
+
+/// The table columns of a source.
+pub fn columns(source: SourceKind) -> &'static [&'static str] {
+    match source {
+        SourceKind::AuditLogs => &AUDIT_COLUMNS,
+        SourceKind::ContentLogs => &CONTENT_COLUMNS,
+    }
+}
+
+/// The stream declaration columns of a source.
+pub fn stream_columns(source: SourceKind) -> &'static [&'static str] {
+    match source {
+        SourceKind::AuditLogs => &AUDIT_STREAM_COLUMNS,
+        SourceKind::ContentLogs => &CONTENT_STREAM_COLUMNS,
+    }
+}
+
+/// One table row: the Miro id (the dedup key), the event time, and the cells in the
+/// table's column order (`None` = null, for datetime and dynamic columns only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: String,
+    pub time: Option<UnixMs>,
+    pub cells: Vec<Option<String>>,
+    /// True when the item had no usable `id` and one was derived from its content.
+    pub id_derived: bool,
+}
+
+/// An item that cannot become a row at all (not a JSON object).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("item is not a JSON object: {0}")]
+pub struct TransformError(String);
+
+/// Applies the source's DCR transformation to one raw API item.
+pub fn to_row(source: SourceKind, raw: &str) -> Result<Row, TransformError> {
+    let value: Value = serde_json::from_str(raw).map_err(|e| TransformError(e.to_string()))?;
+    let Value::Object(item) = value else {
+        return Err(TransformError("a JSON value of another type".into()));
+    };
+    Ok(match source {
+        SourceKind::AuditLogs => audit_row(&item, raw),
+        SourceKind::ContentLogs => content_row(&item, raw),
+    })
+}
+
+fn audit_row(item: &Map<String, Value>, raw: &str) -> Row {
+    let (id, id_derived) = item_id(item, raw);
+    let time = datetime(item.get("createdAt"));
+    let iso = time.map(UnixMs::to_iso);
+    let s = |path: &[&str]| Some(kql_tostring(lookup(item, path)));
+    let cells = vec![
+        iso.clone(),
+        Some(id.clone()),
+        iso,
+        s(&["event"]),
+        s(&["category"]),
+        s(&["type"]),
+        s(&["createdBy", "email"]),
+        s(&["createdBy", "id"]),
+        s(&["createdBy", "name"]),
+        s(&["createdBy", "type"]),
+        s(&["object", "id"]),
+        s(&["object", "name"]),
+        s(&["context", "ip"]),
+        s(&["context", "team", "id"]),
+        s(&["context", "team", "name"]),
+        s(&["context", "team", "type"]),
+        s(&["context", "organization", "id"]),
+        s(&["context", "organization", "name"]),
+        s(&["context", "organization", "type"]),
+        dynamic(item.get("details")),
+    ];
+    Row {
+        id,
+        time,
+        cells,
+        id_derived,
+    }
+}
+
+fn content_row(item: &Map<String, Value>, raw: &str) -> Row {
+    let (id, id_derived) = item_id(item, raw);
+    let time = datetime(item.get("actionTime"));
+    let iso = time.map(UnixMs::to_iso);
+    let s = |path: &[&str]| Some(kql_tostring(lookup(item, path)));
+    let cells = vec![
+        iso.clone(),
+        Some(id.clone()),
+        iso,
+        s(&["actionType"]),
+        s(&["actor", "id"]),
+        s(&["actor", "email"]),
+        s(&["actor", "name"]),
+        s(&["contentId"]),
+        s(&["itemId"]),
+        s(&["itemType"]),
+        dynamic(item.get("relationships")),
+        dynamic(item.get("state")),
+    ];
+    Row {
+        id,
+        time,
+        cells,
+        id_derived,
+    }
+}
+
+/// The item's `id` as text; a missing or empty one is derived from the item's bytes so
+/// that the item is still stored once (and re-reading it still deduplicates).
+fn item_id(item: &Map<String, Value>, raw: &str) -> (String, bool) {
+    let id = kql_tostring(item.get("id"));
+    if !id.is_empty() {
+        return (id, false);
+    }
+    let digest = Sha256::digest(raw.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    (format!("mirotrail-sha256-{hex}"), true)
+}
+
+/// Follows a path of object keys; anything that is not an object on the way gives `None`.
+fn lookup<'a>(item: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let mut current = item.get(*first)?;
+    for key in rest {
+        current = current.as_object()?.get(*key)?;
+    }
+    Some(current)
+}
+
+/// KQL `tostring()`: strings as they are, other scalars as text, objects and arrays as
+/// compact JSON, missing and null as `""`.
+pub fn kql_tostring(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// KQL `todatetime()` of a string: `None` when missing or not a datetime.
+fn datetime(value: Option<&Value>) -> Option<UnixMs> {
+    value.and_then(Value::as_str).and_then(UnixMs::parse)
+}
+
+/// A dynamic column: the JSON as compact text; missing or null is null.
+fn dynamic(value: Option<&Value>) -> Option<String> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.to_string()),
+    }
+}
+
+/// The Sentinel stream record for a raw item: the item restricted to the stream
+/// declaration's columns (the DCR in Azure then applies the transformation).
+pub fn stream_record(source: SourceKind, raw: &str) -> Result<Map<String, Value>, TransformError> {
+    let value: Value = serde_json::from_str(raw).map_err(|e| TransformError(e.to_string()))?;
+    let Value::Object(mut item) = value else {
+        return Err(TransformError("a JSON value of another type".into()));
+    };
+    let mut record = Map::new();
+    for column in stream_columns(source) {
+        if let Some(v) = item.remove(*column) {
+            record.insert((*column).to_string(), v);
+        }
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"{"type":"event","id":"450256789","event":"board_opened","category":"boards",
+ "createdAt":"2018-10-19T23:59:45.000Z","details":{"role":"OWNER"},
+ "createdBy":{"type":"user","id":"3074457346235995512","name":"Test","email":"test@example.com"},
+ "object":{"id":"3074457346235995523","name":"BoardName"},
+ "context":{"ip":"10.10.10.10",
+   "team":{"type":"team","id":"3074457345710755694","name":"TeamName"},
+   "organization":{"type":"organization","id":"3074457345821140123","name":"CompanyName"}},
+ "somethingNew":{"a":1}}"#;
+
+    fn cell<'a>(row: &'a Row, column: &str) -> Option<&'a str> {
+        let i = AUDIT_COLUMNS
+            .iter()
+            .chain(CONTENT_COLUMNS.iter())
+            .position(|c| *c == column)
+            .unwrap();
+        let i = if i >= AUDIT_COLUMNS.len() && row.cells.len() == CONTENT_COLUMNS.len() {
+            i - AUDIT_COLUMNS.len()
+        } else {
+            i
+        };
+        row.cells[i].as_deref()
+    }
+
+    #[test]
+    fn audit_row_follows_the_dcr() {
+        let row = to_row(SourceKind::AuditLogs, FULL).unwrap();
+        assert_eq!(row.cells.len(), AUDIT_COLUMNS.len());
+        assert_eq!(row.id, "450256789");
+        assert_eq!(
+            cell(&row, "TimeGenerated"),
+            Some("2018-10-19T23:59:45.000Z")
+        );
+        assert_eq!(cell(&row, "createdAt"), Some("2018-10-19T23:59:45.000Z"));
+        assert_eq!(cell(&row, "logType"), Some("event"));
+        assert_eq!(cell(&row, "event"), Some("board_opened"));
+        assert_eq!(cell(&row, "createdBy_email"), Some("test@example.com"));
+        assert_eq!(cell(&row, "createdBy_type"), Some("user"));
+        assert_eq!(cell(&row, "object_name"), Some("BoardName"));
+        assert_eq!(cell(&row, "context_ip"), Some("10.10.10.10"));
+        assert_eq!(cell(&row, "context_team_id"), Some("3074457345710755694"));
+        assert_eq!(
+            cell(&row, "context_organization_type"),
+            Some("organization")
+        );
+        assert_eq!(cell(&row, "details"), Some(r#"{"role":"OWNER"}"#));
+    }
+
+    #[test]
+    fn missing_and_partial_objects_give_empty_strings() {
+        let raw = r#"{"id":"1","createdAt":"not a time","createdBy":{"id":"7"},"context":{"ip":"1.2.3.4","team":null},"object":"weird"}"#;
+        let row = to_row(SourceKind::AuditLogs, raw).unwrap();
+        assert_eq!(cell(&row, "TimeGenerated"), None);
+        assert_eq!(cell(&row, "createdAt"), None);
+        assert_eq!(cell(&row, "event"), Some(""));
+        assert_eq!(cell(&row, "logType"), Some(""));
+        assert_eq!(cell(&row, "createdBy_id"), Some("7"));
+        assert_eq!(cell(&row, "createdBy_email"), Some(""));
+        assert_eq!(cell(&row, "object_id"), Some(""));
+        assert_eq!(cell(&row, "context_ip"), Some("1.2.3.4"));
+        assert_eq!(cell(&row, "context_team_name"), Some(""));
+        assert_eq!(cell(&row, "context_organization_id"), Some(""));
+        assert_eq!(cell(&row, "details"), None);
+    }
+
+    #[test]
+    fn ids_stay_text_and_missing_ids_are_derived_stably() {
+        let row = to_row(SourceKind::AuditLogs, r#"{"id":3074457345821141000}"#).unwrap();
+        assert_eq!(row.id, "3074457345821141000");
+        let a = to_row(SourceKind::AuditLogs, r#"{"event":"x"}"#).unwrap();
+        let b = to_row(SourceKind::AuditLogs, r#"{"event":"x"}"#).unwrap();
+        let c = to_row(SourceKind::AuditLogs, r#"{"event":"y"}"#).unwrap();
+        assert!(a.id_derived && a.id.starts_with("mirotrail-sha256-"));
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+    }
+
+    #[test]
+    fn content_row_follows_the_dcr() {
+        let raw = r#"{"id":"c1","contentId":"b1","actionType":"update","actionTime":"2024-05-01T10:00:00.5Z",
+            "actor":{"id":"u1","email":"a@x.io"},"itemType":"widget","itemId":"w1",
+            "state":{"text":"hi"},"relationships":[{"type":"parent","itemType":"frame","itemId":"f1"}]}"#;
+        let row = to_row(SourceKind::ContentLogs, raw).unwrap();
+        assert_eq!(row.cells.len(), CONTENT_COLUMNS.len());
+        assert_eq!(row.cells[0].as_deref(), Some("2024-05-01T10:00:00.500Z"));
+        assert_eq!(row.cells[3].as_deref(), Some("update"));
+        assert_eq!(row.cells[4].as_deref(), Some("u1"));
+        assert_eq!(row.cells[6].as_deref(), Some(""));
+        assert_eq!(
+            row.cells[10].as_deref(),
+            Some(r#"[{"itemId":"f1","itemType":"frame","type":"parent"}]"#)
+        );
+        assert_eq!(row.cells[11].as_deref(), Some(r#"{"text":"hi"}"#));
+    }
+
+    #[test]
+    fn stream_record_keeps_only_declared_columns() {
+        let rec = stream_record(SourceKind::AuditLogs, FULL).unwrap();
+        let keys: Vec<&str> = rec.keys().map(String::as_str).collect();
+        assert!(!keys.contains(&"somethingNew"));
+        assert_eq!(keys.len(), 9);
+        assert!(to_row(SourceKind::AuditLogs, "[1,2]").is_err());
+    }
+}
