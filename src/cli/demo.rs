@@ -48,7 +48,9 @@ pub const SAMPLE_QUERIES: [(&str, &str); 2] = [
 
 pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     if args.days == 0 || args.days > 90 {
-        return Err(Failure::usage(anyhow!("--days must be 1..=90 (the API keeps 90 days of audit logs)")));
+        return Err(Failure::usage(anyhow!(
+            "--days must be 1..=90 (the API keeps 90 days of audit logs)"
+        )));
     }
     let dir = &args.dir;
     std::fs::create_dir_all(dir)
@@ -61,13 +63,23 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
 
     let now = UnixMs::now();
     let token = format!("demo-{:016x}", rand::random::<u64>());
-    let emulator_config = MiroEmulatorConfig::demo(now, args.days, args.audit_events, args.content_items, &token);
+    let emulator_config = MiroEmulatorConfig::demo(
+        now,
+        args.days,
+        args.audit_events,
+        args.content_items,
+        &token,
+    );
     let org_id = emulator_config.org_id.clone();
-    let emulator = MiroEmulator::start(emulator_config, "127.0.0.1:0".parse().expect("loopback address"))
-        .await
-        .map_err(|e| Failure::runtime(anyhow!("cannot start the Miro emulator on loopback: {e}")))?;
+    let emulator = MiroEmulator::start(
+        emulator_config,
+        "127.0.0.1:0".parse().expect("loopback address"),
+    )
+    .await
+    .map_err(|e| Failure::runtime(anyhow!("cannot start the Miro emulator on loopback: {e}")))?;
 
-    let config_path = write_demo_files(dir, &emulator.base_url(), &org_id, &token, args.days).map_err(Failure::runtime)?;
+    let config_path = write_demo_files(dir, &emulator.base_url(), &org_id, &token, args.days)
+        .map_err(Failure::runtime)?;
     let config = Config::load(&config_path)?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -92,7 +104,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     emulator.shutdown().await;
 
     let secs = report.elapsed.as_secs_f64();
-    let _ = writeln!(out, "{:<14} {:>9} {:>7} {:>9} {:>11}", "stream", "events", "pages", "requests", "duplicates");
+    let _ = writeln!(
+        out,
+        "{:<14} {:>9} {:>7} {:>9} {:>11}",
+        "stream", "events", "pages", "requests", "duplicates"
+    );
     let mut total = 0;
     for (source, result) in &report.sources {
         match result {
@@ -113,7 +129,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
             }
         }
     }
-    let statuses: Vec<String> = report.by_status.iter().map(|(s, n)| format!("{n}x{s}")).collect();
+    let statuses: Vec<String> = report
+        .by_status
+        .iter()
+        .map(|(s, n)| format!("{n}x{s}"))
+        .collect();
     let _ = writeln!(
         out,
         "\nrequests: {} ({}), 429s waited out: {}, retries: {}\ncredits used: {} (audit call 100, content call 2000; budget share {})\ntime taken: {} ({:.0} events/s); emulator served {} items\n",
@@ -123,7 +143,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         report.retries,
         report.credits_used,
         config.budget.share,
-        if secs < 60.0 { format!("{secs:.2}s") } else { human(report.elapsed) },
+        if secs < 60.0 {
+            format!("{secs:.2}s")
+        } else {
+            human(report.elapsed)
+        },
         total as f64 / secs.max(1e-3),
         emu_stats.items_served,
     );
@@ -142,12 +166,20 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     if report.ok() {
         Ok(())
     } else {
-        Err(Failure::runtime(anyhow!("the demo run did not complete; see the messages above")))
+        Err(Failure::runtime(anyhow!(
+            "the demo run did not complete; see the messages above"
+        )))
     }
 }
 
 /// Writes the demo's config and token file; returns the config path.
-fn write_demo_files(dir: &Path, api_base: &str, org_id: &str, token: &str, days: u32) -> anyhow::Result<PathBuf> {
+fn write_demo_files(
+    dir: &Path,
+    api_base: &str,
+    org_id: &str,
+    token: &str,
+    days: u32,
+) -> anyhow::Result<PathBuf> {
     let token_path = dir.join("miro-token");
     write_private(&token_path, token)?;
     let config_path = dir.join("mirotrail.toml");
@@ -174,7 +206,8 @@ type = "file"
 path = "archive"
 "#
     );
-    std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
+    std::fs::write(&config_path, text)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
     Ok(config_path)
 }
 
@@ -186,8 +219,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut f = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }
-

@@ -73,10 +73,18 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 ("--fault-expire-cursor", a.fault_expire_cursor),
             ] {
                 if !(0.0..=1.0).contains(&v) {
-                    return Err(Failure::usage(anyhow!("{name} must be a share between 0 and 1, not {v}")));
+                    return Err(Failure::usage(anyhow!(
+                        "{name} must be a share between 0 and 1, not {v}"
+                    )));
                 }
             }
-            let mut config = MiroEmulatorConfig::demo(UnixMs::now(), a.days, a.audit_events, a.content_items, &a.token);
+            let mut config = MiroEmulatorConfig::demo(
+                UnixMs::now(),
+                a.days,
+                a.audit_events,
+                a.content_items,
+                &a.token,
+            );
             config.seed = a.seed;
             config.late.share = a.late_share;
             if a.no_rate_limit {

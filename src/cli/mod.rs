@@ -1,6 +1,8 @@
 //! The command line: parse, set up logging, run the command, map errors to exit codes
 //! (0 success, 2 usage or config error, 1 runtime failure).
 
+mod demo;
+mod emulate;
 mod query;
 mod status;
 
@@ -34,6 +36,9 @@ enum LogFormat {
 enum Command {
     /// Start the built-in Miro emulator, collect an emulated organisation's last days into
     /// a local store, and show what happened. Touches nothing outside DIR.
+    Demo(demo::DemoArgs),
+    /// Start the built-in Miro emulator, collect an emulated organisation's last days into
+    /// a local store, and show what happened. Touches nothing outside DIR.
 
     /// Collect and deliver continuously (until SIGINT/SIGTERM), or catch up once and exit.
     Run(RunArgs),
@@ -43,6 +48,8 @@ enum Command {
     /// Answer a read-only SQL query on the store (tables MiroAuditLogs_CL,
     /// MiroContentLogs_CL, with the Sentinel columns).
     Query(query::QueryArgs),
+    /// Run an emulator of a service mirotrail talks to, on loopback.
+    Emulate(emulate::EmulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,7 +115,7 @@ pub fn main() -> ExitCode {
         }
     };
     let default_level = match cli.command {
-        Command::Run(_) => "info",
+        Command::Run(_) | Command::Emulate(_) => "info",
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
@@ -124,9 +131,11 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run(args).await,
             Command::Status(args) => status::run(args),
             Command::Query(args) => query::run(args),
+            Command::Emulate(args) => emulate::run(args).await,
         }
     });
     match result {

@@ -206,19 +206,22 @@ impl Collector {
             }
         };
         let mut cursor_restarts = 0;
+        // A cycle catches up to the time it started; later time is the next cycle's.
+        let cycle_now = UnixMs::now();
         loop {
             if shutdown.is_set() {
                 return Err(CollectError::Stopped);
             }
             if cp.window.is_none() {
                 let now = UnixMs::now();
-                match next_window(cp.watermark, cp.watermark_polled, now, &self.policy()) {
+                match next_window(cp.watermark, cp.watermark_polled, cycle_now, &self.policy()) {
                     None => return Ok(report),
                     Some((from, to)) => {
                         cp.window = Some(WindowProgress {
                             from,
                             to,
                             started: now,
+                            read_through: None,
                             cursor: None,
                         });
                         self.store.save_checkpoint(&cp)?;
@@ -231,17 +234,26 @@ impl Collector {
                     error: FetchError::CursorRejected,
                     ..
                 }) => {
-                    cursor_restarts += 1;
+                    let w = cp.window.as_mut().expect("a window is being read");
+                    w.cursor = None;
+                    // Pages come in ascending time order: resume just before the latest
+                    // item committed (ids deduplicate the re-read), so even cursors that
+                    // expire often cannot keep a long window from completing.
+                    let resume = w
+                        .read_through
+                        .map(|t| t.minus(Duration::from_millis(1)))
+                        .filter(|t| *t > w.from);
+                    match resume {
+                        Some(t) => w.from = t,
+                        None => cursor_restarts += 1,
+                    }
                     if cursor_restarts > MAX_CURSOR_RESTARTS {
                         return Err(CollectError::CursorRefusedRepeatedly {
                             kind,
                             times: cursor_restarts,
                         });
                     }
-                    tracing::warn!(source = %kind, "Miro refused the stored cursor (expired?); reading the window again from its start");
-                    if let Some(w) = cp.window.as_mut() {
-                        w.cursor = None;
-                    }
+                    tracing::warn!(source = %kind, resume_from = %w.from, "Miro refused the cursor (expired?); reading the rest of the window again from the latest item stored");
                     self.store.save_checkpoint(&cp)?;
                 }
                 Err(e @ (CollectError::CursorRepeated { .. } | CollectError::Stalled { .. })) => {
@@ -322,16 +334,20 @@ impl Collector {
 
             let store = self.store.clone();
             let items = page.items;
-            let checkpoint = next.clone();
-            let (commit, outside, derived) = tokio::task::spawn_blocking(move || {
+            let (commit, outside, derived, next) = tokio::task::spawn_blocking(move || {
                 let mut rows: Vec<(Row, &str)> = Vec::with_capacity(items.len());
                 let mut outside = 0u64;
                 let mut derived = 0u64;
+                let mut latest: Option<UnixMs> = None;
                 for item in &items {
                     match transform::to_row(kind, item.get()) {
                         Ok(row) => {
-                            if row.time.is_some_and(|t| t < window.from || t > window.to) {
-                                outside += 1;
+                            if let Some(t) = row.time {
+                                if t < window.from || t > window.to {
+                                    outside += 1;
+                                } else if t < window.to {
+                                    latest = latest.max(Some(t));
+                                }
                             }
                             if row.id_derived {
                                 derived += 1;
@@ -341,9 +357,12 @@ impl Collector {
                         Err(e) => tracing::error!(source = %kind, error = %e, "item skipped"),
                     }
                 }
+                if let Some(w) = next.window.as_mut() {
+                    w.read_through = w.read_through.max(latest);
+                }
                 store
-                    .commit_page(kind, &rows, &checkpoint)
-                    .map(|c| (c, outside, derived))
+                    .commit_page(kind, &rows, &next)
+                    .map(|c| (c, outside, derived, next))
             })
             .await
             .expect("page commit task panicked")?;

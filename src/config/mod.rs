@@ -107,6 +107,7 @@ pub struct MiroConfig {
     pub org_id: Option<String>,
     pub request_timeout: Duration,
     pub max_retries: u32,
+    pub retry_initial_backoff: Duration,
 }
 
 /// `[sources.*]`, validated.

@@ -44,6 +44,9 @@ pub struct RawMiro {
     pub request_timeout: Option<String>,
     /// Retries of one request on transient failures before the cycle fails (default 8).
     pub max_retries: Option<u32>,
+    /// First wait before a retry; it doubles per attempt, with jitter, up to 60 s
+    /// (default `500ms`).
+    pub retry_initial_backoff: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +183,11 @@ impl RawConfig {
             org_id: self.miro.org_id.clone(),
             request_timeout,
             max_retries: self.miro.max_retries.unwrap_or(8),
+            retry_initial_backoff: duration(
+                "miro.retry_initial_backoff",
+                &self.miro.retry_initial_backoff,
+                "500ms",
+            )?,
         };
 
         let mut sources = Vec::new();
@@ -213,7 +221,7 @@ impl RawConfig {
                 poll_interval: duration(&key("poll_interval"), &raw.poll_interval, "30s")?,
                 settle_lag: duration(&key("settle_lag"), &raw.settle_lag, "1m")?,
                 overlap: duration(&key("overlap"), &raw.overlap, "15m")?,
-                max_window: duration(&key("max_window"), &raw.max_window, "1h")?,
+                max_window: duration(&key("max_window"), &raw.max_window, "24h")?,
                 page_size,
             };
             if source.poll_interval < std::time::Duration::from_secs(1) {

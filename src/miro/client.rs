@@ -102,7 +102,7 @@ impl MiroClient {
             max_retries: config.max_retries,
             budget,
             stats: Arc::new(ClientStats::default()),
-            backoff_base: Duration::from_millis(500),
+            backoff_base: config.retry_initial_backoff,
         })
     }
 

@@ -85,6 +85,9 @@ pub struct WindowProgress {
     pub from: UnixMs,
     pub to: UnixMs,
     pub started: UnixMs,
+    /// The latest item time committed in this window: with ascending pages, everything
+    /// before it has been read, so a refused cursor restarts from here, not from `from`.
+    pub read_through: Option<UnixMs>,
     /// The cursor of the next page; `None` = the first page has not been committed.
     pub cursor: Option<String>,
 }
@@ -206,7 +209,7 @@ impl Store {
         conn.query_row(
             "SELECT watermark_ms, watermark_polled_ms, window_from_ms, window_to_ms,
                     window_started_ms, cursor, pages_total, requests_total,
-                    last_success_ms, last_error, last_error_ms
+                    last_success_ms, last_error, last_error_ms, window_read_through_ms
              FROM checkpoints WHERE source = ?1",
             [source.name()],
             |r| {
@@ -218,6 +221,7 @@ impl Store {
                         from: UnixMs(from),
                         to: UnixMs(to),
                         started: UnixMs(started.unwrap_or(from)),
+                        read_through: r.get::<_, Option<i64>>(11)?.map(UnixMs),
                         cursor: r.get(5)?,
                     }),
                     _ => None,
@@ -469,8 +473,8 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
     conn.execute(
         "INSERT INTO checkpoints (source, watermark_ms, watermark_polled_ms, window_from_ms,
              window_to_ms, window_started_ms, cursor, pages_total, requests_total,
-             last_success_ms, last_error, last_error_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             last_success_ms, last_error, last_error_ms, window_read_through_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (source) DO UPDATE SET
              watermark_ms = excluded.watermark_ms,
              watermark_polled_ms = excluded.watermark_polled_ms,
@@ -482,7 +486,8 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
              requests_total = excluded.requests_total,
              last_success_ms = excluded.last_success_ms,
              last_error = excluded.last_error,
-             last_error_ms = excluded.last_error_ms",
+             last_error_ms = excluded.last_error_ms,
+             window_read_through_ms = excluded.window_read_through_ms",
         params![
             cp.source.name(),
             cp.watermark.0,
@@ -496,6 +501,7 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
             cp.last_success.map(|t| t.0),
             cp.last_error,
             cp.last_error_at.map(|t| t.0),
+            w.and_then(|w| w.read_through).map(|t| t.0),
         ],
     )?;
     Ok(())
@@ -514,6 +520,7 @@ mod tests {
                 from: UnixMs(watermark),
                 to: UnixMs(watermark + 1000),
                 started: UnixMs(watermark),
+                read_through: Some(UnixMs(watermark + 10)),
                 cursor: Some(c.to_string()),
             }),
             pages_total: 1,

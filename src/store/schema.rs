@@ -38,6 +38,7 @@ fn migrations() -> Vec<String> {
                 window_from_ms INTEGER,
                 window_to_ms INTEGER,
                 window_started_ms INTEGER,
+                window_read_through_ms INTEGER,
                 cursor TEXT,
                 pages_total INTEGER NOT NULL DEFAULT 0,
                 requests_total INTEGER NOT NULL DEFAULT 0,

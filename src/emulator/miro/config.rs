@@ -1,0 +1,138 @@
+//! The emulator's configuration: the organisation's shape, tokens, limits and faults.
+
+use std::time::Duration;
+
+use crate::timefmt::UnixMs;
+
+/// Everything the emulator serves follows from this (and the wall clock).
+#[derive(Debug, Clone)]
+pub struct MiroEmulatorConfig {
+    /// Seeds every generated name, id, event and fault decision.
+    pub seed: u64,
+    /// The organisation id, e.g. `3074457345821141000`; content logs of any other org 404.
+    pub org_id: String,
+    pub org_name: String,
+    /// The team the token's app is installed in (shown by `/v1/oauth-token`).
+    pub team_id: String,
+    /// `false` makes content logs answer 403.
+    pub enterprise_guard: bool,
+    pub tokens: Vec<EmulatedToken>,
+    pub audit: StreamShape,
+    pub content: StreamShape,
+    pub late: LateArrival,
+    /// `None`: no limit (the headers are still sent, with a huge limit).
+    pub rate_limit: Option<RateLimit>,
+    /// The largest audit-log `limit` accepted (the documented maximum is uncertain).
+    pub audit_max_limit: u32,
+    /// How the last page says it is the last.
+    pub last_page_cursor: LastPageCursor,
+    pub faults: Faults,
+}
+
+/// A bearer token the emulator accepts, with its scopes (`auditlogs:read`, `contentlogs:export`).
+#[derive(Debug, Clone)]
+pub struct EmulatedToken {
+    pub token: String,
+    pub scopes: Vec<String>,
+}
+
+/// `count` events spread evenly over `[start, end)`.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamShape {
+    pub count: u64,
+    pub start: UnixMs,
+    pub end: UnixMs,
+}
+
+/// A `share` of events become visible only some time (up to `max_delay`) after their timestamp.
+#[derive(Debug, Clone, Copy)]
+pub struct LateArrival {
+    pub share: f64,
+    pub max_delay: Duration,
+}
+
+/// Miro's per-token credit budget, in fixed windows aligned to minute boundaries.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub credits_per_minute: u64,
+    /// Send `Retry-After` (seconds) on 429; whether Miro does is uncertain.
+    pub retry_after_header: bool,
+}
+
+/// How the last page of a listing signals the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LastPageCursor {
+    /// No `cursor` field.
+    #[default]
+    Omit,
+    /// `"cursor": ""`.
+    Empty,
+    /// `"cursor": null`.
+    Null,
+}
+
+/// Injected faults, each a share of requests in `0.0..=1.0`, decided per request by a hash
+/// of `(seed, request number)`. They never apply to `/v1/oauth-token`.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// 500/502/503/504 (picked by hash) with Miro's error JSON.
+    pub server_error_share: f64,
+    /// The response is delayed by `slow_delay`.
+    pub slow_share: f64,
+    pub slow_delay: Duration,
+    /// Status 200, the JSON body cut in the middle.
+    pub truncate_share: f64,
+    /// Status 200 with an HTML error page (`text/html`).
+    pub html_share: f64,
+    /// A request carrying a cursor is rejected as expired (400).
+    pub expire_cursor_share: f64,
+    /// A request carrying a cursor gets its own cursor back (so the same items again).
+    pub repeat_cursor_share: f64,
+    /// A page repeats one of its items (same id twice).
+    pub duplicate_item_share: f64,
+    /// A 429 storm: the request is refused with 429 and `Retry-After: 1` whatever the
+    /// budget says (as a gateway in front of Miro may do); nothing is charged.
+    pub throttle_share: f64,
+}
+
+impl MiroEmulatorConfig {
+    /// A realistic small org for `mirotrail demo`: the last `days` days up to `now`, about
+    /// `audit_count` audit events and `content_count` content items, one token `token` with
+    /// both scopes, Enterprise Guard on, the real rate limit (100,000 credits/min), late share
+    /// 2% with 30 s max delay, no faults.
+    pub fn demo(now: UnixMs, days: u32, audit_count: u64, content_count: u64, token: &str) -> Self {
+        let start = now.minus(Duration::from_secs(u64::from(days) * 86_400));
+        MiroEmulatorConfig {
+            seed: 0x6d69_726f_7472_6169,
+            org_id: "3074457345821141000".to_owned(),
+            org_name: "Northwind Traders".to_owned(),
+            team_id: "3074457345821141077".to_owned(),
+            enterprise_guard: true,
+            tokens: vec![EmulatedToken {
+                token: token.to_owned(),
+                scopes: vec!["auditlogs:read".to_owned(), "contentlogs:export".to_owned()],
+            }],
+            audit: StreamShape {
+                count: audit_count,
+                start,
+                end: now,
+            },
+            content: StreamShape {
+                count: content_count,
+                start,
+                end: now,
+            },
+            late: LateArrival {
+                share: 0.02,
+                max_delay: Duration::from_secs(30),
+            },
+            rate_limit: Some(RateLimit {
+                credits_per_minute: 100_000,
+                retry_after_header: false,
+            }),
+            audit_max_limit: 500,
+            last_page_cursor: LastPageCursor::Omit,
+            faults: Faults::default(),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! An HTTP emulator of the two Miro log endpoints (plus token introspection), for the
+//! integration tests, the benchmarks and `mirotrail demo`.
+//!
+//! Served: `GET /v2/audit/logs`, `GET /v2/orgs/{org_id}/content-logs/items` and
+//! `GET /v1/oauth-token`, with Miro's auth, scopes, Enterprise Guard check, error shape,
+//! cursor paging and per-token credit rate limit (see `shared/reference/miro-api.md`).
+//!
+//! Invariants:
+//! - The organisation (`MiroOrg`) is a pure function of the config: event `i` is computed
+//!   in O(1) from `(seed, i)` and nothing per event is kept in memory, so a million events
+//!   cost the same memory as ten.
+//! - Event `i`'s time is `start + floor(i * (end - start) / count)`: times never decrease
+//!   with the index, so a time window is an index range found by arithmetic.
+//! - Following cursors of one query yields every item visible at request time exactly
+//!   once, unless a fault (`Faults`) says otherwise; every injected fault is counted.
+//! - Faults are a function of `(seed, request number)`; they never hit `/v1/oauth-token`.
+//! - The bearer token is never logged.
+
+mod config;
+mod cursor;
+mod faults;
+mod hash;
+mod org;
+mod paging;
+mod rate;
+mod server;
+mod vocab;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    EmulatedToken, Faults, LastPageCursor, LateArrival, MiroEmulatorConfig, RateLimit, StreamShape,
+};
+pub use org::MiroOrg;
+pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle};

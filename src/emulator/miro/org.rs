@@ -1,0 +1,789 @@
+//! The generated organisation: fixed-size pools (users, teams, boards) plus two event
+//! streams whose items are computed from `(seed, index)` on demand.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde_json::{Map, Value, json};
+
+use super::config::{LateArrival, MiroEmulatorConfig, StreamShape};
+use super::hash::{chance, hash, hash_str, pick, unit, weighted};
+use super::vocab::{
+    APPLICATIONS, AUDIT_KINDS, BOARD_PREFIXES, BOARD_TOPICS, FIRST_NAMES, LAST_NAMES, ObjectKind,
+    STICKY_TEXTS, TEAM_NAMES, WIDGET_TYPES,
+};
+use crate::timefmt::UnixMs;
+
+const USER_COUNT: usize = 200;
+const TEAM_COUNT: usize = 10;
+const BOARD_COUNT: usize = 500;
+
+// Hash salts: one per generated property, so properties are independent.
+const TAG_AUDIT: u64 = 0xA0D1_7000;
+const TAG_CONTENT: u64 = 0xC047_E470;
+const TAG_POOL: u64 = 0x9001;
+const SALT_LATE: u64 = 0x1A7E;
+const SALT_DELAY: u64 = 0xDE1A;
+
+/// Which of the two event streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stream {
+    Audit,
+    Content,
+}
+
+impl Stream {
+    fn tag(self) -> u64 {
+        match self {
+            Stream::Audit => TAG_AUDIT,
+            Stream::Content => TAG_CONTENT,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct User {
+    id: String,
+    name: String,
+    email: String,
+    ip: String,
+    team: usize,
+}
+
+#[derive(Debug)]
+struct Team {
+    id: String,
+    name: String,
+}
+
+#[derive(Debug)]
+struct Board {
+    id: String,
+    name: String,
+    team: usize,
+}
+
+/// What a content item is filtered on, computed without building the item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ContentFacts {
+    pub board: usize,
+    pub actor: Option<usize>,
+}
+
+/// The deterministic generated organisation. Holds no per-event data.
+#[derive(Debug)]
+pub struct MiroOrg {
+    seed: u64,
+    org_id: String,
+    org_name: String,
+    audit: StreamShape,
+    content: StreamShape,
+    late: LateArrival,
+    users: Vec<User>,
+    teams: Vec<Team>,
+    boards: Vec<Board>,
+    board_by_id: HashMap<String, usize>,
+    user_by_email: HashMap<String, usize>,
+}
+
+/// `prefix` followed by `digits` decimal digits of `n` (zero padded).
+fn decimal_id(prefix: &str, n: u64, digits: usize) -> String {
+    format!("{prefix}{n:0digits$}")
+}
+
+/// A bijection of `[0, modulus)` (for `multiplier` coprime with `modulus`), so ids built from
+/// it are unique per index and still look random.
+fn scramble(index: u64, multiplier: u64, offset: u64, modulus: u64) -> u64 {
+    ((u128::from(index) * u128::from(multiplier) + u128::from(offset)) % u128::from(modulus)) as u64
+}
+
+const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A Miro-looking board id (`uXjV` + 8 characters + `=`), unique per pool index.
+fn board_id(index: usize, h: u64) -> String {
+    let mut id = String::from("uXjV");
+    id.push(B64[index / 64 % 64] as char);
+    id.push(B64[index % 64] as char);
+    for k in 0..6 {
+        id.push(B64[((h >> (k * 6)) & 63) as usize] as char);
+    }
+    id.push('=');
+    id
+}
+
+fn domain_of(org_name: &str) -> String {
+    let slug: String = org_name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if slug.is_empty() {
+        "org.example".to_owned()
+    } else {
+        format!("{slug}.example")
+    }
+}
+
+/// Index into a pool of `n`, skewed towards the low indices (a few busy users and boards).
+fn skewed(h: u64, n: usize) -> usize {
+    let u = unit(h);
+    ((u * u * n as f64) as usize).min(n - 1)
+}
+
+impl MiroOrg {
+    pub fn new(config: &MiroEmulatorConfig) -> Self {
+        let seed = config.seed;
+        let p = |kind: u64, i: usize, salt: u64| hash(&[seed, TAG_POOL, kind, i as u64, salt]);
+        let domain = domain_of(&config.org_name);
+
+        let id_offset = p(0, 0, 0) % 100_000_000_000;
+        let teams: Vec<Team> = (0..TEAM_COUNT)
+            .map(|i| Team {
+                id: if i == 0 {
+                    config.team_id.clone()
+                } else {
+                    decimal_id(
+                        "30744573",
+                        scramble(i as u64, 104_729, id_offset, 100_000_000_000),
+                        11,
+                    )
+                },
+                name: TEAM_NAMES[(i + (p(1, 0, 0) as usize)) % TEAM_NAMES.len()].to_owned(),
+            })
+            .collect();
+
+        let first_off = p(2, 0, 0) as usize;
+        let last_off = p(2, 0, 1) as usize;
+        let user_offset = p(2, 0, 2) % 100_000_000_000;
+        let users: Vec<User> = (0..USER_COUNT)
+            .map(|i| {
+                let first = FIRST_NAMES[(i + first_off) % FIRST_NAMES.len()];
+                let last = LAST_NAMES[(i / FIRST_NAMES.len() + last_off) % LAST_NAMES.len()];
+                let ip_h = p(3, i, 0);
+                let ip = match ip_h % 3 {
+                    0 => format!("203.0.113.{}", 1 + (ip_h >> 8) % 254),
+                    1 => format!("198.51.100.{}", 1 + (ip_h >> 8) % 254),
+                    _ => format!("192.0.2.{}", 1 + (ip_h >> 8) % 254),
+                };
+                User {
+                    id: decimal_id(
+                        "30744573",
+                        scramble(i as u64, 7_919, user_offset, 100_000_000_000),
+                        11,
+                    ),
+                    name: format!("{first} {last}"),
+                    email: format!("{}.{}@{domain}", first.to_lowercase(), last.to_lowercase()),
+                    ip,
+                    team: (p(3, i, 1) % TEAM_COUNT as u64) as usize,
+                }
+            })
+            .collect();
+
+        let boards: Vec<Board> = (0..BOARD_COUNT)
+            .map(|i| {
+                let h = p(4, i, 0);
+                Board {
+                    id: board_id(i, p(4, i, 1)),
+                    name: format!(
+                        "{} {}",
+                        pick(h, BOARD_PREFIXES),
+                        pick(h >> 16, BOARD_TOPICS)
+                    ),
+                    team: skewed(p(4, i, 2), TEAM_COUNT),
+                }
+            })
+            .collect();
+
+        let board_by_id = boards
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.id.clone(), i))
+            .collect();
+        let user_by_email = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.email.to_lowercase(), i))
+            .collect();
+        MiroOrg {
+            seed,
+            org_id: config.org_id.clone(),
+            org_name: config.org_name.clone(),
+            audit: config.audit,
+            content: config.content,
+            late: config.late,
+            users,
+            teams,
+            boards,
+            board_by_id,
+            user_by_email,
+        }
+    }
+
+    pub fn audit_count(&self) -> u64 {
+        self.audit.count
+    }
+
+    pub fn content_count(&self) -> u64 {
+        self.content.count
+    }
+
+    pub fn audit_time(&self, index: u64) -> UnixMs {
+        self.time(Stream::Audit, index)
+    }
+
+    pub fn content_time(&self, index: u64) -> UnixMs {
+        self.time(Stream::Content, index)
+    }
+
+    /// When audit event `index` starts being served: its time plus its late delay, if late.
+    pub fn audit_visible_at(&self, index: u64) -> UnixMs {
+        self.visible_at(Stream::Audit, index)
+    }
+
+    /// When content item `index` starts being served: its time plus its late delay, if late.
+    pub fn content_visible_at(&self, index: u64) -> UnixMs {
+        self.visible_at(Stream::Content, index)
+    }
+
+    /// The audit indices with `from <= time < to`.
+    pub fn audit_range(&self, from: UnixMs, to: UnixMs) -> Range<u64> {
+        self.range(Stream::Audit, from, to)
+    }
+
+    /// The content indices with `from <= time < to`.
+    pub fn content_range(&self, from: UnixMs, to: UnixMs) -> Range<u64> {
+        self.range(Stream::Content, from, to)
+    }
+
+    fn shape(&self, stream: Stream) -> &StreamShape {
+        match stream {
+            Stream::Audit => &self.audit,
+            Stream::Content => &self.content,
+        }
+    }
+
+    pub(super) fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// `start + floor(index * (end - start) / count)`.
+    pub(super) fn time(&self, stream: Stream, index: u64) -> UnixMs {
+        let s = self.shape(stream);
+        if s.count == 0 {
+            return s.start;
+        }
+        let span = i128::from(s.end.0.saturating_sub(s.start.0).max(0));
+        let offset = i128::from(index) * span / i128::from(s.count);
+        UnixMs(s.start.0.saturating_add(offset as i64))
+    }
+
+    /// The first index whose time is `>= t` (`count` if none).
+    pub(super) fn first_at_or_after(&self, stream: Stream, t: UnixMs) -> u64 {
+        let s = self.shape(stream);
+        let count = i128::from(s.count);
+        let f = i128::from(t.0) - i128::from(s.start.0);
+        if count == 0 || f <= 0 {
+            return 0;
+        }
+        let span = i128::from(s.end.0) - i128::from(s.start.0);
+        if span <= 0 {
+            return s.count; // every event sits at `start`, before `t`
+        }
+        // floor(i * span / count) >= f  <=>  i * span >= f * count  (f is an integer)
+        let i = (f * count + span - 1) / span;
+        i.min(count) as u64
+    }
+
+    pub(super) fn range(&self, stream: Stream, from: UnixMs, to: UnixMs) -> Range<u64> {
+        let a = self.first_at_or_after(stream, from);
+        let b = self.first_at_or_after(stream, to);
+        a..b.max(a)
+    }
+
+    /// The late delay of an event in milliseconds (0 when it is on time).
+    fn delay_ms(&self, stream: Stream, index: u64) -> i64 {
+        let max = self.late.max_delay.as_millis().min(i64::MAX as u128) as u64;
+        if max == 0
+            || !chance(
+                hash(&[self.seed, stream.tag(), index, SALT_LATE]),
+                self.late.share,
+            )
+        {
+            return 0;
+        }
+        (1 + hash(&[self.seed, stream.tag(), index, SALT_DELAY]) % max) as i64
+    }
+
+    pub(super) fn visible_at(&self, stream: Stream, index: u64) -> UnixMs {
+        let t = self.time(stream, index);
+        UnixMs(t.0.saturating_add(self.delay_ms(stream, index)))
+    }
+
+    pub(super) fn item(&self, stream: Stream, index: u64) -> Value {
+        match stream {
+            Stream::Audit => self.audit_event(index),
+            Stream::Content => self.content_item(index),
+        }
+    }
+
+    /// The index of a board id of the pool, if it is one.
+    pub(super) fn board_index(&self, board_id: &str) -> Option<usize> {
+        self.board_by_id.get(board_id).copied()
+    }
+
+    /// The index of a user of the pool by email (case-insensitive), if it is one.
+    pub(super) fn user_index(&self, email: &str) -> Option<usize> {
+        self.user_by_email.get(&email.to_lowercase()).copied()
+    }
+
+    /// The user the emulated tokens belong to (a Company Admin).
+    pub(super) fn token_owner(&self) -> Value {
+        let u = &self.users[0];
+        json!({"type": "user", "name": u.name, "id": u.id})
+    }
+
+    pub(super) fn token_team(&self) -> Value {
+        let t = &self.teams[0];
+        json!({"type": "team", "name": t.name, "id": t.id})
+    }
+
+    pub(super) fn organization(&self) -> Value {
+        json!({"type": "organization", "name": self.org_name, "id": self.org_id})
+    }
+
+    fn team_json(&self, team: usize) -> Value {
+        let t = &self.teams[team];
+        json!({"type": "team", "id": t.id, "name": t.name})
+    }
+
+    /// Audit event `index` exactly as the API serves it.
+    pub fn audit_event(&self, index: u64) -> Value {
+        let h = |salt: u64| hash(&[self.seed, TAG_AUDIT, index, salt]);
+        let kind = &AUDIT_KINDS[weighted(h(1), AUDIT_KINDS.iter().map(|k| k.weight))];
+        let actor_idx = skewed(h(2), USER_COUNT);
+        let actor = &self.users[actor_idx];
+        let actor_type = if kind.category == "authentication" {
+            "user"
+        } else {
+            match unit(h(3)) {
+                u if u < 0.90 => "user",
+                u if u < 0.95 => "application",
+                u if u < 0.98 => "scim_provisioner",
+                _ => "miro_automation",
+            }
+        };
+        let board_idx = skewed(h(4), BOARD_COUNT);
+        let board = &self.boards[board_idx];
+        let target = &self.users[(h(5) % USER_COUNT as u64) as usize];
+
+        let mut event = Map::new();
+        event.insert("type".into(), json!("event"));
+        event.insert(
+            "id".into(),
+            json!(decimal_id(
+                "30744573",
+                scramble(
+                    index,
+                    7_777_777_777,
+                    hash(&[self.seed, TAG_AUDIT]) % 100_000_000_000,
+                    100_000_000_000
+                ),
+                11
+            )),
+        );
+        event.insert("event".into(), json!(kind.event));
+        event.insert("category".into(), json!(kind.category));
+        event.insert("createdAt".into(), json!(self.audit_time(index).to_iso()));
+        event.insert(
+            "details".into(),
+            self.audit_details(kind.event, h(6), board, target),
+        );
+
+        if !chance(h(7), 0.02) {
+            let created_by = match actor_type {
+                "user" => {
+                    json!({"type": "user", "id": actor.id, "name": actor.name, "email": actor.email})
+                }
+                "application" => {
+                    let app = (h(8) % APPLICATIONS.len() as u64) as usize;
+                    json!({"type": "application", "id": decimal_id("34587645", 1_000_000 + app as u64 * 7_331, 11), "name": APPLICATIONS[app]})
+                }
+                "scim_provisioner" => {
+                    json!({"type": "scim_provisioner", "id": decimal_id("30744573", 99_000_000_001, 11), "name": "SCIM provisioning"})
+                }
+                other => {
+                    json!({"type": other, "id": decimal_id("30744573", 99_000_000_002, 11), "name": "Miro automation"})
+                }
+            };
+            event.insert("createdBy".into(), created_by);
+        }
+
+        if !chance(h(9), 0.05) {
+            let object = match kind.object {
+                ObjectKind::Actor => json!({"id": actor.id, "name": actor.name}),
+                ObjectKind::Board => json!({"id": board.id, "name": board.name}),
+                ObjectKind::User => json!({"id": target.id, "name": target.name}),
+                ObjectKind::Team => {
+                    let t = &self.teams[(h(10) % TEAM_COUNT as u64) as usize];
+                    json!({"id": t.id, "name": t.name})
+                }
+                ObjectKind::Organization => json!({"id": self.org_id, "name": self.org_name}),
+            };
+            event.insert("object".into(), object);
+        }
+
+        let ip = if actor_type == "user" {
+            actor.ip.clone()
+        } else {
+            format!(
+                "52.{}.{}.{}",
+                1 + h(11) % 200,
+                h(11) >> 8 & 255,
+                1 + (h(11) >> 16) % 254
+            )
+        };
+        let mut context = Map::new();
+        context.insert("ip".into(), json!(ip));
+        if !chance(h(12), 0.05) {
+            let team = if kind.object == ObjectKind::Board {
+                board.team
+            } else {
+                actor.team
+            };
+            context.insert("team".into(), self.team_json(team));
+        }
+        context.insert(
+            "organization".into(),
+            json!({"type": "organization", "id": self.org_id, "name": self.org_name}),
+        );
+        event.insert("context".into(), Value::Object(context));
+        Value::Object(event)
+    }
+
+    fn audit_details(&self, event: &str, h: u64, board: &Board, target: &User) -> Value {
+        const ROLES: &[&str] = &["OWNER", "EDITOR", "COMMENTER", "VIEWER"];
+        const ORG_ROLES: &[&str] = &["MEMBER", "ADMIN", "GUEST"];
+        match event {
+            "sign_in_succeeded" => {
+                json!({"authenticationMethod": pick(h, &["SSO", "PASSWORD", "GOOGLE"]), "userAgent": pick(h >> 8, &["Chrome/126", "Firefox/127", "Safari/17", "MiroDesktop/0.8"])})
+            }
+            "sign_in_failed" => {
+                json!({"reason": pick(h, &["INVALID_PASSWORD", "SSO_ERROR", "ACCOUNT_LOCKED", "MFA_FAILED"])})
+            }
+            "sign_out" => json!({}),
+            "board_opened" => json!({"role": pick(h, ROLES)}),
+            "board_created" => {
+                json!({"boardName": board.name, "teamId": self.teams[board.team].id})
+            }
+            "board_exported" => json!({"format": pick(h, &["PDF", "IMAGE", "CSV", "BACKUP"])}),
+            "board_shared" => {
+                json!({"sharedWith": target.email, "role": pick(h, ROLES)})
+            }
+            "board_sharing_changed" => json!({
+                "access": pick(h, &["PRIVATE", "VIEW", "COMMENT", "EDIT"]),
+                "previousAccess": pick(h >> 8, &["PRIVATE", "VIEW", "COMMENT", "EDIT"]),
+                "scope": pick(h >> 16, &["ORGANIZATION", "TEAM", "ANYONE_WITH_LINK"]),
+            }),
+            "board_deleted" => json!({"boardName": board.name}),
+            "user_invited" => json!({"invitedEmail": target.email, "role": pick(h, ORG_ROLES)}),
+            "user_deactivated" | "user_reactivated" => json!({"email": target.email}),
+            "user_role_changed" | "admin_role_changed" => {
+                json!({"oldRole": pick(h, ORG_ROLES), "newRole": pick(h >> 8, ORG_ROLES)})
+            }
+            "team_created" | "team_deleted" => json!({}),
+            "sso_settings_changed" => {
+                json!({"ssoEnabled": h & 1 == 0, "provider": pick(h >> 8, &["Okta", "Entra ID", "OneLogin"])})
+            }
+            "scim_token_generated" => json!({}),
+            "domain_allowlist_changed" => {
+                json!({"domains": [format!("partner{}.example", h % 9)], "change": pick(h >> 8, &["ADDED", "REMOVED"])})
+            }
+            _ => {
+                json!({"setting": pick(h, &["dataClassification", "guestAccess", "sharingPolicy", "retention"]), "value": pick(h >> 8, &["ON", "OFF"])})
+            }
+        }
+    }
+
+    /// The filterable facts of content item `index` (board, actor).
+    pub(super) fn content_facts(&self, index: u64) -> ContentFacts {
+        let h = |salt: u64| hash(&[self.seed, TAG_CONTENT, index, salt]);
+        let actor = if chance(h(2), 0.01) {
+            None
+        } else {
+            Some(skewed(h(3), USER_COUNT))
+        };
+        ContentFacts {
+            board: skewed(h(1), BOARD_COUNT),
+            actor,
+        }
+    }
+
+    /// A widget-level item id on a board (stable across events on the same item).
+    fn board_item_id(&self, board: usize, kind: u64, slot: u64) -> (String, u64) {
+        let h = hash(&[self.seed, TAG_CONTENT, 0xB0A2D, board as u64, kind, slot]);
+        (decimal_id("3458764", h % 1_000_000_000_000, 12), h)
+    }
+
+    /// Content log item `index` exactly as the API serves it.
+    pub fn content_item(&self, index: u64) -> Value {
+        let h = |salt: u64| hash(&[self.seed, TAG_CONTENT, index, salt]);
+        let facts = self.content_facts(index);
+        let board = &self.boards[facts.board];
+        let action = ["create", "update", "delete"][weighted(h(4), [45u32, 45, 10].into_iter())];
+        let item_type = ["widget", "comment_thread", "comment_message"]
+            [weighted(h(5), [80u32, 8, 12].into_iter())];
+        let slot = h(6) % 48;
+        let (item_id, item_h) = match item_type {
+            "widget" => self.board_item_id(facts.board, 1, slot),
+            "comment_thread" => self.board_item_id(facts.board, 2, slot % 8),
+            _ => self.board_item_id(facts.board, 3, slot),
+        };
+        let thread_id = self.board_item_id(facts.board, 2, slot % 8).0;
+        let frame_id = self.board_item_id(facts.board, 1, slot % 4).0;
+        let position = json!({"x": (h(7) % 4000) as f64 - 2000.0, "y": (h(8) % 3000) as f64 - 1500.0, "origin": "center"});
+        let state = match (action, item_type) {
+            ("delete", _) => Value::Null,
+            ("widget", _) | (_, "widget") => json!({
+                "type": pick(item_h, WIDGET_TYPES),
+                "data": {"content": format!("<p>{}</p>", pick(h(9), STICKY_TEXTS))},
+                "position": position,
+                "geometry": {"width": 100 + h(10) % 300, "height": 100 + (h(10) >> 16) % 200},
+                "style": {"fillColor": pick(h(11), &["light_yellow", "light_green", "light_blue", "pink", "gray"])},
+            }),
+            (_, "comment_thread") => json!({"position": position, "resolved": h(9) & 3 == 0}),
+            _ => json!({"content": pick(h(9), STICKY_TEXTS), "threadId": thread_id}),
+        };
+        let relationships = match item_type {
+            "comment_message" => {
+                json!([{"type": "parent", "itemType": "comment_thread", "itemId": thread_id}])
+            }
+            "widget" if chance(h(12), 0.2) && frame_id != item_id => {
+                json!([{"type": "parent", "itemType": "widget", "itemId": frame_id}])
+            }
+            "comment_thread" if chance(h(12), 0.5) => {
+                let target = self.board_item_id(facts.board, 1, h(13) % 48).0;
+                json!([{"type": "attached_to", "itemType": "widget", "itemId": target}])
+            }
+            _ => json!([]),
+        };
+
+        let mut item = Map::new();
+        item.insert(
+            "id".into(),
+            json!(decimal_id(
+                "3458764",
+                scramble(
+                    index,
+                    9_876_543_211,
+                    hash(&[self.seed, TAG_CONTENT]) % 1_000_000_000_000,
+                    1_000_000_000_000
+                ),
+                12
+            )),
+        );
+        item.insert("contentId".into(), json!(board.id));
+        item.insert("actionType".into(), json!(action));
+        item.insert(
+            "actionTime".into(),
+            json!(self.content_time(index).to_iso()),
+        );
+        if let Some(a) = facts.actor {
+            let u = &self.users[a];
+            item.insert(
+                "actor".into(),
+                json!({"id": u.id, "email": u.email, "name": u.name}),
+            );
+        }
+        item.insert("itemType".into(), json!(item_type));
+        item.insert("itemId".into(), json!(item_id));
+        item.insert("state".into(), state);
+        item.insert("relationships".into(), relationships);
+        Value::Object(item)
+    }
+}
+
+/// A stable fingerprint of a string list (order-insensitive), for cursors.
+pub(super) fn fingerprint_strings(values: &[String]) -> u64 {
+    let mut hs: Vec<u64> = values.iter().map(|v| hash_str(v)).collect();
+    hs.sort_unstable();
+    hash(&hs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{Faults, LastPageCursor};
+    use super::*;
+    use std::time::Duration;
+
+    pub(crate) fn config(seed: u64, count: u64, start: i64, end: i64) -> MiroEmulatorConfig {
+        MiroEmulatorConfig {
+            seed,
+            org_id: "3074457345821141000".into(),
+            org_name: "Test Org".into(),
+            team_id: "3074457345821141001".into(),
+            enterprise_guard: true,
+            tokens: vec![],
+            audit: StreamShape {
+                count,
+                start: UnixMs(start),
+                end: UnixMs(end),
+            },
+            content: StreamShape {
+                count,
+                start: UnixMs(start),
+                end: UnixMs(end),
+            },
+            late: LateArrival {
+                share: 0.1,
+                max_delay: Duration::from_secs(30),
+            },
+            rate_limit: None,
+            audit_max_limit: 500,
+            last_page_cursor: LastPageCursor::Omit,
+            faults: Faults::default(),
+        }
+    }
+
+    #[test]
+    fn same_seed_same_items_different_seed_different_items() {
+        let a = MiroOrg::new(&config(1, 1000, 0, 1_000_000));
+        let b = MiroOrg::new(&config(1, 1000, 0, 1_000_000));
+        let c = MiroOrg::new(&config(2, 1000, 0, 1_000_000));
+        for i in [0, 1, 17, 999] {
+            assert_eq!(a.audit_event(i), b.audit_event(i));
+            assert_eq!(a.content_item(i), b.content_item(i));
+            assert_eq!(a.audit_visible_at(i), b.audit_visible_at(i));
+        }
+        let differ = (0..50)
+            .filter(|&i| a.audit_event(i) != c.audit_event(i))
+            .count();
+        assert_eq!(differ, 50);
+        let differ = (0..50)
+            .filter(|&i| a.content_item(i) != c.content_item(i))
+            .count();
+        assert_eq!(differ, 50);
+    }
+
+    #[test]
+    fn ids_are_unique_and_decimal_strings() {
+        let org = MiroOrg::new(&config(7, 20_000, 0, 1_000_000));
+        let mut audit = std::collections::HashSet::new();
+        let mut content = std::collections::HashSet::new();
+        for i in 0..20_000 {
+            let id = org.audit_event(i)["id"].as_str().unwrap().to_owned();
+            assert!(
+                id.len() == 19 && id.bytes().all(|b| b.is_ascii_digit()),
+                "{id}"
+            );
+            assert!(audit.insert(id));
+            assert!(content.insert(org.content_item(i)["id"].as_str().unwrap().to_owned()));
+        }
+    }
+
+    #[test]
+    fn items_have_the_documented_fields() {
+        let org = MiroOrg::new(&config(3, 5_000, 1_700_000_000_000, 1_700_100_000_000));
+        let mut missing_created_by = 0;
+        let mut missing_object = 0;
+        let mut missing_team = 0;
+        let mut board_opened = 0;
+        for i in 0..5_000 {
+            let e = org.audit_event(i);
+            assert_eq!(e["type"], "event");
+            assert_eq!(
+                UnixMs::parse(e["createdAt"].as_str().unwrap()),
+                Some(org.audit_time(i))
+            );
+            assert!(e["details"].is_object());
+            assert_eq!(e["context"]["organization"]["id"], "3074457345821141000");
+            match e.get("createdBy") {
+                None => missing_created_by += 1,
+                Some(by) if by["type"] == "user" => assert!(by["email"].is_string()),
+                Some(by) => assert!(by.get("email").is_none()),
+            }
+            missing_object += usize::from(e.get("object").is_none());
+            missing_team += usize::from(e["context"].get("team").is_none());
+            board_opened += usize::from(e["event"] == "board_opened");
+            let c = org.content_item(i);
+            assert_eq!(
+                UnixMs::parse(c["actionTime"].as_str().unwrap()),
+                Some(org.content_time(i))
+            );
+            assert!(c["relationships"].is_array());
+            let action = c["actionType"].as_str().unwrap();
+            assert!(["create", "update", "delete"].contains(&action));
+            assert_eq!(action == "delete", c["state"].is_null());
+            let board = c["contentId"].as_str().unwrap();
+            assert_eq!(org.board_index(board), Some(org.content_facts(i).board));
+        }
+        assert!(
+            (40..=200).contains(&missing_created_by),
+            "{missing_created_by}"
+        );
+        assert!((150..=400).contains(&missing_object), "{missing_object}");
+        assert!((150..=400).contains(&missing_team), "{missing_team}");
+        assert!(board_opened > 1000, "{board_opened}");
+    }
+
+    #[test]
+    fn times_are_spread_evenly_and_ranges_are_exact() {
+        let org = MiroOrg::new(&config(1, 1000, 10_000, 13_333));
+        assert_eq!(org.audit_time(0), UnixMs(10_000));
+        assert_eq!(org.audit_time(999), UnixMs(10_000 + 999 * 3_333 / 1000));
+        let t = |i: u64| org.audit_time(i);
+        for (from, to) in [
+            (10_000, 13_333),
+            (10_001, 10_002),
+            (11_111, 12_222),
+            (13_332, 20_000),
+        ] {
+            let r = org.audit_range(UnixMs(from), UnixMs(to));
+            let expected: Vec<u64> = (0..1000)
+                .filter(|&i| t(i).0 >= from && t(i).0 < to)
+                .collect();
+            assert_eq!(r.clone().collect::<Vec<_>>(), expected, "[{from}, {to})");
+        }
+        // Boundaries: the range starts at the first event at `from`, ends before `to`.
+        let r = org.audit_range(t(500), t(600));
+        assert!(
+            r.start <= 500 && t(r.start) == t(500) && (r.start == 0 || t(r.start - 1) < t(500))
+        );
+        assert!(t(r.end - 1) < t(600) && t(r.end) == t(600));
+        // Empty and outside windows.
+        assert!(org.audit_range(UnixMs(12_000), UnixMs(12_000)).is_empty());
+        assert!(org.audit_range(UnixMs(12_000), UnixMs(11_000)).is_empty());
+        assert_eq!(org.audit_range(UnixMs(0), UnixMs(10_000)), 0..0);
+        assert_eq!(org.audit_range(UnixMs(13_333), UnixMs(99_999)), 1000..1000);
+        assert_eq!(org.audit_range(UnixMs(0), UnixMs(99_999)), 0..1000);
+    }
+
+    #[test]
+    fn dense_streams_share_milliseconds_and_ranges_stay_exact() {
+        let org = MiroOrg::new(&config(1, 1000, 0, 7));
+        let t = |i: u64| org.content_time(i).0;
+        for from in -1..9 {
+            for to in -1..9 {
+                let r = org.content_range(UnixMs(from), UnixMs(to));
+                let n = (0..1000).filter(|&i| t(i) >= from && t(i) < to).count() as u64;
+                assert_eq!(r.end - r.start, n, "[{from}, {to})");
+                assert!(r.is_empty() || (t(r.start) >= from && t(r.end - 1) < to));
+            }
+        }
+        let zero = MiroOrg::new(&config(1, 0, 0, 7));
+        assert!(zero.audit_range(UnixMs(-100), UnixMs(100)).is_empty());
+        let point = MiroOrg::new(&config(1, 10, 5, 5));
+        assert_eq!(point.audit_range(UnixMs(5), UnixMs(6)), 0..10);
+        assert_eq!(point.audit_range(UnixMs(6), UnixMs(7)), 10..10);
+    }
+
+    #[test]
+    fn late_share_and_delays_follow_the_config() {
+        let org = MiroOrg::new(&config(9, 10_000, 0, 10_000_000));
+        let late: Vec<i64> = (0..10_000)
+            .map(|i| org.audit_visible_at(i).0 - org.audit_time(i).0)
+            .filter(|&d| d != 0)
+            .collect();
+        assert!((800..=1200).contains(&late.len()), "{}", late.len());
+        assert!(late.iter().all(|&d| d > 0 && d <= 30_000));
+    }
+}

@@ -1,0 +1,700 @@
+//! The emulator over real loopback HTTP, with a minimal HTTP/1.1 client.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::*;
+use crate::timefmt::UnixMs;
+
+const ORG: &str = "3074457345821141000";
+const ALL: &str = "tok-all";
+const AUDIT_ONLY: &str = "tok-audit";
+const CONTENT_ONLY: &str = "tok-content";
+
+fn config(now: UnixMs) -> MiroEmulatorConfig {
+    let start = now.minus(Duration::from_secs(2 * 3600));
+    let end = now.minus(Duration::from_secs(3600));
+    let token = |t: &str, scopes: &[&str]| EmulatedToken {
+        token: t.to_owned(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    MiroEmulatorConfig {
+        seed: 42,
+        org_id: ORG.to_owned(),
+        org_name: "Test Org".to_owned(),
+        team_id: "3074457345821141001".to_owned(),
+        enterprise_guard: true,
+        tokens: vec![
+            token(ALL, &["auditlogs:read", "contentlogs:export"]),
+            token(AUDIT_ONLY, &["auditlogs:read"]),
+            token(CONTENT_ONLY, &["contentlogs:export"]),
+        ],
+        audit: StreamShape {
+            count: 300,
+            start,
+            end,
+        },
+        content: StreamShape {
+            count: 300,
+            start,
+            end,
+        },
+        late: LateArrival {
+            share: 0.1,
+            max_delay: Duration::from_secs(30),
+        },
+        rate_limit: None,
+        audit_max_limit: 500,
+        last_page_cursor: LastPageCursor::Omit,
+        faults: Faults::default(),
+    }
+}
+
+async fn start(config: MiroEmulatorConfig) -> MiroEmulatorHandle {
+    MiroEmulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+#[derive(Debug)]
+struct HttpReply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl HttpReply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+
+    /// Asserts Miro's error shape and returns the message.
+    fn miro_error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let v = self.json();
+        let obj = v.as_object().unwrap();
+        assert_eq!(v["status"], status);
+        assert_eq!(v["type"], "error");
+        assert!(v["code"].is_string() && v["message"].is_string(), "{v}");
+        assert!(
+            obj.keys()
+                .all(|k| ["status", "code", "message", "type", "context"].contains(&k.as_str()))
+        );
+        v["message"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A raw `GET` with `Connection: close`, read to the end.
+async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpReply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let reply = HttpReply {
+        status,
+        headers,
+        body: body.to_owned(),
+    };
+    assert_ne!(
+        reply.header("transfer-encoding"),
+        Some("chunked"),
+        "client reads fixed bodies only"
+    );
+    if let Some(len) = reply.header("content-length") {
+        assert_eq!(len.parse::<usize>().unwrap(), reply.body.len());
+    }
+    reply
+}
+
+fn audit_path(from: UnixMs, to: UnixMs, extra: &str) -> String {
+    format!("/v2/audit/logs?createdAfter={from}&createdBefore={to}{extra}")
+}
+
+fn content_path(org: &str, from: UnixMs, to: UnixMs, extra: &str) -> String {
+    format!("/v2/orgs/{org}/content-logs/items?from={from}&to={to}{extra}")
+}
+
+/// Follows cursors from `first` and returns all ids, in order.
+async fn collect_ids(addr: SocketAddr, first: &str, token: &str, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut path = first.to_owned();
+    for _ in 0..10_000 {
+        let reply = get(addr, &path, Some(token)).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let page = reply.json();
+        assert_eq!(page["type"], "cursor-list");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= limit);
+        assert_eq!(page["size"], data.len());
+        assert_eq!(page["limit"], limit);
+        ids.extend(data.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
+        match page.get("cursor").and_then(Value::as_str) {
+            Some(c) if !c.is_empty() => path = format!("{first}&cursor={c}"),
+            _ => return ids,
+        }
+    }
+    panic!("paging did not end");
+}
+
+#[tokio::test]
+async fn paging_with_limit_7_yields_each_visible_item_exactly_once() {
+    let now = UnixMs::now();
+    let emu = start(config(now)).await;
+    let org = emu.org();
+    let from = org.audit_time(40);
+    let to = org.audit_time(200);
+    let expected: Vec<String> = org
+        .audit_range(from, to)
+        .map(|i| org.audit_event(i)["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(expected.len(), 160);
+
+    let asc = collect_ids(emu.addr(), &audit_path(from, to, "&limit=7"), ALL, 7).await;
+    assert_eq!(asc, expected);
+    let mut desc = collect_ids(
+        emu.addr(),
+        &audit_path(from, to, "&limit=7&sorting=DESC"),
+        ALL,
+        7,
+    )
+    .await;
+    desc.reverse();
+    assert_eq!(desc, expected);
+    let default_limit = collect_ids(emu.addr(), &audit_path(from, to, ""), ALL, 100).await;
+    assert_eq!(default_limit, expected);
+
+    // Content logs, with and without filters (repeated keys).
+    let (cf, ct) = (org.content_time(10), org.content_time(290));
+    let all: Vec<Value> = org
+        .content_range(cf, ct)
+        .map(|i| org.content_item(i))
+        .collect();
+    let ids = |items: &[&Value]| -> Vec<String> {
+        items
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let got = collect_ids(emu.addr(), &content_path(ORG, cf, ct, "&limit=7"), ALL, 7).await;
+    assert_eq!(got, ids(&all.iter().collect::<Vec<_>>()));
+
+    let b1 = all[0]["contentId"].as_str().unwrap().to_owned();
+    let b2 = all[1]["contentId"].as_str().unwrap().to_owned();
+    let on_boards: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["contentId"] == b1 || v["contentId"] == b2)
+        .collect();
+    let extra = format!("&limit=7&sorting=asc&board_ids={b1}&board_ids={b2}");
+    let got = collect_ids(emu.addr(), &content_path(ORG, cf, ct, &extra), ALL, 7).await;
+    assert_eq!(got, ids(&on_boards));
+
+    let email = all
+        .iter()
+        .find_map(|v| v["actor"]["email"].as_str())
+        .unwrap()
+        .to_owned();
+    let by_email: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["actor"]["email"] == email.as_str())
+        .collect();
+    let extra = format!("&limit=3&emails={}", email.replace('@', "%40"));
+    let got = collect_ids(emu.addr(), &content_path(ORG, cf, ct, &extra), ALL, 3).await;
+    assert_eq!(got, ids(&by_email));
+
+    let stats = emu.stats();
+    assert_eq!(stats.by_status.get(&200).copied(), Some(stats.requests));
+    assert_eq!(
+        stats.credits_spent,
+        stats.audit_requests * 100 + stats.content_requests * 2000
+    );
+    assert!(stats.items_served >= 160 * 3);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn late_events_are_served_only_once_visible() {
+    let now = UnixMs::now();
+    let mut cfg = config(now);
+    cfg.audit = StreamShape {
+        count: 200,
+        start: now.minus(Duration::from_secs(60)),
+        end: now,
+    };
+    cfg.late = LateArrival {
+        share: 0.5,
+        max_delay: Duration::from_secs(3600),
+    };
+    let emu = start(cfg).await;
+    let org = emu.org();
+    let (from, to) = (
+        now.minus(Duration::from_secs(120)),
+        now.plus(Duration::from_secs(120)),
+    );
+    let before = UnixMs::now();
+    let got: HashSet<String> =
+        collect_ids(emu.addr(), &audit_path(from, to, "&limit=500"), ALL, 500)
+            .await
+            .into_iter()
+            .collect();
+    let after = UnixMs::now();
+    let id = |i: u64| org.audit_event(i)["id"].as_str().unwrap().to_owned();
+    for i in 0..200 {
+        if org.audit_visible_at(i) <= before {
+            assert!(got.contains(&id(i)), "visible event {i} missing");
+        }
+        if org.audit_visible_at(i) > after {
+            assert!(!got.contains(&id(i)), "invisible event {i} served");
+        }
+    }
+    assert!(
+        got.len() < 150,
+        "about half the events are hours late: {}",
+        got.len()
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_naming_the_parameter() {
+    let now = UnixMs::now();
+    let emu = start(config(now)).await;
+    let a = emu.addr();
+    let (from, to) = (now.minus(Duration::from_secs(7200)), now);
+
+    let m = get(
+        a,
+        &format!("/v2/audit/logs?createdAfter=2024-01-01&createdBefore={to}"),
+        Some(ALL),
+    )
+    .await
+    .miro_error(400);
+    assert!(m.contains("createdAfter"), "{m}");
+    let m = get(a, &format!("/v2/audit/logs?createdAfter={from}"), Some(ALL))
+        .await
+        .miro_error(400);
+    assert!(m.contains("createdBefore"), "{m}");
+    let m = get(a, "/v2/audit/logs?createdAfter=2024-01-01T00:00:00%2B02:00&createdBefore=2024-01-02T00:00:00Z", Some(ALL)).await.miro_error(400);
+    assert!(
+        m.contains("createdAfter"),
+        "offsets other than Z are refused: {m}"
+    );
+    for extra in ["&limit=0", "&limit=501", "&limit=ten"] {
+        let m = get(a, &audit_path(from, to, extra), Some(ALL))
+            .await
+            .miro_error(400);
+        assert!(m.contains("limit"), "{m}");
+    }
+    let m = get(a, &audit_path(from, to, "&sorting=asc"), Some(ALL))
+        .await
+        .miro_error(400);
+    assert!(m.contains("sorting"), "{m}");
+    let m = get(a, &content_path(ORG, from, to, "&sorting=DESC"), Some(ALL))
+        .await
+        .miro_error(400);
+    assert!(m.contains("sorting"), "{m}");
+    let m = get(a, &content_path(ORG, from, to, "&limit=1001"), Some(ALL))
+        .await
+        .miro_error(400);
+    assert!(m.contains("limit"), "{m}");
+    let m = get(
+        a,
+        &format!("/v2/orgs/{ORG}/content-logs/items?to={to}"),
+        Some(ALL),
+    )
+    .await
+    .miro_error(400);
+    assert!(m.contains("from"), "{m}");
+    let sixteen: String = (0..16).map(|i| format!("&board_ids=b{i}")).collect();
+    let m = get(a, &content_path(ORG, from, to, &sixteen), Some(ALL))
+        .await
+        .miro_error(400);
+    assert!(m.contains("board_ids"), "{m}");
+    let sixteen: String = (0..16)
+        .map(|i| format!("&emails=u{i}%40x.example"))
+        .collect();
+    let m = get(a, &content_path(ORG, from, to, &sixteen), Some(ALL))
+        .await
+        .miro_error(400);
+    assert!(m.contains("emails"), "{m}");
+    let m = get(a, &audit_path(to, from, ""), Some(ALL))
+        .await
+        .miro_error(400);
+    assert!(m.contains("createdBefore"), "{m}");
+
+    // Cursors: garbage, and a real cursor used with another window.
+    let m = get(a, &audit_path(from, to, "&cursor=not-a-cursor"), Some(ALL))
+        .await
+        .miro_error(400);
+    assert!(m.contains("cursor"), "{m}");
+    let page = get(a, &audit_path(from, to, "&limit=5"), Some(ALL))
+        .await
+        .json();
+    let c = page["cursor"].as_str().unwrap();
+    let other_window = audit_path(
+        from.plus(Duration::from_secs(1)),
+        to,
+        &format!("&limit=5&cursor={c}"),
+    );
+    get(a, &other_window, Some(ALL)).await.miro_error(400);
+    let other_order = audit_path(from, to, &format!("&limit=5&sorting=DESC&cursor={c}"));
+    get(a, &other_order, Some(ALL)).await.miro_error(400);
+    let on_content = content_path(ORG, from, to, &format!("&cursor={c}"));
+    get(a, &on_content, Some(ALL)).await.miro_error(400);
+
+    // Accepted time forms: milliseconds, none, two digits (the Sentinel poller's).
+    for (f, t) in [
+        ("2024-01-01T00:00:00.000Z", "2024-01-02T00:00:00.000Z"),
+        ("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"),
+        ("2024-01-01T00:00:00.00Z", "2024-01-02T00:00:00.00Z"),
+    ] {
+        let r = get(
+            a,
+            &format!("/v2/audit/logs?createdAfter={f}&createdBefore={t}"),
+            Some(ALL),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{f}: {}", r.body);
+        assert_eq!(r.json()["size"], 0);
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn auth_scope_guard_and_org_errors() {
+    let now = UnixMs::now();
+    let emu = start(config(now)).await;
+    let a = emu.addr();
+    let (from, to) = (now.minus(Duration::from_secs(7200)), now);
+    let audit = audit_path(from, to, "");
+    let content = content_path(ORG, from, to, "");
+
+    let r = get(a, &audit, None).await;
+    r.miro_error(401);
+    assert!(
+        r.header("x-ratelimit-limit").is_some(),
+        "errors carry rate-limit headers"
+    );
+    get(a, &audit, Some("who-knows")).await.miro_error(401);
+    get(a, "/v1/oauth-token", Some("who-knows"))
+        .await
+        .miro_error(401);
+    assert_eq!(emu.stats().credits_spent, 0, "auth failures cost nothing");
+
+    get(a, &content, Some(AUDIT_ONLY)).await.miro_error(403);
+    get(a, &audit, Some(CONTENT_ONLY)).await.miro_error(403);
+    assert_eq!(get(a, &audit, Some(AUDIT_ONLY)).await.status, 200);
+    assert_eq!(get(a, &content, Some(CONTENT_ONLY)).await.status, 200);
+
+    let wrong_org = content_path("3074457345821149999", from, to, "");
+    get(a, &wrong_org, Some(ALL)).await.miro_error(404);
+
+    emu.set_enterprise_guard(false);
+    let m = get(a, &content, Some(ALL)).await.miro_error(403);
+    assert!(m.contains("Enterprise Guard"), "{m}");
+    assert_eq!(
+        get(a, &audit, Some(ALL)).await.status,
+        200,
+        "audit logs need no Guard"
+    );
+    emu.set_enterprise_guard(true);
+    assert_eq!(get(a, &content, Some(ALL)).await.status, 200);
+
+    let info = get(a, "/v1/oauth-token", Some(AUDIT_ONLY)).await;
+    assert_eq!(info.status, 200);
+    let info = info.json();
+    assert_eq!(info["type"], "oauth-token");
+    assert_eq!(info["scopes"], serde_json::json!(["auditlogs:read"]));
+    assert_eq!(info["organization"]["id"], ORG);
+    assert_eq!(info["team"]["id"], "3074457345821141001");
+    assert_eq!(info["user"]["type"], "user");
+    assert!(info["createdBy"]["id"].is_string());
+
+    emu.revoke_token(ALL);
+    get(a, &audit, Some(ALL)).await.miro_error(401);
+    get(a, "/v1/oauth-token", Some(ALL)).await.miro_error(401);
+    get(a, "/v2/nothing-here", Some(AUDIT_ONLY))
+        .await
+        .miro_error(404);
+
+    let stats = emu.stats();
+    assert_eq!(stats.by_status.get(&401).copied(), Some(5));
+    assert_eq!(stats.by_status.get(&403).copied(), Some(3));
+    assert_eq!(stats.by_status.get(&404).copied(), Some(2));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn over_budget_is_429_with_rate_limit_headers_and_costs_nothing() {
+    // A minute boundary inside the test would refill the budget: retry on a fresh emulator then.
+    for _attempt in 0..3 {
+        let now = UnixMs::now();
+        let mut cfg = config(now);
+        cfg.rate_limit = Some(RateLimit {
+            credits_per_minute: 350,
+            retry_after_header: true,
+        });
+        let emu = start(cfg).await;
+        let a = emu.addr();
+        let audit = audit_path(now.minus(Duration::from_secs(7200)), now, "");
+        let mut replies = Vec::new();
+        for _ in 0..4 {
+            replies.push(get(a, &audit, Some(ALL)).await);
+        }
+        replies.push(get(a, "/v1/oauth-token", Some(ALL)).await);
+        replies.push(get(a, "/v1/oauth-token", Some(ALL)).await);
+        let other = get(a, &audit, Some(AUDIT_ONLY)).await;
+        let stats = emu.stats();
+        emu.shutdown().await;
+
+        let resets: HashSet<&str> = replies
+            .iter()
+            .map(|r| r.header("x-ratelimit-reset").unwrap())
+            .collect();
+        if resets.len() > 1 {
+            continue;
+        }
+        let reset: i64 = resets.into_iter().next().unwrap().parse().unwrap();
+        assert_eq!(reset % 60, 0, "windows are aligned to minutes");
+        let now_secs = UnixMs::now().0 / 1000;
+        assert!(
+            reset > now_secs - 1 && reset <= now_secs + 60,
+            "{reset} vs {now_secs}"
+        );
+
+        let status: Vec<u16> = replies.iter().map(|r| r.status).collect();
+        assert_eq!(status, [200, 200, 200, 429, 200, 429]);
+        let remaining: Vec<&str> = replies
+            .iter()
+            .map(|r| r.header("x-ratelimit-remaining").unwrap())
+            .collect();
+        assert_eq!(remaining, ["250", "150", "50", "50", "0", "0"]);
+        assert!(
+            replies
+                .iter()
+                .all(|r| r.header("x-ratelimit-limit") == Some("350"))
+        );
+        let limited = &replies[3];
+        assert_eq!(
+            limited.body,
+            r#"{"status":429,"code":"tooManyRequests","message":"Request rate limit exceed","context":null,"type":"error"}"#
+        );
+        assert_eq!(limited.header("content-type"), Some("application/json"));
+        let retry: i64 = limited.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert!(replies[0].header("retry-after").is_none());
+        assert_eq!(other.status, 200, "budgets are per token");
+        assert_eq!(other.header("x-ratelimit-remaining"), Some("250"));
+        assert_eq!(stats.rate_limited, 2);
+        assert_eq!(stats.credits_spent, 3 * 100 + 50 + 100);
+        return;
+    }
+    panic!("crossed a minute boundary three times");
+}
+
+#[tokio::test]
+async fn faults_at_share_one_are_injected_and_counted() {
+    let now = UnixMs::now();
+    let emu = start(config(now)).await;
+    let a = emu.addr();
+    let audit = audit_path(now.minus(Duration::from_secs(7200)), now, "&limit=10");
+
+    emu.set_faults(Faults {
+        truncate_share: 1.0,
+        ..Faults::default()
+    });
+    let r = get(a, &audit, Some(ALL)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(
+        r.body.starts_with("{\"type\":\"cursor-list\""),
+        "{}",
+        r.body
+    );
+    assert!(
+        serde_json::from_str::<Value>(&r.body).is_err(),
+        "body must be cut: {}",
+        r.body
+    );
+    assert_eq!(
+        get(a, "/v1/oauth-token", Some(ALL)).await.status,
+        200,
+        "no faults on oauth-token"
+    );
+    get(a, "/v1/oauth-token", Some(ALL)).await.json();
+
+    emu.set_faults(Faults {
+        html_share: 1.0,
+        ..Faults::default()
+    });
+    let r = get(a, &audit, Some(ALL)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(r.body.contains("<html>"));
+
+    emu.set_faults(Faults {
+        server_error_share: 1.0,
+        ..Faults::default()
+    });
+    let r = get(a, &audit, Some(ALL)).await;
+    assert!([500, 502, 503, 504].contains(&r.status));
+    r.miro_error(r.status);
+
+    emu.set_faults(Faults::default());
+    let first = get(a, &audit, Some(ALL)).await.json();
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    let next = format!("{audit}&cursor={cursor}");
+    let normal = get(a, &next, Some(ALL)).await.json();
+    assert_ne!(normal["cursor"], cursor.as_str());
+
+    emu.set_faults(Faults {
+        repeat_cursor_share: 1.0,
+        ..Faults::default()
+    });
+    let repeated = get(a, &next, Some(ALL)).await.json();
+    assert_eq!(repeated["cursor"], cursor.as_str());
+    assert_eq!(repeated["data"], normal["data"]);
+
+    emu.set_faults(Faults {
+        expire_cursor_share: 1.0,
+        ..Faults::default()
+    });
+    let m = get(a, &next, Some(ALL)).await.miro_error(400);
+    assert!(m.contains("cursor"), "{m}");
+    assert_eq!(
+        get(a, &audit, Some(ALL)).await.status,
+        200,
+        "first pages carry no cursor to expire"
+    );
+
+    emu.set_faults(Faults {
+        duplicate_item_share: 1.0,
+        ..Faults::default()
+    });
+    let dup = get(a, &audit, Some(ALL)).await.json();
+    let ids: Vec<&str> = dup["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 11);
+    assert_eq!(dup["size"], 11);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 10);
+
+    emu.set_faults(Faults {
+        slow_share: 1.0,
+        slow_delay: Duration::from_millis(1),
+        ..Faults::default()
+    });
+    assert_eq!(get(a, &audit, Some(ALL)).await.status, 200);
+
+    let f = emu.stats().faults;
+    for (kind, n) in [
+        ("truncate", 1),
+        ("html", 1),
+        ("server_error", 1),
+        ("repeat_cursor", 1),
+        ("expire_cursor", 1),
+        ("duplicate_item", 1),
+        ("slow", 1),
+    ] {
+        assert_eq!(f.get(kind).copied(), Some(n), "{kind}: {f:?}");
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn last_page_cursor_variants() {
+    let now = UnixMs::now();
+    for (variant, expected) in [
+        (LastPageCursor::Omit, None),
+        (LastPageCursor::Empty, Some(Value::from(""))),
+        (LastPageCursor::Null, Some(Value::Null)),
+    ] {
+        let mut cfg = config(now);
+        cfg.last_page_cursor = variant;
+        let emu = start(cfg).await;
+        let page = get(
+            emu.addr(),
+            &audit_path(now.minus(Duration::from_secs(7200)), now, "&limit=500"),
+            Some(ALL),
+        )
+        .await
+        .json();
+        assert_eq!(page["size"], 300);
+        assert_eq!(page.get("cursor").cloned(), expected, "{variant:?}");
+        emu.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn serves_concurrent_connections_and_stops_on_shutdown() {
+    let now = UnixMs::now();
+    let emu = start(config(now)).await;
+    let addr = emu.addr();
+    assert_eq!(emu.base_url(), format!("http://127.0.0.1:{}", addr.port()));
+    let path = audit_path(now.minus(Duration::from_secs(7200)), now, "&limit=50");
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { get(addr, &path, Some(ALL)).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(emu.stats().requests, 64);
+    emu.clone().shutdown().await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still listening after shutdown"
+    );
+}
+
+#[test]
+fn demo_config_spans_the_last_days() {
+    let now = UnixMs(1_700_000_000_000);
+    let cfg = MiroEmulatorConfig::demo(now, 7, 5_000, 2_000, "t");
+    let org = MiroOrg::new(&cfg);
+    assert_eq!((org.audit_count(), org.content_count()), (5_000, 2_000));
+    assert_eq!(
+        org.audit_range(now.minus(Duration::from_secs(7 * 86_400)), now),
+        0..5_000
+    );
+    assert_eq!(cfg.rate_limit.unwrap().credits_per_minute, 100_000);
+    assert_eq!(cfg.tokens[0].scopes.len(), 2);
+    assert!(cfg.enterprise_guard);
+}
