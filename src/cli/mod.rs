@@ -43,6 +43,21 @@ enum Command {
     /// Answer a read-only SQL query on the store (tables MiroAuditLogs_CL,
     /// MiroContentLogs_CL, with the Sentinel columns).
     Query(query::QueryArgs),
+    /// Print a deployment template: `azure` prints the ARM template (JSON) deploying the
+    /// Sentinel "Miro" tables, a data collection endpoint and the two DCRs.
+    Template(TemplateArgs),
+}
+
+#[derive(Debug, Args)]
+struct TemplateArgs {
+    #[command(subcommand)]
+    target: TemplateTarget,
+}
+
+#[derive(Debug, Subcommand)]
+enum TemplateTarget {
+    /// ARM template for `az deployment group create` (parameters: workspaceName, location).
+    Azure,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +142,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Status(args) => status::run(args),
             Command::Query(args) => query::run(args),
+            Command::Template(args) => template(args),
         }
     });
     match result {
@@ -183,6 +199,18 @@ pub(crate) fn shutdown_on_signals() -> crate::shutdown::Shutdown {
         trigger.trigger();
     });
     shutdown
+}
+
+fn template(args: TemplateArgs) -> Result<(), Failure> {
+    match args.target {
+        TemplateTarget::Azure => {
+            let text =
+                serde_json::to_string_pretty(&crate::sink::sentinel::template::arm_template())
+                    .map_err(Failure::runtime)?;
+            println!("{text}");
+            Ok(())
+        }
+    }
 }
 
 async fn run(args: RunArgs) -> Result<(), Failure> {
