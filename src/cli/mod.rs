@@ -50,6 +50,21 @@ enum Command {
     Query(query::QueryArgs),
     /// Run an emulator of a service mirotrail talks to, on loopback.
     Emulate(emulate::EmulateArgs),
+    /// Print a deployment template: `azure` prints the ARM template (JSON) deploying the
+    /// Sentinel "Miro" tables, a data collection endpoint and the two DCRs.
+    Template(TemplateArgs),
+}
+
+#[derive(Debug, Args)]
+struct TemplateArgs {
+    #[command(subcommand)]
+    target: TemplateTarget,
+}
+
+#[derive(Debug, Subcommand)]
+enum TemplateTarget {
+    /// ARM template for `az deployment group create` (parameters: workspaceName, location).
+    Azure,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +151,7 @@ pub fn main() -> ExitCode {
             Command::Status(args) => status::run(args),
             Command::Query(args) => query::run(args),
             Command::Emulate(args) => emulate::run(args).await,
+            Command::Template(args) => template(args),
         }
     });
     match result {
@@ -192,6 +208,18 @@ pub(crate) fn shutdown_on_signals() -> crate::shutdown::Shutdown {
         trigger.trigger();
     });
     shutdown
+}
+
+fn template(args: TemplateArgs) -> Result<(), Failure> {
+    match args.target {
+        TemplateTarget::Azure => {
+            let text =
+                serde_json::to_string_pretty(&crate::sink::sentinel::template::arm_template())
+                    .map_err(Failure::runtime)?;
+            println!("{text}");
+            Ok(())
+        }
+    }
 }
 
 async fn run(args: RunArgs) -> Result<(), Failure> {

@@ -140,8 +140,13 @@ pub struct SinkConfig {
 
 #[derive(Debug, Clone)]
 pub enum SinkKindConfig {
-    File { dir: PathBuf, max_file_bytes: u64 },
+    File {
+        dir: PathBuf,
+        max_file_bytes: u64,
+    },
     Stdout,
+    /// `azure_logs_ingestion`: Microsoft Sentinel.
+    Sentinel(Box<crate::sink::sentinel::SentinelConfig>),
 }
 
 /// The whole validated configuration.

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
+use crate::sink::sentinel::{self, RawSentinelSink};
+
 use super::{
     BudgetConfig, Config, ConfigError, MiroConfig, SinkConfig, SinkKindConfig, SourceConfig,
     SourceKind, TokenSource, parse_duration,
@@ -103,12 +105,25 @@ pub enum RawSink {
     /// NDJSON on standard output.
     #[serde(rename = "stdout")]
     Stdout { batch_rows: Option<usize> },
+    /// Microsoft Sentinel through the Azure Monitor Logs Ingestion API (keys documented
+    /// on `RawSentinelSink`).
+    #[serde(rename = "azure_logs_ingestion")]
+    AzureLogsIngestion(Box<RawSentinelSink>),
 }
 
 pub(crate) const DEFAULT_API_BASE: &str = "https://api.miro.com";
 
 impl RawConfig {
     pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
+        self.validate_with_env(path, &|var| std::env::var(var).ok())
+    }
+
+    /// `validate`, with environment variables looked up through `env` (for tests).
+    pub fn validate_with_env(
+        self,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let base_dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -307,6 +322,17 @@ impl RawConfig {
                     )
                 }
                 RawSink::Stdout { batch_rows } => (SinkKindConfig::Stdout, batch_rows),
+                RawSink::AzureLogsIngestion(raw) => {
+                    let batch_rows = raw.batch_rows;
+                    let enabled: Vec<SourceKind> = sources
+                        .iter()
+                        .filter(|s| s.enabled)
+                        .map(|s| s.kind)
+                        .collect();
+                    let config =
+                        sentinel::validate_config(*raw, &name, &enabled, path, env, &resolve)?;
+                    (SinkKindConfig::Sentinel(Box::new(config)), batch_rows)
+                }
             };
             let batch_rows = batch_rows.unwrap_or(5000);
             if batch_rows == 0 {
@@ -385,6 +411,14 @@ mod tests {
             ("[budget]\nshare = 1.5", "budget.share"),
             ("[sources.audit_logs]\nenabled = false", "sources"),
             ("[sinks.x]\ntype = \"carrier-pigeon\"", "carrier-pigeon"),
+            (
+                "[sinks.s]\ntype = \"azure_logs_ingestion\"\nendpoint = \"https://x\"\nsecret = 1",
+                "secret",
+            ),
+            (
+                "[sinks.s]\ntype = \"azure_logs_ingestion\"\nendpoint = \"https://x\"",
+                "sinks.s.audit_logs_dcr",
+            ),
         ] {
             let msg = load(text).unwrap_err().to_string();
             assert!(msg.contains(key), "{text}: {msg}");

@@ -7,6 +7,7 @@
 
 mod file;
 mod line;
+pub mod sentinel;
 mod stdout;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::store::{OutboxRow, Store, StoreError};
 
 pub use file::FileSink;
 pub use line::table_row_json;
+pub use sentinel::SentinelSink;
 pub use stdout::StdoutSink;
 
 /// A delivery failure.
@@ -49,6 +51,7 @@ impl SinkError {
 pub enum Sink {
     File(FileSink),
     Stdout(StdoutSink),
+    Sentinel(Box<SentinelSink>),
 }
 
 impl Sink {
@@ -59,6 +62,9 @@ impl Sink {
                 max_file_bytes,
             } => Sink::File(FileSink::new(dir.clone(), *max_file_bytes)?),
             SinkKindConfig::Stdout => Sink::Stdout(StdoutSink),
+            SinkKindConfig::Sentinel(c) => {
+                Sink::Sentinel(Box::new(SentinelSink::new((**c).clone())?))
+            }
         })
     }
 
@@ -68,6 +74,7 @@ impl Sink {
         match self {
             Sink::File(s) => s.send(source, rows),
             Sink::Stdout(s) => s.send(source, rows),
+            Sink::Sentinel(s) => s.send(source, rows).await,
         }
     }
 }

@@ -1,0 +1,215 @@
+//! `POST /dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01`: the checks
+//! Azure makes, in its order, then the DCR transformation into the table.
+
+use std::io::Read;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::http::{Reply, Request, Response};
+use super::{Shared, chance, source_of_stream, table_row};
+use crate::store::transform;
+
+/// An ingestion error: `{"error":{"code","message"}}` and `x-ms-error-code`.
+pub(super) fn error(status: u16, code: &str, message: &str) -> Response {
+    Response::json(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+    .with_header("x-ms-error-code", code)
+}
+
+pub(super) async fn upload(state: &Shared, dcr: &str, stream: &str, request: &Request) -> Reply {
+    let reply = upload_inner(state, dcr, stream, request).await;
+    let mut s = state.lock().expect("emulator state");
+    s.stats.bytes_received += request.body.len() as u64;
+    if let Reply::Respond(r) = &reply {
+        *s.stats.ingestion_by_status.entry(r.status).or_default() += 1;
+    }
+    reply
+}
+
+async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request) -> Reply {
+    let respond =
+        |status: u16, code: &str, message: &str| Reply::Respond(error(status, code, message));
+    let config = state.lock().expect("emulator state").config.clone();
+
+    let bearer = request
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let valid = bearer.is_some_and(|t| {
+        let s = state.lock().expect("emulator state");
+        s.tokens
+            .get(t)
+            .is_some_and(|expiry| Instant::now() < *expiry)
+    });
+    if !valid {
+        return respond(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is missing, invalid or expired.",
+        );
+    }
+    let faults = &config.faults;
+    if chance(faults.slow_share) {
+        tokio::time::sleep(faults.slow_delay).await;
+    }
+    if chance(faults.throttle_share) {
+        let secs = faults.retry_after.as_secs_f64().ceil() as u64;
+        return Reply::Respond(
+            error(
+                429,
+                "TooManyRequests",
+                "Too many requests; retry after the Retry-After interval.",
+            )
+            .with_header("Retry-After", &secs.to_string()),
+        );
+    }
+    if chance(faults.server_error_share) {
+        return respond(
+            503,
+            "ServiceUnavailable",
+            "The service is temporarily unavailable.",
+        );
+    }
+    if !matches!(
+        request.query("api-version"),
+        Some("2023-01-01" | "2021-11-01-preview")
+    ) {
+        return respond(
+            400,
+            "InvalidApiVersion",
+            "The api-version query parameter is missing or unsupported.",
+        );
+    }
+    let Some((_, declared)) = config.dcrs.iter().find(|(id, _)| id == dcr) else {
+        return respond(
+            404,
+            "NotFound",
+            &format!("Data collection rule with immutable Id '{dcr}' not found."),
+        );
+    };
+    if !config.roles_granted {
+        return respond(
+            403,
+            "OperationFailed",
+            &format!(
+                "The authentication token provided does not have access to ingest data for the data collection rule with immutable Id '{dcr}'."
+            ),
+        );
+    }
+    if declared != stream {
+        return respond(
+            400,
+            "InvalidStream",
+            &format!(
+                "Data collection rule with immutable Id '{dcr}' does not have stream '{stream}'."
+            ),
+        );
+    }
+    let Some(source) = source_of_stream(stream) else {
+        return respond(
+            400,
+            "InvalidStream",
+            &format!("The emulator only knows the Miro streams, not '{stream}'."),
+        );
+    };
+    if !request
+        .header("content-type")
+        .is_some_and(|v| v.starts_with("application/json"))
+    {
+        return respond(
+            415,
+            "UnsupportedMediaType",
+            "Content-Type must be application/json.",
+        );
+    }
+    let body = match request.header("content-encoding") {
+        Some(e) if e.eq_ignore_ascii_case("gzip") => {
+            let mut out = Vec::new();
+            let limit = config.max_body_bytes as u64 + 1;
+            if flate2::read::GzDecoder::new(&request.body[..])
+                .take(limit)
+                .read_to_end(&mut out)
+                .is_err()
+            {
+                return respond(
+                    400,
+                    "InvalidContentEncoding",
+                    "The gzip body cannot be decompressed.",
+                );
+            }
+            out
+        }
+        None => request.body.clone(),
+        Some(other) => {
+            return respond(
+                400,
+                "InvalidContentEncoding",
+                &format!("Unsupported Content-Encoding '{other}'."),
+            );
+        }
+    };
+    {
+        let mut s = state.lock().expect("emulator state");
+        s.stats.max_body_bytes = s.stats.max_body_bytes.max(body.len() as u64);
+    }
+    if body.len() > config.max_body_bytes {
+        return respond(
+            413,
+            "ContentLengthLimitExceeded",
+            "The request body is larger than 1 MB; send smaller batches.",
+        );
+    }
+    let Ok(Value::Array(records)) = serde_json::from_slice::<Value>(&body) else {
+        return respond(
+            400,
+            "InvalidPayload",
+            "The body must be a JSON array of objects.",
+        );
+    };
+    let columns = transform::stream_columns(source);
+    let mut rows = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let Value::Object(map) = record else {
+            return respond(
+                400,
+                "InvalidPayload",
+                &format!("Record {i} is not a JSON object."),
+            );
+        };
+        if let Some(unknown) = map.keys().find(|k| !columns.contains(&k.as_str())) {
+            return respond(
+                400,
+                "InvalidPayload",
+                &format!(
+                    "Record {i} has column '{unknown}', which stream '{stream}' does not declare."
+                ),
+            );
+        }
+        let id = transform::kql_tostring(map.get("id"));
+        if config.faults.reject_ids.contains(&id) {
+            return respond(
+                400,
+                "InvalidPayload",
+                &format!("Record {i} (id '{id}') was refused (injected fault)."),
+            );
+        }
+        let row = transform::to_row(source, &record.to_string()).expect("a JSON object");
+        rows.push(table_row(source, &row.cells));
+    }
+    let lost = chance(config.faults.lost_ack_share);
+    let mut s = state.lock().expect("emulator state");
+    s.stats.records_accepted += rows.len() as u64;
+    s.stats.batches_accepted += 1;
+    if lost {
+        s.stats.lost_acks += 1;
+        s.stats.lost_ack_records += rows.len() as u64;
+    }
+    s.tables.entry(source.table()).or_default().extend(rows);
+    if lost {
+        Reply::Drop
+    } else {
+        Reply::Respond(Response::empty(204))
+    }
+}

@@ -1,0 +1,275 @@
+//! The Azure emulator: Entra ID's token endpoint, the managed identity (IMDS) endpoint and
+//! the Azure Monitor Logs Ingestion API, on one loopback port, faithful to
+//! `reference/azure-logs-ingestion.md`.
+//!
+//! It checks what Azure checks (bearer tokens and their expiry, DCR and stream, the role
+//! assignment, the body limit, the stream declaration's columns), answers with Azure's
+//! status codes and error shapes, applies the Sentinel DCR transformation
+//! (`store::transform::to_row`) so its tables can be compared with the local store, and
+//! injects faults: throttling, server errors, slow answers and lost acknowledgements
+//! (rows stored, connection closed without an answer).
+
+mod entra;
+mod http;
+mod ingest;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::config::SourceKind;
+use crate::store::transform;
+
+/// The DCR immutable id the emulator gives the audit logs stream by default.
+pub const AUDIT_DCR: &str = "dcr-a0d17000000000000000000000000001";
+/// The DCR immutable id the emulator gives the content logs stream by default.
+pub const CONTENT_DCR: &str = "dcr-c0e7e000000000000000000000000002";
+
+/// Injected faults (shares are probabilities per ingestion request).
+#[derive(Debug, Clone)]
+pub struct AzureFaults {
+    /// Answer 429 with `Retry-After: retry_after`.
+    pub throttle_share: f64,
+    pub retry_after: Duration,
+    /// Answer 503.
+    pub server_error_share: f64,
+    /// Wait `slow_delay` before handling.
+    pub slow_share: f64,
+    pub slow_delay: Duration,
+    /// Accept and store the rows, then close the connection without an answer.
+    pub lost_ack_share: f64,
+    /// Refuse (400) any batch holding a record with one of these `id`s.
+    pub reject_ids: Vec<String>,
+}
+
+impl Default for AzureFaults {
+    fn default() -> Self {
+        AzureFaults {
+            throttle_share: 0.0,
+            retry_after: Duration::from_secs(1),
+            server_error_share: 0.0,
+            slow_share: 0.0,
+            slow_delay: Duration::from_secs(2),
+            lost_ack_share: 0.0,
+            reject_ids: Vec::new(),
+        }
+    }
+}
+
+/// What the emulated tenant looks like.
+#[derive(Debug, Clone)]
+pub struct AzureEmulatorConfig {
+    pub tenant_id: String,
+    /// The app registration's client id (also the user-assigned managed identity's).
+    pub client_id: String,
+    pub client_secret: String,
+    /// The accepted `client_assertion` (federated token), if any.
+    pub federated_assertion: Option<String>,
+    /// DCR immutable ids and the stream each declares.
+    pub dcrs: Vec<(String, String)>,
+    /// Whether the identity holds "Monitoring Metrics Publisher" on the DCRs.
+    pub roles_granted: bool,
+    pub token_lifetime: Duration,
+    /// Largest uncompressed body accepted (Azure: 1 MB).
+    pub max_body_bytes: usize,
+    pub faults: AzureFaults,
+}
+
+impl Default for AzureEmulatorConfig {
+    fn default() -> Self {
+        AzureEmulatorConfig {
+            tenant_id: "72f988bf-0000-4000-8000-000000000001".into(),
+            client_id: "0c1a7e57-0000-4000-8000-000000000002".into(),
+            client_secret: "emulator-client-secret".into(),
+            federated_assertion: None,
+            dcrs: vec![
+                (AUDIT_DCR.into(), SourceKind::AuditLogs.stream().into()),
+                (CONTENT_DCR.into(), SourceKind::ContentLogs.stream().into()),
+            ],
+            roles_granted: true,
+            token_lifetime: Duration::from_secs(3599),
+            max_body_bytes: 1024 * 1024,
+            faults: AzureFaults::default(),
+        }
+    }
+}
+
+/// What the emulator saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AzureStats {
+    /// Ingestion requests by the status answered (lost acknowledgements not included).
+    pub ingestion_by_status: BTreeMap<u16, u64>,
+    /// Token requests (Entra and managed identity) by status.
+    pub token_by_status: BTreeMap<u16, u64>,
+    pub records_accepted: u64,
+    /// Request bytes as received (gzip or plain).
+    pub bytes_received: u64,
+    /// Ingestion requests whose records were stored.
+    pub batches_accepted: u64,
+    /// The largest uncompressed ingestion body seen.
+    pub max_body_bytes: u64,
+    pub lost_acks: u64,
+    /// Records in batches whose acknowledgement was lost.
+    pub lost_ack_records: u64,
+}
+
+impl AzureStats {
+    /// Ingestion requests answered with `status`.
+    pub fn ingestion(&self, status: u16) -> u64 {
+        self.ingestion_by_status.get(&status).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    config: AzureEmulatorConfig,
+    tokens: HashMap<String, Instant>,
+    tables: BTreeMap<&'static str, Vec<Value>>,
+    stats: AzureStats,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+/// The emulator.
+#[derive(Debug)]
+pub struct AzureEmulator;
+
+/// A running emulator.
+#[derive(Debug)]
+pub struct AzureEmulatorHandle {
+    addr: SocketAddr,
+    state: Shared,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AzureEmulator {
+    /// Listens on `addr` (port 0: any free port) and serves until `shutdown`.
+    pub async fn start(
+        config: AzureEmulatorConfig,
+        addr: SocketAddr,
+    ) -> std::io::Result<AzureEmulatorHandle> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state: Shared = Arc::new(Mutex::new(State {
+            config,
+            tokens: HashMap::new(),
+            tables: BTreeMap::new(),
+            stats: AzureStats::default(),
+        }));
+        let (stop, stopped) = watch::channel(false);
+        let handler_state = state.clone();
+        let handler = Arc::new(move |request: http::Request| {
+            let state = handler_state.clone();
+            async move { route(state, request).await }
+        });
+        let task = http::serve(listener, handler, stopped);
+        Ok(AzureEmulatorHandle {
+            addr,
+            state,
+            stop,
+            task,
+        })
+    }
+}
+
+async fn route(state: Shared, request: http::Request) -> http::Reply {
+    let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+    match (request.method.as_str(), segments.as_slice()) {
+        ("POST", [tenant, "oauth2", "v2.0", "token"]) => {
+            let tenant = tenant.to_string();
+            http::Reply::Respond(entra::token(&state, &tenant, &request))
+        }
+        ("GET", ["metadata", "identity", "oauth2", "token"]) => {
+            http::Reply::Respond(entra::managed_identity(&state, &request))
+        }
+        ("POST", ["dataCollectionRules", dcr, "streams", stream]) => {
+            let (dcr, stream) = (dcr.to_string(), stream.to_string());
+            ingest::upload(&state, &dcr, &stream, &request).await
+        }
+        _ => http::Reply::Respond(ingest::error(
+            404,
+            "NotFound",
+            &format!("no such endpoint: {} {}", request.method, request.path),
+        )),
+    }
+}
+
+impl AzureEmulatorHandle {
+    /// `http://127.0.0.1:PORT`: the authority host, the managed identity host and the DCE.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The rows of a Log Analytics table (`MiroAuditLogs_CL`, `MiroContentLogs_CL`) after
+    /// the DCR transformation, in arrival order; see `table_row`.
+    pub fn rows(&self, table: &str) -> Vec<Value> {
+        let state = self.state.lock().expect("emulator state");
+        state.tables.get(table).cloned().unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> AzureStats {
+        self.state.lock().expect("emulator state").stats.clone()
+    }
+
+    pub fn set_faults(&self, faults: AzureFaults) {
+        self.state.lock().expect("emulator state").config.faults = faults;
+    }
+
+    pub fn set_roles_granted(&self, granted: bool) {
+        self.state
+            .lock()
+            .expect("emulator state")
+            .config
+            .roles_granted = granted;
+    }
+
+    /// Makes every token issued so far expired (the next ingestion with one gets a 401).
+    pub fn expire_tokens(&self) {
+        let mut state = self.state.lock().expect("emulator state");
+        let now = Instant::now();
+        for expiry in state.tokens.values_mut() {
+            *expiry = now;
+        }
+    }
+
+    /// Every access token issued so far (to check that none leaks into logs).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let state = self.state.lock().expect("emulator state");
+        state.tokens.keys().cloned().collect()
+    }
+
+    /// Stops serving and closes every connection.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// A table row as the emulator stores it: `{column: text or null}` over the table's
+/// columns, from cells in column order (as `store::transform::to_row` makes them, and as
+/// the local store holds them).
+pub fn table_row(source: SourceKind, cells: &[Option<String>]) -> Value {
+    let mut row = Map::new();
+    for (column, cell) in transform::columns(source).iter().zip(cells) {
+        row.insert(
+            (*column).to_string(),
+            cell.clone().map_or(Value::Null, Value::String),
+        );
+    }
+    Value::Object(row)
+}
+
+/// The Miro source a stream name belongs to.
+fn source_of_stream(stream: &str) -> Option<SourceKind> {
+    SourceKind::ALL.into_iter().find(|s| s.stream() == stream)
+}
+
+/// True with probability `share`.
+fn chance(share: f64) -> bool {
+    share > 0.0 && rand::random::<f64>() < share
+}

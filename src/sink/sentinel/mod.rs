@@ -1,0 +1,232 @@
+//! The `azure_logs_ingestion` sink: Microsoft Sentinel through the Azure Monitor Logs
+//! Ingestion API, into the streams and tables of Sentinel's "Miro" solution.
+//!
+//! `config` validates the keys, `auth` gets Entra tokens, `batch` turns rows into stream
+//! records and chunks under 1 MB, `upload` sends a chunk and decides on the answer,
+//! `template` prints the ARM template deploying the tables, DCE and DCRs.
+//!
+//! Invariants: `send` returns the highest `_seq` of the contiguous prefix of rows Azure
+//! acknowledged, so with several uploads in flight the offset never passes a row that is
+//! not in Azure; chunks acknowledged beyond that prefix are remembered (in memory) and not
+//! sent again, so Azure only gets a duplicate when an acknowledgement itself was lost (or
+//! after a restart); a row Azure refuses stops delivery at that row with a message that
+//! names it, it is never skipped.
+
+mod auth;
+mod batch;
+mod config;
+pub mod template;
+mod upload;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+pub(crate) use config::validate as validate_config;
+pub use config::{
+    AzureAuth, Cloud, DcrTarget, MAX_BATCH_BYTES, ManagedIdentityEndpoint, RawSentinelSink,
+    SecretSource, SentinelConfig, is_dcr_immutable_id,
+};
+
+use super::SinkError;
+use crate::config::SourceKind;
+use crate::store::OutboxRow;
+use upload::{ChunkOutcome, Target, UploadStats, Uploader};
+
+/// What the sink has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentinelStats {
+    pub requests: u64,
+    pub accepted_records: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub splits: u64,
+    pub token_renewals: u64,
+    /// Values over 64 KB (Azure truncates them).
+    pub long_values: u64,
+}
+
+/// Delivers rows to Sentinel.
+#[derive(Debug)]
+pub struct SentinelSink {
+    config: SentinelConfig,
+    uploader: Arc<Uploader>,
+    /// Rows acknowledged beyond the contiguous prefix, per source (not sent again).
+    acked_ahead: BTreeMap<SourceKind, BTreeSet<i64>>,
+}
+
+impl SentinelSink {
+    /// Builds the HTTP client and loads the credential (a missing secret fails here).
+    pub fn new(config: SentinelConfig) -> Result<Self, SinkError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .user_agent(concat!("mirotrail/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SinkError {
+                message: format!("cannot set up the HTTP client: {e}"),
+                permanent: true,
+                retry_after: None,
+            })?;
+        let tokens = auth::TokenProvider::new(&config, http.clone()).map_err(|e| SinkError {
+            message: e.message,
+            permanent: true,
+            retry_after: None,
+        })?;
+        Ok(SentinelSink {
+            uploader: Arc::new(Uploader {
+                http,
+                tokens,
+                backoff_base: Duration::from_millis(500),
+                max_attempts: 5,
+                max_throttled: 10,
+                stats: UploadStats::default(),
+            }),
+            config,
+            acked_ahead: BTreeMap::new(),
+        })
+    }
+
+    /// Shortens the first backoff step after a transient failure (tests, benchmarks).
+    pub fn with_backoff_base(mut self, base: Duration) -> Self {
+        Arc::get_mut(&mut self.uploader)
+            .expect("not yet shared")
+            .backoff_base = base;
+        self
+    }
+
+    pub fn config(&self) -> &SentinelConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> SentinelStats {
+        let s = &self.uploader.stats;
+        SentinelStats {
+            requests: s.requests.load(Ordering::Relaxed),
+            accepted_records: s.accepted_records.load(Ordering::Relaxed),
+            retries: s.retries.load(Ordering::Relaxed),
+            throttled: s.throttled.load(Ordering::Relaxed),
+            splits: s.splits.load(Ordering::Relaxed),
+            token_renewals: s.token_renewals.load(Ordering::Relaxed),
+            long_values: s.long_values.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends rows of one source (in `_seq` order); returns the highest `_seq` of the
+    /// contiguous prefix Azure acknowledged.
+    pub async fn send(&mut self, source: SourceKind, rows: &[OutboxRow]) -> Result<i64, SinkError> {
+        let Some(first) = rows.first() else {
+            return Ok(0);
+        };
+        let target = self.config.target(source).ok_or_else(|| SinkError {
+            message: format!(
+                "no DCR is configured for {source}: set `{}_dcr` in this sink's section",
+                source.name()
+            ),
+            permanent: true,
+            retry_after: None,
+        })?;
+        let target = Arc::new(Target {
+            endpoint: self.config.endpoint.clone(),
+            dcr: target.dcr_immutable_id.clone(),
+            stream: target.stream.clone(),
+        });
+        let ahead = self.acked_ahead.entry(source).or_default();
+        // Everything before this read was acknowledged and is behind the offset.
+        *ahead = ahead.split_off(&first.seq);
+        let todo: Vec<OutboxRow> = rows
+            .iter()
+            .filter(|r| !ahead.contains(&r.seq))
+            .cloned()
+            .collect();
+        let (records, long) = batch::encode(source, &todo).map_err(|message| SinkError {
+            message,
+            permanent: true,
+            retry_after: None,
+        })?;
+        for l in &long {
+            tracing::warn!(source = %source, seq = l.seq, column = %l.column, bytes = l.bytes, "value over 64 KB: Azure truncates it in Log Analytics (the local store keeps it whole)");
+        }
+        self.uploader
+            .stats
+            .long_values
+            .fetch_add(long.len() as u64, Ordering::Relaxed);
+        let lengths: Vec<usize> = records.iter().map(|r| r.json.len()).collect();
+        let chunks = batch::chunks(&lengths, self.config.max_batch_bytes);
+        let records = Arc::new(records);
+
+        // Up to `max_concurrency` uploads in flight; after a failure no new one starts.
+        let mut outcomes: Vec<Option<ChunkOutcome>> = (0..chunks.len()).map(|_| None).collect();
+        let mut in_flight = JoinSet::new();
+        let mut next = 0;
+        let mut failed = false;
+        loop {
+            while !failed
+                && next < chunks.len()
+                && in_flight.len() < self.config.max_concurrency.get()
+            {
+                let uploader = self.uploader.clone();
+                let (target, records, range) =
+                    (target.clone(), records.clone(), chunks[next].clone());
+                let index = next;
+                in_flight.spawn(async move {
+                    (index, uploader.upload_chunk(target, records, range).await)
+                });
+                next += 1;
+            }
+            let Some(done) = in_flight.join_next().await else {
+                break;
+            };
+            let (index, outcome) = done.expect("chunk upload task panicked");
+            failed |= outcome.error.is_some();
+            outcomes[index] = Some(outcome);
+        }
+
+        // Which records are in Azure, then the contiguous prefix over all rows.
+        let mut acked_record = vec![false; records.len()];
+        let mut first_error = None;
+        for (range, outcome) in chunks.iter().zip(outcomes) {
+            let Some(outcome) = outcome else { continue };
+            for flag in &mut acked_record[range.start..range.start + outcome.acked] {
+                *flag = true;
+            }
+            if first_error.is_none() {
+                first_error = outcome.error;
+            }
+        }
+        let mut record_index = 0;
+        let mut prefix = None;
+        let mut in_prefix = true;
+        for row in rows {
+            let acked = if ahead.contains(&row.seq) {
+                true
+            } else {
+                let a = acked_record[record_index];
+                record_index += 1;
+                a
+            };
+            if in_prefix && acked {
+                prefix = Some(row.seq);
+            } else {
+                in_prefix = false;
+                if acked {
+                    ahead.insert(row.seq);
+                }
+            }
+        }
+        if let Some(p) = prefix {
+            *ahead = ahead.split_off(&(p + 1));
+        }
+        match (prefix, first_error) {
+            (Some(p), None) => Ok(p),
+            (Some(p), Some(e)) => {
+                tracing::debug!(through = p, error = %e.message, "delivered a prefix; the rest failed");
+                Ok(p)
+            }
+            (None, Some(e)) => Err(e),
+            (None, None) => unreachable!("rows were neither acknowledged nor failed"),
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! One chunk to the Logs Ingestion API: gzip, POST, and the decision on the answer.
+//!
+//! `classify` is the one place that decides what an answer means; `upload_chunk` follows
+//! it: retries (bounded, within one `send`), renews the token once on 401, halves a chunk
+//! on 413 until it fits, and reports how many leading records were acknowledged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use url::Url;
+
+use super::auth::{TokenProvider, error_chain};
+use super::batch::{Record, gzip, json_array};
+use crate::miro::retry::backoff;
+use crate::sink::SinkError;
+
+/// What an ingestion answer means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// 2xx (204): the records are in.
+    Accepted,
+    /// 413: the body is over Azure's limit; halve the chunk and resend.
+    Split,
+    /// 401: the token expired or is invalid; get a new one, once.
+    RenewToken,
+    /// 429: wait this long, then resend.
+    Throttled { wait: Duration },
+    /// 408, 5xx, connection errors: resend after a jittered backoff.
+    Retry { reason: String },
+    /// Resending cannot help; the message says what to change.
+    Permanent(String),
+}
+
+/// Where a chunk goes (named in messages).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub endpoint: Url,
+    pub dcr: String,
+    pub stream: String,
+}
+
+/// The error body of the ingestion API.
+#[derive(Debug, Default, Deserialize)]
+pub struct IngestionError {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorEnvelope {
+    #[serde(default)]
+    error: IngestionError,
+}
+
+impl IngestionError {
+    /// Reads `{"error":{"code","message"}}`, with `x-ms-error-code` as the fallback code.
+    pub fn parse(body: &[u8], header_code: Option<&str>) -> Self {
+        let mut e = serde_json::from_slice::<ErrorEnvelope>(body)
+            .map(|e| e.error)
+            .unwrap_or_default();
+        if e.code.is_none() {
+            e.code = header_code.map(str::to_string);
+        }
+        e
+    }
+
+    fn detail(&self) -> String {
+        let code = self.code.as_deref().unwrap_or("");
+        let message: String = self
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect();
+        match (code.is_empty(), message.is_empty()) {
+            (true, true) => String::new(),
+            (false, true) => format!(" {code}"),
+            (true, false) => format!(": \"{message}\""),
+            (false, false) => format!(" {code}: \"{message}\""),
+        }
+    }
+}
+
+/// Decides what an ingestion answer means.
+pub fn classify(
+    status: u16,
+    retry_after: Option<Duration>,
+    error: &IngestionError,
+    target: &Target,
+) -> Decision {
+    let Target {
+        endpoint,
+        dcr,
+        stream,
+    } = target;
+    let detail = error.detail();
+    match status {
+        200..=299 => Decision::Accepted,
+        413 => Decision::Split,
+        401 => Decision::RenewToken,
+        429 => Decision::Throttled {
+            wait: retry_after
+                .unwrap_or(Duration::from_secs(10))
+                .clamp(Duration::from_secs(1), Duration::from_secs(300)),
+        },
+        408 | 500..=599 => Decision::Retry {
+            reason: format!("the logs ingestion API answered {status}{detail}"),
+        },
+        403 => Decision::Permanent(format!(
+            "Azure refused to let this identity write to DCR {dcr} (stream {stream}) (403{detail}): \
+             grant it the \"Monitoring Metrics Publisher\" role on that data collection rule \
+             (Access control (IAM) > Add role assignment); a new assignment can take up to 30 \
+             minutes to apply"
+        )),
+        400 => Decision::Permanent(format!(
+            "Azure rejected the records for DCR {dcr}, stream {stream} as malformed (400{detail}): \
+             check that the DCR declares this stream with the Sentinel \"Miro\" columns \
+             (`mirotrail template azure` shows them)"
+        )),
+        404 => Decision::Permanent(format!(
+            "the data collection endpoint {endpoint} does not know DCR {dcr} or stream {stream} \
+             (404{detail}): check the DCR's immutable id, the stream name, and that the DCE is \
+             the one associated with the DCR (same region)"
+        )),
+        _ => Decision::Permanent(format!(
+            "the logs ingestion API answered {status}{detail} for DCR {dcr}, stream {stream}"
+        )),
+    }
+}
+
+/// Counters of the sink (read by tests and `status`).
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    pub requests: AtomicU64,
+    pub accepted_records: AtomicU64,
+    pub retries: AtomicU64,
+    pub throttled: AtomicU64,
+    pub splits: AtomicU64,
+    pub token_renewals: AtomicU64,
+    pub long_values: AtomicU64,
+}
+
+/// What a chunk upload needs, shared by concurrent uploads.
+#[derive(Debug)]
+pub struct Uploader {
+    pub http: reqwest::Client,
+    pub tokens: TokenProvider,
+    pub backoff_base: Duration,
+    pub max_attempts: u32,
+    pub max_throttled: u32,
+    pub stats: UploadStats,
+}
+
+/// How a chunk went: `acked` leading records are in Azure; `error` stopped the rest.
+#[derive(Debug)]
+pub struct ChunkOutcome {
+    pub acked: usize,
+    pub error: Option<SinkError>,
+}
+
+enum PostError {
+    TooLarge,
+    Failed(SinkError),
+}
+
+impl Uploader {
+    /// Uploads `records` in order, halving on 413; stops at the first failure.
+    pub async fn upload_chunk(
+        self: Arc<Self>,
+        target: Arc<Target>,
+        records: Arc<Vec<Record>>,
+        range: std::ops::Range<usize>,
+    ) -> ChunkOutcome {
+        let mut stack = vec![range.clone()];
+        let mut acked = 0;
+        while let Some(r) = stack.pop() {
+            match self.post(&target, &records[r.clone()]).await {
+                Ok(()) => {
+                    acked = r.end - range.start;
+                    self.stats
+                        .accepted_records
+                        .fetch_add(r.len() as u64, Ordering::Relaxed);
+                }
+                Err(PostError::TooLarge) if r.len() > 1 => {
+                    self.stats.splits.fetch_add(1, Ordering::Relaxed);
+                    let mid = r.start + r.len() / 2;
+                    tracing::debug!(
+                        records = r.len(),
+                        "413 from the logs ingestion API; halving the chunk"
+                    );
+                    stack.push(mid..r.end);
+                    stack.push(r.start..mid);
+                }
+                Err(PostError::TooLarge) => {
+                    let record = &records[r.start];
+                    return ChunkOutcome {
+                        acked,
+                        error: Some(SinkError {
+                            message: format!(
+                                "row _seq {} (Miro id `{}`) is {} bytes of JSON, more than Azure \
+                                 accepts in one call (413 from DCR {}, stream {}); it was not \
+                                 delivered and delivery waits at it: remove or shorten the row in \
+                                 the store, or deliver it another way",
+                                record.seq,
+                                record.id,
+                                record.json.len(),
+                                target.dcr,
+                                target.stream
+                            ),
+                            permanent: true,
+                            retry_after: None,
+                        }),
+                    };
+                }
+                Err(PostError::Failed(e)) => {
+                    return ChunkOutcome {
+                        acked,
+                        error: Some(e),
+                    };
+                }
+            }
+        }
+        ChunkOutcome { acked, error: None }
+    }
+
+    async fn post(&self, target: &Target, records: &[Record]) -> Result<(), PostError> {
+        let json = json_array(records);
+        let body = gzip(&json);
+        let url = format!(
+            "{}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01",
+            target.endpoint.as_str().trim_end_matches('/'),
+            target.dcr,
+            target.stream
+        );
+        let mut attempts = 0;
+        let mut throttled = 0;
+        let mut renewed = false;
+        loop {
+            let token = self.tokens.token().await.map_err(|e| {
+                PostError::Failed(SinkError {
+                    message: e.message,
+                    permanent: e.permanent,
+                    retry_after: None,
+                })
+            })?;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let request_id = request_id();
+            let sent = self
+                .http
+                .post(&url)
+                .header(
+                    "Authorization",
+                    format!("Bearer {}", token.secret.expose_secret()),
+                )
+                .header("Content-Type", "application/json")
+                .header("Content-Encoding", "gzip")
+                .header("x-ms-client-request-id", &request_id)
+                .body(body.clone())
+                .send()
+                .await;
+            let decision = match sent {
+                Err(e) => Decision::Retry {
+                    reason: format!(
+                        "cannot reach the logs ingestion endpoint {}: {}",
+                        target.endpoint,
+                        error_chain(&e)
+                    ),
+                },
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let header_code = response
+                        .headers()
+                        .get("x-ms-error-code")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    match response.bytes().await {
+                        Ok(bytes) => {
+                            let error = if (200..300).contains(&status) {
+                                IngestionError::default()
+                            } else {
+                                IngestionError::parse(&bytes, header_code.as_deref())
+                            };
+                            classify(status, retry_after, &error, target)
+                        }
+                        Err(e) if (200..300).contains(&status) => {
+                            tracing::debug!(error = %error_chain(&e), "acknowledgement body broke off; the status counts");
+                            Decision::Accepted
+                        }
+                        Err(e) => Decision::Retry {
+                            reason: format!("the answer {status} broke off: {}", error_chain(&e)),
+                        },
+                    }
+                }
+            };
+            match decision {
+                Decision::Accepted => return Ok(()),
+                Decision::Split => return Err(PostError::TooLarge),
+                Decision::RenewToken if !renewed => {
+                    renewed = true;
+                    self.stats.token_renewals.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(dcr = %target.dcr, "the logs ingestion API refused the token (401); getting a new one");
+                    self.tokens.invalidate(token.id).await;
+                }
+                Decision::RenewToken => {
+                    return Err(PostError::Failed(SinkError {
+                        message: format!(
+                            "the logs ingestion API refused a freshly issued token for DCR {} \
+                             (401 twice): check that `audience`/`cloud` match the endpoint {} \
+                             and that the token comes from the DCR's tenant",
+                            target.dcr, target.endpoint
+                        ),
+                        permanent: true,
+                        retry_after: None,
+                    }));
+                }
+                Decision::Throttled { wait } => {
+                    throttled += 1;
+                    self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                    if throttled > self.max_throttled {
+                        return Err(PostError::Failed(SinkError {
+                            message: format!(
+                                "the logs ingestion API keeps throttling DCR {} (429)",
+                                target.dcr
+                            ),
+                            permanent: false,
+                            retry_after: Some(wait),
+                        }));
+                    }
+                    tracing::warn!(dcr = %target.dcr, wait_ms = wait.as_millis() as u64, request_id, "throttled by the logs ingestion API (429); waiting");
+                    tokio::time::sleep(wait).await;
+                }
+                Decision::Retry { reason } => {
+                    attempts += 1;
+                    if attempts >= self.max_attempts {
+                        return Err(PostError::Failed(SinkError::transient(format!(
+                            "{reason} (after {attempts} attempts)"
+                        ))));
+                    }
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff(attempts, self.backoff_base, Duration::from_secs(30));
+                    tracing::warn!(dcr = %target.dcr, error = %reason, request_id, retry_in_ms = wait.as_millis() as u64, "upload failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Decision::Permanent(message) => {
+                    return Err(PostError::Failed(SinkError {
+                        message,
+                        permanent: true,
+                        retry_after: None,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// A random GUID-shaped request id.
+fn request_id() -> String {
+    let n: u128 = rand::random();
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-4{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            endpoint: Url::parse("https://dce.eastus-1.ingest.monitor.azure.com").unwrap(),
+            dcr: "dcr-0123456789abcdef0123456789abcdef".into(),
+            stream: "Custom-MiroAuditLogs_CL".into(),
+        }
+    }
+
+    fn c(status: u16) -> Decision {
+        let e = IngestionError::parse(
+            br#"{"error":{"code":"OperationFailed","message":"The authentication token provided does not have access"}}"#,
+            None,
+        );
+        classify(status, Some(Duration::from_secs(7)), &e, &target())
+    }
+
+    fn permanent(d: Decision) -> String {
+        match d {
+            Decision::Permanent(m) => m,
+            other => panic!("not permanent: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_204_is_accepted() {
+        assert_eq!(c(204), Decision::Accepted);
+        assert_eq!(c(200), Decision::Accepted);
+    }
+
+    #[test]
+    fn status_413_splits() {
+        assert_eq!(c(413), Decision::Split);
+    }
+
+    #[test]
+    fn status_429_waits_retry_after() {
+        assert_eq!(
+            c(429),
+            Decision::Throttled {
+                wait: Duration::from_secs(7)
+            }
+        );
+        let d = classify(429, None, &IngestionError::default(), &target());
+        assert_eq!(
+            d,
+            Decision::Throttled {
+                wait: Duration::from_secs(10)
+            }
+        );
+        let d = classify(
+            429,
+            Some(Duration::ZERO),
+            &IngestionError::default(),
+            &target(),
+        );
+        assert_eq!(
+            d,
+            Decision::Throttled {
+                wait: Duration::from_secs(1)
+            }
+        );
+    }
+
+    #[test]
+    fn status_408_and_5xx_retry() {
+        for s in [408, 500, 502, 503, 504] {
+            assert!(matches!(c(s), Decision::Retry { .. }), "{s}");
+        }
+    }
+
+    #[test]
+    fn status_401_renews_the_token() {
+        assert_eq!(c(401), Decision::RenewToken);
+    }
+
+    #[test]
+    fn status_403_names_the_dcr_stream_and_role() {
+        let m = permanent(c(403));
+        assert!(m.contains("dcr-0123456789abcdef0123456789abcdef"), "{m}");
+        assert!(m.contains("Custom-MiroAuditLogs_CL"), "{m}");
+        assert!(
+            m.contains("\"Monitoring Metrics Publisher\"") && m.contains("30 minutes"),
+            "{m}"
+        );
+        assert!(m.contains("OperationFailed"), "{m}");
+    }
+
+    #[test]
+    fn status_400_names_the_dcr_and_stream() {
+        let m = permanent(c(400));
+        assert!(
+            m.contains("dcr-0123456789abcdef0123456789abcdef")
+                && m.contains("Custom-MiroAuditLogs_CL"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn status_404_points_at_the_dcr_id_and_endpoint() {
+        let m = permanent(c(404));
+        assert!(
+            m.contains("immutable id") && m.contains("dce.eastus-1"),
+            "{m}"
+        );
+        assert!(permanent(c(302)).contains("302"));
+    }
+
+    #[test]
+    fn error_code_falls_back_to_the_header() {
+        let e = IngestionError::parse(b"not json", Some("InvalidStream"));
+        assert_eq!(e.code.as_deref(), Some("InvalidStream"));
+    }
+
+    #[test]
+    fn request_ids_look_like_guids() {
+        let id = request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+    }
+}
