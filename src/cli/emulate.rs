@@ -7,6 +7,9 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
 use super::Failure;
+use crate::emulator::azure::{
+    AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
+};
 use crate::emulator::miro::{Faults, MiroEmulator, MiroEmulatorConfig, RateLimit};
 use crate::timefmt::UnixMs;
 
@@ -20,6 +23,29 @@ pub(crate) struct EmulateArgs {
 enum Service {
     /// The Miro REST API: audit logs, content logs, token introspection.
     Miro(MiroArgs),
+    /// Azure: the Entra token endpoint, the managed identity endpoint and the Logs
+    /// Ingestion API with the two Miro DCRs; it applies the DCR transformation and keeps
+    /// the rows in memory.
+    Azure(AzureArgs),
+}
+
+#[derive(Debug, Args)]
+struct AzureArgs {
+    /// Address to listen on (loopback).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// Share of uploads answered 429 (Retry-After: 1).
+    #[arg(long, default_value_t = 0.0)]
+    fault_429: f64,
+    /// Share of uploads answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    fault_503: f64,
+    /// Share of uploads accepted whose acknowledgement is lost (connection dropped).
+    #[arg(long, default_value_t = 0.0)]
+    fault_lost_ack: f64,
+    /// Answer 403 (the "Monitoring Metrics Publisher" role is missing).
+    #[arg(long)]
+    no_role: bool,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +90,44 @@ struct MiroArgs {
 
 pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
     match args.service {
+        Service::Azure(a) => {
+            for (name, v) in [
+                ("--fault-429", a.fault_429),
+                ("--fault-503", a.fault_503),
+                ("--fault-lost-ack", a.fault_lost_ack),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(Failure::usage(anyhow!(
+                        "{name} must be a share between 0 and 1, not {v}"
+                    )));
+                }
+            }
+            let config = AzureEmulatorConfig {
+                roles_granted: !a.no_role,
+                faults: AzureFaults {
+                    throttle_share: a.fault_429,
+                    retry_after: Duration::from_secs(1),
+                    server_error_share: a.fault_503,
+                    lost_ack_share: a.fault_lost_ack,
+                    ..AzureFaults::default()
+                },
+                ..AzureEmulatorConfig::default()
+            };
+            let handle = AzureEmulator::start(config.clone(), a.listen)
+                .await
+                .map_err(|e| Failure::runtime(anyhow!("cannot listen on {}: {e}", a.listen)))?;
+            let base = handle.base_url();
+            eprintln!(
+                "Azure emulator on {base}. Use in [sinks.NAME] (type = \"azure_logs_ingestion\"):\n  \
+                 endpoint = \"{base}\"\n  authority_host = \"{base}\"\n  tenant_id = \"{}\"\n  \
+                 client_id = \"{}\"\n  audit_logs_dcr = \"{AUDIT_DCR}\"\n  content_logs_dcr = \"{CONTENT_DCR}\"\n\
+                 and the client secret `{}` in the variable named by client_secret_env. Ctrl-C stops it.",
+                config.tenant_id, config.client_id, config.client_secret
+            );
+            let _ = tokio::signal::ctrl_c().await;
+            handle.shutdown().await;
+            Ok(())
+        }
         Service::Miro(a) => {
             for (name, v) in [
                 ("--late-share", a.late_share),

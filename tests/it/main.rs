@@ -3,5 +3,6 @@
 
 mod cli;
 mod collect;
+mod e2e;
 mod sentinel;
 mod support;
