@@ -38,7 +38,12 @@ impl FileSink {
         self.dir.join(format!("{}.ndjson", source.table()))
     }
 
-    pub fn send(&mut self, source: SourceKind, rows: &[OutboxRow]) -> Result<i64, SinkError> {
+    pub fn send(
+        &mut self,
+        source: SourceKind,
+        rows: &[OutboxRow],
+        ack: &mut (dyn FnMut(i64, i64) + Send),
+    ) -> Result<i64, SinkError> {
         let path = self.current_path(source);
         let io_err = |what: &str, e: std::io::Error| {
             SinkError::transient(format!("cannot {what} {}: {e}", path.display()))
@@ -66,7 +71,14 @@ impl FileSink {
             .map_err(|e| io_err("open", e))?;
         file.write_all(&buf).map_err(|e| io_err("write", e))?;
         file.sync_data().map_err(|e| io_err("sync", e))?;
-        Ok(rows.last().map_or(0, |r| r.seq))
+        let (first, last) = (
+            rows.first().map_or(0, |r| r.seq),
+            rows.last().map_or(0, |r| r.seq),
+        );
+        if !rows.is_empty() {
+            ack(first, last);
+        }
+        Ok(last)
     }
 }
 

@@ -68,14 +68,89 @@ impl Sink {
         })
     }
 
-    /// Sends rows of one source, in `_seq` order. Returns the highest `_seq` of the
-    /// contiguous prefix the destination acknowledged.
-    pub async fn send(&mut self, source: SourceKind, rows: &[OutboxRow]) -> Result<i64, SinkError> {
+    /// Sends rows of one source, in `_seq` order, calling `ack(first_seq, last_seq)` for
+    /// each run of rows the destination acknowledged, as soon as it did (in any order).
+    /// Returns the highest `_seq` of the contiguous prefix acknowledged.
+    pub async fn send(
+        &mut self,
+        source: SourceKind,
+        rows: &[OutboxRow],
+        ack: &mut (dyn FnMut(i64, i64) + Send),
+    ) -> Result<i64, SinkError> {
         match self {
-            Sink::File(s) => s.send(source, rows),
-            Sink::Stdout(s) => s.send(source, rows),
-            Sink::Sentinel(s) => s.send(source, rows).await,
+            Sink::File(s) => s.send(source, rows, ack),
+            Sink::Stdout(s) => s.send(source, rows, ack),
+            Sink::Sentinel(s) => s.send(source, rows, ack).await,
         }
+    }
+}
+
+/// Turns acknowledgements into durable progress: each acknowledged run of rows is
+/// recorded in the store at once, and the delivery offset moves over the contiguous
+/// prefix of acknowledged rows. After a crash, rows acknowledged beyond the offset are
+/// recognised and not sent again, so a row is resent only if its batch was not
+/// acknowledged.
+struct AckTracker<'a> {
+    store: &'a Store,
+    sink: &'a str,
+    source: SourceKind,
+    /// `_seq` of the rows read this round, ascending (all rows past the offset).
+    seqs: Vec<i64>,
+    /// Acknowledged `(first, last)` ranges past the offset.
+    ranges: Vec<(i64, i64)>,
+    /// Index in `seqs` of the first row not yet behind the offset.
+    next: usize,
+    offset: i64,
+}
+
+impl<'a> AckTracker<'a> {
+    fn new(
+        store: &'a Store,
+        sink: &'a str,
+        source: SourceKind,
+        offset: i64,
+        rows: &[OutboxRow],
+    ) -> Result<Self, StoreError> {
+        let mut tracker = AckTracker {
+            store,
+            sink,
+            source,
+            seqs: rows.iter().map(|r| r.seq).collect(),
+            ranges: store.acked_ranges(sink, source)?,
+            next: 0,
+            offset,
+        };
+        tracker.advance()?;
+        Ok(tracker)
+    }
+
+    fn covered(&self, seq: i64) -> bool {
+        self.ranges.iter().any(|&(a, b)| a <= seq && seq <= b)
+    }
+
+    fn ack(&mut self, first: i64, last: i64) {
+        self.ranges.push((first, last));
+        let result = self
+            .store
+            .record_acked(self.sink, self.source, first, last)
+            .and_then(|()| self.advance());
+        if let Err(e) = result {
+            // Not fatal: the rows are in the destination; at worst they are sent again.
+            tracing::error!(sink = %self.sink, source = %self.source, error = %e, "cannot record a delivery acknowledgement");
+        }
+    }
+
+    fn advance(&mut self) -> Result<(), StoreError> {
+        let before = self.next;
+        while self.next < self.seqs.len() && self.covered(self.seqs[self.next]) {
+            self.next += 1;
+        }
+        if self.next > before {
+            self.offset = self.seqs[self.next - 1];
+            self.store
+                .advance_offset(self.sink, self.source, self.offset)?;
+        }
+        Ok(())
     }
 }
 
@@ -146,16 +221,30 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                 continue;
             }
             pending = true;
-            match sink.send(source, &rows).await {
-                Ok(acked) => {
-                    if acked > offset {
-                        store.advance_offset(&name, source, acked)?;
-                        let n = rows.iter().filter(|r| r.seq <= acked).count() as u64;
-                        report.rows += n;
-                        report.batches += 1;
-                        progressed = true;
+            let mut tracker = AckTracker::new(&store, &name, source, offset, &rows)?;
+            let todo: Vec<OutboxRow> = rows
+                .iter()
+                .filter(|r| !tracker.covered(r.seq))
+                .cloned()
+                .collect();
+            let result = if todo.is_empty() {
+                Ok(tracker.offset)
+            } else {
+                sink.send(source, &todo, &mut |first, last| tracker.ack(first, last))
+                    .await
+            };
+            let delivered = tracker.offset - offset;
+            if tracker.offset > offset {
+                let n = rows.iter().filter(|r| r.seq <= tracker.offset).count() as u64;
+                report.rows += n;
+                report.batches += 1;
+                progressed = true;
+                tracing::debug!(sink = %name, source = %source, rows = n, through = tracker.offset, "delivered");
+            }
+            match result {
+                Ok(_) => {
+                    if delivered > 0 {
                         failures_in_row = 0;
-                        tracing::debug!(sink = %name, source = %source, rows = n, through = acked, "delivered");
                     }
                 }
                 Err(e) => {

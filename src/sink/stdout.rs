@@ -10,7 +10,12 @@ use crate::store::OutboxRow;
 pub struct StdoutSink;
 
 impl StdoutSink {
-    pub fn send(&mut self, source: SourceKind, rows: &[OutboxRow]) -> Result<i64, SinkError> {
+    pub fn send(
+        &mut self,
+        source: SourceKind,
+        rows: &[OutboxRow],
+        ack: &mut (dyn FnMut(i64, i64) + Send),
+    ) -> Result<i64, SinkError> {
         let mut out = String::new();
         for row in rows {
             out.push_str(&table_row_json(source, row));
@@ -21,6 +26,13 @@ impl StdoutSink {
         lock.write_all(out.as_bytes())
             .and_then(|()| lock.flush())
             .map_err(|e| SinkError::transient(format!("cannot write to standard output: {e}")))?;
-        Ok(rows.last().map_or(0, |r| r.seq))
+        let (first, last) = (
+            rows.first().map_or(0, |r| r.seq),
+            rows.last().map_or(0, |r| r.seq),
+        );
+        if !rows.is_empty() {
+            ack(first, last);
+        }
+        Ok(last)
     }
 }

@@ -323,15 +323,63 @@ impl Store {
         .map_err(sql("reading a delivery offset"))
     }
 
-    /// Moves a sink's offset forward to `seq` (never backwards).
+    /// Records that a sink's destination acknowledged rows `first..=last` (beyond the
+    /// offset, possibly out of order).
+    pub fn record_acked(
+        &self,
+        sink: &str,
+        source: SourceKind,
+        first: i64,
+        last: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.execute(
+            "INSERT OR REPLACE INTO sink_acked (sink, source, first_seq, last_seq)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![sink, source.name(), first, last],
+        )
+        .map_err(sql("recording an acknowledgement"))?;
+        Ok(())
+    }
+
+    /// Acknowledged ranges beyond a sink's offset.
+    pub fn acked_ranges(
+        &self,
+        sink: &str,
+        source: SourceKind,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT first_seq, last_seq FROM sink_acked
+                 WHERE sink = ?1 AND source = ?2 ORDER BY first_seq",
+            )
+            .map_err(sql("reading acknowledgements"))?;
+        let rows = stmt
+            .query_map(params![sink, source.name()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql("reading acknowledgements"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(sql("reading acknowledgements"))
+    }
+
+    /// Moves a sink's offset forward to `seq` (never backwards), forgetting the
+    /// acknowledged ranges it passed.
     pub fn advance_offset(
         &self,
         sink: &str,
         source: SourceKind,
         seq: i64,
     ) -> Result<(), StoreError> {
-        let conn = self.writer.lock().expect("store writer lock");
-        conn.execute(
+        let mut conn = self.writer.lock().expect("store writer lock");
+        let tx = conn
+            .transaction()
+            .map_err(sql("advancing a delivery offset"))?;
+        tx.execute(
+            "DELETE FROM sink_acked WHERE sink = ?1 AND source = ?2 AND last_seq <= ?3",
+            params![sink, source.name(), seq],
+        )
+        .map_err(sql("advancing a delivery offset"))?;
+        tx.execute(
             "INSERT INTO sink_offsets (sink, source, delivered_seq, updated_ms, last_error)
              VALUES (?1, ?2, ?3, ?4, NULL)
              ON CONFLICT (sink, source) DO UPDATE SET
@@ -340,6 +388,7 @@ impl Store {
             params![sink, source.name(), seq, UnixMs::now().0],
         )
         .map_err(sql("advancing a delivery offset"))?;
+        tx.commit().map_err(sql("advancing a delivery offset"))?;
         Ok(())
     }
 

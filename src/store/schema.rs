@@ -58,6 +58,16 @@ fn migrations() -> Vec<String> {
             .into(),
         ]
         .join("\n"),
+        // 2: acknowledgements beyond a sink's offset (out-of-order uploads), so that a
+        // restart does not resend what the destination already has.
+        "CREATE TABLE sink_acked (
+            sink TEXT NOT NULL,
+            source TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            PRIMARY KEY (sink, source, first_seq)
+        );"
+        .into(),
     ]
 }
 

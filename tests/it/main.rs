@@ -4,5 +4,6 @@
 mod cli;
 mod collect;
 mod e2e;
+mod harness;
 mod sentinel;
 mod support;

@@ -266,10 +266,16 @@ async fn a_token_expired_in_azure_is_renewed_once_on_401() {
     let config = sink_config(&w, &w.azure_config.client_secret, "");
     let mut sink = Sink::Sentinel(Box::new(sentinel(&config)));
     let rows = stored(&w, SourceKind::AuditLogs);
-    let acked = sink.send(SourceKind::AuditLogs, &rows[..50]).await.unwrap();
+    let acked = sink
+        .send(SourceKind::AuditLogs, &rows[..50], &mut |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(acked, rows[49].seq);
     w.azure.expire_tokens();
-    let acked = sink.send(SourceKind::AuditLogs, &rows[50..]).await.unwrap();
+    let acked = sink
+        .send(SourceKind::AuditLogs, &rows[50..], &mut |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(acked, rows[99].seq);
     let stats = w.azure.stats();
     assert_eq!(stats.ingestion(401), 1, "{stats:?}");
@@ -404,7 +410,10 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
         ),
     );
     let mut sink = Sink::Sentinel(Box::new(sentinel(&config)));
-    let acked = sink.send(SourceKind::AuditLogs, &rows).await.unwrap();
+    let acked = sink
+        .send(SourceKind::AuditLogs, &rows, &mut |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(
         acked, rows[19].seq,
         "the prefix ends before the refused chunk"
@@ -426,7 +435,7 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
     );
     // The refused chunk fails again, with a message naming the DCR and stream.
     let err = sink
-        .send(SourceKind::AuditLogs, &rows[20..])
+        .send(SourceKind::AuditLogs, &rows[20..], &mut |_, _| {})
         .await
         .unwrap_err();
     assert!(err.permanent);
@@ -437,7 +446,10 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
     );
     // Once Azure takes it, the chunks acknowledged earlier are not sent again.
     w.azure.set_faults(AzureFaults::default());
-    let acked = sink.send(SourceKind::AuditLogs, &rows[20..]).await.unwrap();
+    let acked = sink
+        .send(SourceKind::AuditLogs, &rows[20..], &mut |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(acked, rows[59].seq);
     assert_eq!(
         azure_rows(&w, SourceKind::AuditLogs),
@@ -552,7 +564,9 @@ async fn federated_token_and_managed_identity_also_deliver() {
     let mut sink = Sink::Sentinel(Box::new(sentinel(&federated)));
     let rows = stored(&w, SourceKind::AuditLogs);
     assert_eq!(
-        sink.send(SourceKind::AuditLogs, &rows[..15]).await.unwrap(),
+        sink.send(SourceKind::AuditLogs, &rows[..15], &mut |_, _| {})
+            .await
+            .unwrap(),
         rows[14].seq
     );
 
@@ -567,7 +581,9 @@ async fn federated_token_and_managed_identity_also_deliver() {
     );
     let mut sink = Sink::Sentinel(Box::new(sentinel(&managed)));
     assert_eq!(
-        sink.send(SourceKind::AuditLogs, &rows[15..]).await.unwrap(),
+        sink.send(SourceKind::AuditLogs, &rows[15..], &mut |_, _| {})
+            .await
+            .unwrap(),
         rows[29].seq
     );
     assert_eq!(
@@ -578,7 +594,7 @@ async fn federated_token_and_managed_identity_also_deliver() {
     std::fs::write(&token_file, "eyJ.someone.else").unwrap();
     let mut sink = Sink::Sentinel(Box::new(sentinel(&federated)));
     let err = sink
-        .send(SourceKind::AuditLogs, &rows[..1])
+        .send(SourceKind::AuditLogs, &rows[..1], &mut |_, _| {})
         .await
         .unwrap_err();
     assert!(
@@ -633,7 +649,10 @@ async fn secrets_and_tokens_never_reach_logs_or_errors() {
     let mut from = 0;
     while from < rows.len() {
         let slice = &rows[from..(from + 50).min(rows.len())];
-        match sink.send(SourceKind::AuditLogs, slice).await {
+        match sink
+            .send(SourceKind::AuditLogs, slice, &mut |_, _| {})
+            .await
+        {
             Ok(acked) => from = rows.iter().position(|r| r.seq == acked).unwrap() + 1,
             Err(e) => errors.push_str(&e.message),
         }
@@ -661,5 +680,54 @@ async fn secrets_and_tokens_never_reach_logs_or_errors() {
             "leaked into errors: {needle}"
         );
     }
+    w.azure.shutdown().await;
+}
+
+/// Chunks Azure acknowledged beyond a refused one are recorded in the store, so a new
+/// process (a restart) does not send them again: a row is resent only if its batch was
+/// not acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_acknowledged_beyond_the_offset_are_not_resent_after_a_restart() {
+    let w = world(AzureEmulatorConfig {
+        faults: AzureFaults {
+            reject_ids: vec!["a000025".into()],
+            ..AzureFaults::default()
+        },
+        ..AzureEmulatorConfig::default()
+    })
+    .await;
+    fill(&w, SourceKind::AuditLogs, 60, 100);
+    let rows = stored(&w, SourceKind::AuditLogs);
+    let len =
+        serde_json::to_vec(&transform::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap())
+            .unwrap()
+            .len();
+    let config = sink_config(
+        &w,
+        &w.azure_config.client_secret,
+        &format!(
+            "max_batch_bytes = {}\nmax_concurrency = 4\n",
+            2 + 10 * len + 9
+        ),
+    );
+    // First process: chunk 3 is refused, chunks after it land anyway.
+    let report = drain(&w, sentinel(&config), 5000).await;
+    assert!(report.gave_up.is_some());
+    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[19].seq);
+    let before = w.azure.rows("MiroAuditLogs_CL").len();
+    assert!(
+        before > 20,
+        "chunks beyond the refused one landed: {before}"
+    );
+    // The refusal is fixed; a new sink instance (as after a restart) delivers the rest.
+    w.azure.set_faults(AzureFaults::default());
+    let report = drain(&w, sentinel(&config), 5000).await;
+    assert!(report.gave_up.is_none(), "{report:?}");
+    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[59].seq);
+    assert_eq!(
+        azure_rows(&w, SourceKind::AuditLogs),
+        local_rows(&w, SourceKind::AuditLogs),
+        "every row once: nothing acknowledged was sent again"
+    );
     w.azure.shutdown().await;
 }

@@ -116,7 +116,12 @@ impl SentinelSink {
 
     /// Sends rows of one source (in `_seq` order); returns the highest `_seq` of the
     /// contiguous prefix Azure acknowledged.
-    pub async fn send(&mut self, source: SourceKind, rows: &[OutboxRow]) -> Result<i64, SinkError> {
+    pub async fn send(
+        &mut self,
+        source: SourceKind,
+        rows: &[OutboxRow],
+        ack: &mut (dyn FnMut(i64, i64) + Send),
+    ) -> Result<i64, SinkError> {
         let Some(first) = rows.first() else {
             return Ok(0);
         };
@@ -181,6 +186,13 @@ impl SentinelSink {
             };
             let (index, outcome) = done.expect("chunk upload task panicked");
             failed |= outcome.error.is_some();
+            if outcome.acked > 0 {
+                let range = &chunks[index];
+                ack(
+                    todo[range.start].seq,
+                    todo[range.start + outcome.acked - 1].seq,
+                );
+            }
             outcomes[index] = Some(outcome);
         }
 
