@@ -425,6 +425,97 @@ mod tests {
         }
     }
 
+    use proptest::prelude::*;
+
+    /// TOML documents built from the real section and key names with values of any type.
+    fn arb_toml() -> impl Strategy<Value = String> {
+        let section = prop_oneof![
+            Just("miro"),
+            Just("sources.audit_logs"),
+            Just("sources.content_logs"),
+            Just("budget"),
+            Just("store"),
+            Just("sinks.a"),
+            Just("sinks.b-2"),
+            Just("nonsense"),
+        ];
+        let key = prop_oneof![
+            Just("api_base"),
+            Just("token_env"),
+            Just("token_file"),
+            Just("org_id"),
+            Just("request_timeout"),
+            Just("max_retries"),
+            Just("enabled"),
+            Just("initial_lookback"),
+            Just("poll_interval"),
+            Just("settle_lag"),
+            Just("overlap"),
+            Just("max_window"),
+            Just("page_size"),
+            Just("share"),
+            Just("credits_per_minute"),
+            Just("path"),
+            Just("type"),
+            Just("max_file_bytes"),
+            Just("batch_rows"),
+            Just("endpoint"),
+            Just("bogus"),
+        ];
+        let value = prop_oneof![
+            Just("true".to_string()),
+            any::<i64>().prop_map(|i| i.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:?}")),
+            "[ -~]{0,20}".prop_map(|s| format!("{:?}", s)),
+            Just("\"file\"".to_string()),
+            Just("\"stdout\"".to_string()),
+            Just("\"azure_logs_ingestion\"".to_string()),
+            Just("\"15m\"".to_string()),
+            Just("[1, 2]".to_string()),
+            Just("{ a = 1 }".to_string()),
+        ];
+        proptest::collection::vec(
+            (section, proptest::collection::vec((key, value), 0..5)),
+            0..5,
+        )
+        .prop_map(|sections| {
+            let mut text = String::new();
+            let mut seen = std::collections::HashSet::new();
+            for (section, keys) in sections {
+                if !seen.insert(section) {
+                    continue;
+                }
+                text.push_str(&format!("[{section}]\n"));
+                let mut keys_seen = std::collections::HashSet::new();
+                for (k, v) in keys {
+                    if keys_seen.insert(k) {
+                        text.push_str(&format!("{k} = {v}\n"));
+                    }
+                }
+            }
+            text
+        })
+    }
+
+    proptest! {
+        /// Arbitrary TOML and arbitrary text: a config or an error naming the file,
+        /// never a panic.
+        #[test]
+        fn any_toml_is_a_config_or_an_error_naming_the_file(text in arb_toml(), junk in "\\PC{0,80}") {
+            for input in [text.as_str(), junk.as_str()] {
+                if let Err(e) = load(input) {
+                    let msg = e.to_string();
+                    prop_assert!(
+                        msg.contains("/etc/mirotrail/mirotrail.toml") || matches!(e, ConfigError::Secret(_)),
+                        "{msg}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn sinks_and_relative_paths() {
         let c = load("[sinks.archive]\ntype = \"file\"\npath = \"archive\"\n[sinks.out]\ntype = \"stdout\"\n")

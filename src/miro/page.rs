@@ -68,6 +68,52 @@ mod tests {
         assert!(p.items.is_empty() && p.next_cursor.is_none());
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes (invalid UTF-8, NUL bytes, cut JSON) are a page or a typed
+        /// error, never a panic; a page's items are always JSON objects.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(page) = parse_page(&bytes) {
+                let all_objects = page.items.iter().all(|i| i.get().starts_with('{'));
+                prop_assert!(all_objects, "an item is not an object");
+            }
+        }
+
+        /// Pages built from arbitrary items: every object item kept verbatim, any
+        /// non-object item refused, the cursor read whatever its JSON type.
+        #[test]
+        fn pages_of_arbitrary_items(
+            items in proptest::collection::vec(prop_oneof![
+                "[a-z0-9]{0,12}".prop_map(|s| format!(r#"{{"id":"{s}","n":{{"d":[1,2]}}}}"#)),
+                Just("5".to_string()),
+                Just("\"text\"".to_string()),
+                Just("null".to_string()),
+            ], 0..20),
+            cursor in prop_oneof![Just("null".to_string()), Just("\"\"".to_string()), Just("\"c1\"".to_string()), Just("17".to_string()), Just("{}".to_string())],
+            array in prop_oneof![Just("data"), Just("content")],
+        ) {
+            let body = format!(r#"{{"type":"cursor-list","cursor":{cursor},"{array}":[{}]}}"#, items.join(","));
+            match parse_page(body.as_bytes()) {
+                Ok(page) => {
+                    let all_objects = items.iter().all(|i| i.starts_with('{'));
+                    prop_assert!(all_objects, "a non-object item was accepted");
+                    prop_assert_eq!(page.items.len(), items.len());
+                    for (got, sent) in page.items.iter().zip(&items) {
+                        prop_assert_eq!(got.get(), sent.as_str());
+                    }
+                    prop_assert_eq!(page.next_cursor.is_some(), cursor == "\"c1\"" || cursor == "17");
+                }
+                Err(PageError::ItemNotObject(i)) => {
+                    let object = items[i].starts_with('{');
+                    prop_assert!(!object, "an object item was refused");
+                }
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+    }
+
     #[test]
     fn rejects_what_is_not_a_page() {
         assert!(matches!(

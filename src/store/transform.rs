@@ -190,13 +190,32 @@ fn content_row(item: &Map<String, Value>, raw: &str) -> Row {
 /// The item's `id` as text; a missing or empty one is derived from the item's bytes so
 /// that the item is still stored once (and re-reading it still deduplicates).
 fn item_id(item: &Map<String, Value>, raw: &str) -> (String, bool) {
-    let id = kql_tostring(item.get("id"));
+    let id = match item.get("id") {
+        // A number too large for 64 bits was read as a float: take its exact digits
+        // from the raw text, so two such ids never collapse into one.
+        Some(Value::Number(n)) if !(n.is_i64() || n.is_u64()) => {
+            exact_id_text(raw).unwrap_or_else(|| n.to_string())
+        }
+        other => kql_tostring(other),
+    };
     if !id.is_empty() {
         return (id, false);
     }
     let digest = Sha256::digest(raw.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     (format!("mirotrail-sha256-{hex}"), true)
+}
+
+/// The `id` member's JSON text exactly as sent.
+fn exact_id_text(raw: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdText<'a> {
+        #[serde(borrow)]
+        id: &'a serde_json::value::RawValue,
+    }
+    serde_json::from_str::<IdText<'_>>(raw)
+        .ok()
+        .map(|t| t.id.get().trim().to_string())
 }
 
 /// Follows a path of object keys; anything that is not an object on the way gives `None`.
@@ -346,6 +365,97 @@ mod tests {
             Some(r#"[{"itemId":"f1","itemType":"frame","type":"parent"}]"#)
         );
         assert_eq!(row.cells[11].as_deref(), Some(r#"{"text":"hi"}"#));
+    }
+
+    #[test]
+    fn ids_beyond_64_bits_keep_their_exact_digits() {
+        let a = to_row(
+            SourceKind::AuditLogs,
+            r#"{"id":123456789012345678901234567890}"#,
+        )
+        .unwrap();
+        let b = to_row(
+            SourceKind::AuditLogs,
+            r#"{"id":123456789012345678901234567891}"#,
+        )
+        .unwrap();
+        assert_eq!(a.id, "123456789012345678901234567890");
+        assert_ne!(a.id, b.id);
+        let c = to_row(SourceKind::AuditLogs, r#"{"id":1.5e3}"#).unwrap();
+        assert_eq!(c.id, "1.5e3");
+    }
+
+    /// Any JSON value, with the shapes Miro items have and the ones they should not.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,40}".prop_map(Value::String),
+            "\\PC*".prop_map(Value::String),
+            "[0-9]{15,40}".prop_map(Value::String),
+            Just(Value::String("\u{0}nul\u{0}".into())),
+            Just(Value::String("2024-05-01T10:00:00.000Z".into())),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("id".to_string()),
+                        Just("createdBy".to_string()),
+                        Just("email".to_string()),
+                        Just("context".to_string()),
+                        Just("team".to_string()),
+                        Just("createdAt".to_string()),
+                        Just("actionTime".to_string()),
+                        Just("actor".to_string()),
+                        Just("state".to_string()),
+                        "[a-zA-Z]{1,8}",
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any JSON object becomes a row with every column, a non-empty id, and the same
+        /// row again for the same text; anything else is a typed error. Never a panic.
+        #[test]
+        fn any_json_item_becomes_a_row_or_a_typed_error(value in arb_json(), audit in any::<bool>()) {
+            let source = if audit { SourceKind::AuditLogs } else { SourceKind::ContentLogs };
+            let raw = value.to_string();
+            match to_row(source, &raw) {
+                Ok(row) => {
+                    prop_assert!(value.is_object());
+                    prop_assert_eq!(row.cells.len(), columns(source).len());
+                    prop_assert!(!row.id.is_empty());
+                    prop_assert_eq!(row.cells[1].as_deref(), Some(row.id.as_str()));
+                    prop_assert_eq!(to_row(source, &raw).unwrap(), row);
+                    let record = stream_record(source, &raw).unwrap();
+                    prop_assert!(record.keys().all(|k| stream_columns(source).contains(&k.as_str())));
+                }
+                Err(_) => prop_assert!(!value.is_object()),
+            }
+        }
+
+        /// Arbitrary text, including invalid JSON and huge nesting, never panics.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}", depth in 0usize..2000) {
+            let _ = to_row(SourceKind::AuditLogs, &text);
+            let nested = format!("{{\"id\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+            let _ = to_row(SourceKind::AuditLogs, &nested);
+            let _ = stream_record(SourceKind::ContentLogs, &nested);
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod cli;
 mod collect;
 mod e2e;
+mod faults;
 mod harness;
 mod sentinel;
 mod support;

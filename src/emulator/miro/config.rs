@@ -93,6 +93,9 @@ pub struct Faults {
     /// A 429 storm: the request is refused with 429 and `Retry-After: 1` whatever the
     /// budget says (as a gateway in front of Miro may do); nothing is charged.
     pub throttle_share: f64,
+    /// A hostile page: one item from before the window and one from after it (possibly
+    /// in the future) are added, so the page also exceeds its `limit`.
+    pub stray_items_share: f64,
 }
 
 impl MiroEmulatorConfig {

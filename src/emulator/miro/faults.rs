@@ -13,6 +13,7 @@ pub(super) const EXPIRE_CURSOR: &str = "expire_cursor";
 pub(super) const REPEAT_CURSOR: &str = "repeat_cursor";
 pub(super) const DUPLICATE_ITEM: &str = "duplicate_item";
 pub(super) const THROTTLE: &str = "throttle";
+pub(super) const STRAY_ITEMS: &str = "stray_items";
 
 /// The faults drawn for one request; the server applies those that fit the request and
 /// counts exactly those.
@@ -28,6 +29,8 @@ pub(super) struct FaultPlan {
     pub duplicate_item: Option<u64>,
     /// A 429 regardless of the budget, with `Retry-After: 1`.
     pub throttle: bool,
+    /// Items from outside the window added to the page, beyond its limit.
+    pub stray_items: bool,
 }
 
 pub(super) fn plan(seed: u64, request_no: u64, faults: &Faults) -> FaultPlan {
@@ -42,6 +45,7 @@ pub(super) fn plan(seed: u64, request_no: u64, faults: &Faults) -> FaultPlan {
         repeat_cursor: chance(h(7), faults.repeat_cursor_share),
         duplicate_item: chance(h(8), faults.duplicate_item_share).then(|| h(9)),
         throttle: chance(h(10), faults.throttle_share),
+        stray_items: chance(h(11), faults.stray_items_share),
     }
 }
 
@@ -62,9 +66,17 @@ mod tests {
             repeat_cursor_share: 1.0,
             duplicate_item_share: 1.0,
             throttle_share: 1.0,
+            stray_items_share: 1.0,
         };
         let p = plan(1, 5, &all);
-        assert!(p.html && p.truncate && p.expire_cursor && p.repeat_cursor && p.throttle);
+        assert!(
+            p.html
+                && p.truncate
+                && p.expire_cursor
+                && p.repeat_cursor
+                && p.throttle
+                && p.stray_items
+        );
         assert!(p.duplicate_item.is_some() && p.slow == Some(Duration::from_millis(3)));
         assert!(matches!(p.server_error, Some(500 | 502 | 503 | 504)));
         let half = Faults {

@@ -519,6 +519,26 @@ impl Shared {
             let k = (h % data.len() as u64) as usize;
             data.insert(k + 1, data[k].clone());
         }
+        if plan.stray_items && !data.is_empty() {
+            // Hostile page: one item from before the window and one from after it (in
+            // the future when the org reaches past now), beyond `limit`.
+            outcome.faults.push(faults::STRAY_ITEMS);
+            let range = match stream {
+                Stream::Audit => self.org.audit_range(query.from, query.to),
+                Stream::Content => self.org.content_range(query.from, query.to),
+            };
+            let count = match stream {
+                Stream::Audit => self.org.audit_count(),
+                Stream::Content => self.org.content_count(),
+            };
+            if range.start > 0 {
+                data.insert(0, self.org.item(stream, range.start - 1));
+            }
+            let after = count.saturating_sub(1).min(range.end + 1000);
+            if after >= range.end && count > 0 {
+                data.push(self.org.item(stream, after));
+            }
+        }
         let cursor = match (incoming_cursor, plan.repeat_cursor) {
             (Some(c), true) => {
                 outcome.faults.push(faults::REPEAT_CURSOR);
