@@ -354,3 +354,33 @@ async fn a_second_process_on_the_same_store_is_refused() {
     );
     drop(first);
 }
+
+/// A token file readable by group or others gets a warning (and still works); the token
+/// is never echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_world_readable_token_file_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let (env, _, _) = small_env().await;
+    let token_path = env.dir.path().join("miro-token");
+    std::fs::write(&token_path, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = env.config(AUDIT_ONLY);
+    let text_cfg = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[miro]\n", "[miro]\ntoken_file = \"miro-token\"\n");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let mut cmd = env.command(&["run", "--config", cfg.to_str().unwrap(), "--once"], "");
+    cmd.env_remove("MIRO_TOKEN");
+    let out = cmd.output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(!text(&out).contains(TOKEN));
+
+    std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = env.command(&["run", "--config", cfg.to_str().unwrap(), "--once"], "");
+    cmd.env_remove("MIRO_TOKEN");
+    let out = cmd.output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+}
