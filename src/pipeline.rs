@@ -64,6 +64,24 @@ impl RunReport {
     }
 }
 
+/// Store maintenance: deletes rows past `store.retention` that every sink has.
+async fn maintain(store: &Arc<Store>, config: &Config) {
+    let cutoff = UnixMs::now().minus(config.retention);
+    let sinks: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.apply_retention(cutoff, &sinks)).await {
+        Ok(Ok(deleted)) => {
+            for (source, n) in deleted.into_iter().filter(|(_, n)| *n > 0) {
+                tracing::info!(source = %source, rows = n, before = %cutoff, "retention: deleted old rows every sink has");
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "retention could not run; it is tried again later")
+        }
+        Err(e) => tracing::warn!(error = %e, "retention task failed"),
+    }
+}
+
 /// Runs the job until shutdown, or with `once` until caught up and delivered.
 pub async fn run(
     config: &Config,
@@ -135,6 +153,20 @@ pub async fn run(
         ));
     }
 
+    let maintenance = if opts.once {
+        None
+    } else {
+        let (store, config, mut shutdown) = (store.clone(), config.clone(), shutdown.clone());
+        Some(tokio::spawn(async move {
+            // Shortly after start, then hourly.
+            let mut wait = Duration::from_secs(60);
+            while shutdown.sleep(wait).await {
+                maintain(&store, &config).await;
+                wait = Duration::from_secs(3600);
+            }
+        }))
+    };
+
     let mut report = RunReport::default();
     for (kind, task) in collector_tasks {
         let result = task.await.expect("collector task panicked");
@@ -147,6 +179,10 @@ pub async fn run(
     for (name, task) in sink_tasks {
         let result = task.await.expect("delivery task panicked");
         report.sinks.insert(name, result.map_err(|e| e.to_string()));
+    }
+    match maintenance {
+        Some(task) => task.await.expect("maintenance task panicked"),
+        None => maintain(&store, config).await,
     }
     let stats = client.stats();
     report.requests = stats.requests.load(Ordering::Relaxed);

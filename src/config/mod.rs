@@ -157,6 +157,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub budget: BudgetConfig,
     pub store_path: PathBuf,
+    /// Rows older than this are deleted once every sink has them.
+    pub retention: Duration,
     pub sinks: Vec<SinkConfig>,
 }
 

@@ -89,6 +89,8 @@ pub struct RawBudget {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub path: Option<PathBuf>,
+    /// Rows older than this are deleted once every sink has them (default `400d`).
+    pub retention: Option<String>,
 }
 
 /// `[sinks.NAME]`, tagged by `type`.
@@ -288,6 +290,14 @@ impl RawConfig {
                 .unwrap_or(Path::new("mirotrail.db")),
         );
 
+        let retention = duration("store.retention", &self.store.retention, "400d")?;
+        if retention < std::time::Duration::from_secs(86_400) {
+            return Err(invalid(
+                "store.retention",
+                "must be at least 1d (overlapping windows re-read recent rows)".into(),
+            ));
+        }
+
         let mut sinks = Vec::new();
         for (name, raw) in self.sinks {
             if name.is_empty()
@@ -354,6 +364,7 @@ impl RawConfig {
             sources,
             budget,
             store_path,
+            retention,
             sinks,
         })
     }

@@ -452,6 +452,37 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes rows whose event time (or, without one, ingestion time) is before
+    /// `cutoff`, but never a row one of `sinks` has not acknowledged yet. Returns the
+    /// rows deleted per source.
+    pub fn apply_retention(
+        &self,
+        cutoff: UnixMs,
+        sinks: &[String],
+    ) -> Result<Vec<(SourceKind, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for source in SourceKind::ALL {
+            let mut limit = i64::MAX;
+            for sink in sinks {
+                limit = limit.min(self.delivered_offset(sink, source)?);
+            }
+            let conn = self.writer.lock().expect("store writer lock");
+            let n = conn
+                .execute(
+                    &format!(
+                        "DELETE FROM {} WHERE coalesce(TimeGenerated, _ingested_at) < ?1 AND _seq <= ?2",
+                        source.table()
+                    ),
+                    params![cutoff.to_iso(), limit],
+                )
+                .map_err(sql("applying retention"))?;
+            out.push((source, n as u64));
+        }
+        Ok(out)
+    }
+}
+
 /// Rows, highest `_seq` and newest event time of a source's table.
 pub fn table_stats(conn: &Connection, source: SourceKind) -> Result<TableStats, StoreError> {
     conn.query_row(
@@ -687,6 +718,58 @@ mod tests {
                 .unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn retention_deletes_old_rows_only_once_every_sink_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        // Six rows at 2024-01-01 (old), then one new row.
+        commit(
+            &store,
+            &["1", "2", "3", "4", "5", "6"],
+            &cp(SourceKind::AuditLogs, 1, None),
+        );
+        let fresh = format!(r#"{{"id":"7","createdAt":"{}"}}"#, UnixMs::now().to_iso());
+        let row = transform::to_row(SourceKind::AuditLogs, &fresh).unwrap();
+        store
+            .commit_page(
+                SourceKind::AuditLogs,
+                &[(row, fresh.as_str())],
+                &cp(SourceKind::AuditLogs, 2, None),
+            )
+            .unwrap();
+        let seqs: Vec<i64> = store
+            .read_outbox(SourceKind::AuditLogs, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        store
+            .advance_offset("a", SourceKind::AuditLogs, seqs[3])
+            .unwrap();
+        store
+            .advance_offset("b", SourceKind::AuditLogs, seqs[6])
+            .unwrap();
+        let cutoff = UnixMs::parse("2025-01-01T00:00:00Z").unwrap();
+        let sinks = vec!["a".to_string(), "b".to_string()];
+        let deleted = store.apply_retention(cutoff, &sinks).unwrap();
+        assert_eq!(
+            deleted[0],
+            (SourceKind::AuditLogs, 4),
+            "only what sink `a` has too"
+        );
+        let left: Vec<i64> = store
+            .read_outbox(SourceKind::AuditLogs, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(left, seqs[4..].to_vec());
+        // Without sinks, age alone decides; the new row stays.
+        let deleted = store.apply_retention(cutoff, &[]).unwrap();
+        assert_eq!(deleted[0], (SourceKind::AuditLogs, 2));
+        assert_eq!(store.table_stats(SourceKind::AuditLogs).unwrap().rows, 1);
     }
 
     #[test]
