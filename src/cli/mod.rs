@@ -19,9 +19,10 @@ use crate::pipeline::{self, RunOptions, StartError};
 #[derive(Debug, Parser)]
 #[command(name = "mirotrail", version, propagate_version = true)]
 pub struct Cli {
-    /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log format on standard error [default: `service.log_format` from the config, else
+    /// text]. Filter with RUST_LOG, e.g. `RUST_LOG=mirotrail=debug` or `RUST_LOG=warn`.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +43,11 @@ enum Command {
 
     /// Collect and deliver continuously (until SIGINT/SIGTERM), or catch up once and exit.
     Run(RunArgs),
+    /// Check the configuration against Miro and every destination without collecting or
+    /// writing anything: token, scopes, organization id, one minimal request per source,
+    /// Azure token and DCR access. One line per check (`ok`, `problem` with how to fix it,
+    /// or `not verified` with why); exit 1 if any problem, 2 if the config is invalid.
+    Check(ConfigArgs),
     /// Show per source the watermark, lag, events stored and last error, and per sink the
     /// backlog.
     Status(ConfigArgs),
@@ -133,7 +139,22 @@ pub fn main() -> ExitCode {
         Command::Run(_) | Command::Emulate(_) => "info",
         _ => "warn",
     };
-    init_logging(cli.log_format, default_level);
+    let format = cli.log_format.unwrap_or_else(|| {
+        // The config is read again (and its errors reported) by the command itself.
+        let path = match &cli.command {
+            Command::Run(args) => Some(&args.config.config),
+            Command::Check(args) => Some(&args.config),
+            _ => None,
+        };
+        match path
+            .and_then(|p| Config::load(p).ok())
+            .and_then(|c| c.service.log_format)
+        {
+            Some(crate::config::LogFormat::Json) => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    });
+    init_logging(format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,6 +169,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run(args).await,
+            Command::Check(args) => check(args).await,
             Command::Status(args) => status::run(args),
             Command::Query(args) => query::run(args),
             Command::Emulate(args) => emulate::run(args).await,
@@ -208,6 +230,29 @@ pub(crate) fn shutdown_on_signals() -> crate::shutdown::Shutdown {
         trigger.trigger();
     });
     shutdown
+}
+
+async fn check(args: ConfigArgs) -> Result<(), Failure> {
+    use crate::check::Verdict;
+    let config = load_config(&args)?;
+    let report = crate::check::run_checks(&config).await;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    let problems = report.count(Verdict::Problem);
+    println!(
+        "{} ok, {} problem(s), {} not verified",
+        report.count(Verdict::Ok),
+        problems,
+        report.count(Verdict::NotVerified)
+    );
+    if problems == 0 {
+        Ok(())
+    } else {
+        Err(Failure::runtime(anyhow::anyhow!(
+            "{problems} problem(s) found; each `problem` line says what to fix"
+        )))
+    }
 }
 
 fn template(args: TemplateArgs) -> Result<(), Failure> {

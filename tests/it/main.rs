@@ -3,5 +3,6 @@
 
 mod cli;
 mod collect;
+mod ops;
 mod sentinel;
 mod support;
