@@ -204,6 +204,20 @@ impl Telemetry {
             };
             let _ = f.events_collected.get_or_create(&l);
             let _ = f.pages.get_or_create(&l);
+            for cause in ["permanent", "transient"] {
+                let _ = f.cycle_failures.get_or_create(&CauseLabels {
+                    source: kind.name().into(),
+                    cause: cause.into(),
+                });
+            }
+        }
+        for sink in &sink_names {
+            for cause in ["permanent", "throttled", "transient"] {
+                let _ = f.delivery_failures.get_or_create(&SinkCauseLabels {
+                    sink: sink.clone(),
+                    cause: cause.into(),
+                });
+            }
         }
         for sink in &sink_names {
             for kind in &source_kinds {

@@ -322,3 +322,337 @@ async fn check_reports_each_azure_fault_with_its_fix() {
     assert_eq!(azure.stats().records_accepted, 0);
     azure.shutdown().await;
 }
+
+/// A running `mirotrail run` whose standard error is collected line by line.
+struct Running {
+    child: tokio::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    base: String,
+}
+
+impl Running {
+    async fn start(env: &Env, cfg: &std::path::Path, token: &str) -> Running {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = env
+            .command(&["run", "--config", cfg.to_str().unwrap()], token)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let collected = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let base = loop {
+            let found = stderr.lock().unwrap().iter().find_map(|l| {
+                let at = l.find("url=http://")?;
+                Some(l[at + 4..].split_whitespace().next()?.to_string())
+            });
+            if let Some(base) = found {
+                break base;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no listener announced: {:?}",
+                stderr.lock().unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        Running {
+            child,
+            stderr,
+            base,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Polls `path` until `pred` holds (30 s at most).
+    async fn wait_for(&self, path: &str, pred: impl Fn(u16, &str) -> bool) -> (u16, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get(path).await;
+            if pred(status, &body) {
+                return (status, body);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path} stayed {status}: {body}\n{}",
+                self.stderr.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    async fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("stopped within 20 s of SIGTERM")
+            .unwrap()
+    }
+}
+
+/// The value of the sample `name{labels}` (exactly as rendered), if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+fn must(metrics: &str, series: &str) -> f64 {
+    sample(metrics, series).unwrap_or_else(|| panic!("no sample `{series}` in:\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_metrics_and_readiness_and_reports_a_revoked_token_and_a_missing_role() {
+    let now = UnixMs::now();
+    // Events keep arriving during the test.
+    let env = Env::start(org(
+        6000,
+        600,
+        now.minus(minutes(10)),
+        now.plus(minutes(10)),
+    ))
+    .await;
+    let azure_config = AzureEmulatorConfig::default();
+    let azure = AzureEmulator::start(azure_config.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let fast = "initial_lookback = \"15m\"\nsettle_lag = \"0s\"\noverlap = \"5s\"\npoll_interval = \"1s\"\n";
+    let cfg = env.config(&format!(
+        "[service]\nlisten = \"127.0.0.1:0\"\n\
+         [sources.audit_logs]\n{fast}[sources.content_logs]\nenabled = true\n{fast}\
+         [sinks.archive]\ntype = \"file\"\npath = \"archive\"\n{}",
+        sentinel_section(
+            &env,
+            &azure.base_url(),
+            &azure_config,
+            &azure_config.client_secret
+        )
+    ));
+    let run = Running::start(&env, &cfg, TOKEN).await;
+
+    let (_, ready) = run.wait_for("/readyz", |s, _| s == 200).await;
+    assert_eq!(ready, "ready\n");
+    assert_eq!(run.get("/healthz").await, (200, "ok\n".into()));
+    // Let delivery catch up, then read every metric.
+    let (_, m) = run
+        .wait_for("/metrics", |_, m| {
+            sample(
+                m,
+                "mirotrail_sink_delivered_rows_total{sink=\"sentinel\",source=\"content_logs\"}",
+            )
+            .is_some_and(|v| v > 0.0)
+        })
+        .await;
+    for source in ["audit_logs", "content_logs"] {
+        let l = format!("source=\"{source}\"");
+        assert!(must(&m, &format!("mirotrail_events_collected_total{{{l}}}")) > 0.0);
+        assert!(must(&m, &format!("mirotrail_miro_pages_total{{{l}}}")) > 0.0);
+        assert!(
+            must(
+                &m,
+                &format!("mirotrail_miro_requests_total{{{l},status=\"200\"}}")
+            ) > 0.0
+        );
+        let lag = must(&m, &format!("mirotrail_watermark_lag_seconds{{{l}}}"));
+        assert!((0.0..60.0).contains(&lag), "{lag}");
+        let last = must(
+            &m,
+            &format!("mirotrail_source_last_success_timestamp_seconds{{{l}}}"),
+        );
+        assert!(
+            (last - UnixMs::now().0 as f64 / 1000.0).abs() < 60.0,
+            "{last}"
+        );
+        for sink in ["archive", "sentinel"] {
+            let s = format!("sink=\"{sink}\",{l}");
+            assert!(must(&m, &format!("mirotrail_sink_delivered_rows_total{{{s}}}")) > 0.0);
+            assert!(must(&m, &format!("mirotrail_sink_pending_rows{{{s}}}")) >= 0.0);
+        }
+    }
+    for sink in ["archive", "sentinel"] {
+        assert!(
+            must(
+                &m,
+                &format!("mirotrail_sink_last_success_timestamp_seconds{{sink=\"{sink}\"}}")
+            ) > 0.0
+        );
+    }
+    assert!(must(&m, "mirotrail_miro_credits_remaining") >= 0.0, "{m}");
+    // Half of what X-RateLimit-Limit says (the emulator without a limit sends a huge one).
+    assert!(must(&m, "mirotrail_miro_credits_allowance_per_minute") >= 50_000.0);
+    assert_eq!(must(&m, "mirotrail_ready"), 1.0);
+    assert!(m.contains("mirotrail_build_info{version="), "{m}");
+    // Failure series exist at zero from the start, so alerts on their rate work.
+    for sink in ["archive", "sentinel"] {
+        for cause in ["permanent", "throttled", "transient"] {
+            let series = format!(
+                "mirotrail_sink_delivery_failures_total{{sink=\"{sink}\",cause=\"{cause}\"}}"
+            );
+            assert_eq!(must(&m, &series), 0.0);
+        }
+    }
+    assert_eq!(
+        must(
+            &m,
+            "mirotrail_source_cycle_failures_total{source=\"audit_logs\",cause=\"permanent\"}"
+        ),
+        0.0
+    );
+
+    // The role is taken away: the sentinel sink stops draining, at once (permanent).
+    azure.set_roles_granted(false);
+    let (_, why) = run
+        .wait_for("/readyz", |s, b| s == 503 && b.contains("sink sentinel"))
+        .await;
+    assert!(
+        why.contains("blocked until fixed") && why.contains("Monitoring Metrics Publisher"),
+        "{why}"
+    );
+    let (_, m) = run.get("/metrics").await;
+    assert!(
+        must(
+            &m,
+            "mirotrail_sink_delivery_failures_total{sink=\"sentinel\",cause=\"permanent\"}"
+        ) >= 1.0
+    );
+    assert_eq!(must(&m, "mirotrail_ready"), 0.0);
+    azure.set_roles_granted(true);
+
+    // The token is revoked mid-run: not ready with the reason, still alive, and an error
+    // with the remedy is logged every cycle.
+    env.emu.revoke_token(TOKEN);
+    let (_, why) = run
+        .wait_for("/readyz", |s, b| {
+            s == 503 && b.contains("source audit_logs") && b.contains("source content_logs")
+        })
+        .await;
+    assert!(
+        why.contains(
+            "source audit_logs: blocked until fixed: audit_logs: Miro rejected the token (401"
+        ),
+        "{why}"
+    );
+    assert!(
+        why.contains("\"SIEM\"") && why.contains("source content_logs"),
+        "{why}"
+    );
+    assert_eq!(run.get("/healthz").await, (200, "ok\n".into()));
+    let blocked = |run: &Running| {
+        run.stderr()
+            .lines()
+            .filter(|l| {
+                l.contains("collection is blocked until this is fixed")
+                    && l.contains("audit_logs")
+                    && l.contains("SIEM")
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while blocked(&run) < 3 {
+        assert!(std::time::Instant::now() < deadline, "{}", run.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, m) = run.get("/metrics").await;
+    assert!(
+        must(
+            &m,
+            "mirotrail_source_cycle_failures_total{source=\"audit_logs\",cause=\"permanent\"}"
+        ) >= 3.0
+    );
+    assert!(
+        must(
+            &m,
+            "mirotrail_miro_requests_total{source=\"audit_logs\",status=\"401\"}"
+        ) >= 3.0
+    );
+
+    let status = run.stop().await;
+    assert!(status.success(), "{status:?}");
+    azure.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_from_config_rust_log_filters_and_a_busy_port() {
+    let env = small_env().await;
+    let audit = "[sources.audit_logs]\ninitial_lookback = \"2h\"\n";
+
+    // JSON from the config file; RUST_LOG=debug shows debug lines.
+    let cfg = env.config(&format!(
+        "[service]\nlisten = \"\"\nlog_format = \"json\"\n{audit}"
+    ));
+    let out = env
+        .command(&["run", "--once", "--config", cfg.to_str().unwrap()], TOKEN)
+        .env("RUST_LOG", "mirotrail=debug")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().count() > 2, "{err}");
+    for l in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string(), "{l}");
+    }
+    assert!(err.contains("\"level\":\"DEBUG\""), "{err}");
+    assert!(
+        !err.contains("url=http"),
+        "listen = \"\" serves nothing: {err}"
+    );
+
+    // `--log-format text` wins over the config; RUST_LOG=warn hides the info lines.
+    let out = env
+        .command(
+            &[
+                "run",
+                "--once",
+                "--log-format",
+                "text",
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+            TOKEN,
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("INFO") && !err.contains('{'), "{err}");
+
+    // A port in use is a runtime error that names the key.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = env.config(&format!(
+        "[service]\nlisten = \"{}\"\n{audit}",
+        busy.local_addr().unwrap()
+    ));
+    let out = env
+        .run(&["run", "--once", "--config", cfg.to_str().unwrap()], TOKEN)
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen on") && err.contains("service.listen"),
+        "{err}"
+    );
+}
