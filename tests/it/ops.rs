@@ -656,3 +656,43 @@ async fn log_format_from_config_rust_log_filters_and_a_busy_port() {
         "{err}"
     );
 }
+
+#[test]
+fn completions_man_page_and_help_come_from_the_cli_definition() {
+    let bin = env!("CARGO_BIN_EXE_mirotrail");
+    let out = |args: &[&str]| {
+        let o = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = out(&["completions", shell]);
+        for word in ["check", "run", "config", "log-format"] {
+            assert!(script.contains(word), "{shell}: no `{word}`");
+        }
+    }
+    let man = out(&["manpage"]);
+    assert!(
+        man.contains(".TH mirotrail 1") && man.contains("check"),
+        "{man}"
+    );
+    for cmd in [
+        "run",
+        "check",
+        "status",
+        "query",
+        "demo",
+        "emulate",
+        "template",
+        "completions",
+        "manpage",
+    ] {
+        let help = out(&[cmd, "--help"]);
+        assert!(help.contains("Usage: mirotrail"), "{cmd}: {help}");
+    }
+    let top = out(&["--help"]);
+    assert!(
+        top.contains("Exit codes") && top.contains("mirotrail check"),
+        "{top}"
+    );
+}
