@@ -696,3 +696,37 @@ fn completions_man_page_and_help_come_from_the_cli_definition() {
         "{top}"
     );
 }
+
+#[test]
+fn the_packaged_config_is_valid_and_the_unit_is_hardened() {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    let config = mirotrail::config::Config::load(&dist.join("mirotrail.toml")).unwrap();
+    assert_eq!(
+        config.service.listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(
+        config.store_path,
+        std::path::Path::new("/var/lib/mirotrail/mirotrail.db")
+    );
+    let unit = std::fs::read_to_string(dist.join("mirotrail.service")).unwrap();
+    for line in [
+        "DynamicUser=yes",
+        "StateDirectory=mirotrail",
+        "LoadCredential=miro-token:",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=\n",
+        "Restart=on-failure",
+    ] {
+        assert!(unit.contains(line), "{line:?} missing from the unit");
+    }
+    // The token the unit hands over is where the config reads it.
+    assert!(
+        std::fs::read_to_string(dist.join("mirotrail.toml"))
+            .unwrap()
+            .contains("token_file = \"/run/credentials/mirotrail.service/miro-token\"")
+    );
+}
