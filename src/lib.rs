@@ -6,12 +6,14 @@
 //! (destinations). `pipeline` wires them for `run` and `demo`; `emulator` serves the
 //! Miro API on loopback for tests, benchmarks and the demo; `cli` is the command line.
 
+pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod emulator;
 pub mod miro;
 pub mod pipeline;
+pub mod service;
 pub mod shutdown;
 pub mod sink;
 pub mod store;

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use crate::collect::{CollectError, CollectReport, Collector};
 use crate::config::{Config, ConfigError, SourceKind};
 use crate::miro::{CreditBudget, MiroClient};
+use crate::service::{self, Telemetry};
 use crate::shutdown::Shutdown;
 use crate::sink::{Delivery, DeliveryMode, DeliveryReport, Sink, deliver};
 use crate::store::{Store, StoreError};
@@ -38,6 +39,8 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("sink `{name}`: {message}")]
     Sink { name: String, message: String },
+    #[error(transparent)]
+    Listen(#[from] service::ListenError),
 }
 
 /// What a run did.
@@ -103,17 +106,24 @@ pub async fn run(
         config.budget.credits_per_minute,
         config.budget.share,
     ));
-    let mut client = MiroClient::new(&config.miro, token, budget.clone())?;
+    let telemetry = Arc::new(Telemetry::new(config, store.clone(), budget.clone()));
+    let mut client =
+        MiroClient::new(&config.miro, token, budget.clone())?.with_telemetry(telemetry.clone());
     if let Some(base) = opts.backoff_base {
         client = client.with_backoff_base(base);
     }
+    let server = match config.service.listen {
+        Some(addr) => Some(service::serve(addr, telemetry.clone(), shutdown.clone()).await?),
+        None => None,
+    };
     let new_rows = Arc::new(Notify::new());
     let collectors_done = Arc::new(AtomicBool::new(false));
 
     let mut collector_tasks = Vec::new();
     for source in config.enabled_sources() {
         let mut collector = Collector::new(source.clone(), client.clone(), store.clone())
-            .with_notify(new_rows.clone());
+            .with_notify(new_rows.clone())
+            .with_telemetry(telemetry.clone());
         if let Some(start) = opts.start {
             collector = collector.with_start(start);
         }
@@ -147,6 +157,7 @@ pub async fn run(
                     sources: sources.clone(),
                     mode,
                     new_rows: new_rows.clone(),
+                    telemetry: Some(telemetry.clone()),
                 },
                 shutdown.clone(),
             )),
@@ -183,6 +194,10 @@ pub async fn run(
     match maintenance {
         Some(task) => task.await.expect("maintenance task panicked"),
         None => maintain(&store, config).await,
+    }
+    if let Some((_, task)) = server {
+        // With `--once` the pipeline ends without a signal: the listener ends with it.
+        service::stop(task, Duration::from_secs(2)).await;
     }
     let stats = client.stats();
     report.requests = stats.requests.load(Ordering::Relaxed);

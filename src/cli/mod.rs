@@ -17,11 +17,23 @@ use crate::pipeline::{self, RunOptions, StartError};
 /// Collect Miro Enterprise audit logs and board content logs, completely and without
 /// duplicates, into a local SQLite store, and deliver them to security tools.
 #[derive(Debug, Parser)]
-#[command(name = "mirotrail", version, propagate_version = true)]
+#[command(
+    name = "mirotrail",
+    version,
+    propagate_version = true,
+    after_help = "Start with `mirotrail demo` (no Miro account needed). With a real organisation: \
+                  write a config (see `mirotrail.toml` in the README), run `mirotrail check \
+                  --config FILE`, then `mirotrail run --config FILE`.\n\
+                  Exit codes: 0 success, 1 runtime failure (the message says what to fix), \
+                  2 usage or configuration error.\n\
+                  Secrets are never taken on the command line: the Miro token comes from \
+                  MIRO_TOKEN (or `miro.token_env` / `miro.token_file`)."
+)]
 pub struct Cli {
-    /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log format on standard error [default: `service.log_format` from the config, else
+    /// text]. Filter with RUST_LOG, e.g. `RUST_LOG=mirotrail=debug` or `RUST_LOG=warn`.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,16 +46,31 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the built-in Miro emulator, collect an emulated organisation's last days into
-    /// a local store, and show what happened. Touches nothing outside DIR.
+    /// Try mirotrail without a Miro account: collect an emulated organisation.
+    ///
+    /// Starts the built-in Miro emulator, collects the emulated organisation's last days
+    /// through the real pipeline into a local store, and shows what happened. Touches
+    /// nothing outside DIR.
     Demo(demo::DemoArgs),
-    /// Start the built-in Miro emulator, collect an emulated organisation's last days into
-    /// a local store, and show what happened. Touches nothing outside DIR.
-
-    /// Collect and deliver continuously (until SIGINT/SIGTERM), or catch up once and exit.
+    /// Collect from Miro and deliver to the sinks, until SIGINT/SIGTERM (or --once).
+    ///
+    /// Polls each enabled source every `poll_interval`, commits each page to the store,
+    /// and sends stored rows to every sink. With --once: catch up to now, deliver, exit
+    /// (for cron or systemd timers). With a `[service]` section in the config it also
+    /// serves /metrics (Prometheus), /healthz and /readyz. Run `mirotrail check` first.
     Run(RunArgs),
-    /// Show per source the watermark, lag, events stored and last error, and per sink the
-    /// backlog.
+    /// Check the config against Miro and every sink, without collecting or writing.
+    ///
+    /// Asks Miro about the token (scopes, team, organization, `miro.org_id`), makes one
+    /// one-item request per enabled source, and for Sentinel sinks gets an Entra token and
+    /// sends an empty batch to each DCR stream. Prints one line per check: `ok`, `problem`
+    /// with how to fix it, or `not verified` with why. Exit 1 if any problem, 2 if the
+    /// config file is invalid.
+    Check(ConfigArgs),
+    /// Show where collection and delivery stand, from the store alone.
+    ///
+    /// Per source: watermark, lag, events stored, last success and last error; per sink:
+    /// rows delivered and backlog. No network; works while `run` is running.
     Status(ConfigArgs),
     /// Answer a read-only SQL query on the store (tables MiroAuditLogs_CL,
     /// MiroContentLogs_CL, with the Sentinel columns).
@@ -53,6 +80,15 @@ enum Command {
     /// Print a deployment template: `azure` prints the ARM template (JSON) deploying the
     /// Sentinel "Miro" tables, a data collection endpoint and the two DCRs.
     Template(TemplateArgs),
+    /// Print a shell completion script, e.g.
+    /// `mirotrail completions bash > /etc/bash_completion.d/mirotrail`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `mirotrail manpage > /usr/share/man/man1/mirotrail.1`.
+    Manpage,
 }
 
 #[derive(Debug, Args)]
@@ -69,7 +105,7 @@ enum TemplateTarget {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConfigArgs {
-    /// The configuration file (TOML).
+    /// The configuration file (TOML; relative paths in it are relative to its folder).
     #[arg(long, short = 'c', value_name = "FILE")]
     config: PathBuf,
 }
@@ -133,7 +169,22 @@ pub fn main() -> ExitCode {
         Command::Run(_) | Command::Emulate(_) => "info",
         _ => "warn",
     };
-    init_logging(cli.log_format, default_level);
+    let format = cli.log_format.unwrap_or_else(|| {
+        // The config is read again (and its errors reported) by the command itself.
+        let path = match &cli.command {
+            Command::Run(args) => Some(&args.config.config),
+            Command::Check(args) => Some(&args.config),
+            _ => None,
+        };
+        match path
+            .and_then(|p| Config::load(p).ok())
+            .and_then(|c| c.service.log_format)
+        {
+            Some(crate::config::LogFormat::Json) => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    });
+    init_logging(format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,10 +199,19 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run(args).await,
+            Command::Check(args) => check(args).await,
             Command::Status(args) => status::run(args),
             Command::Query(args) => query::run(args),
             Command::Emulate(args) => emulate::run(args).await,
             Command::Template(args) => template(args),
+            Command::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cmd, "mirotrail", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Manpage => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())
+                .map_err(Failure::runtime),
         }
     });
     match result {
@@ -167,9 +227,11 @@ fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    use std::io::IsTerminal;
+    // Colours only on a terminal: journald and log shippers get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -209,6 +271,29 @@ pub(crate) fn shutdown_on_signals() -> crate::shutdown::Shutdown {
         trigger.trigger();
     });
     shutdown
+}
+
+async fn check(args: ConfigArgs) -> Result<(), Failure> {
+    use crate::check::Verdict;
+    let config = load_config(&args)?;
+    let report = crate::check::run_checks(&config).await;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    let problems = report.count(Verdict::Problem);
+    println!(
+        "{} ok, {} problem(s), {} not verified",
+        report.count(Verdict::Ok),
+        problems,
+        report.count(Verdict::NotVerified)
+    );
+    if problems == 0 {
+        Ok(())
+    } else {
+        Err(Failure::runtime(anyhow::anyhow!(
+            "{problems} problem(s) found; each `problem` line says what to fix"
+        )))
+    }
 }
 
 fn template(args: TemplateArgs) -> Result<(), Failure> {

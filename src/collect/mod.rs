@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::miro::{FetchError, MiroClient, PageQuery};
+use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
 use crate::store::{Checkpoint, Row, Store, StoreError, WindowProgress, transform};
 use crate::timefmt::UnixMs;
@@ -112,6 +113,8 @@ pub struct Collector {
     start_override: Option<UnixMs>,
     /// Woken after each committed page (delivery tasks wait on it).
     new_rows: Option<Arc<tokio::sync::Notify>>,
+    /// Metrics and readiness.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Collector {
@@ -122,7 +125,13 @@ impl Collector {
             store,
             start_override: None,
             new_rows: None,
+            telemetry: None,
         }
+    }
+
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     pub fn with_notify(mut self, new_rows: Arc<tokio::sync::Notify>) -> Self {
@@ -157,9 +166,17 @@ impl Collector {
         let mut total = CollectReport::default();
         loop {
             match self.cycle(&mut shutdown).await {
-                Ok(report) => total.add(&report),
+                Ok(report) => {
+                    total.add(&report);
+                    if let Some(t) = &self.telemetry {
+                        t.poll_completed(self.source.kind);
+                    }
+                }
                 Err(CollectError::Stopped) => return Ok(total),
                 Err(e) => {
+                    if let Some(t) = &self.telemetry {
+                        t.poll_failed(self.source.kind, &e.to_string(), e.is_permanent());
+                    }
                     if e.is_permanent() {
                         tracing::error!(source = %self.source.kind, error = %e, "collection is blocked until this is fixed");
                     } else {
@@ -369,6 +386,9 @@ impl Collector {
             *cp = next;
             report.inserted += commit.inserted;
             report.duplicates += commit.duplicates;
+            if let Some(t) = &self.telemetry {
+                t.page_committed(kind, commit.inserted);
+            }
             report.outside_window += outside;
             report.derived_ids += derived;
             window_inserted += commit.inserted;

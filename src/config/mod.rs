@@ -149,6 +149,22 @@ pub enum SinkKindConfig {
     Sentinel(Box<crate::sink::sentinel::SentinelConfig>),
 }
 
+/// Log output format on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[service]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Where `run` serves `/metrics`, `/healthz` and `/readyz`; `None`: nowhere.
+    pub listen: Option<std::net::SocketAddr>,
+    /// From the config file; the command line's `--log-format` wins.
+    pub log_format: Option<LogFormat>,
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -160,6 +176,7 @@ pub struct Config {
     /// Rows older than this are deleted once every sink has them.
     pub retention: Duration,
     pub sinks: Vec<SinkConfig>,
+    pub service: ServiceConfig,
 }
 
 impl Config {

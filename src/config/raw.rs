@@ -11,8 +11,8 @@ use url::Url;
 use crate::sink::sentinel::{self, RawSentinelSink};
 
 use super::{
-    BudgetConfig, Config, ConfigError, MiroConfig, SinkConfig, SinkKindConfig, SourceConfig,
-    SourceKind, TokenSource, parse_duration,
+    BudgetConfig, Config, ConfigError, LogFormat, MiroConfig, ServiceConfig, SinkConfig,
+    SinkKindConfig, SourceConfig, SourceKind, TokenSource, parse_duration,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +28,19 @@ pub struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub sinks: BTreeMap<String, RawSink>,
+    /// Absent: no listener (so `run --once` from cron, the demo and tests open no port).
+    pub service: Option<RawService>,
+}
+
+/// `[service]`: running unattended.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Address serving `/metrics`, `/healthz` and `/readyz` during `run` (default
+    /// `127.0.0.1:9464` once the section exists; `""` turns the listener off).
+    pub listen: Option<String>,
+    /// Log format on standard error, `text` (default) or `json`; `--log-format` wins.
+    pub log_format: Option<String>,
 }
 
 /// `[miro]`: where the API is and how to authenticate.
@@ -114,6 +127,9 @@ pub enum RawSink {
 }
 
 pub(crate) const DEFAULT_API_BASE: &str = "https://api.miro.com";
+/// Where `[service]` listens unless told otherwise (9464: the port commonly used by
+/// Prometheus exporters of this kind; loopback: nothing is exposed to the network).
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 impl RawConfig {
     pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
@@ -358,6 +374,36 @@ impl RawConfig {
             });
         }
 
+        let service = match self.service {
+            None => ServiceConfig::default(),
+            Some(raw) => {
+                let listen = match raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN).trim() {
+                    "" => None,
+                    text => Some(text.parse::<std::net::SocketAddr>().map_err(|e| {
+                        invalid(
+                            "service.listen",
+                            format!(
+                                "`{text}` is not an IP address with a port ({e}); write for example \
+                                 \"{DEFAULT_LISTEN}\", or \"\" to serve nothing"
+                            ),
+                        )
+                    })?),
+                };
+                let log_format = match raw.log_format.as_deref() {
+                    None => None,
+                    Some("text") => Some(LogFormat::Text),
+                    Some("json") => Some(LogFormat::Json),
+                    Some(other) => {
+                        return Err(invalid(
+                            "service.log_format",
+                            format!("`{other}` is not a log format; use \"text\" or \"json\""),
+                        ));
+                    }
+                };
+                ServiceConfig { listen, log_format }
+            }
+        };
+
         Ok(Config {
             path: path.to_path_buf(),
             miro,
@@ -366,6 +412,7 @@ impl RawConfig {
             store_path,
             retention,
             sinks,
+            service,
         })
     }
 }
@@ -524,6 +571,28 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn service_listens_on_loopback_when_asked_and_empty_turns_it_off() {
+        assert_eq!(load("").unwrap().service, ServiceConfig::default());
+        let c = load("[service]\n").unwrap();
+        assert_eq!(c.service.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let c = load("[service]\nlisten = \"[::1]:9100\"\nlog_format = \"json\"\n").unwrap();
+        assert_eq!(c.service.listen, Some("[::1]:9100".parse().unwrap()));
+        assert_eq!(c.service.log_format, Some(LogFormat::Json));
+        assert_eq!(
+            load("[service]\nlisten = \"\"\n").unwrap().service.listen,
+            None
+        );
+        for (text, key) in [
+            ("[service]\nlisten = \"localhost\"", "service.listen"),
+            ("[service]\nlog_format = \"xml\"", "service.log_format"),
+            ("[service]\nport = 1", "port"),
+        ] {
+            let msg = load(text).unwrap_err().to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
         }
     }
 

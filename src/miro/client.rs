@@ -13,6 +13,7 @@ use super::budget::CreditBudget;
 use super::page::{Page, parse_page};
 use super::retry::{Decision, Permanent, backoff, classify_status};
 use crate::config::{MiroConfig, SourceKind};
+use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
 use crate::timefmt::UnixMs;
 
@@ -44,6 +45,60 @@ pub enum FetchError {
     },
     #[error("stopped")]
     Stopped,
+}
+
+/// What `GET /v1/oauth-token` says about the token (tolerant: every field optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub scopes: Vec<String>,
+    pub team: Option<Named>,
+    pub organization: Option<Named>,
+}
+
+/// A team or organization: its id (a long decimal, kept as text) and name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Named {
+    pub id: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{}\" ({})", self.name, self.id)
+    }
+}
+
+impl TokenInfo {
+    /// Parses the introspection body; `None` when it is not a JSON object.
+    pub fn parse(body: &[u8]) -> Option<TokenInfo> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let v = v.as_object()?;
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let named = |key: &str| {
+            let o = v.get(key)?.as_object()?;
+            Some(Named {
+                id: o.get("id").and_then(text)?,
+                name: o.get("name").and_then(text).unwrap_or_default(),
+            })
+        };
+        let scopes = match v.get("scopes") {
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(text).collect(),
+            // The refresh-token answer writes scopes as one space-separated string.
+            Some(serde_json::Value::String(s)) => {
+                s.split_whitespace().map(str::to_string).collect()
+            }
+            _ => Vec::new(),
+        };
+        Some(TokenInfo {
+            scopes,
+            team: named("team"),
+            organization: named("organization"),
+        })
+    }
 }
 
 /// Counters of what the client did (for `demo`, `status` and tests).
@@ -81,6 +136,7 @@ pub struct MiroClient {
     budget: Arc<CreditBudget>,
     stats: Arc<ClientStats>,
     backoff_base: Duration,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl MiroClient {
@@ -103,7 +159,14 @@ impl MiroClient {
             budget,
             stats: Arc::new(ClientStats::default()),
             backoff_base: config.retry_initial_backoff,
+            telemetry: None,
         })
+    }
+
+    /// Counts every page request by source and status.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// Shortens the first backoff step (tests and the demo's emulator).
@@ -173,7 +236,11 @@ impl MiroClient {
                 _ = shutdown.wait() => return Err(FetchError::Stopped),
             }
             requests += 1;
-            let decision = match self.request(q).send().await {
+            let sent = self.request(q).send().await;
+            if let Some(t) = &self.telemetry {
+                t.miro_request(q.source, sent.as_ref().ok().map(|r| r.status().as_u16()));
+            }
+            let decision = match sent {
                 Err(e) => Decision::Transient {
                     reason: describe_reqwest_error(&e),
                 },
@@ -248,6 +315,96 @@ impl MiroClient {
                     }
                 }
                 Decision::CursorRejected => return Err(FetchError::CursorRejected),
+                Decision::Permanent(p) => return Err(FetchError::Permanent(p)),
+            }
+        }
+    }
+
+    /// Introspects the token (`GET /v1/oauth-token`, 50 credits). `source` picks which
+    /// toggle a 401 message names. Transient failures are retried like pages.
+    pub async fn token_info(&self, source: SourceKind) -> Result<TokenInfo, FetchError> {
+        let url = format!("{}/v1/oauth-token", self.api_base);
+        let mut attempt: u32 = 0;
+        let mut rate_limited: u32 = 0;
+        loop {
+            self.budget.acquire(50).await;
+            let sent = self
+                .http
+                .get(&url)
+                .bearer_auth(self.token.expose_secret())
+                .header(ACCEPT, "application/json")
+                .send()
+                .await;
+            let decision = match sent {
+                Err(e) => Decision::Transient {
+                    reason: describe_reqwest_error(&e),
+                },
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    let reset_in = self.observe_rate_headers(&headers);
+                    match resp.bytes().await {
+                        Err(e) => Decision::Transient {
+                            reason: format!(
+                                "HTTP {status}, body cut short: {}",
+                                describe_reqwest_error(&e)
+                            ),
+                        },
+                        Ok(body) => {
+                            let retry_after =
+                                header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
+                            match classify_status(
+                                source,
+                                status,
+                                false,
+                                error_message(&body).as_deref(),
+                                retry_after,
+                                reset_in,
+                                &self.org_id,
+                            ) {
+                                Decision::Success => match TokenInfo::parse(&body) {
+                                    Some(info) => return Ok(info),
+                                    None => Decision::Transient {
+                                        reason: format!("HTTP {status} with an unusable body"),
+                                    },
+                                },
+                                other => other,
+                            }
+                        }
+                    }
+                }
+            };
+            match decision {
+                Decision::Success | Decision::CursorRejected => {
+                    unreachable!("handled above; no cursor was sent")
+                }
+                Decision::RateLimited { wait } if rate_limited < 3 => {
+                    rate_limited += 1;
+                    self.budget.pause(wait);
+                }
+                Decision::RateLimited { .. } => {
+                    return Err(FetchError::RetriesExhausted {
+                        kind: source,
+                        attempts: attempt + rate_limited,
+                        reason: "Miro kept answering 429".into(),
+                    });
+                }
+                Decision::Transient { reason } => {
+                    attempt += 1;
+                    if attempt > self.max_retries {
+                        return Err(FetchError::RetriesExhausted {
+                            kind: source,
+                            attempts: attempt,
+                            reason,
+                        });
+                    }
+                    tokio::time::sleep(backoff(
+                        attempt - 1,
+                        self.backoff_base,
+                        Duration::from_secs(60),
+                    ))
+                    .await;
+                }
                 Decision::Permanent(p) => return Err(FetchError::Permanent(p)),
             }
         }

@@ -80,25 +80,12 @@ pub fn classify_status(
         400 if had_cursor => Decision::CursorRejected,
         400 => Decision::Permanent(Permanent::BadRequest { detail }),
         401 => Decision::Permanent(Permanent::Unauthorized {
-            toggle: match source {
-                SourceKind::AuditLogs => "\"SIEM\"",
-                SourceKind::ContentLogs => "\"eDiscovery\"",
-            },
+            toggle: toggle_of(source),
             detail,
         }),
         403 => Decision::Permanent(Permanent::Forbidden {
             kind: source,
-            advice: match source {
-                SourceKind::AuditLogs => {
-                    "the token needs the `auditlogs:read` scope, the organization needs the \
-                     Enterprise plan, and the app must be installed by a Company Admin"
-                }
-                SourceKind::ContentLogs => {
-                    "the token needs the `contentlogs:export` scope, the organization needs the \
-                     Enterprise plan with the Enterprise Guard add-on, and the app must be \
-                     installed by a Company Admin"
-                }
-            },
+            advice: forbidden_advice(source),
             detail,
         }),
         404 if source == SourceKind::ContentLogs => Decision::Permanent(Permanent::NotFound {
@@ -106,6 +93,37 @@ pub fn classify_status(
             detail,
         }),
         _ => Decision::Permanent(Permanent::Unexpected { status, detail }),
+    }
+}
+
+/// The Enterprise integrations toggle that issues a token for `source`.
+pub fn toggle_of(source: SourceKind) -> &'static str {
+    match source {
+        SourceKind::AuditLogs => "\"SIEM\"",
+        SourceKind::ContentLogs => "\"eDiscovery\"",
+    }
+}
+
+/// The scope a token needs for `source`.
+pub fn scope_of(source: SourceKind) -> &'static str {
+    match source {
+        SourceKind::AuditLogs => "auditlogs:read",
+        SourceKind::ContentLogs => "contentlogs:export",
+    }
+}
+
+/// What a 403 on `source` asks the Miro admin to fix.
+pub fn forbidden_advice(source: SourceKind) -> &'static str {
+    match source {
+        SourceKind::AuditLogs => {
+            "the token needs the `auditlogs:read` scope, the organization needs the \
+             Enterprise plan, and the app must be installed by a Company Admin"
+        }
+        SourceKind::ContentLogs => {
+            "the token needs the `contentlogs:export` scope, the organization needs the \
+             Enterprise plan with the Enterprise Guard add-on, and the app must be \
+             installed by a Company Admin"
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::{SinkConfig, SinkKindConfig, SourceKind};
+use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
 use crate::store::{OutboxRow, Store, StoreError};
 
@@ -185,6 +186,8 @@ pub struct Delivery {
     pub mode: DeliveryMode,
     /// Woken when collectors commit rows.
     pub new_rows: Arc<Notify>,
+    /// Metrics and readiness.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Runs one sink's delivery loop over its sources.
@@ -197,6 +200,7 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
         sources,
         mode,
         new_rows,
+        telemetry,
     } = task;
     let mut report = DeliveryReport::default();
     let mut failures_in_row: u32 = 0;
@@ -237,6 +241,9 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             if tracker.offset > offset {
                 let n = rows.iter().filter(|r| r.seq <= tracker.offset).count() as u64;
                 report.rows += n;
+                if let Some(t) = &telemetry {
+                    t.delivered(&name, source, n);
+                }
                 report.batches += 1;
                 progressed = true;
                 tracing::debug!(sink = %name, source = %source, rows = n, through = tracker.offset, "delivered");
@@ -252,6 +259,16 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                     failures_in_row += 1;
                     report.last_error = Some(e.message.clone());
                     store.record_sink_error(&name, source, &e.message)?;
+                    if let Some(t) = &telemetry {
+                        let cause = if e.permanent {
+                            "permanent"
+                        } else if e.retry_after.is_some() {
+                            "throttled"
+                        } else {
+                            "transient"
+                        };
+                        t.delivery_failed(&name, cause, &e.message);
+                    }
                     let wait = e.retry_after.unwrap_or_else(|| {
                         crate::miro::retry::backoff(
                             failures_in_row.min(10),

@@ -445,6 +445,13 @@ impl Store {
             .map_err(sql("reading the outbox"))
     }
 
+    /// Rows of `source` that `sink` has not delivered yet.
+    pub fn pending(&self, sink: &str, source: SourceKind) -> Result<i64, StoreError> {
+        let delivered = self.delivered_offset(sink, source)?;
+        let conn = self.reader.lock().expect("store reader lock");
+        backlog(&conn, source, delivered)
+    }
+
     /// Rows, highest `_seq` and newest event time of a source's table.
     pub fn table_stats(&self, source: SourceKind) -> Result<TableStats, StoreError> {
         let conn = self.reader.lock().expect("store reader lock");

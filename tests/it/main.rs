@@ -6,5 +6,6 @@ mod collect;
 mod e2e;
 mod faults;
 mod harness;
+mod ops;
 mod sentinel;
 mod support;

@@ -158,6 +158,7 @@ async fn drain(w: &World, sink: SentinelSink, batch_rows: usize) -> DeliveryRepo
                     collectors_done: Arc::new(AtomicBool::new(true)),
                 },
                 new_rows: Arc::new(tokio::sync::Notify::new()),
+                telemetry: None,
             },
             shutdown,
         ),

@@ -161,6 +161,9 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
             "The request body is larger than 1 MB; send smaller batches.",
         );
     }
+    // An empty array passes every check above and writes nothing (204). Microsoft does
+    // not document this case; `mirotrail check` relies on it (as Vector's healthcheck
+    // does) and reports any other answer as "not verified".
     let Ok(Value::Array(records)) = serde_json::from_slice::<Value>(&body) else {
         return respond(
             400,

@@ -34,6 +34,7 @@ pub use config::{
 use super::SinkError;
 use crate::config::SourceKind;
 use crate::store::OutboxRow;
+pub use upload::ProbeOutcome;
 use upload::{ChunkOutcome, Target, UploadStats, Uploader};
 
 /// What the sink has done so far.
@@ -112,6 +113,34 @@ impl SentinelSink {
             token_renewals: s.token_renewals.load(Ordering::Relaxed),
             long_values: s.long_values.load(Ordering::Relaxed),
         }
+    }
+
+    /// Gets an Entra token (for `mirotrail check`); the error says what to fix.
+    pub async fn check_token(&self) -> Result<(), String> {
+        self.uploader
+            .tokens
+            .token()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+
+    /// Posts an empty batch to `source`'s DCR and stream (for `mirotrail check`): nothing
+    /// is written. `Err` is a definite problem with its remedy.
+    pub async fn probe(&self, source: SourceKind) -> Result<ProbeOutcome, String> {
+        let target = self.config.target(source).ok_or_else(|| {
+            format!(
+                "no DCR is configured for {source}: set `{}_dcr` in this sink's section",
+                source.name()
+            )
+        })?;
+        let token = self.uploader.tokens.token().await.map_err(|e| e.message)?;
+        let target = Target {
+            endpoint: self.config.endpoint.clone(),
+            dcr: target.dcr_immutable_id.clone(),
+            stream: target.stream.clone(),
+        };
+        upload::probe(&self.uploader.http, &token.secret, &target).await
     }
 
     /// Sends rows of one source (in `_seq` order); returns the highest `_seq` of the

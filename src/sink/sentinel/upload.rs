@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
@@ -315,12 +315,7 @@ impl Uploader {
                 }
                 Decision::RenewToken => {
                     return Err(PostError::Failed(SinkError {
-                        message: format!(
-                            "the logs ingestion API refused a freshly issued token for DCR {} \
-                             (401 twice): check that `audience`/`cloud` match the endpoint {} \
-                             and that the token comes from the DCR's tenant",
-                            target.dcr, target.endpoint
-                        ),
+                        message: token_refused(target, "401 twice"),
                         permanent: true,
                         retry_after: None,
                     }));
@@ -361,6 +356,94 @@ impl Uploader {
                     }));
                 }
             }
+        }
+    }
+}
+
+/// The message for a freshly issued token that the ingestion API still refuses.
+fn token_refused(target: &Target, what: &str) -> String {
+    format!(
+        "the logs ingestion API refused a freshly issued token for DCR {} ({what}): check \
+         that `audience`/`cloud` match the endpoint {} and that the token comes from the \
+         DCR's tenant",
+        target.dcr, target.endpoint
+    )
+}
+
+/// What an empty batch (`[]`) told about a DCR and stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// 2xx: endpoint, token, DCR, stream and role all passed; nothing was written.
+    Accepted { status: u16 },
+    /// The answer proves nothing either way (400 to an empty body, 429, 5xx).
+    Inconclusive(String),
+}
+
+/// Posts an empty JSON array to the DCR's stream: the same checks as an upload (endpoint,
+/// token, DCR, role, stream) without writing a row. `Err` is a definite problem with its
+/// remedy (the same messages as delivery).
+pub async fn probe(
+    http: &reqwest::Client,
+    token: &SecretString,
+    target: &Target,
+) -> Result<ProbeOutcome, String> {
+    let url = format!(
+        "{}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01",
+        target.endpoint.as_str().trim_end_matches('/'),
+        target.dcr,
+        target.stream
+    );
+    let response = http
+        .post(&url)
+        .header("Authorization", format!("Bearer {}", token.expose_secret()))
+        .header("Content-Type", "application/json")
+        .header("x-ms-client-request-id", request_id())
+        .body("[]")
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot reach the logs ingestion endpoint {}: {}; check `endpoint` (the data \
+                 collection endpoint's logs ingestion URL, or the DCR's own for a Direct DCR)",
+                target.endpoint,
+                error_chain(&e)
+            )
+        })?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let header_code = response
+        .headers()
+        .get("x-ms-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.bytes().await.unwrap_or_default();
+    let error = IngestionError::parse(&body, header_code.as_deref());
+    match classify(status, retry_after, &error, target) {
+        Decision::Accepted => Ok(ProbeOutcome::Accepted { status }),
+        Decision::RenewToken => Err(token_refused(target, "401")),
+        // Azure may refuse an empty batch as such; that says nothing about the rest.
+        Decision::Permanent(_)
+            if status == 400 && error.code.as_deref() != Some("InvalidStream") =>
+        {
+            Ok(ProbeOutcome::Inconclusive(format!(
+                "the endpoint answered 400{} to an empty batch",
+                error.detail()
+            )))
+        }
+        Decision::Permanent(message) => Err(message),
+        Decision::Split => Ok(ProbeOutcome::Inconclusive(
+            "the endpoint answered 413 to an empty batch".into(),
+        )),
+        Decision::Throttled { .. } | Decision::Retry { .. } => {
+            Ok(ProbeOutcome::Inconclusive(format!(
+                "the endpoint answered {status}{}; try again later",
+                error.detail()
+            )))
         }
     }
 }

@@ -1,0 +1,413 @@
+//! `mirotrail check`: asks Miro and each destination, without collecting or writing a
+//! row, whether the configuration can work, and says what to fix.
+//!
+//! Every line is one check with a verdict: `ok`, `problem` (with the remedy, in the same
+//! words `run` uses when it meets the same failure: `miro::retry` and the Sentinel sink's
+//! explanations), or `not verified` (the check could not decide, and says why). Nothing
+//! here writes to Miro, Azure, the store or a sink's files.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, MiroConfig, SinkKindConfig, SourceKind};
+use crate::miro::retry::{forbidden_advice, scope_of};
+use crate::miro::{CreditBudget, FetchError, MiroClient, PageQuery, TokenInfo};
+use crate::sink::sentinel::{ProbeOutcome, SentinelSink};
+use crate::timefmt::UnixMs;
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Problem,
+    NotVerified,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Problem => "problem",
+            Verdict::NotVerified => "not verified",
+        }
+    }
+}
+
+/// One printed line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckLine {
+    pub verdict: Verdict,
+    /// What was checked, e.g. `miro token`, `sink sentinel audit_logs`.
+    pub subject: String,
+    /// What was verified, or what is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for CheckLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<13}{}: {}",
+            self.verdict.label(),
+            self.subject,
+            self.message
+        )
+    }
+}
+
+/// All lines, in the order they were checked.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    pub lines: Vec<CheckLine>,
+}
+
+impl CheckReport {
+    fn push(&mut self, verdict: Verdict, subject: impl Into<String>, message: impl Into<String>) {
+        self.lines.push(CheckLine {
+            verdict,
+            subject: subject.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn count(&self, verdict: Verdict) -> usize {
+        self.lines.iter().filter(|l| l.verdict == verdict).count()
+    }
+}
+
+/// Runs every check of a validated configuration.
+pub async fn run_checks(config: &Config) -> CheckReport {
+    let mut report = CheckReport::default();
+    let sources: Vec<SourceKind> = config.enabled_sources().map(|s| s.kind).collect();
+    let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+    let sinks: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
+    report.push(
+        Verdict::Ok,
+        "config",
+        format!(
+            "{} is valid; sources: {}; sinks: {}",
+            config.path.display(),
+            names.join(", "),
+            if sinks.is_empty() {
+                "none (rows stay in the store)".to_string()
+            } else {
+                sinks.join(", ")
+            }
+        ),
+    );
+    check_miro(config, &sources, &mut report).await;
+    check_dir(
+        &mut report,
+        "store",
+        config.store_path.parent().unwrap_or(Path::new(".")),
+        &format!("{}", config.store_path.display()),
+    );
+    for sink in &config.sinks {
+        let subject = format!("sink {}", sink.name);
+        match &sink.kind {
+            SinkKindConfig::Stdout => report.push(
+                Verdict::Ok,
+                subject,
+                "writes NDJSON to standard output; nothing to check",
+            ),
+            SinkKindConfig::File { dir, .. } => {
+                check_dir(&mut report, &subject, dir, &format!("{}", dir.display()))
+            }
+            SinkKindConfig::Sentinel(c) => {
+                check_sentinel(&subject, (**c).clone(), &sources, &mut report).await
+            }
+        }
+    }
+    report
+}
+
+async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckReport) {
+    let token = match config.load_miro_token() {
+        Ok(t) => t,
+        Err(e) => {
+            report.push(Verdict::Problem, "miro token", e.to_string());
+            for s in sources {
+                report.push(
+                    Verdict::NotVerified,
+                    format!("miro {s}"),
+                    "skipped: there is no token to ask Miro with",
+                );
+            }
+            return;
+        }
+    };
+    // A check should answer within seconds: few retries, short backoff.
+    let miro = MiroConfig {
+        max_retries: config.miro.max_retries.min(2),
+        retry_initial_backoff: config
+            .miro
+            .retry_initial_backoff
+            .min(Duration::from_millis(500)),
+        ..config.miro.clone()
+    };
+    let budget = Arc::new(CreditBudget::new(
+        config.budget.credits_per_minute,
+        config.budget.share,
+    ));
+    let client = match MiroClient::new(&miro, token, budget) {
+        Ok(c) => c,
+        Err(e) => {
+            report.push(
+                Verdict::Problem,
+                "miro token",
+                format!("cannot set up the HTTP client: {e}"),
+            );
+            return;
+        }
+    };
+    let first = sources.first().copied().unwrap_or(SourceKind::AuditLogs);
+    let api = miro.api_base.as_str().trim_end_matches('/');
+    match client.token_info(first).await {
+        Ok(info) => {
+            report.push(
+                Verdict::Ok,
+                "miro token",
+                format!(
+                    "{api} accepted it (GET /v1/oauth-token): scopes {}; team {}; organization {}",
+                    if info.scopes.is_empty() {
+                        "(none listed)".to_string()
+                    } else {
+                        info.scopes.join(" ")
+                    },
+                    info.team
+                        .as_ref()
+                        .map_or("(not named)".to_string(), |t| t.to_string()),
+                    info.organization
+                        .as_ref()
+                        .map_or("(not named)".to_string(), |o| o.to_string()),
+                ),
+            );
+            check_scopes(&info, sources, report);
+            check_org(&info, config, report);
+        }
+        Err(FetchError::Permanent(p)) => {
+            let refused = matches!(p, crate::miro::retry::Permanent::Unauthorized { .. });
+            report.push(Verdict::Problem, "miro token", p.to_string());
+            if refused {
+                for s in sources {
+                    report.push(
+                        Verdict::NotVerified,
+                        format!("miro {s}"),
+                        "skipped: Miro refused the token",
+                    );
+                }
+                return;
+            }
+        }
+        Err(e) => report.push(
+            Verdict::Problem,
+            "miro token",
+            format!("cannot introspect the token at {api}/v1/oauth-token: {e}; check `miro.api_base` and the network"),
+        ),
+    }
+    // Held, never triggered: a dropped trigger would read as a shutdown.
+    let (_trigger, mut shutdown) = crate::shutdown::channel();
+    for &kind in sources {
+        let source = config.source(kind);
+        let to = UnixMs::now().minus(source.settle_lag);
+        let from = to.minus(Duration::from_secs(60));
+        let query = PageQuery {
+            source: kind,
+            from,
+            to,
+            cursor: None,
+            limit: 1,
+        };
+        let subject = format!("miro {kind}");
+        match client.fetch_page(&query, &mut shutdown).await {
+            Ok((page, _)) => report.push(
+                Verdict::Ok,
+                subject,
+                format!(
+                    "a one-minute window ({} .. {}) with limit=1 was answered with {} item(s): collection works",
+                    from.to_iso(),
+                    to.to_iso(),
+                    page.items.len()
+                ),
+            ),
+            Err(e) => report.push(Verdict::Problem, subject, e.to_string()),
+        }
+    }
+}
+
+fn check_scopes(info: &TokenInfo, sources: &[SourceKind], report: &mut CheckReport) {
+    let missing: Vec<SourceKind> = sources
+        .iter()
+        .copied()
+        .filter(|s| !info.scopes.iter().any(|have| have == scope_of(*s)))
+        .collect();
+    if missing.is_empty() {
+        let have: Vec<String> = sources
+            .iter()
+            .map(|s| format!("`{}` ({s})", scope_of(*s)))
+            .collect();
+        report.push(
+            Verdict::Ok,
+            "miro scopes",
+            format!("the token has {}", have.join(", ")),
+        );
+    } else {
+        for s in missing {
+            report.push(
+                Verdict::Problem,
+                "miro scopes",
+                format!(
+                    "the token lacks `{}`, needed for {s}: {}",
+                    scope_of(s),
+                    forbidden_advice(s)
+                ),
+            );
+        }
+    }
+}
+
+fn check_org(info: &TokenInfo, config: &Config, report: &mut CheckReport) {
+    let content = config.source(SourceKind::ContentLogs).enabled;
+    match (&info.organization, &config.miro.org_id) {
+        (Some(org), Some(configured)) if &org.id == configured => report.push(
+            Verdict::Ok,
+            "miro organization",
+            format!("`miro.org_id` matches the token's organization {org}"),
+        ),
+        (Some(org), Some(configured)) => report.push(
+            Verdict::Problem,
+            "miro organization",
+            format!(
+                "`miro.org_id` is `{configured}` but the token belongs to organization {org}: \
+                 set `org_id = \"{}\"` under [miro]",
+                org.id
+            ),
+        ),
+        (Some(org), None) => report.push(
+            Verdict::Ok,
+            "miro organization",
+            format!(
+                "the token belongs to organization {org}; to collect content logs, set \
+                 `org_id = \"{}\"` under [miro]",
+                org.id
+            ),
+        ),
+        (None, _) if content => report.push(
+            Verdict::NotVerified,
+            "miro organization",
+            "the token introspection names no organization, so `miro.org_id` could not be \
+             compared; the content-logs request below tells whether Miro knows it",
+        ),
+        (None, _) => report.push(
+            Verdict::NotVerified,
+            "miro organization",
+            "the token introspection names no organization (only needed for content logs)",
+        ),
+    }
+}
+
+/// Checks that `dir` (or its nearest existing ancestor) takes new files, by creating and
+/// removing one.
+fn check_dir(report: &mut CheckReport, subject: &str, dir: &Path, what: &str) {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    let probe = existing.join(format!(".mirotrail-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            let note = if existing == dir {
+                format!("{} is writable", dir.display())
+            } else {
+                format!(
+                    "{} will be created (in {}, which is writable)",
+                    dir.display(),
+                    existing.display()
+                )
+            };
+            report.push(Verdict::Ok, subject, format!("{what}: {note}"));
+        }
+        Err(e) => report.push(
+            Verdict::Problem,
+            subject,
+            format!(
+                "{what}: cannot create files in {}: {e}; give the mirotrail user write access \
+                 there or change the path",
+                existing.display()
+            ),
+        ),
+    }
+}
+
+async fn check_sentinel(
+    subject: &str,
+    config: crate::sink::sentinel::SentinelConfig,
+    sources: &[SourceKind],
+    report: &mut CheckReport,
+) {
+    let endpoint = config.endpoint.clone();
+    let sink = match SentinelSink::new(config) {
+        Ok(s) => s,
+        Err(e) => {
+            report.push(Verdict::Problem, format!("{subject} token"), e.message);
+            return;
+        }
+    };
+    let token_ok = match sink.check_token().await {
+        Ok(()) => {
+            report.push(
+                Verdict::Ok,
+                format!("{subject} token"),
+                "Entra issued a token for the logs ingestion API",
+            );
+            true
+        }
+        Err(message) => {
+            report.push(Verdict::Problem, format!("{subject} token"), message);
+            false
+        }
+    };
+    for &source in sources {
+        let line = format!("{subject} {source}");
+        if !token_ok {
+            report.push(
+                Verdict::NotVerified,
+                line,
+                "skipped: without a token the DCR cannot be asked",
+            );
+            continue;
+        }
+        let target = sink
+            .config()
+            .target(source)
+            .map(|t| format!("DCR {} stream {}", t.dcr_immutable_id, t.stream))
+            .unwrap_or_default();
+        match sink.probe(source).await {
+            Ok(ProbeOutcome::Accepted { status }) => report.push(
+                Verdict::Ok,
+                line,
+                format!(
+                    "{endpoint} accepted an empty batch for {target} ({status}): endpoint, \
+                     token, DCR, stream and role verified; nothing was written"
+                ),
+            ),
+            Ok(ProbeOutcome::Inconclusive(why)) => report.push(
+                Verdict::NotVerified,
+                line,
+                format!(
+                    "token ok; {why} for {target}: DCR reachability and the role are not \
+                     verified without writing a row"
+                ),
+            ),
+            Err(message) => report.push(Verdict::Problem, line, message),
+        }
+    }
+}

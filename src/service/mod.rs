@@ -1,0 +1,487 @@
+//! Running unattended: what the collectors, the Miro client and the delivery tasks report
+//! (`Telemetry`) becomes Prometheus metrics and a readiness verdict, served on
+//! `[service] listen` as `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Invariants: reporting never blocks or fails the pipeline (counters are atomics, the
+//! health state a short mutex); values that the store already knows (watermark lag,
+//! backlog) are read from it at scrape time, so they are right after a restart too.
+
+mod health;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use health::{READY_POLLS, SLACK, SinkHealth, SourceHealth};
+
+use crate::config::{Config, SourceKind};
+use crate::miro::CreditBudget;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::timefmt::UnixMs;
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    source: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    source: String,
+    cause: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkSourceLabels {
+    sink: String,
+    source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkCauseLabels {
+    sink: String,
+    cause: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+/// The metric families (names are documented in the README, "Run as a service").
+#[derive(Debug, Default)]
+struct Families {
+    events_collected: Family<SourceLabel, Counter>,
+    pages: Family<SourceLabel, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    cycle_failures: Family<CauseLabels, Counter>,
+    source_last_success: Family<SourceLabel, FloatGauge>,
+    watermark_lag: Family<SourceLabel, FloatGauge>,
+    credits_remaining: FloatGauge,
+    credits_allowance: FloatGauge,
+    delivered_rows: Family<SinkSourceLabels, Counter>,
+    pending_rows: Family<SinkSourceLabels, Gauge>,
+    delivery_failures: Family<SinkCauseLabels, Counter>,
+    sink_last_success: Family<SinkLabel, FloatGauge>,
+    ready: Gauge,
+    build_info: Family<VersionLabel, Gauge>,
+}
+
+#[derive(Debug)]
+struct HealthState {
+    sources: Vec<(SourceKind, SourceHealth)>,
+    sinks: Vec<(String, SinkHealth)>,
+}
+
+/// What the pipeline reports, shared by every task.
+#[derive(Debug)]
+pub struct Telemetry {
+    registry: Registry,
+    families: Families,
+    health: Mutex<HealthState>,
+    store: Arc<Store>,
+    budget: Arc<CreditBudget>,
+    sink_names: Vec<String>,
+    source_kinds: Vec<SourceKind>,
+}
+
+fn unix_secs(t: UnixMs) -> f64 {
+    t.0 as f64 / 1000.0
+}
+
+impl Telemetry {
+    /// Registers the metrics of the enabled sources and configured sinks of `config`.
+    pub fn new(config: &Config, store: Arc<Store>, budget: Arc<CreditBudget>) -> Self {
+        let mut registry = Registry::default();
+        let f = Families::default();
+        registry.register(
+            "mirotrail_events_collected",
+            "New events stored per source (re-read duplicates not counted)",
+            f.events_collected.clone(),
+        );
+        registry.register(
+            "mirotrail_miro_pages",
+            "Miro pages committed to the store per source",
+            f.pages.clone(),
+        );
+        registry.register(
+            "mirotrail_miro_requests",
+            "Miro API requests per source and HTTP status (`error`: no answer)",
+            f.requests.clone(),
+        );
+        registry.register(
+            "mirotrail_source_cycle_failures",
+            "Failed poll cycles per source and cause (`permanent`: needs a human)",
+            f.cycle_failures.clone(),
+        );
+        registry.register(
+            "mirotrail_source_last_success_timestamp_seconds",
+            "When the source last completed a poll cycle (Unix time)",
+            f.source_last_success.clone(),
+        );
+        registry.register(
+            "mirotrail_watermark_lag_seconds",
+            "How far the source's watermark (everything before it is stored) is behind now",
+            f.watermark_lag.clone(),
+        );
+        registry.register(
+            "mirotrail_miro_credits_remaining",
+            "Miro credits left in the current minute (X-RateLimit-Remaining; -1 until known)",
+            f.credits_remaining.clone(),
+        );
+        registry.register(
+            "mirotrail_miro_credits_allowance_per_minute",
+            "Credits per minute mirotrail allows itself (budget.share of the token's budget)",
+            f.credits_allowance.clone(),
+        );
+        registry.register(
+            "mirotrail_sink_delivered_rows",
+            "Rows the destination acknowledged, per sink and source",
+            f.delivered_rows.clone(),
+        );
+        registry.register(
+            "mirotrail_sink_pending_rows",
+            "Stored rows the sink has not delivered yet (its backlog)",
+            f.pending_rows.clone(),
+        );
+        registry.register(
+            "mirotrail_sink_delivery_failures",
+            "Failed deliveries per sink and cause (`permanent`, `throttled`, `transient`)",
+            f.delivery_failures.clone(),
+        );
+        registry.register(
+            "mirotrail_sink_last_success_timestamp_seconds",
+            "When the sink last had rows acknowledged (Unix time)",
+            f.sink_last_success.clone(),
+        );
+        registry.register(
+            "mirotrail_ready",
+            "1 when /readyz answers 200: every source polls and every sink drains",
+            f.ready.clone(),
+        );
+        registry.register(
+            "mirotrail_build_info",
+            "The running version",
+            f.build_info.clone(),
+        );
+        f.build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        f.credits_remaining.set(-1.0);
+        let now = Instant::now();
+        let source_kinds: Vec<SourceKind> = config.enabled_sources().map(|s| s.kind).collect();
+        let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+        // Every series exists from the start, at zero, so rates and alerts work at once.
+        for kind in &source_kinds {
+            let l = SourceLabel {
+                source: kind.name().into(),
+            };
+            let _ = f.events_collected.get_or_create(&l);
+            let _ = f.pages.get_or_create(&l);
+            for cause in ["permanent", "transient"] {
+                let _ = f.cycle_failures.get_or_create(&CauseLabels {
+                    source: kind.name().into(),
+                    cause: cause.into(),
+                });
+            }
+        }
+        for sink in &sink_names {
+            for cause in ["permanent", "throttled", "transient"] {
+                let _ = f.delivery_failures.get_or_create(&SinkCauseLabels {
+                    sink: sink.clone(),
+                    cause: cause.into(),
+                });
+            }
+        }
+        for sink in &sink_names {
+            for kind in &source_kinds {
+                let _ = f.delivered_rows.get_or_create(&SinkSourceLabels {
+                    sink: sink.clone(),
+                    source: kind.name().into(),
+                });
+            }
+        }
+        Telemetry {
+            registry,
+            families: f,
+            health: Mutex::new(HealthState {
+                sources: config
+                    .enabled_sources()
+                    .map(|s| (s.kind, SourceHealth::new(s.poll_interval, now)))
+                    .collect(),
+                sinks: sink_names
+                    .iter()
+                    .map(|n| (n.clone(), SinkHealth::default()))
+                    .collect(),
+            }),
+            store,
+            budget,
+            sink_names,
+            source_kinds,
+        }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A Miro response (`status`) or a request without one (`None`).
+    pub fn miro_request(&self, source: SourceKind, status: Option<u16>) {
+        self.families
+            .requests
+            .get_or_create(&RequestLabels {
+                source: source.name().into(),
+                status: status.map_or("error".into(), |s| s.to_string()),
+            })
+            .inc();
+    }
+
+    /// A page committed with `inserted` new rows.
+    pub fn page_committed(&self, source: SourceKind, inserted: u64) {
+        let l = SourceLabel {
+            source: source.name().into(),
+        };
+        self.families.pages.get_or_create(&l).inc();
+        self.families
+            .events_collected
+            .get_or_create(&l)
+            .inc_by(inserted);
+    }
+
+    /// A poll cycle that caught up.
+    pub fn poll_completed(&self, source: SourceKind) {
+        self.families
+            .source_last_success
+            .get_or_create(&SourceLabel {
+                source: source.name().into(),
+            })
+            .set(unix_secs(UnixMs::now()));
+        let now = Instant::now();
+        if let Some((_, h)) = self.health().sources.iter_mut().find(|(k, _)| *k == source) {
+            h.last_poll_completed = Some(now);
+            h.error = None;
+        }
+    }
+
+    /// A poll cycle that failed; `permanent` when only a human can fix it.
+    pub fn poll_failed(&self, source: SourceKind, message: &str, permanent: bool) {
+        self.families
+            .cycle_failures
+            .get_or_create(&CauseLabels {
+                source: source.name().into(),
+                cause: if permanent { "permanent" } else { "transient" }.into(),
+            })
+            .inc();
+        if let Some((_, h)) = self.health().sources.iter_mut().find(|(k, _)| *k == source) {
+            h.error = Some((message.to_string(), permanent));
+        }
+    }
+
+    /// Rows acknowledged by a sink.
+    pub fn delivered(&self, sink: &str, source: SourceKind, rows: u64) {
+        let f = &self.families;
+        f.delivered_rows
+            .get_or_create(&SinkSourceLabels {
+                sink: sink.into(),
+                source: source.name().into(),
+            })
+            .inc_by(rows);
+        f.sink_last_success
+            .get_or_create(&SinkLabel { sink: sink.into() })
+            .set(unix_secs(UnixMs::now()));
+        let now = Instant::now();
+        if let Some((_, h)) = self.health().sinks.iter_mut().find(|(n, _)| n == sink) {
+            h.delivered(now);
+        }
+    }
+
+    /// A failed delivery; `cause` is `permanent`, `throttled` or `transient`.
+    pub fn delivery_failed(&self, sink: &str, cause: &'static str, message: &str) {
+        self.families
+            .delivery_failures
+            .get_or_create(&SinkCauseLabels {
+                sink: sink.into(),
+                cause: cause.into(),
+            })
+            .inc();
+        let now = Instant::now();
+        if let Some((_, h)) = self.health().sinks.iter_mut().find(|(n, _)| n == sink) {
+            h.failed(now, message, cause == "permanent");
+        }
+    }
+
+    /// Why the service is not ready (one line per source or sink), empty when it is.
+    pub fn not_ready(&self) -> Vec<String> {
+        let now = Instant::now();
+        let h = self.health();
+        let mut reasons: Vec<String> = h
+            .sources
+            .iter()
+            .filter_map(|(k, s)| s.not_ready(now).map(|r| format!("source {k}: {r}")))
+            .collect();
+        reasons.extend(
+            h.sinks
+                .iter()
+                .filter_map(|(n, s)| s.not_ready(now).map(|r| format!("sink {n}: {r}"))),
+        );
+        reasons
+    }
+
+    /// Reads the store and budget into the gauges (blocking: SQLite).
+    fn refresh(&self) {
+        let f = &self.families;
+        let now = UnixMs::now();
+        for &kind in &self.source_kinds {
+            match self.store.load_checkpoint(kind) {
+                Ok(Some(cp)) => {
+                    f.watermark_lag
+                        .get_or_create(&SourceLabel {
+                            source: kind.name().into(),
+                        })
+                        .set(now.since(cp.watermark).as_secs_f64());
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "metrics: cannot read a checkpoint"),
+            }
+            for sink in &self.sink_names {
+                match self.store.pending(sink, kind) {
+                    Ok(n) => {
+                        f.pending_rows
+                            .get_or_create(&SinkSourceLabels {
+                                sink: sink.clone(),
+                                source: kind.name().into(),
+                            })
+                            .set(n);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "metrics: cannot count a backlog"),
+                }
+            }
+        }
+        let b = self.budget.snapshot();
+        if let Some(r) = b.server_remaining {
+            f.credits_remaining.set(r as f64);
+        }
+        f.credits_allowance.set(b.allowance_per_minute as f64);
+        f.ready.set(i64::from(self.not_ready().is_empty()));
+    }
+
+    /// The metrics in the OpenMetrics text format (which Prometheus reads).
+    pub fn render(&self) -> String {
+        self.refresh();
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+}
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {addr} for /metrics, /healthz and /readyz: {source}; change \
+     `service.listen` (or set it to \"\" to serve nothing)"
+)]
+pub struct ListenError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
+    let body = tokio::task::spawn_blocking(move || t.render())
+        .await
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn readyz(State(t): State<Arc<Telemetry>>) -> Response {
+    let reasons = t.not_ready();
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{}\n", reasons.join("\n")),
+        )
+            .into_response()
+    }
+}
+
+/// Binds `addr` and serves the endpoints until `shutdown`. Returns the bound address and
+/// the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    telemetry: Arc<Telemetry>,
+    mut shutdown: Shutdown,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ListenError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ListenError { addr, source })?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(addr = %bound, "metrics and health are served beyond loopback, without authentication");
+    }
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(telemetry);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the metrics and health listener stopped");
+        }
+    });
+    tracing::info!(url = %format!("http://{bound}"), "serving /metrics, /healthz and /readyz");
+    Ok((bound, task))
+}
+
+/// Waits at most `grace` for the server task to finish.
+pub async fn stop(task: tokio::task::JoinHandle<()>, grace: Duration) {
+    let mut task = task;
+    if tokio::time::timeout(grace, &mut task).await.is_err() {
+        task.abort();
+    }
+}
