@@ -197,3 +197,103 @@ async fn sigkill_during_concurrent_uploads_then_restart_misses_nothing_in_azure(
     );
     eprintln!("{kills} kills during uploads; {dup} rows resent");
 }
+
+/// Every command, at trace level, with known secret values (the Miro token, the Azure
+/// client secret, the Entra access tokens issued): none of them appears in stdout, stderr,
+/// the store (tables, checkpoints, WAL) or the NDJSON output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_appears_in_any_output_or_file() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(90)), now.minus(minutes(5)));
+    let env = Env::start(org(800, 300, start, end)).await;
+    let azure_config = AzureEmulatorConfig {
+        client_secret: SECRET.into(),
+        ..AzureEmulatorConfig::default()
+    };
+    let azure = AzureEmulator::start(azure_config.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    write_secret(&env);
+    let cfg = env.config(&format!(
+        "[sources.audit_logs]\ninitial_lookback = \"2h\"\n[sources.content_logs]\nenabled = true\ninitial_lookback = \"2h\"\n\
+         [sinks.out]\ntype = \"stdout\"\n[sinks.archive]\ntype = \"file\"\npath = \"archive\"\n{}",
+        sentinel_section(&azure, &azure_config, "")
+    ));
+    let cfg = cfg.to_str().unwrap();
+    let revoked = "tok-revoked-3c5e7a9b1d2f4e6a";
+    let commands: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--config", cfg, "--once"], TOKEN),
+        (vec!["check", "--config", cfg], TOKEN),
+        (vec!["status", "--config", cfg], TOKEN),
+        (
+            vec!["query", "--config", cfg, "SELECT * FROM checkpoints"],
+            TOKEN,
+        ),
+        (
+            vec!["query", "--config", cfg, "SELECT * FROM sink_offsets"],
+            TOKEN,
+        ),
+        (vec!["run", "--config", cfg, "--once"], revoked),
+        (vec!["check", "--config", cfg], revoked),
+    ];
+    let mut outputs = Vec::new();
+    for (args, token) in &commands {
+        let mut cmd = env.command(args, token);
+        cmd.env("RUST_LOG", "trace");
+        outputs.push(cmd.output().await.unwrap());
+    }
+    assert!(outputs[0].status.success(), "{}", text(&outputs[0]));
+    assert!(outputs[0].stderr.len() > 2_000, "trace logs were written");
+    assert!(!azure.rows("MiroAuditLogs_CL").is_empty(), "Azure got rows");
+    // A wrong Azure secret too: its value must not be echoed either.
+    std::fs::write(env.dir.path().join("azure-secret"), "wrong-secret-0e4f9a").unwrap();
+    let mut cmd = env.command(&["run", "--config", cfg, "--once"], TOKEN);
+    cmd.env("RUST_LOG", "trace");
+    outputs.push(cmd.output().await.unwrap());
+
+    let mut secrets: Vec<String> = vec![
+        TOKEN.into(),
+        revoked.into(),
+        SECRET.into(),
+        "wrong-secret-0e4f9a".into(),
+    ];
+    secrets.extend(azure.issued_tokens());
+    assert!(secrets.len() > 4, "Entra tokens were issued");
+    for out in &outputs {
+        let all = text(out);
+        for s in &secrets {
+            assert!(
+                !all.contains(s.as_str()),
+                "a secret in the output of a command: {all}"
+            );
+        }
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![env.dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if !p.ends_with("mirotrail.toml") && !p.ends_with("azure-secret") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("mirotrail.db")));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "ndjson"))
+    );
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "a secret in {}",
+                f.display()
+            );
+        }
+    }
+}
