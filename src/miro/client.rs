@@ -101,6 +101,15 @@ impl TokenInfo {
     }
 }
 
+/// What one kind of call costs and how patient it is.
+struct Call {
+    source: SourceKind,
+    cost: u64,
+    had_cursor: bool,
+    /// Give up after this many 429s (`None`: wait them out forever, as collection does).
+    max_rate_limited: Option<u32>,
+}
+
 /// Counters of what the client did (for `demo`, `status` and tests).
 #[derive(Debug, Default)]
 pub struct ClientStats {
@@ -227,18 +236,69 @@ impl MiroClient {
         q: &PageQuery,
         shutdown: &mut Shutdown,
     ) -> Result<(Page, u32), FetchError> {
-        let cost = q.source.credits_per_call();
+        let call = Call {
+            source: q.source,
+            cost: q.source.credits_per_call(),
+            had_cursor: q.cursor.is_some(),
+            max_rate_limited: None,
+        };
+        self.call(
+            &call,
+            || self.request(q),
+            |body| parse_page(body).map_err(|e| e.to_string()),
+            shutdown,
+        )
+        .await
+    }
+
+    /// Introspects the token (`GET /v1/oauth-token`, 50 credits). `source` picks which
+    /// toggle a 401 message names. Transient failures are retried like pages; after three
+    /// 429s it gives up (a check should not wait for minutes).
+    pub async fn token_info(&self, source: SourceKind) -> Result<TokenInfo, FetchError> {
+        let url = format!("{}/v1/oauth-token", self.api_base);
+        let call = Call {
+            source,
+            cost: 50,
+            had_cursor: false,
+            max_rate_limited: Some(3),
+        };
+        let request = || {
+            self.http
+                .get(&url)
+                .bearer_auth(self.token.expose_secret())
+                .header(ACCEPT, "application/json")
+        };
+        let parse = |body: &[u8]| {
+            TokenInfo::parse(body).ok_or_else(|| "not a token description".to_string())
+        };
+        let (_trigger, mut never) = crate::shutdown::channel();
+        self.call(&call, request, parse, &mut never)
+            .await
+            .map(|(info, _)| info)
+    }
+
+    /// The one request loop: credits first, then the request, then the decision of
+    /// `classify_status` (retry with backoff, wait out a 429, or give up). Returns the
+    /// parsed body and how many requests it took.
+    async fn call<T>(
+        &self,
+        call: &Call,
+        request: impl Fn() -> reqwest::RequestBuilder,
+        parse: impl Fn(&[u8]) -> Result<T, String>,
+        shutdown: &mut Shutdown,
+    ) -> Result<(T, u32), FetchError> {
         let mut attempt: u32 = 0;
         let mut requests: u32 = 0;
+        let mut rate_limited: u32 = 0;
         loop {
             tokio::select! {
-                _ = self.budget.acquire(cost) => {}
+                _ = self.budget.acquire(call.cost) => {}
                 _ = shutdown.wait() => return Err(FetchError::Stopped),
             }
             requests += 1;
-            let sent = self.request(q).send().await;
+            let sent = request().send().await;
             if let Some(t) = &self.telemetry {
-                t.miro_request(q.source, sent.as_ref().ok().map(|r| r.status().as_u16()));
+                t.miro_request(call.source, sent.as_ref().ok().map(|r| r.status().as_u16()));
             }
             let decision = match sent {
                 Err(e) => Decision::Transient {
@@ -259,18 +319,17 @@ impl MiroClient {
                         Ok(body) => {
                             let retry_after =
                                 header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
-                            let message = error_message(&body);
                             match classify_status(
-                                q.source,
+                                call.source,
                                 status,
-                                q.cursor.is_some(),
-                                message.as_deref(),
+                                call.had_cursor,
+                                error_message(&body).as_deref(),
                                 retry_after,
                                 reset_in,
                                 &self.org_id,
                             ) {
-                                Decision::Success => match parse_page(&body) {
-                                    Ok(page) => return Ok((page, requests)),
+                                Decision::Success => match parse(&body) {
+                                    Ok(value) => return Ok((value, requests)),
                                     Err(e) => Decision::Transient {
                                         reason: format!("HTTP {status} with an unusable body: {e}"),
                                     },
@@ -284,9 +343,17 @@ impl MiroClient {
             match decision {
                 Decision::Success => unreachable!("handled above"),
                 Decision::RateLimited { wait } => {
+                    rate_limited += 1;
                     self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    if call.max_rate_limited.is_some_and(|max| rate_limited > max) {
+                        return Err(FetchError::RetriesExhausted {
+                            kind: call.source,
+                            attempts: attempt + rate_limited,
+                            reason: "Miro kept answering 429".into(),
+                        });
+                    }
                     tracing::warn!(
-                        source = %q.source,
+                        source = %call.source,
                         wait_secs = wait.as_secs_f64(),
                         "Miro rate limit reached (429); waiting for the budget to reset"
                     );
@@ -296,7 +363,7 @@ impl MiroClient {
                     attempt += 1;
                     if attempt > self.max_retries {
                         return Err(FetchError::RetriesExhausted {
-                            kind: q.source,
+                            kind: call.source,
                             attempts: attempt,
                             reason,
                         });
@@ -304,7 +371,7 @@ impl MiroClient {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let wait = backoff(attempt - 1, self.backoff_base, Duration::from_secs(60));
                     tracing::warn!(
-                        source = %q.source,
+                        source = %call.source,
                         attempt,
                         wait_ms = wait.as_millis() as u64,
                         %reason,
@@ -315,96 +382,6 @@ impl MiroClient {
                     }
                 }
                 Decision::CursorRejected => return Err(FetchError::CursorRejected),
-                Decision::Permanent(p) => return Err(FetchError::Permanent(p)),
-            }
-        }
-    }
-
-    /// Introspects the token (`GET /v1/oauth-token`, 50 credits). `source` picks which
-    /// toggle a 401 message names. Transient failures are retried like pages.
-    pub async fn token_info(&self, source: SourceKind) -> Result<TokenInfo, FetchError> {
-        let url = format!("{}/v1/oauth-token", self.api_base);
-        let mut attempt: u32 = 0;
-        let mut rate_limited: u32 = 0;
-        loop {
-            self.budget.acquire(50).await;
-            let sent = self
-                .http
-                .get(&url)
-                .bearer_auth(self.token.expose_secret())
-                .header(ACCEPT, "application/json")
-                .send()
-                .await;
-            let decision = match sent {
-                Err(e) => Decision::Transient {
-                    reason: describe_reqwest_error(&e),
-                },
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let headers = resp.headers().clone();
-                    let reset_in = self.observe_rate_headers(&headers);
-                    match resp.bytes().await {
-                        Err(e) => Decision::Transient {
-                            reason: format!(
-                                "HTTP {status}, body cut short: {}",
-                                describe_reqwest_error(&e)
-                            ),
-                        },
-                        Ok(body) => {
-                            let retry_after =
-                                header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
-                            match classify_status(
-                                source,
-                                status,
-                                false,
-                                error_message(&body).as_deref(),
-                                retry_after,
-                                reset_in,
-                                &self.org_id,
-                            ) {
-                                Decision::Success => match TokenInfo::parse(&body) {
-                                    Some(info) => return Ok(info),
-                                    None => Decision::Transient {
-                                        reason: format!("HTTP {status} with an unusable body"),
-                                    },
-                                },
-                                other => other,
-                            }
-                        }
-                    }
-                }
-            };
-            match decision {
-                Decision::Success | Decision::CursorRejected => {
-                    unreachable!("handled above; no cursor was sent")
-                }
-                Decision::RateLimited { wait } if rate_limited < 3 => {
-                    rate_limited += 1;
-                    self.budget.pause(wait);
-                }
-                Decision::RateLimited { .. } => {
-                    return Err(FetchError::RetriesExhausted {
-                        kind: source,
-                        attempts: attempt + rate_limited,
-                        reason: "Miro kept answering 429".into(),
-                    });
-                }
-                Decision::Transient { reason } => {
-                    attempt += 1;
-                    if attempt > self.max_retries {
-                        return Err(FetchError::RetriesExhausted {
-                            kind: source,
-                            attempts: attempt,
-                            reason,
-                        });
-                    }
-                    tokio::time::sleep(backoff(
-                        attempt - 1,
-                        self.backoff_base,
-                        Duration::from_secs(60),
-                    ))
-                    .await;
-                }
                 Decision::Permanent(p) => return Err(FetchError::Permanent(p)),
             }
         }

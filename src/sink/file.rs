@@ -71,14 +71,7 @@ impl FileSink {
             .map_err(|e| io_err("open", e))?;
         file.write_all(&buf).map_err(|e| io_err("write", e))?;
         file.sync_data().map_err(|e| io_err("sync", e))?;
-        let (first, last) = (
-            rows.first().map_or(0, |r| r.seq),
-            rows.last().map_or(0, |r| r.seq),
-        );
-        if !rows.is_empty() {
-            ack(first, last);
-        }
-        Ok(last)
+        Ok(super::ack_all(rows, ack))
     }
 }
 

@@ -86,6 +86,18 @@ impl Sink {
     }
 }
 
+/// Acknowledges all of `rows` at once (sinks that confirm a whole batch); returns the
+/// last `_seq`.
+fn ack_all(rows: &[OutboxRow], ack: &mut (dyn FnMut(i64, i64) + Send)) -> i64 {
+    match (rows.first(), rows.last()) {
+        (Some(first), Some(last)) => {
+            ack(first.seq, last.seq);
+            last.seq
+        }
+        _ => 0,
+    }
+}
+
 /// Turns acknowledgements into durable progress: each acknowledged run of rows is
 /// recorded in the store at once, and the delivery offset moves over the contiguous
 /// prefix of acknowledged rows. After a crash, rows acknowledged beyond the offset are

@@ -26,13 +26,6 @@ impl StdoutSink {
         lock.write_all(out.as_bytes())
             .and_then(|()| lock.flush())
             .map_err(|e| SinkError::transient(format!("cannot write to standard output: {e}")))?;
-        let (first, last) = (
-            rows.first().map_or(0, |r| r.seq),
-            rows.last().map_or(0, |r| r.seq),
-        );
-        if !rows.is_empty() {
-            ack(first, last);
-        }
-        Ok(last)
+        Ok(super::ack_all(rows, ack))
     }
 }

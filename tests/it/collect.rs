@@ -211,8 +211,8 @@ async fn rate_limits_server_errors_and_cut_bodies_lose_nothing() {
     });
     config.faults = Faults {
         server_error_share: 0.12,
-        truncate_share: 0.08,
-        html_share: 0.05,
+        truncate_share: 0.1,
+        html_share: 0.1,
         throttle_share: 0.1,
         ..Faults::default()
     };

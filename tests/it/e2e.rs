@@ -111,7 +111,7 @@ async fn miro_to_sentinel_with_faults_on_both_sides() {
     write_secret(&env);
     let cfg = env.config(&format!(
         "[sources.audit_logs]\ninitial_lookback = \"4h\"\npage_size = 200\n[sources.content_logs]\nenabled = true\ninitial_lookback = \"4h\"\n{}",
-        sentinel_section(&azure, &azure_config, "")
+        sentinel_section(&azure, &azure_config, "max_batch_bytes = 40000\n")
     ));
     let out = env
         .run(&["run", "--config", cfg.to_str().unwrap(), "--once"], TOKEN)
