@@ -1,6 +1,7 @@
 //! The command line: parse, set up logging, run the command, map errors to exit codes
 //! (0 success, 2 usage or config error, 1 runtime failure).
 
+mod backfill;
 mod demo;
 mod emulate;
 mod query;
@@ -42,6 +43,9 @@ enum Command {
 
     /// Collect and deliver continuously (until SIGINT/SIGTERM), or catch up once and exit.
     Run(RunArgs),
+    /// Fetch history (`--since 90d`) into the store, in time slices read concurrently
+    /// within `budget.backfill_share`; resumable, and allowed beside `run`.
+    Backfill(backfill::BackfillArgs),
     /// Show per source the watermark, lag, events stored and last error, and per sink the
     /// backlog.
     Status(ConfigArgs),
@@ -131,6 +135,9 @@ pub fn main() -> ExitCode {
     };
     let default_level = match cli.command {
         Command::Run(_) | Command::Emulate(_) => "info",
+        // On a terminal the progress bars say it; elsewhere progress is logged.
+        Command::Backfill(_) if std::io::IsTerminal::is_terminal(&std::io::stderr()) => "warn",
+        Command::Backfill(_) => "info",
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
@@ -148,6 +155,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run(args).await,
+            Command::Backfill(args) => backfill::run(args).await,
             Command::Status(args) => status::run(args),
             Command::Query(args) => query::run(args),
             Command::Emulate(args) => emulate::run(args).await,
