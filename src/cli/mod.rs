@@ -1,6 +1,7 @@
 //! The command line: parse, set up logging, run the command, map errors to exit codes
 //! (0 success, 2 usage or config error, 1 runtime failure).
 
+mod backfill;
 mod demo;
 mod emulate;
 mod query;
@@ -67,6 +68,13 @@ enum Command {
     /// with how to fix it, or `not verified` with why. Exit 1 if any problem, 2 if the
     /// config file is invalid.
     Check(ConfigArgs),
+    /// Fetch history (`--since 90d`) into the store, resumably, beside `run` if need be.
+    ///
+    /// Cuts the span into time slices read concurrently within `budget.backfill_share`
+    /// of the token's credits; each page is committed with its slice's progress, so an
+    /// interrupted backfill resumes where it stopped. Rows already collected by `run` are
+    /// not stored twice.
+    Backfill(backfill::BackfillArgs),
     /// Show where collection and delivery stand, from the store alone.
     ///
     /// Per source: watermark, lag, events stored, last success and last error; per sink:
@@ -167,6 +175,9 @@ pub fn main() -> ExitCode {
     };
     let default_level = match cli.command {
         Command::Run(_) | Command::Emulate(_) => "info",
+        // On a terminal the progress bars say it; elsewhere progress is logged.
+        Command::Backfill(_) if std::io::IsTerminal::is_terminal(&std::io::stderr()) => "warn",
+        Command::Backfill(_) => "info",
         _ => "warn",
     };
     let format = cli.log_format.unwrap_or_else(|| {
@@ -200,6 +211,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run(args).await,
             Command::Check(args) => check(args).await,
+            Command::Backfill(args) => backfill::run(args).await,
             Command::Status(args) => status::run(args),
             Command::Query(args) => query::run(args),
             Command::Emulate(args) => emulate::run(args).await,

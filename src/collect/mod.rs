@@ -9,23 +9,23 @@
 //!   with an error instead of looping;
 //! - the watermark only advances over windows read to their last page.
 
+pub mod backfill;
+mod reader;
 mod window;
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::{SourceConfig, SourceKind};
-use crate::miro::{FetchError, MiroClient, PageQuery};
+use crate::miro::{FetchError, MiroClient};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
-use crate::store::{Checkpoint, Row, Store, StoreError, WindowProgress, transform};
+use crate::store::{Checkpoint, PageCommit, Row, Store, StoreError, WindowProgress};
 use crate::timefmt::UnixMs;
 
+pub use reader::{PageStep, ProgressSink, WindowRead, read_window};
 pub use window::{WindowPolicy, next_window};
 
-/// Consecutive empty pages that still carry a cursor before a window is declared stalled.
-const MAX_EMPTY_PAGES: u32 = 25;
 /// Cursor refusals tolerated in one cycle before the cycle fails.
 const MAX_CURSOR_RESTARTS: u32 = 3;
 
@@ -92,7 +92,7 @@ pub struct CollectReport {
 }
 
 impl CollectReport {
-    fn add(&mut self, other: &CollectReport) {
+    pub fn add(&mut self, other: &CollectReport) {
         self.windows += other.windows;
         self.pages += other.pages;
         self.requests += other.requests;
@@ -292,159 +292,69 @@ impl Collector {
         report: &mut CollectReport,
         shutdown: &mut Shutdown,
     ) -> Result<(), CollectError> {
-        let kind = self.source.kind;
         let window = cp.window.clone().expect("a window is set");
-        let mut seen_cursors: HashSet<String> = window.cursor.iter().cloned().collect();
-        let mut cursor = window.cursor.clone();
-        let mut empty_pages = 0;
-        let started = Instant::now();
-        let mut window_inserted = 0;
-        loop {
-            if shutdown.is_set() {
-                return Err(CollectError::Stopped);
-            }
-            let query = PageQuery {
-                source: kind,
+        let sink = Arc::new(CheckpointSink {
+            store: self.store.clone(),
+            kind: self.source.kind,
+            telemetry: self.telemetry.clone(),
+        });
+        reader::read_window(
+            WindowRead {
+                client: &self.client,
+                kind: self.source.kind,
+                page_size: self.source.page_size.get(),
                 from: window.from,
                 to: window.to,
-                cursor: cursor.clone(),
-                limit: self.source.page_size.get(),
-            };
-            let (page, requests) =
-                self.client
-                    .fetch_page(&query, shutdown)
-                    .await
-                    .map_err(|error| match error {
-                        FetchError::Stopped => CollectError::Stopped,
-                        error => CollectError::Fetch { kind, error },
-                    })?;
-            report.pages += 1;
-            report.requests += requests as u64;
+                cursor: window.cursor,
+                new_rows: self.new_rows.as_deref(),
+            },
+            &sink,
+            cp,
+            report,
+            shutdown,
+        )
+        .await
+    }
+}
 
-            let repeated = page
-                .next_cursor
-                .as_ref()
-                .filter(|c| seen_cursors.contains(*c))
-                .cloned();
-            if page.items.is_empty() && page.next_cursor.is_some() {
-                empty_pages += 1;
-            } else {
-                empty_pages = 0;
-            }
+/// Live collection commits each page with the source's checkpoint.
+struct CheckpointSink {
+    store: Arc<Store>,
+    kind: SourceKind,
+    telemetry: Option<Arc<Telemetry>>,
+}
 
-            let mut next = cp.clone();
-            next.pages_total += 1;
-            next.requests_total += requests as i64;
-            next.last_success = Some(UnixMs::now());
-            next.last_error = None;
-            next.last_error_at = None;
-            let last_page = page.next_cursor.is_none();
-            if repeated.is_some() {
-                // Keep the rows, but do not advance onto a cursor that loops.
-            } else if last_page {
-                next.watermark = window.to;
-                next.watermark_polled = window.started;
-                next.window = None;
-            } else if let Some(w) = next.window.as_mut() {
-                w.cursor = page.next_cursor.clone();
-            }
+impl ProgressSink for CheckpointSink {
+    type Progress = Checkpoint;
 
-            let store = self.store.clone();
-            let items = page.items;
-            let (commit, outside, derived, next) = tokio::task::spawn_blocking(move || {
-                let mut rows: Vec<(Row, &str)> = Vec::with_capacity(items.len());
-                let mut outside = 0u64;
-                let mut derived = 0u64;
-                let mut latest: Option<UnixMs> = None;
-                for item in &items {
-                    match transform::to_row(kind, item.get()) {
-                        Ok(row) => {
-                            if let Some(t) = row.time {
-                                if t < window.from || t > window.to {
-                                    outside += 1;
-                                } else if t < window.to {
-                                    latest = latest.max(Some(t));
-                                }
-                            }
-                            if row.id_derived {
-                                derived += 1;
-                            }
-                            rows.push((row, item.get()));
-                        }
-                        Err(e) => tracing::error!(source = %kind, error = %e, "item skipped"),
-                    }
-                }
-                if let Some(w) = next.window.as_mut() {
-                    w.read_through = w.read_through.max(latest);
-                }
-                store
-                    .commit_page(kind, &rows, &next)
-                    .map(|c| (c, outside, derived, next))
-            })
-            .await
-            .expect("page commit task panicked")?;
-            *cp = next;
-            report.inserted += commit.inserted;
-            report.duplicates += commit.duplicates;
-            if let Some(t) = &self.telemetry {
-                t.page_committed(kind, commit.inserted);
-            }
-            report.outside_window += outside;
-            report.derived_ids += derived;
-            window_inserted += commit.inserted;
-            if commit.inserted > 0
-                && let Some(n) = &self.new_rows
-            {
-                n.notify_waiters();
-            }
-            if outside > 0 {
-                tracing::warn!(source = %kind, outside, from = %window.from, to = %window.to, "Miro returned items outside the requested window; stored them anyway");
-            }
-            if derived > 0 {
-                tracing::warn!(source = %kind, derived, "items without an `id`: stored under an id derived from their content");
-            }
-            tracing::debug!(
-                source = %kind,
-                items = commit.inserted + commit.duplicates,
-                inserted = commit.inserted,
-                more = !last_page,
-                "page committed"
-            );
-
-            if let Some(cursor) = repeated {
-                return Err(CollectError::CursorRepeated {
-                    kind,
-                    cursor,
-                    from: window.from,
-                    to: window.to,
-                });
-            }
-            if empty_pages >= MAX_EMPTY_PAGES {
-                return Err(CollectError::Stalled {
-                    kind,
-                    pages: empty_pages,
-                    from: window.from,
-                    to: window.to,
-                });
-            }
-            match page.next_cursor {
-                None => {
-                    tracing::info!(
-                        source = %kind,
-                        from = %window.from,
-                        to = %window.to,
-                        new_events = window_inserted,
-                        took_ms = started.elapsed().as_millis() as u64,
-                        "window complete"
-                    );
-                    return Ok(());
-                }
-                Some(c) => {
-                    seen_cursors.insert(c.clone());
-                    cursor = Some(c);
-                }
-            }
+    fn advance(&self, cp: &Checkpoint, step: &PageStep) -> Checkpoint {
+        let mut next = cp.clone();
+        next.pages_total += 1;
+        next.requests_total += step.requests as i64;
+        next.last_success = Some(UnixMs::now());
+        next.last_error = None;
+        next.last_error_at = None;
+        if step.repeated {
+            // Keep the rows, but do not advance onto a cursor that loops.
+        } else if step.last_page() {
+            let window = next.window.take().expect("a window is being read");
+            next.watermark = window.to;
+            next.watermark_polled = window.started;
+        } else if let Some(w) = next.window.as_mut() {
+            w.cursor = step.next_cursor.clone();
         }
+        if let Some(w) = next.window.as_mut() {
+            w.read_through = w.read_through.max(step.latest);
+        }
+        next
+    }
+
+    fn commit(&self, rows: &[(Row, &str)], cp: &Checkpoint) -> Result<PageCommit, StoreError> {
+        let commit = self.store.commit_page(self.kind, rows, cp)?;
+        if let Some(t) = &self.telemetry {
+            t.page_committed(self.kind, commit.inserted);
+        }
+        Ok(commit)
     }
 }
 

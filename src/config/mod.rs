@@ -126,7 +126,10 @@ pub struct SourceConfig {
 /// `[budget]`, validated.
 #[derive(Debug, Clone)]
 pub struct BudgetConfig {
+    /// Share of the token's budget `run` may use.
     pub share: f64,
+    /// Share of the token's budget a `backfill` process may use (beside `run`).
+    pub backfill_share: f64,
     pub credits_per_minute: u64,
 }
 

@@ -94,7 +94,10 @@ pub struct RawSource {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
+    /// Share of the token's credits per minute `run` may use (default 0.5).
     pub share: Option<f64>,
+    /// Share a `backfill` process may use beside it (default 0.25).
+    pub backfill_share: Option<f64>,
     pub credits_per_minute: Option<u64>,
 }
 
@@ -287,6 +290,15 @@ impl RawConfig {
                 format!("{share} is out of range; use a share above 0 and at most 1 (default 0.5)"),
             ));
         }
+        let backfill_share = self.budget.backfill_share.unwrap_or(0.25);
+        if !(backfill_share > 0.0 && backfill_share <= 1.0) {
+            return Err(invalid(
+                "budget.backfill_share",
+                format!(
+                    "{backfill_share} is out of range; use a share above 0 and at most 1 (default 0.25)"
+                ),
+            ));
+        }
         let credits_per_minute = self.budget.credits_per_minute.unwrap_or(100_000);
         if credits_per_minute < SourceKind::ContentLogs.credits_per_call() {
             return Err(invalid(
@@ -296,6 +308,7 @@ impl RawConfig {
         }
         let budget = BudgetConfig {
             share,
+            backfill_share,
             credits_per_minute,
         };
 
@@ -440,6 +453,7 @@ mod tests {
         assert_eq!(content.page_size.get(), 1000);
         assert_eq!(c.store_path, Path::new("/etc/mirotrail/mirotrail.db"));
         assert_eq!(c.budget.share, 0.5);
+        assert_eq!(c.budget.backfill_share, 0.25);
     }
 
     #[test]
@@ -467,6 +481,7 @@ mod tests {
             ("[miro]\norg_id = \"abc\"", "miro.org_id"),
             ("[miro]\napi_base = \"ftp://x\"", "miro.api_base"),
             ("[budget]\nshare = 1.5", "budget.share"),
+            ("[budget]\nbackfill_share = 0", "budget.backfill_share"),
             ("[sources.audit_logs]\nenabled = false", "sources"),
             ("[sinks.x]\ntype = \"carrier-pigeon\"", "carrier-pigeon"),
             (

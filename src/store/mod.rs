@@ -7,7 +7,11 @@
 //!   overlap or a page inserts nothing;
 //! - `_seq` only grows and is assigned in commit order (one writer), so a sink's delivery
 //!   offset (`sink_offsets.delivered_seq`) marks exactly what it has been handed and
-//!   acknowledged.
+//!   acknowledged. A `backfill` process beside `run` is a second writer, but SQLite
+//!   lets one write transaction in at a time (the other waits, busy timeout), so `_seq`
+//!   is still assigned in commit order;
+//! - a backfill page is committed in one transaction together with its slice's progress
+//!   (`backfill_slices`), like a live page with its checkpoint.
 
 mod schema;
 pub mod transform;
@@ -40,6 +44,16 @@ pub enum StoreError {
          that process first, or give this one its own `store.path`"
     )]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "another backfill is running on the store {path} (lock file {lock}); wait for it to \
+         finish, or stop it (it resumes where it stopped)"
+    )]
+    BackfillLocked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "the store {path} is locked by another program (a sqlite3 shell or a backup holding a \
+         transaction?); close it and run again; nothing was lost"
+    )]
+    Busy { path: PathBuf },
     #[error(
         "the store {path} was written by a newer mirotrail (schema {found}, this build knows {known}); upgrade mirotrail"
     )]
@@ -131,6 +145,48 @@ pub struct TableStats {
     pub newest: Option<String>,
 }
 
+/// One time slice of a backfill and how far it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillSlice {
+    pub id: i64,
+    pub source: SourceKind,
+    pub from: UnixMs,
+    pub to: UnixMs,
+    /// The start of the query `cursor` belongs to: `from`, or later after a refused cursor
+    /// (reading resumes just before `read_through`).
+    pub read_from: UnixMs,
+    /// The latest item time committed (pages are ascending: all before it is stored).
+    pub read_through: Option<UnixMs>,
+    /// The cursor of the next page; `None` = start the query at `read_from`.
+    pub cursor: Option<String>,
+    pub done: bool,
+    pub pages: i64,
+    pub requests: i64,
+    pub inserted: i64,
+    pub duplicates: i64,
+}
+
+impl BackfillSlice {
+    /// Milliseconds of the slice read so far.
+    pub fn covered_ms(&self) -> i64 {
+        if self.done {
+            self.to.0 - self.from.0
+        } else {
+            self.read_through
+                .map_or(0, |t| (t.0 - self.from.0).clamp(0, self.to.0 - self.from.0))
+        }
+    }
+}
+
+/// Which lock a store handle holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockKind {
+    /// `run`: one per store.
+    Collector,
+    /// `backfill`: one per store, allowed beside `run`.
+    Backfill,
+}
+
 /// The store handle: one writer connection, one reader connection.
 #[derive(Debug)]
 pub struct Store {
@@ -144,16 +200,37 @@ impl Store {
     /// Opens (creating if needed) the store for collection and delivery, taking the
     /// single-writer lock.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_locked(path, LockKind::Collector)
+    }
+
+    /// Opens the store for a backfill: takes the backfill lock (`<store>.backfill.lock`),
+    /// not the collector's, so one backfill may run beside `run` but not beside another
+    /// backfill. Their writes are serialized by SQLite (busy timeout).
+    pub fn open_backfill(path: &Path) -> Result<Store, StoreError> {
+        Store::open_locked(path, LockKind::Backfill)
+    }
+
+    fn open_locked(path: &Path, kind: LockKind) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
                 source,
             })?;
         }
-        let lock = take_lock(path)?;
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
+        let lock = take_lock(path, kind)?;
+        let open_err = |source: rusqlite::Error| {
+            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                || source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseLocked)
+            {
+                StoreError::Busy {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                StoreError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
         };
         let mut writer = Connection::open(path).map_err(open_err)?;
         configure(&writer).map_err(open_err)?;
@@ -269,45 +346,90 @@ impl Store {
     ) -> Result<PageCommit, StoreError> {
         let mut conn = self.writer.lock().expect("store writer lock");
         let tx = conn.transaction().map_err(sql("starting a page commit"))?;
-        let mut commit = PageCommit::default();
-        {
-            let columns = transform::columns(source);
-            let mut sql_text = format!("INSERT OR IGNORE INTO {} (", source.table());
-            for c in columns {
-                sql_text.push_str(c);
-                sql_text.push_str(", ");
-            }
-            sql_text.push_str("_raw, _ingested_at) VALUES (");
-            for i in 1..=columns.len() + 2 {
-                sql_text.push_str(&format!(
-                    "?{i}{}",
-                    if i < columns.len() + 2 { ", " } else { ")" }
-                ));
-            }
-            let mut stmt = tx
-                .prepare_cached(&sql_text)
-                .map_err(sql("preparing the row insert"))?;
-            let ingested = UnixMs::now().to_iso();
-            for (row, raw) in rows {
-                let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(columns.len() + 2);
-                for cell in &row.cells {
-                    values.push(cell);
-                }
-                values.push(raw);
-                values.push(&ingested);
-                let n = stmt
-                    .execute(values.as_slice())
-                    .map_err(sql("inserting a row"))?;
-                if n == 1 {
-                    commit.inserted += 1;
-                } else {
-                    commit.duplicates += 1;
-                }
-            }
-        }
+        let commit = insert_rows(&tx, source, rows)?;
         write_checkpoint(&tx, checkpoint).map_err(sql("saving a checkpoint"))?;
         tx.commit().map_err(sql("committing a page"))?;
         Ok(commit)
+    }
+
+    /// Commits one backfill page: its rows and its slice's progress (counts grow by what
+    /// this page inserted), in one transaction.
+    pub fn commit_backfill_page(
+        &self,
+        source: SourceKind,
+        rows: &[(Row, &str)],
+        slice: &BackfillSlice,
+    ) -> Result<PageCommit, StoreError> {
+        let mut conn = self.writer.lock().expect("store writer lock");
+        let tx = conn
+            .transaction()
+            .map_err(sql("starting a backfill page commit"))?;
+        let commit = insert_rows(&tx, source, rows)?;
+        write_slice(&tx, slice, commit).map_err(sql("saving a backfill slice"))?;
+        tx.commit().map_err(sql("committing a backfill page"))?;
+        Ok(commit)
+    }
+
+    /// Saves a slice's progress on its own (a refused cursor, a failed read).
+    pub fn save_backfill_slice(&self, slice: &BackfillSlice) -> Result<(), StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        write_slice(&conn, slice, PageCommit::default()).map_err(sql("saving a backfill slice"))
+    }
+
+    /// Adds slices `[from, to)` of a source (ones already there are kept as they are).
+    pub fn add_backfill_slices(
+        &self,
+        source: SourceKind,
+        ranges: &[(UnixMs, UnixMs)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer.lock().expect("store writer lock");
+        let tx = conn.transaction().map_err(sql("adding backfill slices"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO backfill_slices (source, from_ms, to_ms, read_from_ms, created_ms)
+                     VALUES (?1, ?2, ?3, ?2, ?4)",
+                )
+                .map_err(sql("adding backfill slices"))?;
+            let now = UnixMs::now().0;
+            for (from, to) in ranges {
+                stmt.execute(params![source.name(), from.0, to.0, now])
+                    .map_err(sql("adding backfill slices"))?;
+            }
+        }
+        tx.commit().map_err(sql("adding backfill slices"))
+    }
+
+    /// Every slice of a source, oldest first.
+    pub fn backfill_slices(&self, source: SourceKind) -> Result<Vec<BackfillSlice>, StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, from_ms, to_ms, read_from_ms, read_through_ms, cursor, done, pages,
+                        requests, inserted, duplicates
+                 FROM backfill_slices WHERE source = ?1 ORDER BY from_ms, to_ms",
+            )
+            .map_err(sql("reading backfill slices"))?;
+        let rows = stmt
+            .query_map([source.name()], |r| {
+                Ok(BackfillSlice {
+                    id: r.get(0)?,
+                    source,
+                    from: UnixMs(r.get(1)?),
+                    to: UnixMs(r.get(2)?),
+                    read_from: UnixMs(r.get(3)?),
+                    read_through: r.get::<_, Option<i64>>(4)?.map(UnixMs),
+                    cursor: r.get(5)?,
+                    done: r.get(6)?,
+                    pages: r.get(7)?,
+                    requests: r.get(8)?,
+                    inserted: r.get(9)?,
+                    duplicates: r.get(10)?,
+                })
+            })
+            .map_err(sql("reading backfill slices"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(sql("reading backfill slices"))
     }
 
     /// A sink's delivery offset for a source (0 = nothing delivered).
@@ -533,9 +655,83 @@ fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn take_lock(path: &Path) -> Result<std::fs::File, StoreError> {
+/// Inserts a page's rows (`INSERT OR IGNORE`: ids already stored count as duplicates).
+fn insert_rows(
+    tx: &Connection,
+    source: SourceKind,
+    rows: &[(Row, &str)],
+) -> Result<PageCommit, StoreError> {
+    let mut commit = PageCommit::default();
+    let columns = transform::columns(source);
+    let mut sql_text = format!("INSERT OR IGNORE INTO {} (", source.table());
+    for c in columns {
+        sql_text.push_str(c);
+        sql_text.push_str(", ");
+    }
+    sql_text.push_str("_raw, _ingested_at) VALUES (");
+    for i in 1..=columns.len() + 2 {
+        sql_text.push_str(&format!(
+            "?{i}{}",
+            if i < columns.len() + 2 { ", " } else { ")" }
+        ));
+    }
+    let mut stmt = tx
+        .prepare_cached(&sql_text)
+        .map_err(sql("preparing the row insert"))?;
+    let ingested = UnixMs::now().to_iso();
+    for (row, raw) in rows {
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(columns.len() + 2);
+        for cell in &row.cells {
+            values.push(cell);
+        }
+        values.push(raw);
+        values.push(&ingested);
+        let n = stmt
+            .execute(values.as_slice())
+            .map_err(sql("inserting a row"))?;
+        if n == 1 {
+            commit.inserted += 1;
+        } else {
+            commit.duplicates += 1;
+        }
+    }
+    Ok(commit)
+}
+
+/// Writes a slice's progress; its counts grow by `added`.
+fn write_slice(
+    conn: &Connection,
+    slice: &BackfillSlice,
+    added: PageCommit,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE backfill_slices SET read_from_ms = ?2, read_through_ms = ?3, cursor = ?4,
+             done = ?5, pages = ?6, requests = ?7, inserted = inserted + ?8,
+             duplicates = duplicates + ?9,
+             done_ms = CASE WHEN ?5 THEN coalesce(done_ms, ?10) ELSE NULL END
+         WHERE id = ?1",
+        params![
+            slice.id,
+            slice.read_from.0,
+            slice.read_through.map(|t| t.0),
+            slice.cursor,
+            slice.done,
+            slice.pages,
+            slice.requests,
+            added.inserted as i64,
+            added.duplicates as i64,
+            UnixMs::now().0,
+        ],
+    )?;
+    Ok(())
+}
+
+fn take_lock(path: &Path, kind: LockKind) -> Result<std::fs::File, StoreError> {
     let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
+    lock_path.push(match kind {
+        LockKind::Collector => ".lock",
+        LockKind::Backfill => ".backfill.lock",
+    });
     let lock_path = PathBuf::from(lock_path);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -548,9 +744,15 @@ fn take_lock(path: &Path) -> Result<std::fs::File, StoreError> {
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(_) => Err(StoreError::Locked {
-            path: path.to_path_buf(),
-            lock: lock_path,
+        Err(_) => Err(match kind {
+            LockKind::Collector => StoreError::Locked {
+                path: path.to_path_buf(),
+                lock: lock_path,
+            },
+            LockKind::Backfill => StoreError::BackfillLocked {
+                path: path.to_path_buf(),
+                lock: lock_path,
+            },
         }),
     }
 }
@@ -787,6 +989,66 @@ mod tests {
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("another mirotrail process"));
+    }
+
+    #[test]
+    fn one_backfill_may_run_beside_the_collector_but_not_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let run = Store::open(&path).unwrap();
+        let backfill = Store::open_backfill(&path).unwrap();
+        let err = Store::open_backfill(&path).unwrap_err();
+        assert!(matches!(err, StoreError::BackfillLocked { .. }), "{err}");
+        // Both write; the rows deduplicate across the two handles.
+        commit(&run, &["1", "2"], &cp(SourceKind::AuditLogs, 5, None));
+        backfill
+            .add_backfill_slices(SourceKind::AuditLogs, &[(UnixMs(0), UnixMs(10))])
+            .unwrap();
+        let mut slice = backfill.backfill_slices(SourceKind::AuditLogs).unwrap()[0].clone();
+        slice.done = true;
+        slice.pages = 1;
+        let rows = rows(&["2", "3"]);
+        let refs: Vec<(Row, &str)> = rows.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
+        let c = backfill
+            .commit_backfill_page(SourceKind::AuditLogs, &refs, &slice)
+            .unwrap();
+        assert_eq!((c.inserted, c.duplicates), (1, 1));
+        assert_eq!(run.table_stats(SourceKind::AuditLogs).unwrap().rows, 3);
+    }
+
+    #[test]
+    fn backfill_slices_keep_their_progress_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_backfill(&dir.path().join("a.db")).unwrap();
+        let ranges = [(UnixMs(0), UnixMs(100)), (UnixMs(100), UnixMs(200))];
+        store
+            .add_backfill_slices(SourceKind::AuditLogs, &ranges)
+            .unwrap();
+        store
+            .add_backfill_slices(SourceKind::AuditLogs, &ranges)
+            .unwrap();
+        let slices = store.backfill_slices(SourceKind::AuditLogs).unwrap();
+        assert_eq!(slices.len(), 2);
+        assert_eq!(slices[0].read_from, UnixMs(0));
+        assert!(
+            store
+                .backfill_slices(SourceKind::ContentLogs)
+                .unwrap()
+                .is_empty()
+        );
+        let mut s = slices[1].clone();
+        s.cursor = Some("c".into());
+        s.read_through = Some(UnixMs(150));
+        s.pages = 1;
+        let rows = rows(&["1", "2"]);
+        let refs: Vec<(Row, &str)> = rows.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
+        store
+            .commit_backfill_page(SourceKind::AuditLogs, &refs, &s)
+            .unwrap();
+        let again = &store.backfill_slices(SourceKind::AuditLogs).unwrap()[1];
+        assert_eq!(again.cursor.as_deref(), Some("c"));
+        assert_eq!(again.inserted, 2);
+        assert_eq!(again.covered_ms(), 50);
     }
 
     #[test]

@@ -68,20 +68,43 @@ fn migrations() -> Vec<String> {
             PRIMARY KEY (sink, source, first_seq)
         );"
         .into(),
+        // 3: backfill progress, one row per time slice of a source.
+        "CREATE TABLE backfill_slices (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            from_ms INTEGER NOT NULL,
+            to_ms INTEGER NOT NULL,
+            read_from_ms INTEGER NOT NULL,
+            read_through_ms INTEGER,
+            cursor TEXT,
+            done INTEGER NOT NULL DEFAULT 0,
+            pages INTEGER NOT NULL DEFAULT 0,
+            requests INTEGER NOT NULL DEFAULT 0,
+            inserted INTEGER NOT NULL DEFAULT 0,
+            duplicates INTEGER NOT NULL DEFAULT 0,
+            created_ms INTEGER NOT NULL,
+            done_ms INTEGER,
+            UNIQUE (source, from_ms, to_ms)
+        );"
+        .into(),
     ]
 }
 
-/// Brings the schema up to date; safe to run on every open and twice in a row.
+/// Brings the schema up to date; safe to run on every open, twice in a row, and from two
+/// processes at once (`run` beside `backfill`): each step reads the version inside an
+/// immediate (write-locked) transaction, so only one process applies it.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let steps = migrations();
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, step) in steps.iter().enumerate().skip(current.max(0) as usize) {
-        let tx = conn.transaction()?;
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let Some(step) = steps.get(current.max(0) as usize) else {
+            return Ok(());
+        };
         tx.execute_batch(step)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.pragma_update(None, "user_version", current.max(0) + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }
 
 /// The schema version this build writes.

@@ -209,7 +209,16 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
         s.stats.lost_acks += 1;
         s.stats.lost_ack_records += rows.len() as u64;
     }
-    s.tables.entry(source.table()).or_default().extend(rows);
+    if !lost && s.config.record_ack_times {
+        let now = crate::timefmt::UnixMs::now();
+        for row in &rows {
+            let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+            s.acked.push((id.to_string(), now));
+        }
+    }
+    if s.config.keep_rows {
+        s.tables.entry(source.table()).or_default().extend(rows);
+    }
     if lost {
         Reply::Drop
     } else {

@@ -77,6 +77,10 @@ pub struct AzureEmulatorConfig {
     /// Largest uncompressed body accepted (Azure: 1 MB).
     pub max_body_bytes: usize,
     pub faults: AzureFaults,
+    /// Keep the transformed rows (`rows()`); off for benchmarks of millions of records.
+    pub keep_rows: bool,
+    /// Record when each record was acknowledged (`acknowledged()`), for freshness figures.
+    pub record_ack_times: bool,
 }
 
 impl Default for AzureEmulatorConfig {
@@ -94,6 +98,8 @@ impl Default for AzureEmulatorConfig {
             token_lifetime: Duration::from_secs(3599),
             max_body_bytes: 1024 * 1024,
             faults: AzureFaults::default(),
+            keep_rows: true,
+            record_ack_times: false,
         }
     }
 }
@@ -129,6 +135,8 @@ struct State {
     config: AzureEmulatorConfig,
     tokens: HashMap<String, Instant>,
     tables: BTreeMap<&'static str, Vec<Value>>,
+    /// `(id, acknowledged at)` per record, when `record_ack_times` is on.
+    acked: Vec<(String, crate::timefmt::UnixMs)>,
     stats: AzureStats,
 }
 
@@ -159,6 +167,7 @@ impl AzureEmulator {
             config,
             tokens: HashMap::new(),
             tables: BTreeMap::new(),
+            acked: Vec::new(),
             stats: AzureStats::default(),
         }));
         let (stop, stopped) = watch::channel(false);
@@ -210,6 +219,12 @@ impl AzureEmulatorHandle {
     pub fn rows(&self, table: &str) -> Vec<Value> {
         let state = self.state.lock().expect("emulator state");
         state.tables.get(table).cloned().unwrap_or_default()
+    }
+
+    /// `(id, when)` of every record acknowledged (stored and answered 204), when
+    /// `record_ack_times` is on.
+    pub fn acknowledged(&self) -> Vec<(String, crate::timefmt::UnixMs)> {
+        self.state.lock().expect("emulator state").acked.clone()
     }
 
     pub fn stats(&self) -> AzureStats {

@@ -1,0 +1,223 @@
+//! The page loop shared by live collection and backfill: read one window `[from, to)`
+//! from a cursor to its last page, committing each page together with the progress that
+//! follows it (a source checkpoint, or a backfill slice) through a [`ProgressSink`].
+//!
+//! Invariants: a page's rows and its progress are committed in one transaction (the
+//! sink's `commit`); a cursor that repeats, or a run of empty pages that never ends, stops
+//! the window with an error instead of looping.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use super::{CollectError, CollectReport};
+use crate::config::SourceKind;
+use crate::miro::{FetchError, MiroClient, PageQuery};
+use crate::shutdown::Shutdown;
+use crate::store::{PageCommit, Row, StoreError, transform};
+use crate::timefmt::UnixMs;
+
+/// Consecutive empty pages that still carry a cursor before a window is declared stalled.
+const MAX_EMPTY_PAGES: u32 = 25;
+
+/// What one fetched page changes, for the sink to work out the progress it commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageStep {
+    /// HTTP requests the page took (retries included).
+    pub requests: u32,
+    /// The cursor of the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+    /// The next cursor was seen before in this window: do not advance onto it.
+    pub repeated: bool,
+    /// The latest item time in the page before the window's end.
+    pub latest: Option<UnixMs>,
+}
+
+impl PageStep {
+    pub fn last_page(&self) -> bool {
+        self.next_cursor.is_none()
+    }
+}
+
+/// Where a window reader commits pages: the progress type and how a page moves it.
+pub trait ProgressSink: Send + Sync + 'static {
+    /// What is committed with each page (a checkpoint, a backfill slice).
+    type Progress: Clone + Send + 'static;
+
+    /// The progress after a page.
+    fn advance(&self, progress: &Self::Progress, step: &PageStep) -> Self::Progress;
+
+    /// Commits the page's rows and `progress` in one transaction (called off the async
+    /// runtime).
+    fn commit(
+        &self,
+        rows: &[(Row, &str)],
+        progress: &Self::Progress,
+    ) -> Result<PageCommit, StoreError>;
+}
+
+/// One window to read.
+#[derive(Debug, Clone)]
+pub struct WindowRead<'a> {
+    pub client: &'a MiroClient,
+    pub kind: SourceKind,
+    pub page_size: u32,
+    pub from: UnixMs,
+    pub to: UnixMs,
+    /// Where to resume (`None` = the first page).
+    pub cursor: Option<String>,
+    /// Woken after a page that inserted rows.
+    pub new_rows: Option<&'a Notify>,
+}
+
+/// Reads a window from its cursor to its last page; `progress` follows every commit.
+pub async fn read_window<S: ProgressSink>(
+    w: WindowRead<'_>,
+    sink: &Arc<S>,
+    progress: &mut S::Progress,
+    report: &mut CollectReport,
+    shutdown: &mut Shutdown,
+) -> Result<(), CollectError> {
+    let kind = w.kind;
+    let (from, to) = (w.from, w.to);
+    let mut seen_cursors: HashSet<String> = w.cursor.iter().cloned().collect();
+    let mut cursor = w.cursor.clone();
+    let mut empty_pages = 0;
+    let started = Instant::now();
+    let mut window_inserted = 0;
+    loop {
+        if shutdown.is_set() {
+            return Err(CollectError::Stopped);
+        }
+        let query = PageQuery {
+            source: kind,
+            from,
+            to,
+            cursor: cursor.clone(),
+            limit: w.page_size,
+        };
+        let (page, requests) = w
+            .client
+            .fetch_page(&query, shutdown)
+            .await
+            .map_err(|error| match error {
+                FetchError::Stopped => CollectError::Stopped,
+                error => CollectError::Fetch { kind, error },
+            })?;
+        report.pages += 1;
+        report.requests += requests as u64;
+
+        let repeated = page
+            .next_cursor
+            .as_ref()
+            .filter(|c| seen_cursors.contains(*c))
+            .cloned();
+        if page.items.is_empty() && page.next_cursor.is_some() {
+            empty_pages += 1;
+        } else {
+            empty_pages = 0;
+        }
+        let next_cursor = page.next_cursor;
+        let step_cursor = next_cursor.clone();
+        let is_repeated = repeated.is_some();
+
+        let sink = sink.clone();
+        let items = page.items;
+        let before = progress.clone();
+        let (commit, outside, derived, next) = tokio::task::spawn_blocking(move || {
+            let mut rows: Vec<(Row, &str)> = Vec::with_capacity(items.len());
+            let mut outside = 0u64;
+            let mut derived = 0u64;
+            let mut latest: Option<UnixMs> = None;
+            for item in &items {
+                match transform::to_row(kind, item.get()) {
+                    Ok(row) => {
+                        if let Some(t) = row.time {
+                            if t < from || t > to {
+                                outside += 1;
+                            } else if t < to {
+                                latest = latest.max(Some(t));
+                            }
+                        }
+                        if row.id_derived {
+                            derived += 1;
+                        }
+                        rows.push((row, item.get()));
+                    }
+                    Err(e) => tracing::error!(source = %kind, error = %e, "item skipped"),
+                }
+            }
+            let step = PageStep {
+                requests,
+                next_cursor: step_cursor,
+                repeated: is_repeated,
+                latest,
+            };
+            let next = sink.advance(&before, &step);
+            sink.commit(&rows, &next)
+                .map(|c| (c, outside, derived, next))
+        })
+        .await
+        .expect("page commit task panicked")?;
+        *progress = next;
+        report.inserted += commit.inserted;
+        report.duplicates += commit.duplicates;
+        report.outside_window += outside;
+        report.derived_ids += derived;
+        window_inserted += commit.inserted;
+        if commit.inserted > 0
+            && let Some(n) = w.new_rows
+        {
+            n.notify_waiters();
+        }
+        if outside > 0 {
+            tracing::warn!(source = %kind, outside, %from, %to, "Miro returned items outside the requested window; stored them anyway");
+        }
+        if derived > 0 {
+            tracing::warn!(source = %kind, derived, "items without an `id`: stored under an id derived from their content");
+        }
+        tracing::debug!(
+            source = %kind,
+            items = commit.inserted + commit.duplicates,
+            inserted = commit.inserted,
+            more = next_cursor.is_some(),
+            "page committed"
+        );
+
+        if let Some(cursor) = repeated {
+            return Err(CollectError::CursorRepeated {
+                kind,
+                cursor,
+                from,
+                to,
+            });
+        }
+        if empty_pages >= MAX_EMPTY_PAGES {
+            return Err(CollectError::Stalled {
+                kind,
+                pages: empty_pages,
+                from,
+                to,
+            });
+        }
+        match next_cursor {
+            None => {
+                tracing::info!(
+                    source = %kind,
+                    %from,
+                    %to,
+                    new_events = window_inserted,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "window complete"
+                );
+                return Ok(());
+            }
+            Some(c) => {
+                seen_cursors.insert(c.clone());
+                cursor = Some(c);
+            }
+        }
+    }
+}
