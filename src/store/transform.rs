@@ -115,6 +115,16 @@ pub struct TransformError(String);
 
 /// Applies the source's DCR transformation to one raw API item.
 pub fn to_row(source: SourceKind, raw: &str) -> Result<Row, TransformError> {
+    // The fast path reads the item into borrowed fields; anything it does not handle
+    // (duplicate keys, an item that is not an object) takes the general path below.
+    if let Some(row) = fast::to_row(source, raw) {
+        return Ok(row);
+    }
+    general_row(source, raw)
+}
+
+/// The general path: the whole item as a `serde_json::Value`.
+fn general_row(source: SourceKind, raw: &str) -> Result<Row, TransformError> {
     let value: Value = serde_json::from_str(raw).map_err(|e| TransformError(e.to_string()))?;
     let Value::Object(item) = value else {
         return Err(TransformError("a JSON value of another type".into()));
@@ -204,6 +214,215 @@ fn item_id(item: &Map<String, Value>, raw: &str) -> (String, bool) {
     let digest = Sha256::digest(raw.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     (format!("mirotrail-sha256-{hex}"), true)
+}
+
+/// The same transformation without building a DOM of the item: top-level and nested
+/// objects are read into borrowed raw fields, and only scalars in unusual shapes and the
+/// dynamic columns are parsed further. `None` when the item needs the general path.
+mod fast {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+
+    use super::{Row, SourceKind, UnixMs, kql_tostring};
+
+    type Raw<'a> = Option<&'a RawValue>;
+
+    #[derive(Deserialize)]
+    struct Audit<'a> {
+        #[serde(borrow)]
+        id: Raw<'a>,
+        #[serde(borrow, rename = "type")]
+        kind: Raw<'a>,
+        #[serde(borrow)]
+        event: Raw<'a>,
+        #[serde(borrow)]
+        category: Raw<'a>,
+        #[serde(borrow, rename = "createdAt")]
+        created_at: Raw<'a>,
+        #[serde(borrow, rename = "createdBy")]
+        created_by: Raw<'a>,
+        #[serde(borrow)]
+        object: Raw<'a>,
+        #[serde(borrow)]
+        context: Raw<'a>,
+        #[serde(borrow)]
+        details: Raw<'a>,
+    }
+
+    #[derive(Deserialize)]
+    struct Content<'a> {
+        #[serde(borrow)]
+        id: Raw<'a>,
+        #[serde(borrow, rename = "contentId")]
+        content_id: Raw<'a>,
+        #[serde(borrow, rename = "actionType")]
+        action_type: Raw<'a>,
+        #[serde(borrow, rename = "actionTime")]
+        action_time: Raw<'a>,
+        #[serde(borrow)]
+        actor: Raw<'a>,
+        #[serde(borrow, rename = "itemType")]
+        item_type: Raw<'a>,
+        #[serde(borrow, rename = "itemId")]
+        item_id: Raw<'a>,
+        #[serde(borrow)]
+        state: Raw<'a>,
+        #[serde(borrow)]
+        relationships: Raw<'a>,
+    }
+
+    /// `{id, name, email, type}` and `{ip, team, organization}` share this shape.
+    #[derive(Deserialize, Default)]
+    struct Nested<'a> {
+        #[serde(borrow)]
+        id: Raw<'a>,
+        #[serde(borrow)]
+        name: Raw<'a>,
+        #[serde(borrow)]
+        email: Raw<'a>,
+        #[serde(borrow, rename = "type")]
+        kind: Raw<'a>,
+        #[serde(borrow)]
+        ip: Raw<'a>,
+        #[serde(borrow)]
+        team: Raw<'a>,
+        #[serde(borrow)]
+        organization: Raw<'a>,
+    }
+
+    /// A nested object's fields; anything but an object has none (KQL: `""`).
+    fn nested(raw: Raw<'_>) -> Option<Nested<'_>> {
+        match raw {
+            Some(r) if r.get().starts_with('{') => serde_json::from_str(r.get()).ok(),
+            _ => Some(Nested::default()),
+        }
+    }
+
+    /// KQL `tostring()` of a raw field, as the general path computes it.
+    fn text(raw: Raw<'_>) -> Option<String> {
+        let Some(r) = raw else {
+            return Some(String::new());
+        };
+        let t = r.get();
+        if t.starts_with('"') {
+            serde_json::from_str::<Cow<'_, str>>(t)
+                .ok()
+                .map(Cow::into_owned)
+        } else {
+            serde_json::from_str::<Value>(t)
+                .ok()
+                .map(|v| kql_tostring(Some(&v)))
+        }
+    }
+
+    fn datetime(raw: Raw<'_>) -> Option<UnixMs> {
+        let t = raw?.get();
+        if !t.starts_with('"') {
+            return None;
+        }
+        UnixMs::parse(&serde_json::from_str::<Cow<'_, str>>(t).ok()?)
+    }
+
+    /// A dynamic column: compact JSON (keys sorted, as the general path writes it).
+    fn dynamic(raw: Raw<'_>) -> Option<Option<String>> {
+        match raw {
+            None => Some(None),
+            Some(r) => serde_json::from_str::<Value>(r.get())
+                .ok()
+                .map(|v| Some(v.to_string())),
+        }
+    }
+
+    /// The id as text; `None` (general path) when it is missing, empty or not a plain
+    /// string or 64-bit integer.
+    fn id(raw: Raw<'_>) -> Option<String> {
+        let t = raw?.get();
+        let id = if t.starts_with('"') {
+            serde_json::from_str::<Cow<'_, str>>(t).ok()?.into_owned()
+        } else if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+            match serde_json::from_str::<Value>(t).ok()? {
+                Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+                _ => return None,
+            }
+        } else {
+            return None;
+        };
+        (!id.is_empty()).then_some(id)
+    }
+
+    pub(super) fn to_row(source: SourceKind, raw: &str) -> Option<Row> {
+        match source {
+            SourceKind::AuditLogs => {
+                let a: Audit<'_> = serde_json::from_str(raw).ok()?;
+                let id = id(a.id)?;
+                let time = datetime(a.created_at);
+                let iso = time.map(UnixMs::to_iso);
+                let by = nested(a.created_by)?;
+                let object = nested(a.object)?;
+                let context = nested(a.context)?;
+                let team = nested(context.team)?;
+                let org = nested(context.organization)?;
+                let cells = vec![
+                    iso.clone(),
+                    Some(id.clone()),
+                    iso,
+                    Some(text(a.event)?),
+                    Some(text(a.category)?),
+                    Some(text(a.kind)?),
+                    Some(text(by.email)?),
+                    Some(text(by.id)?),
+                    Some(text(by.name)?),
+                    Some(text(by.kind)?),
+                    Some(text(object.id)?),
+                    Some(text(object.name)?),
+                    Some(text(context.ip)?),
+                    Some(text(team.id)?),
+                    Some(text(team.name)?),
+                    Some(text(team.kind)?),
+                    Some(text(org.id)?),
+                    Some(text(org.name)?),
+                    Some(text(org.kind)?),
+                    dynamic(a.details)?,
+                ];
+                Some(Row {
+                    id,
+                    time,
+                    cells,
+                    id_derived: false,
+                })
+            }
+            SourceKind::ContentLogs => {
+                let c: Content<'_> = serde_json::from_str(raw).ok()?;
+                let id = id(c.id)?;
+                let time = datetime(c.action_time);
+                let iso = time.map(UnixMs::to_iso);
+                let actor = nested(c.actor)?;
+                let cells = vec![
+                    iso.clone(),
+                    Some(id.clone()),
+                    iso,
+                    Some(text(c.action_type)?),
+                    Some(text(actor.id)?),
+                    Some(text(actor.email)?),
+                    Some(text(actor.name)?),
+                    Some(text(c.content_id)?),
+                    Some(text(c.item_id)?),
+                    Some(text(c.item_type)?),
+                    dynamic(c.relationships)?,
+                    dynamic(c.state)?,
+                ];
+                Some(Row {
+                    id,
+                    time,
+                    cells,
+                    id_derived: false,
+                })
+            }
+        }
+    }
 }
 
 /// The `id` member's JSON text exactly as sent.
@@ -448,6 +667,16 @@ mod tests {
             }
         }
 
+        /// The fast path and the general path agree on every item the fast path takes.
+        #[test]
+        fn the_fast_path_agrees_with_the_general_path(value in arb_json(), audit in any::<bool>()) {
+            let source = if audit { SourceKind::AuditLogs } else { SourceKind::ContentLogs };
+            let raw = value.to_string();
+            if let Some(fast) = fast::to_row(source, &raw) {
+                prop_assert_eq!(fast, general_row(source, &raw).unwrap());
+            }
+        }
+
         /// Arbitrary text, including invalid JSON and huge nesting, never panics.
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,200}", depth in 0usize..2000) {
@@ -456,6 +685,39 @@ mod tests {
             let _ = to_row(SourceKind::AuditLogs, &nested);
             let _ = stream_record(SourceKind::ContentLogs, &nested);
         }
+    }
+
+    #[test]
+    fn the_fast_path_takes_realistic_items_and_agrees() {
+        use crate::emulator::miro::{MiroEmulatorConfig, MiroOrg};
+        let org = MiroOrg::new(&MiroEmulatorConfig::demo(
+            UnixMs(1_700_000_000_000),
+            3,
+            3000,
+            3000,
+            "t",
+        ));
+        for i in 0..3000 {
+            for (source, item) in [
+                (SourceKind::AuditLogs, org.audit_event(i)),
+                (SourceKind::ContentLogs, org.content_item(i)),
+            ] {
+                let raw = item.to_string();
+                let fast =
+                    fast::to_row(source, &raw).expect("a realistic item takes the fast path");
+                assert_eq!(fast, general_row(source, &raw).unwrap(), "{raw}");
+            }
+        }
+        for raw in [
+            FULL,
+            r#"{"id":"1","createdBy":"weird","context":{"team":[1]}}"#,
+        ] {
+            let fast = fast::to_row(SourceKind::AuditLogs, raw).unwrap();
+            assert_eq!(fast, general_row(SourceKind::AuditLogs, raw).unwrap());
+        }
+        // Duplicate keys and derived ids go the general way.
+        assert!(fast::to_row(SourceKind::AuditLogs, r#"{"id":"1","id":"2"}"#).is_none());
+        assert!(fast::to_row(SourceKind::AuditLogs, r#"{"event":"x"}"#).is_none());
     }
 
     #[test]
