@@ -235,6 +235,13 @@ async fn no_secret_appears_in_any_output_or_file() {
         ),
         (vec!["run", "--config", cfg, "--once"], revoked),
         (vec!["check", "--config", cfg], revoked),
+        (
+            vec![
+                "backfill", "--config", cfg, "--since", "3h", "--slice", "1h",
+            ],
+            TOKEN,
+        ),
+        (vec!["backfill", "--config", cfg, "--since", "4h"], revoked),
     ];
     let mut outputs = Vec::new();
     for (args, token) in &commands {
@@ -296,4 +303,84 @@ async fn no_secret_appears_in_any_output_or_file() {
             );
         }
     }
+}
+
+/// Azure unreachable (every upload answered 503) while collection goes on: only the
+/// backlog grows; once Azure answers again everything arrives, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_down_only_grows_the_backlog_and_everything_arrives_when_it_is_back() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(10)), now.minus(Duration::from_secs(30)));
+    let env = Env::start(org(6000, 0, start, end)).await;
+    let azure_config = AzureEmulatorConfig {
+        client_secret: SECRET.into(),
+        faults: AzureFaults {
+            server_error_share: 1.0,
+            ..AzureFaults::default()
+        },
+        ..AzureEmulatorConfig::default()
+    };
+    let azure = AzureEmulator::start(azure_config.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    write_secret(&env);
+    let cfg = env.config(&format!(
+        "[sources.audit_logs]\ninitial_lookback = \"15m\"\nsettle_lag = \"0s\"\npoll_interval = \"1s\"\n{}",
+        sentinel_section(&azure, &azure_config, "")
+    ));
+    let child = env
+        .command(&["run", "--config", cfg.to_str().unwrap()], TOKEN)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stored = count(&env.db(), "MiroAuditLogs_CL");
+    assert_eq!(stored, 6000, "collection goes on while Azure is down");
+    assert!(azure.rows("MiroAuditLogs_CL").is_empty());
+    let status = env
+        .run(&["status", "--config", cfg.to_str().unwrap()], "")
+        .await;
+    let backlog_line = String::from_utf8_lossy(&status.stdout)
+        .lines()
+        .find(|l| l.contains("sentinel") && l.contains("audit_logs"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        backlog_line.contains("6000"),
+        "status shows the backlog: {}",
+        text(&status)
+    );
+    // Azure is back.
+    azure.set_faults(AzureFaults::default());
+    let db = env.db();
+    let mut delivered = false;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let (max_seq, offset): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT max(_seq) FROM MiroAuditLogs_CL), \
+                 (SELECT delivered_seq FROM sink_offsets WHERE sink = 'sentinel' AND source = 'audit_logs')",
+                [],
+                |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))),
+            )
+            .unwrap();
+        if offset >= max_seq && azure.rows("MiroAuditLogs_CL").len() as i64 >= stored {
+            delivered = true;
+            break;
+        }
+    }
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(delivered, "the backlog drained once Azure was back");
+    assert!(out.status.success(), "{}", text(&out));
+    let dup = assert_all_in_azure(&env, &azure, SourceKind::AuditLogs);
+    assert_eq!(
+        dup, 0,
+        "no duplicates: nothing was acknowledged while Azure was down"
+    );
 }
