@@ -53,7 +53,9 @@ impl FileSink {
             buf.extend_from_slice(table_row_json(source, row).as_bytes());
             buf.push(b'\n');
         }
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        // A write cut short (a crash, a full disk) leaves a partial last line; its batch
+        // was not acknowledged and comes again, so the fragment goes.
+        let size = drop_partial_line(&path).map_err(|e| io_err("repair", e))?;
         if size > 0 && size + buf.len() as u64 > self.max_file_bytes {
             let first = rows.first().map_or(0, |r| r.seq);
             let rotated = self.dir.join(format!(
@@ -75,8 +77,123 @@ impl FileSink {
     }
 }
 
+/// Truncates the file after its last newline if it does not end with one; returns its
+/// length afterwards (0 when it does not exist).
+fn drop_partial_line(path: &Path) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::End(-1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(len);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = len;
+    let keep = loop {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf[..n])?;
+        if let Some(pos) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            break start + pos as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
+    };
+    file.set_len(keep)?;
+    file.sync_data()?;
+    tracing::warn!(
+        file = %path.display(),
+        bytes = len - keep,
+        "removed a partial line left by an interrupted write; its rows are written again"
+    );
+    Ok(keep)
+}
+
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(source: SourceKind, ids: std::ops::Range<i64>) -> Vec<OutboxRow> {
+        ids.map(|i| {
+            let raw = format!(r#"{{"id":"{i}","event":"board_opened"}}"#);
+            OutboxRow {
+                seq: i,
+                cells: crate::store::transform::to_row(source, &raw).unwrap().cells,
+                raw,
+            }
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_partial_line_from_an_interrupted_write_is_dropped_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::new(dir.path().to_path_buf(), 1 << 20).unwrap();
+        let source = SourceKind::AuditLogs;
+        sink.send(source, &rows(source, 1..4), &mut |_, _| {})
+            .unwrap();
+        // A crash in the middle of the next write.
+        let path = sink.current_path(source);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"TimeGenerated":null,"id":"4","ev"#)
+            .unwrap();
+        drop(f);
+        sink.send(source, &rows(source, 4..6), &mut |_, _| {})
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(ids, ["1", "2", "3", "4", "5"]);
+        // A file that is nothing but a fragment is emptied.
+        std::fs::write(&path, b"{\"id\":").unwrap();
+        sink.send(source, &rows(source, 6..7), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn files_rotate_by_size_and_keep_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::new(dir.path().to_path_buf(), 4096).unwrap();
+        let source = SourceKind::ContentLogs;
+        for start in (0..200).step_by(10) {
+            sink.send(source, &rows(source, start..start + 10), &mut |_, _| {})
+                .unwrap();
+        }
+        let mut lines = 0;
+        let mut files = 0;
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            assert!(std::fs::metadata(&p).unwrap().len() <= 4096 + 4096);
+            lines += std::fs::read_to_string(&p).unwrap().lines().count();
+            files += 1;
+        }
+        assert_eq!(lines, 200);
+        assert!(files > 2, "{files}");
     }
 }
