@@ -250,14 +250,7 @@ async fn run_keeps_polling_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     // What it stored is consistent: each id once, nothing before the start missing.
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let watermark: i64 = conn
-        .query_row(
-            "SELECT watermark_ms FROM checkpoints WHERE source = 'audit_logs'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let watermark = audit_watermark(&env.db()).0;
     let expected = expected_audit(&env.emu, start, UnixMs(watermark));
     let stored: std::collections::HashSet<String> = table(&env.db(), "MiroAuditLogs_CL")
         .into_iter()

@@ -167,14 +167,7 @@ async fn late_events_are_caught_by_the_overlap_and_lost_without_it() {
         }
         // Everything before the final watermark that was visible when the last run
         // started must be there (what became visible during it may or may not be).
-        let conn = rusqlite::Connection::open(env.db()).unwrap();
-        let watermark: i64 = conn
-            .query_row(
-                "SELECT watermark_ms FROM checkpoints WHERE source = 'audit_logs'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let watermark = audit_watermark(&env.db()).0;
         let expected = expected_audit_visible_by(
             &env.emu,
             start.minus(minutes(1)),

@@ -1,6 +1,5 @@
 //! End to end over loopback: Miro emulator -> the `mirotrail` binary -> Azure emulator.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use mirotrail::config::SourceKind;
@@ -9,7 +8,6 @@ use mirotrail::emulator::azure::{
 };
 use mirotrail::emulator::miro::Faults;
 use mirotrail::timefmt::UnixMs;
-use serde_json::Value;
 
 use crate::support::*;
 
@@ -36,48 +34,6 @@ fn write_secret(env: &Env) {
     std::fs::write(&path, SECRET).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// Rows of a local table as the Azure emulator shapes them, by id.
-fn local_rows(env: &Env, source: SourceKind) -> HashMap<String, Value> {
-    table(&env.db(), source.table())
-        .into_iter()
-        .map(|r| {
-            let cells: Vec<Option<String>> = mirotrail::store::transform::columns(source)
-                .iter()
-                .map(|c| r[*c].clone())
-                .collect();
-            (
-                r["id"].clone().unwrap(),
-                mirotrail::emulator::azure::table_row(source, &cells),
-            )
-        })
-        .collect()
-}
-
-/// Every local row is in the emulated Azure table, equal to the local row. Returns how
-/// many rows Azure holds more than once.
-fn assert_all_in_azure(env: &Env, azure: &AzureEmulatorHandle, source: SourceKind) -> usize {
-    let local = local_rows(env, source);
-    let remote = azure.rows(source.table());
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for row in &remote {
-        let id = row["id"].as_str().unwrap().to_string();
-        let expected = local
-            .get(&id)
-            .unwrap_or_else(|| panic!("{id} in Azure but not in the store"));
-        assert_eq!(row, expected, "{id}");
-        *seen.entry(id).or_default() += 1;
-    }
-    let missing: Vec<&String> = local.keys().filter(|id| !seen.contains_key(*id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} rows never reached Azure, e.g. {:?}",
-        missing.len(),
-        local.len(),
-        &missing[..missing.len().min(3)]
-    );
-    seen.values().map(|n| n - 1).sum()
 }
 
 /// Miro -> store -> Sentinel with faults on both sides: everything arrives, equal to the

@@ -173,14 +173,7 @@ async fn fault_items_outside_the_window_in_the_future_and_beyond_the_limit() {
         "{}",
         text(&out)
     );
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let watermark: i64 = conn
-        .query_row(
-            "SELECT watermark_ms FROM checkpoints WHERE source = 'audit_logs'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let watermark = audit_watermark(&env.db()).0;
     let expected = expected_audit(&env.emu, start, UnixMs(watermark));
     let rows = table(&env.db(), "MiroAuditLogs_CL");
     let ids: std::collections::HashSet<String> =

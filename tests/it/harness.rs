@@ -8,12 +8,11 @@
 //! (default 20000 audit events, a quarter as many content items); `scripts/crash-harness`
 //! runs a long one.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use mirotrail::config::SourceKind;
 use mirotrail::emulator::azure::{
-    AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR, table_row,
+    AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
 use mirotrail::emulator::miro::Faults;
 use mirotrail::timefmt::UnixMs;
@@ -132,32 +131,7 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
 
     let mut azure_dups = 0u64;
     for source in [SourceKind::AuditLogs, SourceKind::ContentLogs] {
-        let local: HashMap<String, serde_json::Value> = table(&env.db(), source.table())
-            .into_iter()
-            .map(|r| {
-                let cells: Vec<Option<String>> = mirotrail::store::transform::columns(source)
-                    .iter()
-                    .map(|c| r[*c].clone())
-                    .collect();
-                (r["id"].clone().unwrap(), table_row(source, &cells))
-            })
-            .collect();
-        let mut seen: HashMap<String, u64> = HashMap::new();
-        for row in azure.rows(source.table()) {
-            let id = row["id"].as_str().unwrap().to_string();
-            assert_eq!(
-                Some(&row),
-                local.get(&id),
-                "{id}: Azure row differs from the store"
-            );
-            *seen.entry(id).or_default() += 1;
-        }
-        let missing = local.keys().filter(|id| !seen.contains_key(*id)).count();
-        assert_eq!(
-            missing, 0,
-            "{source}: {missing} stored rows never reached Azure"
-        );
-        azure_dups += seen.values().map(|n| n - 1).sum::<u64>();
+        azure_dups += assert_all_in_azure(&env, &azure, source) as u64;
     }
     let stats = azure.stats();
     let by_lost_acks = azure_dups.min(stats.lost_ack_records);

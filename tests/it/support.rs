@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use mirotrail::config::SourceKind;
+use mirotrail::emulator::azure::AzureEmulatorHandle;
 use mirotrail::emulator::miro::{
     EmulatedToken, LateArrival, MiroEmulator, MiroEmulatorConfig, MiroEmulatorHandle, StreamShape,
 };
@@ -248,4 +250,61 @@ pub fn assert_exactly_once(db: &Path, table: &str, expected: &HashMap<String, Va
         extra.iter().take(3).collect::<Vec<_>>(),
         dup.len()
     );
+}
+
+/// The audit source's watermark: everything before it has been read.
+pub fn audit_watermark(db: &Path) -> UnixMs {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    UnixMs(
+        conn.query_row(
+            "SELECT watermark_ms FROM checkpoints WHERE source = 'audit_logs'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap(),
+    )
+}
+
+/// Rows of a local table as the Azure emulator shapes them, by id.
+pub fn local_rows(env: &Env, source: SourceKind) -> HashMap<String, Value> {
+    table(&env.db(), source.table())
+        .into_iter()
+        .map(|r| {
+            let cells: Vec<Option<String>> = mirotrail::store::transform::columns(source)
+                .iter()
+                .map(|c| r[*c].clone())
+                .collect();
+            (
+                r["id"].clone().unwrap(),
+                mirotrail::emulator::azure::table_row(source, &cells),
+            )
+        })
+        .collect()
+}
+
+/// Every local row is in the emulated Azure table, equal to the local row. Returns how
+/// many rows Azure holds more than once.
+pub fn assert_all_in_azure(env: &Env, azure: &AzureEmulatorHandle, source: SourceKind) -> usize {
+    let local = local_rows(env, source);
+    let remote = azure.rows(source.table());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for row in &remote {
+        let id = row["id"].as_str().unwrap().to_string();
+        let expected = local
+            .get(&id)
+            .unwrap_or_else(|| panic!("{id} in Azure but not in the store"));
+        assert_eq!(row, expected, "{id}");
+        *seen.entry(id).or_default() += 1;
+    }
+    let missing: Vec<&String> = local.keys().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} rows never reached Azure, e.g. {:?}",
+        missing.len(),
+        local.len(),
+        &missing[..missing.len().min(3)]
+    );
+    seen.values().map(|n| n - 1).sum()
 }
