@@ -153,6 +153,7 @@ impl Collector {
             settle_lag: self.source.settle_lag,
             overlap: self.source.overlap,
             max_window: self.source.max_window,
+            overlap_every: self.source.overlap_every,
         }
     }
 
@@ -213,6 +214,7 @@ impl Collector {
                     source: kind,
                     watermark: start,
                     watermark_polled: now,
+                    last_sweep: None,
                     window: None,
                     pages_total: 0,
                     requests_total: 0,
@@ -231,9 +233,18 @@ impl Collector {
             }
             if cp.window.is_none() {
                 let now = UnixMs::now();
-                match next_window(cp.watermark, cp.watermark_polled, cycle_now, &self.policy()) {
+                match next_window(
+                    cp.watermark,
+                    cp.watermark_polled,
+                    cycle_now,
+                    &self.policy(),
+                    cp.last_sweep,
+                ) {
                     None => return Ok(report),
-                    Some((from, to)) => {
+                    Some((from, to, sweep)) => {
+                        if sweep {
+                            cp.last_sweep = Some(now);
+                        }
                         cp.window = Some(WindowProgress {
                             from,
                             to,

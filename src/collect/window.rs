@@ -14,33 +14,43 @@ pub struct WindowPolicy {
     pub overlap: Duration,
     /// Longest window read in one go.
     pub max_window: Duration,
+    /// Re-read the overlap at most this often (zero: every window).
+    pub overlap_every: Duration,
 }
 
 /// The next window `[from, to)` after a completed watermark, or `None` when there is no
-/// new time to read yet.
+/// new time to read yet; and whether it re-reads the overlap (a sweep).
 ///
 /// `polled` is when the window that ended at `watermark` started being read. Only events
 /// that were not yet visible then can have been missed, so the re-read reaches back
 /// `overlap` before the watermark only as far as that window was close to real time:
 /// in live polling the full `overlap` is re-read, while catching up on old history (read
-/// long after the fact) re-reads nothing.
+/// long after the fact) re-reads nothing. In live polling the overlap is re-read at most
+/// every `overlap_every` (`last_sweep` is when it last was): an event that reaches the API
+/// up to `overlap + settle_lag - overlap_every - poll interval` after its timestamp is
+/// still caught, at a fraction of the requests of re-reading it on every poll.
 pub fn next_window(
     watermark: UnixMs,
     polled: UnixMs,
     now: UnixMs,
     policy: &WindowPolicy,
-) -> Option<(UnixMs, UnixMs)> {
+    last_sweep: Option<UnixMs>,
+) -> Option<(UnixMs, UnixMs, bool)> {
     let end = now.minus(policy.settle_lag);
     if end <= watermark {
         return None;
     }
     let floor = watermark.minus(policy.overlap);
-    let from = polled
+    let mut from = polled
         .minus(policy.settle_lag)
         .minus(policy.overlap)
         .clamp(floor, watermark);
+    let swept_recently = last_sweep.is_some_and(|s| now.since(s) < policy.overlap_every);
+    if from < watermark && swept_recently {
+        from = watermark;
+    }
     let to = end.min(watermark.plus(policy.max_window));
-    Some((from, to))
+    Some((from, to, from < watermark))
 }
 
 #[cfg(test)]
@@ -55,6 +65,7 @@ mod tests {
             settle_lag: Duration::from_secs(60),
             overlap: Duration::from_secs(15 * 60),
             max_window: Duration::from_secs(3600),
+            overlap_every: Duration::ZERO,
         }
     }
 
@@ -66,8 +77,35 @@ mod tests {
             UnixMs(101 * MIN),
             UnixMs(101 * MIN + 30_000),
             &policy(),
+            None,
         );
-        assert_eq!(w, Some((UnixMs(85 * MIN), UnixMs(100 * MIN + 30_000))));
+        assert_eq!(
+            w,
+            Some((UnixMs(85 * MIN), UnixMs(100 * MIN + 30_000), true))
+        );
+    }
+
+    #[test]
+    fn the_overlap_is_reread_at_most_every_overlap_every() {
+        let p = WindowPolicy {
+            overlap_every: Duration::from_secs(300),
+            ..policy()
+        };
+        let (wm, polled, now) = (
+            UnixMs(100 * MIN),
+            UnixMs(101 * MIN),
+            UnixMs(101 * MIN + 30_000),
+        );
+        // Swept 2 minutes ago: only new time.
+        let w = next_window(wm, polled, now, &p, Some(UnixMs(99 * MIN)));
+        assert_eq!(w, Some((wm, UnixMs(100 * MIN + 30_000), false)));
+        // Swept 6 minutes ago, or never: the full overlap.
+        let w = next_window(wm, polled, now, &p, Some(UnixMs(95 * MIN)));
+        assert_eq!(
+            w,
+            Some((UnixMs(85 * MIN), UnixMs(100 * MIN + 30_000), true))
+        );
+        assert!(next_window(wm, polled, now, &p, None).unwrap().2);
     }
 
     #[test]
@@ -77,18 +115,21 @@ mod tests {
             UnixMs(10_000 * MIN),
             UnixMs(10_000 * MIN),
             &policy(),
+            None,
         );
-        assert_eq!(w, Some((UnixMs(100 * MIN), UnixMs(160 * MIN))));
+        assert_eq!(w, Some((UnixMs(100 * MIN), UnixMs(160 * MIN), false)));
     }
 
     #[test]
     fn nothing_to_do_before_the_settle_lag_passes() {
+        let p = policy();
         assert_eq!(
             next_window(
                 UnixMs(100 * MIN),
                 UnixMs(101 * MIN),
                 UnixMs(101 * MIN),
-                &policy()
+                &p,
+                None
             ),
             None
         );
@@ -97,7 +138,8 @@ mod tests {
                 UnixMs(100 * MIN),
                 UnixMs(101 * MIN),
                 UnixMs(100 * MIN),
-                &policy()
+                &p,
+                None
             ),
             None
         );
@@ -109,9 +151,16 @@ mod tests {
             settle_lag: Duration::ZERO,
             overlap: Duration::ZERO,
             max_window: Duration::from_secs(300),
+            overlap_every: Duration::ZERO,
         };
-        let w = next_window(UnixMs(100 * MIN), UnixMs(100 * MIN), UnixMs(110 * MIN), &p);
-        assert_eq!(w, Some((UnixMs(100 * MIN), UnixMs(105 * MIN))));
+        let w = next_window(
+            UnixMs(100 * MIN),
+            UnixMs(100 * MIN),
+            UnixMs(110 * MIN),
+            &p,
+            None,
+        );
+        assert_eq!(w, Some((UnixMs(100 * MIN), UnixMs(105 * MIN), false)));
     }
 
     proptest! {
@@ -121,28 +170,70 @@ mod tests {
         fn windows_cover_time_without_gaps(
             start in 0i64..10_000_000,
             steps in proptest::collection::vec(0i64..7_200_000, 1..40),
-            lag_s in 0u64..600, overlap_s in 0u64..3600, max_s in 1u64..7200,
+            lag_s in 0u64..600, overlap_s in 0u64..3600, max_s in 1u64..7200, every_s in 0u64..900,
         ) {
             let p = WindowPolicy {
                 settle_lag: Duration::from_secs(lag_s),
                 overlap: Duration::from_secs(overlap_s),
                 max_window: Duration::from_secs(max_s),
+                overlap_every: Duration::from_secs(every_s),
             };
             let mut watermark = UnixMs(start);
             let mut polled = UnixMs(start);
             let mut now = UnixMs(start);
+            let mut last_sweep = None;
             for step in steps {
                 now = UnixMs(now.0 + step);
-                if let Some((from, to)) = next_window(watermark, polled, now, &p) {
+                if let Some((from, to, sweep)) = next_window(watermark, polled, now, &p, last_sweep) {
                     prop_assert!(from <= watermark, "gap: from {from:?} after watermark {watermark:?}");
                     prop_assert!(watermark.0 - from.0 <= overlap_s as i64 * 1000);
                     prop_assert!(to > watermark);
                     prop_assert!(to <= now.minus(p.settle_lag));
                     prop_assert!(to.0 - watermark.0 <= max_s as i64 * 1000);
+                    prop_assert_eq!(sweep, from < watermark);
+                    if sweep {
+                        last_sweep = Some(now);
+                    }
                     watermark = to;
                     polled = now;
                 }
             }
+        }
+
+        /// Live polling every `poll` ms: every event that becomes visible at most
+        /// `overlap + lag - overlap_every - poll` after its timestamp lies in a window read
+        /// after it became visible.
+        #[test]
+        fn late_events_within_the_bound_are_read_after_they_appear(
+            poll_s in 1u64..120, lag_s in 0u64..120, overlap_s in 60u64..1800, every_s in 0u64..600,
+            event_at in 0i64..3_000_000, delay_frac in 0.0f64..1.0,
+        ) {
+            let slack = (overlap_s + lag_s) as i64 - every_s as i64 - poll_s as i64;
+            prop_assume!(slack > 0);
+            let delay_ms = (slack as f64 * 1000.0 * delay_frac) as i64;
+            let p = WindowPolicy {
+                settle_lag: Duration::from_secs(lag_s),
+                overlap: Duration::from_secs(overlap_s),
+                max_window: Duration::from_secs(86_400),
+                overlap_every: Duration::from_secs(every_s),
+            };
+            let t = UnixMs(10_000_000 + event_at);
+            let visible = UnixMs(t.0 + delay_ms);
+            let (mut watermark, mut polled, mut now) = (UnixMs(10_000_000), UnixMs(10_000_000), UnixMs(10_000_000));
+            let mut last_sweep = None;
+            let mut caught = false;
+            while now.0 < t.0 + delay_ms + 4 * 3_600_000 && !caught {
+                now = UnixMs(now.0 + poll_s as i64 * 1000);
+                if let Some((from, to, sweep)) = next_window(watermark, polled, now, &p, last_sweep) {
+                    caught = now >= visible && from <= t && t < to;
+                    if sweep {
+                        last_sweep = Some(now);
+                    }
+                    watermark = to;
+                    polled = now;
+                }
+            }
+            prop_assert!(caught, "event at {t:?} visible at {visible:?} never read after it appeared");
         }
     }
 }

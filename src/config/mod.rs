@@ -120,6 +120,7 @@ pub struct SourceConfig {
     pub settle_lag: Duration,
     pub overlap: Duration,
     pub max_window: Duration,
+    pub overlap_every: Duration,
     pub page_size: NonZeroU32,
 }
 

@@ -86,6 +86,8 @@ pub struct RawSource {
     pub overlap: Option<String>,
     /// Longest window asked for in one go.
     pub max_window: Option<String>,
+    /// How often live polling re-reads the overlap (`0s`: every poll).
+    pub overlap_every: Option<String>,
     /// Items per page (`limit`).
     pub page_size: Option<u32>,
 }
@@ -258,6 +260,7 @@ impl RawConfig {
                 settle_lag: duration(&key("settle_lag"), &raw.settle_lag, "1m")?,
                 overlap: duration(&key("overlap"), &raw.overlap, "15m")?,
                 max_window: duration(&key("max_window"), &raw.max_window, "24h")?,
+                overlap_every: duration(&key("overlap_every"), &raw.overlap_every, "5m")?,
                 page_size,
             };
             if source.poll_interval < std::time::Duration::from_secs(1) {

@@ -85,6 +85,8 @@ pub struct Checkpoint {
     /// When the window that ended at `watermark` started being read: events visible by
     /// then were seen.
     pub watermark_polled: UnixMs,
+    /// When a window last re-read the overlap before the watermark.
+    pub last_sweep: Option<UnixMs>,
     pub window: Option<WindowProgress>,
     pub pages_total: i64,
     pub requests_total: i64,
@@ -286,7 +288,8 @@ impl Store {
         conn.query_row(
             "SELECT watermark_ms, watermark_polled_ms, window_from_ms, window_to_ms,
                     window_started_ms, cursor, pages_total, requests_total,
-                    last_success_ms, last_error, last_error_ms, window_read_through_ms
+                    last_success_ms, last_error, last_error_ms, window_read_through_ms,
+                    last_sweep_ms
              FROM checkpoints WHERE source = ?1",
             [source.name()],
             |r| {
@@ -307,6 +310,7 @@ impl Store {
                     source,
                     watermark: UnixMs(r.get(0)?),
                     watermark_polled: UnixMs(r.get(1)?),
+                    last_sweep: r.get::<_, Option<i64>>(12)?.map(UnixMs),
                     window,
                     pages_total: r.get(6)?,
                     requests_total: r.get(7)?,
@@ -766,8 +770,8 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
     conn.execute(
         "INSERT INTO checkpoints (source, watermark_ms, watermark_polled_ms, window_from_ms,
              window_to_ms, window_started_ms, cursor, pages_total, requests_total,
-             last_success_ms, last_error, last_error_ms, window_read_through_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             last_success_ms, last_error, last_error_ms, window_read_through_ms, last_sweep_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (source) DO UPDATE SET
              watermark_ms = excluded.watermark_ms,
              watermark_polled_ms = excluded.watermark_polled_ms,
@@ -780,7 +784,8 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
              last_success_ms = excluded.last_success_ms,
              last_error = excluded.last_error,
              last_error_ms = excluded.last_error_ms,
-             window_read_through_ms = excluded.window_read_through_ms",
+             window_read_through_ms = excluded.window_read_through_ms,
+             last_sweep_ms = excluded.last_sweep_ms",
         params![
             cp.source.name(),
             cp.watermark.0,
@@ -795,6 +800,7 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
             cp.last_error,
             cp.last_error_at.map(|t| t.0),
             w.and_then(|w| w.read_through).map(|t| t.0),
+            cp.last_sweep.map(|t| t.0),
         ],
     )?;
     Ok(())
@@ -809,6 +815,7 @@ mod tests {
             source,
             watermark: UnixMs(watermark),
             watermark_polled: UnixMs(watermark),
+            last_sweep: Some(UnixMs(watermark)),
             window: cursor.map(|c| WindowProgress {
                 from: UnixMs(watermark),
                 to: UnixMs(watermark + 1000),

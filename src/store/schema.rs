@@ -87,6 +87,8 @@ fn migrations() -> Vec<String> {
             UNIQUE (source, from_ms, to_ms)
         );"
         .into(),
+        // 4: when each source last re-read its overlap (`overlap_every`).
+        "ALTER TABLE checkpoints ADD COLUMN last_sweep_ms INTEGER;".into(),
     ]
 }
 

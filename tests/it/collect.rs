@@ -155,7 +155,7 @@ async fn late_events_are_caught_by_the_overlap_and_lost_without_it() {
         };
         let env = Env::start(config).await;
         let cfg = env.config(&format!(
-            "[sources.audit_logs]\ninitial_lookback = \"3m\"\nsettle_lag = \"0s\"\noverlap = \"{overlap}\"\n"
+            "[sources.audit_logs]\ninitial_lookback = \"3m\"\nsettle_lag = \"0s\"\noverlap = \"{overlap}\"\noverlap_every = \"0s\"\n"
         ));
         let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
         let mut last_start = UnixMs::now();
