@@ -309,3 +309,43 @@ async fn fault_store_disk_full() {
         &expected_audit(&env.emu, start, end),
     );
 }
+
+/// Fault: pages that do not advance (empty, each with a new cursor to the same place).
+/// The window is reported as stalled after a bounded number of pages, never looped on;
+/// what was read before is kept, and the next run reads the window again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_pages_that_do_not_advance() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(60)), now.minus(minutes(5)));
+    let mut config = org(2000, 0, start, end);
+    config.faults = Faults {
+        empty_page_share: 1.0,
+        ..Faults::default()
+    };
+    let env = Env::start(config).await;
+    let cfg = env.config("[sources.audit_logs]\ninitial_lookback = \"2h\"\npage_size = 100\n");
+    let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
+    let out = env.run(&args, TOKEN).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("came back empty but with a cursor"),
+        "{stderr}"
+    );
+    let requests = env.emu.stats().audit_requests;
+    assert!(requests <= 30, "it looped: {requests} requests");
+    assert_eq!(
+        count(&env.db(), "MiroAuditLogs_CL"),
+        100,
+        "the first page is kept"
+    );
+    // Once Miro behaves, the next run completes the window.
+    env.emu.set_faults(Faults::default());
+    let out = env.run(&args, TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_exactly_once(
+        &env.db(),
+        "MiroAuditLogs_CL",
+        &expected_audit(&env.emu, start, end),
+    );
+}

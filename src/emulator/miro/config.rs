@@ -96,6 +96,9 @@ pub struct Faults {
     /// A hostile page: one item from before the window and one from after it (possibly
     /// in the future) are added, so the page also exceeds its `limit`.
     pub stray_items_share: f64,
+    /// A request carrying a cursor gets an empty page and a new cursor that points to the
+    /// same place (a page that does not advance).
+    pub empty_page_share: f64,
 }
 
 impl MiroEmulatorConfig {

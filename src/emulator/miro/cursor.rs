@@ -8,6 +8,9 @@ use super::org::Stream;
 
 const VERSION: u8 = 1;
 const LEN: usize = 1 + 1 + 8 + 8 + 4;
+/// The low 48 bits of the position field are the position; the high 16 bits a nonce, so
+/// that two cursors of one position can differ (the empty-page fault).
+const POSITION_MASK: u64 = (1 << 48) - 1;
 
 fn stream_byte(stream: Stream) -> u8 {
     match stream {
@@ -49,7 +52,7 @@ pub(super) fn decode(seed: u64, stream: Stream, text: &str) -> Option<(u64, u64)
         return None;
     }
     let fingerprint = u64::from_be_bytes(bytes[2..10].try_into().ok()?);
-    let position = u64::from_be_bytes(bytes[10..18].try_into().ok()?);
+    let position = u64::from_be_bytes(bytes[10..18].try_into().ok()?) & POSITION_MASK;
     Some((fingerprint, position))
 }
 

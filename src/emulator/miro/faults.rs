@@ -14,6 +14,7 @@ pub(super) const REPEAT_CURSOR: &str = "repeat_cursor";
 pub(super) const DUPLICATE_ITEM: &str = "duplicate_item";
 pub(super) const THROTTLE: &str = "throttle";
 pub(super) const STRAY_ITEMS: &str = "stray_items";
+pub(super) const EMPTY_PAGE: &str = "empty_page";
 
 /// The faults drawn for one request; the server applies those that fit the request and
 /// counts exactly those.
@@ -31,6 +32,8 @@ pub(super) struct FaultPlan {
     pub throttle: bool,
     /// Items from outside the window added to the page, beyond its limit.
     pub stray_items: bool,
+    /// An empty page whose (new) cursor points where the request started.
+    pub empty_page: Option<u64>,
 }
 
 pub(super) fn plan(seed: u64, request_no: u64, faults: &Faults) -> FaultPlan {
@@ -46,6 +49,7 @@ pub(super) fn plan(seed: u64, request_no: u64, faults: &Faults) -> FaultPlan {
         duplicate_item: chance(h(8), faults.duplicate_item_share).then(|| h(9)),
         throttle: chance(h(10), faults.throttle_share),
         stray_items: chance(h(11), faults.stray_items_share),
+        empty_page: chance(h(12), faults.empty_page_share).then(|| request_no % 0xFFFF + 1),
     }
 }
 
@@ -67,6 +71,7 @@ mod tests {
             duplicate_item_share: 1.0,
             throttle_share: 1.0,
             stray_items_share: 1.0,
+            empty_page_share: 1.0,
         };
         let p = plan(1, 5, &all);
         assert!(
@@ -78,6 +83,7 @@ mod tests {
                 && p.stray_items
         );
         assert!(p.duplicate_item.is_some() && p.slow == Some(Duration::from_millis(3)));
+        assert!(p.empty_page.is_some());
         assert!(matches!(p.server_error, Some(500 | 502 | 503 | 504)));
         let half = Faults {
             server_error_share: 0.5,

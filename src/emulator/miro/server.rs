@@ -494,6 +494,28 @@ impl Shared {
                 }
             },
         };
+        if let (Some(nonce), Some(at)) = (plan.empty_page, position) {
+            outcome.faults.push(faults::EMPTY_PAGE);
+            let data: Vec<Value> = Vec::new();
+            let body = PageBody {
+                kind: "cursor-list",
+                limit: query.limit,
+                size: 0,
+                cursor: CursorField::Text(cursor::encode(
+                    self.seed,
+                    stream,
+                    query.fingerprint,
+                    at | (nonce << 48),
+                )),
+                data: &data,
+            };
+            return Reply {
+                status: 200,
+                content_type: "application/json",
+                body: serde_json::to_string(&body).unwrap_or_default(),
+                items: 0,
+            };
+        }
         let req = PageRequest {
             stream,
             from: query.from,
