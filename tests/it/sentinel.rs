@@ -169,6 +169,34 @@ async fn drain(w: &World, sink: SentinelSink, batch_rows: usize) -> DeliveryRepo
     .unwrap()
 }
 
+/// 60 audit rows, ten records per chunk (four uploads in flight), and an emulator that
+/// refuses the chunk holding `a000025`: the 3rd of 6.
+async fn refused_third_chunk() -> (World, Vec<OutboxRow>, Config) {
+    let w = world(AzureEmulatorConfig {
+        faults: AzureFaults {
+            reject_ids: vec!["a000025".into()],
+            ..AzureFaults::default()
+        },
+        ..AzureEmulatorConfig::default()
+    })
+    .await;
+    fill(&w, SourceKind::AuditLogs, 60, 100);
+    let rows = stored(&w, SourceKind::AuditLogs);
+    let len =
+        serde_json::to_vec(&transform::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap())
+            .unwrap()
+            .len();
+    let config = sink_config(
+        &w,
+        &w.azure_config.client_secret,
+        &format!(
+            "max_batch_bytes = {}\nmax_concurrency = 4\n",
+            2 + 10 * len + 9
+        ),
+    );
+    (w, rows, config)
+}
+
 fn offset(w: &World, source: SourceKind) -> i64 {
     w.store.delivered_offset(SINK, source).unwrap()
 }
@@ -388,29 +416,8 @@ async fn a_3mb_record_stops_delivery_at_it_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
-    let w = world(AzureEmulatorConfig {
-        faults: AzureFaults {
-            reject_ids: vec!["a000025".into()],
-            ..AzureFaults::default()
-        },
-        ..AzureEmulatorConfig::default()
-    })
-    .await;
-    fill(&w, SourceKind::AuditLogs, 60, 100);
-    let rows = stored(&w, SourceKind::AuditLogs);
     // Ten records per chunk: the 3rd of 6 chunks holds the refused record.
-    let len =
-        serde_json::to_vec(&transform::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap())
-            .unwrap()
-            .len();
-    let config = sink_config(
-        &w,
-        &w.azure_config.client_secret,
-        &format!(
-            "max_batch_bytes = {}\nmax_concurrency = 4\n",
-            2 + 10 * len + 9
-        ),
-    );
+    let (w, rows, config) = refused_third_chunk().await;
     let mut sink = Sink::Sentinel(Box::new(sentinel(&config)));
     let acked = sink
         .send(SourceKind::AuditLogs, &rows, &mut |_, _| {})
@@ -463,25 +470,8 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offset_stops_before_a_refused_batch_in_the_delivery_loop() {
-    let w = world(AzureEmulatorConfig {
-        faults: AzureFaults {
-            reject_ids: vec!["a000025".into()],
-            ..AzureFaults::default()
-        },
-        ..AzureEmulatorConfig::default()
-    })
-    .await;
-    fill(&w, SourceKind::AuditLogs, 60, 100);
-    let rows = stored(&w, SourceKind::AuditLogs);
-    let len =
-        serde_json::to_vec(&transform::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap())
-            .unwrap()
-            .len();
-    let config = sink_config(
-        &w,
-        &w.azure_config.client_secret,
-        &format!("max_batch_bytes = {}\n", 2 + 10 * len + 9),
-    );
+    // Ten records per chunk: the 3rd of 6 chunks holds the refused record.
+    let (w, rows, config) = refused_third_chunk().await;
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.unwrap().contains("400"));
     assert_eq!(offset(&w, SourceKind::AuditLogs), rows[19].seq);
@@ -690,28 +680,8 @@ async fn secrets_and_tokens_never_reach_logs_or_errors() {
 /// not acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_acknowledged_beyond_the_offset_are_not_resent_after_a_restart() {
-    let w = world(AzureEmulatorConfig {
-        faults: AzureFaults {
-            reject_ids: vec!["a000025".into()],
-            ..AzureFaults::default()
-        },
-        ..AzureEmulatorConfig::default()
-    })
-    .await;
-    fill(&w, SourceKind::AuditLogs, 60, 100);
-    let rows = stored(&w, SourceKind::AuditLogs);
-    let len =
-        serde_json::to_vec(&transform::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap())
-            .unwrap()
-            .len();
-    let config = sink_config(
-        &w,
-        &w.azure_config.client_secret,
-        &format!(
-            "max_batch_bytes = {}\nmax_concurrency = 4\n",
-            2 + 10 * len + 9
-        ),
-    );
+    // Ten records per chunk: the 3rd of 6 chunks holds the refused record.
+    let (w, rows, config) = refused_third_chunk().await;
     // First process: chunk 3 is refused, chunks after it land anyway.
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_some());

@@ -254,10 +254,7 @@ impl Uploader {
             let sent = self
                 .http
                 .post(&url)
-                .header(
-                    "Authorization",
-                    format!("Bearer {}", token.secret.expose_secret()),
-                )
+                .bearer_auth(token.secret.expose_secret())
                 .header("Content-Type", "application/json")
                 .header("Content-Encoding", "gzip")
                 .header("x-ms-client-request-id", &request_id)
@@ -395,7 +392,7 @@ pub async fn probe(
     );
     let response = http
         .post(&url)
-        .header("Authorization", format!("Bearer {}", token.expose_secret()))
+        .bearer_auth(token.expose_secret())
         .header("Content-Type", "application/json")
         .header("x-ms-client-request-id", request_id())
         .body("[]")
