@@ -329,7 +329,7 @@ async fn read_slice(
             Err(CollectError::Stopped) => return Err(SliceError::Stopped),
             Err(CollectError::Store(e)) => return Err(SliceError::Store(e)),
             Err(CollectError::Fetch {
-                error: FetchError::CursorRejected,
+                error: FetchError::CursorRejected { reason },
                 ..
             }) => {
                 // Pages are ascending: resume just before the latest item stored (ids
@@ -345,12 +345,13 @@ async fn read_slice(
                 }
                 store.save_backfill_slice(s).map_err(SliceError::Store)?;
                 if cursor_restarts <= MAX_CURSOR_RESTARTS {
-                    tracing::warn!(source = %kind, resume_from = %s.read_from, "Miro refused the cursor (expired?); reading the rest of the slice again from the latest item stored");
+                    tracing::warn!(source = %kind, resume_from = %s.read_from, cause = %reason, "cannot continue from the cursor; reading the rest of the slice again from the latest item stored");
                     continue;
                 }
                 CollectError::CursorRefusedRepeatedly {
                     kind,
                     times: cursor_restarts,
+                    reason,
                 }
             }
             Err(e) => {

@@ -60,8 +60,12 @@ pub enum CollectError {
         from: UnixMs,
         to: UnixMs,
     },
-    #[error("{kind}: Miro refused the cursor {times} times in one cycle")]
-    CursorRefusedRepeatedly { kind: SourceKind, times: u32 },
+    #[error("{kind}: the cursor could not be used {times} times in one cycle, last: {reason}")]
+    CursorRefusedRepeatedly {
+        kind: SourceKind,
+        times: u32,
+        reason: String,
+    },
     #[error("stopped")]
     Stopped,
 }
@@ -259,7 +263,7 @@ impl Collector {
             match self.read_window(&mut cp, &mut report, shutdown).await {
                 Ok(()) => report.windows += 1,
                 Err(CollectError::Fetch {
-                    error: FetchError::CursorRejected,
+                    error: FetchError::CursorRejected { reason },
                     ..
                 }) => {
                     let w = cp.window.as_mut().expect("a window is being read");
@@ -279,9 +283,10 @@ impl Collector {
                         return Err(CollectError::CursorRefusedRepeatedly {
                             kind,
                             times: cursor_restarts,
+                            reason,
                         });
                     }
-                    tracing::warn!(source = %kind, resume_from = %w.from, "Miro refused the cursor (expired?); reading the rest of the window again from the latest item stored");
+                    tracing::warn!(source = %kind, resume_from = %w.from, cause = %reason, "cannot continue from the cursor; reading the rest of the window again from the latest item stored");
                     self.store.save_checkpoint(&cp)?;
                 }
                 Err(e @ (CollectError::CursorRepeated { .. } | CollectError::Stalled { .. })) => {

@@ -33,8 +33,10 @@ pub struct PageQuery {
 /// Why a page could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("Miro refused the cursor; the window is read again from its start")]
-    CursorRejected,
+    /// The stored cursor cannot be used: Miro refused it (400), or no request can carry
+    /// it (too long for a URL). The window is read again from the latest item stored.
+    #[error("{reason}")]
+    CursorRejected { reason: String },
     #[error(transparent)]
     Permanent(#[from] Permanent),
     #[error("{kind} request failed {attempts} times, last: {reason}; will try again next cycle")]
@@ -106,6 +108,8 @@ struct Call {
     source: SourceKind,
     cost: u64,
     had_cursor: bool,
+    /// Length of the cursor sent, for messages.
+    cursor_chars: usize,
     /// Give up after this many 429s (`None`: wait them out forever, as collection does).
     max_rate_limited: Option<u32>,
 }
@@ -240,6 +244,7 @@ impl MiroClient {
             source: q.source,
             cost: q.source.credits_per_call(),
             had_cursor: q.cursor.is_some(),
+            cursor_chars: q.cursor.as_ref().map_or(0, |c| c.chars().count()),
             max_rate_limited: None,
         };
         self.call(
@@ -260,6 +265,7 @@ impl MiroClient {
             source,
             cost: 50,
             had_cursor: false,
+            cursor_chars: 0,
             max_rate_limited: Some(3),
         };
         let request = || {
@@ -297,6 +303,23 @@ impl MiroClient {
             }
             requests += 1;
             let sent = request().send().await;
+            // A request that cannot even be built (a cursor too long for a URL) fails
+            // the same way every time: retrying is pointless.
+            if let Err(e) = &sent
+                && e.is_builder()
+            {
+                let reason = describe_reqwest_error(e);
+                return Err(if call.had_cursor {
+                    FetchError::CursorRejected {
+                        reason: format!(
+                            "the cursor Miro handed out cannot be sent back ({reason}; {} characters)",
+                            call.cursor_chars
+                        ),
+                    }
+                } else {
+                    FetchError::Permanent(Permanent::Unsendable { reason })
+                });
+            }
             if let Some(t) = &self.telemetry {
                 t.miro_request(call.source, sent.as_ref().ok().map(|r| r.status().as_u16()));
             }
@@ -381,7 +404,11 @@ impl MiroClient {
                         return Err(FetchError::Stopped);
                     }
                 }
-                Decision::CursorRejected => return Err(FetchError::CursorRejected),
+                Decision::CursorRejected => {
+                    return Err(FetchError::CursorRejected {
+                        reason: "Miro refused the cursor (400; expired?)".into(),
+                    });
+                }
                 Decision::Permanent(p) => return Err(FetchError::Permanent(p)),
             }
         }
@@ -429,6 +456,8 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
         "could not connect"
     } else if e.is_body() || e.is_decode() {
         "body cut short"
+    } else if e.is_builder() {
+        "cannot build the request"
     } else {
         "transport error"
     };

@@ -47,6 +47,8 @@ pub enum Permanent {
     NotFound { org_id: String, detail: String },
     #[error("Miro rejected the request as invalid (400{detail})")]
     BadRequest { detail: String },
+    #[error("no request to Miro can be built ({reason}): check `miro.api_base` and `miro.org_id`")]
+    Unsendable { reason: String },
     #[error("Miro answered with unexpected status {status}{detail}")]
     Unexpected { status: u16, detail: String },
 }

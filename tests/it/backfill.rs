@@ -297,3 +297,50 @@ async fn more_history_than_the_api_keeps_is_a_warning() {
     );
     assert_eq!(count(&env.db(), "MiroAuditLogs_CL"), 500);
 }
+
+/// A backfill handed a cursor too long for any request URL restarts the slice from the
+/// latest stored item instead of failing it on every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_cursor_restarts_the_backfill_slice() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(hours(5)), now.minus(minutes(30)));
+    let env = Env::start(org(800, 0, start, end)).await;
+    env.emu.hand_out_oversized_cursors(2);
+    let config = env.config("[sources.audit_logs]\npage_size = 50\n");
+    let out = env
+        .run(
+            &[
+                "backfill",
+                "--config",
+                config.to_str().unwrap(),
+                "--since",
+                "6h",
+                "--slice",
+                "3h",
+            ],
+            TOKEN,
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot continue from the cursor")
+            && stderr.contains("cannot be sent back"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        env.emu.stats().faults.get("oversized_cursor").copied(),
+        Some(2)
+    );
+    assert_exactly_once(
+        &env.db(),
+        "MiroAuditLogs_CL",
+        &expected_audit(&env.emu, start, end),
+    );
+    assert!(
+        slices(&env.db(), "audit_logs")
+            .iter()
+            .all(|(_, done, _)| *done)
+    );
+}

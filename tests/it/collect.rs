@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mirotrail::emulator::miro::{Faults, LateArrival, RateLimit};
+use mirotrail::emulator::miro::{Faults, LateArrival, OVERSIZED_CURSOR_CHARS, RateLimit};
 use mirotrail::timefmt::UnixMs;
 use serde_json::Value;
 
@@ -360,4 +360,95 @@ async fn sigkill_at_random_moments_then_restart_loses_and_duplicates_nothing() {
         .collect();
     assert_eq!(ids.len(), 6000);
     eprintln!("{kills} kills; audit rows at each kill: {rows_at_kill:?}");
+}
+
+/// The stored cursor of the audit window (`None` when no window is open).
+fn stored_cursor_chars(db: &std::path::Path) -> Option<usize> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(
+        "SELECT cursor FROM checkpoints WHERE source = 'audit_logs'",
+        [],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .unwrap()
+    .map(|c| c.len())
+}
+
+/// A cursor too long for any request URL (100,000 characters) used to be saved in the
+/// checkpoint and retried as a transient error, so every later run failed without a
+/// request. It now restarts the window from the latest stored item, like a refused cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_cursor_restarts_the_window_instead_of_blocking_the_source() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(60)), now.minus(minutes(5)));
+    let env = Env::start(org(1000, 0, start, end)).await;
+    env.emu.hand_out_oversized_cursors(1);
+    let cfg = env.config("[sources.audit_logs]\ninitial_lookback = \"2h\"\npage_size = 50\n");
+    let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
+    let out = env.run(&args, TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_exactly_once(
+        &env.db(),
+        "MiroAuditLogs_CL",
+        &expected_audit(&env.emu, start, end),
+    );
+    assert_eq!(
+        env.emu.stats().faults.get("oversized_cursor").copied(),
+        Some(1)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot continue from the cursor")
+            && stderr.contains("cannot be sent back")
+            && stderr.contains(&format!("{OVERSIZED_CURSOR_CHARS} characters")),
+        "the warning names the cause: {}",
+        text(&out)
+    );
+    assert!(stored_cursor_chars(&env.db()).is_none_or(|n| n < 1000));
+
+    // The next run is not stuck either, even when handed such a cursor again.
+    env.emu.hand_out_oversized_cursors(1);
+    let out = env.run(&args, TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_exactly_once(
+        &env.db(),
+        "MiroAuditLogs_CL",
+        &expected_audit(&env.emu, start, end),
+    );
+}
+
+/// A checkpoint that already holds an oversized cursor (saved by v0.1) recovers: the
+/// window is read again instead of failing every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_oversized_cursor_from_an_older_version_recovers() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(60)), now.minus(minutes(5)));
+    let env = Env::start(org(600, 0, start, end)).await;
+    let cfg = env.config("[sources.audit_logs]\ninitial_lookback = \"2h\"\npage_size = 50\n");
+    let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
+    let out = env.run(&args, TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    {
+        // What v0.1 left behind: an open window over the whole span with the cursor.
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.execute(
+            "UPDATE checkpoints SET window_from_ms = ?1, window_to_ms = watermark_ms,
+                 window_started_ms = watermark_ms, window_read_through_ms = NULL, cursor = ?2
+             WHERE source = 'audit_logs'",
+            rusqlite::params![start.0 - 1000, "7".repeat(OVERSIZED_CURSOR_CHARS)],
+        )
+        .unwrap();
+    }
+    let out = env.run(&args, TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot be sent back"), "{}", text(&out));
+    assert!(stored_cursor_chars(&env.db()).is_none_or(|n| n < 1000));
+    assert_exactly_once(
+        &env.db(),
+        "MiroAuditLogs_CL",
+        &expected_audit(&env.emu, start, end),
+    );
 }

@@ -15,6 +15,7 @@ pub(super) const DUPLICATE_ITEM: &str = "duplicate_item";
 pub(super) const THROTTLE: &str = "throttle";
 pub(super) const STRAY_ITEMS: &str = "stray_items";
 pub(super) const EMPTY_PAGE: &str = "empty_page";
+pub(super) const OVERSIZED_CURSOR: &str = "oversized_cursor";
 
 /// The faults drawn for one request; the server applies those that fit the request and
 /// counts exactly those.

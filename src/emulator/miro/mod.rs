@@ -33,4 +33,4 @@ pub use config::{
     EmulatedToken, Faults, LastPageCursor, LateArrival, MiroEmulatorConfig, RateLimit, StreamShape,
 };
 pub use org::MiroOrg;
-pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle};
+pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle, OVERSIZED_CURSOR_CHARS};

@@ -240,6 +240,8 @@ struct Shared {
     audit_max_limit: u32,
     last_page_cursor: LastPageCursor,
     stats: Mutex<EmulatorStats>,
+    /// Pages left that hand out an oversized cursor instead of their real one.
+    oversized_cursors: AtomicU64,
 }
 
 /// What happened while answering, for the stats.
@@ -276,6 +278,7 @@ impl Shared {
             audit_max_limit: config.audit_max_limit,
             last_page_cursor: config.last_page_cursor,
             stats: Mutex::new(EmulatorStats::default()),
+            oversized_cursors: AtomicU64::new(0),
         }
     }
 
@@ -577,6 +580,13 @@ impl Shared {
                 },
             },
         };
+        let cursor = match cursor {
+            CursorField::Text(c) if !c.is_empty() && self.take_oversized_cursor() => {
+                outcome.faults.push(faults::OVERSIZED_CURSOR);
+                CursorField::Text(oversized_cursor(&c))
+            }
+            other => other,
+        };
         let body = PageBody {
             kind: "cursor-list",
             limit: query.limit,
@@ -601,6 +611,13 @@ impl Shared {
             body: text,
             items,
         }
+    }
+
+    /// True (and one fewer left) while oversized cursors are still to be handed out.
+    fn take_oversized_cursor(&self) -> bool {
+        self.oversized_cursors
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     fn parse_query(&self, stream: Stream, params: &Params) -> Result<LogQuery, Reply> {
@@ -789,6 +806,19 @@ impl MiroEmulator {
     }
 }
 
+/// Length of the cursor handed out by [`MiroEmulatorHandle::hand_out_oversized_cursors`].
+pub const OVERSIZED_CURSOR_CHARS: usize = 100_000;
+
+/// A cursor of [`OVERSIZED_CURSOR_CHARS`] characters starting with the real one.
+fn oversized_cursor(real: &str) -> String {
+    let mut c = String::with_capacity(OVERSIZED_CURSOR_CHARS);
+    c.push_str(real);
+    while c.len() < OVERSIZED_CURSOR_CHARS {
+        c.push('0');
+    }
+    c
+}
+
 /// Controls a running emulator. Clones share the same server.
 #[derive(Clone)]
 pub struct MiroEmulatorHandle {
@@ -852,6 +882,15 @@ impl MiroEmulatorHandle {
             .faults
             .write()
             .unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    /// The next `pages` pages that have a next page hand out a cursor of
+    /// [`OVERSIZED_CURSOR_CHARS`] characters instead of their own: too long to fit in a
+    /// request URL, so a client cannot send it back (Miro documents no cursor length).
+    pub fn hand_out_oversized_cursors(&self, pages: u64) {
+        self.shared
+            .oversized_cursors
+            .store(pages, Ordering::Relaxed);
     }
 
     /// Stops accepting, lets requests in flight finish (at most 5 s), then stops.
