@@ -2,6 +2,7 @@
 //! (0 success, 2 usage or config error, 1 runtime failure).
 
 mod backfill;
+mod deadletter;
 mod demo;
 mod emulate;
 mod query;
@@ -83,6 +84,13 @@ enum Command {
     /// Answer a read-only SQL query on the store (tables MiroAuditLogs_CL,
     /// MiroContentLogs_CL, with the Sentinel columns).
     Query(query::QueryArgs),
+    /// List the rows a sink set aside (its destination will never accept them as they
+    /// are), or queue them for delivery again after fixing the cause.
+    ///
+    /// `deadletter list --config F [--sink S] [-f table|csv|json]`;
+    /// `deadletter retry --config F [--sink S] (--id N ... | --all)`. Works while `run` is
+    /// running. Stored rows are never deleted by this.
+    Deadletter(deadletter::DeadLetterArgs),
     /// Run an emulator of a service mirotrail talks to, on loopback.
     Emulate(emulate::EmulateArgs),
     /// Print a deployment template: `azure` prints the ARM template (JSON) deploying the
@@ -214,6 +222,7 @@ pub fn main() -> ExitCode {
             Command::Backfill(args) => backfill::run(args).await,
             Command::Status(args) => status::run(args),
             Command::Query(args) => query::run(args),
+            Command::Deadletter(args) => deadletter::run(args),
             Command::Emulate(args) => emulate::run(args).await,
             Command::Template(args) => template(args),
             Command::Completions { shell } => {

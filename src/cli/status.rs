@@ -4,7 +4,7 @@ use anyhow::anyhow;
 
 use super::{ConfigArgs, Failure, load_config};
 use crate::config::SourceKind;
-use crate::store::{Store, backlog, table_stats};
+use crate::store::{Store, backlog, dead_letter_counts, table_stats};
 use crate::timefmt::UnixMs;
 
 pub(crate) fn run(args: ConfigArgs) -> Result<(), Failure> {
@@ -107,6 +107,33 @@ pub(crate) fn run(args: ConfigArgs) -> Result<(), Failure> {
     if !config.sinks.is_empty() {
         println!("{sinks}");
     }
+    print_dead_letters(&conn, &args)?;
+    Ok(())
+}
+
+/// Rows set aside per sink and stream, if any, and how to look at them.
+fn print_dead_letters(conn: &rusqlite::Connection, args: &ConfigArgs) -> Result<(), Failure> {
+    let counts = dead_letter_counts(conn).map_err(Failure::runtime)?;
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(["sink", "table", "dead letters", "re-queued"]);
+    for c in &counts {
+        table.add_row([
+            c.sink.clone(),
+            c.source.table().to_string(),
+            c.rows.to_string(),
+            c.requeued.to_string(),
+        ]);
+    }
+    println!("rows set aside (the destination will never accept them as they are):\n{table}");
+    println!(
+        "see them: mirotrail deadletter list --config {0}; after fixing the cause: \
+         mirotrail deadletter retry --config {0} --all",
+        args.config.display()
+    );
     Ok(())
 }
 

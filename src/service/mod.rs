@@ -85,6 +85,7 @@ struct Families {
     credits_allowance: FloatGauge,
     delivered_rows: Family<SinkSourceLabels, Counter>,
     pending_rows: Family<SinkSourceLabels, Gauge>,
+    dead_letter_rows: Family<SinkSourceLabels, Gauge>,
     delivery_failures: Family<SinkCauseLabels, Counter>,
     sink_last_success: Family<SinkLabel, FloatGauge>,
     ready: Gauge,
@@ -167,6 +168,12 @@ impl Telemetry {
             "mirotrail_sink_pending_rows",
             "Stored rows the sink has not delivered yet (its backlog)",
             f.pending_rows.clone(),
+        );
+        registry.register(
+            "mirotrail_sink_dead_letter_rows",
+            "Rows set aside because the destination will never accept them as they are \
+             (`mirotrail deadletter list`), per sink and source",
+            f.dead_letter_rows.clone(),
         );
         registry.register(
             "mirotrail_sink_delivery_failures",
@@ -382,6 +389,25 @@ impl Telemetry {
                     Err(e) => tracing::warn!(error = %e, "metrics: cannot count a backlog"),
                 }
             }
+        }
+        match self.store.dead_letter_counts() {
+            Ok(counts) => {
+                for sink in &self.sink_names {
+                    for &kind in &self.source_kinds {
+                        let rows = counts
+                            .iter()
+                            .find(|c| &c.sink == sink && c.source == kind)
+                            .map_or(0, |c| c.rows);
+                        f.dead_letter_rows
+                            .get_or_create(&SinkSourceLabels {
+                                sink: sink.clone(),
+                                source: kind.name().into(),
+                            })
+                            .set(rows);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count dead letters"),
         }
         let b = self.budget.snapshot();
         if let Some(r) = b.server_remaining {

@@ -42,7 +42,7 @@ impl FileSink {
         &mut self,
         source: SourceKind,
         rows: &[OutboxRow],
-        ack: &mut (dyn FnMut(i64, i64) + Send),
+        verdict: &mut (dyn FnMut(super::RowVerdict<'_>) + Send),
     ) -> Result<i64, SinkError> {
         let path = self.current_path(source);
         let io_err = |what: &str, e: std::io::Error| {
@@ -73,7 +73,7 @@ impl FileSink {
             .map_err(|e| io_err("open", e))?;
         file.write_all(&buf).map_err(|e| io_err("write", e))?;
         file.sync_data().map_err(|e| io_err("sync", e))?;
-        Ok(super::ack_all(rows, ack))
+        Ok(super::ack_all(rows, verdict))
     }
 }
 
@@ -148,16 +148,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = FileSink::new(dir.path().to_path_buf(), 1 << 20).unwrap();
         let source = SourceKind::AuditLogs;
-        sink.send(source, &rows(source, 1..4), &mut |_, _| {})
-            .unwrap();
+        sink.send(source, &rows(source, 1..4), &mut |_| {}).unwrap();
         // A crash in the middle of the next write.
         let path = sink.current_path(source);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"TimeGenerated":null,"id":"4","ev"#)
             .unwrap();
         drop(f);
-        sink.send(source, &rows(source, 4..6), &mut |_, _| {})
-            .unwrap();
+        sink.send(source, &rows(source, 4..6), &mut |_| {}).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let ids: Vec<String> = text
             .lines()
@@ -171,8 +169,7 @@ mod tests {
         assert_eq!(ids, ["1", "2", "3", "4", "5"]);
         // A file that is nothing but a fragment is emptied.
         std::fs::write(&path, b"{\"id\":").unwrap();
-        sink.send(source, &rows(source, 6..7), &mut |_, _| {})
-            .unwrap();
+        sink.send(source, &rows(source, 6..7), &mut |_| {}).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
     }
 
@@ -182,7 +179,7 @@ mod tests {
         let mut sink = FileSink::new(dir.path().to_path_buf(), 4096).unwrap();
         let source = SourceKind::ContentLogs;
         for start in (0..200).step_by(10) {
-            sink.send(source, &rows(source, start..start + 10), &mut |_, _| {})
+            sink.send(source, &rows(source, start..start + 10), &mut |_| {})
                 .unwrap();
         }
         let mut lines = 0;

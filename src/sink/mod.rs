@@ -1,9 +1,13 @@
 //! Delivery: one task per sink reads stored rows past the sink's offset, hands them to
 //! the sink, and advances the offset only over what the sink acknowledged.
 //!
-//! Invariants: the offset never passes a row the sink did not confirm, so every stored
-//! row reaches every sink at least once; a failing destination only grows the backlog;
-//! batches are bounded (`batch_rows`), so memory does not grow with the backlog.
+//! Invariants: the offset never passes a row the sink did not confirm or set aside, so
+//! every stored row reaches every sink at least once or is listed in its dead letters; a
+//! row the destination will never accept is set aside (`dead_letters`) in the same
+//! transaction that lets the offset pass it, so it does not block the rest; a failing
+//! destination only grows the backlog; batches are bounded (`batch_rows`), so memory does
+//! not grow with the backlog. Rows re-queued by `deadletter retry` are sent before the
+//! backlog, without moving the offset back.
 
 mod file;
 mod line;
@@ -25,6 +29,16 @@ pub use file::FileSink;
 pub use line::table_row_json;
 pub use sentinel::SentinelSink;
 pub use stdout::StdoutSink;
+
+/// What a sink reports about rows it was handed, as soon as it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowVerdict<'a> {
+    /// The destination acknowledged rows `first..=last` (of those handed over).
+    Acked { first: i64, last: i64 },
+    /// The destination will never accept this row as it is (too big for one request
+    /// even alone, refused alone as malformed); `reason` says why.
+    Rejected { seq: i64, reason: &'a str },
+}
 
 /// A delivery failure.
 #[derive(Debug, thiserror::Error)]
@@ -69,29 +83,32 @@ impl Sink {
         })
     }
 
-    /// Sends rows of one source, in `_seq` order, calling `ack(first_seq, last_seq)` for
-    /// each run of rows the destination acknowledged, as soon as it did (in any order).
-    /// Returns the highest `_seq` of the contiguous prefix acknowledged.
+    /// Sends rows of one source, in `_seq` order, calling `verdict` for each run of rows
+    /// the destination acknowledged and each row it will never accept, as soon as it
+    /// knows (in any order). Returns the highest `_seq` of the contiguous prefix done with.
     pub async fn send(
         &mut self,
         source: SourceKind,
         rows: &[OutboxRow],
-        ack: &mut (dyn FnMut(i64, i64) + Send),
+        verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
     ) -> Result<i64, SinkError> {
         match self {
-            Sink::File(s) => s.send(source, rows, ack),
-            Sink::Stdout(s) => s.send(source, rows, ack),
-            Sink::Sentinel(s) => s.send(source, rows, ack).await,
+            Sink::File(s) => s.send(source, rows, verdict),
+            Sink::Stdout(s) => s.send(source, rows, verdict),
+            Sink::Sentinel(s) => s.send(source, rows, verdict).await,
         }
     }
 }
 
 /// Acknowledges all of `rows` at once (sinks that confirm a whole batch); returns the
 /// last `_seq`.
-fn ack_all(rows: &[OutboxRow], ack: &mut (dyn FnMut(i64, i64) + Send)) -> i64 {
+fn ack_all(rows: &[OutboxRow], verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send)) -> i64 {
     match (rows.first(), rows.last()) {
         (Some(first), Some(last)) => {
-            ack(first.seq, last.seq);
+            verdict(RowVerdict::Acked {
+                first: first.seq,
+                last: last.seq,
+            });
             last.seq
         }
         _ => 0,
@@ -114,6 +131,8 @@ struct AckTracker<'a> {
     /// Index in `seqs` of the first row not yet behind the offset.
     next: usize,
     offset: i64,
+    /// Rows set aside this round.
+    rejected: u64,
 }
 
 impl<'a> AckTracker<'a> {
@@ -132,6 +151,7 @@ impl<'a> AckTracker<'a> {
             ranges: store.acked_ranges(sink, source)?,
             next: 0,
             offset,
+            rejected: 0,
         };
         tracker.advance()?;
         Ok(tracker)
@@ -153,6 +173,34 @@ impl<'a> AckTracker<'a> {
         }
     }
 
+    /// Sets a row the destination will never accept aside and, in the same
+    /// transaction, lets the offset pass it. If that fails, the row stays before the
+    /// offset and is sent again.
+    fn reject(&mut self, seq: i64, reason: &str) {
+        self.ranges.push((seq, seq));
+        let mut next = self.next;
+        while next < self.seqs.len() && self.covered(self.seqs[next]) {
+            next += 1;
+        }
+        let offset = (next > self.next).then(|| self.seqs[next - 1]);
+        match self
+            .store
+            .dead_letter(self.sink, self.source, &[(seq, reason.to_string())], offset)
+        {
+            Ok(()) => {
+                if let Some(offset) = offset {
+                    self.next = next;
+                    self.offset = offset;
+                }
+                self.rejected += 1;
+            }
+            Err(e) => {
+                self.ranges.pop();
+                tracing::error!(sink = %self.sink, source = %self.source, seq, error = %e, "cannot set a refused row aside; it is sent again");
+            }
+        }
+    }
+
     fn advance(&mut self) -> Result<(), StoreError> {
         let before = self.next;
         while self.next < self.seqs.len() && self.covered(self.seqs[self.next]) {
@@ -164,6 +212,95 @@ impl<'a> AckTracker<'a> {
                 .advance_offset(self.sink, self.source, self.offset)?;
         }
         Ok(())
+    }
+}
+
+/// The Miro id of a stored row.
+fn miro_id(source: SourceKind, row: &OutboxRow) -> Option<String> {
+    let i = crate::store::transform::columns(source)
+        .iter()
+        .position(|c| *c == "id")?;
+    row.cells.get(i).cloned().flatten()
+}
+
+/// Whether re-queued dead letters were there to send.
+enum Requeued {
+    None,
+    Sent,
+}
+
+/// Sends the rows `deadletter retry` re-queued for this sink (before the backlog, without
+/// touching the offset): an accepted row leaves the dead letters, a refused one goes back
+/// with its new reason.
+async fn send_requeued(
+    sink: &mut Sink,
+    name: &str,
+    store: &Arc<Store>,
+    source: SourceKind,
+    batch_rows: usize,
+) -> Result<Requeued, SinkError> {
+    let reader = store.clone();
+    let sink_name = name.to_string();
+    let rows =
+        tokio::task::spawn_blocking(move || reader.requeued_rows(&sink_name, source, batch_rows))
+            .await
+            .expect("dead-letter read task panicked")
+            .map_err(|e| SinkError::transient(e.to_string()))?;
+    if rows.is_empty() {
+        return Ok(Requeued::None);
+    }
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let mut resolved: Vec<i64> = Vec::new();
+    let mut store_error = None;
+    let result = sink
+        .send(source, &rows, &mut |verdict| {
+            let done = match verdict {
+                RowVerdict::Acked { first, last } => {
+                    let mut n = 0;
+                    let mut result = Ok(());
+                    for &seq in seqs.iter().filter(|s| (first..=last).contains(*s)) {
+                        resolved.push(seq);
+                        match store.clear_dead_letters(name, source, seq, seq) {
+                            Ok(k) => n += k,
+                            Err(e) => result = Err(e),
+                        }
+                    }
+                    if n > 0 {
+                        tracing::info!(sink = %name, source = %source, rows = n, "re-queued dead letters delivered");
+                    }
+                    result
+                }
+                RowVerdict::Rejected { seq, reason } => {
+                    resolved.push(seq);
+                    tracing::warn!(sink = %name, source = %source, seq, reason, "re-queued row refused again; set aside with the new reason");
+                    store.dead_letter(name, source, &[(seq, reason.to_string())], None)
+                }
+            };
+            if let Err(e) = done {
+                store_error = Some(e);
+            }
+        })
+        .await;
+    if let Some(e) = store_error {
+        return Err(SinkError::transient(e.to_string()));
+    }
+    match result {
+        Ok(_) => Ok(Requeued::Sent),
+        Err(e) if e.permanent => {
+            // Retrying cannot help until something changes: the rows not sent go back to
+            // the list with this reason (the user asked for them; they see why).
+            let back: Vec<(i64, String)> = seqs
+                .iter()
+                .filter(|s| !resolved.contains(s))
+                .map(|&s| (s, e.message.clone()))
+                .collect();
+            tracing::warn!(sink = %name, source = %source, rows = back.len(), error = %e.message, "re-queued rows not delivered; set aside again with this reason");
+            store
+                .dead_letter(name, source, &back, None)
+                .map_err(|e| SinkError::transient(e.to_string()))?;
+            Ok(Requeued::Sent)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -227,6 +364,19 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             if shutdown.is_set() {
                 return Ok(report);
             }
+            match send_requeued(&mut sink, &name, &store, source, batch_rows).await {
+                Ok(Requeued::None) => {}
+                Ok(Requeued::Sent) => {
+                    pending = true;
+                    progressed = true;
+                }
+                Err(e) => {
+                    // Re-queued rows wait; the backlog below goes on as usual.
+                    pending = true;
+                    report.last_error = Some(e.message.clone());
+                    tracing::warn!(sink = %name, source = %source, error = %e.message, "re-queued dead letters not delivered; trying again later");
+                }
+            }
             let offset = store.delivered_offset(&name, source)?;
             let reader = store.clone();
             let rows =
@@ -246,9 +396,23 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             let result = if todo.is_empty() {
                 Ok(tracker.offset)
             } else {
-                sink.send(source, &todo, &mut |first, last| tracker.ack(first, last))
-                    .await
+                sink.send(source, &todo, &mut |verdict| match verdict {
+                    RowVerdict::Acked { first, last } => tracker.ack(first, last),
+                    RowVerdict::Rejected { seq, reason } => {
+                        let id = todo
+                            .iter()
+                            .find(|r| r.seq == seq)
+                            .and_then(|r| miro_id(source, r))
+                            .unwrap_or_default();
+                        tracing::warn!(sink = %name, source = %source, seq, id, reason, "row set aside (dead letter): the destination will never accept it as it is; the rest goes on. `mirotrail deadletter list` shows it, `mirotrail deadletter retry` sends it again once the cause is fixed");
+                        tracker.reject(seq, reason);
+                    }
+                })
+                .await
             };
+            if tracker.rejected > 0 {
+                progressed = true;
+            }
             let delivered = tracker.offset - offset;
             if tracker.offset > offset {
                 let n = rows.iter().filter(|r| r.seq <= tracker.offset).count() as u64;

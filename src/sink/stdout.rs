@@ -14,7 +14,7 @@ impl StdoutSink {
         &mut self,
         source: SourceKind,
         rows: &[OutboxRow],
-        ack: &mut (dyn FnMut(i64, i64) + Send),
+        verdict: &mut (dyn FnMut(super::RowVerdict<'_>) + Send),
     ) -> Result<i64, SinkError> {
         let mut out = String::new();
         for row in rows {
@@ -26,6 +26,6 @@ impl StdoutSink {
         lock.write_all(out.as_bytes())
             .and_then(|()| lock.flush())
             .map_err(|e| SinkError::transient(format!("cannot write to standard output: {e}")))?;
-        Ok(super::ack_all(rows, ack))
+        Ok(super::ack_all(rows, verdict))
     }
 }

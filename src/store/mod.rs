@@ -11,7 +11,10 @@
 //!   lets one write transaction in at a time (the other waits, busy timeout), so `_seq`
 //!   is still assigned in commit order;
 //! - a backfill page is committed in one transaction together with its slice's progress
-//!   (`backfill_slices`), like a live page with its checkpoint.
+//!   (`backfill_slices`), like a live page with its checkpoint;
+//! - a row a sink's destination will never accept is listed in `dead_letters` in the same
+//!   transaction that lets the sink's offset pass it; the row itself stays in its table,
+//!   and retention never deletes a row listed there.
 
 mod schema;
 pub mod transform;
@@ -500,22 +503,150 @@ impl Store {
         let tx = conn
             .transaction()
             .map_err(sql("advancing a delivery offset"))?;
-        tx.execute(
-            "DELETE FROM sink_acked WHERE sink = ?1 AND source = ?2 AND last_seq <= ?3",
-            params![sink, source.name(), seq],
-        )
-        .map_err(sql("advancing a delivery offset"))?;
-        tx.execute(
-            "INSERT INTO sink_offsets (sink, source, delivered_seq, updated_ms, last_error)
-             VALUES (?1, ?2, ?3, ?4, NULL)
-             ON CONFLICT (sink, source) DO UPDATE SET
-               delivered_seq = max(delivered_seq, excluded.delivered_seq),
-               updated_ms = excluded.updated_ms, last_error = NULL",
-            params![sink, source.name(), seq, UnixMs::now().0],
-        )
-        .map_err(sql("advancing a delivery offset"))?;
+        advance_offset_tx(&tx, sink, source, seq).map_err(sql("advancing a delivery offset"))?;
         tx.commit().map_err(sql("advancing a delivery offset"))?;
         Ok(())
+    }
+
+    /// Sets rows aside for a sink (a destination that will never accept them as they
+    /// are) and, in the same transaction, marks them as done for the sink's offset and
+    /// moves the offset to `offset` if given. A row set aside before (a retry that failed
+    /// again) gets the new reason, one more attempt, and leaves the retry queue.
+    pub fn dead_letter(
+        &self,
+        sink: &str,
+        source: SourceKind,
+        rows: &[(i64, String)],
+        offset: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let what = "setting rows aside (dead letters)";
+        let mut conn = self.writer.lock().expect("store writer lock");
+        let tx = conn.transaction().map_err(sql(what))?;
+        let now = UnixMs::now().0;
+        for (seq, reason) in rows {
+            tx.execute(
+                "INSERT INTO dead_letters (sink, source, seq, reason, first_ms, last_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (sink, source, seq) DO UPDATE SET reason = excluded.reason,
+                   last_ms = excluded.last_ms, attempts = attempts + 1, requeued = 0",
+                params![sink, source.name(), seq, reason, now],
+            )
+            .map_err(sql(what))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO sink_acked (sink, source, first_seq, last_seq)
+                 SELECT ?1, ?2, ?3, ?3
+                 WHERE ?3 > coalesce((SELECT delivered_seq FROM sink_offsets
+                                      WHERE sink = ?1 AND source = ?2), 0)",
+                params![sink, source.name(), seq],
+            )
+            .map_err(sql(what))?;
+        }
+        if let Some(offset) = offset {
+            advance_offset_tx(&tx, sink, source, offset).map_err(sql(what))?;
+        }
+        tx.commit().map_err(sql(what))
+    }
+
+    /// Rows of `source` re-queued for `sink` by `deadletter retry`, in `_seq` order, at
+    /// most `limit`. Entries whose row is gone from the table (deleted by hand) are
+    /// dropped, with a warning.
+    pub fn requeued_rows(
+        &self,
+        sink: &str,
+        source: SourceKind,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let what = "reading re-queued dead letters";
+        let columns = transform::columns(source);
+        let gone: Vec<i64> = {
+            let conn = self.writer.lock().expect("store writer lock");
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT d.seq FROM dead_letters d LEFT JOIN {} t ON t._seq = d.seq
+                     WHERE d.sink = ?1 AND d.source = ?2 AND d.requeued = 1 AND t._seq IS NULL",
+                    source.table()
+                ))
+                .map_err(sql(what))?;
+            let rows = stmt
+                .query_map(params![sink, source.name()], |r| r.get(0))
+                .map_err(sql(what))?;
+            rows.collect::<Result<Vec<i64>, _>>().map_err(sql(what))?
+        };
+        if !gone.is_empty() {
+            tracing::warn!(sink, source = %source, rows = ?gone, "re-queued dead letters whose rows are no longer in the store; dropping the entries");
+            let conn = self.writer.lock().expect("store writer lock");
+            for seq in &gone {
+                conn.execute(
+                    "DELETE FROM dead_letters WHERE sink = ?1 AND source = ?2 AND seq = ?3",
+                    params![sink, source.name(), seq],
+                )
+                .map_err(sql(what))?;
+            }
+        }
+        let conn = self.writer.lock().expect("store writer lock");
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT t._seq, t._raw, {} FROM dead_letters d JOIN {} t ON t._seq = d.seq
+                 WHERE d.sink = ?1 AND d.source = ?2 AND d.requeued = 1
+                 ORDER BY t._seq LIMIT ?3",
+                columns
+                    .iter()
+                    .map(|c| format!("t.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source.table()
+            ))
+            .map_err(sql(what))?;
+        let rows = stmt
+            .query_map(params![sink, source.name(), limit as i64], |r| {
+                let mut cells = Vec::with_capacity(columns.len());
+                for i in 0..columns.len() {
+                    cells.push(r.get::<_, Option<String>>(i + 2)?);
+                }
+                Ok(OutboxRow {
+                    seq: r.get(0)?,
+                    raw: r.get(1)?,
+                    cells,
+                })
+            })
+            .map_err(sql(what))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql(what))
+    }
+
+    /// Removes the dead-letter entries of re-queued rows `first..=last` the destination
+    /// has now accepted.
+    pub fn clear_dead_letters(
+        &self,
+        sink: &str,
+        source: SourceKind,
+        first: i64,
+        last: i64,
+    ) -> Result<u64, StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.execute(
+            "DELETE FROM dead_letters WHERE sink = ?1 AND source = ?2 AND requeued = 1
+               AND seq BETWEEN ?3 AND ?4",
+            params![sink, source.name(), first, last],
+        )
+        .map(|n| n as u64)
+        .map_err(sql("clearing delivered dead letters"))
+    }
+
+    #[cfg(test)]
+    fn requeue_for_test(&self, sink: &str, source: SourceKind, seq: i64) -> Result<(), StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.execute(
+            "UPDATE dead_letters SET requeued = 1 WHERE sink = ?1 AND source = ?2 AND seq = ?3",
+            params![sink, source.name(), seq],
+        )
+        .map(|_| ())
+        .map_err(sql("re-queueing"))
+    }
+
+    /// Dead-lettered rows per sink and source (for metrics).
+    pub fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
+        let conn = self.reader.lock().expect("store reader lock");
+        dead_letter_counts(&conn)
     }
 
     /// Records a delivery failure on the sink's offset row (shown by `status`).
@@ -601,13 +732,15 @@ impl Store {
                 limit = limit.min(self.delivered_offset(sink, source)?);
             }
             let conn = self.writer.lock().expect("store writer lock");
+            // A dead-lettered row is behind its sink's offset but not delivered: keep it.
             let n = conn
                 .execute(
                     &format!(
-                        "DELETE FROM {} WHERE coalesce(TimeGenerated, _ingested_at) < ?1 AND _seq <= ?2",
+                        "DELETE FROM {} WHERE coalesce(TimeGenerated, _ingested_at) < ?1 AND _seq <= ?2
+                           AND _seq NOT IN (SELECT seq FROM dead_letters WHERE source = ?3)",
                         source.table()
                     ),
-                    params![cutoff.to_iso(), limit],
+                    params![cutoff.to_iso(), limit, source.name()],
                 )
                 .map_err(sql("applying retention"))?;
             out.push((source, n as u64));
@@ -633,6 +766,199 @@ pub fn table_stats(conn: &Connection, source: SourceKind) -> Result<TableStats, 
         },
     )
     .map_err(sql("counting rows"))
+}
+
+/// Dead-lettered rows of one sink and source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCount {
+    pub sink: String,
+    pub source: SourceKind,
+    pub rows: i64,
+    /// Of those, waiting to be sent again (`deadletter retry`).
+    pub requeued: i64,
+}
+
+/// One dead-lettered row (for `deadletter list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub sink: String,
+    pub source: SourceKind,
+    pub seq: i64,
+    /// The Miro id of the row (`None` if the row is gone from the table).
+    pub miro_id: Option<String>,
+    pub reason: String,
+    pub first: UnixMs,
+    pub last: UnixMs,
+    pub attempts: i64,
+    pub requeued: bool,
+}
+
+/// True when the store has the dead-letter table (a store older than this build that
+/// was never opened by it has not).
+fn has_dead_letters(conn: &Connection) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'dead_letters'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(sql("looking for the dead-letter table"))
+}
+
+/// Dead-lettered rows per sink and source.
+pub fn dead_letter_counts(conn: &Connection) -> Result<Vec<DeadLetterCount>, StoreError> {
+    let what = "counting dead letters";
+    if !has_dead_letters(conn)? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT sink, source, count(*), sum(requeued) FROM dead_letters
+             GROUP BY sink, source ORDER BY sink, source",
+        )
+        .map_err(sql(what))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(sql(what))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (sink, source, rows, requeued) = row.map_err(sql(what))?;
+        if let Some(source) = SourceKind::from_name(&source) {
+            out.push(DeadLetterCount {
+                sink,
+                source,
+                rows,
+                requeued,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Dead-lettered rows, of one sink or all, oldest first.
+pub fn dead_letters(conn: &Connection, sink: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+    let what = "listing dead letters";
+    if !has_dead_letters(conn)? {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for source in SourceKind::ALL {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT d.id, d.sink, d.seq, t.id, d.reason, d.first_ms, d.last_ms, d.attempts,
+                        d.requeued
+                 FROM dead_letters d LEFT JOIN {} t ON t._seq = d.seq
+                 WHERE d.source = ?1 AND (?2 IS NULL OR d.sink = ?2)",
+                source.table()
+            ))
+            .map_err(sql(what))?;
+        let rows = stmt
+            .query_map(params![source.name(), sink], |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    sink: r.get(1)?,
+                    source,
+                    seq: r.get(2)?,
+                    miro_id: r.get(3)?,
+                    reason: r.get(4)?,
+                    first: UnixMs(r.get(5)?),
+                    last: UnixMs(r.get(6)?),
+                    attempts: r.get(7)?,
+                    requeued: r.get(8)?,
+                })
+            })
+            .map_err(sql(what))?;
+        for row in rows {
+            out.push(row.map_err(sql(what))?);
+        }
+    }
+    out.sort_by_key(|d| (d.first, d.id));
+    Ok(out)
+}
+
+/// Re-queues dead-lettered rows for delivery (`deadletter retry`): of one sink or all,
+/// `ids` (dead-letter ids) or all of them. Works beside a running `mirotrail run` (one
+/// short write transaction; the collector's lock is not needed). Returns how many.
+pub fn requeue_dead_letters(
+    path: &Path,
+    sink: Option<&str>,
+    ids: Option<&[i64]>,
+) -> Result<u64, StoreError> {
+    let what = "re-queueing dead letters";
+    if !path.exists() {
+        return Err(StoreError::Open {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::InvalidPath(path.to_path_buf()),
+        });
+    }
+    let mut conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|source| {
+            StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    configure(&conn).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !has_dead_letters(&conn)? {
+        return Ok(0);
+    }
+    let tx = conn.transaction().map_err(sql(what))?;
+    let mut n = 0;
+    match ids {
+        None => {
+            n += tx
+                .execute(
+                    "UPDATE dead_letters SET requeued = 1 WHERE (?1 IS NULL OR sink = ?1)",
+                    params![sink],
+                )
+                .map_err(sql(what))?;
+        }
+        Some(ids) => {
+            for id in ids {
+                n += tx
+                    .execute(
+                        "UPDATE dead_letters SET requeued = 1
+                         WHERE id = ?1 AND (?2 IS NULL OR sink = ?2)",
+                        params![id, sink],
+                    )
+                    .map_err(sql(what))?;
+            }
+        }
+    }
+    tx.commit().map_err(sql(what))?;
+    Ok(n as u64)
+}
+
+fn advance_offset_tx(
+    tx: &Connection,
+    sink: &str,
+    source: SourceKind,
+    seq: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM sink_acked WHERE sink = ?1 AND source = ?2 AND last_seq <= ?3",
+        params![sink, source.name(), seq],
+    )?;
+    tx.execute(
+        "INSERT INTO sink_offsets (sink, source, delivered_seq, updated_ms, last_error)
+         VALUES (?1, ?2, ?3, ?4, NULL)
+         ON CONFLICT (sink, source) DO UPDATE SET
+           delivered_seq = max(delivered_seq, excluded.delivered_seq),
+           updated_ms = excluded.updated_ms, last_error = NULL",
+        params![sink, source.name(), seq, UnixMs::now().0],
+    )?;
+    Ok(())
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -990,6 +1316,98 @@ mod tests {
         let deleted = store.apply_retention(cutoff, &[]).unwrap();
         assert_eq!(deleted[0], (SourceKind::AuditLogs, 2));
         assert_eq!(store.table_stats(SourceKind::AuditLogs).unwrap().rows, 1);
+    }
+
+    #[test]
+    fn retention_keeps_dead_lettered_rows_behind_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        commit(
+            &store,
+            &["1", "2", "3", "4"],
+            &cp(SourceKind::AuditLogs, 1, None),
+        );
+        let seqs: Vec<i64> = store
+            .read_outbox(SourceKind::AuditLogs, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        store
+            .dead_letter(
+                "a",
+                SourceKind::AuditLogs,
+                &[(seqs[1], "too big".into())],
+                Some(seqs[3]),
+            )
+            .unwrap();
+        assert_eq!(
+            store.delivered_offset("a", SourceKind::AuditLogs).unwrap(),
+            seqs[3]
+        );
+        let cutoff = UnixMs::parse("2025-01-01T00:00:00Z").unwrap();
+        let deleted = store.apply_retention(cutoff, &["a".to_string()]).unwrap();
+        assert_eq!(deleted[0], (SourceKind::AuditLogs, 3));
+        let left = store.read_outbox(SourceKind::AuditLogs, 0, 100).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].seq, seqs[1], "the dead-lettered row stays");
+        // Delivered by a retry, it leaves the list and retention may take it.
+        store
+            .requeue_for_test("a", SourceKind::AuditLogs, seqs[1])
+            .unwrap();
+        assert_eq!(
+            store
+                .requeued_rows("a", SourceKind::AuditLogs, 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        store
+            .clear_dead_letters("a", SourceKind::AuditLogs, seqs[1], seqs[1])
+            .unwrap();
+        let deleted = store.apply_retention(cutoff, &["a".to_string()]).unwrap();
+        assert_eq!(deleted[0], (SourceKind::AuditLogs, 1));
+    }
+
+    #[test]
+    fn setting_a_row_aside_and_moving_the_offset_are_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = Store::open(&path).unwrap();
+        commit(&store, &["1", "2"], &cp(SourceKind::AuditLogs, 1, None));
+        let seqs: Vec<i64> = store
+            .read_outbox(SourceKind::AuditLogs, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        // A row set aside beyond a row still pending: recorded as done, offset unmoved.
+        store
+            .dead_letter("a", SourceKind::AuditLogs, &[(seqs[1], "x".into())], None)
+            .unwrap();
+        assert_eq!(
+            store.acked_ranges("a", SourceKind::AuditLogs).unwrap(),
+            vec![(seqs[1], seqs[1])]
+        );
+        // The dead-letter write fails (its table is gone): the offset does not move either.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE dead_letters")
+            .unwrap();
+        assert!(
+            store
+                .dead_letter(
+                    "a",
+                    SourceKind::AuditLogs,
+                    &[(seqs[0], "y".into())],
+                    Some(seqs[1])
+                )
+                .is_err()
+        );
+        assert_eq!(
+            store.delivered_offset("a", SourceKind::AuditLogs).unwrap(),
+            0
+        );
     }
 
     #[test]

@@ -89,6 +89,22 @@ fn migrations() -> Vec<String> {
         .into(),
         // 4: when each source last re-read its overlap (`overlap_every`).
         "ALTER TABLE checkpoints ADD COLUMN last_sweep_ms INTEGER;".into(),
+        // 5: rows a sink's destination will never accept, set aside so they do not block
+        // the rest (the row stays in its table; retention keeps it while listed here).
+        "CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            sink TEXT NOT NULL,
+            source TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            first_ms INTEGER NOT NULL,
+            last_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            requeued INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (sink, source, seq)
+        );
+        CREATE INDEX dead_letters_source_seq ON dead_letters (source, seq);"
+            .into(),
     ]
 }
 

@@ -128,11 +128,47 @@ fn sink_config(w: &World, secret: &str, extra: &str) -> Config {
             w.azure_config.tenant_id, w.azure_config.client_id
         )
     };
-    Config::from_toml(
-        &format!("{text}{auth}"),
-        &w.dir.path().join("mirotrail.toml"),
+    // Also on disk, for the commands that read the store (`status`, `deadletter`).
+    let file = w.dir.path().join("mirotrail.toml");
+    std::fs::write(&file, format!("{text}{auth}\n[store]\npath = \"m.db\"\n")).unwrap();
+    Config::from_toml(&format!("{text}{auth}"), &file).unwrap()
+}
+
+/// Runs the binary with the config written by `sink_config`; returns stdout.
+async fn cli(w: &World, args: &[&str]) -> String {
+    let file = w.dir.path().join("mirotrail.toml");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", file.to_str().unwrap()]);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"))
+        .args(&all)
+        .current_dir(w.dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{all:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The dead-letter entries of the sink: (_seq, reason, attempts, requeued).
+fn dead_letters(w: &World) -> Vec<(i64, String, i64, bool)> {
+    let conn = rusqlite::Connection::open_with_flags(
+        w.dir.path().join("m.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
-    .unwrap()
+    .unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, reason, attempts, requeued FROM dead_letters WHERE sink = ?1 ORDER BY seq",
+        )
+        .unwrap();
+    stmt.query_map([SINK], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 fn sentinel(config: &Config) -> SentinelSink {
@@ -170,11 +206,13 @@ async fn drain(w: &World, sink: SentinelSink, batch_rows: usize) -> DeliveryRepo
 }
 
 /// 60 audit rows, ten records per chunk (four uploads in flight), and an emulator that
-/// refuses the chunk holding `a000025`: the 3rd of 6.
+/// refuses every record of the 3rd chunk of 6 (`a000020`..`a000029`).
 async fn refused_third_chunk() -> (World, Vec<OutboxRow>, Config) {
     let w = world(AzureEmulatorConfig {
         faults: AzureFaults {
-            reject_ids: vec!["a000025".into()],
+            // Every record of the chunk: a refusal of the stream, not of one record
+            // (a record refused alone while others pass is set aside instead).
+            reject_ids: (20..30).map(|i| format!("a{i:06}")).collect(),
             ..AzureFaults::default()
         },
         ..AzureEmulatorConfig::default()
@@ -297,13 +335,13 @@ async fn a_token_expired_in_azure_is_renewed_once_on_401() {
     let mut sink = Sink::Sentinel(Box::new(sentinel(&config)));
     let rows = stored(&w, SourceKind::AuditLogs);
     let acked = sink
-        .send(SourceKind::AuditLogs, &rows[..50], &mut |_, _| {})
+        .send(SourceKind::AuditLogs, &rows[..50], &mut |_| {})
         .await
         .unwrap();
     assert_eq!(acked, rows[49].seq);
     w.azure.expire_tokens();
     let acked = sink
-        .send(SourceKind::AuditLogs, &rows[50..], &mut |_, _| {})
+        .send(SourceKind::AuditLogs, &rows[50..], &mut |_| {})
         .await
         .unwrap();
     assert_eq!(acked, rows[99].seq);
@@ -388,29 +426,144 @@ async fn lost_acknowledgements_duplicate_only_their_batches() {
     w.azure.shutdown().await;
 }
 
+/// A 10 MB record can never be sent (Azure takes 1 MB per call). It used to stop
+/// delivery at it for good; it is now set aside (dead letter) with the reason, in the same
+/// transaction that lets the offset pass it, and everything after it is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_3mb_record_stops_delivery_at_it_with_a_clear_error() {
+async fn a_10mb_record_is_set_aside_and_the_rest_is_delivered() {
     let w = world(AzureEmulatorConfig::default()).await;
     let mut items: Vec<String> = (0..10).map(|i| audit_item(i, 100)).collect();
-    items.push(audit_item(10, 3_000_000));
+    items.push(audit_item(10, 10_000_000));
     items.extend((11..21).map(|i| audit_item(i, 100)));
     commit(&w.store, SourceKind::AuditLogs, &items);
     let config = sink_config(&w, &w.azure_config.client_secret, "");
     let report = drain(&w, sentinel(&config), 5000).await;
+    assert!(report.gave_up.is_none(), "{report:?}");
     let rows = stored(&w, SourceKind::AuditLogs);
-    let message = report.gave_up.expect("a permanent error");
-    assert!(
-        message.contains(&format!("_seq {}", rows[10].seq))
-            && message.contains("a000010")
-            && message.contains("413"),
-        "{message}"
-    );
-    assert!(!message.contains('\n'), "{message}");
-    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[9].seq);
+    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[20].seq);
     // The rows around it are in Azure, the big one is not.
     let azure = w.azure.rows(SourceKind::AuditLogs.table());
     assert_eq!(azure.len(), 20);
     assert!(azure.iter().all(|r| r["id"] != "a000010"));
+    // It is set aside with a reason naming the row and the limit; still in the store.
+    let dead = dead_letters(&w);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (seq, reason, attempts, _) = &dead[0];
+    assert_eq!(*seq, rows[10].seq);
+    assert_eq!(*attempts, 1);
+    assert!(
+        reason.contains("a000010") && reason.contains("1000000 bytes Azure accepts in one call"),
+        "{reason}"
+    );
+    assert!(rows[10].raw.len() > 10_000_000);
+    // `status` and the metrics show it.
+    let status = cli(&w, &["status"]).await;
+    assert!(
+        status.contains("rows set aside") && status.contains("deadletter list"),
+        "{status}"
+    );
+    let line = status
+        .lines()
+        .find(|l| l.contains(SINK) && l.contains("MiroAuditLogs_CL"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains(" 1 "), "{status}");
+    let telemetry = mirotrail::service::Telemetry::new(
+        &config,
+        w.store.clone(),
+        Arc::new(mirotrail::miro::CreditBudget::new(100_000, 0.5)),
+    );
+    let metrics = telemetry.render();
+    assert!(
+        metrics.contains(&format!(
+            "mirotrail_sink_dead_letter_rows{{sink=\"{SINK}\",source=\"audit_logs\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // `deadletter list` names it.
+    let list = cli(&w, &["deadletter", "list", "-f", "json"]).await;
+    assert!(
+        list.contains("a000010") && list.contains("MiroAuditLogs_CL"),
+        "{list}"
+    );
+    w.azure.shutdown().await;
+}
+
+/// A record Azure refuses alone as malformed (400) while taking the others is set aside;
+/// `deadletter retry` sends it again: refused again, it goes back with one more attempt;
+/// once Azure takes it, it leaves the list and is in Azure exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_refused_alone_is_set_aside_and_delivered_by_retry_once_the_cause_is_fixed() {
+    let w = world(AzureEmulatorConfig {
+        faults: AzureFaults {
+            reject_ids: vec!["a000025".into()],
+            ..AzureFaults::default()
+        },
+        ..AzureEmulatorConfig::default()
+    })
+    .await;
+    fill(&w, SourceKind::AuditLogs, 60, 100);
+    let rows = stored(&w, SourceKind::AuditLogs);
+    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let report = drain(&w, sentinel(&config), 5000).await;
+    assert!(report.gave_up.is_none(), "{report:?}");
+    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[59].seq);
+    assert_eq!(w.azure.rows("MiroAuditLogs_CL").len(), 59);
+    let dead = dead_letters(&w);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, rows[25].seq);
+    assert!(
+        dead[0].1.contains("a000025") && dead[0].1.contains("400"),
+        "{}",
+        dead[0].1
+    );
+
+    // Retried before the cause is fixed: refused again, back in the list.
+    let out = cli(&w, &["deadletter", "retry", "--all"]).await;
+    assert!(out.contains("1 row(s) queued"), "{out}");
+    assert!(dead_letters(&w)[0].3, "re-queued");
+    let report = drain(&w, sentinel(&config), 5000).await;
+    assert!(report.gave_up.is_none(), "{report:?}");
+    let dead = dead_letters(&w);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].2, dead[0].3), (2, false), "{dead:?}");
+
+    // Fixed: the retry delivers it; the offset never moved back.
+    w.azure.set_faults(AzureFaults::default());
+    cli(&w, &["deadletter", "retry", "--sink", SINK, "--id", "1"]).await;
+    let report = drain(&w, sentinel(&config), 5000).await;
+    assert!(report.gave_up.is_none(), "{report:?}");
+    assert!(dead_letters(&w).is_empty());
+    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[59].seq);
+    assert_eq!(
+        azure_rows(&w, SourceKind::AuditLogs),
+        local_rows(&w, SourceKind::AuditLogs),
+        "every row once"
+    );
+    w.azure.shutdown().await;
+}
+
+/// A refusal of the whole stream (every record refused) is not blamed on the rows: no
+/// dead letters, delivery stops at the first refused row as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_refuses_every_record_dead_letters_nothing() {
+    let w = world(AzureEmulatorConfig {
+        faults: AzureFaults {
+            reject_ids: (0..40).map(|i| format!("a{i:06}")).collect(),
+            ..AzureFaults::default()
+        },
+        ..AzureEmulatorConfig::default()
+    })
+    .await;
+    fill(&w, SourceKind::AuditLogs, 40, 100);
+    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let report = drain(&w, sentinel(&config), 5000).await;
+    let message = report.gave_up.expect("a permanent error");
+    assert!(
+        message.contains("400") && message.contains(AUDIT_DCR),
+        "{message}"
+    );
+    assert!(dead_letters(&w).is_empty());
+    assert_eq!(offset(&w, SourceKind::AuditLogs), 0);
     w.azure.shutdown().await;
 }
 
@@ -420,7 +573,7 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
     let (w, rows, config) = refused_third_chunk().await;
     let mut sink = Sink::Sentinel(Box::new(sentinel(&config)));
     let acked = sink
-        .send(SourceKind::AuditLogs, &rows, &mut |_, _| {})
+        .send(SourceKind::AuditLogs, &rows, &mut |_| {})
         .await
         .unwrap();
     assert_eq!(
@@ -444,7 +597,7 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
     );
     // The refused chunk fails again, with a message naming the DCR and stream.
     let err = sink
-        .send(SourceKind::AuditLogs, &rows[20..], &mut |_, _| {})
+        .send(SourceKind::AuditLogs, &rows[20..], &mut |_| {})
         .await
         .unwrap_err();
     assert!(err.permanent);
@@ -456,7 +609,7 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
     // Once Azure takes it, the chunks acknowledged earlier are not sent again.
     w.azure.set_faults(AzureFaults::default());
     let acked = sink
-        .send(SourceKind::AuditLogs, &rows[20..], &mut |_, _| {})
+        .send(SourceKind::AuditLogs, &rows[20..], &mut |_| {})
         .await
         .unwrap();
     assert_eq!(acked, rows[59].seq);
@@ -556,7 +709,7 @@ async fn federated_token_and_managed_identity_also_deliver() {
     let mut sink = Sink::Sentinel(Box::new(sentinel(&federated)));
     let rows = stored(&w, SourceKind::AuditLogs);
     assert_eq!(
-        sink.send(SourceKind::AuditLogs, &rows[..15], &mut |_, _| {})
+        sink.send(SourceKind::AuditLogs, &rows[..15], &mut |_| {})
             .await
             .unwrap(),
         rows[14].seq
@@ -573,7 +726,7 @@ async fn federated_token_and_managed_identity_also_deliver() {
     );
     let mut sink = Sink::Sentinel(Box::new(sentinel(&managed)));
     assert_eq!(
-        sink.send(SourceKind::AuditLogs, &rows[15..], &mut |_, _| {})
+        sink.send(SourceKind::AuditLogs, &rows[15..], &mut |_| {})
             .await
             .unwrap(),
         rows[29].seq
@@ -586,7 +739,7 @@ async fn federated_token_and_managed_identity_also_deliver() {
     std::fs::write(&token_file, "eyJ.someone.else").unwrap();
     let mut sink = Sink::Sentinel(Box::new(sentinel(&federated)));
     let err = sink
-        .send(SourceKind::AuditLogs, &rows[..1], &mut |_, _| {})
+        .send(SourceKind::AuditLogs, &rows[..1], &mut |_| {})
         .await
         .unwrap_err();
     assert!(
@@ -641,10 +794,7 @@ async fn secrets_and_tokens_never_reach_logs_or_errors() {
     let mut from = 0;
     while from < rows.len() {
         let slice = &rows[from..(from + 50).min(rows.len())];
-        match sink
-            .send(SourceKind::AuditLogs, slice, &mut |_, _| {})
-            .await
-        {
+        match sink.send(SourceKind::AuditLogs, slice, &mut |_| {}).await {
             Ok(acked) => from = rows.iter().position(|r| r.seq == acked).unwrap() + 1,
             Err(e) => errors.push_str(&e.message),
         }

@@ -9,8 +9,10 @@
 //! acknowledged, so with several uploads in flight the offset never passes a row that is
 //! not in Azure; chunks acknowledged beyond that prefix are remembered (in memory) and not
 //! sent again, so Azure only gets a duplicate when an acknowledgement itself was lost (or
-//! after a restart); a row Azure refuses stops delivery at that row with a message that
-//! names it, it is never skipped.
+//! after a restart); a row Azure will never accept as it is (alone over the 1 MB call
+//! limit, or refused alone as malformed while the stream accepts other rows) is reported
+//! as rejected with its reason, for the delivery task to set aside (dead letters); any
+//! other refusal (401, 403, 404, a 400 for the whole stream) stops delivery at that row.
 
 mod auth;
 mod batch;
@@ -31,7 +33,7 @@ pub use config::{
     SecretSource, SentinelConfig, is_dcr_immutable_id,
 };
 
-use super::SinkError;
+use super::{RowVerdict, SinkError};
 use crate::config::SourceKind;
 use crate::store::OutboxRow;
 pub use upload::ProbeOutcome;
@@ -84,6 +86,7 @@ impl SentinelSink {
                 max_attempts: 5,
                 max_throttled: 10,
                 stats: UploadStats::default(),
+                accepting: Default::default(),
             }),
             config,
             acked_ahead: BTreeMap::new(),
@@ -144,12 +147,12 @@ impl SentinelSink {
     }
 
     /// Sends rows of one source (in `_seq` order); returns the highest `_seq` of the
-    /// contiguous prefix Azure acknowledged.
+    /// contiguous prefix Azure acknowledged or refused for good.
     pub async fn send(
         &mut self,
         source: SourceKind,
         rows: &[OutboxRow],
-        ack: &mut (dyn FnMut(i64, i64) + Send),
+        verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
     ) -> Result<i64, SinkError> {
         let Some(first) = rows.first() else {
             return Ok(0);
@@ -215,22 +218,22 @@ impl SentinelSink {
             };
             let (index, outcome) = done.expect("chunk upload task panicked");
             failed |= outcome.error.is_some();
-            if outcome.acked > 0 {
-                let range = &chunks[index];
-                ack(
-                    todo[range.start].seq,
-                    todo[range.start + outcome.acked - 1].seq,
-                );
-            }
+            let start = chunks[index].start;
+            report_verdicts(
+                &todo[start..start + outcome.results.len()],
+                &outcome.results,
+                verdict,
+            );
             outcomes[index] = Some(outcome);
         }
 
-        // Which records are in Azure, then the contiguous prefix over all rows.
+        // Which records are done with (in Azure, or refused for good), then the
+        // contiguous prefix over all rows.
         let mut acked_record = vec![false; records.len()];
         let mut first_error = None;
         for (range, outcome) in chunks.iter().zip(outcomes) {
             let Some(outcome) = outcome else { continue };
-            for flag in &mut acked_record[range.start..range.start + outcome.acked] {
+            for flag in &mut acked_record[range.start..range.start + outcome.results.len()] {
                 *flag = true;
             }
             if first_error.is_none() {
@@ -269,5 +272,34 @@ impl SentinelSink {
             (None, Some(e)) => Err(e),
             (None, None) => unreachable!("rows were neither acknowledged nor failed"),
         }
+    }
+}
+
+/// Reports the outcome of consecutive rows: runs of accepted rows as one `Acked`, each
+/// refused row as `Rejected`.
+fn report_verdicts(
+    rows: &[OutboxRow],
+    results: &[Option<String>],
+    verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
+) {
+    let mut run: Option<(i64, i64)> = None;
+    for (row, result) in rows.iter().zip(results) {
+        match result {
+            None => {
+                run = Some(run.map_or((row.seq, row.seq), |(first, _)| (first, row.seq)));
+            }
+            Some(reason) => {
+                if let Some((first, last)) = run.take() {
+                    verdict(RowVerdict::Acked { first, last });
+                }
+                verdict(RowVerdict::Rejected {
+                    seq: row.seq,
+                    reason,
+                });
+            }
+        }
+    }
+    if let Some((first, last)) = run {
+        verdict(RowVerdict::Acked { first, last });
     }
 }

@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use super::MAX_BATCH_BYTES;
 use super::auth::{TokenProvider, error_chain};
 use super::batch::{Record, gzip, json_array};
 use crate::miro::retry::backoff;
@@ -30,6 +31,9 @@ pub enum Decision {
     Throttled { wait: Duration },
     /// 408, 5xx, connection errors: resend after a jittered backoff.
     Retry { reason: String },
+    /// 400: Azure refused the records as malformed. For one record of a stream that
+    /// accepts others, the record is at fault; otherwise the DCR or stream is.
+    Malformed(String),
     /// Resending cannot help; the message says what to change.
     Permanent(String),
 }
@@ -118,7 +122,7 @@ pub fn classify(
              (Access control (IAM) > Add role assignment); a new assignment can take up to 30 \
              minutes to apply"
         )),
-        400 => Decision::Permanent(format!(
+        400 => Decision::Malformed(format!(
             "Azure rejected the records for DCR {dcr}, stream {stream} as malformed (400{detail}): \
              check that the DCR declares this stream with the Sentinel \"Miro\" columns \
              (`mirotrail template azure` shows them)"
@@ -155,22 +159,30 @@ pub struct Uploader {
     pub max_attempts: u32,
     pub max_throttled: u32,
     pub stats: UploadStats,
+    /// `dcr/stream` targets that accepted records since start.
+    pub accepting: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-/// How a chunk went: `acked` leading records are in Azure; `error` stopped the rest.
+/// How a chunk went: its leading records in order, each accepted (`None`) or refused
+/// for good with a reason (`Some`); `error` stopped the rest.
 #[derive(Debug)]
 pub struct ChunkOutcome {
-    pub acked: usize,
+    pub results: Vec<Option<String>>,
     pub error: Option<SinkError>,
 }
 
 enum PostError {
     TooLarge,
+    /// 400: the records were refused as malformed.
+    Malformed(SinkError),
     Failed(SinkError),
 }
 
 impl Uploader {
-    /// Uploads `records` in order, halving on 413; stops at the first failure.
+    /// Uploads `records` in order, halving on 413 and on 400 until the refused record is
+    /// found; a record Azure will never take (alone over the 1 MB call limit, or refused
+    /// as malformed alone while the stream accepts other records) is reported as refused
+    /// and the rest goes on. Stops at the first other failure.
     pub async fn upload_chunk(
         self: Arc<Self>,
         target: Arc<Target>,
@@ -178,55 +190,118 @@ impl Uploader {
         range: std::ops::Range<usize>,
     ) -> ChunkOutcome {
         let mut stack = vec![range.clone()];
-        let mut acked = 0;
+        let mut results: Vec<Option<String>> = Vec::with_capacity(range.len());
+        // A record refused alone (400) before any later record was accepted: it may be
+        // the DCR that is wrong, not the record. (index in `results`, the error)
+        let mut suspect: Option<(usize, SinkError)> = None;
         while let Some(r) = stack.pop() {
+            if r.len() == 1 && records[r.start].json.len() + 2 > MAX_BATCH_BYTES {
+                // Alone over the limit of one call: no request can carry it.
+                let record = &records[r.start];
+                results.push(Some(format!(
+                    "row _seq {} (Miro id `{}`) is {} bytes of JSON, more than the {MAX_BATCH_BYTES} \
+                     bytes Azure accepts in one call (DCR {}, stream {}); it was not sent",
+                    record.seq,
+                    record.id,
+                    record.json.len(),
+                    target.dcr,
+                    target.stream
+                )));
+                continue;
+            }
             match self.post(&target, &records[r.clone()]).await {
                 Ok(()) => {
-                    acked = r.end - range.start;
+                    results.extend(r.clone().map(|_| None));
                     self.stats
                         .accepted_records
                         .fetch_add(r.len() as u64, Ordering::Relaxed);
+                    self.mark_accepting(&target);
+                    // The stream takes records: the earlier refusal was the record's.
+                    suspect = None;
                 }
-                Err(PostError::TooLarge) if r.len() > 1 => {
+                Err(PostError::TooLarge | PostError::Malformed(_)) if r.len() > 1 => {
                     self.stats.splits.fetch_add(1, Ordering::Relaxed);
                     let mid = r.start + r.len() / 2;
                     tracing::debug!(
                         records = r.len(),
-                        "413 from the logs ingestion API; halving the chunk"
+                        "413 or 400 from the logs ingestion API; halving the chunk"
                     );
                     stack.push(mid..r.end);
                     stack.push(r.start..mid);
                 }
                 Err(PostError::TooLarge) => {
                     let record = &records[r.start];
-                    return ChunkOutcome {
-                        acked,
-                        error: Some(SinkError {
-                            message: format!(
-                                "row _seq {} (Miro id `{}`) is {} bytes of JSON, more than Azure \
-                                 accepts in one call (413 from DCR {}, stream {}); it was not \
-                                 delivered and delivery waits at it: remove or shorten the row in \
-                                 the store, or deliver it another way",
-                                record.seq,
-                                record.id,
-                                record.json.len(),
-                                target.dcr,
-                                target.stream
-                            ),
-                            permanent: true,
-                            retry_after: None,
-                        }),
-                    };
+                    results.push(Some(format!(
+                        "row _seq {} (Miro id `{}`) is {} bytes of JSON, more than Azure accepts \
+                         in one call (413 from DCR {}, stream {}); it was sent alone and refused",
+                        record.seq,
+                        record.id,
+                        record.json.len(),
+                        target.dcr,
+                        target.stream
+                    )));
+                }
+                Err(PostError::Malformed(e)) => {
+                    if let Some((at, first)) = suspect.take() {
+                        // Two records in a row refused, none taken: the DCR or stream is
+                        // at fault; stop before the first of them, as for any 400.
+                        results.truncate(at);
+                        return ChunkOutcome {
+                            results,
+                            error: Some(first),
+                        };
+                    }
+                    let record = &records[r.start];
+                    results.push(Some(format!(
+                        "Azure refused row _seq {} (Miro id `{}`) alone as malformed while \
+                         accepting the others: {}",
+                        record.seq, record.id, e.message
+                    )));
+                    suspect = Some((results.len() - 1, e));
                 }
                 Err(PostError::Failed(e)) => {
+                    if let Some((at, _)) = suspect {
+                        results.truncate(at);
+                    }
                     return ChunkOutcome {
-                        acked,
+                        results,
                         error: Some(e),
                     };
                 }
             }
         }
-        ChunkOutcome { acked, error: None }
+        if let Some((at, first)) = suspect
+            && !self.accepting(&target)
+        {
+            // No record of this stream was ever taken: nothing shows the record is at
+            // fault rather than the DCR.
+            results.truncate(at);
+            return ChunkOutcome {
+                results,
+                error: Some(first),
+            };
+        }
+        ChunkOutcome {
+            results,
+            error: None,
+        }
+    }
+
+    /// Remembers that `target` accepted records (so a lone refused record is its own fault).
+    fn mark_accepting(&self, target: &Target) {
+        let key = format!("{}/{}", target.dcr, target.stream);
+        let mut set = self.accepting.lock().expect("accepting lock");
+        if !set.contains(&key) {
+            set.insert(key);
+        }
+    }
+
+    fn accepting(&self, target: &Target) -> bool {
+        let key = format!("{}/{}", target.dcr, target.stream);
+        self.accepting
+            .lock()
+            .expect("accepting lock")
+            .contains(&key)
     }
 
     async fn post(&self, target: &Target, records: &[Record]) -> Result<(), PostError> {
@@ -345,6 +420,13 @@ impl Uploader {
                     tracing::warn!(dcr = %target.dcr, error = %reason, request_id, retry_in_ms = wait.as_millis() as u64, "upload failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
+                Decision::Malformed(message) => {
+                    return Err(PostError::Malformed(SinkError {
+                        message,
+                        permanent: true,
+                        retry_after: None,
+                    }));
+                }
                 Decision::Permanent(message) => {
                     return Err(PostError::Failed(SinkError {
                         message,
@@ -424,15 +506,13 @@ pub async fn probe(
         Decision::Accepted => Ok(ProbeOutcome::Accepted { status }),
         Decision::RenewToken => Err(token_refused(target, "401")),
         // Azure may refuse an empty batch as such; that says nothing about the rest.
-        Decision::Permanent(_)
-            if status == 400 && error.code.as_deref() != Some("InvalidStream") =>
-        {
+        Decision::Malformed(_) if error.code.as_deref() != Some("InvalidStream") => {
             Ok(ProbeOutcome::Inconclusive(format!(
                 "the endpoint answered 400{} to an empty batch",
                 error.detail()
             )))
         }
-        Decision::Permanent(message) => Err(message),
+        Decision::Permanent(message) | Decision::Malformed(message) => Err(message),
         Decision::Split => Ok(ProbeOutcome::Inconclusive(
             "the endpoint answered 413 to an empty batch".into(),
         )),
@@ -552,7 +632,9 @@ mod tests {
 
     #[test]
     fn status_400_names_the_dcr_and_stream() {
-        let m = permanent(c(400));
+        let Decision::Malformed(m) = c(400) else {
+            panic!("400 is malformed")
+        };
         assert!(
             m.contains("dcr-0123456789abcdef0123456789abcdef")
                 && m.contains("Custom-MiroAuditLogs_CL"),

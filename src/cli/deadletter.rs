@@ -1,0 +1,166 @@
+//! `mirotrail deadletter list|retry`: the rows a sink set aside because its destination
+//! will never accept them as they are, and sending them again once the cause is fixed.
+//!
+//! Nothing here deletes a stored row: `retry` only marks entries for the delivery task,
+//! which sends them before its backlog; a row accepted then leaves the list, a row refused
+//! again stays with the new reason.
+
+use std::io::Write;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Subcommand};
+
+use super::query::{Format, QueryResult, render};
+use super::{ConfigArgs, Failure, load_config};
+use crate::store::{Store, dead_letters, requeue_dead_letters};
+
+#[derive(Debug, Args)]
+pub(crate) struct DeadLetterArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// List the rows set aside: sink, table, `_seq`, Miro id, reason, when, attempts.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Only this sink's rows.
+        #[arg(long, value_name = "SINK")]
+        sink: Option<String>,
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Queue rows set aside for delivery again (after fixing the cause). The running
+    /// `mirotrail run` sends them within a second, or the next run does.
+    Retry {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Only this sink's rows.
+        #[arg(long, value_name = "SINK")]
+        sink: Option<String>,
+        /// Dead-letter ids (the `id` column of `deadletter list`); repeatable.
+        #[arg(
+            long = "id",
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        ids: Vec<i64>,
+        /// Every row set aside (of `--sink`, if given).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub(crate) fn run(args: DeadLetterArgs) -> Result<(), Failure> {
+    match args.action {
+        Action::List {
+            config,
+            sink,
+            format,
+        } => list(&config, sink.as_deref(), format),
+        Action::Retry {
+            config,
+            sink,
+            ids,
+            all,
+        } => retry(&config, sink.as_deref(), (!all).then_some(ids)),
+    }
+}
+
+/// Refuses a sink name the config does not have (a typo would silently match nothing).
+fn check_sink(config: &crate::config::Config, sink: Option<&str>) -> Result<(), Failure> {
+    if let Some(name) = sink
+        && !config.sinks.iter().any(|s| s.name == name)
+    {
+        let known: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
+        return Err(Failure::usage(anyhow!(
+            "no sink `{name}` in the config; its sinks are: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}
+
+fn list(args: &ConfigArgs, sink: Option<&str>, format: Format) -> Result<(), Failure> {
+    let config = load_config(args)?;
+    check_sink(&config, sink)?;
+    let conn = Store::open_read_only(&config.store_path).map_err(|e| {
+        Failure::runtime(anyhow!(
+            "{e}; run `mirotrail run --config {}` first",
+            args.config.display()
+        ))
+    })?;
+    let rows = dead_letters(&conn, sink).map_err(Failure::runtime)?;
+    let result = QueryResult {
+        columns: [
+            "id",
+            "sink",
+            "table",
+            "_seq",
+            "miro_id",
+            "reason",
+            "set_aside",
+            "last_refused",
+            "attempts",
+            "requeued",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect(),
+        rows: rows
+            .iter()
+            .map(|d| {
+                vec![
+                    d.id.into(),
+                    d.sink.clone().into(),
+                    d.source.table().into(),
+                    d.seq.into(),
+                    d.miro_id.clone().into(),
+                    d.reason.clone().into(),
+                    d.first.to_iso().into(),
+                    d.last.to_iso().into(),
+                    d.attempts.into(),
+                    d.requeued.into(),
+                ]
+            })
+            .collect(),
+    };
+    let text = render(&result, format).map_err(Failure::runtime)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")
+        .map_err(Failure::runtime)
+}
+
+fn retry(args: &ConfigArgs, sink: Option<&str>, ids: Option<Vec<i64>>) -> Result<(), Failure> {
+    let config = load_config(args)?;
+    check_sink(&config, sink)?;
+    let n = requeue_dead_letters(&config.store_path, sink, ids.as_deref()).map_err(|e| {
+        Failure::runtime(anyhow!(
+            "{e}; run `mirotrail run --config {}` first",
+            args.config.display()
+        ))
+    })?;
+    if n == 0 {
+        println!(
+            "no rows set aside match; `mirotrail deadletter list --config {}` shows them",
+            args.config.display()
+        );
+    } else {
+        println!(
+            "{n} row(s) queued for delivery again: a running `mirotrail run` sends them \
+             within a second, otherwise the next `mirotrail run` does; a row refused again \
+             goes back to the list with the new reason"
+        );
+    }
+    Ok(())
+}
