@@ -131,8 +131,8 @@ struct AckTracker<'a> {
     /// Index in `seqs` of the first row not yet behind the offset.
     next: usize,
     offset: i64,
-    /// Rows set aside this round.
-    rejected: u64,
+    /// `_seq` of the rows set aside this round.
+    rejected: Vec<i64>,
 }
 
 impl<'a> AckTracker<'a> {
@@ -151,7 +151,7 @@ impl<'a> AckTracker<'a> {
             ranges: store.acked_ranges(sink, source)?,
             next: 0,
             offset,
-            rejected: 0,
+            rejected: Vec::new(),
         };
         tracker.advance()?;
         Ok(tracker)
@@ -192,7 +192,7 @@ impl<'a> AckTracker<'a> {
                     self.next = next;
                     self.offset = offset;
                 }
-                self.rejected += 1;
+                self.rejected.push(seq);
             }
             Err(e) => {
                 self.ranges.pop();
@@ -410,12 +410,16 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                 })
                 .await
             };
-            if tracker.rejected > 0 {
+            if !tracker.rejected.is_empty() {
                 progressed = true;
             }
             let delivered = tracker.offset - offset;
             if tracker.offset > offset {
-                let n = rows.iter().filter(|r| r.seq <= tracker.offset).count() as u64;
+                // Rows set aside are passed, not delivered.
+                let n = rows
+                    .iter()
+                    .filter(|r| r.seq <= tracker.offset && !tracker.rejected.contains(&r.seq))
+                    .count() as u64;
                 report.rows += n;
                 if let Some(t) = &telemetry {
                     t.delivered(&name, source, n);
