@@ -527,12 +527,29 @@ async fn a_row_refused_alone_is_set_aside_and_delivered_by_retry_once_the_cause_
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!((dead[0].2, dead[0].3), (2, false), "{dead:?}");
 
+    // A sink the config does not have is a usage error that names the sinks it has.
+    let file = w.dir.path().join("mirotrail.toml");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"))
+        .args(["deadletter", "retry", "--all", "--sink", "nope", "--config"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no sink `nope`") && stderr.contains(SINK),
+        "{stderr}"
+    );
+
     // Fixed: the retry delivers it; the offset never moved back.
     w.azure.set_faults(AzureFaults::default());
     cli(&w, &["deadletter", "retry", "--sink", SINK, "--id", "1"]).await;
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
     assert!(dead_letters(&w).is_empty());
+    let out = cli(&w, &["deadletter", "retry", "--all"]).await;
+    assert!(out.contains("no rows set aside"), "{out}");
     assert_eq!(offset(&w, SourceKind::AuditLogs), rows[59].seq);
     assert_eq!(
         azure_rows(&w, SourceKind::AuditLogs),
