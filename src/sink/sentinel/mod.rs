@@ -230,11 +230,15 @@ impl SentinelSink {
         // Which records are done with (in Azure, or refused for good), then the
         // contiguous prefix over all rows.
         let mut acked_record = vec![false; records.len()];
+        // Refused rows are done with for the prefix, but not remembered as in Azure: if
+        // setting one aside fails, it must be sent (and refused) again.
+        let mut refused_record = vec![false; records.len()];
         let mut first_error = None;
         for (range, outcome) in chunks.iter().zip(outcomes) {
             let Some(outcome) = outcome else { continue };
-            for flag in &mut acked_record[range.start..range.start + outcome.results.len()] {
-                *flag = true;
+            for (i, result) in outcome.results.iter().enumerate() {
+                acked_record[range.start + i] = true;
+                refused_record[range.start + i] = result.is_some();
             }
             if first_error.is_none() {
                 first_error = outcome.error;
@@ -244,10 +248,10 @@ impl SentinelSink {
         let mut prefix = None;
         let mut in_prefix = true;
         for row in rows {
-            let acked = if ahead.contains(&row.seq) {
-                true
+            let (acked, refused) = if ahead.contains(&row.seq) {
+                (true, false)
             } else {
-                let a = acked_record[record_index];
+                let a = (acked_record[record_index], refused_record[record_index]);
                 record_index += 1;
                 a
             };
@@ -255,7 +259,7 @@ impl SentinelSink {
                 prefix = Some(row.seq);
             } else {
                 in_prefix = false;
-                if acked {
+                if acked && !refused {
                     ahead.insert(row.seq);
                 }
             }
