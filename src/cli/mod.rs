@@ -4,6 +4,7 @@
 mod backfill;
 mod demo;
 mod emulate;
+mod output;
 mod query;
 mod status;
 
@@ -78,8 +79,8 @@ enum Command {
     /// Show where collection and delivery stand, from the store alone.
     ///
     /// Per source: watermark, lag, events stored, last success and last error; per sink:
-    /// rows delivered and backlog. No network; works while `run` is running.
-    Status(ConfigArgs),
+    /// rows delivered and pending. No network; works while `run` is running.
+    Status(status::StatusArgs),
     /// Answer a read-only SQL query on the store (tables MiroAuditLogs_CL,
     /// MiroContentLogs_CL, with the Sentinel columns).
     Query(query::QueryArgs),
@@ -144,6 +145,14 @@ impl Failure {
         Failure {
             code: 1,
             error: error.into(),
+        }
+    }
+    /// Standard output was closed by its reader (`| head -1`): the command stops
+    /// printing and ends quietly, with success.
+    pub(crate) fn stdout_closed() -> Self {
+        Failure {
+            code: 0,
+            error: anyhow::anyhow!("standard output was closed"),
         }
     }
 }
@@ -218,16 +227,23 @@ pub fn main() -> ExitCode {
             Command::Template(args) => template(args),
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
-                clap_complete::generate(shell, &mut cmd, "mirotrail", &mut std::io::stdout());
-                Ok(())
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut cmd, "mirotrail", &mut script);
+                output::print(&String::from_utf8_lossy(&script))
             }
-            Command::Manpage => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut std::io::stdout())
-                .map_err(Failure::runtime),
+            Command::Manpage => {
+                let mut page = Vec::new();
+                clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                    .render(&mut page)
+                    .map_err(Failure::runtime)?;
+                output::print(&String::from_utf8_lossy(&page))
+            }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed standard output (`| head -1`) ends the command quietly.
+        Err(f) if f.code == 0 => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {:#}", f.error);
             ExitCode::from(f.code)
@@ -289,16 +305,18 @@ async fn check(args: ConfigArgs) -> Result<(), Failure> {
     use crate::check::Verdict;
     let config = load_config(&args)?;
     let report = crate::check::run_checks(&config).await;
-    for line in &report.lines {
-        println!("{line}");
-    }
     let problems = report.count(Verdict::Problem);
-    println!(
-        "{} ok, {} problem(s), {} not verified",
+    let mut text = String::new();
+    for line in &report.lines {
+        text.push_str(&format!("{line}\n"));
+    }
+    text.push_str(&format!(
+        "{} ok, {} problem(s), {} not verified\n",
         report.count(Verdict::Ok),
         problems,
         report.count(Verdict::NotVerified)
-    );
+    ));
+    output::print(&text)?;
     if problems == 0 {
         Ok(())
     } else {
@@ -314,8 +332,7 @@ fn template(args: TemplateArgs) -> Result<(), Failure> {
             let text =
                 serde_json::to_string_pretty(&crate::sink::sentinel::template::arm_template())
                     .map_err(Failure::runtime)?;
-            println!("{text}");
-            Ok(())
+            output::println(&text)
         }
     }
 }

@@ -1,0 +1,118 @@
+//! What a new user meets in the first hour: `status` figures, closed pipes, `run --once`
+//! against a sink that cannot deliver, an interrupted backfill, and the feedback of
+//! `backfill`, `run` and `status`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use mirotrail::timefmt::UnixMs;
+
+use crate::support::*;
+
+const AUDIT_ONLY: &str = "[sources.audit_logs]\ninitial_lookback = \"2h\"\n";
+
+async fn small_env() -> Env {
+    let now = UnixMs::now();
+    Env::start(org(800, 0, now.minus(minutes(90)), now.minus(minutes(5)))).await
+}
+
+/// Runs the binary with its standard output closed before it writes anything.
+async fn run_with_closed_stdout(env: &Env, args: &[&str]) -> std::process::Output {
+    let mut cmd = env.command(args, TOKEN);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("mirotrail starts");
+    drop(child.stdout.take());
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("mirotrail ends")
+        .expect("mirotrail runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let env = small_env().await;
+    let cfg = env.config(&format!(
+        "{AUDIT_ONLY}\n[sinks.archive]\ntype = \"file\"\npath = \"archive\"\n"
+    ));
+    let cfg = cfg.to_str().unwrap();
+    let out = env.run(&["run", "--config", cfg, "--once"], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    for args in [
+        vec!["status", "--config", cfg],
+        vec!["check", "--config", cfg],
+        vec!["template", "azure"],
+        vec!["completions", "bash"],
+        vec!["manpage"],
+        vec!["query", "--config", cfg, "SELECT id FROM MiroAuditLogs_CL"],
+    ] {
+        let out = run_with_closed_stdout(&env, &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(0)
+                && !stderr.contains("panicked")
+                && !stderr.contains("error"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+}
+
+/// The cells of the table line that contains every one of `needles`.
+fn table_line(out: &str, needles: &[&str]) -> Vec<String> {
+    let line = out
+        .lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap_or_else(|| panic!("no line with {needles:?} in\n{out}"));
+    line.split(['│', '┆'])
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+fn max_seq(db: &std::path::Path, table: &str) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(&format!("SELECT max(_seq) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_rows_delivered_not_the_sequence_number() {
+    let now = UnixMs::now();
+    let env = Env::start(org(1500, 0, now.minus(minutes(170)), now.minus(minutes(5)))).await;
+    let cfg = env.config(
+        "[sources.audit_logs]\ninitial_lookback = \"3h\"\npage_size = 100\n\n[sinks.archive]\ntype = \"file\"\npath = \"archive\"\n",
+    );
+    let cfg = cfg.to_str().unwrap();
+    // The older half first, then `run` reads it again (duplicates use up `_seq`
+    // numbers) and the rest after it.
+    let out = env
+        .run(
+            &[
+                "backfill", "--config", cfg, "--since", "3h", "--until", "90m",
+            ],
+            TOKEN,
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["run", "--config", cfg, "--once"], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = count(&env.db(), "MiroAuditLogs_CL");
+    assert!(
+        max_seq(&env.db(), "MiroAuditLogs_CL") > rows,
+        "the scenario must leave gaps in _seq"
+    );
+    let lines = std::fs::read_to_string(env.dir.path().join("archive/MiroAuditLogs_CL.ndjson"))
+        .unwrap()
+        .lines()
+        .count() as i64;
+    assert_eq!(lines, rows);
+
+    let out = env.run(&["status", "--config", cfg], "").await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cells = table_line(&stdout, &["archive", "audit_logs"]);
+    assert_eq!(cells[2], rows.to_string(), "delivered\n{stdout}");
+    assert_eq!(cells[3], "0", "pending\n{stdout}");
+}
