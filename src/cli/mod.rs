@@ -126,6 +126,17 @@ struct RunArgs {
     /// Catch up both enabled sources to now, deliver what is stored, and exit.
     #[arg(long)]
     once: bool,
+    /// With --once: how long a sink may keep failing without delivering a row before the
+    /// run gives up on it and exits 1 naming its backlog (the rows wait in the store for
+    /// the next run). A permanent error (a refused role, a closed pipe) gives up at once.
+    #[arg(long, value_name = "DURATION", requires = "once", default_value = "1m", value_parser = parse_retry_for)]
+    retry_for: std::time::Duration,
+}
+
+fn parse_retry_for(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text).map_err(|_| {
+        format!("`{text}` is not a duration; write it with a unit, like \"30s\" or \"5m\"")
+    })
 }
 
 /// An error with its exit code.
@@ -344,6 +355,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         &config,
         RunOptions {
             once: args.once,
+            once_retry_for: Some(args.retry_for),
             ..RunOptions::default()
         },
         shutdown,
@@ -363,7 +375,22 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         .filter_map(|(s, r)| r.as_ref().err().map(|e| format!("{s}: {e}")))
         .chain(report.sinks.iter().filter_map(|(name, r)| match r {
             Err(e) => Some(format!("sink {name}: {e}")),
-            Ok(d) => d.gave_up.as_ref().map(|e| format!("sink {name}: {e}")),
+            Ok(d) => d.gave_up.as_ref().map(|e| {
+                let waiting: Vec<String> = d
+                    .pending
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(s, n)| format!("{n} {s}"))
+                    .collect();
+                let backlog = if waiting.is_empty() {
+                    "no rows".to_string()
+                } else {
+                    format!("{} rows", waiting.join(" and "))
+                };
+                format!(
+                    "sink {name}: {backlog} wait in the store for the next run; last error: {e}"
+                )
+            }),
         }))
         .collect();
     if failed.is_empty() {

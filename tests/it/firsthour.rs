@@ -116,3 +116,83 @@ async fn status_reports_rows_delivered_not_the_sequence_number() {
     assert_eq!(cells[2], rows.to_string(), "delivered\n{stdout}");
     assert_eq!(cells[3], "0", "pending\n{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_ends_when_its_stdout_sink_is_closed_and_names_the_backlog() {
+    let env = small_env().await;
+    let cfg = env.config(&format!("{AUDIT_ONLY}\n[sinks.out]\ntype = \"stdout\"\n"));
+    let out =
+        run_with_closed_stdout(&env, &["run", "--config", cfg.to_str().unwrap(), "--once"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let rows = count(&env.db(), "MiroAuditLogs_CL");
+    assert!(rows > 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "sink out: {rows} audit_logs rows wait in the store"
+        )) && stderr.contains("broken pipe"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_ends_within_its_retry_time_when_sentinel_is_down() {
+    use mirotrail::emulator::azure::{
+        AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
+    };
+    let env = small_env().await;
+    let azure_config = AzureEmulatorConfig {
+        client_secret: "azure-secret-for-the-down-test".into(),
+        faults: AzureFaults {
+            server_error_share: 1.0,
+            ..AzureFaults::default()
+        },
+        ..AzureEmulatorConfig::default()
+    };
+    let azure = AzureEmulator::start(azure_config.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let secret = env.dir.path().join("azure-secret");
+    std::fs::write(&secret, &azure_config.client_secret).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = env.config(&format!(
+        "{AUDIT_ONLY}\n[sinks.sentinel]\ntype = \"azure_logs_ingestion\"\nendpoint = \"{base}\"\n\
+         audit_logs_dcr = \"{AUDIT_DCR}\"\ncontent_logs_dcr = \"{CONTENT_DCR}\"\n\
+         authority_host = \"{base}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\n\
+         client_secret_file = \"azure-secret\"\n",
+        azure_config.tenant_id,
+        azure_config.client_id,
+        base = azure.base_url(),
+    ));
+    let started = std::time::Instant::now();
+    let out = env
+        .run(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--once",
+                "--retry-for",
+                "3s",
+            ],
+            TOKEN,
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // One upload attempt (with its own few retries) may still be under way at 3 s.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    let rows = count(&env.db(), "MiroAuditLogs_CL");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "sink sentinel: {rows} audit_logs rows wait in the store"
+        )) && stderr.contains("503")
+            && stderr.contains("--retry-for"),
+        "{}",
+        text(&out)
+    );
+    assert!(azure.rows("MiroAuditLogs_CL").is_empty());
+}
