@@ -166,6 +166,15 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
     display.finish().await;
     let report = result.map_err(Failure::runtime)?;
     let secs = started.elapsed().as_secs_f64();
+    // A stop by signal leaves slices unfinished: never report it as finished.
+    let interrupted = shutdown
+        .is_set()
+        .then(|| super::stop_signal().unwrap_or(super::Signal::Interrupt));
+    let outcome = if interrupted.is_some() {
+        "backfill interrupted"
+    } else {
+        "backfill finished"
+    };
     for (kind, r) in &report.sources {
         tracing::info!(
             source = %kind,
@@ -177,12 +186,22 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
             slices = r.slices_total,
             slices_done_before = r.slices_done_before,
             secs,
-            "backfill finished"
+            "{outcome}"
         );
     }
-    if shutdown.is_set() {
-        eprintln!("backfill stopped; run the same command again to resume where it stopped");
-        return Ok(());
+    if let Some(signal) = interrupted {
+        let (done, total) = report
+            .sources
+            .values()
+            .fold((0, 0), |(d, t), r| (d + r.slices_done, t + r.slices_total));
+        return Err(Failure::interrupted(
+            signal,
+            anyhow!(
+                "backfill interrupted by {}: {done} of {total} slices done; run the same \
+                 command again to resume where it stopped (finished slices are not read again)",
+                signal.name()
+            ),
+        ));
     }
     if report.ok() {
         Ok(())
@@ -304,8 +323,9 @@ impl Display {
                     }
                 }
                 if finished {
+                    // Where they stand: a bar reaches 100% only if its span was read.
                     for (_, _, bar) in &bars {
-                        bar.finish();
+                        bar.abandon();
                     }
                     return;
                 }

@@ -158,6 +158,13 @@ impl Failure {
             error: error.into(),
         }
     }
+    /// The command was stopped by `signal` before it finished.
+    pub(crate) fn interrupted(signal: Signal, error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: signal.exit_code(),
+            error: error.into(),
+        }
+    }
     /// Standard output was closed by its reader (`| head -1`): the command stops
     /// printing and ends quietly, with success.
     pub(crate) fn stdout_closed() -> Self {
@@ -282,8 +289,48 @@ pub(crate) fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
     Ok(Config::load(&args.config)?)
 }
 
-/// Installs SIGINT/SIGTERM handlers that trigger a clean stop.
+/// The signal that stopped the command (2 = SIGINT, 15 = SIGTERM; 0 = none yet).
+static STOP_SIGNAL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The signal that triggered the stop, if one did.
+pub(crate) fn stop_signal() -> Option<Signal> {
+    match STOP_SIGNAL.load(std::sync::atomic::Ordering::Acquire) {
+        2 => Some(Signal::Interrupt),
+        15 => Some(Signal::Terminate),
+        _ => None,
+    }
+}
+
+/// A stop request from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl Signal {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The shell convention for a command ended by this signal: 128 + its number.
+    pub(crate) fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
+        }
+    }
+}
+
+/// Installs SIGINT/SIGTERM handlers that trigger a clean stop (and record which signal
+/// it was, see `stop_signal`).
 pub(crate) fn shutdown_on_signals() -> crate::shutdown::Shutdown {
+    use std::sync::atomic::Ordering;
     let (trigger, shutdown) = crate::shutdown::channel();
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -295,17 +342,21 @@ pub(crate) fn shutdown_on_signals() -> crate::shutdown::Shutdown {
                     Err(e) => {
                         tracing::error!(error = %e, "cannot listen for SIGTERM");
                         let _ = ctrl_c.await;
+                        STOP_SIGNAL.store(2, Ordering::Release);
                         trigger.trigger();
                         return;
                     }
                 };
             tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+                _ = ctrl_c => STOP_SIGNAL.store(2, Ordering::Release),
+                _ = term.recv() => STOP_SIGNAL.store(15, Ordering::Release),
             }
         }
         #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        {
+            let _ = ctrl_c.await;
+            STOP_SIGNAL.store(2, Ordering::Release);
+        }
         tracing::info!("stopping: finishing the current page");
         trigger.trigger();
     });

@@ -196,3 +196,71 @@ async fn run_once_ends_within_its_retry_time_when_sentinel_is_down() {
     );
     assert!(azure.rows("MiroAuditLogs_CL").is_empty());
 }
+
+/// Starts a backfill, signals it once rows are arriving, and returns its output.
+async fn signal_backfill_midway(env: &Env, args: &[&str], signal: &str) -> std::process::Output {
+    let before = count(&env.db(), "MiroAuditLogs_CL");
+    let mut cmd = env.command(args, TOKEN);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("mirotrail starts");
+    let pid = child.id().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count(&env.db(), "MiroAuditLogs_CL") <= before {
+        assert!(std::time::Instant::now() < deadline, "no rows arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("backfill stops after the signal")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backfill_says_so_and_exits_130_or_143() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(72 * 60)), now.minus(minutes(30)));
+    let mut config = org(6000, 0, start, end);
+    config.faults = mirotrail::emulator::miro::Faults {
+        slow_share: 1.0,
+        slow_delay: Duration::from_millis(150),
+        ..Default::default()
+    };
+    let env = Env::start(config).await;
+    let cfg = env.config("[sources.audit_logs]\npage_size = 50\n");
+    let args = [
+        "backfill",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--since",
+        "73h",
+        "--slice",
+        "6h",
+        "--concurrency",
+        "2",
+    ];
+    for (signal, code, name) in [("-INT", 130, "SIGINT"), ("-TERM", 143, "SIGTERM")] {
+        let out = signal_backfill_midway(&env, &args, signal).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        assert!(
+            stderr.contains(&format!("backfill interrupted by {name}"))
+                && stderr.contains("run the same command again")
+                && !stderr.contains("backfill finished"),
+            "{}",
+            text(&out)
+        );
+        assert!(count(&env.db(), "MiroAuditLogs_CL") < 6000);
+    }
+    // The same command resumes and completes.
+    let out = env.run(&args, TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_exactly_once(
+        &env.db(),
+        "MiroAuditLogs_CL",
+        &expected_audit(&env.emu, start, end),
+    );
+}
