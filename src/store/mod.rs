@@ -90,7 +90,10 @@ pub struct Checkpoint {
     pub window: Option<WindowProgress>,
     pub pages_total: i64,
     pub requests_total: i64,
+    /// When the source last completed a poll (read every window up to now minus the
+    /// settle lag): what `status` shows and `/readyz` counts.
     pub last_success: Option<UnixMs>,
+    /// The last failed cycle's error, cleared when a poll completes.
     pub last_error: Option<String>,
     pub last_error_at: Option<UnixMs>,
 }

@@ -264,3 +264,64 @@ async fn an_interrupted_backfill_says_so_and_exits_130_or_143() {
         &expected_audit(&env.emu, start, end),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_readyz_agree_that_a_failing_poll_has_not_completed() {
+    let now = UnixMs::now();
+    let mut config = org(800, 0, now.minus(minutes(90)), now.minus(minutes(5)));
+    // Every page after the first repeats its cursor: pages are stored, the poll never
+    // completes.
+    config.faults = mirotrail::emulator::miro::Faults {
+        repeat_cursor_share: 1.0,
+        ..Default::default()
+    };
+    let env = Env::start(config).await;
+    let cfg = env.config("[sources.audit_logs]\ninitial_lookback = \"2h\"\npage_size = 100\n");
+    let cfg = cfg.to_str().unwrap();
+    let out = env.run(&["run", "--config", cfg, "--once"], TOKEN).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        count(&env.db(), "MiroAuditLogs_CL") > 0,
+        "pages were stored"
+    );
+
+    let out = env.run(&["status", "--config", cfg], "").await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cells = table_line(&stdout, &["audit_logs", "true"]);
+    assert_eq!(cells[7], "never", "last poll completed\n{stdout}");
+    // The long error is cut in the table, and the table says where the full text is.
+    assert!(
+        cells[8].contains("Miro returned cursor") && cells[8].contains('…'),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--format json"), "{stdout}");
+
+    // The JSON has the full error and the same verdict.
+    let out = env
+        .run(&["status", "--config", cfg, "--format", "json"], "")
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let audit = &v["sources"][0];
+    assert_eq!(audit["source"], "audit_logs");
+    assert!(audit["last_poll_completed"].is_null(), "{v}");
+    assert!(
+        audit["last_error"]
+            .as_str()
+            .unwrap()
+            .ends_with("read again from its start next cycle"),
+        "{v}"
+    );
+
+    // Once Miro behaves, one poll completes: status shows it and the error is gone.
+    env.emu
+        .set_faults(mirotrail::emulator::miro::Faults::default());
+    let out = env.run(&["run", "--config", cfg, "--once"], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["status", "--config", cfg], "").await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cells = table_line(&stdout, &["audit_logs", "true"]);
+    assert!(cells[7].ends_with("s ago"), "{stdout}");
+    assert_eq!(cells[8], "-", "{stdout}");
+}
