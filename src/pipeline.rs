@@ -195,6 +195,18 @@ pub async fn run(
     new_rows.notify_waiters();
     for (name, task) in sink_tasks {
         let mut result = task.await.expect("delivery task panicked");
+        if let Ok(r) = &result {
+            for (source, rows) in &r.rows_by_source {
+                match store.pending(&name, *source) {
+                    Ok(pending) => {
+                        tracing::info!(sink = %name, source = %source, rows, pending, "delivered this run")
+                    }
+                    Err(_) => {
+                        tracing::info!(sink = %name, source = %source, rows, "delivered this run")
+                    }
+                }
+            }
+        }
         if let Ok(r) = result.as_mut()
             && r.gave_up.is_some()
         {

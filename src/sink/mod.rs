@@ -181,6 +181,9 @@ pub enum DeliveryMode {
     },
 }
 
+/// How often a delivery task logs (INFO) the rows it delivered since its last line.
+pub const DELIVERY_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// How long `run --once` keeps retrying a sink that delivers nothing (`--retry-for`).
 pub const DEFAULT_ONCE_RETRY_FOR: Duration = Duration::from_secs(60);
 
@@ -194,6 +197,8 @@ pub struct DeliveryReport {
     /// Set when a drain stopped with rows still pending (a permanent error, or its retry
     /// time used up): why.
     pub gave_up: Option<String>,
+    /// Rows acknowledged per source (the sources the task delivers, in order).
+    pub rows_by_source: Vec<(SourceKind, u64)>,
     /// Rows left undelivered per source when a drain gave up, counted once the run's
     /// collection has ended (filled in by the pipeline).
     pub pending: Vec<(SourceKind, i64)>,
@@ -226,7 +231,14 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
         new_rows,
         telemetry,
     } = task;
-    let mut report = DeliveryReport::default();
+    let mut report = DeliveryReport {
+        rows_by_source: sources.iter().map(|&s| (s, 0)).collect(),
+        ..DeliveryReport::default()
+    };
+    // What was logged as delivered so far (an INFO line per source every
+    // `DELIVERY_LOG_EVERY`, and one at the end of the run by the pipeline).
+    let mut logged = report.rows_by_source.clone();
+    let mut last_log = std::time::Instant::now();
     let mut failures_in_row: u32 = 0;
     // Since when deliveries fail without a row acknowledged in between.
     let mut failing_since: Option<std::time::Instant> = None;
@@ -237,6 +249,15 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                 collectors_done, ..
             } => collectors_done.load(Ordering::Acquire),
         };
+        if last_log.elapsed() >= DELIVERY_LOG_EVERY {
+            last_log = std::time::Instant::now();
+            for ((source, total), (_, before)) in report.rows_by_source.iter().zip(&mut logged) {
+                if total > before {
+                    tracing::info!(sink = %name, source = %source, rows = total - *before, total_this_run = total, "delivered in the last minute");
+                    *before = *total;
+                }
+            }
+        }
         let mut progressed = false;
         let mut pending = false;
         for &source in &sources {
@@ -269,6 +290,11 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             if tracker.offset > offset {
                 let n = rows.iter().filter(|r| r.seq <= tracker.offset).count() as u64;
                 report.rows += n;
+                if let Some((_, total)) =
+                    report.rows_by_source.iter_mut().find(|(s, _)| *s == source)
+                {
+                    *total += n;
+                }
                 if let Some(t) = &telemetry {
                     t.delivered(&name, source, n);
                 }

@@ -325,3 +325,27 @@ async fn status_and_readyz_agree_that_a_failing_poll_has_not_completed() {
     assert!(cells[7].ends_with("s ago"), "{stdout}");
     assert_eq!(cells[8], "-", "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_the_rows_it_delivered_per_sink_and_stream() {
+    let env = small_env().await;
+    let cfg = env.config(&format!(
+        "{AUDIT_ONLY}\n[sinks.archive]\ntype = \"file\"\npath = \"archive\"\n"
+    ));
+    let out = env
+        .run(&["run", "--config", cfg.to_str().unwrap(), "--once"], TOKEN)
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = count(&env.db(), "MiroAuditLogs_CL");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("delivered this run") && l.contains("source=audit_logs"))
+        .unwrap_or_else(|| panic!("no delivery line at INFO\n{}", text(&out)));
+    assert!(
+        line.contains("sink=archive")
+            && line.contains(&format!("rows={rows}"))
+            && line.contains("pending=0"),
+        "{line}"
+    );
+}
