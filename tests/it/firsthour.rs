@@ -349,3 +349,112 @@ async fn run_logs_the_rows_it_delivered_per_sink_and_stream() {
         "{line}"
     );
 }
+
+/// The value of `key=` in a log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let at = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    line[at + key.len() + 2..].split(' ').next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reports_the_span_asked_for_and_new_events_apart_from_stored_ones() {
+    let now = UnixMs::now();
+    let env = Env::start(org(
+        1200,
+        0,
+        now.minus(minutes(31 * 60)),
+        now.minus(minutes(5)),
+    ))
+    .await;
+    let cfg = env.config("[sources.audit_logs]\npage_size = 200\ninitial_lookback = \"31h\"\n");
+    let cfg = cfg.to_str().unwrap();
+    // `run` stores every event; a first backfill leaves slices from 30 to 20 hours ago.
+    let out = env.run(&["run", "--config", cfg, "--once"], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env
+        .run(
+            &[
+                "backfill", "--config", cfg, "--since", "30h", "--until", "20h",
+            ],
+            TOKEN,
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    // Those slices reach before 25 hours ago: only the span asked for counts, and every
+    // event in it is already stored.
+    let out = env
+        .run(&["backfill", "--config", cfg, "--since", "25h"], TOKEN)
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("backfill finished"))
+        .unwrap_or_else(|| panic!("{}", text(&out)));
+    // `--until` defaults to now minus the settle lag (1 minute): 24h59m, or 24h58m if
+    // the minute turned.
+    assert!(field(line, "span").starts_with("24h5"), "{line}");
+    assert_eq!(field(line, "covered"), field(line, "span"), "{line}");
+    assert_eq!(field(line, "new_events"), "0", "{line}");
+    assert_ne!(field(line, "already_stored"), "0", "{line}");
+    let progress = stderr
+        .lines()
+        .rfind(|l| l.contains("backfill progress"))
+        .unwrap_or_else(|| panic!("{}", text(&out)));
+    assert_eq!(field(progress, "new_events"), "0", "{progress}");
+    assert_eq!(
+        field(progress, "covered"),
+        field(line, "covered"),
+        "{progress}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_says_when_it_waits_for_the_credit_budget() {
+    let now = UnixMs::now();
+    let mut config = org(3000, 0, now.minus(minutes(6 * 60)), now.minus(minutes(5)));
+    // A budget of 400 credits a minute: the backfill's share (a quarter) is one audit
+    // call a minute, so the second call waits for the budget.
+    config.rate_limit = Some(mirotrail::emulator::miro::RateLimit {
+        credits_per_minute: 400,
+        retry_after_header: true,
+    });
+    let env = Env::start(config).await;
+    let cfg = env.config("[sources.audit_logs]\npage_size = 100\n");
+    let mut cmd = env.command(
+        &[
+            "backfill",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--since",
+            "6h",
+        ],
+        TOKEN,
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The first progress line comes after 10 s, during the wait.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress = stderr
+        .lines()
+        .find(|l| l.contains("backfill progress"))
+        .unwrap_or_else(|| panic!("{}", text(&out)));
+    assert!(
+        progress.contains("waiting for Miro's credit budget (resets in"),
+        "{}",
+        text(&out)
+    );
+    let secs: u64 = field(progress, "waiting_for_credits_secs").parse().unwrap();
+    assert!((1..=60).contains(&secs), "{progress}");
+}
