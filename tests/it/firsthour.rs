@@ -115,6 +115,20 @@ async fn status_reports_rows_delivered_not_the_sequence_number() {
     let cells = table_line(&stdout, &["archive", "audit_logs"]);
     assert_eq!(cells[2], rows.to_string(), "delivered\n{stdout}");
     assert_eq!(cells[3], "0", "pending\n{stdout}");
+
+    let out = env
+        .run(&["status", "--config", cfg, "--format", "json"], "")
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sink = v["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sink"] == "archive" && s["source"] == "audit_logs")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(sink["delivered"], rows, "{v}");
+    assert_eq!(sink["pending"], 0, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
