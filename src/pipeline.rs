@@ -26,6 +26,9 @@ pub struct RunOptions {
     pub start: Option<UnixMs>,
     /// First backoff step after a transient failure (default 500 ms).
     pub backoff_base: Option<Duration>,
+    /// With `once`: how long a sink may fail without delivering a row before the run
+    /// gives up on it (default `sink::DEFAULT_ONCE_RETRY_FOR`).
+    pub once_retry_for: Option<Duration>,
 }
 
 /// Why the job could not start.
@@ -141,6 +144,9 @@ pub async fn run(
         let mode = if opts.once {
             DeliveryMode::Drain {
                 collectors_done: collectors_done.clone(),
+                retry_for: opts
+                    .once_retry_for
+                    .unwrap_or(crate::sink::DEFAULT_ONCE_RETRY_FOR),
             }
         } else {
             DeliveryMode::Continuous
@@ -188,7 +194,31 @@ pub async fn run(
     collectors_done.store(true, Ordering::Release);
     new_rows.notify_waiters();
     for (name, task) in sink_tasks {
-        let result = task.await.expect("delivery task panicked");
+        let mut result = task.await.expect("delivery task panicked");
+        if let Ok(r) = &result {
+            for (source, rows) in &r.rows_by_source {
+                match store.pending(&name, *source) {
+                    Ok(pending) => {
+                        tracing::info!(sink = %name, source = %source, rows, pending, "delivered this run")
+                    }
+                    Err(_) => {
+                        tracing::info!(sink = %name, source = %source, rows, "delivered this run")
+                    }
+                }
+            }
+        }
+        if let Ok(r) = result.as_mut()
+            && r.gave_up.is_some()
+        {
+            for &source in &sources {
+                match store.pending(&name, source) {
+                    Ok(n) => r.pending.push((source, n)),
+                    Err(e) => {
+                        tracing::warn!(sink = %name, error = %e, "cannot count the rows left")
+                    }
+                }
+            }
+        }
         report.sinks.insert(name, result.map_err(|e| e.to_string()));
     }
     match maintenance {

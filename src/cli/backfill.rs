@@ -143,13 +143,13 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
         config.budget.credits_per_minute,
         config.budget.backfill_share,
     ));
-    let client = MiroClient::new(&config.miro, token, budget).map_err(Failure::runtime)?;
+    let client = MiroClient::new(&config.miro, token, budget.clone()).map_err(Failure::runtime)?;
     let progress: BTreeMap<SourceKind, Arc<SourceProgress>> = spans
         .iter()
         .map(|s| (s.source.kind, Arc::new(SourceProgress::default())))
         .collect();
     let shutdown = super::shutdown_on_signals();
-    let display = Display::start(progress.clone());
+    let display = Display::start(progress.clone(), budget);
     let started = Instant::now();
     let result = Backfill {
         client,
@@ -159,30 +159,84 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
             slice,
             concurrency: args.concurrency as usize,
         },
-        progress,
+        progress: progress.clone(),
     }
     .run(shutdown.clone())
     .await;
     display.finish().await;
     let report = result.map_err(Failure::runtime)?;
     let secs = started.elapsed().as_secs_f64();
-    for (kind, r) in &report.sources {
-        tracing::info!(
-            source = %kind,
-            new_events = r.collect.inserted,
-            duplicates = r.collect.duplicates,
-            requests = r.collect.requests,
-            credits = r.collect.requests * kind.credits_per_call(),
-            slices_done = r.slices_done,
-            slices = r.slices_total,
-            slices_done_before = r.slices_done_before,
-            secs,
-            "backfill finished"
-        );
+    // A stop by signal leaves slices unfinished: never report it as finished.
+    let interrupted = shutdown
+        .is_set()
+        .then(|| super::stop_signal().unwrap_or(super::Signal::Interrupt));
+    let outcome = if interrupted.is_some() {
+        "backfill interrupted"
+    } else {
+        "backfill finished"
+    };
+    let terminal = std::io::stderr().is_terminal();
+    if terminal {
+        // The bars stay on screen; the summary starts below them.
+        eprintln!();
     }
-    if shutdown.is_set() {
-        eprintln!("backfill stopped; run the same command again to resume where it stopped");
-        return Ok(());
+    for (kind, r) in &report.sources {
+        let (covered, span) = progress.get(kind).map_or((0, 0), |p| {
+            (
+                p.covered_ms.load(Ordering::Relaxed),
+                p.total_ms.load(Ordering::Relaxed),
+            )
+        });
+        let (covered, span) = (
+            Duration::from_millis(covered.max(0) as u64),
+            Duration::from_millis(span.max(0) as u64),
+        );
+        let credits = r.collect.requests * kind.credits_per_call();
+        if terminal {
+            // The log level on a terminal is `warn` (the bars say the rest): the summary
+            // is printed, not logged.
+            eprintln!(
+                "{kind}: {outcome}: {} of {} covered, {} new events, {} already stored, \
+                 {} requests ({credits} credits), {} of {} slices done, in {}",
+                human_span(covered),
+                human_span(span),
+                r.collect.inserted,
+                r.collect.duplicates,
+                r.collect.requests,
+                r.slices_done,
+                r.slices_total,
+                super::status::human(started.elapsed()),
+            );
+        } else {
+            tracing::info!(
+                source = %kind,
+                covered = %human_span(covered),
+                span = %human_span(span),
+                new_events = r.collect.inserted,
+                already_stored = r.collect.duplicates,
+                requests = r.collect.requests,
+                credits,
+                slices_done = r.slices_done,
+                slices = r.slices_total,
+                slices_done_before = r.slices_done_before,
+                secs,
+                "{outcome}"
+            );
+        }
+    }
+    if let Some(signal) = interrupted {
+        let (done, total) = report
+            .sources
+            .values()
+            .fold((0, 0), |(d, t), r| (d + r.slices_done, t + r.slices_total));
+        return Err(Failure::interrupted(
+            signal,
+            anyhow!(
+                "backfill interrupted by {}: {done} of {total} slices done; run the same \
+                 command again to resume where it stopped (finished slices are not read again)",
+                signal.name()
+            ),
+        ));
     }
     if report.ok() {
         Ok(())
@@ -210,25 +264,76 @@ struct Display {
 struct Snapshot {
     fraction: f64,
     covered: Duration,
-    events: u64,
+    new_events: u64,
+    already_stored: u64,
+    /// Events read per second (new or not) over the rate window.
     rate: f64,
     credits: u64,
     eta: Option<Duration>,
 }
 
-fn snapshot(kind: SourceKind, p: &SourceProgress, elapsed: Duration) -> Snapshot {
+/// The ETA and rate follow the last minute, the period of Miro's credit budget: an
+/// average since the start would count the first minute's burst of credits and promise
+/// far too early an end once the budget paces the calls.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// No ETA before this much of the run has been seen.
+const MIN_RATE_SPAN: Duration = Duration::from_secs(5);
+
+/// Recent `(when, covered ms, events read)` samples of one source.
+#[derive(Default)]
+struct RateWindow {
+    samples: std::collections::VecDeque<(Instant, i64, u64)>,
+}
+
+impl RateWindow {
+    /// Adds a sample; returns `(covered ms per second, events per second)` over the
+    /// window, once it spans `MIN_RATE_SPAN`.
+    fn push(&mut self, now: Instant, covered: i64, events: u64) -> Option<(f64, f64)> {
+        self.samples.push_back((now, covered, events));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(t, _, _)| now.duration_since(*t) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let &(t0, c0, e0) = self.samples.front()?;
+        let span = now.duration_since(t0);
+        (span >= MIN_RATE_SPAN).then(|| {
+            let secs = span.as_secs_f64();
+            (
+                (covered - c0) as f64 / secs,
+                events.saturating_sub(e0) as f64 / secs,
+            )
+        })
+    }
+}
+
+fn snapshot(
+    kind: SourceKind,
+    p: &SourceProgress,
+    window: &mut RateWindow,
+    now: Instant,
+) -> Snapshot {
     let total = p.total_ms.load(Ordering::Relaxed).max(1);
     let covered = p.covered_ms.load(Ordering::Relaxed).clamp(0, total);
-    let this_run = covered - p.covered_at_start_ms.load(Ordering::Relaxed);
-    let events = p.inserted.load(Ordering::Relaxed) + p.duplicates.load(Ordering::Relaxed);
-    let secs = elapsed.as_secs_f64().max(1e-3);
-    let eta = (this_run > 0)
-        .then(|| Duration::from_secs_f64((total - covered) as f64 * secs / this_run as f64));
+    let new_events = p.inserted.load(Ordering::Relaxed);
+    let already_stored = p.duplicates.load(Ordering::Relaxed);
+    let rates = window.push(now, covered, new_events + already_stored);
+    let eta = match rates {
+        _ if covered >= total => Some(Duration::ZERO),
+        Some((ms_per_sec, _)) if ms_per_sec > 0.0 => Some(Duration::from_secs_f64(
+            ((total - covered) as f64 / ms_per_sec).min(1e9),
+        )),
+        _ => None,
+    };
     Snapshot {
         fraction: covered as f64 / total as f64,
         covered: Duration::from_millis(covered as u64),
-        events,
-        rate: events as f64 / secs,
+        new_events,
+        already_stored,
+        rate: rates.map_or(0.0, |(_, events)| events),
         credits: p.requests.load(Ordering::Relaxed) * kind.credits_per_call(),
         eta,
     }
@@ -244,11 +349,13 @@ fn human_span(d: Duration) -> String {
 }
 
 impl Display {
-    fn start(progress: BTreeMap<SourceKind, Arc<SourceProgress>>) -> Display {
+    fn start(
+        progress: BTreeMap<SourceKind, Arc<SourceProgress>>,
+        budget: Arc<CreditBudget>,
+    ) -> Display {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let terminal = std::io::stderr().is_terminal();
         let task = tokio::spawn(async move {
-            let started = Instant::now();
             let multi = MultiProgress::with_draw_target(if terminal {
                 ProgressDrawTarget::stderr()
             } else {
@@ -257,15 +364,16 @@ impl Display {
             let style = ProgressStyle::with_template("{prefix:>12} [{bar:28}] {percent:>3}% {msg}")
                 .expect("valid progress template")
                 .progress_chars("=> ");
-            let bars: Vec<(SourceKind, Arc<SourceProgress>, ProgressBar)> = progress
-                .into_iter()
-                .map(|(kind, p)| {
-                    let bar = multi.add(ProgressBar::new(1000));
-                    bar.set_style(style.clone());
-                    bar.set_prefix(kind.name());
-                    (kind, p, bar)
-                })
-                .collect();
+            let mut bars: Vec<(SourceKind, Arc<SourceProgress>, ProgressBar, RateWindow)> =
+                progress
+                    .into_iter()
+                    .map(|(kind, p)| {
+                        let bar = multi.add(ProgressBar::new(1000));
+                        bar.set_style(style.clone());
+                        bar.set_prefix(kind.name());
+                        (kind, p, bar, RateWindow::default())
+                    })
+                    .collect();
             let tick = if terminal {
                 Duration::from_millis(200)
             } else {
@@ -276,17 +384,27 @@ impl Display {
                     _ = tokio::time::sleep(tick) => false,
                     _ = stopped.changed() => true,
                 };
-                for (kind, p, bar) in &bars {
-                    let s = snapshot(*kind, p, started.elapsed());
-                    let eta = s
-                        .eta
-                        .map_or_else(|| "?".to_string(), |d| format!("{}s", d.as_secs()));
+                let now = Instant::now();
+                let waiting = budget.waiting_for();
+                for (kind, p, bar, window) in &mut bars {
+                    let s = snapshot(*kind, p, window, now);
+                    let eta = s.eta.map_or_else(|| "?".to_string(), super::status::human);
+                    let wait_note = waiting
+                        .filter(|_| !finished)
+                        .map(|d| {
+                            format!(
+                                "; waiting for Miro's credit budget (resets in {} s)",
+                                d.as_secs().max(1)
+                            )
+                        })
+                        .unwrap_or_default();
                     if terminal {
                         bar.set_position((s.fraction * 1000.0) as u64);
                         bar.set_message(format!(
-                            "{} covered, {} events, {:.0}/s, {} credits, ETA {eta}",
+                            "{} covered, {} new, {} already stored, {:.0} events/s, {} credits, ETA {eta}{wait_note}",
                             human_span(s.covered),
-                            s.events,
+                            s.new_events,
+                            s.already_stored,
                             s.rate,
                             s.credits
                         ));
@@ -295,17 +413,20 @@ impl Display {
                             source = %kind,
                             percent = format!("{:.1}", s.fraction * 100.0),
                             covered = %human_span(s.covered),
-                            events = s.events,
+                            new_events = s.new_events,
+                            already_stored = s.already_stored,
                             events_per_sec = s.rate.round() as u64,
                             credits = s.credits,
                             eta_secs = s.eta.map(|d| d.as_secs()),
-                            "backfill progress"
+                            waiting_for_credits_secs = waiting.map(|d| d.as_secs().max(1)),
+                            "backfill progress{wait_note}"
                         );
                     }
                 }
                 if finished {
-                    for (_, _, bar) in &bars {
-                        bar.finish();
+                    // Where they stand: a bar reaches 100% only if its span was read.
+                    for (_, _, bar, _) in &bars {
+                        bar.abandon();
                     }
                     return;
                 }
@@ -317,5 +438,57 @@ impl Display {
     async fn finish(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first minute's burst of credits covered half the span in 10 s; since then the
+    /// budget paces the calls to 1 s of history per second. The ETA follows the pace
+    /// (380 s left), not the average since the start (which said 80 s).
+    #[test]
+    fn the_eta_follows_the_recent_pace_not_the_first_burst() {
+        let p = SourceProgress::default();
+        p.total_ms.store(1_000_000, Ordering::Relaxed);
+        let mut window = RateWindow::default();
+        let t0 = Instant::now();
+        let mut last = None;
+        for second in 0..=130u64 {
+            let covered = if second <= 10 {
+                50_000 * second as i64
+            } else {
+                500_000 + 1_000 * (second as i64 - 10)
+            };
+            p.covered_ms.store(covered, Ordering::Relaxed);
+            p.inserted.store(second * 3, Ordering::Relaxed);
+            last = Some(snapshot(
+                SourceKind::AuditLogs,
+                &p,
+                &mut window,
+                t0 + Duration::from_secs(second),
+            ));
+        }
+        let s = last.unwrap();
+        let eta = s.eta.unwrap().as_secs();
+        assert!((375..=385).contains(&eta), "ETA {eta} s");
+        assert!((s.rate - 3.0).abs() < 0.01, "{}", s.rate);
+    }
+
+    #[test]
+    fn no_eta_before_the_pace_is_known_and_zero_when_done() {
+        let p = SourceProgress::default();
+        p.total_ms.store(1_000, Ordering::Relaxed);
+        let mut window = RateWindow::default();
+        let t0 = Instant::now();
+        assert!(
+            snapshot(SourceKind::AuditLogs, &p, &mut window, t0)
+                .eta
+                .is_none()
+        );
+        p.covered_ms.store(1_000, Ordering::Relaxed);
+        let s = snapshot(SourceKind::AuditLogs, &p, &mut window, t0);
+        assert_eq!(s.eta, Some(Duration::ZERO));
     }
 }

@@ -96,6 +96,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
             once: true,
             start: Some(now.minus(Duration::from_secs(args.days as u64 * 86_400))),
             backoff_base: Some(Duration::from_millis(50)),
+            ..RunOptions::default()
         },
         shutdown,
     )

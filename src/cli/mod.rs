@@ -5,6 +5,7 @@ mod backfill;
 mod deadletter;
 mod demo;
 mod emulate;
+mod output;
 mod query;
 mod status;
 
@@ -79,8 +80,8 @@ enum Command {
     /// Show where collection and delivery stand, from the store alone.
     ///
     /// Per source: watermark, lag, events stored, last success and last error; per sink:
-    /// rows delivered and backlog. No network; works while `run` is running.
-    Status(ConfigArgs),
+    /// rows delivered and pending. No network; works while `run` is running.
+    Status(status::StatusArgs),
     /// Answer a read-only SQL query on the store (tables MiroAuditLogs_CL,
     /// MiroContentLogs_CL, with the Sentinel columns).
     Query(query::QueryArgs),
@@ -133,6 +134,17 @@ struct RunArgs {
     /// Catch up both enabled sources to now, deliver what is stored, and exit.
     #[arg(long)]
     once: bool,
+    /// With --once: how long a sink may keep failing without delivering a row before the
+    /// run gives up on it and exits 1 naming its backlog (the rows wait in the store for
+    /// the next run). A permanent error (a refused role, a closed pipe) gives up at once.
+    #[arg(long, value_name = "DURATION", requires = "once", default_value = "1m", value_parser = parse_retry_for)]
+    retry_for: std::time::Duration,
+}
+
+fn parse_retry_for(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text).map_err(|_| {
+        format!("`{text}` is not a duration; write it with a unit, like \"30s\" or \"5m\"")
+    })
 }
 
 /// An error with its exit code.
@@ -152,6 +164,21 @@ impl Failure {
         Failure {
             code: 1,
             error: error.into(),
+        }
+    }
+    /// The command was stopped by `signal` before it finished.
+    pub(crate) fn interrupted(signal: Signal, error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: signal.exit_code(),
+            error: error.into(),
+        }
+    }
+    /// Standard output was closed by its reader (`| head -1`): the command stops
+    /// printing and ends quietly, with success.
+    pub(crate) fn stdout_closed() -> Self {
+        Failure {
+            code: 0,
+            error: anyhow::anyhow!("standard output was closed"),
         }
     }
 }
@@ -227,16 +254,23 @@ pub fn main() -> ExitCode {
             Command::Template(args) => template(args),
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
-                clap_complete::generate(shell, &mut cmd, "mirotrail", &mut std::io::stdout());
-                Ok(())
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut cmd, "mirotrail", &mut script);
+                output::print(&String::from_utf8_lossy(&script))
             }
-            Command::Manpage => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut std::io::stdout())
-                .map_err(Failure::runtime),
+            Command::Manpage => {
+                let mut page = Vec::new();
+                clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                    .render(&mut page)
+                    .map_err(Failure::runtime)?;
+                output::print(&String::from_utf8_lossy(&page))
+            }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed standard output (`| head -1`) ends the command quietly.
+        Err(f) if f.code == 0 => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {:#}", f.error);
             ExitCode::from(f.code)
@@ -264,8 +298,48 @@ pub(crate) fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
     Ok(Config::load(&args.config)?)
 }
 
-/// Installs SIGINT/SIGTERM handlers that trigger a clean stop.
+/// The signal that stopped the command (2 = SIGINT, 15 = SIGTERM; 0 = none yet).
+static STOP_SIGNAL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The signal that triggered the stop, if one did.
+pub(crate) fn stop_signal() -> Option<Signal> {
+    match STOP_SIGNAL.load(std::sync::atomic::Ordering::Acquire) {
+        2 => Some(Signal::Interrupt),
+        15 => Some(Signal::Terminate),
+        _ => None,
+    }
+}
+
+/// A stop request from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl Signal {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The shell convention for a command ended by this signal: 128 + its number.
+    pub(crate) fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
+        }
+    }
+}
+
+/// Installs SIGINT/SIGTERM handlers that trigger a clean stop (and record which signal
+/// it was, see `stop_signal`).
 pub(crate) fn shutdown_on_signals() -> crate::shutdown::Shutdown {
+    use std::sync::atomic::Ordering;
     let (trigger, shutdown) = crate::shutdown::channel();
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -277,17 +351,21 @@ pub(crate) fn shutdown_on_signals() -> crate::shutdown::Shutdown {
                     Err(e) => {
                         tracing::error!(error = %e, "cannot listen for SIGTERM");
                         let _ = ctrl_c.await;
+                        STOP_SIGNAL.store(2, Ordering::Release);
                         trigger.trigger();
                         return;
                     }
                 };
             tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+                _ = ctrl_c => STOP_SIGNAL.store(2, Ordering::Release),
+                _ = term.recv() => STOP_SIGNAL.store(15, Ordering::Release),
             }
         }
         #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        {
+            let _ = ctrl_c.await;
+            STOP_SIGNAL.store(2, Ordering::Release);
+        }
         tracing::info!("stopping: finishing the current page");
         trigger.trigger();
     });
@@ -298,16 +376,22 @@ async fn check(args: ConfigArgs) -> Result<(), Failure> {
     use crate::check::Verdict;
     let config = load_config(&args)?;
     let report = crate::check::run_checks(&config).await;
-    for line in &report.lines {
-        println!("{line}");
-    }
     let problems = report.count(Verdict::Problem);
-    println!(
-        "{} ok, {} problem(s), {} not verified",
+    let mut text = String::new();
+    for line in &report.lines {
+        text.push_str(&format!("{line}\n"));
+    }
+    text.push_str(&format!(
+        "{} ok, {} problem(s), {} not verified\n",
         report.count(Verdict::Ok),
         problems,
         report.count(Verdict::NotVerified)
-    );
+    ));
+    let printed = output::print(&text);
+    // A closed standard output still ends with the verdict's exit code.
+    if problems == 0 {
+        printed?;
+    }
     if problems == 0 {
         Ok(())
     } else {
@@ -323,8 +407,7 @@ fn template(args: TemplateArgs) -> Result<(), Failure> {
             let text =
                 serde_json::to_string_pretty(&crate::sink::sentinel::template::arm_template())
                     .map_err(Failure::runtime)?;
-            println!("{text}");
-            Ok(())
+            output::println(&text)
         }
     }
 }
@@ -336,6 +419,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         &config,
         RunOptions {
             once: args.once,
+            once_retry_for: Some(args.retry_for),
             ..RunOptions::default()
         },
         shutdown,
@@ -355,7 +439,22 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         .filter_map(|(s, r)| r.as_ref().err().map(|e| format!("{s}: {e}")))
         .chain(report.sinks.iter().filter_map(|(name, r)| match r {
             Err(e) => Some(format!("sink {name}: {e}")),
-            Ok(d) => d.gave_up.as_ref().map(|e| format!("sink {name}: {e}")),
+            Ok(d) => d.gave_up.as_ref().map(|e| {
+                let waiting: Vec<String> = d
+                    .pending
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(s, n)| format!("{n} {s}"))
+                    .collect();
+                let backlog = if waiting.is_empty() {
+                    "no rows".to_string()
+                } else {
+                    format!("{} rows", waiting.join(" and "))
+                };
+                format!(
+                    "sink {name}: {backlog} wait in the store for the next run; last error: {e}"
+                )
+            }),
         }))
         .collect();
     if failed.is_empty() {

@@ -1,9 +1,8 @@
 //! `mirotrail query`: read-only SQL on the store, as a table, CSV or JSON.
 
-use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use rusqlite::types::ValueRef;
 
@@ -40,11 +39,7 @@ pub(crate) fn run(args: QueryArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
     let result = query_store(&config.store_path, &args.sql)?;
     let text = render(&result, args.format).map_err(Failure::runtime)?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("cannot write to standard output")
-        .map_err(Failure::runtime)
+    super::output::print(&text)
 }
 
 /// Runs one read-only statement on the store at `path`.

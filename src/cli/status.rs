@@ -1,41 +1,58 @@
-//! `mirotrail status`: where each source stands and what each sink still has to send.
+//! `mirotrail status`: where each source stands and what each sink still has to send,
+//! as tables (long errors cut to fit) or as JSON (everything, in full).
 
 use anyhow::anyhow;
+use clap::{Args, ValueEnum};
+use serde_json::json;
 
 use super::{ConfigArgs, Failure, load_config};
 use crate::config::SourceKind;
-use crate::store::{Store, backlog, dead_letter_counts, table_stats};
+use crate::store::{Store, dead_letter_counts, sink_progress, table_stats};
 use crate::timefmt::UnixMs;
 
-pub(crate) fn run(args: ConfigArgs) -> Result<(), Failure> {
-    let config = load_config(&args)?;
+/// Errors longer than this are cut in the table (`--format json` has them in full).
+const TABLE_ERROR_CHARS: usize = 100;
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Output format: `table` for people (long errors cut), `json` for scripts (full text).
+    #[arg(long, short = 'f', value_enum, default_value_t = StatusFormat::Table)]
+    format: StatusFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum StatusFormat {
+    Table,
+    Json,
+}
+
+/// One source's line.
+struct SourceStatus {
+    kind: SourceKind,
+    enabled: bool,
+    watermark: Option<UnixMs>,
+    events_stored: i64,
+    pages: i64,
+    requests: i64,
+    /// When the source last completed a poll (read up to now), the same moment `/readyz`
+    /// counts.
+    last_poll_completed: Option<UnixMs>,
+    last_error: Option<(String, Option<UnixMs>)>,
+}
+
+pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
+    let config = load_config(&args.config)?;
     let conn = Store::open_read_only(&config.store_path).map_err(|e| {
         Failure::runtime(anyhow!(
             "{e}; run `mirotrail run --config {}` first",
-            args.config.display()
+            args.config.config.display()
         ))
     })?;
     let now = UnixMs::now();
-    let mut sources = comfy_table::Table::new();
-    sources.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-    sources.set_header([
-        "source",
-        "enabled",
-        "watermark",
-        "lag",
-        "events stored",
-        "pages",
-        "requests",
-        "last success",
-        "last error",
-    ]);
-    let ago = |t: Option<i64>| {
-        t.map_or("never".to_string(), |ms| {
-            format!("{} ago", human(now.since(UnixMs(ms))))
-        })
-    };
+    let mut sources = Vec::new();
     for kind in SourceKind::ALL {
-        let enabled = config.source(kind).enabled;
         let stats = table_stats(&conn, kind).map_err(Failure::runtime)?;
         let cp = conn
             .query_row(
@@ -54,73 +71,165 @@ pub(crate) fn run(args: ConfigArgs) -> Result<(), Failure> {
                 },
             )
             .ok();
-        let row: Vec<String> = match cp {
-            Some((wm, pages, requests, success, error, error_at)) => vec![
-                kind.name().into(),
-                enabled.to_string(),
-                UnixMs(wm).to_iso(),
-                human(now.since(UnixMs(wm))),
-                stats.rows.to_string(),
-                pages.to_string(),
-                requests.to_string(),
-                ago(success),
-                error.map_or("-".into(), |e| format!("{} ({})", e, ago(error_at))),
-            ],
-            None => vec![
-                kind.name().into(),
-                enabled.to_string(),
-                "-".into(),
-                "-".into(),
-                stats.rows.to_string(),
-                "0".into(),
-                "0".into(),
-                "never".into(),
-                "-".into(),
-            ],
+        let (watermark, pages, requests, success, error) = match cp {
+            Some((wm, pages, requests, success, error, error_at)) => (
+                Some(UnixMs(wm)),
+                pages,
+                requests,
+                success.map(UnixMs),
+                error.map(|e| (e, error_at.map(UnixMs))),
+            ),
+            None => (None, 0, 0, None, None),
         };
-        sources.add_row(row);
+        sources.push(SourceStatus {
+            kind,
+            enabled: config.source(kind).enabled,
+            watermark,
+            events_stored: stats.rows,
+            pages,
+            requests,
+            last_poll_completed: success,
+            last_error: error,
+        });
     }
-    println!("{sources}");
-
-    let mut sinks = comfy_table::Table::new();
-    sinks.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-    sinks.set_header(["sink", "source", "delivered", "backlog", "last error"]);
+    let mut sinks = Vec::new();
     for sink in &config.sinks {
         for kind in SourceKind::ALL {
-            let (delivered, error): (i64, Option<String>) = conn
-                .query_row(
-                    "SELECT delivered_seq, last_error FROM sink_offsets WHERE sink = ?1 AND source = ?2",
-                    [sink.name.as_str(), kind.name()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .unwrap_or((0, None));
-            let backlog = backlog(&conn, kind, delivered).map_err(Failure::runtime)?;
-            sinks.add_row([
-                sink.name.clone(),
-                kind.name().into(),
-                delivered.to_string(),
-                backlog.max(0).to_string(),
-                error.unwrap_or_else(|| "-".into()),
-            ]);
+            let progress = sink_progress(&conn, &sink.name, kind).map_err(Failure::runtime)?;
+            sinks.push((sink.name.clone(), kind, progress));
         }
     }
-    if !config.sinks.is_empty() {
-        println!("{sinks}");
+    let dead_letters = dead_letter_counts(&conn).map_err(Failure::runtime)?;
+    let text = match args.format {
+        StatusFormat::Json => {
+            let iso = |t: Option<UnixMs>| t.map(|t| t.to_iso());
+            let value = json!({
+                "sources": sources.iter().map(|s| json!({
+                    "source": s.kind.name(),
+                    "enabled": s.enabled,
+                    "watermark": iso(s.watermark),
+                    "lag_secs": s.watermark.map(|w| now.since(w).as_secs()),
+                    "events_stored": s.events_stored,
+                    "pages": s.pages,
+                    "requests": s.requests,
+                    "last_poll_completed": iso(s.last_poll_completed),
+                    "last_error": s.last_error.as_ref().map(|(e, _)| e),
+                    "last_error_at": iso(s.last_error.as_ref().and_then(|(_, t)| *t)),
+                })).collect::<Vec<_>>(),
+                "sinks": sinks.iter().map(|(name, kind, p)| json!({
+                    "sink": name,
+                    "source": kind.name(),
+                    "delivered": p.delivered,
+                    "pending": p.pending,
+                    "last_error": p.last_error,
+                    "dead_letters": dead_letters.iter()
+                        .find(|d| &d.sink == name && d.source == *kind)
+                        .map_or(0, |d| d.rows),
+                })).collect::<Vec<_>>(),
+            });
+            serde_json::to_string_pretty(&value).map_err(Failure::runtime)? + "\n"
+        }
+        StatusFormat::Table => {
+            render_tables(&sources, &sinks, now, config.sinks.is_empty())
+                + &render_dead_letters(&dead_letters, &args.config.config)
+        }
+    };
+    super::output::print(&text)
+}
+
+fn render_tables(
+    sources: &[SourceStatus],
+    sinks: &[(String, SourceKind, crate::store::SinkProgress)],
+    now: UnixMs,
+    no_sinks: bool,
+) -> String {
+    let ago = |t: Option<UnixMs>| {
+        t.map_or("never".to_string(), |t| {
+            format!("{} ago", human(now.since(t)))
+        })
+    };
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "source",
+        "enabled",
+        "watermark",
+        "lag",
+        "events stored",
+        "pages",
+        "requests",
+        "last poll completed",
+        "last error",
+    ]);
+    let mut cut = false;
+    for s in sources {
+        let error = s.last_error.as_ref().map_or("-".to_string(), |(e, at)| {
+            let (text, was_cut) = shorten(e);
+            cut |= was_cut;
+            format!("{text} ({})", ago(*at))
+        });
+        table.add_row([
+            s.kind.name().to_string(),
+            s.enabled.to_string(),
+            s.watermark.map_or("-".into(), |w| w.to_iso()),
+            s.watermark.map_or("-".into(), |w| human(now.since(w))),
+            s.events_stored.to_string(),
+            s.pages.to_string(),
+            s.requests.to_string(),
+            ago(s.last_poll_completed),
+            error,
+        ]);
     }
-    print_dead_letters(&conn, &args)?;
-    Ok(())
+    let mut out = format!("{table}\n");
+    if !no_sinks {
+        let mut table = comfy_table::Table::new();
+        table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+        table.set_header(["sink", "source", "delivered", "pending", "last error"]);
+        for (name, kind, p) in sinks {
+            let error = p.last_error.as_deref().map_or("-".to_string(), |e| {
+                let (text, was_cut) = shorten(e);
+                cut |= was_cut;
+                text
+            });
+            table.add_row([
+                name.clone(),
+                kind.name().to_string(),
+                p.delivered.to_string(),
+                p.pending.to_string(),
+                error,
+            ]);
+        }
+        out.push_str(&format!("{table}\n"));
+    }
+    if cut {
+        out.push_str("(long errors are cut; `--format json` shows them in full)\n");
+    }
+    out
+}
+
+/// The first line of `text`, at most `TABLE_ERROR_CHARS` characters; true when cut.
+fn shorten(text: &str) -> (String, bool) {
+    let first = text.lines().next().unwrap_or("");
+    if first.chars().count() > TABLE_ERROR_CHARS {
+        let head: String = first.chars().take(TABLE_ERROR_CHARS - 1).collect();
+        (format!("{head}…"), true)
+    } else {
+        (first.to_string(), first.len() < text.len())
+    }
 }
 
 /// Rows set aside per sink and stream, if any, and how to look at them.
-fn print_dead_letters(conn: &rusqlite::Connection, args: &ConfigArgs) -> Result<(), Failure> {
-    let counts = dead_letter_counts(conn).map_err(Failure::runtime)?;
+fn render_dead_letters(
+    counts: &[crate::store::DeadLetterCount],
+    config: &std::path::Path,
+) -> String {
     if counts.is_empty() {
-        return Ok(());
+        return String::new();
     }
     let mut table = comfy_table::Table::new();
     table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header(["sink", "table", "dead letters", "re-queued"]);
-    for c in &counts {
+    for c in counts {
         table.add_row([
             c.sink.clone(),
             c.source.table().to_string(),
@@ -128,13 +237,12 @@ fn print_dead_letters(conn: &rusqlite::Connection, args: &ConfigArgs) -> Result<
             c.requeued.to_string(),
         ]);
     }
-    println!("rows set aside (the destination will never accept them as they are):\n{table}");
-    println!(
-        "see them: mirotrail deadletter list --config {0}; after fixing the cause: \
-         mirotrail deadletter retry --config {0} --all",
-        args.config.display()
-    );
-    Ok(())
+    format!(
+        "rows set aside (the destination will never accept them as they are):\n{table}\n\
+         see them: mirotrail deadletter list --config {0}; after fixing the cause: \
+         mirotrail deadletter retry --config {0} --all\n",
+        config.display()
+    )
 }
 
 /// `3h 12m`, `45s`.

@@ -146,10 +146,24 @@ pub struct Backfill {
     pub progress: BTreeMap<SourceKind, Arc<SourceProgress>>,
 }
 
-/// A slice to read and its source's settings.
+/// A slice to read, its source's settings and the span asked for.
 struct Job {
     source: SourceConfig,
     slice: BackfillSlice,
+    span: (UnixMs, UnixMs),
+}
+
+/// Milliseconds of `[since, until)` that `slice` has read. Slices of an earlier backfill
+/// may reach beyond the span asked for (they were cut for another `--since`); only their
+/// part inside it counts, so progress reports the span actually asked for.
+pub fn covered_within(slice: &BackfillSlice, since: UnixMs, until: UnixMs) -> i64 {
+    let read_to = slice.from.0 + slice.covered_ms();
+    (read_to.min(until.0) - slice.from.0.max(since.0)).max(0)
+}
+
+/// Milliseconds of `[since, until)` inside `slice`.
+fn length_within(slice: &BackfillSlice, since: UnixMs, until: UnixMs) -> i64 {
+    (slice.to.0.min(until.0) - slice.from.0.max(since.0)).max(0)
 }
 
 impl Backfill {
@@ -169,8 +183,9 @@ impl Backfill {
                 .filter(|s| s.to > span.since && s.from < span.until)
                 .collect();
             let progress = self.progress.get(&kind).cloned().unwrap_or_default();
-            let total: i64 = slices.iter().map(|s| s.to.0 - s.from.0).sum();
-            let covered: i64 = slices.iter().map(BackfillSlice::covered_ms).sum();
+            let (since, until) = (span.since, span.until);
+            let total: i64 = slices.iter().map(|s| length_within(s, since, until)).sum();
+            let covered: i64 = slices.iter().map(|s| covered_within(s, since, until)).sum();
             let done = slices.iter().filter(|s| s.done).count() as u64;
             progress.total_ms.store(total, Ordering::Relaxed);
             progress.covered_ms.store(covered, Ordering::Relaxed);
@@ -202,6 +217,7 @@ impl Backfill {
             jobs.extend(slices.into_iter().filter(|s| !s.done).map(|slice| Job {
                 source: span.source.clone(),
                 slice,
+                span: (span.since, span.until),
             }));
         }
         // Oldest first: the oldest history is the next to leave the API's retention.
@@ -232,8 +248,7 @@ impl Backfill {
                     let outcome = read_slice(
                         &client,
                         &store,
-                        &job.source,
-                        job.slice,
+                        job,
                         &source_progress,
                         &mut collect,
                         &mut shutdown,
@@ -286,17 +301,23 @@ enum SliceError {
 async fn read_slice(
     client: &MiroClient,
     store: &Arc<Store>,
-    source: &SourceConfig,
-    slice: BackfillSlice,
+    job: Job,
     progress: &Arc<SourceProgress>,
     report: &mut CollectReport,
     shutdown: &mut Shutdown,
 ) -> Result<(), SliceError> {
+    let Job {
+        source,
+        slice,
+        span,
+    } = job;
+    let source = &source;
     let kind = source.kind;
     let sink = Arc::new(SliceSink {
         store: store.clone(),
         kind,
         progress: progress.clone(),
+        span,
     });
     let mut state = SliceProgress {
         slice,
@@ -394,6 +415,8 @@ struct SliceSink {
     store: Arc<Store>,
     kind: SourceKind,
     progress: Arc<SourceProgress>,
+    /// The span asked for: progress counts only what lies inside it.
+    span: (UnixMs, UnixMs),
 }
 
 impl ProgressSink for SliceSink {
@@ -412,8 +435,9 @@ impl ProgressSink for SliceSink {
             s.cursor = step.next_cursor.clone();
         }
         s.read_through = s.read_through.max(step.latest);
+        let (since, until) = self.span;
         SliceProgress {
-            delta_ms: s.covered_ms() - p.slice.covered_ms(),
+            delta_ms: covered_within(&s, since, until) - covered_within(&p.slice, since, until),
             delta_requests: step.requests as i64,
             slice: s,
         }

@@ -244,7 +244,15 @@ impl Collector {
                     &self.policy(),
                     cp.last_sweep,
                 ) {
-                    None => return Ok(report),
+                    None => {
+                        // Caught up: the poll completed. This is the one moment both
+                        // `status` (last poll completed) and `/readyz` count.
+                        cp.last_success = Some(UnixMs::now());
+                        cp.last_error = None;
+                        cp.last_error_at = None;
+                        self.store.save_checkpoint(&cp)?;
+                        return Ok(report);
+                    }
                     Some((from, to, sweep)) => {
                         if sweep {
                             cp.last_sweep = Some(now);
@@ -347,9 +355,6 @@ impl ProgressSink for CheckpointSink {
         let mut next = cp.clone();
         next.pages_total += 1;
         next.requests_total += step.requests as i64;
-        next.last_success = Some(UnixMs::now());
-        next.last_error = None;
-        next.last_error_at = None;
         if step.repeated {
             // Keep the rows, but do not advance onto a cursor that loops.
         } else if step.last_page() {

@@ -32,6 +32,8 @@ struct State {
     server_remaining: Option<(u64, Instant)>,
     /// No calls before this instant (after a 429).
     paused_until: Option<Instant>,
+    /// Until when the latest caller that had to wait for credits is waiting.
+    waiting_until: Option<Instant>,
     credits_used_total: u64,
 }
 
@@ -55,6 +57,7 @@ impl CreditBudget {
                 spent_total_in_window: 0,
                 server_remaining: None,
                 paused_until: None,
+                waiting_until: None,
                 credits_used_total: 0,
             }),
         }
@@ -125,6 +128,11 @@ impl CreditBudget {
                 wait_ms = wait.as_millis() as u64,
                 "waiting for Miro credits"
             );
+            {
+                let mut s = self.state.lock().expect("budget lock");
+                let until = Instant::now() + wait;
+                s.waiting_until = Some(s.waiting_until.map_or(until, |u| u.max(until)));
+            }
             tokio::time::sleep(wait).await;
         }
     }
@@ -147,6 +155,15 @@ impl CreditBudget {
         let mut s = self.state.lock().expect("budget lock");
         let until = Instant::now() + wait;
         s.paused_until = Some(s.paused_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// How long callers still wait for credits (the share or Miro's budget to free up,
+    /// or a pause after a 429), or `None` when nobody is waiting: for progress displays.
+    pub fn waiting_for(&self) -> Option<Duration> {
+        let s = self.state.lock().expect("budget lock");
+        s.waiting_until
+            .map(|u| u.saturating_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
     }
 
     pub fn snapshot(&self) -> BudgetSnapshot {

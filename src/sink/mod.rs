@@ -309,9 +309,20 @@ async fn send_requeued(
 pub enum DeliveryMode {
     /// Until shutdown.
     Continuous,
-    /// Until `collectors_done` is set and the backlog is empty (or shutdown).
-    Drain { collectors_done: Arc<AtomicBool> },
+    /// Until `collectors_done` is set and the backlog is empty (or shutdown), or until
+    /// the sink has failed for `retry_for` without delivering a row (a permanent error
+    /// gives up at once): rows it could not deliver wait in the store.
+    Drain {
+        collectors_done: Arc<AtomicBool>,
+        retry_for: Duration,
+    },
 }
+
+/// How often a delivery task logs (INFO) the rows it delivered since its last line.
+pub const DELIVERY_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// How long `run --once` keeps retrying a sink that delivers nothing (`--retry-for`).
+pub const DEFAULT_ONCE_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// What a delivery task did.
 #[derive(Debug, Clone, Default)]
@@ -320,8 +331,14 @@ pub struct DeliveryReport {
     pub batches: u64,
     pub failures: u64,
     pub last_error: Option<String>,
-    /// Set when a drain stopped on a permanent error with rows still pending.
+    /// Set when a drain stopped with rows still pending (a permanent error, or its retry
+    /// time used up): why.
     pub gave_up: Option<String>,
+    /// Rows acknowledged per source (the sources the task delivers, in order).
+    pub rows_by_source: Vec<(SourceKind, u64)>,
+    /// Rows left undelivered per source when a drain gave up, counted once the run's
+    /// collection has ended (filled in by the pipeline).
+    pub pending: Vec<(SourceKind, i64)>,
 }
 
 /// One sink's delivery task.
@@ -351,13 +368,33 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
         new_rows,
         telemetry,
     } = task;
-    let mut report = DeliveryReport::default();
+    let mut report = DeliveryReport {
+        rows_by_source: sources.iter().map(|&s| (s, 0)).collect(),
+        ..DeliveryReport::default()
+    };
+    // What was logged as delivered so far (an INFO line per source every
+    // `DELIVERY_LOG_EVERY`, and one at the end of the run by the pipeline).
+    let mut logged = report.rows_by_source.clone();
+    let mut last_log = std::time::Instant::now();
     let mut failures_in_row: u32 = 0;
+    // Since when deliveries fail without a row acknowledged in between.
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let done_collecting = match &mode {
             DeliveryMode::Continuous => false,
-            DeliveryMode::Drain { collectors_done } => collectors_done.load(Ordering::Acquire),
+            DeliveryMode::Drain {
+                collectors_done, ..
+            } => collectors_done.load(Ordering::Acquire),
         };
+        if last_log.elapsed() >= DELIVERY_LOG_EVERY {
+            last_log = std::time::Instant::now();
+            for ((source, total), (_, before)) in report.rows_by_source.iter().zip(&mut logged) {
+                if total > before {
+                    tracing::info!(sink = %name, source = %source, rows = total - *before, total_this_run = total, "delivered in the last minute");
+                    *before = *total;
+                }
+            }
+        }
         let mut progressed = false;
         let mut pending = false;
         for &source in &sources {
@@ -421,12 +458,20 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                     .filter(|r| r.seq <= tracker.offset && !tracker.rejected.contains(&r.seq))
                     .count() as u64;
                 report.rows += n;
+                if let Some((_, total)) =
+                    report.rows_by_source.iter_mut().find(|(s, _)| *s == source)
+                {
+                    *total += n;
+                }
                 if let Some(t) = &telemetry {
                     t.delivered(&name, source, n);
                 }
                 report.batches += 1;
                 progressed = true;
                 tracing::debug!(sink = %name, source = %source, rows = n, through = tracker.offset, "delivered");
+            }
+            if delivered > 0 {
+                failing_since = None;
             }
             match result {
                 Ok(_) => {
@@ -437,6 +482,9 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                 Err(e) => {
                     report.failures += 1;
                     failures_in_row += 1;
+                    let failing_for = failing_since
+                        .get_or_insert_with(std::time::Instant::now)
+                        .elapsed();
                     report.last_error = Some(e.message.clone());
                     store.record_sink_error(&name, source, &e.message)?;
                     if let Some(t) = &telemetry {
@@ -449,23 +497,35 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                         };
                         t.delivery_failed(&name, cause, &e.message);
                     }
-                    let wait = e.retry_after.unwrap_or_else(|| {
+                    let mut wait = e.retry_after.unwrap_or_else(|| {
                         crate::miro::retry::backoff(
                             failures_in_row.min(10),
                             Duration::from_millis(500),
                             Duration::from_secs(if e.permanent { 300 } else { 60 }),
                         )
                     });
+                    if let DeliveryMode::Drain { retry_for, .. } = mode {
+                        if e.permanent || failing_for >= retry_for {
+                            let why = if e.permanent {
+                                e.message.clone()
+                            } else {
+                                format!(
+                                    "{} (gave up after {failures_in_row} failed attempt(s) in {}s; \
+                                     `run --once --retry-for` sets how long to keep trying)",
+                                    e.message,
+                                    failing_for.as_secs()
+                                )
+                            };
+                            tracing::error!(sink = %name, source = %source, error = %why, "delivery gave up for this run; rows wait in the store for the next run");
+                            report.gave_up = Some(why);
+                            return Ok(report);
+                        }
+                        wait = wait.min(retry_for - failing_for);
+                    }
                     if e.permanent {
                         tracing::error!(sink = %name, source = %source, error = %e.message, retry_in_secs = wait.as_secs(), "delivery is blocked until this is fixed; rows wait in the store");
                     } else {
                         tracing::warn!(sink = %name, source = %source, error = %e.message, retry_in_ms = wait.as_millis() as u64, "delivery failed; retrying");
-                    }
-                    if let DeliveryMode::Drain { .. } = mode
-                        && e.permanent
-                    {
-                        report.gave_up = Some(e.message.clone());
-                        return Ok(report);
                     }
                     if !shutdown.sleep(wait).await {
                         return Ok(report);

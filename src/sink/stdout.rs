@@ -25,7 +25,20 @@ impl StdoutSink {
         let mut lock = stdout.lock();
         lock.write_all(out.as_bytes())
             .and_then(|()| lock.flush())
-            .map_err(|e| SinkError::transient(format!("cannot write to standard output: {e}")))?;
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    // Whatever read the output is gone: retrying cannot help.
+                    SinkError {
+                        message: "standard output was closed by the program reading it (broken \
+                                  pipe); run again with a reader that consumes every line"
+                            .into(),
+                        permanent: true,
+                        retry_after: None,
+                    }
+                } else {
+                    SinkError::transient(format!("cannot write to standard output: {e}"))
+                }
+            })?;
         Ok(super::ack_all(rows, verdict))
     }
 }

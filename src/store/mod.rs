@@ -93,7 +93,10 @@ pub struct Checkpoint {
     pub window: Option<WindowProgress>,
     pub pages_total: i64,
     pub requests_total: i64,
+    /// When the source last completed a poll (read every window up to now minus the
+    /// settle lag): what `status` shows and `/readyz` counts.
     pub last_success: Option<UnixMs>,
+    /// The last failed cycle's error, cleared when a poll completes.
     pub last_error: Option<String>,
     pub last_error_at: Option<UnixMs>,
 }
@@ -128,18 +131,63 @@ pub struct OutboxRow {
     pub raw: String,
 }
 
-/// Rows of a source's table past a delivery offset (a sink's backlog).
-pub fn backlog(
+/// Where a sink stands on one source, in rows (not `_seq` numbers: ignored duplicates
+/// and retention leave gaps in `_seq`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkProgress {
+    /// Stored rows the destination acknowledged (up to the offset, and in acknowledged
+    /// ranges beyond it).
+    pub delivered: i64,
+    /// Stored rows not acknowledged yet: the sink's backlog.
+    pub pending: i64,
+    /// The last delivery error, cleared by the next acknowledged batch.
+    pub last_error: Option<String>,
+}
+
+/// Counts a sink's delivered and pending rows of a source. Each count is a range scan
+/// of `_seq` (the table's primary key), and acknowledged ranges beyond the offset are
+/// few, so it stays cheap at any size.
+pub fn sink_progress(
     conn: &Connection,
+    sink: &str,
     source: SourceKind,
-    delivered_seq: i64,
-) -> Result<i64, StoreError> {
-    conn.query_row(
-        &format!("SELECT count(*) FROM {} WHERE _seq > ?1", source.table()),
-        [delivered_seq],
-        |r| r.get(0),
-    )
-    .map_err(sql("counting the backlog"))
+) -> Result<SinkProgress, StoreError> {
+    let (offset, last_error): (i64, Option<String>) = conn
+        .query_row(
+            "SELECT delivered_seq, last_error FROM sink_offsets WHERE sink = ?1 AND source = ?2",
+            params![sink, source.name()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(sql("reading a delivery offset"))?
+        .unwrap_or((0, None));
+    let table = source.table();
+    let (behind, beyond): (i64, i64) = conn
+        .query_row(
+            &format!(
+                "SELECT (SELECT count(*) FROM {table} WHERE _seq <= ?1),
+                        (SELECT count(*) FROM {table} WHERE _seq > ?1)"
+            ),
+            [offset],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sql("counting delivered rows"))?;
+    let acked: i64 = conn
+        .query_row(
+            &format!(
+                "SELECT coalesce(sum((SELECT count(*) FROM {table} AS t
+                                      WHERE t._seq BETWEEN max(a.first_seq, ?3 + 1) AND a.last_seq)), 0)
+                 FROM sink_acked AS a WHERE a.sink = ?1 AND a.source = ?2"
+            ),
+            params![sink, source.name(), offset],
+            |r| r.get(0),
+        )
+        .map_err(sql("counting acknowledged rows"))?;
+    Ok(SinkProgress {
+        delivered: behind + acked,
+        pending: beyond - acked,
+        last_error,
+    })
 }
 
 /// Counts for `status`.
@@ -704,9 +752,17 @@ impl Store {
 
     /// Rows of `source` that `sink` has not delivered yet.
     pub fn pending(&self, sink: &str, source: SourceKind) -> Result<i64, StoreError> {
-        let delivered = self.delivered_offset(sink, source)?;
+        Ok(self.sink_progress(sink, source)?.pending)
+    }
+
+    /// Rows of `source` that `sink` has delivered and has still to deliver.
+    pub fn sink_progress(
+        &self,
+        sink: &str,
+        source: SourceKind,
+    ) -> Result<SinkProgress, StoreError> {
         let conn = self.reader.lock().expect("store reader lock");
-        backlog(&conn, source, delivered)
+        sink_progress(&conn, sink, source)
     }
 
     /// Rows, highest `_seq` and newest event time of a source's table.

@@ -193,6 +193,7 @@ async fn drain(w: &World, sink: SentinelSink, batch_rows: usize) -> DeliveryRepo
                 sources: SourceKind::ALL.to_vec(),
                 mode: DeliveryMode::Drain {
                     collectors_done: Arc::new(AtomicBool::new(true)),
+                    retry_for: mirotrail::sink::DEFAULT_ONCE_RETRY_FOR,
                 },
                 new_rows: Arc::new(tokio::sync::Notify::new()),
                 telemetry: None,
