@@ -12,6 +12,7 @@ pub mod collect;
 pub mod config;
 pub mod emulator;
 pub mod miro;
+pub mod net;
 pub mod pipeline;
 pub mod service;
 pub mod shutdown;

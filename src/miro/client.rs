@@ -13,6 +13,7 @@ use super::budget::CreditBudget;
 use super::page::{Page, parse_page};
 use super::retry::{Decision, Permanent, backoff, classify_status};
 use crate::config::{MiroConfig, SourceKind};
+use crate::net::{BodyError, read_body_capped};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
 use crate::timefmt::UnixMs;
@@ -145,6 +146,7 @@ pub struct MiroClient {
     budget: Arc<CreditBudget>,
     stats: Arc<ClientStats>,
     backoff_base: Duration,
+    max_response_bytes: usize,
     telemetry: Option<Arc<Telemetry>>,
 }
 
@@ -168,6 +170,7 @@ impl MiroClient {
             budget,
             stats: Arc::new(ClientStats::default()),
             backoff_base: config.retry_initial_backoff,
+            max_response_bytes: config.max_response_bytes,
             telemetry: None,
         })
     }
@@ -309,34 +312,49 @@ impl MiroClient {
                     self.stats.count(status);
                     let headers = resp.headers().clone();
                     let reset_in = self.observe_rate_headers(&headers);
-                    match resp.bytes().await {
-                        Err(e) => Decision::Transient {
+                    let retry_after =
+                        header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
+                    let classify = |message: Option<&str>| {
+                        classify_status(
+                            call.source,
+                            status,
+                            call.had_cursor,
+                            message,
+                            retry_after,
+                            reset_in,
+                            &self.org_id,
+                        )
+                    };
+                    match read_body_capped(resp, self.max_response_bytes).await {
+                        Err(BodyError::Transport(e)) => Decision::Transient {
                             reason: format!(
                                 "HTTP {status}, body cut short: {}",
                                 describe_reqwest_error(&e)
                             ),
                         },
-                        Ok(body) => {
-                            let retry_after =
-                                header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
-                            match classify_status(
-                                call.source,
-                                status,
-                                call.had_cursor,
-                                error_message(&body).as_deref(),
-                                retry_after,
-                                reset_in,
-                                &self.org_id,
-                            ) {
-                                Decision::Success => match parse(&body) {
-                                    Ok(value) => return Ok((value, requests)),
-                                    Err(e) => Decision::Transient {
-                                        reason: format!("HTTP {status} with an unusable body: {e}"),
-                                    },
+                        // An oversized error answer still says what its status says.
+                        Err(BodyError::TooLarge {
+                            max_bytes,
+                            declared,
+                        }) => match classify(None) {
+                            Decision::Success => Decision::Permanent(Permanent::TooLarge {
+                                kind: call.source,
+                                max_bytes,
+                                declared: declared
+                                    .map(|n| format!(", it announced {n} bytes"))
+                                    .unwrap_or_default(),
+                            }),
+                            other => other,
+                        },
+                        Ok(body) => match classify(error_message(&body).as_deref()) {
+                            Decision::Success => match parse(&body) {
+                                Ok(value) => return Ok((value, requests)),
+                                Err(e) => Decision::Transient {
+                                    reason: format!("HTTP {status} with an unusable body: {e}"),
                                 },
-                                other => other,
-                            }
-                        }
+                            },
+                            other => other,
+                        },
                     }
                 }
             };

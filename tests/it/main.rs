@@ -7,6 +7,7 @@ mod collect;
 mod e2e;
 mod faults;
 mod harness;
+mod limits;
 mod ops;
 mod sentinel;
 mod support;

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::body_faults::BodyFault;
 use super::config::{Faults, LastPageCursor, MiroEmulatorConfig};
 use super::cursor;
 use super::faults::{self, FaultPlan};
@@ -234,6 +235,7 @@ struct Shared {
     revoked: Mutex<HashSet<String>>,
     enterprise_guard: AtomicBool,
     faults: RwLock<Faults>,
+    body_fault: RwLock<Option<BodyFault>>,
     request_counter: AtomicU64,
     credits: CreditBuckets,
     retry_after_header: bool,
@@ -270,6 +272,7 @@ impl Shared {
             revoked: Mutex::new(HashSet::new()),
             enterprise_guard: AtomicBool::new(config.enterprise_guard),
             faults: RwLock::new(config.faults.clone()),
+            body_fault: RwLock::new(None),
             request_counter: AtomicU64::new(0),
             credits: CreditBuckets::new(config.rate_limit),
             retry_after_header: config.rate_limit.is_some_and(|r| r.retry_after_header),
@@ -375,6 +378,12 @@ impl Shared {
         };
 
         let status = reply.status;
+        let body_fault = *self.body_fault.read().unwrap_or_else(|e| e.into_inner());
+        let body_fault = body_fault
+            .filter(|_| status == 200 && matches!(endpoint, Endpoint::Audit | Endpoint::Content));
+        if let Some(f) = body_fault {
+            outcome.faults.push(f.name());
+        }
         self.record(endpoint, status, reply.items, &outcome);
         debug!(
             endpoint = endpoint.name(),
@@ -385,7 +394,11 @@ impl Shared {
             "miro emulator answered"
         );
         let retry_after = retry_after.filter(|_| self.retry_after_header || throttled);
-        build_response(reply, rate, retry_after)
+        let mut response = build_response(reply, rate, retry_after);
+        if let Some(f) = body_fault {
+            f.apply(&mut response);
+        }
+        response
     }
 
     fn record(&self, endpoint: Endpoint, status: u16, items: u64, outcome: &Outcome) {
@@ -852,6 +865,15 @@ impl MiroEmulatorHandle {
             .faults
             .write()
             .unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    /// Serves `fault` instead of every 200 log page from now on (`None`: normal pages).
+    pub fn set_body_fault(&self, fault: Option<BodyFault>) {
+        *self
+            .shared
+            .body_fault
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
     /// Stops accepting, lets requests in flight finish (at most 5 s), then stops.

@@ -1,0 +1,146 @@
+//! Hostile sizes: memory stays bounded whatever a server sends or a query asks for, and
+//! what mirotrail writes stays private to its user.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::Duration;
+
+use mirotrail::emulator::miro::BodyFault;
+use mirotrail::timefmt::UnixMs;
+
+use crate::support::*;
+
+/// What a finished child did, with its peak resident memory.
+pub struct Measured {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub max_rss_kib: u64,
+}
+
+/// Runs the binary in `dir` with `MIRO_TOKEN = token` and (when given) `umask`, waits
+/// for it with `wait4` and returns its own peak RSS (not that of other tests' children).
+pub async fn run_measured(dir: &Path, args: &[&str], token: &str, umask: Option<u32>) -> Measured {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let token = token.to_string();
+    let task = tokio::task::spawn_blocking(move || {
+        let out_path = dir.join(format!("measured-{}.out", rand_suffix()));
+        let err_path = out_path.with_extension("err");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"));
+        cmd.args(&args)
+            .current_dir(&dir)
+            .env("MIRO_TOKEN", &token)
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap());
+        if let Some(mask) = umask {
+            // SAFETY: umask is async-signal-safe and touches only the child's own state.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
+        // Reaped below by `wait4`, which also reports the child's own peak RSS.
+        #[allow(clippy::zombie_processes)]
+        let child = cmd.spawn().expect("mirotrail starts");
+        let pid = child.id() as libc::pid_t;
+        let mut status: libc::c_int = 0;
+        // SAFETY: plain wait4 on our own child; `rusage` is a valid out pointer.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(waited, pid, "wait4 on the child");
+        let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        let read = |p: &Path| {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let _ = std::fs::remove_file(p);
+            text
+        };
+        Measured {
+            code,
+            stdout: read(&out_path),
+            stderr: read(&err_path),
+            max_rss_kib: usage.ru_maxrss as u64,
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(240), task)
+        .await
+        .expect("mirotrail finished within 4 minutes")
+        .unwrap()
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Peak RSS allowed for a run under a hostile server (the default body cap is 64 MiB).
+const MAX_RSS_KIB: u64 = 100 * 1024;
+
+async fn run_once_against(fault: BodyFault) -> (Env, Measured) {
+    let now = UnixMs::now();
+    let env = Env::start(org(50, 0, now.minus(minutes(30)), now.minus(minutes(5)))).await;
+    env.emu.set_body_fault(Some(fault));
+    let cfg = env.config("[sources.audit_logs]\ninitial_lookback = \"1h\"\n");
+    let m = run_measured(
+        env.dir.path(),
+        &["run", "--once", "--config", cfg.to_str().unwrap()],
+        TOKEN,
+        None,
+    )
+    .await;
+    (env, m)
+}
+
+fn assert_refused_with_the_cap(env: &Env, m: &Measured, fault: &str) {
+    let all = format!("{}\n{}", m.stdout, m.stderr);
+    eprintln!("{fault}: peak RSS {} KiB", m.max_rss_kib);
+    assert_eq!(m.code, Some(1), "{all}");
+    assert!(
+        all.contains("miro.max_response_bytes") && all.contains("67108864"),
+        "the error names the cap and its key: {all}"
+    );
+    assert!(all.contains("page_size"), "and says how to fix it: {all}");
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB under {fault}",
+        m.max_rss_kib
+    );
+    // Not retried: a second download would be just as large.
+    let stats = env.emu.stats();
+    assert_eq!(stats.faults.get(fault), Some(&1), "{stats:?}");
+    assert_eq!(stats.audit_requests, 1, "{stats:?}");
+}
+
+/// A 4 MB gzip body that decodes to 4 GiB once drove the process to 16.9 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_from_miro_keeps_memory_bounded_and_fails_the_source_once() {
+    let (env, m) = run_once_against(BodyFault::GzipBomb { decoded_mib: 4096 }).await;
+    assert_refused_with_the_cap(&env, &m, "gzip_bomb");
+}
+
+/// A 2 GB page without a length was read whole (4-6 GB) and fetched again every cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_unannounced_page_from_miro_is_cut_at_the_cap() {
+    let (env, m) = run_once_against(BodyFault::Huge {
+        bytes: 2 << 30,
+        announce_length: false,
+    })
+    .await;
+    assert_refused_with_the_cap(&env, &m, "huge_body");
+}
+
+/// An announced length over the cap is refused before any of the body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_announced_page_from_miro_is_refused_before_reading() {
+    let (env, m) = run_once_against(BodyFault::Huge {
+        bytes: 2 << 30,
+        announce_length: true,
+    })
+    .await;
+    assert_refused_with_the_cap(&env, &m, "huge_body");
+    assert!(m.stderr.contains("announced"), "{}", m.stderr);
+}
