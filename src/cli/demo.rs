@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::Args;
 
-use super::query::{Format, query_store, render};
+use super::query::{query_store, render_table};
 use super::{Failure, status::human};
 use crate::config::Config;
 use crate::emulator::miro::{MiroEmulator, MiroEmulatorConfig};
@@ -153,7 +153,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     );
     for (title, sql) in SAMPLE_QUERIES {
         let result = query_store(&config.store_path, sql)?;
-        let text = render(&result, Format::Table).map_err(Failure::runtime)?;
+        let text = render_table(&result);
         let _ = writeln!(out, "{title}:\n{sql}\n{text}");
     }
     let _ = writeln!(

@@ -144,3 +144,107 @@ async fn huge_announced_page_from_miro_is_refused_before_reading() {
     assert_refused_with_the_cap(&env, &m, "huge_body");
     assert!(m.stderr.contains("announced"), "{}", m.stderr);
 }
+
+const ENDLESS: &str =
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM r) SELECT n FROM r";
+
+/// An endless recursive query was buffered whole by `query` (2.7 GB and counting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_query_stops_at_max_rows_with_a_note_and_bounded_memory() {
+    let now = UnixMs::now();
+    let env = Env::start(org(20, 0, now.minus(minutes(30)), now.minus(minutes(5)))).await;
+    let cfg = env.config("");
+    let cfg = cfg.to_str().unwrap();
+    let out = env.run(&["run", "--once", "--config", cfg], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Table (default): the first 10000 rows, then a note on how to get more.
+    let m = run_measured(
+        env.dir.path(),
+        &["query", "--config", cfg, ENDLESS],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    assert!(
+        m.stdout.contains("(10000 rows)"),
+        "{}",
+        &m.stdout[m.stdout.len().saturating_sub(300)..]
+    );
+    assert!(
+        m.stderr.contains("cut after 10000 rows") && m.stderr.contains("--max-rows"),
+        "{}",
+        m.stderr
+    );
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        m.max_rss_kib
+    );
+
+    // CSV and JSON stream; `--max-rows` bounds them too, and they stay well-formed.
+    let m = run_measured(
+        env.dir.path(),
+        &[
+            "query",
+            "--config",
+            cfg,
+            "-f",
+            "csv",
+            "--max-rows",
+            "200000",
+            ENDLESS,
+        ],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    assert_eq!(m.stdout.lines().count(), 200_001);
+    assert_eq!(m.stdout.lines().last(), Some("200000"));
+    assert!(m.stderr.contains("cut after 200000 rows"), "{}", m.stderr);
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        m.max_rss_kib
+    );
+
+    let m = run_measured(
+        env.dir.path(),
+        &[
+            "query",
+            "--config",
+            cfg,
+            "-f",
+            "json",
+            "--max-rows",
+            "3",
+            ENDLESS,
+        ],
+        "",
+        None,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&m.stdout).expect(&m.stdout);
+    assert_eq!(v, serde_json::json!([{"n": 1}, {"n": 2}, {"n": 3}]));
+    assert!(m.stderr.contains("cut after 3 rows"), "{}", m.stderr);
+
+    // A result within the limit is whole and says nothing on stderr.
+    let m = run_measured(
+        env.dir.path(),
+        &[
+            "query",
+            "--config",
+            cfg,
+            "-f",
+            "json",
+            "SELECT 1 AS a WHERE 0",
+        ],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(m.stdout, "[]\n");
+    assert!(!m.stderr.contains("cut"), "{}", m.stderr);
+}
