@@ -14,6 +14,7 @@ pub mod emulator;
 pub mod miro;
 pub mod net;
 pub mod pipeline;
+pub mod private;
 pub mod service;
 pub mod shutdown;
 pub mod sink;

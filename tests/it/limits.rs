@@ -248,3 +248,148 @@ async fn endless_query_stops_at_max_rows_with_a_note_and_bounded_memory() {
     assert_eq!(m.stdout, "[]\n");
     assert!(!m.stderr.contains("cut"), "{}", m.stderr);
 }
+
+/// Every folder and file under `dir` whose mode is not private (0700 folders, 0600 files).
+fn not_private(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut wrong = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        if mode != 0o700 {
+            wrong.push(format!("{} {mode:o}", d.display()));
+        }
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode != 0o600 {
+                    wrong.push(format!("{} {mode:o}", entry.path().display()));
+                }
+            }
+        }
+    }
+    wrong
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Under umask 022 the store folder was 0755 and the database, its `-wal`/`-shm`, the
+/// lock files and every archive file 0644: audit logs readable by every local user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_archive_are_private_under_umask_022() {
+    let now = UnixMs::now();
+    let env = Env::start(org(3000, 0, now.minus(minutes(50)), now.minus(minutes(2)))).await;
+    let extra = "[sources.audit_logs]\ninitial_lookback = \"1h\"\nsettle_lag = \"0s\"\npoll_interval = \"1s\"\npage_size = 100\n\n[sinks.archive]\ntype = \"file\"\npath = \"archive\"\nmax_file_bytes = 200000\n";
+    let cfg = env.config(extra);
+    let toml = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("path = \"mirotrail.db\"", "path = \"data/mirotrail.db\"");
+    std::fs::write(&cfg, toml).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let data = env.dir.path().join("data");
+    let archive = env.dir.path().join("archive");
+
+    let mut cmd = env.command(&["run", "--config", cfg], TOKEN);
+    // SAFETY: umask is async-signal-safe and touches only the child's own state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While `run` is up: the WAL and shared-memory files exist, and the archive rotated.
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        seen = if data.is_dir() && archive.is_dir() {
+            [files_in(&data), files_in(&archive)].concat()
+        } else {
+            Vec::new()
+        };
+        let rotated = seen.iter().filter(|n| n.ends_with(".ndjson")).count() >= 2;
+        if rotated && seen.iter().any(|n| n.ends_with("-wal")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for expected in [
+        "mirotrail.db",
+        "mirotrail.db-wal",
+        "mirotrail.db-shm",
+        "mirotrail.db.lock",
+    ] {
+        assert!(seen.iter().any(|n| n == expected), "{expected} in {seen:?}");
+    }
+    assert!(
+        seen.iter().filter(|n| n.ends_with(".ndjson")).count() >= 2,
+        "{seen:?}"
+    );
+    let mut wrong = not_private(&data);
+    wrong.extend(not_private(&archive));
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("stops after SIGTERM")
+        .unwrap();
+    assert!(
+        wrong.is_empty(),
+        "not private while running: {wrong:?}\n{}",
+        text(&out)
+    );
+
+    // Files left open by an older version are tightened at the next open, with a note;
+    // a backfill (its own lock file) keeps everything private too.
+    use std::os::unix::fs::PermissionsExt;
+    let loose = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(data.join("mirotrail.db"), loose.clone()).unwrap();
+    let ndjson = archive.join("MiroAuditLogs_CL.ndjson");
+    std::fs::set_permissions(&ndjson, loose).unwrap();
+    let m = run_measured(
+        env.dir.path(),
+        &["backfill", "--config", cfg, "--since", "1h"],
+        TOKEN,
+        Some(0o022),
+    )
+    .await;
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    let m2 = run_measured(
+        env.dir.path(),
+        &["run", "--once", "--config", cfg],
+        TOKEN,
+        Some(0o022),
+    )
+    .await;
+    assert_eq!(m2.code, Some(0), "{}", m2.stderr);
+    assert!(files_in(&data).contains(&"mirotrail.db.backfill.lock".to_string()));
+    let mut wrong = not_private(&data);
+    wrong.extend(not_private(&archive));
+    assert!(
+        wrong.is_empty(),
+        "not private after backfill and run: {wrong:?}"
+    );
+    assert!(
+        format!("{}{}", m.stderr, m2.stderr).contains("now private"),
+        "tightening is logged: {}\n{}",
+        m.stderr,
+        m2.stderr
+    );
+}
