@@ -393,3 +393,55 @@ async fn store_and_archive_are_private_under_umask_022() {
         m2.stderr
     );
 }
+
+/// An Entra token endpoint answering with a gzip bomb: the token request fails with the
+/// 1 MiB cap in its message, and memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_from_the_token_endpoint_keeps_memory_bounded() {
+    use mirotrail::emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults};
+    let now = UnixMs::now();
+    let env = Env::start(org(20, 0, now.minus(minutes(30)), now.minus(minutes(5)))).await;
+    let azure_config = AzureEmulatorConfig {
+        faults: AzureFaults {
+            token_gzip_bomb_mib: 2048,
+            ..AzureFaults::default()
+        },
+        ..AzureEmulatorConfig::default()
+    };
+    let azure = AzureEmulator::start(azure_config.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = azure.base_url();
+    let secret = env.dir.path().join("secret");
+    std::fs::write(&secret, &azure_config.client_secret).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = env.config(&format!(
+        "[sinks.sentinel]\ntype = \"azure_logs_ingestion\"\nendpoint = \"{base}\"\n\
+         audit_logs_dcr = \"{AUDIT_DCR}\"\nauthority_host = \"{base}\"\ntenant_id = \"{}\"\n\
+         client_id = \"{}\"\nclient_secret_file = \"secret\"\nrequest_timeout = \"5s\"\n",
+        azure_config.tenant_id, azure_config.client_id
+    ));
+    let m = run_measured(
+        env.dir.path(),
+        &["check", "--config", cfg.to_str().unwrap()],
+        TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(m.code, Some(1), "{}\n{}", m.stdout, m.stderr);
+    let line = m
+        .stdout
+        .lines()
+        .find(|l| l.contains("sink sentinel token"))
+        .unwrap_or_else(|| panic!("{}", m.stdout));
+    assert!(
+        line.contains("1048576") && line.contains("authority_host"),
+        "{line}"
+    );
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        m.max_rss_kib
+    );
+}

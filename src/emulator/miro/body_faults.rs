@@ -61,7 +61,7 @@ impl BodyFault {
 
 /// A gzip member whose deflate data is one self-contained, byte-aligned segment (1 MiB
 /// of spaces) repeated `decoded_mib` times, then an empty final block and the trailer.
-fn gzip_bomb(decoded_mib: u64) -> impl Iterator<Item = Bytes> + Send {
+pub(crate) fn gzip_bomb(decoded_mib: u64) -> impl Iterator<Item = Bytes> + Send {
     let spaces = vec![b' '; MIB];
     let mut deflate = Compress::new(Compression::best(), false);
     let mut segment = Vec::with_capacity(8 * 1024);

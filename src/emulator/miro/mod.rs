@@ -32,6 +32,7 @@ mod vocab;
 mod tests;
 
 pub use body_faults::BodyFault;
+pub(crate) use body_faults::gzip_bomb;
 pub use config::{
     EmulatedToken, Faults, LastPageCursor, LateArrival, MiroEmulatorConfig, RateLimit, StreamShape,
 };
