@@ -120,6 +120,16 @@ fn assert_refused_with_the_cap(env: &Env, m: &Measured, fault: &str) {
 async fn gzip_bomb_from_miro_keeps_memory_bounded_and_fails_the_source_once() {
     let (env, m) = run_once_against(BodyFault::GzipBomb { decoded_mib: 4096 }).await;
     assert_refused_with_the_cap(&env, &m, "gzip_bomb");
+    // `status` shows it too (the failure is recorded on the checkpoint).
+    let cfg = env.dir.path().join("mirotrail.toml");
+    let status = env
+        .run(&["status", "--config", cfg.to_str().unwrap()], "")
+        .await;
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("max_response_bytes"),
+        "{}",
+        text(&status)
+    );
 }
 
 /// A 2 GB page without a length was read whole (4-6 GB) and fetched again every cycle.

@@ -52,7 +52,8 @@ pub struct EmulatorStats {
     /// Items in the page bodies sent whole (a duplicated item counts twice).
     pub items_served: u64,
     /// Injected faults by kind: `server_error`, `slow`, `truncate`, `html`,
-    /// `expire_cursor`, `repeat_cursor`, `duplicate_item`.
+    /// `expire_cursor`, `repeat_cursor`, `duplicate_item`; body faults: `gzip_bomb`,
+    /// `huge_body`.
     pub faults: BTreeMap<String, u64>,
     pub rate_limited: u64,
 }
