@@ -19,7 +19,7 @@ pub struct Measured {
 }
 
 /// Runs the binary in `dir` with `MIRO_TOKEN = token` and (when given) `umask`, waits
-/// for it with `wait4` and returns its own peak RSS (not that of other tests' children).
+/// for it and returns its own peak RSS.
 pub async fn run_measured(dir: &Path, args: &[&str], token: &str, umask: Option<u32>) -> Measured {
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -42,15 +42,28 @@ pub async fn run_measured(dir: &Path, args: &[&str], token: &str, umask: Option<
                 });
             }
         }
-        // Reaped below by `wait4`, which also reports the child's own peak RSS.
+        // Reaped below by `waitpid`.
         #[allow(clippy::zombie_processes)]
         let child = cmd.spawn().expect("mirotrail starts");
         let pid = child.id() as libc::pid_t;
+        // The kernel's `ru_maxrss` of a forked child starts at the parent's peak (this
+        // test binary's), so read the child's own high-water mark (`VmHWM`, which only
+        // grows) until it exits; the last reading is taken after its peak unless the
+        // peak came in the last millisecond before exit.
+        let mut max_rss_kib = 0;
         let mut status: libc::c_int = 0;
-        // SAFETY: plain wait4 on our own child; `rusage` is a valid out pointer.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        assert_eq!(waited, pid, "wait4 on the child");
+        loop {
+            if let Some(kib) = vm_hwm_kib(pid) {
+                max_rss_kib = max_rss_kib.max(kib);
+            }
+            // SAFETY: plain waitpid on our own child.
+            let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            assert!(waited >= 0, "waitpid on the child");
+            if waited == pid {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
         let read = |p: &Path| {
             let text = std::fs::read_to_string(p).unwrap_or_default();
@@ -61,13 +74,20 @@ pub async fn run_measured(dir: &Path, args: &[&str], token: &str, umask: Option<
             code,
             stdout: read(&out_path),
             stderr: read(&err_path),
-            max_rss_kib: usage.ru_maxrss as u64,
+            max_rss_kib,
         }
     });
     tokio::time::timeout(Duration::from_secs(240), task)
         .await
         .expect("mirotrail finished within 4 minutes")
         .unwrap()
+}
+
+/// `VmHWM` of a live process, in KiB.
+fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn rand_suffix() -> u64 {
