@@ -475,3 +475,36 @@ async fn gzip_bomb_from_the_token_endpoint_keeps_memory_bounded() {
         m.max_rss_kib
     );
 }
+
+/// `demo` under umask 022: its folder, config, token file, store and archive are private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_files_are_private_under_umask_022() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = run_measured(
+        dir.path(),
+        &[
+            "demo",
+            "--dir",
+            "demo",
+            "--days",
+            "1",
+            "--audit-events",
+            "300",
+            "--content-items",
+            "100",
+        ],
+        "",
+        Some(0o022),
+    )
+    .await;
+    assert_eq!(m.code, Some(0), "{}\n{}", m.stdout, m.stderr);
+    let demo = dir.path().join("demo");
+    let names = files_in(&demo);
+    for expected in ["mirotrail.toml", "miro-token", "mirotrail.db", "archive"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    assert_eq!(not_private(&demo), Vec::<String>::new());
+}
