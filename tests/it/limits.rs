@@ -424,18 +424,17 @@ async fn store_and_archive_are_private_under_umask_022() {
     );
 }
 
-/// An Entra token endpoint answering with a gzip bomb: the token request fails with the
-/// 1 MiB cap in its message, and memory stays bounded.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gzip_bomb_from_the_token_endpoint_keeps_memory_bounded() {
-    use mirotrail::emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults};
+/// Runs `check` against an Azure emulator with `faults`; returns the line about
+/// `subject` and the run.
+async fn check_against_azure(
+    faults: mirotrail::emulator::azure::AzureFaults,
+    subject: &str,
+) -> (String, Measured) {
+    use mirotrail::emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig};
     let now = UnixMs::now();
     let env = Env::start(org(20, 0, now.minus(minutes(30)), now.minus(minutes(5)))).await;
     let azure_config = AzureEmulatorConfig {
-        faults: AzureFaults {
-            token_gzip_bomb_mib: 2048,
-            ..AzureFaults::default()
-        },
+        faults,
         ..AzureEmulatorConfig::default()
     };
     let azure = AzureEmulator::start(azure_config.clone(), "127.0.0.1:0".parse().unwrap())
@@ -459,16 +458,48 @@ async fn gzip_bomb_from_the_token_endpoint_keeps_memory_bounded() {
         None,
     )
     .await;
-    assert_eq!(m.code, Some(1), "{}\n{}", m.stdout, m.stderr);
     let line = m
         .stdout
         .lines()
-        .find(|l| l.contains("sink sentinel token"))
-        .unwrap_or_else(|| panic!("{}", m.stdout));
+        .find(|l| l.contains(subject))
+        .unwrap_or_else(|| panic!("no `{subject}` in {}\n{}", m.stdout, m.stderr))
+        .to_string();
+    (line, m)
+}
+
+/// An Entra token endpoint answering with a gzip bomb: the token request fails with the
+/// 1 MiB cap in its message, and memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_from_the_token_endpoint_keeps_memory_bounded() {
+    use mirotrail::emulator::azure::AzureFaults;
+    let faults = AzureFaults {
+        token_gzip_bomb_mib: 2048,
+        ..AzureFaults::default()
+    };
+    let (line, m) = check_against_azure(faults, "sink sentinel token").await;
+    assert_eq!(m.code, Some(1), "{}\n{}", m.stdout, m.stderr);
     assert!(
         line.contains("1048576") && line.contains("authority_host"),
         "{line}"
     );
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        m.max_rss_kib
+    );
+}
+
+/// A logs ingestion error answer that is a gzip bomb: not read past 1 MiB; the status
+/// (503) still decides, and memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_in_an_azure_error_answer_keeps_memory_bounded() {
+    use mirotrail::emulator::azure::AzureFaults;
+    let faults = AzureFaults {
+        error_gzip_bomb_mib: 2048,
+        ..AzureFaults::default()
+    };
+    let (line, m) = check_against_azure(faults, "sink sentinel audit_logs").await;
+    assert!(line.contains("503"), "{line}\n{}", m.stderr);
     assert!(
         m.max_rss_kib < MAX_RSS_KIB,
         "peak RSS {} KiB",

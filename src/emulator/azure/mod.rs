@@ -47,6 +47,9 @@ pub struct AzureFaults {
     /// When not 0, the Entra token endpoint answers 200 with a gzip bomb: a body of
     /// about 1 KB per MiB that decodes to this many MiB (`Content-Encoding: gzip`).
     pub token_gzip_bomb_mib: u64,
+    /// When not 0, every upload is answered 503 with a gzip bomb decoding to this many
+    /// MiB (`Content-Encoding: gzip`).
+    pub error_gzip_bomb_mib: u64,
 }
 
 impl Default for AzureFaults {
@@ -60,6 +63,7 @@ impl Default for AzureFaults {
             lost_ack_share: 0.0,
             reject_ids: Vec::new(),
             token_gzip_bomb_mib: 0,
+            error_gzip_bomb_mib: 0,
         }
     }
 }
