@@ -1,5 +1,7 @@
 //! The HTTP client of the two log endpoints: one request per page, within the shared
-//! credit budget, retried per `retry::classify_status`.
+//! credit budget, retried per `retry::classify_status`. No answer is read past
+//! `miro.max_response_bytes` (`net::read_body_capped`); an oversized page is a permanent
+//! error, since fetching it again would bring the same bytes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
