@@ -5,12 +5,10 @@
 //! which sends them before its backlog; a row accepted then leaves the list, a row refused
 //! again stays with the new reason.
 
-use std::io::Write;
-
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
-use super::query::{Format, QueryResult, render};
+use super::query::{Format, QueryResult, print_result};
 use super::{ConfigArgs, Failure, load_config};
 use crate::store::{Store, dead_letters, requeue_dead_letters};
 
@@ -133,12 +131,7 @@ fn list(args: &ConfigArgs, sink: Option<&str>, format: Format) -> Result<(), Fai
             })
             .collect(),
     };
-    let text = render(&result, format).map_err(Failure::runtime)?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("cannot write to standard output")
-        .map_err(Failure::runtime)
+    print_result(result, format)
 }
 
 fn retry(args: &ConfigArgs, sink: Option<&str>, ids: Option<Vec<i64>>) -> Result<(), Failure> {

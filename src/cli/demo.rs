@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::Args;
 
-use super::query::{Format, query_store, render};
+use super::query::{query_store, render_table};
 use super::{Failure, status::human};
 use crate::config::Config;
 use crate::emulator::miro::{MiroEmulator, MiroEmulatorConfig};
@@ -53,7 +53,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         )));
     }
     let dir = &args.dir;
-    std::fs::create_dir_all(dir)
+    crate::private::create_dir_all(dir)
         .with_context(|| format!("cannot create {}", dir.display()))
         .map_err(Failure::runtime)?;
     for name in ["mirotrail.db", "mirotrail.db-wal", "mirotrail.db-shm"] {
@@ -154,7 +154,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     );
     for (title, sql) in SAMPLE_QUERIES {
         let result = query_store(&config.store_path, sql)?;
-        let text = render(&result, Format::Table).map_err(Failure::runtime)?;
+        let text = render_table(&result);
         let _ = writeln!(out, "{title}:\n{sql}\n{text}");
     }
     let _ = writeln!(
@@ -207,20 +207,16 @@ type = "file"
 path = "archive"
 "#
     );
-    std::fs::write(&config_path, text)
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    write_private(&config_path, &text)?;
     Ok(config_path)
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options
+    crate::private::tighten_file(path);
+    let mut f = crate::private::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(text.as_bytes())?;

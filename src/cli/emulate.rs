@@ -10,7 +10,7 @@ use super::Failure;
 use crate::emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
-use crate::emulator::miro::{Faults, MiroEmulator, MiroEmulatorConfig, RateLimit};
+use crate::emulator::miro::{BodyFault, Faults, MiroEmulator, MiroEmulatorConfig, RateLimit};
 use crate::timefmt::UnixMs;
 
 #[derive(Debug, Args)]
@@ -86,6 +86,13 @@ struct MiroArgs {
     /// Share of cursors refused as expired.
     #[arg(long, default_value_t = 0.0)]
     fault_expire_cursor: f64,
+    /// Answer every log page with a gzip bomb decoding to this many MiB (about 1 KB sent
+    /// per MiB).
+    #[arg(long, value_name = "MIB", conflicts_with = "fault_huge_body_mib")]
+    fault_gzip_bomb_mib: Option<u64>,
+    /// Answer every log page with a valid page of this many MiB, without Content-Length.
+    #[arg(long, value_name = "MIB")]
+    fault_huge_body_mib: Option<u64>,
 }
 
 pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
@@ -171,6 +178,14 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
             let handle = MiroEmulator::start(config, a.listen)
                 .await
                 .map_err(|e| Failure::runtime(anyhow!("cannot listen on {}: {e}", a.listen)))?;
+            handle.set_body_fault(match (a.fault_gzip_bomb_mib, a.fault_huge_body_mib) {
+                (Some(mib), _) => Some(BodyFault::GzipBomb { decoded_mib: mib }),
+                (None, Some(mib)) => Some(BodyFault::Huge {
+                    bytes: mib.saturating_mul(1024 * 1024),
+                    announce_length: false,
+                }),
+                (None, None) => None,
+            });
             eprintln!(
                 "Miro emulator on {} (organization {org_id}); token: the value of --token. Ctrl-C stops it.",
                 handle.base_url()

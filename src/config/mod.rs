@@ -108,6 +108,8 @@ pub struct MiroConfig {
     pub request_timeout: Duration,
     pub max_retries: u32,
     pub retry_initial_backoff: Duration,
+    /// Largest Miro answer read, after gzip decoding (bytes).
+    pub max_response_bytes: usize,
 }
 
 /// `[sources.*]`, validated.

@@ -6,7 +6,6 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use url::Url;
 
 use crate::sink::sentinel::{self, RawSentinelSink};
 
@@ -62,6 +61,8 @@ pub struct RawMiro {
     /// First wait before a retry; it doubles per attempt, with jitter, up to 60 s
     /// (default `500ms`).
     pub retry_initial_backoff: Option<String>,
+    /// Largest answer (after gzip decoding) read from Miro, in bytes (default 64 MiB).
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +133,13 @@ pub enum RawSink {
 }
 
 pub(crate) const DEFAULT_API_BASE: &str = "https://api.miro.com";
+/// The default cap on one Miro answer: a full content-logs page (1000 items with large
+/// `state` objects) stays far below it (README, "Configuration").
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Below 64 KiB even a short page of big items would not fit.
+const MIN_MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+/// Above 1 GiB the cap no longer protects a small host.
+const MAX_MAX_RESPONSE_BYTES: u64 = 1024 * 1024 * 1024;
 /// Where `[service]` listens unless told otherwise (9464: the port commonly used by
 /// Prometheus exporters of this kind; loopback: nothing is exposed to the network).
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -168,17 +176,13 @@ impl RawConfig {
         };
 
         let api_base_text = self.miro.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
-        let api_base = Url::parse(api_base_text)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-            .ok_or_else(|| {
-                invalid(
-                    "miro.api_base",
-                    format!(
-                        "`{api_base_text}` is not an http(s) URL; the default is {DEFAULT_API_BASE}"
-                    ),
-                )
-            })?;
+        // The token travels with every request: https, or plain http to loopback only.
+        let api_base = crate::net::secure_url(api_base_text).map_err(|m| {
+            invalid(
+                "miro.api_base",
+                format!("{m} (the default is {DEFAULT_API_BASE})"),
+            )
+        })?;
         let token_source = match (&self.miro.token_file, &self.miro.token_env) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -215,6 +219,19 @@ impl RawConfig {
                 "must be more than zero".into(),
             ));
         }
+        let max_response_bytes = match self.miro.max_response_bytes {
+            None => DEFAULT_MAX_RESPONSE_BYTES,
+            Some(n) if (MIN_MAX_RESPONSE_BYTES..=MAX_MAX_RESPONSE_BYTES).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(invalid(
+                    "miro.max_response_bytes",
+                    format!(
+                        "{n} is out of range; use {MIN_MAX_RESPONSE_BYTES}..={MAX_MAX_RESPONSE_BYTES} \
+                         bytes (default {DEFAULT_MAX_RESPONSE_BYTES}, 64 MiB)"
+                    ),
+                ));
+            }
+        };
         let miro = MiroConfig {
             api_base,
             token_source,
@@ -226,6 +243,7 @@ impl RawConfig {
                 &self.miro.retry_initial_backoff,
                 "500ms",
             )?,
+            max_response_bytes,
         };
 
         let mut sources = Vec::new();
@@ -443,9 +461,31 @@ mod tests {
     }
 
     #[test]
+    fn miro_token_is_refused_over_plain_http_except_to_loopback() {
+        let msg = load("[miro]\napi_base = \"http://api.example.com\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("miro.api_base") && msg.contains("https") && msg.contains("loopback"),
+            "{msg}"
+        );
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.9.0.1",
+            "http://localhost:1",
+            "http://[::1]:2",
+            "https://miro.proxy.example.com",
+        ] {
+            let c = load(&format!("[miro]\napi_base = \"{ok}\"")).unwrap();
+            assert!(c.miro.api_base.as_str().starts_with(ok), "{ok}");
+        }
+    }
+
+    #[test]
     fn empty_file_gives_documented_defaults() {
         let c = load("").unwrap();
         assert_eq!(c.miro.api_base.as_str(), "https://api.miro.com/");
+        assert_eq!(c.miro.max_response_bytes, 64 * 1024 * 1024);
         let audit = c.source(SourceKind::AuditLogs);
         assert!(audit.enabled);
         assert_eq!(audit.page_size.get(), 500);
@@ -483,6 +523,7 @@ mod tests {
             ("[sources.content_logs]\nenabled = true", "miro.org_id"),
             ("[miro]\norg_id = \"abc\"", "miro.org_id"),
             ("[miro]\napi_base = \"ftp://x\"", "miro.api_base"),
+            ("[miro]\nmax_response_bytes = 10", "miro.max_response_bytes"),
             ("[budget]\nshare = 1.5", "budget.share"),
             ("[budget]\nbackfill_share = 0", "budget.backfill_share"),
             ("[sources.audit_logs]\nenabled = false", "sources"),

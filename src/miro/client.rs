@@ -1,5 +1,7 @@
 //! The HTTP client of the two log endpoints: one request per page, within the shared
-//! credit budget, retried per `retry::classify_status`.
+//! credit budget, retried per `retry::classify_status`. No answer is read past
+//! `miro.max_response_bytes` (`net::read_body_capped`); an oversized page is a permanent
+//! error, since fetching it again would bring the same bytes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +15,7 @@ use super::budget::CreditBudget;
 use super::page::{Page, parse_page};
 use super::retry::{Decision, Permanent, backoff, classify_status};
 use crate::config::{MiroConfig, SourceKind};
+use crate::net::{BodyError, read_body_capped};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
 use crate::timefmt::UnixMs;
@@ -149,6 +152,7 @@ pub struct MiroClient {
     budget: Arc<CreditBudget>,
     stats: Arc<ClientStats>,
     backoff_base: Duration,
+    max_response_bytes: usize,
     telemetry: Option<Arc<Telemetry>>,
 }
 
@@ -172,6 +176,7 @@ impl MiroClient {
             budget,
             stats: Arc::new(ClientStats::default()),
             backoff_base: config.retry_initial_backoff,
+            max_response_bytes: config.max_response_bytes,
             telemetry: None,
         })
     }
@@ -332,34 +337,49 @@ impl MiroClient {
                     self.stats.count(status);
                     let headers = resp.headers().clone();
                     let reset_in = self.observe_rate_headers(&headers);
-                    match resp.bytes().await {
-                        Err(e) => Decision::Transient {
+                    let retry_after =
+                        header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
+                    let classify = |message: Option<&str>| {
+                        classify_status(
+                            call.source,
+                            status,
+                            call.had_cursor,
+                            message,
+                            retry_after,
+                            reset_in,
+                            &self.org_id,
+                        )
+                    };
+                    match read_body_capped(resp, self.max_response_bytes).await {
+                        Err(BodyError::Transport(e)) => Decision::Transient {
                             reason: format!(
                                 "HTTP {status}, body cut short: {}",
                                 describe_reqwest_error(&e)
                             ),
                         },
-                        Ok(body) => {
-                            let retry_after =
-                                header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
-                            match classify_status(
-                                call.source,
-                                status,
-                                call.had_cursor,
-                                error_message(&body).as_deref(),
-                                retry_after,
-                                reset_in,
-                                &self.org_id,
-                            ) {
-                                Decision::Success => match parse(&body) {
-                                    Ok(value) => return Ok((value, requests)),
-                                    Err(e) => Decision::Transient {
-                                        reason: format!("HTTP {status} with an unusable body: {e}"),
-                                    },
+                        // An oversized error answer still says what its status says.
+                        Err(BodyError::TooLarge {
+                            max_bytes,
+                            declared,
+                        }) => match classify(None) {
+                            Decision::Success => Decision::Permanent(Permanent::TooLarge {
+                                kind: call.source,
+                                max_bytes,
+                                declared: declared
+                                    .map(|n| format!(", it announced {n} bytes"))
+                                    .unwrap_or_default(),
+                            }),
+                            other => other,
+                        },
+                        Ok(body) => match classify(error_message(&body).as_deref()) {
+                            Decision::Success => match parse(&body) {
+                                Ok(value) => return Ok((value, requests)),
+                                Err(e) => Decision::Transient {
+                                    reason: format!("HTTP {status} with an unusable body: {e}"),
                                 },
-                                other => other,
-                            }
-                        }
+                            },
+                            other => other,
+                        },
                     }
                 }
             };

@@ -51,6 +51,19 @@ pub enum Permanent {
     Unsendable { reason: String },
     #[error("Miro answered with unexpected status {status}{detail}")]
     Unexpected { status: u16, detail: String },
+    /// Retrying would download the same oversized answer again, so the source stops
+    /// here (reported by `status` and `/readyz`) instead of looping on it.
+    #[error(
+        "Miro's answer for {kind} is larger than `miro.max_response_bytes` ({max_bytes} \
+         bytes){declared}; it was not read further. Lower `sources.{kind}.page_size` so \
+         each page holds fewer items, or raise `miro.max_response_bytes` if pages are \
+         really this large"
+    )]
+    TooLarge {
+        kind: SourceKind,
+        max_bytes: usize,
+        declared: String,
+    },
 }
 
 /// Classifies an HTTP status. `body_message` is Miro's `message` field when the body

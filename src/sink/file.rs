@@ -19,7 +19,7 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn new(dir: PathBuf, max_file_bytes: u64) -> Result<Self, SinkError> {
-        std::fs::create_dir_all(&dir).map_err(|e| SinkError {
+        crate::private::create_dir_all(&dir).map_err(|e| SinkError {
             message: format!(
                 "cannot create the file sink directory {}: {e}",
                 dir.display()
@@ -27,6 +27,16 @@ impl FileSink {
             permanent: true,
             retry_after: None,
         })?;
+        // Files archived before (by an older version, or under another umask) become
+        // private too; new ones are created 0600.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "ndjson") {
+                    crate::private::tighten_file(&path);
+                }
+            }
+        }
         Ok(FileSink {
             dir,
             max_file_bytes,
@@ -66,7 +76,7 @@ impl FileSink {
             std::fs::rename(&path, &rotated).map_err(|e| io_err("rotate", e))?;
             sync_dir(&self.dir);
         }
-        let mut file: File = OpenOptions::new()
+        let mut file: File = crate::private::file_options()
             .create(true)
             .append(true)
             .open(&path)

@@ -265,12 +265,28 @@ impl Store {
 
     fn open_locked(path: &Path, kind: LockKind) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            crate::private::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
                 source,
             })?;
         }
         let lock = take_lock(path, kind)?;
+        // SQLite gives `-wal` and `-shm` the database file's mode: create it private
+        // first, and tighten files an older version or another umask left open.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            crate::private::tighten_file(Path::new(&file));
+        }
+        crate::private::file_options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| StoreError::CreateDir {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let open_err = |source: rusqlite::Error| {
             if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
                 || source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseLocked)
@@ -1123,7 +1139,8 @@ fn take_lock(path: &Path, kind: LockKind) -> Result<std::fs::File, StoreError> {
         LockKind::Backfill => ".backfill.lock",
     });
     let lock_path = PathBuf::from(lock_path);
-    let file = std::fs::OpenOptions::new()
+    crate::private::tighten_file(&lock_path);
+    let file = crate::private::file_options()
         .create(true)
         .truncate(false)
         .write(true)

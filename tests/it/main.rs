@@ -8,6 +8,7 @@ mod e2e;
 mod faults;
 mod firsthour;
 mod harness;
+mod limits;
 mod ops;
 mod sentinel;
 mod support;

@@ -48,7 +48,29 @@ fn count(state: &Shared, status: u16) {
 
 /// `POST /{tenant}/oauth2/v2.0/token`.
 pub(super) fn token(state: &Shared, tenant: &str, request: &Request) -> Response {
-    let response = token_inner(state, tenant, request);
+    let bomb_mib = state
+        .lock()
+        .expect("emulator state")
+        .config
+        .faults
+        .token_gzip_bomb_mib;
+    let response = if bomb_mib > 0 {
+        Response {
+            status: 200,
+            headers: vec![
+                (
+                    "Content-Type".into(),
+                    "application/json; charset=utf-8".into(),
+                ),
+                ("Content-Encoding".into(), "gzip".into()),
+            ],
+            body: crate::emulator::miro::gzip_bomb(bomb_mib)
+                .flat_map(|b| b.to_vec())
+                .collect(),
+        }
+    } else {
+        token_inner(state, tenant, request)
+    };
     count(state, response.status);
     response
 }

@@ -51,6 +51,21 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
         );
     }
     let faults = &config.faults;
+    if faults.error_gzip_bomb_mib > 0 {
+        return Reply::Respond(Response {
+            status: 503,
+            headers: vec![
+                (
+                    "Content-Type".into(),
+                    "application/json; charset=utf-8".into(),
+                ),
+                ("Content-Encoding".into(), "gzip".into()),
+            ],
+            body: crate::emulator::miro::gzip_bomb(faults.error_gzip_bomb_mib)
+                .flat_map(|b| b.to_vec())
+                .collect(),
+        });
+    }
     if chance(faults.slow_share) {
         tokio::time::sleep(faults.slow_delay).await;
     }

@@ -44,6 +44,12 @@ pub struct AzureFaults {
     pub lost_ack_share: f64,
     /// Refuse (400) any batch holding a record with one of these `id`s.
     pub reject_ids: Vec<String>,
+    /// When not 0, the Entra token endpoint answers 200 with a gzip bomb: a body of
+    /// about 1 KB per MiB that decodes to this many MiB (`Content-Encoding: gzip`).
+    pub token_gzip_bomb_mib: u64,
+    /// When not 0, every upload is answered 503 with a gzip bomb decoding to this many
+    /// MiB (`Content-Encoding: gzip`).
+    pub error_gzip_bomb_mib: u64,
 }
 
 impl Default for AzureFaults {
@@ -56,6 +62,8 @@ impl Default for AzureFaults {
             slow_delay: Duration::from_secs(2),
             lost_ack_share: 0.0,
             reject_ids: Vec::new(),
+            token_gzip_bomb_mib: 0,
+            error_gzip_bomb_mib: 0,
         }
     }
 }

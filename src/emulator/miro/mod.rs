@@ -14,8 +14,10 @@
 //! - Following cursors of one query yields every item visible at request time exactly
 //!   once, unless a fault (`Faults`) says otherwise; every injected fault is counted.
 //! - Faults are a function of `(seed, request number)`; they never hit `/v1/oauth-token`.
+//!   A `BodyFault` (gzip bomb, huge page), when set, replaces every 200 log page.
 //! - The bearer token is never logged.
 
+mod body_faults;
 mod config;
 mod cursor;
 mod faults;
@@ -29,6 +31,8 @@ mod vocab;
 #[cfg(test)]
 mod tests;
 
+pub use body_faults::BodyFault;
+pub(crate) use body_faults::gzip_bomb;
 pub use config::{
     EmulatedToken, Faults, LastPageCursor, LateArrival, MiroEmulatorConfig, RateLimit, StreamShape,
 };

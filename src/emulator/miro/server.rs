@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::body_faults::BodyFault;
 use super::config::{Faults, LastPageCursor, MiroEmulatorConfig};
 use super::cursor;
 use super::faults::{self, FaultPlan};
@@ -51,7 +52,8 @@ pub struct EmulatorStats {
     /// Items in the page bodies sent whole (a duplicated item counts twice).
     pub items_served: u64,
     /// Injected faults by kind: `server_error`, `slow`, `truncate`, `html`,
-    /// `expire_cursor`, `repeat_cursor`, `duplicate_item`.
+    /// `expire_cursor`, `repeat_cursor`, `duplicate_item`; body faults: `gzip_bomb`,
+    /// `huge_body`.
     pub faults: BTreeMap<String, u64>,
     pub rate_limited: u64,
 }
@@ -234,6 +236,7 @@ struct Shared {
     revoked: Mutex<HashSet<String>>,
     enterprise_guard: AtomicBool,
     faults: RwLock<Faults>,
+    body_fault: RwLock<Option<BodyFault>>,
     request_counter: AtomicU64,
     credits: CreditBuckets,
     retry_after_header: bool,
@@ -272,6 +275,7 @@ impl Shared {
             revoked: Mutex::new(HashSet::new()),
             enterprise_guard: AtomicBool::new(config.enterprise_guard),
             faults: RwLock::new(config.faults.clone()),
+            body_fault: RwLock::new(None),
             request_counter: AtomicU64::new(0),
             credits: CreditBuckets::new(config.rate_limit),
             retry_after_header: config.rate_limit.is_some_and(|r| r.retry_after_header),
@@ -378,6 +382,12 @@ impl Shared {
         };
 
         let status = reply.status;
+        let body_fault = *self.body_fault.read().unwrap_or_else(|e| e.into_inner());
+        let body_fault = body_fault
+            .filter(|_| status == 200 && matches!(endpoint, Endpoint::Audit | Endpoint::Content));
+        if let Some(f) = body_fault {
+            outcome.faults.push(f.name());
+        }
         self.record(endpoint, status, reply.items, &outcome);
         debug!(
             endpoint = endpoint.name(),
@@ -388,7 +398,11 @@ impl Shared {
             "miro emulator answered"
         );
         let retry_after = retry_after.filter(|_| self.retry_after_header || throttled);
-        build_response(reply, rate, retry_after)
+        let mut response = build_response(reply, rate, retry_after);
+        if let Some(f) = body_fault {
+            f.apply(&mut response);
+        }
+        response
     }
 
     fn record(&self, endpoint: Endpoint, status: u16, items: u64, outcome: &Outcome) {
@@ -891,6 +905,15 @@ impl MiroEmulatorHandle {
         self.shared
             .oversized_cursors
             .store(pages, Ordering::Relaxed);
+    }
+
+    /// Serves `fault` instead of every 200 log page from now on (`None`: normal pages).
+    pub fn set_body_fault(&self, fault: Option<BodyFault>) {
+        *self
+            .shared
+            .body_fault
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
     /// Stops accepting, lets requests in flight finish (at most 5 s), then stops.

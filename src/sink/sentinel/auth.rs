@@ -13,6 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use crate::net::{BodyError, MAX_AUXILIARY_BODY_BYTES, read_body_capped};
+
 use super::config::{AzureAuth, ManagedIdentityEndpoint, SecretSource, SentinelConfig};
 
 /// A token failure; `permanent` ones need someone to change the configuration.
@@ -262,13 +264,21 @@ impl TokenProvider {
             ))
         })?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| {
-            AuthError::transient(format!(
-                "the token endpoint {} broke off its answer: {}",
-                redact_url(&token_url),
-                error_chain(&e)
-            ))
-        })?;
+        let body = read_body_capped(response, MAX_AUXILIARY_BODY_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::Transport(e) => AuthError::transient(format!(
+                    "the token endpoint {} broke off its answer: {}",
+                    redact_url(&token_url),
+                    error_chain(&e)
+                )),
+                // A token answer is a few KB: a larger one is not a token endpoint's.
+                too_large @ BodyError::TooLarge { .. } => AuthError::transient(format!(
+                    "the token endpoint {} answered {status}, but {too_large}; check \
+                     `authority_host` (or the managed identity endpoint)",
+                    redact_url(&token_url),
+                )),
+            })?;
         if (200..300).contains(&status) {
             return parse_token(&body).ok_or_else(|| {
                 AuthError::transient(format!(

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::{ConfigError, SourceKind, parse_duration};
+use crate::net::{http_url, secure_url};
 
 /// The keys of an `azure_logs_ingestion` sink. Defaults are justified in the README.
 #[derive(Debug, Default, Deserialize)]
@@ -381,7 +382,8 @@ pub(crate) fn validate(
                 http_url(text).map_err(|m| invalid("managed_identity_endpoint", m))?,
             ),
             (None, Some(text)) => ManagedIdentityEndpoint::IdentityEndpoint(
-                http_url(&text).map_err(|m| invalid("managed_identity (IDENTITY_ENDPOINT)", m))?,
+                secure_url(&text)
+                    .map_err(|m| invalid("managed_identity (IDENTITY_ENDPOINT)", m))?,
             ),
             (None, None) => ManagedIdentityEndpoint::Imds(Url::parse(IMDS_URL).expect("IMDS URL")),
         };
@@ -484,26 +486,6 @@ fn is_guid(text: &str) -> bool {
             .iter()
             .zip([8, 4, 4, 4, 12])
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// An https URL, or http to a loopback address (emulators, local proxies).
-fn secure_url(text: &str) -> Result<Url, String> {
-    let url = http_url(text)?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    if url.scheme() == "https" || loopback {
-        Ok(url)
-    } else {
-        Err(format!(
-            "`{text}` must be an https URL (http is accepted for loopback only)"
-        ))
-    }
-}
-
-fn http_url(text: &str) -> Result<Url, String> {
-    Url::parse(text)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-        .ok_or_else(|| format!("`{text}` is not an http(s) URL"))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use super::MAX_BATCH_BYTES;
 use super::auth::{TokenProvider, error_chain};
 use super::batch::{Record, gzip, json_array};
 use crate::miro::retry::backoff;
+use crate::net::{BodyError, MAX_AUXILIARY_BODY_BYTES, read_body_capped};
 use crate::sink::SinkError;
 
 /// What an ingestion answer means.
@@ -357,7 +358,7 @@ impl Uploader {
                         .get("x-ms-error-code")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    match response.bytes().await {
+                    match read_body_capped(response, MAX_AUXILIARY_BODY_BYTES).await {
                         Ok(bytes) => {
                             let error = if (200..300).contains(&status) {
                                 IngestionError::default()
@@ -366,11 +367,16 @@ impl Uploader {
                             };
                             classify(status, retry_after, &error, target)
                         }
-                        Err(e) if (200..300).contains(&status) => {
+                        // Not read further: the status and `x-ms-error-code` decide.
+                        Err(BodyError::TooLarge { .. }) => {
+                            let error = IngestionError::parse(b"", header_code.as_deref());
+                            classify(status, retry_after, &error, target)
+                        }
+                        Err(BodyError::Transport(e)) if (200..300).contains(&status) => {
                             tracing::debug!(error = %error_chain(&e), "acknowledgement body broke off; the status counts");
                             Decision::Accepted
                         }
-                        Err(e) => Decision::Retry {
+                        Err(BodyError::Transport(e)) => Decision::Retry {
                             reason: format!("the answer {status} broke off: {}", error_chain(&e)),
                         },
                     }
@@ -500,7 +506,9 @@ pub async fn probe(
         .get("x-ms-error-code")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = response.bytes().await.unwrap_or_default();
+    let body = read_body_capped(response, MAX_AUXILIARY_BODY_BYTES)
+        .await
+        .unwrap_or_default();
     let error = IngestionError::parse(&body, header_code.as_deref());
     match classify(status, retry_after, &error, target) {
         Decision::Accepted => Ok(ProbeOutcome::Accepted { status }),
