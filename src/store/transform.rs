@@ -586,6 +586,34 @@ mod tests {
         assert_eq!(row.cells[11].as_deref(), Some(r#"{"text":"hi"}"#));
     }
 
+    /// Miro's audit times come as `+0000` (no colon): the rows had null times.
+    #[test]
+    fn miro_time_forms_give_the_canonical_utc_time_on_both_paths() {
+        for (source, key) in [
+            (SourceKind::AuditLogs, "createdAt"),
+            (SourceKind::ContentLogs, "actionTime"),
+        ] {
+            for form in [
+                "2023-09-01T09:30:10.840+0000",
+                "2023-09-01T09:30:10.840687Z",
+                "2023-09-01T11:30:10.840+02:00",
+                "2023-09-01T04:00:10.840123456-0530",
+            ] {
+                let raw = format!(r#"{{"id":"a#1","{key}":"{form}"}}"#);
+                let fast = fast::to_row(source, &raw).unwrap();
+                let general = general_row(source, &raw).unwrap();
+                assert_eq!(fast, general, "{raw}");
+                assert_eq!(
+                    fast.cells[0].as_deref(),
+                    Some("2023-09-01T09:30:10.840Z"),
+                    "{raw}"
+                );
+                assert_eq!(fast.cells[0], fast.cells[2]);
+                assert_eq!(fast.id, "a#1");
+            }
+        }
+    }
+
     #[test]
     fn ids_beyond_64_bits_keep_their_exact_digits() {
         let a = to_row(
@@ -619,6 +647,11 @@ mod tests {
             "[0-9]{15,40}".prop_map(Value::String),
             Just(Value::String("\u{0}nul\u{0}".into())),
             Just(Value::String("2024-05-01T10:00:00.000Z".into())),
+            Just(Value::String("2023-09-01T09:30:10.840+0000".into())),
+            Just(Value::String("2023-09-01T09:30:10.840687-05:30".into())),
+            Just(Value::String(
+                "2023-09-01T09:30:10.840687Z#1234567890123456789-DDB".into()
+            )),
         ];
         leaf.prop_recursive(6, 64, 8, |inner| {
             prop_oneof![
