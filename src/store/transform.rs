@@ -4,6 +4,15 @@
 //! KQL semantics kept: `tostring()` of a missing or null field is `""`, also for a nested
 //! field of a missing or partial object; datetimes that do not parse are null; dynamic
 //! columns hold the JSON as is (compact text here).
+//!
+//! Numbers keep their digits: serde_json is built with `arbitrary_precision`, so a
+//! `Value::Number` carries the text Miro sent (`30744573469876543210123` stays that, `1e400`
+//! is kept as a number instead of refusing the item) through the dynamic columns, the NDJSON
+//! lines and the Sentinel records. Chosen over carrying dynamic values as raw text because
+//! every consumer (sinks, the Azure emulator, `query`) already speaks `Value`, and the
+//! dynamic columns keep their one canonical compact form (keys sorted). The cost is a small
+//! string per parsed number; nothing in the crate relies on numbers being `f64`-backed
+//! (no untagged or flattened serde types are read from JSON).
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -612,6 +621,42 @@ mod tests {
                 assert_eq!(fast.id, "a#1");
             }
         }
+    }
+
+    /// Integers beyond 2^53 in dynamic columns came out as `3.074457346987654e+22`.
+    #[test]
+    fn big_numbers_in_dynamic_columns_keep_their_digits() {
+        let big = "30744573469876543210123";
+        let audit = format!(
+            r#"{{"id":"1","details":{{"big":{big},"neg":-{big},"f":0.10000000000000000000001}}}}"#
+        );
+        let content = format!(r#"{{"id":"1","state":{{"big":{big}}},"relationships":[{big}]}}"#);
+        for (source, raw, column) in [
+            (SourceKind::AuditLogs, &audit, 19),
+            (SourceKind::ContentLogs, &content, 11),
+        ] {
+            let fast = fast::to_row(source, raw).unwrap();
+            assert_eq!(fast, general_row(source, raw).unwrap());
+            let cell = fast.cells[column].as_deref().unwrap();
+            assert!(cell.contains(&format!(":{big}")), "{cell}");
+            let record = serde_json::to_string(&stream_record(source, raw).unwrap()).unwrap();
+            assert!(record.contains(&format!(":{big}")), "{record}");
+        }
+        let cell = to_row(SourceKind::AuditLogs, &audit).unwrap().cells[19].clone();
+        assert!(cell.unwrap().contains("0.10000000000000000000001"));
+    }
+
+    /// `1e400` does not fit an f64: the item was refused and lost.
+    #[test]
+    fn huge_floats_do_not_lose_the_item() {
+        let raw = r#"{"id":"f1","createdAt":"2023-09-01T09:30:10.840+0000","details":{"x":1e400,"y":-1E-400}}"#;
+        let row = to_row(SourceKind::AuditLogs, raw).unwrap();
+        assert_eq!(row.id, "f1");
+        assert_eq!(row.cells[0].as_deref(), Some("2023-09-01T09:30:10.840Z"));
+        let details = row.cells[19].as_deref().unwrap();
+        let back: Value = serde_json::from_str(details).unwrap();
+        assert_eq!(back["x"].to_string(), "1e+400");
+        assert!(stream_record(SourceKind::AuditLogs, raw).is_ok());
     }
 
     #[test]
