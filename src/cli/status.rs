@@ -4,7 +4,7 @@ use anyhow::anyhow;
 
 use super::{ConfigArgs, Failure, load_config};
 use crate::config::SourceKind;
-use crate::store::{Store, backlog, table_stats};
+use crate::store::{Store, backlog, partial_row_count, table_stats};
 use crate::timefmt::UnixMs;
 
 pub(crate) fn run(args: ConfigArgs) -> Result<(), Failure> {
@@ -81,6 +81,16 @@ pub(crate) fn run(args: ConfigArgs) -> Result<(), Failure> {
         sources.add_row(row);
     }
     println!("{sources}");
+    for kind in SourceKind::ALL {
+        let partial = partial_row_count(&conn, kind).map_err(Failure::runtime)?;
+        if partial > 0 {
+            println!(
+                "{}: {partial} rows stored with only some columns derived (each item is whole in _raw); list them with: mirotrail query --config {} \"SELECT * FROM partial_rows\"",
+                kind.name(),
+                args.config.display()
+            );
+        }
+    }
 
     let mut sinks = comfy_table::Table::new();
     sinks.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);

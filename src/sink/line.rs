@@ -43,7 +43,7 @@ mod tests {
     #[test]
     fn a_row_is_one_json_object_in_column_order() {
         let raw = r#"{"id":"1","event":"board_opened","createdAt":"2024-01-01T00:00:00Z","details":{"a":"\"q\""}}"#;
-        let row = transform::to_row(SourceKind::AuditLogs, raw).unwrap();
+        let row = transform::to_row(SourceKind::AuditLogs, raw);
         let line = table_row_json(
             SourceKind::AuditLogs,
             &OutboxRow {
@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn big_numbers_keep_their_digits_in_the_line() {
         let raw = r#"{"id":"1","details":{"big":30744573469876543210123}}"#;
-        let row = transform::to_row(SourceKind::AuditLogs, raw).unwrap();
+        let row = transform::to_row(SourceKind::AuditLogs, raw);
         let line = table_row_json(
             SourceKind::AuditLogs,
             &OutboxRow {

@@ -11,7 +11,9 @@
 //!   lets one write transaction in at a time (the other waits, busy timeout), so `_seq`
 //!   is still assigned in commit order;
 //! - a backfill page is committed in one transaction together with its slice's progress
-//!   (`backfill_slices`), like a live page with its checkpoint.
+//!   (`backfill_slices`), like a live page with its checkpoint;
+//! - every item of a page becomes a row (the transform never refuses one); a row whose
+//!   columns could not all be derived is also listed in `partial_rows` (same transaction).
 
 mod schema;
 pub mod transform;
@@ -113,6 +115,8 @@ pub struct WindowProgress {
 pub struct PageCommit {
     pub inserted: u64,
     pub duplicates: u64,
+    /// New rows stored with only some columns derived (`Row::partial`).
+    pub partial: u64,
 }
 
 /// A stored row handed to a sink.
@@ -578,6 +582,27 @@ impl Store {
         backlog(&conn, source, delivered)
     }
 
+    /// How many stored rows of a source have only some columns derived.
+    pub fn partial_row_count(conn: &Connection, source: SourceKind) -> Result<i64, StoreError> {
+        // A store last written by an older version (opened read-only) has no such table.
+        let exists: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'partial_rows'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql("counting partly derived rows"))?;
+        if !exists {
+            return Ok(0);
+        }
+        conn.query_row(
+            "SELECT count(*) FROM partial_rows WHERE source = ?1",
+            [source.name()],
+            |r| r.get(0),
+        )
+        .map_err(sql("counting partly derived rows"))
+    }
+
     /// Rows, highest `_seq` and newest event time of a source's table.
     pub fn table_stats(&self, source: SourceKind) -> Result<TableStats, StoreError> {
         let conn = self.reader.lock().expect("store reader lock");
@@ -614,6 +639,27 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// How many stored rows of a source have only some columns derived.
+pub fn partial_row_count(conn: &Connection, source: SourceKind) -> Result<i64, StoreError> {
+    // A store last written by an older version (opened read-only) has no such table.
+    let exists: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'partial_rows'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql("counting partly derived rows"))?;
+    if !exists {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT count(*) FROM partial_rows WHERE source = ?1",
+        [source.name()],
+        |r| r.get(0),
+    )
+    .map_err(sql("counting partly derived rows"))
 }
 
 /// Rows, highest `_seq` and newest event time of a source's table.
@@ -699,6 +745,14 @@ fn insert_rows(
             .map_err(sql("inserting a row"))?;
         if n == 1 {
             commit.inserted += 1;
+            if let Some(unread) = &row.partial {
+                commit.partial += 1;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO partial_rows (source, id, unread, stored_ms) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| s.execute(params![source.name(), row.id, unread, UnixMs::now().0]))
+                .map_err(sql("listing a partly derived row"))?;
+            }
         } else {
             commit.duplicates += 1;
         }
@@ -835,7 +889,7 @@ mod tests {
         ids.iter()
             .map(|id| {
                 let raw = format!(r#"{{"id":"{id}","event":"board_opened","createdAt":"2024-01-01T00:00:00.000Z"}}"#);
-                (transform::to_row(SourceKind::AuditLogs, &raw).unwrap(), raw)
+                (transform::to_row(SourceKind::AuditLogs, &raw), raw)
             })
             .collect()
     }
@@ -872,7 +926,8 @@ mod tests {
             commit(&store, &["1", "2", "3"], &c1),
             PageCommit {
                 inserted: 3,
-                duplicates: 0
+                duplicates: 0,
+                partial: 0,
             }
         );
         assert_eq!(
@@ -884,7 +939,8 @@ mod tests {
             commit(&store, &["3", "4", "4"], &c2),
             PageCommit {
                 inserted: 1,
-                duplicates: 2
+                duplicates: 2,
+                partial: 0,
             }
         );
         assert_eq!(
@@ -951,7 +1007,7 @@ mod tests {
             &cp(SourceKind::AuditLogs, 1, None),
         );
         let fresh = format!(r#"{{"id":"7","createdAt":"{}"}}"#, UnixMs::now().to_iso());
-        let row = transform::to_row(SourceKind::AuditLogs, &fresh).unwrap();
+        let row = transform::to_row(SourceKind::AuditLogs, &fresh);
         store
             .commit_page(
                 SourceKind::AuditLogs,

@@ -89,6 +89,16 @@ fn migrations() -> Vec<String> {
         .into(),
         // 4: when each source last re-read its overlap (`overlap_every`).
         "ALTER TABLE checkpoints ADD COLUMN last_sweep_ms INTEGER;".into(),
+        // 5: rows stored with only some columns derived (the item is whole in `_raw`),
+        // shown by `status`; written in the page's transaction, only for new rows.
+        "CREATE TABLE partial_rows (
+            source TEXT NOT NULL,
+            id TEXT NOT NULL,
+            unread TEXT NOT NULL,
+            stored_ms INTEGER NOT NULL,
+            PRIMARY KEY (source, id)
+        );"
+        .into(),
     ]
 }
 

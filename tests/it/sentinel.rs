@@ -72,7 +72,7 @@ fn commit(store: &Store, source: SourceKind, items: &[String]) {
     for page in items.chunks(500) {
         let rows: Vec<(transform::Row, &str)> = page
             .iter()
-            .map(|raw| (transform::to_row(source, raw).unwrap(), raw.as_str()))
+            .map(|raw| (transform::to_row(source, raw), raw.as_str()))
             .collect();
         let checkpoint = Checkpoint {
             source,

@@ -99,6 +99,10 @@ pub struct Faults {
     /// A request carrying a cursor gets an empty page and a new cursor that points to the
     /// same place (a page that does not advance).
     pub empty_page_share: f64,
+    /// Share of items (decided per item, so a re-read serves the same text) whose
+    /// `details` (audit) or `state` (content) is hostile: nested 200 levels deep, with a
+    /// float beyond f64 (`1e400`) and an integer beyond 2^64.
+    pub hostile_item_share: f64,
 }
 
 impl MiroEmulatorConfig {

@@ -15,6 +15,7 @@ pub(super) const DUPLICATE_ITEM: &str = "duplicate_item";
 pub(super) const THROTTLE: &str = "throttle";
 pub(super) const STRAY_ITEMS: &str = "stray_items";
 pub(super) const EMPTY_PAGE: &str = "empty_page";
+pub(super) const HOSTILE_ITEM: &str = "hostile_item";
 
 /// The faults drawn for one request; the server applies those that fit the request and
 /// counts exactly those.
@@ -72,6 +73,7 @@ mod tests {
             throttle_share: 1.0,
             stray_items_share: 1.0,
             empty_page_share: 1.0,
+            hostile_item_share: 1.0,
         };
         let p = plan(1, 5, &all);
         assert!(

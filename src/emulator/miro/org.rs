@@ -41,6 +41,22 @@ impl Stream {
     }
 }
 
+const SALT_HOSTILE: u64 = 0x0405_711E;
+/// How deep the hostile value nests: beyond serde_json's default limit of 128.
+const HOSTILE_DEPTH: usize = 200;
+
+/// A free-form value no reader should choke on, yet some do: nested `HOSTILE_DEPTH`
+/// levels, a float beyond f64 (`1e400`) and an integer beyond 2^64.
+fn hostile_value() -> Value {
+    let mut deep = json!(1);
+    for _ in 0..HOSTILE_DEPTH {
+        deep = Value::Array(vec![deep]);
+    }
+    let huge: Value = serde_json::from_str("1e400").expect("arbitrary precision numbers");
+    let big: Value = serde_json::from_str("30744573469876543210123").expect("a big integer");
+    json!({"deep": deep, "huge": huge, "big": big})
+}
+
 #[derive(Debug)]
 struct User {
     id: String,
@@ -324,6 +340,40 @@ impl MiroOrg {
             Stream::Audit => self.audit_event(index),
             Stream::Content => self.content_item(index),
         }
+    }
+
+    /// Whether item `index` is served hostile under the `hostile_item_share` fault: a fixed
+    /// property of the item, so a re-read serves the same text.
+    pub(super) fn is_hostile(&self, stream: Stream, index: u64, share: f64) -> bool {
+        chance(hash(&[self.seed, stream.tag(), index, SALT_HOSTILE]), share)
+    }
+
+    /// The item as served: hostile (see [`MiroOrg::hostile_audit_event`]) or plain.
+    pub(super) fn served_item(&self, stream: Stream, index: u64, hostile_share: f64) -> Value {
+        let mut item = self.item(stream, index);
+        if self.is_hostile(stream, index, hostile_share) {
+            let key = match stream {
+                Stream::Audit => "details",
+                Stream::Content => "state",
+            };
+            item[key] = hostile_value();
+        }
+        item
+    }
+
+    /// Whether audit event `index` is served hostile with `hostile_item_share = share`.
+    pub fn audit_event_is_hostile(&self, index: u64, share: f64) -> bool {
+        self.is_hostile(Stream::Audit, index, share)
+    }
+
+    /// Audit event `index` as served with `hostile_item_share = share`.
+    pub fn audit_event_served(&self, index: u64, share: f64) -> Value {
+        self.served_item(Stream::Audit, index, share)
+    }
+
+    /// Content item `index` as served with `hostile_item_share = share`.
+    pub fn content_item_served(&self, index: u64, share: f64) -> Value {
+        self.served_item(Stream::Content, index, share)
     }
 
     /// The index of a board id of the pool, if it is one.
