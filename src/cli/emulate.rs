@@ -10,7 +10,7 @@ use super::Failure;
 use crate::emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
-use crate::emulator::miro::{Faults, MiroEmulator, MiroEmulatorConfig, RateLimit};
+use crate::emulator::miro::{Faults, MiroEmulator, MiroEmulatorConfig, RateLimit, TimeForm};
 use crate::timefmt::UnixMs;
 
 #[derive(Debug, Args)]
@@ -86,6 +86,16 @@ struct MiroArgs {
     /// Share of cursors refused as expired.
     #[arg(long, default_value_t = 0.0)]
     fault_expire_cursor: f64,
+    /// Share of audit requests answered 409 (documented by Miro, cause unstated).
+    #[arg(long, default_value_t = 0.0)]
+    fault_409: f64,
+    /// Share of items whose `details`/`state` nest 200 levels deep and hold `1e400` and
+    /// an integer beyond 2^64.
+    #[arg(long, default_value_t = 0.0)]
+    fault_hostile_items: f64,
+    /// How audit `createdAt` is written: Miro's `+0000` form, or another ISO 8601 form.
+    #[arg(long, default_value = "plus0000", value_parser = ["plus0000", "z", "colon", "no-fraction", "micros", "nanos-offset", "mixed"])]
+    audit_time_form: String,
 }
 
 pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
@@ -135,6 +145,8 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 ("--fault-truncate", a.fault_truncate),
                 ("--fault-slow", a.fault_slow),
                 ("--fault-expire-cursor", a.fault_expire_cursor),
+                ("--fault-409", a.fault_409),
+                ("--fault-hostile-items", a.fault_hostile_items),
             ] {
                 if !(0.0..=1.0).contains(&v) {
                     return Err(Failure::usage(anyhow!(
@@ -165,7 +177,18 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 slow_share: a.fault_slow,
                 slow_delay: Duration::from_secs(2),
                 expire_cursor_share: a.fault_expire_cursor,
+                conflict_share: a.fault_409,
+                hostile_item_share: a.fault_hostile_items,
                 ..Faults::default()
+            };
+            config.audit_time_form = match a.audit_time_form.as_str() {
+                "z" => TimeForm::MillisZ,
+                "colon" => TimeForm::MillisColonOffset,
+                "no-fraction" => TimeForm::NoFraction,
+                "micros" => TimeForm::MicrosZ,
+                "nanos-offset" => TimeForm::NanosAtOffset,
+                "mixed" => TimeForm::Mixed,
+                _ => TimeForm::MillisPlus0000,
             };
             let org_id = config.org_id.clone();
             let handle = MiroEmulator::start(config, a.listen)

@@ -31,6 +31,7 @@ mod tests;
 
 pub use config::{
     EmulatedToken, Faults, LastPageCursor, LateArrival, MiroEmulatorConfig, RateLimit, StreamShape,
+    TimeForm,
 };
 pub use org::MiroOrg;
 pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle};

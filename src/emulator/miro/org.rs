@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use serde_json::{Map, Value, json};
 
-use super::config::{LateArrival, MiroEmulatorConfig, StreamShape};
+use super::config::{LateArrival, MiroEmulatorConfig, StreamShape, TimeForm};
 use super::hash::{chance, hash, hash_str, pick, unit, weighted};
 use super::vocab::{
     APPLICATIONS, AUDIT_KINDS, BOARD_PREFIXES, BOARD_TOPICS, FIRST_NAMES, LAST_NAMES, ObjectKind,
@@ -42,6 +42,38 @@ impl Stream {
 }
 
 const SALT_HOSTILE: u64 = 0x0405_711E;
+const SALT_TIME_FORM: u64 = 0x7F02;
+
+/// `t` written in `form`; `h` picks the sub-millisecond digits and, for `Mixed`, the form.
+pub(super) fn format_time(t: UnixMs, form: TimeForm, h: u64) -> String {
+    let iso = t.to_iso(); // 2023-09-01T09:30:10.840Z
+    let base = &iso[..iso.len() - 1]; // without the Z
+    let micros = h % 1000;
+    let nanos = (h >> 10) % 1_000_000;
+    match form {
+        TimeForm::MillisPlus0000 => format!("{base}+0000"),
+        TimeForm::MillisZ => iso,
+        TimeForm::MillisColonOffset => format!("{base}+00:00"),
+        TimeForm::NoFraction if t.0.rem_euclid(1000) == 0 => format!("{}Z", &iso[..19]),
+        TimeForm::NoFraction => iso,
+        TimeForm::MicrosZ => format!("{base}{micros:03}Z"),
+        TimeForm::NanosAtOffset => {
+            let local = UnixMs(t.0 + 330 * 60_000).to_iso();
+            format!("{}{nanos:06}+05:30", &local[..local.len() - 1])
+        }
+        TimeForm::Mixed => {
+            let forms = [
+                TimeForm::MillisPlus0000,
+                TimeForm::MillisZ,
+                TimeForm::MillisColonOffset,
+                TimeForm::NoFraction,
+                TimeForm::MicrosZ,
+                TimeForm::NanosAtOffset,
+            ];
+            format_time(t, forms[(h >> 32) as usize % forms.len()], h)
+        }
+    }
+}
 /// How deep the hostile value nests: beyond serde_json's default limit of 128.
 const HOSTILE_DEPTH: usize = 200;
 
@@ -95,6 +127,8 @@ pub struct MiroOrg {
     audit: StreamShape,
     content: StreamShape,
     late: LateArrival,
+    audit_time_form: TimeForm,
+    content_time_form: TimeForm,
     users: Vec<User>,
     teams: Vec<Team>,
     boards: Vec<Board>,
@@ -227,6 +261,8 @@ impl MiroOrg {
             audit: config.audit,
             content: config.content,
             late: config.late,
+            audit_time_form: config.audit_time_form,
+            content_time_form: config.content_time_form,
             users,
             teams,
             boards,
@@ -428,22 +464,29 @@ impl MiroOrg {
 
         let mut event = Map::new();
         event.insert("type".into(), json!("event"));
-        event.insert(
-            "id".into(),
-            json!(decimal_id(
-                "30744573",
-                scramble(
-                    index,
-                    7_777_777_777,
-                    hash(&[self.seed, TAG_AUDIT]) % 100_000_000_000,
-                    100_000_000_000
-                ),
-                11
-            )),
+        // Miro's shape: the event time with microseconds, `#`, a decimal number, `-DDB`.
+        let number = decimal_id(
+            "30744573",
+            scramble(
+                index,
+                7_777_777_777,
+                hash(&[self.seed, TAG_AUDIT]) % 100_000_000_000,
+                100_000_000_000,
+            ),
+            11,
         );
+        let stamp = format_time(self.audit_time(index), TimeForm::MicrosZ, h(20));
+        event.insert("id".into(), json!(format!("{stamp}#{number}-DDB")));
         event.insert("event".into(), json!(kind.event));
         event.insert("category".into(), json!(kind.category));
-        event.insert("createdAt".into(), json!(self.audit_time(index).to_iso()));
+        event.insert(
+            "createdAt".into(),
+            json!(format_time(
+                self.audit_time(index),
+                self.audit_time_form,
+                hash(&[self.seed, TAG_AUDIT, index, SALT_TIME_FORM])
+            )),
+        );
         event.insert(
             "details".into(),
             self.audit_details(kind.event, h(6), board, target),
@@ -635,7 +678,11 @@ impl MiroOrg {
         item.insert("actionType".into(), json!(action));
         item.insert(
             "actionTime".into(),
-            json!(self.content_time(index).to_iso()),
+            json!(format_time(
+                self.content_time(index),
+                self.content_time_form,
+                hash(&[self.seed, TAG_CONTENT, index, SALT_TIME_FORM])
+            )),
         );
         if let Some(a) = facts.actor {
             let u = &self.users[a];
@@ -690,6 +737,8 @@ mod tests {
             rate_limit: None,
             audit_max_limit: 500,
             last_page_cursor: LastPageCursor::Omit,
+            audit_time_form: super::super::config::TimeForm::MillisPlus0000,
+            content_time_form: super::super::config::TimeForm::MillisZ,
             faults: Faults::default(),
         }
     }
@@ -721,13 +770,65 @@ mod tests {
         let mut content = std::collections::HashSet::new();
         for i in 0..20_000 {
             let id = org.audit_event(i)["id"].as_str().unwrap().to_owned();
+            // `2023-09-01T09:30:10.840687Z#3074457312345678901-DDB`
+            let (stamp, rest) = id.split_once('#').unwrap();
+            assert_eq!(UnixMs::parse(stamp), Some(org.audit_time(i)), "{id}");
+            assert_eq!(stamp.len(), 27, "{id}");
+            let number = rest.strip_suffix("-DDB").unwrap();
             assert!(
-                id.len() == 19 && id.bytes().all(|b| b.is_ascii_digit()),
+                number.len() == 19 && number.bytes().all(|b| b.is_ascii_digit()),
                 "{id}"
             );
             assert!(audit.insert(id));
             assert!(content.insert(org.content_item(i)["id"].as_str().unwrap().to_owned()));
         }
+    }
+
+    #[test]
+    fn every_time_form_names_the_item_time() {
+        let forms = [
+            (TimeForm::MillisPlus0000, "+0000"),
+            (TimeForm::MillisZ, "Z"),
+            (TimeForm::MillisColonOffset, "+00:00"),
+            (TimeForm::NoFraction, "Z"),
+            (TimeForm::MicrosZ, "Z"),
+            (TimeForm::NanosAtOffset, "+05:30"),
+            (TimeForm::Mixed, ""),
+        ];
+        for (form, suffix) in forms {
+            let mut c = config(3, 2_000, 1_700_000_000_000, 1_700_000_100_000);
+            c.audit_time_form = form;
+            c.content_time_form = form;
+            let org = MiroOrg::new(&c);
+            let mut seen = std::collections::HashSet::new();
+            for i in 0..2_000 {
+                let text = org.audit_event(i)["createdAt"].as_str().unwrap().to_owned();
+                assert_eq!(
+                    UnixMs::parse(&text),
+                    Some(org.audit_time(i)),
+                    "{form:?} {text}"
+                );
+                assert!(text.ends_with(suffix), "{form:?} {text}");
+                let text = org.content_item(i)["actionTime"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                assert_eq!(UnixMs::parse(&text), Some(org.content_time(i)), "{text}");
+                seen.insert(text.len());
+            }
+            if form == TimeForm::Mixed {
+                assert!(seen.len() >= 4, "mixed forms: {seen:?}");
+            }
+        }
+        let t = UnixMs(1_700_000_000_000);
+        assert_eq!(
+            format_time(t, TimeForm::NoFraction, 0),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            format_time(t, TimeForm::MillisPlus0000, 0),
+            "2023-11-14T22:13:20.000+0000"
+        );
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub struct EmulatorStats {
     /// Items in the page bodies sent whole (a duplicated item counts twice).
     pub items_served: u64,
     /// Injected faults by kind: `server_error`, `slow`, `truncate`, `html`,
-    /// `expire_cursor`, `repeat_cursor`, `duplicate_item`, `hostile_item` (per item).
+    /// `expire_cursor`, `repeat_cursor`, `duplicate_item`, `hostile_item` (per item),
+    /// `conflict`.
     pub faults: BTreeMap<String, u64>,
     pub rate_limited: u64,
 }
@@ -462,6 +463,14 @@ impl Shared {
                 _ => ("gatewayTimeout", "Gateway timeout"),
             };
             return Reply::error(code, name, message);
+        }
+        if plan.conflict && stream == Stream::Audit {
+            outcome.faults.push(faults::CONFLICT);
+            return Reply::error(
+                409,
+                "conflict",
+                "The request conflicts with the current state of the resource",
+            );
         }
         if plan.html {
             outcome.faults.push(faults::HTML);
