@@ -46,7 +46,12 @@ const SALT_TIME_FORM: u64 = 0x7F02;
 
 /// `t` written in `form`; `h` picks the sub-millisecond digits and, for `Mixed`, the form.
 pub(super) fn format_time(t: UnixMs, form: TimeForm, h: u64) -> String {
-    let iso = t.to_iso(); // 2023-09-01T09:30:10.840Z
+    format_iso(t, t.to_iso(), form, h)
+}
+
+/// [`format_time`] with `iso = t.to_iso()` already computed (it is the slow part).
+fn format_iso(t: UnixMs, iso: String, form: TimeForm, h: u64) -> String {
+    // iso: 2023-09-01T09:30:10.840Z
     let base = &iso[..iso.len() - 1]; // without the Z
     let micros = h % 1000;
     let nanos = (h >> 10) % 1_000_000;
@@ -70,7 +75,7 @@ pub(super) fn format_time(t: UnixMs, form: TimeForm, h: u64) -> String {
                 TimeForm::MicrosZ,
                 TimeForm::NanosAtOffset,
             ];
-            format_time(t, forms[(h >> 32) as usize % forms.len()], h)
+            format_iso(t, iso, forms[(h >> 32) as usize % forms.len()], h)
         }
     }
 }
@@ -381,7 +386,7 @@ impl MiroOrg {
     /// Whether item `index` is served hostile under the `hostile_item_share` fault: a fixed
     /// property of the item, so a re-read serves the same text.
     pub(super) fn is_hostile(&self, stream: Stream, index: u64, share: f64) -> bool {
-        chance(hash(&[self.seed, stream.tag(), index, SALT_HOSTILE]), share)
+        share > 0.0 && chance(hash(&[self.seed, stream.tag(), index, SALT_HOSTILE]), share)
     }
 
     /// The item as served: hostile (see [`MiroOrg::hostile_audit_event`]) or plain.
@@ -475,14 +480,17 @@ impl MiroOrg {
             ),
             11,
         );
-        let stamp = format_time(self.audit_time(index), TimeForm::MicrosZ, h(20));
+        let time = self.audit_time(index);
+        let iso = time.to_iso();
+        let stamp = format_iso(time, iso.clone(), TimeForm::MicrosZ, h(20));
         event.insert("id".into(), json!(format!("{stamp}#{number}-DDB")));
         event.insert("event".into(), json!(kind.event));
         event.insert("category".into(), json!(kind.category));
         event.insert(
             "createdAt".into(),
-            json!(format_time(
-                self.audit_time(index),
+            json!(format_iso(
+                time,
+                iso,
                 self.audit_time_form,
                 hash(&[self.seed, TAG_AUDIT, index, SALT_TIME_FORM])
             )),
