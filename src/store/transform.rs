@@ -149,12 +149,6 @@ fn general_row(source: SourceKind, raw: &str) -> Option<Row> {
     })
 }
 
-/// The last resort: each top-level member on its own. Members that parse are used as the
-/// general path would; a dynamic column whose member does not parse (nested deeper than
-/// serde_json's limit of 128) keeps the member's JSON text exactly as sent, and any other
-/// unreadable member counts as missing. If the item is not even an object of members, only
-/// the id can be derived (a hash of the raw text, as for items without an id). The row says
-/// which members it could not read, for the WARN, the metric and `status`.
 /// The top-level members of an object item, each as its JSON text. serde_json skips
 /// nested values into a `RawValue` without recursing, so any depth is read here.
 type Members<'a> = Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>;
@@ -192,6 +186,12 @@ fn members(raw: &str) -> Result<Members<'_>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The last resort: each top-level member on its own. Members that parse are used as the
+/// general path would; a dynamic column whose member does not parse (nested deeper than
+/// serde_json's limit of 128) keeps the member's JSON text exactly as sent, and any other
+/// unreadable member counts as missing. If the item is not even an object of members, only
+/// the id can be derived (a hash of the raw text, as for items without an id). The row says
+/// which members it could not read, for the WARN, the metric and `status`.
 fn partial_row(source: SourceKind, raw: &str) -> Row {
     let members = members(raw);
     let mut item = Map::new();
