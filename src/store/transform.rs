@@ -1,5 +1,5 @@
 //! The Sentinel DCR transformations, applied locally: an API item becomes a table row
-//! exactly as `reference/sentinel-miro-contract.md` (sections 3 and 4) defines it.
+//! exactly as `docs/sentinel-contract.md` (DCR transformations and table schemas) defines it.
 //!
 //! KQL semantics kept: `tostring()` of a missing or null field is `""`, also for a nested
 //! field of a missing or partial object; datetimes that do not parse are null; dynamic
