@@ -1,14 +1,20 @@
 //! Instants as UNIX milliseconds, and the one text form both Miro and the store use.
 //!
-//! Miro wants `2023-03-30T17:26:50.000Z` (UTC, milliseconds, trailing `Z`); the store keeps
-//! datetimes in the same form so that text order is time order.
+//! Miro wants `2023-03-30T17:26:50.000Z` (UTC, milliseconds, trailing `Z`) in queries; the
+//! store keeps datetimes in the same form so that text order is time order.
+//!
+//! What Miro *sends* is looser: audit `createdAt` comes as `2023-09-01T09:30:10.840+0000`
+//! (an offset without a colon, which RFC 3339 does not allow), other times with `Z`, and
+//! servers may send any number of fractional digits. [`UnixMs::parse`] accepts every such
+//! ISO 8601 extended form (see its doc); digits beyond the millisecond are truncated (the
+//! instant is floored to its millisecond, so a time never moves into the next one), and the
+//! item's raw JSON keeps them exactly.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 /// An instant in milliseconds since the UNIX epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,16 +44,81 @@ impl UnixMs {
         Duration::from_millis(self.0.saturating_sub(earlier.0).max(0) as u64)
     }
 
-    /// Parses an RFC 3339 / ISO 8601 datetime with an offset (`Z` or `+hh:mm`).
+    /// Parses an ISO 8601 date-time with an explicit offset:
+    /// `YYYY-MM-DDTHH:MM:SS[.f]` then `Z`, `+hh:mm`, `+hhmm` or `+hh` (or `-`), where the
+    /// fraction has 1 to 9 digits and `T`/`Z` may be lowercase. Sub-millisecond digits are
+    /// truncated (floored). A time without an offset is ambiguous and gives `None`.
     pub fn parse(text: &str) -> Option<Self> {
-        let dt = OffsetDateTime::parse(text.trim(), &Rfc3339).ok()?;
-        Some(UnixMs((dt.unix_timestamp_nanos() / 1_000_000) as i64))
+        let dt = parse_iso8601(text.trim())?;
+        Some(UnixMs(
+            dt.unix_timestamp_nanos().div_euclid(1_000_000) as i64
+        ))
     }
 
     /// The Miro and store text form: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
     pub fn to_iso(self) -> String {
         self.to_string()
     }
+}
+
+/// `n` ASCII digits at the start of `b`, as a number.
+fn digits(b: &[u8], n: usize) -> Option<u32> {
+    let d = b.get(..n)?;
+    d.iter().try_fold(0u32, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+    })
+}
+
+fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
+    let b = text.as_bytes();
+    // YYYY-MM-DDTHH:MM:SS is 19 bytes, then an optional fraction, then the offset.
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let year = digits(b, 4)? as i32;
+    let month = Month::try_from(digits(&b[5..], 2)? as u8).ok()?;
+    let day = digits(&b[8..], 2)? as u8;
+    let (hour, minute, second) = (
+        digits(&b[11..], 2)? as u8,
+        digits(&b[14..], 2)? as u8,
+        digits(&b[17..], 2)? as u8,
+    );
+    let mut rest = &b[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix(b".").or_else(|| rest.strip_prefix(b",")) {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&n) {
+            return None;
+        }
+        nanos = digits(frac, n)? * 10u32.pow(9 - n as u32);
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        [b'Z' | b'z'] => UtcOffset::UTC,
+        [sign @ (b'+' | b'-'), tail @ ..] => {
+            let (h, m) = match tail {
+                [_, _] => (digits(tail, 2)?, 0),
+                [_, _, _, _] => (digits(tail, 2)?, digits(&tail[2..], 2)?),
+                [_, _, b':', _, _] => (digits(tail, 2)?, digits(&tail[3..], 2)?),
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let sign = if *sign == b'-' { -1 } else { 1 };
+            UtcOffset::from_hms(sign * h as i8, sign * m as i8, 0).ok()?
+        }
+        _ => return None,
+    };
+    let date = Date::from_calendar_date(year, month, day).ok()?;
+    let time = Time::from_hms_nano(hour, minute, second, nanos).ok()?;
+    Some(PrimitiveDateTime::new(date, time).assume_offset(offset))
 }
 
 impl fmt::Display for UnixMs {
@@ -93,5 +164,98 @@ mod tests {
         );
         assert_eq!(UnixMs::parse("yesterday"), None);
         assert_eq!(UnixMs::parse("2023-03-30 17:26:50"), None);
+    }
+
+    /// Miro's audit `createdAt` (`+0000`, no colon) gave no time at all.
+    #[test]
+    fn miro_offset_without_colon_parses() {
+        assert_eq!(
+            UnixMs::parse("2023-09-01T09:30:10.840+0000"),
+            UnixMs::parse("2023-09-01T09:30:10.840Z")
+        );
+        assert!(UnixMs::parse("2023-09-01T09:30:10.840+0000").is_some());
+        assert_eq!(
+            UnixMs::parse("2023-09-01T04:00:10.840-0530"),
+            UnixMs::parse("2023-09-01T09:30:10.840Z")
+        );
+        assert_eq!(
+            UnixMs::parse("2023-09-01t15:00:10.840+05:30"),
+            UnixMs::parse("2023-09-01T09:30:10.840z")
+        );
+        assert_eq!(
+            UnixMs::parse("2023-09-01T11:30:10.840+02"),
+            UnixMs::parse("2023-09-01T09:30:10.840Z")
+        );
+    }
+
+    #[test]
+    fn sub_millisecond_digits_are_truncated_and_bad_forms_refused() {
+        let t = UnixMs::parse("2023-09-01T09:30:10.840Z").unwrap();
+        assert_eq!(UnixMs::parse("2023-09-01T09:30:10.840999999Z"), Some(t));
+        assert_eq!(UnixMs::parse("2023-09-01T09:30:10.840687Z"), Some(t));
+        assert_eq!(UnixMs::parse("2023-09-01T09:30:10.84Z"), Some(t));
+        // Floored also before 1970.
+        assert_eq!(UnixMs::parse("1969-12-31T23:59:59.9995Z"), Some(UnixMs(-1)));
+        for bad in [
+            "2023-09-01T09:30:10.Z",
+            "2023-09-01T09:30:10.1234567890Z",
+            "2023-09-01T09:30:10",
+            "2023-09-01T09:30:10+000",
+            "2023-09-01T09:30:10+00:0",
+            "2023-09-01T09:30:10+24:00",
+            "2023-02-30T09:30:10Z",
+            "2023-09-01T25:30:10Z",
+            "2023-09-01T09:30:10Zjunk",
+            "２023-09-01T09:30:10Z",
+        ] {
+            assert_eq!(UnixMs::parse(bad), None, "{bad}");
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any instant, written in any form a server may send, parses to the same
+        /// millisecond, whose canonical text parses back to it.
+        #[test]
+        fn every_iso_form_of_an_instant_gives_the_same_ms(
+            nanos in -2_208_988_800_000_000_000i128..4_102_444_800_000_000_000i128,
+            offset_min in -840i32..=840,
+            frac_digits in 0usize..=9,
+            style in 0usize..5,
+            lower in any::<bool>(),
+        ) {
+            // The instant truncated to what `frac_digits` can carry.
+            let step = 10i128.pow(9 - frac_digits as u32);
+            let utc = OffsetDateTime::from_unix_timestamp_nanos(nanos.div_euclid(step) * step).unwrap();
+            let offset_min = if style == 0 { 0 } else { offset_min };
+            let offset = UtcOffset::from_whole_seconds(offset_min * 60).unwrap();
+            let local = utc.to_offset(offset);
+            let frac = if frac_digits == 0 {
+                String::new()
+            } else {
+                let n = local.nanosecond() / 10u32.pow(9 - frac_digits as u32);
+                format!(".{n:0frac_digits$}")
+            };
+            let (sign, abs) = if offset_min < 0 { ('-', -offset_min) } else { ('+', offset_min) };
+            let (oh, om) = (abs / 60, abs % 60);
+            let zone = match style {
+                0 => "Z".to_string(),
+                1 => format!("{sign}{oh:02}:{om:02}"),
+                2 => format!("{sign}{oh:02}{om:02}"),
+                3 if om == 0 => format!("{sign}{oh:02}"),
+                _ => format!("{sign}{oh:02}{om:02}"),
+            };
+            let t = if lower { 't' } else { 'T' };
+            let zone = if lower { zone.to_lowercase() } else { zone };
+            let text = format!(
+                "{:04}-{:02}-{:02}{t}{:02}:{:02}:{:02}{frac}{zone}",
+                local.year(), u8::from(local.month()), local.day(),
+                local.hour(), local.minute(), local.second(),
+            );
+            let expected = UnixMs(utc.unix_timestamp_nanos().div_euclid(1_000_000) as i64);
+            prop_assert_eq!(UnixMs::parse(&text), Some(expected), "{}", text);
+            prop_assert_eq!(UnixMs::parse(&expected.to_iso()), Some(expected));
+        }
     }
 }

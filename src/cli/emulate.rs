@@ -10,7 +10,9 @@ use super::Failure;
 use crate::emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
-use crate::emulator::miro::{BodyFault, Faults, MiroEmulator, MiroEmulatorConfig, RateLimit};
+use crate::emulator::miro::{
+    BodyFault, Faults, MiroEmulator, MiroEmulatorConfig, RateLimit, TimeForm,
+};
 use crate::timefmt::UnixMs;
 
 #[derive(Debug, Args)]
@@ -93,6 +95,16 @@ struct MiroArgs {
     /// Answer every log page with a valid page of this many MiB, without Content-Length.
     #[arg(long, value_name = "MIB")]
     fault_huge_body_mib: Option<u64>,
+    /// Share of audit requests answered 409 (documented by Miro, cause unstated).
+    #[arg(long, default_value_t = 0.0)]
+    fault_409: f64,
+    /// Share of items whose `details`/`state` nest 200 levels deep and hold `1e400` and
+    /// an integer beyond 2^64.
+    #[arg(long, default_value_t = 0.0)]
+    fault_hostile_items: f64,
+    /// How audit `createdAt` is written: Miro's `+0000` form, or another ISO 8601 form.
+    #[arg(long, default_value = "plus0000", value_parser = ["plus0000", "z", "colon", "no-fraction", "micros", "nanos-offset", "mixed"])]
+    audit_time_form: String,
 }
 
 pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
@@ -142,6 +154,8 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 ("--fault-truncate", a.fault_truncate),
                 ("--fault-slow", a.fault_slow),
                 ("--fault-expire-cursor", a.fault_expire_cursor),
+                ("--fault-409", a.fault_409),
+                ("--fault-hostile-items", a.fault_hostile_items),
             ] {
                 if !(0.0..=1.0).contains(&v) {
                     return Err(Failure::usage(anyhow!(
@@ -172,7 +186,18 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 slow_share: a.fault_slow,
                 slow_delay: Duration::from_secs(2),
                 expire_cursor_share: a.fault_expire_cursor,
+                conflict_share: a.fault_409,
+                hostile_item_share: a.fault_hostile_items,
                 ..Faults::default()
+            };
+            config.audit_time_form = match a.audit_time_form.as_str() {
+                "z" => TimeForm::MillisZ,
+                "colon" => TimeForm::MillisColonOffset,
+                "no-fraction" => TimeForm::NoFraction,
+                "micros" => TimeForm::MicrosZ,
+                "nanos-offset" => TimeForm::NanosAtOffset,
+                "mixed" => TimeForm::Mixed,
+                _ => TimeForm::MillisPlus0000,
             };
             let org_id = config.org_id.clone();
             let handle = MiroEmulator::start(config, a.listen)

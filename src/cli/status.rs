@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{ConfigArgs, Failure, load_config};
 use crate::config::SourceKind;
-use crate::store::{Store, dead_letter_counts, sink_progress, table_stats};
+use crate::store::{Store, dead_letter_counts, partial_row_count, sink_progress, table_stats};
 use crate::timefmt::UnixMs;
 
 /// Errors longer than this are cut in the table (`--format json` has them in full).
@@ -40,6 +40,8 @@ struct SourceStatus {
     /// counts.
     last_poll_completed: Option<UnixMs>,
     last_error: Option<(String, Option<UnixMs>)>,
+    /// Rows stored with only some columns derived (each item is whole in `_raw`).
+    partial_rows: i64,
 }
 
 pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
@@ -90,6 +92,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
             requests,
             last_poll_completed: success,
             last_error: error,
+            partial_rows: partial_row_count(&conn, kind).map_err(Failure::runtime)?,
         });
     }
     let mut sinks = Vec::new();
@@ -115,6 +118,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
                     "last_poll_completed": iso(s.last_poll_completed),
                     "last_error": s.last_error.as_ref().map(|(e, _)| e),
                     "last_error_at": iso(s.last_error.as_ref().and_then(|(_, t)| *t)),
+                    "partial_rows": s.partial_rows,
                 })).collect::<Vec<_>>(),
                 "sinks": sinks.iter().map(|(name, kind, p)| json!({
                     "sink": name,
@@ -131,6 +135,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
         }
         StatusFormat::Table => {
             render_tables(&sources, &sinks, now, config.sinks.is_empty())
+                + &render_partial_rows(&sources, &args.config.config)
                 + &render_dead_letters(&dead_letters, &args.config.config)
         }
     };
@@ -216,6 +221,23 @@ fn shorten(text: &str) -> (String, bool) {
     } else {
         (first.to_string(), first.len() < text.len())
     }
+}
+
+/// Rows whose columns could not all be derived, per source, and how to list them.
+fn render_partial_rows(sources: &[SourceStatus], config: &std::path::Path) -> String {
+    sources
+        .iter()
+        .filter(|s| s.partial_rows > 0)
+        .map(|s| {
+            format!(
+                "{}: {} rows stored with only some columns derived (each item is whole in \
+                 _raw); list them with: mirotrail query --config {} \"SELECT * FROM partial_rows\"\n",
+                s.kind.name(),
+                s.partial_rows,
+                config.display()
+            )
+        })
+        .collect()
 }
 
 /// Rows set aside per sink and stream, if any, and how to look at them.

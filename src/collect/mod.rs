@@ -93,6 +93,8 @@ pub struct CollectReport {
     pub duplicates: u64,
     pub outside_window: u64,
     pub derived_ids: u64,
+    /// Items stored with only some columns derived (`Row::partial`).
+    pub partial_rows: u64,
 }
 
 impl CollectReport {
@@ -104,6 +106,7 @@ impl CollectReport {
         self.duplicates += other.duplicates;
         self.outside_window += other.outside_window;
         self.derived_ids += other.derived_ids;
+        self.partial_rows += other.partial_rows;
     }
 }
 
@@ -373,7 +376,7 @@ impl ProgressSink for CheckpointSink {
     fn commit(&self, rows: &[(Row, &str)], cp: &Checkpoint) -> Result<PageCommit, StoreError> {
         let commit = self.store.commit_page(self.kind, rows, cp)?;
         if let Some(t) = &self.telemetry {
-            t.page_committed(self.kind, commit.inserted);
+            t.page_committed(self.kind, commit.inserted, commit.partial);
         }
         Ok(commit)
     }

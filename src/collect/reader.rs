@@ -126,28 +126,31 @@ pub async fn read_window<S: ProgressSink>(
         let sink = sink.clone();
         let items = page.items;
         let before = progress.clone();
-        let (commit, outside, derived, next) = tokio::task::spawn_blocking(move || {
+        let (commit, outside, derived, partial, next) = tokio::task::spawn_blocking(move || {
             let mut rows: Vec<(Row, &str)> = Vec::with_capacity(items.len());
             let mut outside = 0u64;
             let mut derived = 0u64;
             let mut latest: Option<UnixMs> = None;
+            let mut partial = 0u64;
             for item in &items {
-                match transform::to_row(kind, item.get()) {
-                    Ok(row) => {
-                        if let Some(t) = row.time {
-                            if t < from || t > to {
-                                outside += 1;
-                            } else if t < to {
-                                latest = latest.max(Some(t));
-                            }
-                        }
-                        if row.id_derived {
-                            derived += 1;
-                        }
-                        rows.push((row, item.get()));
+                // Every item becomes a row: one whose columns cannot all be derived is
+                // stored with what can be, plus `_raw`, and reported.
+                let row = transform::to_row(kind, item.get());
+                if let Some(t) = row.time {
+                    if t < from || t > to {
+                        outside += 1;
+                    } else if t < to {
+                        latest = latest.max(Some(t));
                     }
-                    Err(e) => tracing::error!(source = %kind, error = %e, "item skipped"),
                 }
+                if row.id_derived {
+                    derived += 1;
+                }
+                if let Some(what) = &row.partial {
+                    partial += 1;
+                    tracing::warn!(source = %kind, id = %row.id, unread = %what, "item stored with only some columns derived; `_raw` keeps it whole");
+                }
+                rows.push((row, item.get()));
             }
             let step = PageStep {
                 requests,
@@ -157,7 +160,7 @@ pub async fn read_window<S: ProgressSink>(
             };
             let next = sink.advance(&before, &step);
             sink.commit(&rows, &next)
-                .map(|c| (c, outside, derived, next))
+                .map(|c| (c, outside, derived, partial, next))
         })
         .await
         .expect("page commit task panicked")?;
@@ -166,6 +169,7 @@ pub async fn read_window<S: ProgressSink>(
         report.duplicates += commit.duplicates;
         report.outside_window += outside;
         report.derived_ids += derived;
+        report.partial_rows += partial;
         window_inserted += commit.inserted;
         if commit.inserted > 0
             && let Some(n) = w.new_rows

@@ -114,6 +114,21 @@ mod tests {
         }
     }
 
+    /// serde_json's depth limit (128) does not apply to items kept as raw text: a page
+    /// with an item nested far deeper is read whole, not failed for good.
+    #[test]
+    fn deeply_nested_items_do_not_fail_the_page() {
+        for depth in [129, 1000, 200_000] {
+            let deep = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let item = format!(r#"{{"id":"a#1","details":{{"d":{deep}}}}}"#);
+            let body =
+                format!(r#"{{"type":"cursor-list","cursor":"c#2","data":[{{"id":"0"}},{item}]}}"#);
+            let page = parse_page(body.as_bytes()).unwrap();
+            assert_eq!(page.items[1].get(), item);
+            assert_eq!(page.next_cursor.as_deref(), Some("c#2"));
+        }
+    }
+
     #[test]
     fn rejects_what_is_not_a_page() {
         assert!(matches!(

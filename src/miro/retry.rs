@@ -13,8 +13,8 @@ pub enum Decision {
     /// 429: wait this long (Retry-After, else until the budget resets), then retry; never
     /// counts against the retry limit.
     RateLimited { wait: Duration },
-    /// 5xx, 408, timeouts, connection errors, truncated or non-JSON bodies: retry with
-    /// backoff, up to the configured limit.
+    /// 5xx, 408, 409, timeouts, connection errors, truncated or non-JSON bodies: retry
+    /// with backoff, up to the configured limit.
     Transient { reason: String },
     /// The cursor was refused (400 on a request that carried one): restart the window.
     CursorRejected,
@@ -89,7 +89,9 @@ pub fn classify_status(
                 .unwrap_or(Duration::from_secs(60))
                 .clamp(Duration::from_secs(1), Duration::from_secs(120)),
         },
-        408 | 500..=599 => Decision::Transient {
+        // Miro documents 409 for the audit logs without saying when: a conflict with the
+        // server's state is not fixed by a human, so it is retried like a 5xx.
+        408 | 409 | 500..=599 => Decision::Transient {
             reason: format!("HTTP {status}{detail}"),
         },
         400 if had_cursor => Decision::CursorRejected,
@@ -174,6 +176,13 @@ mod tests {
             Some(Duration::from_secs(7)),
             "1",
         )
+    }
+
+    /// A 409 (documented for the audit logs) blocked the source as an unexpected status.
+    #[test]
+    fn conflict_409_is_retried() {
+        assert!(matches!(c(409, false), Decision::Transient { .. }));
+        assert!(matches!(c(409, true), Decision::Transient { .. }));
     }
 
     #[test]

@@ -76,6 +76,7 @@ struct VersionLabel {
 #[derive(Debug, Default)]
 struct Families {
     events_collected: Family<SourceLabel, Counter>,
+    items_partially_derived: Family<SourceLabel, Counter>,
     pages: Family<SourceLabel, Counter>,
     requests: Family<RequestLabels, Counter>,
     cycle_failures: Family<CauseLabels, Counter>,
@@ -123,6 +124,11 @@ impl Telemetry {
             "mirotrail_events_collected",
             "New events stored per source (re-read duplicates not counted)",
             f.events_collected.clone(),
+        );
+        registry.register(
+            "mirotrail_items_partially_derived",
+            "New rows stored with only some columns derived (the item is whole in _raw; see `status`)",
+            f.items_partially_derived.clone(),
         );
         registry.register(
             "mirotrail_miro_pages",
@@ -210,6 +216,7 @@ impl Telemetry {
                 source: kind.name().into(),
             };
             let _ = f.events_collected.get_or_create(&l);
+            let _ = f.items_partially_derived.get_or_create(&l);
             let _ = f.pages.get_or_create(&l);
             for cause in ["permanent", "transient"] {
                 let _ = f.cycle_failures.get_or_create(&CauseLabels {
@@ -269,8 +276,8 @@ impl Telemetry {
             .inc();
     }
 
-    /// A page committed with `inserted` new rows.
-    pub fn page_committed(&self, source: SourceKind, inserted: u64) {
+    /// A page committed with `inserted` new rows, `partial` of them partly derived.
+    pub fn page_committed(&self, source: SourceKind, inserted: u64, partial: u64) {
         let l = SourceLabel {
             source: source.name().into(),
         };
@@ -279,6 +286,10 @@ impl Telemetry {
             .events_collected
             .get_or_create(&l)
             .inc_by(inserted);
+        self.families
+            .items_partially_derived
+            .get_or_create(&l)
+            .inc_by(partial);
     }
 
     /// A poll cycle that caught up.

@@ -43,7 +43,7 @@ mod tests {
     #[test]
     fn a_row_is_one_json_object_in_column_order() {
         let raw = r#"{"id":"1","event":"board_opened","createdAt":"2024-01-01T00:00:00Z","details":{"a":"\"q\""}}"#;
-        let row = transform::to_row(SourceKind::AuditLogs, raw).unwrap();
+        let row = transform::to_row(SourceKind::AuditLogs, raw);
         let line = table_row_json(
             SourceKind::AuditLogs,
             &OutboxRow {
@@ -58,5 +58,24 @@ mod tests {
         assert_eq!(v["createdBy_email"], "");
         assert_eq!(v["Type"], "MiroAuditLogs_CL");
         assert!(line.starts_with("{\"TimeGenerated\":\"2024-01-01T00:00:00.000Z\",\"id\":\"1\""));
+    }
+
+    /// Integers beyond 2^53 in `details` lost digits in the NDJSON line.
+    #[test]
+    fn big_numbers_keep_their_digits_in_the_line() {
+        let raw = r#"{"id":"1","details":{"big":30744573469876543210123}}"#;
+        let row = transform::to_row(SourceKind::AuditLogs, raw);
+        let line = table_row_json(
+            SourceKind::AuditLogs,
+            &OutboxRow {
+                seq: 1,
+                cells: row.cells,
+                raw: raw.into(),
+            },
+        );
+        assert!(
+            line.contains(r#""details":{"big":30744573469876543210123}"#),
+            "{line}"
+        );
     }
 }

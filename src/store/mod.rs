@@ -15,6 +15,8 @@
 //! - a row a sink's destination will never accept is listed in `dead_letters` in the same
 //!   transaction that lets the sink's offset pass it; the row itself stays in its table,
 //!   and retention never deletes a row listed there.
+//! - every item of a page becomes a row (the transform never refuses one); a row whose
+//!   columns could not all be derived is also listed in `partial_rows` (same transaction).
 
 mod schema;
 pub mod transform;
@@ -119,6 +121,8 @@ pub struct WindowProgress {
 pub struct PageCommit {
     pub inserted: u64,
     pub duplicates: u64,
+    /// New rows stored with only some columns derived (`Row::partial`).
+    pub partial: u64,
 }
 
 /// A stored row handed to a sink.
@@ -781,6 +785,27 @@ impl Store {
         sink_progress(&conn, sink, source)
     }
 
+    /// How many stored rows of a source have only some columns derived.
+    pub fn partial_row_count(conn: &Connection, source: SourceKind) -> Result<i64, StoreError> {
+        // A store last written by an older version (opened read-only) has no such table.
+        let exists: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'partial_rows'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql("counting partly derived rows"))?;
+        if !exists {
+            return Ok(0);
+        }
+        conn.query_row(
+            "SELECT count(*) FROM partial_rows WHERE source = ?1",
+            [source.name()],
+            |r| r.get(0),
+        )
+        .map_err(sql("counting partly derived rows"))
+    }
+
     /// Rows, highest `_seq` and newest event time of a source's table.
     pub fn table_stats(&self, source: SourceKind) -> Result<TableStats, StoreError> {
         let conn = self.reader.lock().expect("store reader lock");
@@ -819,6 +844,27 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// How many stored rows of a source have only some columns derived.
+pub fn partial_row_count(conn: &Connection, source: SourceKind) -> Result<i64, StoreError> {
+    // A store last written by an older version (opened read-only) has no such table.
+    let exists: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'partial_rows'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql("counting partly derived rows"))?;
+    if !exists {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT count(*) FROM partial_rows WHERE source = ?1",
+        [source.name()],
+        |r| r.get(0),
+    )
+    .map_err(sql("counting partly derived rows"))
 }
 
 /// Rows, highest `_seq` and newest event time of a source's table.
@@ -1097,6 +1143,14 @@ fn insert_rows(
             .map_err(sql("inserting a row"))?;
         if n == 1 {
             commit.inserted += 1;
+            if let Some(unread) = &row.partial {
+                commit.partial += 1;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO partial_rows (source, id, unread, stored_ms) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| s.execute(params![source.name(), row.id, unread, UnixMs::now().0]))
+                .map_err(sql("listing a partly derived row"))?;
+            }
         } else {
             commit.duplicates += 1;
         }
@@ -1234,7 +1288,7 @@ mod tests {
         ids.iter()
             .map(|id| {
                 let raw = format!(r#"{{"id":"{id}","event":"board_opened","createdAt":"2024-01-01T00:00:00.000Z"}}"#);
-                (transform::to_row(SourceKind::AuditLogs, &raw).unwrap(), raw)
+                (transform::to_row(SourceKind::AuditLogs, &raw), raw)
             })
             .collect()
     }
@@ -1271,7 +1325,8 @@ mod tests {
             commit(&store, &["1", "2", "3"], &c1),
             PageCommit {
                 inserted: 3,
-                duplicates: 0
+                duplicates: 0,
+                partial: 0,
             }
         );
         assert_eq!(
@@ -1283,7 +1338,8 @@ mod tests {
             commit(&store, &["3", "4", "4"], &c2),
             PageCommit {
                 inserted: 1,
-                duplicates: 2
+                duplicates: 2,
+                partial: 0,
             }
         );
         assert_eq!(
@@ -1350,7 +1406,7 @@ mod tests {
             &cp(SourceKind::AuditLogs, 1, None),
         );
         let fresh = format!(r#"{{"id":"7","createdAt":"{}"}}"#, UnixMs::now().to_iso());
-        let row = transform::to_row(SourceKind::AuditLogs, &fresh).unwrap();
+        let row = transform::to_row(SourceKind::AuditLogs, &fresh);
         store
             .commit_page(
                 SourceKind::AuditLogs,

@@ -105,6 +105,16 @@ fn migrations() -> Vec<String> {
         );
         CREATE INDEX dead_letters_source_seq ON dead_letters (source, seq);"
             .into(),
+        // 6: rows stored with only some columns derived (the item is whole in `_raw`),
+        // shown by `status`; written in the page's transaction, only for new rows.
+        "CREATE TABLE partial_rows (
+            source TEXT NOT NULL,
+            id TEXT NOT NULL,
+            unread TEXT NOT NULL,
+            stored_ms INTEGER NOT NULL,
+            PRIMARY KEY (source, id)
+        );"
+        .into(),
     ]
 }
 

@@ -349,3 +349,106 @@ async fn fault_pages_that_do_not_advance() {
         &expected_audit(&env.emu, start, end),
     );
 }
+
+/// Fault: items the JSON parser cannot fully read (`details`/`state` nested 200 levels
+/// deep, `1e400`, an integer beyond 2^64). v0.1 logged "item skipped", lost them, moved
+/// its checkpoint past them and exited 0 with `status` silent. Every item is now stored
+/// with `_raw` exactly as sent, named in a WARN and counted by `status`; the run exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_hostile_items_are_stored_not_skipped() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(60)), now.minus(minutes(5)));
+    let share = 0.1;
+    let (audit, content) = (600u64, 300u64);
+    let mut config = org(audit, content, start, end);
+    config.faults = Faults {
+        hostile_item_share: share,
+        ..Faults::default()
+    };
+    let env = Env::start(config).await;
+    let cfg = env.config(
+        "[sources.audit_logs]\ninitial_lookback = \"2h\"\npage_size = 100\n\
+         [sources.content_logs]\nenabled = true\ninitial_lookback = \"2h\"\n\
+         [sinks.archive]\ntype = \"file\"\npath = \"archive\"\n",
+    );
+    let out = env
+        .run(&["run", "--config", cfg.to_str().unwrap(), "--once"], TOKEN)
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("skipped"), "{stderr}");
+
+    let org = env.emu.org();
+    let hostile: Vec<u64> = (0..audit)
+        .filter(|&i| org.audit_event_is_hostile(i, share))
+        .collect();
+    assert!(!hostile.is_empty());
+    for (table_name, count, served) in [
+        (
+            "MiroAuditLogs_CL",
+            audit,
+            &(|i| org.audit_event_served(i, share)) as &dyn Fn(u64) -> serde_json::Value,
+        ),
+        (
+            "MiroContentLogs_CL",
+            content,
+            &(|i| org.content_item_served(i, share)) as &dyn Fn(u64) -> serde_json::Value,
+        ),
+    ] {
+        let rows = table(&env.db(), table_name);
+        assert_eq!(rows.len() as u64, count, "{table_name}: every item stored");
+        let raw_by_id: std::collections::HashMap<String, String> = rows
+            .iter()
+            .map(|r| (r["id"].clone().unwrap(), r["_raw"].clone().unwrap()))
+            .collect();
+        for i in 0..count {
+            let sent = served(i);
+            let id = sent["id"].as_str().unwrap();
+            assert_eq!(raw_by_id[id], sent.to_string(), "{table_name} item {i}");
+        }
+    }
+    let row = table(&env.db(), "MiroAuditLogs_CL")
+        .into_iter()
+        .find(|r| r["_raw"].as_deref().unwrap().contains("1e+400"))
+        .unwrap();
+    let id = row["id"].clone().unwrap();
+    assert!(
+        row["TimeGenerated"].is_some() && row["event"].as_deref() != Some(""),
+        "the readable columns are derived: {row:?}"
+    );
+    assert!(
+        stderr.contains("only some columns derived") && stderr.contains(&id),
+        "a WARN names the item: {stderr}"
+    );
+    assert!(
+        row["details"]
+            .as_deref()
+            .unwrap()
+            .contains("30744573469876543210123"),
+        "{row:?}"
+    );
+
+    let status = env
+        .run(&["status", "--config", cfg.to_str().unwrap()], "")
+        .await;
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains(&format!(
+            "audit_logs: {} rows stored with only some columns derived",
+            hostile.len()
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("content_logs: "), "{shown}");
+    // The archive has every row too.
+    let archived: usize = std::fs::read_dir(env.dir.path().join("archive"))
+        .unwrap()
+        .map(|f| {
+            std::fs::read_to_string(f.unwrap().path())
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!(archived as u64, audit + content);
+}

@@ -730,3 +730,41 @@ fn the_packaged_config_is_valid_and_the_unit_is_hardened() {
             .contains("token_file = \"/run/credentials/mirotrail.service/miro-token\"")
     );
 }
+
+/// Items stored with only some columns derived were invisible to monitoring (v0.1 lost
+/// them silently); `/metrics` now counts them per source, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_items_stored_partially_derived() {
+    let now = UnixMs::now();
+    let share = 0.1;
+    let audit = 500u64;
+    let mut config = org(audit, 0, now.minus(minutes(30)), now.minus(minutes(2)));
+    config.faults = mirotrail::emulator::miro::Faults {
+        hostile_item_share: share,
+        ..Default::default()
+    };
+    let env = Env::start(config).await;
+    let hostile = (0..audit)
+        .filter(|&i| env.emu.org().audit_event_is_hostile(i, share))
+        .count();
+    assert!(hostile > 0);
+    let cfg = env.config(
+        "[service]\nlisten = \"127.0.0.1:0\"\n[sources.audit_logs]\ninitial_lookback = \"1h\"\n\
+         poll_interval = \"1s\"\noverlap = \"1h\"\n",
+    );
+    let run = Running::start(&env, &cfg, TOKEN).await;
+    let series = "mirotrail_items_partially_derived_total{source=\"audit_logs\"}";
+    let (_, m) = run
+        .wait_for("/metrics", |_, m| {
+            sample(m, "mirotrail_events_collected_total{source=\"audit_logs\"}")
+                .is_some_and(|v| v >= audit as f64)
+        })
+        .await;
+    assert_eq!(must(&m, series), hostile as f64, "{m}");
+    // A second poll re-reads the overlap: the same items are not counted again.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (_, m) = run.get("/metrics").await;
+    assert_eq!(must(&m, series), hostile as f64);
+    assert!(run.stderr().contains("only some columns derived"));
+    run.stop().await;
+}

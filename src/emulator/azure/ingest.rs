@@ -213,7 +213,7 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
                 &format!("Record {i} (id '{id}') was refused (injected fault)."),
             );
         }
-        let row = transform::to_row(source, &record.to_string()).expect("a JSON object");
+        let row = transform::to_row(source, &record.to_string());
         rows.push(table_row(source, &row.cells));
     }
     let lost = chance(config.faults.lost_ack_share);

@@ -1,6 +1,6 @@
 //! The Azure emulator: Entra ID's token endpoint, the managed identity (IMDS) endpoint and
 //! the Azure Monitor Logs Ingestion API, on one loopback port, faithful to
-//! `reference/azure-logs-ingestion.md`.
+//! `docs/azure-logs-ingestion.md` and `docs/sentinel-contract.md`.
 //!
 //! It checks what Azure checks (bearer tokens and their expiry, DCR and stream, the role
 //! assignment, the body limit, the stream declaration's columns), answers with Azure's

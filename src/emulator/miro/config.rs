@@ -26,7 +26,33 @@ pub struct MiroEmulatorConfig {
     pub audit_max_limit: u32,
     /// How the last page says it is the last.
     pub last_page_cursor: LastPageCursor,
+    /// How audit `createdAt` is written (Miro's own form by default).
+    pub audit_time_form: TimeForm,
+    /// How content `actionTime` is written.
+    pub content_time_form: TimeForm,
     pub faults: Faults,
+}
+
+/// How an item's time is written. Every form names the same instant (to the
+/// millisecond: extra fraction digits come from a hash and never round up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeForm {
+    /// `2023-09-01T09:30:10.840+0000`: Miro's audit `createdAt` (its OpenAPI spec), an
+    /// offset without the colon RFC 3339 wants.
+    #[default]
+    MillisPlus0000,
+    /// `2023-09-01T09:30:10.840Z`
+    MillisZ,
+    /// `2023-09-01T09:30:10.840+00:00`
+    MillisColonOffset,
+    /// `2023-09-01T09:30:10Z` (only for instants on a whole second; others keep `.mmm`)
+    NoFraction,
+    /// `2023-09-01T09:30:10.840687Z`
+    MicrosZ,
+    /// `2023-09-01T15:00:10.840687123+05:30`: local time at a non-UTC offset, 9 digits.
+    NanosAtOffset,
+    /// Each item in one of the forms above, picked by a hash of the item.
+    Mixed,
 }
 
 /// A bearer token the emulator accepts, with its scopes (`auditlogs:read`, `contentlogs:export`).
@@ -99,6 +125,13 @@ pub struct Faults {
     /// A request carrying a cursor gets an empty page and a new cursor that points to the
     /// same place (a page that does not advance).
     pub empty_page_share: f64,
+    /// Share of items (decided per item, so a re-read serves the same text) whose
+    /// `details` (audit) or `state` (content) is hostile: nested 200 levels deep, with a
+    /// float beyond f64 (`1e400`) and an integer beyond 2^64.
+    pub hostile_item_share: f64,
+    /// Audit logs only: 409 with Miro's error JSON. Miro documents 409 for this endpoint
+    /// without saying when it happens; the emulator sends it as a refusal of one request.
+    pub conflict_share: f64,
 }
 
 impl MiroEmulatorConfig {
@@ -138,6 +171,8 @@ impl MiroEmulatorConfig {
             }),
             audit_max_limit: 500,
             last_page_cursor: LastPageCursor::Omit,
+            audit_time_form: TimeForm::MillisPlus0000,
+            content_time_form: TimeForm::MillisZ,
             faults: Faults::default(),
         }
     }

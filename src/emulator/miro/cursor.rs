@@ -1,7 +1,10 @@
-//! Opaque page cursors: hex of (version, stream, query fingerprint, next position, check).
+//! Opaque page cursors in Miro's shape, `<time>#<payload>-DDB` (like its audit ids, so a
+//! client must URL-encode the `#`): the payload is hex of (version, stream, query
+//! fingerprint, next position, check).
 //!
 //! A cursor only decodes with the seed that made it, and only fits the query whose
-//! fingerprint it carries; anything else is a bad cursor (400).
+//! fingerprint it carries; anything else is a bad cursor (400). A cursor sent raw in a
+//! URL loses everything from `#` on (a fragment is not sent), so it is a bad cursor too.
 
 use super::hash::hash;
 use super::org::Stream;
@@ -33,11 +36,15 @@ pub(super) fn encode(seed: u64, stream: Stream, fingerprint: u64, position: u64)
     bytes.extend_from_slice(&position.to_be_bytes());
     let c = check(seed, &bytes);
     bytes.extend_from_slice(&c.to_be_bytes());
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let stamp = crate::timefmt::UnixMs(1_600_000_000_000 + (position % 100_000_000_000) as i64);
+    let stamp = stamp.to_iso();
+    format!("{}{:03}Z#{hex}-DDB", &stamp[..stamp.len() - 1], c % 1000)
 }
 
 /// Decodes a cursor of `stream` into `(fingerprint, position)`; `None` if it is not one of ours.
 pub(super) fn decode(seed: u64, stream: Stream, text: &str) -> Option<(u64, u64)> {
+    let text = text.split_once('#')?.1.strip_suffix("-DDB")?;
     if text.len() != LEN * 2 || !text.is_ascii() {
         return None;
     }
@@ -66,8 +73,12 @@ mod tests {
         assert_eq!(decode(5, Stream::Audit, &c), Some((0xDEAD_BEEF, 12_345)));
         assert_eq!(decode(6, Stream::Audit, &c), None, "other seed");
         assert_eq!(decode(5, Stream::Content, &c), None, "other stream");
+        assert!(c.contains('#') && c.ends_with("-DDB"), "{c}");
+        let raw_in_url = c.split('#').next().unwrap();
+        assert_eq!(decode(5, Stream::Audit, raw_in_url), None, "cut at the #");
         let mut damaged = c.clone().into_bytes();
-        damaged[30] = if damaged[30] == b'0' { b'1' } else { b'0' };
+        let at = c.find('#').unwrap() + 30;
+        damaged[at] = if damaged[at] == b'0' { b'1' } else { b'0' };
         assert_eq!(
             decode(5, Stream::Audit, std::str::from_utf8(&damaged).unwrap()),
             None

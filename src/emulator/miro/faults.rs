@@ -16,6 +16,8 @@ pub(super) const THROTTLE: &str = "throttle";
 pub(super) const STRAY_ITEMS: &str = "stray_items";
 pub(super) const EMPTY_PAGE: &str = "empty_page";
 pub(super) const OVERSIZED_CURSOR: &str = "oversized_cursor";
+pub(super) const HOSTILE_ITEM: &str = "hostile_item";
+pub(super) const CONFLICT: &str = "conflict";
 
 /// The faults drawn for one request; the server applies those that fit the request and
 /// counts exactly those.
@@ -35,6 +37,8 @@ pub(super) struct FaultPlan {
     pub stray_items: bool,
     /// An empty page whose (new) cursor points where the request started.
     pub empty_page: Option<u64>,
+    /// A 409 (audit logs only).
+    pub conflict: bool,
 }
 
 pub(super) fn plan(seed: u64, request_no: u64, faults: &Faults) -> FaultPlan {
@@ -51,6 +55,7 @@ pub(super) fn plan(seed: u64, request_no: u64, faults: &Faults) -> FaultPlan {
         throttle: chance(h(10), faults.throttle_share),
         stray_items: chance(h(11), faults.stray_items_share),
         empty_page: chance(h(12), faults.empty_page_share).then(|| request_no % 0xFFFF + 1),
+        conflict: chance(h(13), faults.conflict_share),
     }
 }
 
@@ -73,6 +78,8 @@ mod tests {
             throttle_share: 1.0,
             stray_items_share: 1.0,
             empty_page_share: 1.0,
+            hostile_item_share: 1.0,
+            conflict_share: 1.0,
         };
         let p = plan(1, 5, &all);
         assert!(
@@ -84,7 +91,7 @@ mod tests {
                 && p.stray_items
         );
         assert!(p.duplicate_item.is_some() && p.slow == Some(Duration::from_millis(3)));
-        assert!(p.empty_page.is_some());
+        assert!(p.empty_page.is_some() && p.conflict);
         assert!(matches!(p.server_error, Some(500 | 502 | 503 | 504)));
         let half = Faults {
             server_error_share: 0.5,

@@ -3,7 +3,7 @@
 //!
 //! Served: `GET /v2/audit/logs`, `GET /v2/orgs/{org_id}/content-logs/items` and
 //! `GET /v1/oauth-token`, with Miro's auth, scopes, Enterprise Guard check, error shape,
-//! cursor paging and per-token credit rate limit (see `shared/reference/miro-api.md`).
+//! cursor paging and per-token credit rate limit (see `docs/miro-api.md`).
 //!
 //! Invariants:
 //! - The organisation (`MiroOrg`) is a pure function of the config: event `i` is computed
@@ -35,6 +35,7 @@ pub use body_faults::BodyFault;
 pub(crate) use body_faults::gzip_bomb;
 pub use config::{
     EmulatedToken, Faults, LastPageCursor, LateArrival, MiroEmulatorConfig, RateLimit, StreamShape,
+    TimeForm,
 };
 pub use org::MiroOrg;
 pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle, OVERSIZED_CURSOR_CHARS};

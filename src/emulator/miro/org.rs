@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use serde_json::{Map, Value, json};
 
-use super::config::{LateArrival, MiroEmulatorConfig, StreamShape};
+use super::config::{LateArrival, MiroEmulatorConfig, StreamShape, TimeForm};
 use super::hash::{chance, hash, hash_str, pick, unit, weighted};
 use super::vocab::{
     APPLICATIONS, AUDIT_KINDS, BOARD_PREFIXES, BOARD_TOPICS, FIRST_NAMES, LAST_NAMES, ObjectKind,
@@ -39,6 +39,59 @@ impl Stream {
             Stream::Content => TAG_CONTENT,
         }
     }
+}
+
+const SALT_HOSTILE: u64 = 0x0405_711E;
+const SALT_TIME_FORM: u64 = 0x7F02;
+
+/// `t` written in `form`; `h` picks the sub-millisecond digits and, for `Mixed`, the form.
+pub(super) fn format_time(t: UnixMs, form: TimeForm, h: u64) -> String {
+    format_iso(t, t.to_iso(), form, h)
+}
+
+/// [`format_time`] with `iso = t.to_iso()` already computed (it is the slow part).
+fn format_iso(t: UnixMs, iso: String, form: TimeForm, h: u64) -> String {
+    // iso: 2023-09-01T09:30:10.840Z
+    let base = &iso[..iso.len() - 1]; // without the Z
+    let micros = h % 1000;
+    let nanos = (h >> 10) % 1_000_000;
+    match form {
+        TimeForm::MillisPlus0000 => format!("{base}+0000"),
+        TimeForm::MillisZ => iso,
+        TimeForm::MillisColonOffset => format!("{base}+00:00"),
+        TimeForm::NoFraction if t.0.rem_euclid(1000) == 0 => format!("{}Z", &iso[..19]),
+        TimeForm::NoFraction => iso,
+        TimeForm::MicrosZ => format!("{base}{micros:03}Z"),
+        TimeForm::NanosAtOffset => {
+            let local = UnixMs(t.0 + 330 * 60_000).to_iso();
+            format!("{}{nanos:06}+05:30", &local[..local.len() - 1])
+        }
+        TimeForm::Mixed => {
+            let forms = [
+                TimeForm::MillisPlus0000,
+                TimeForm::MillisZ,
+                TimeForm::MillisColonOffset,
+                TimeForm::NoFraction,
+                TimeForm::MicrosZ,
+                TimeForm::NanosAtOffset,
+            ];
+            format_iso(t, iso, forms[(h >> 32) as usize % forms.len()], h)
+        }
+    }
+}
+/// How deep the hostile value nests: beyond serde_json's default limit of 128.
+const HOSTILE_DEPTH: usize = 200;
+
+/// A free-form value no reader should choke on, yet some do: nested `HOSTILE_DEPTH`
+/// levels, a float beyond f64 (`1e400`) and an integer beyond 2^64.
+fn hostile_value() -> Value {
+    let mut deep = json!(1);
+    for _ in 0..HOSTILE_DEPTH {
+        deep = Value::Array(vec![deep]);
+    }
+    let huge: Value = serde_json::from_str("1e400").expect("arbitrary precision numbers");
+    let big: Value = serde_json::from_str("30744573469876543210123").expect("a big integer");
+    json!({"deep": deep, "huge": huge, "big": big})
 }
 
 #[derive(Debug)]
@@ -79,6 +132,8 @@ pub struct MiroOrg {
     audit: StreamShape,
     content: StreamShape,
     late: LateArrival,
+    audit_time_form: TimeForm,
+    content_time_form: TimeForm,
     users: Vec<User>,
     teams: Vec<Team>,
     boards: Vec<Board>,
@@ -211,6 +266,8 @@ impl MiroOrg {
             audit: config.audit,
             content: config.content,
             late: config.late,
+            audit_time_form: config.audit_time_form,
+            content_time_form: config.content_time_form,
             users,
             teams,
             boards,
@@ -326,6 +383,40 @@ impl MiroOrg {
         }
     }
 
+    /// Whether item `index` is served hostile under the `hostile_item_share` fault: a fixed
+    /// property of the item, so a re-read serves the same text.
+    pub(super) fn is_hostile(&self, stream: Stream, index: u64, share: f64) -> bool {
+        share > 0.0 && chance(hash(&[self.seed, stream.tag(), index, SALT_HOSTILE]), share)
+    }
+
+    /// The item as served: hostile (see [`MiroOrg::hostile_audit_event`]) or plain.
+    pub(super) fn served_item(&self, stream: Stream, index: u64, hostile_share: f64) -> Value {
+        let mut item = self.item(stream, index);
+        if self.is_hostile(stream, index, hostile_share) {
+            let key = match stream {
+                Stream::Audit => "details",
+                Stream::Content => "state",
+            };
+            item[key] = hostile_value();
+        }
+        item
+    }
+
+    /// Whether audit event `index` is served hostile with `hostile_item_share = share`.
+    pub fn audit_event_is_hostile(&self, index: u64, share: f64) -> bool {
+        self.is_hostile(Stream::Audit, index, share)
+    }
+
+    /// Audit event `index` as served with `hostile_item_share = share`.
+    pub fn audit_event_served(&self, index: u64, share: f64) -> Value {
+        self.served_item(Stream::Audit, index, share)
+    }
+
+    /// Content item `index` as served with `hostile_item_share = share`.
+    pub fn content_item_served(&self, index: u64, share: f64) -> Value {
+        self.served_item(Stream::Content, index, share)
+    }
+
     /// The index of a board id of the pool, if it is one.
     pub(super) fn board_index(&self, board_id: &str) -> Option<usize> {
         self.board_by_id.get(board_id).copied()
@@ -378,22 +469,32 @@ impl MiroOrg {
 
         let mut event = Map::new();
         event.insert("type".into(), json!("event"));
-        event.insert(
-            "id".into(),
-            json!(decimal_id(
-                "30744573",
-                scramble(
-                    index,
-                    7_777_777_777,
-                    hash(&[self.seed, TAG_AUDIT]) % 100_000_000_000,
-                    100_000_000_000
-                ),
-                11
-            )),
+        // Miro's shape: the event time with microseconds, `#`, a decimal number, `-DDB`.
+        let number = decimal_id(
+            "30744573",
+            scramble(
+                index,
+                7_777_777_777,
+                hash(&[self.seed, TAG_AUDIT]) % 100_000_000_000,
+                100_000_000_000,
+            ),
+            11,
         );
+        let time = self.audit_time(index);
+        let iso = time.to_iso();
+        let stamp = format_iso(time, iso.clone(), TimeForm::MicrosZ, h(20));
+        event.insert("id".into(), json!(format!("{stamp}#{number}-DDB")));
         event.insert("event".into(), json!(kind.event));
         event.insert("category".into(), json!(kind.category));
-        event.insert("createdAt".into(), json!(self.audit_time(index).to_iso()));
+        event.insert(
+            "createdAt".into(),
+            json!(format_iso(
+                time,
+                iso,
+                self.audit_time_form,
+                hash(&[self.seed, TAG_AUDIT, index, SALT_TIME_FORM])
+            )),
+        );
         event.insert(
             "details".into(),
             self.audit_details(kind.event, h(6), board, target),
@@ -585,7 +686,11 @@ impl MiroOrg {
         item.insert("actionType".into(), json!(action));
         item.insert(
             "actionTime".into(),
-            json!(self.content_time(index).to_iso()),
+            json!(format_time(
+                self.content_time(index),
+                self.content_time_form,
+                hash(&[self.seed, TAG_CONTENT, index, SALT_TIME_FORM])
+            )),
         );
         if let Some(a) = facts.actor {
             let u = &self.users[a];
@@ -640,6 +745,8 @@ mod tests {
             rate_limit: None,
             audit_max_limit: 500,
             last_page_cursor: LastPageCursor::Omit,
+            audit_time_form: super::super::config::TimeForm::MillisPlus0000,
+            content_time_form: super::super::config::TimeForm::MillisZ,
             faults: Faults::default(),
         }
     }
@@ -671,13 +778,65 @@ mod tests {
         let mut content = std::collections::HashSet::new();
         for i in 0..20_000 {
             let id = org.audit_event(i)["id"].as_str().unwrap().to_owned();
+            // `2023-09-01T09:30:10.840687Z#3074457312345678901-DDB`
+            let (stamp, rest) = id.split_once('#').unwrap();
+            assert_eq!(UnixMs::parse(stamp), Some(org.audit_time(i)), "{id}");
+            assert_eq!(stamp.len(), 27, "{id}");
+            let number = rest.strip_suffix("-DDB").unwrap();
             assert!(
-                id.len() == 19 && id.bytes().all(|b| b.is_ascii_digit()),
+                number.len() == 19 && number.bytes().all(|b| b.is_ascii_digit()),
                 "{id}"
             );
             assert!(audit.insert(id));
             assert!(content.insert(org.content_item(i)["id"].as_str().unwrap().to_owned()));
         }
+    }
+
+    #[test]
+    fn every_time_form_names_the_item_time() {
+        let forms = [
+            (TimeForm::MillisPlus0000, "+0000"),
+            (TimeForm::MillisZ, "Z"),
+            (TimeForm::MillisColonOffset, "+00:00"),
+            (TimeForm::NoFraction, "Z"),
+            (TimeForm::MicrosZ, "Z"),
+            (TimeForm::NanosAtOffset, "+05:30"),
+            (TimeForm::Mixed, ""),
+        ];
+        for (form, suffix) in forms {
+            let mut c = config(3, 2_000, 1_700_000_000_000, 1_700_000_100_000);
+            c.audit_time_form = form;
+            c.content_time_form = form;
+            let org = MiroOrg::new(&c);
+            let mut seen = std::collections::HashSet::new();
+            for i in 0..2_000 {
+                let text = org.audit_event(i)["createdAt"].as_str().unwrap().to_owned();
+                assert_eq!(
+                    UnixMs::parse(&text),
+                    Some(org.audit_time(i)),
+                    "{form:?} {text}"
+                );
+                assert!(text.ends_with(suffix), "{form:?} {text}");
+                let text = org.content_item(i)["actionTime"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                assert_eq!(UnixMs::parse(&text), Some(org.content_time(i)), "{text}");
+                seen.insert(text.len());
+            }
+            if form == TimeForm::Mixed {
+                assert!(seen.len() >= 4, "mixed forms: {seen:?}");
+            }
+        }
+        let t = UnixMs(1_700_000_000_000);
+        assert_eq!(
+            format_time(t, TimeForm::NoFraction, 0),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            format_time(t, TimeForm::MillisPlus0000, 0),
+            "2023-11-14T22:13:20.000+0000"
+        );
     }
 
     #[test]

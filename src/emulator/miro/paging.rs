@@ -137,6 +137,8 @@ mod tests {
             rate_limit: None,
             audit_max_limit: 500,
             last_page_cursor: LastPageCursor::Omit,
+            audit_time_form: super::super::config::TimeForm::MillisPlus0000,
+            content_time_form: super::super::config::TimeForm::MillisZ,
             faults: Faults::default(),
         })
     }

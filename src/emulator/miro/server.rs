@@ -52,8 +52,8 @@ pub struct EmulatorStats {
     /// Items in the page bodies sent whole (a duplicated item counts twice).
     pub items_served: u64,
     /// Injected faults by kind: `server_error`, `slow`, `truncate`, `html`,
-    /// `expire_cursor`, `repeat_cursor`, `duplicate_item`; body faults: `gzip_bomb`,
-    /// `huge_body`.
+    /// `expire_cursor`, `repeat_cursor`, `duplicate_item`, `hostile_item` (per item),
+    /// `conflict`; body faults: `gzip_bomb`, `huge_body`.
     pub faults: BTreeMap<String, u64>,
     pub rate_limited: u64,
 }
@@ -480,6 +480,14 @@ impl Shared {
             };
             return Reply::error(code, name, message);
         }
+        if plan.conflict && stream == Stream::Audit {
+            outcome.faults.push(faults::CONFLICT);
+            return Reply::error(
+                409,
+                "conflict",
+                "The request conflicts with the current state of the resource",
+            );
+        }
         if plan.html {
             outcome.faults.push(faults::HTML);
             return Reply {
@@ -546,11 +554,20 @@ impl Shared {
             return Reply::bad_parameter("Invalid parameter cursor: not a cursor of this query");
         };
 
+        let hostile_share = self.faults().hostile_item_share;
         let mut data: Vec<Value> = page
             .indices
             .iter()
-            .map(|&i| self.org.item(stream, i))
+            .map(|&i| self.org.served_item(stream, i, hostile_share))
             .collect();
+        let hostile = page
+            .indices
+            .iter()
+            .filter(|&&i| self.org.is_hostile(stream, i, hostile_share))
+            .count();
+        for _ in 0..hostile {
+            outcome.faults.push(faults::HOSTILE_ITEM);
+        }
         if let Some(h) = plan.duplicate_item
             && !data.is_empty()
         {

@@ -51,6 +51,8 @@ fn config(now: UnixMs) -> MiroEmulatorConfig {
         rate_limit: None,
         audit_max_limit: 500,
         last_page_cursor: LastPageCursor::Omit,
+        audit_time_form: super::config::TimeForm::MillisPlus0000,
+        content_time_form: super::config::TimeForm::MillisZ,
         faults: Faults::default(),
     }
 }
@@ -139,6 +141,11 @@ async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpReply {
     reply
 }
 
+/// A query value URL-encoded, as every client must send it (cursors hold `#`).
+fn enc(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
 fn audit_path(from: UnixMs, to: UnixMs, extra: &str) -> String {
     format!("/v2/audit/logs?createdAfter={from}&createdBefore={to}{extra}")
 }
@@ -162,7 +169,7 @@ async fn collect_ids(addr: SocketAddr, first: &str, token: &str, limit: usize) -
         assert_eq!(page["limit"], limit);
         ids.extend(data.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
         match page.get("cursor").and_then(Value::as_str) {
-            Some(c) if !c.is_empty() => path = format!("{first}&cursor={c}"),
+            Some(c) if !c.is_empty() => path = format!("{first}&cursor={}", enc(c)),
             _ => return ids,
         }
     }
@@ -366,12 +373,16 @@ async fn bad_parameters_are_400_naming_the_parameter() {
     let other_window = audit_path(
         from.plus(Duration::from_secs(1)),
         to,
-        &format!("&limit=5&cursor={c}"),
+        &format!("&limit=5&cursor={}", enc(c)),
     );
     get(a, &other_window, Some(ALL)).await.miro_error(400);
-    let other_order = audit_path(from, to, &format!("&limit=5&sorting=DESC&cursor={c}"));
+    let other_order = audit_path(
+        from,
+        to,
+        &format!("&limit=5&sorting=DESC&cursor={}", enc(c)),
+    );
     get(a, &other_order, Some(ALL)).await.miro_error(400);
-    let on_content = content_path(ORG, from, to, &format!("&cursor={c}"));
+    let on_content = content_path(ORG, from, to, &format!("&cursor={}", enc(c)));
     get(a, &on_content, Some(ALL)).await.miro_error(400);
 
     // Accepted time forms: milliseconds, none, two digits (the Sentinel poller's).
@@ -575,7 +586,7 @@ async fn faults_at_share_one_are_injected_and_counted() {
     emu.set_faults(Faults::default());
     let first = get(a, &audit, Some(ALL)).await.json();
     let cursor = first["cursor"].as_str().unwrap().to_owned();
-    let next = format!("{audit}&cursor={cursor}");
+    let next = format!("{audit}&cursor={}", enc(&cursor));
     let normal = get(a, &next, Some(ALL)).await.json();
     assert_ne!(normal["cursor"], cursor.as_str());
 
@@ -697,4 +708,203 @@ fn demo_config_spans_the_last_days() {
     assert_eq!(cfg.rate_limit.unwrap().credits_per_minute, 100_000);
     assert_eq!(cfg.tokens[0].scopes.len(), 2);
     assert!(cfg.enterprise_guard);
+}
+
+fn is_digits(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmm` followed by `suffix`.
+fn is_millis_time_with(s: &str, suffix: &str) -> bool {
+    let Some(base) = s.strip_suffix(suffix) else {
+        return false;
+    };
+    let b = base.as_bytes();
+    base.len() == 23
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            _ => c.is_ascii_digit(),
+        })
+        && UnixMs::parse(s).is_some()
+}
+
+/// An audit event per the published contract (docs/miro-api.md).
+fn check_audit_event(e: &Value) {
+    let o = e.as_object().unwrap();
+    // `2023-09-01T09:30:10.840687Z#1234567890123456789-DDB`
+    let id = e["id"].as_str().unwrap();
+    let (stamp, number) = id.split_once('#').unwrap();
+    assert!(
+        stamp.len() == 27 && stamp.ends_with('Z') && UnixMs::parse(stamp).is_some(),
+        "{id}"
+    );
+    assert!(
+        is_digits(&Value::from(number.strip_suffix("-DDB").unwrap())),
+        "{id}"
+    );
+    assert_eq!(e["type"], "event");
+    assert!(e["event"].as_str().is_some_and(|s| !s.is_empty()), "{e}");
+    assert!(e["category"].is_string(), "{e}");
+    // Miro's own form: milliseconds and `+0000`.
+    let created = e["createdAt"].as_str().unwrap();
+    assert!(is_millis_time_with(created, "+0000"), "{created}");
+    assert_eq!(
+        UnixMs::parse(stamp).map(|t| t.0),
+        UnixMs::parse(created).map(|t| t.0),
+        "the id starts with the event time"
+    );
+    assert!(e["details"].is_object(), "{e}");
+    if let Some(by) = o.get("createdBy") {
+        let kind = by["type"].as_str().unwrap();
+        assert!(
+            ["user", "application", "scim_provisioner", "miro_automation"].contains(&kind),
+            "{by}"
+        );
+        assert!(is_digits(&by["id"]) && by["name"].is_string(), "{by}");
+        if kind == "user" {
+            assert!(by["email"].as_str().unwrap().contains('@'), "{by}");
+        }
+    }
+    if let Some(object) = o.get("object") {
+        assert!(
+            object["id"].is_string() && object["name"].is_string(),
+            "{object}"
+        );
+    }
+    let context = &e["context"];
+    assert!(context["ip"].is_string(), "{context}");
+    if let Some(team) = context.get("team") {
+        assert_eq!(team["type"], "team");
+        assert!(is_digits(&team["id"]) && team["name"].is_string(), "{team}");
+    }
+    let org = &context["organization"];
+    assert_eq!(org["type"], "organization");
+    assert!(is_digits(&org["id"]) && org["name"].is_string(), "{org}");
+    for key in o.keys() {
+        assert!(
+            [
+                "id",
+                "type",
+                "event",
+                "category",
+                "createdAt",
+                "details",
+                "createdBy",
+                "object",
+                "context"
+            ]
+            .contains(&key.as_str()),
+            "undocumented field {key}"
+        );
+    }
+}
+
+/// A content log item per the published contract (docs/miro-api.md).
+fn check_content_item(c: &Value) {
+    let o = c.as_object().unwrap();
+    assert!(is_digits(&c["id"]), "{c}");
+    assert!(
+        c["contentId"].as_str().is_some_and(|b| !b.is_empty()),
+        "{c}"
+    );
+    assert!(["create", "update", "delete"].contains(&c["actionType"].as_str().unwrap()));
+    assert!(
+        is_millis_time_with(c["actionTime"].as_str().unwrap(), "Z"),
+        "{c}"
+    );
+    if let Some(actor) = o.get("actor") {
+        assert!(actor["id"].is_string() && actor["email"].is_string() && actor["name"].is_string());
+    }
+    assert!(c["itemType"].is_string() && c["itemId"].is_string(), "{c}");
+    assert!(c["state"].is_object() || c["state"].is_null(), "{c}");
+    for r in c["relationships"].as_array().unwrap() {
+        assert!(r["type"].is_string() && r["itemType"].is_string() && r["itemId"].is_string());
+    }
+    for key in o.keys() {
+        assert!(
+            [
+                "id",
+                "contentId",
+                "actionType",
+                "actionTime",
+                "actor",
+                "itemType",
+                "itemId",
+                "state",
+                "relationships"
+            ]
+            .contains(&key.as_str()),
+            "undocumented field {key}"
+        );
+    }
+}
+
+/// The emulator serves Miro's published shapes: the `cursor-list` envelope, every item's
+/// field names, types and formats (audit `createdAt` with `+0000`, ids and cursors holding
+/// `#`), and cursors that work only URL-encoded, as on the real server where a raw `#`
+/// starts a URL fragment and the rest of the cursor is never sent.
+#[tokio::test]
+async fn pages_follow_the_documented_shapes_and_cursors_need_encoding() {
+    let now = UnixMs::now();
+    let emu = start(config(now)).await;
+    let a = emu.addr();
+    let (from, to) = (now.minus(Duration::from_secs(3 * 3600)), now);
+    for (first, audit) in [
+        (audit_path(from, to, "&limit=50"), true),
+        (content_path(ORG, from, to, "&limit=50"), false),
+    ] {
+        let mut path = first.clone();
+        let mut pages = 0;
+        loop {
+            let reply = get(a, &path, Some(ALL)).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            assert_eq!(reply.header("content-type"), Some("application/json"));
+            let page = reply.json();
+            assert_eq!(page["type"], "cursor-list");
+            assert_eq!(page["limit"], 50);
+            let data = page["data"].as_array().unwrap();
+            assert_eq!(page["size"].as_u64(), Some(data.len() as u64));
+            for item in data {
+                if audit {
+                    check_audit_event(item);
+                } else {
+                    check_content_item(item);
+                }
+            }
+            pages += 1;
+            let Some(cursor) = page["cursor"].as_str().filter(|c| !c.is_empty()) else {
+                break;
+            };
+            assert!(cursor.contains('#') && cursor.ends_with("-DDB"), "{cursor}");
+            if pages == 1 {
+                // Sent raw, the cursor is cut at `#` by the client's URL parser: refused.
+                let url = format!("http://{a}{first}&cursor={cursor}");
+                let raw = reqwest::Client::new()
+                    .get(&url)
+                    .bearer_auth(ALL)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(raw.status().as_u16(), 400, "{url}");
+            }
+            path = format!("{first}&cursor={}", enc(cursor));
+        }
+        assert!(pages > 2, "several pages were followed");
+    }
+
+    // 409 (documented for the audit logs) has Miro's error shape.
+    emu.set_faults(Faults {
+        conflict_share: 1.0,
+        ..Faults::default()
+    });
+    get(a, &audit_path(from, to, ""), Some(ALL))
+        .await
+        .miro_error(409);
+    let content = get(a, &content_path(ORG, from, to, ""), Some(ALL)).await;
+    assert_eq!(content.status, 200, "409 is for the audit logs only");
+    assert_eq!(emu.stats().faults.get("conflict"), Some(&1));
 }

@@ -184,7 +184,7 @@ mod tests {
             .collect()
     }
 
-    /// The contract (`reference/sentinel-miro-contract.md`), written out independently.
+    /// The contract (`docs/sentinel-contract.md`), written out independently.
     fn contract_stream(source: SourceKind) -> Vec<(String, String)> {
         pairs(match source {
             SourceKind::AuditLogs => &[
