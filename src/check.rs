@@ -100,7 +100,11 @@ pub async fn run_checks(config: &Config) -> CheckReport {
     check_dir(
         &mut report,
         "store",
-        config.store_path.parent().unwrap_or(Path::new(".")),
+        config
+            .store_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
         &format!("{}", config.store_path.display()),
     );
     for sink in &config.sinks {
@@ -203,7 +207,7 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
         Err(e) => report.push(
             Verdict::Problem,
             "miro token",
-            format!("cannot introspect the token at {api}/v1/oauth-token: {e}; check `miro.api_base` and the network"),
+            format!("{e}; check `miro.api_base` ({api}) and the network"),
         ),
     }
     // Held, never triggered: a dropped trigger would read as a shutdown.

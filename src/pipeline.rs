@@ -35,12 +35,28 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The client's error with its causes, as text (see `From<reqwest::Error>`).
     #[error("cannot set up the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(String),
     #[error("sink `{name}`: {message}")]
     Sink { name: String, message: String },
     #[error(transparent)]
     Listen(#[from] service::ListenError),
+}
+
+impl From<reqwest::Error> for StartError {
+    /// Keeps the causes in the message rather than as `source()`, like every error here,
+    /// so a printed chain says each thing once.
+    fn from(e: reqwest::Error) -> Self {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        StartError::Http(text)
+    }
 }
 
 /// What a run did.

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigLocation};
 use crate::pipeline::{self, RunOptions, StartError};
 
 /// Collect Miro Enterprise audit logs and board content logs, completely and without
@@ -113,9 +113,17 @@ enum TemplateTarget {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConfigArgs {
-    /// The configuration file (TOML; relative paths in it are relative to its folder).
+    /// The configuration file (TOML; relative paths in it are relative to its folder)
+    /// [default: $MIROTRAIL_CONFIG if set, else ./mirotrail.toml].
     #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The config file to use: `--config`, else `MIROTRAIL_CONFIG`, else `./mirotrail.toml`.
+    fn location(&self) -> ConfigLocation {
+        ConfigLocation::resolve(self.config.clone())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -182,13 +190,13 @@ pub fn main() -> ExitCode {
     };
     let format = cli.log_format.unwrap_or_else(|| {
         // The config is read again (and its errors reported) by the command itself.
-        let path = match &cli.command {
-            Command::Run(args) => Some(&args.config.config),
-            Command::Check(args) => Some(&args.config),
+        let location = match &cli.command {
+            Command::Run(args) => Some(args.config.location()),
+            Command::Check(args) => Some(args.location()),
             _ => None,
         };
-        match path
-            .and_then(|p| Config::load(p).ok())
+        match location
+            .and_then(|l| Config::load_from(&l).ok())
             .and_then(|c| c.service.log_format)
         {
             Some(crate::config::LogFormat::Json) => LogFormat::Json,
@@ -252,7 +260,7 @@ fn init_logging(format: LogFormat, default_level: &str) {
 }
 
 pub(crate) fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
-    Ok(Config::load(&args.config)?)
+    Ok(Config::load_from(&args.location())?)
 }
 
 /// Installs SIGINT/SIGTERM handlers that trigger a clean stop.
@@ -333,11 +341,9 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     )
     .await?;
     for (source, result) in &report.sources {
-        match result {
-            Ok(r) => {
-                tracing::info!(source = %source, new_events = r.inserted, pages = r.pages, requests = r.requests, "collection finished")
-            }
-            Err(e) => tracing::error!(source = %source, error = %e, "collection failed"),
+        // A failure is logged by the collector and ends the run's error message below.
+        if let Ok(r) = result {
+            tracing::info!(source = %source, new_events = r.inserted, pages = r.pages, requests = r.requests, "collection finished")
         }
     }
     let failed: Vec<String> = report

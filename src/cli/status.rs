@@ -12,7 +12,7 @@ pub(crate) fn run(args: ConfigArgs) -> Result<(), Failure> {
     let conn = Store::open_read_only(&config.store_path).map_err(|e| {
         Failure::runtime(anyhow!(
             "{e}; run `mirotrail run --config {}` first",
-            args.config.display()
+            config.path.display()
         ))
     })?;
     let now = UnixMs::now();

@@ -27,17 +27,15 @@ pub use transform::Row;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store {path}: {source}")]
+    #[error("cannot open the store {path}: {cause}")]
     Open {
         path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
-    #[error("cannot create the store's directory {path}: {source}")]
+    #[error("cannot create the store's directory {path}: {cause}")]
     CreateDir {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "the store {path} is in use by another mirotrail process (lock file {lock}); stop \
@@ -63,17 +61,16 @@ pub enum StoreError {
         known: i64,
     },
     #[error(
-        "store {what} failed: {source} (if the disk is full, free space; nothing was lost, the work is retried)"
+        "store {what} failed: {cause} (if the disk is full, free space; nothing was lost, the work is retried)"
     )]
     Sql {
         what: &'static str,
-        #[source]
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
 }
 
 fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sql { what, source }
+    move |cause| StoreError::Sql { what, cause }
 }
 
 /// Where a source stands: everything before `watermark` is collected, and possibly a
@@ -216,7 +213,7 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
-                source,
+                cause: source,
             })?;
         }
         let lock = take_lock(path, kind)?;
@@ -230,7 +227,7 @@ impl Store {
             } else {
                 StoreError::Open {
                     path: path.to_path_buf(),
-                    source,
+                    cause: source,
                 }
             }
         };
@@ -260,7 +257,7 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Open {
                 path: path.to_path_buf(),
-                source: rusqlite::Error::InvalidPath(path.to_path_buf()),
+                cause: rusqlite::Error::InvalidPath(path.to_path_buf()),
             });
         }
         let conn = Connection::open_with_flags(
@@ -269,11 +266,11 @@ impl Store {
         )
         .map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         configure(&conn).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Ok(conn)
     }
@@ -650,7 +647,7 @@ fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
     let known = schema::latest_version();
     if found > known {
@@ -748,7 +745,7 @@ fn take_lock(path: &Path, kind: LockKind) -> Result<std::fs::File, StoreError> {
         .open(&lock_path)
         .map_err(|source| StoreError::CreateDir {
             path: lock_path.clone(),
-            source,
+            cause: source,
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),

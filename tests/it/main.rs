@@ -6,6 +6,7 @@ mod cli;
 mod collect;
 mod e2e;
 mod faults;
+mod firsthour;
 mod harness;
 mod ops;
 mod sentinel;

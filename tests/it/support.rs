@@ -113,6 +113,7 @@ impl Env {
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("MIRO_TOKEN", token)
+            .env_remove("MIROTRAIL_CONFIG")
             .kill_on_drop(true);
         cmd
     }
