@@ -382,6 +382,36 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// Resolves a listen address written as `IP:PORT` or `HOST:PORT` (`localhost:9464`).
+/// A host name that resolves to several addresses listens on the first IPv4 one (else the
+/// first), so `localhost` means 127.0.0.1 wherever it also names ::1.
+pub fn resolve_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return Ok(addr);
+    }
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(format!(
+            "`{text}` is not an address with a port; write IP:PORT or HOST:PORT, like \
+             \"127.0.0.1:9464\", \"localhost:9464\" or \"0.0.0.0:9464\" (every interface)"
+        ));
+    }
+    let addrs: Vec<std::net::SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{text}`: {e}; write an IP address instead"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}` resolves to no address; write an IP address instead"))
+}
+
 /// Sink names in a stable order (for status output).
 pub fn sink_names(sinks: &[SinkConfig]) -> BTreeMap<&str, &SinkConfig> {
     sinks.iter().map(|s| (s.name.as_str(), s)).collect()

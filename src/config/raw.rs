@@ -395,14 +395,8 @@ impl RawConfig {
             Some(raw) => {
                 let listen = match raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN).trim() {
                     "" => None,
-                    text => Some(text.parse::<std::net::SocketAddr>().map_err(|e| {
-                        invalid(
-                            "service.listen",
-                            format!(
-                                "`{text}` is not an IP address with a port ({e}); write for example \
-                                 \"{DEFAULT_LISTEN}\", or \"\" to serve nothing"
-                            ),
-                        )
+                    text => Some(super::resolve_listen(text).map_err(|e| {
+                        invalid("service.listen", format!("{e}; or \"\" to serve nothing"))
                     })?),
                 };
                 let log_format = match raw.log_format.as_deref() {
@@ -606,12 +600,25 @@ mod tests {
         );
         for (text, key) in [
             ("[service]\nlisten = \"localhost\"", "service.listen"),
+            (
+                "[service]\nlisten = \"localhost:http-ish\"",
+                "service.listen",
+            ),
             ("[service]\nlog_format = \"xml\"", "service.log_format"),
             ("[service]\nport = 1", "port"),
         ] {
             let msg = load(text).unwrap_err().to_string();
             assert!(msg.contains(key), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn service_listen_accepts_a_host_name_and_every_interface() {
+        let c = load("[service]\nlisten = \"localhost:9100\"\n").unwrap();
+        let addr = c.service.listen.unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 9100, "{addr}");
+        let c = load("[service]\nlisten = \"0.0.0.0:9100\"\n").unwrap();
+        assert_eq!(c.service.listen, Some("0.0.0.0:9100".parse().unwrap()));
     }
 
     #[test]

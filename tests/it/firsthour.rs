@@ -192,3 +192,85 @@ async fn config_file_errors_are_one_line_and_toml_errors_keep_the_caret() {
         text(&out)
     );
 }
+
+/// Starts `mirotrail emulate miro --listen LISTEN` and returns it with its banner (the
+/// standard error lines up to "Ctrl-C stops it.").
+async fn start_miro_emulator(listen: &str, token: &str) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"))
+        .args([
+            "emulate",
+            "miro",
+            "--listen",
+            listen,
+            "--days",
+            "1",
+            "--audit-events",
+            "50",
+            "--content-items",
+            "10",
+            "--token",
+            token,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut banner = String::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Ctrl-C stops it.") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .expect("the banner within 30 s");
+    (child, banner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulate_miro_prints_a_config_block_and_token_that_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    for listen in ["localhost:0", "0.0.0.0:0"] {
+        let (child, banner) = start_miro_emulator(listen, "tok-first-hour").await;
+        if listen.starts_with("0.0.0.0") {
+            assert!(banner.contains("every interface"), "{banner}");
+        }
+        // The block from `[miro]` to the blank line, pasted as it is.
+        let block: String = banner
+            .lines()
+            .skip_while(|l| *l != "[miro]")
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            block.contains("org_id = \"3074457345821141000\""),
+            "{banner}"
+        );
+        let token = banner
+            .lines()
+            .find_map(|l| l.strip_prefix("export MIRO_TOKEN="))
+            .unwrap_or_else(|| panic!("no export line: {banner}"));
+        assert_eq!(token, "tok-first-hour");
+        let cfg = dir.path().join("mirotrail.toml");
+        std::fs::write(
+            &cfg,
+            format!("{block}\n[sources.content_logs]\nenabled = true\n"),
+        )
+        .unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"))
+            .args(["check", "--config", cfg.to_str().unwrap()])
+            .env("MIRO_TOKEN", token)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{listen}: {banner}\n{}", text(&out));
+        drop(child);
+    }
+}
