@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::collect::{CollectError, CollectReport, Collector};
-use crate::config::{Config, ConfigError, SourceKind};
+use crate::config::{Config, ConfigError, SinkStart, SourceKind};
 use crate::miro::{CreditBudget, MiroClient};
 use crate::service::{self, Telemetry};
 use crate::shutdown::Shutdown;
@@ -118,6 +118,13 @@ pub async fn run(
         sinks.push((sink.name.clone(), sink.batch_rows, built));
     }
     let store = Arc::new(Store::open(&config.store_path)?);
+    for sink in config.sinks.iter().filter(|s| s.start == SinkStart::Now) {
+        for source in SourceKind::ALL {
+            if let Some(skipped) = store.start_sink_now(&sink.name, source)? {
+                tracing::info!(sink = %sink.name, source = %source, skipped_rows = skipped, "new sink starts now (start = \"now\"): rows stored before are not sent to it");
+            }
+        }
+    }
     let budget = Arc::new(CreditBudget::new(
         config.budget.credits_per_minute,
         config.budget.share,

@@ -4,6 +4,7 @@
 mod backfill;
 mod demo;
 mod emulate;
+mod manpage;
 mod query;
 mod status;
 
@@ -23,16 +24,17 @@ use crate::pipeline::{self, RunOptions, StartError};
     version,
     propagate_version = true,
     after_help = "Start with `mirotrail demo` (no Miro account needed). With a real organisation: \
-                  write a config (see `mirotrail.toml` in the README), run `mirotrail check \
-                  --config FILE`, then `mirotrail run --config FILE`.\n\
+                  write a config with `mirotrail init` (./mirotrail.toml, read when --config is \
+                  not given), run `mirotrail check`, then `mirotrail run`.\n\
                   Exit codes: 0 success, 1 runtime failure (the message says what to fix), \
                   2 usage or configuration error.\n\
                   Secrets are never taken on the command line: the Miro token comes from \
                   MIRO_TOKEN (or `miro.token_env` / `miro.token_file`)."
 )]
 pub struct Cli {
-    /// Log format on standard error [default: `service.log_format` from the config, else
-    /// text]. Filter with RUST_LOG, e.g. `RUST_LOG=mirotrail=debug` or `RUST_LOG=warn`.
+    /// Log format on standard error [default: text; `run` and `check` use
+    /// `service.log_format` of their config when it is set]. Filter with RUST_LOG, e.g.
+    /// `RUST_LOG=mirotrail=debug` or `RUST_LOG=warn`.
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
@@ -58,7 +60,8 @@ enum Command {
     /// Polls each enabled source every `poll_interval`, commits each page to the store,
     /// and sends stored rows to every sink. With --once: catch up to now, deliver, exit
     /// (for cron or systemd timers). With a `[service]` section in the config it also
-    /// serves /metrics (Prometheus), /healthz and /readyz. Run `mirotrail check` first.
+    /// serves /metrics (Prometheus), /healthz and /readyz, and logs in
+    /// `service.log_format` unless --log-format says otherwise. Run `mirotrail check` first.
     Run(RunArgs),
     /// Check the config against Miro and every sink, without collecting or writing.
     ///
@@ -95,8 +98,24 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write a starter config: every key with its default (commented out) and why.
+    ///
+    /// Writes `mirotrail.toml` (or --path, or the file named by MIROTRAIL_CONFIG), which
+    /// `mirotrail check` then reads without --config. Refuses to overwrite an existing
+    /// file unless --force. The file holds no secret: the Miro token stays in MIRO_TOKEN.
+    Init(InitArgs),
     /// Print the manual page (roff), e.g. `mirotrail manpage > /usr/share/man/man1/mirotrail.1`.
     Manpage,
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Where to write the config [default: $MIROTRAIL_CONFIG if set, else ./mirotrail.toml].
+    #[arg(long, value_name = "FILE")]
+    path: Option<PathBuf>,
+    /// Overwrite the file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -229,9 +248,8 @@ pub fn main() -> ExitCode {
                 clap_complete::generate(shell, &mut cmd, "mirotrail", &mut std::io::stdout());
                 Ok(())
             }
-            Command::Manpage => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut std::io::stdout())
-                .map_err(Failure::runtime),
+            Command::Manpage => manpage::render(&mut std::io::stdout()).map_err(Failure::runtime),
+            Command::Init(args) => init(args),
         }
     });
     match result {
@@ -314,6 +332,41 @@ async fn check(args: ConfigArgs) -> Result<(), Failure> {
             "{problems} problem(s) found; each `problem` line says what to fix"
         )))
     }
+}
+
+fn init(args: InitArgs) -> Result<(), Failure> {
+    use std::io::Write;
+    let path = ConfigLocation::resolve(args.path).path;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if args.force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Failure::usage(anyhow::anyhow!(
+            "{} already exists; keep it, choose another --path, or pass --force to overwrite it",
+            path.display()
+        )),
+        _ => Failure::runtime(anyhow::anyhow!("cannot write {}: {e}", path.display())),
+    })?;
+    file.write_all(crate::config::keys::starter_config().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
+    let config_flag = if path == std::path::Path::new(crate::config::DEFAULT_CONFIG_FILE) {
+        String::new()
+    } else {
+        format!(" --config {}", path.display())
+    };
+    println!(
+        "wrote {}: every key with its default, commented out. Next:\n  \
+         export MIRO_TOKEN=...   # the token from Miro (Enterprise integrations > SIEM)\n  \
+         mirotrail check{config_flag}\n  \
+         mirotrail run{config_flag} --once",
+        path.display()
+    );
+    Ok(())
 }
 
 fn template(args: TemplateArgs) -> Result<(), Failure> {

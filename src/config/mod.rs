@@ -5,6 +5,7 @@
 //! URLs, non-zero page sizes) and loads secrets into redacting types. Relative paths are
 //! resolved against the directory of the config file.
 
+pub mod keys;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -142,6 +143,18 @@ pub struct SinkConfig {
     pub name: String,
     pub kind: SinkKindConfig,
     pub batch_rows: usize,
+    pub start: SinkStart,
+}
+
+/// Where a sink that has never delivered starts (`start`). Only a sink without a
+/// delivery offset in the store is affected; later changes of the key do nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SinkStart {
+    /// Every row already in the store, then new ones (history reaches the destination).
+    #[default]
+    Beginning,
+    /// Only rows stored after the sink's first start.
+    Now,
 }
 
 #[derive(Debug, Clone)]

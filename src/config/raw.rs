@@ -121,10 +121,16 @@ pub enum RawSink {
         path: PathBuf,
         max_file_bytes: Option<u64>,
         batch_rows: Option<usize>,
+        /// `beginning` (default: the whole store) or `now` (rows stored from the sink's
+        /// first start on); only read while the sink has no delivery offset.
+        start: Option<String>,
     },
     /// NDJSON on standard output.
     #[serde(rename = "stdout")]
-    Stdout { batch_rows: Option<usize> },
+    Stdout {
+        batch_rows: Option<usize>,
+        start: Option<String>,
+    },
     /// Microsoft Sentinel through the Azure Monitor Logs Ingestion API (keys documented
     /// on `RawSentinelSink`).
     #[serde(rename = "azure_logs_ingestion")]
@@ -342,11 +348,12 @@ impl RawConfig {
                     "sink names use letters, digits, `_` and `-` only".into(),
                 ));
             }
-            let (kind, batch_rows) = match raw {
+            let (kind, batch_rows, start) = match raw {
                 RawSink::File {
                     path: dir,
                     max_file_bytes,
                     batch_rows,
+                    start,
                 } => {
                     let max_file_bytes = max_file_bytes.unwrap_or(100 * 1024 * 1024);
                     if max_file_bytes < 4096 {
@@ -361,11 +368,15 @@ impl RawConfig {
                             max_file_bytes,
                         },
                         batch_rows,
+                        start,
                     )
                 }
-                RawSink::Stdout { batch_rows } => (SinkKindConfig::Stdout, batch_rows),
-                RawSink::AzureLogsIngestion(raw) => {
+                RawSink::Stdout { batch_rows, start } => {
+                    (SinkKindConfig::Stdout, batch_rows, start)
+                }
+                RawSink::AzureLogsIngestion(mut raw) => {
                     let batch_rows = raw.batch_rows;
+                    let start = raw.start.take();
                     let enabled: Vec<SourceKind> = sources
                         .iter()
                         .filter(|s| s.enabled)
@@ -373,7 +384,24 @@ impl RawConfig {
                         .collect();
                     let config =
                         sentinel::validate_config(*raw, &name, &enabled, path, env, &resolve)?;
-                    (SinkKindConfig::Sentinel(Box::new(config)), batch_rows)
+                    (
+                        SinkKindConfig::Sentinel(Box::new(config)),
+                        batch_rows,
+                        start,
+                    )
+                }
+            };
+            let start = match start.as_deref() {
+                None | Some("beginning") => super::SinkStart::Beginning,
+                Some("now") => super::SinkStart::Now,
+                Some(other) => {
+                    return Err(invalid(
+                        &format!("sinks.{name}.start"),
+                        format!(
+                            "`{other}` is not a start; use \"beginning\" (the default: every row \
+                             already stored) or \"now\" (only rows stored from the sink's first start on)"
+                        ),
+                    ));
                 }
             };
             let batch_rows = batch_rows.unwrap_or(5000);
@@ -387,6 +415,7 @@ impl RawConfig {
                 name,
                 kind,
                 batch_rows,
+                start,
             });
         }
 

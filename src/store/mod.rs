@@ -446,6 +446,37 @@ impl Store {
         .map_err(sql("reading a delivery offset"))
     }
 
+    /// Starts a sink that has no delivery offset for `source` yet at the newest stored
+    /// row, so it receives only rows stored from now on (`start = "now"`). Returns the
+    /// rows it skips, or `None` when the sink already had an offset (nothing changes).
+    pub fn start_sink_now(
+        &self,
+        sink: &str,
+        source: SourceKind,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.writer.lock().expect("store writer lock");
+        let tx = conn.transaction().map_err(sql("starting a sink at now"))?;
+        let (newest, rows): (i64, i64) = tx
+            .query_row(
+                &format!(
+                    "SELECT coalesce(max(_seq), 0), count(*) FROM {}",
+                    source.table()
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sql("starting a sink at now"))?;
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO sink_offsets (sink, source, delivered_seq, updated_ms, last_error)
+                 VALUES (?1, ?2, ?3, ?4, NULL)",
+                params![sink, source.name(), newest, UnixMs::now().0],
+            )
+            .map_err(sql("starting a sink at now"))?;
+        tx.commit().map_err(sql("starting a sink at now"))?;
+        Ok((inserted == 1).then_some(rows))
+    }
+
     /// Records that a sink's destination acknowledged rows `first..=last` (beyond the
     /// offset, possibly out of order).
     pub fn record_acked(

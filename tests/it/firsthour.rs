@@ -274,3 +274,157 @@ async fn emulate_miro_prints_a_config_block_and_token_that_check_accepts() {
         drop(child);
     }
 }
+
+/// Lines of a file sink's audit-log file (0 when it does not exist).
+fn ndjson_lines(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("MiroAuditLogs_CL.ndjson"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sink_gets_the_whole_store_unless_it_starts_now() {
+    let env = small_env().await;
+    let recent = "[sources.audit_logs]\ninitial_lookback = \"30m\"\n";
+    let cfg = env.config(recent);
+    let cfg_s = cfg.to_str().unwrap().to_string();
+    let out = env.run(&["run", "--config", &cfg_s, "--once"], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stored = count(&env.db(), "MiroAuditLogs_CL") as usize;
+    assert!(stored > 0);
+
+    // Two sinks are added: `history` (the default start) and `fresh` (start = "now").
+    env.config(&format!(
+        "{recent}[sinks.history]\ntype = \"file\"\npath = \"history\"\n\
+         [sinks.fresh]\ntype = \"file\"\npath = \"fresh\"\nstart = \"now\"\n"
+    ));
+    let out = env.run(&["check", "--config", &cfg_s], TOKEN).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "sink history: new sink: its first run sends it every row already in the store ({stored} now)"
+        )) && stdout.contains(&format!(
+            "sink fresh: new sink with start = \"now\": the {stored} row(s) already in the store are not sent to it"
+        )),
+        "{}",
+        text(&out)
+    );
+    let out = env.run(&["run", "--config", &cfg_s, "--once"], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let (history, fresh) = (env.dir.path().join("history"), env.dir.path().join("fresh"));
+    assert_eq!(ndjson_lines(&history), stored);
+    assert_eq!(ndjson_lines(&fresh), 0);
+
+    // Rows stored later (a backfill of older history) reach both; `start` is not applied
+    // again to a sink that has an offset.
+    let out = env
+        .run(&["backfill", "--config", &cfg_s, "--since", "2h"], TOKEN)
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let total = count(&env.db(), "MiroAuditLogs_CL") as usize;
+    assert!(total > stored, "{total} after backfill, {stored} before");
+    let out = env.run(&["run", "--config", &cfg_s, "--once"], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ndjson_lines(&history), total);
+    assert_eq!(ndjson_lines(&fresh), total - stored);
+}
+
+async fn mirotrail(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MIROTRAIL_CONFIG")
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_starter_config_that_loads_and_never_overwrites_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mirotrail(dir.path(), &["init"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let path = dir.path().join("mirotrail.toml");
+    let written = std::fs::read_to_string(&path).unwrap();
+    // The real loader takes it as it is; every key is in it, with its default.
+    let config = mirotrail::config::Config::load(&path).unwrap();
+    assert_eq!(config.store_path, dir.path().join("mirotrail.db"));
+    for k in mirotrail::config::keys::all() {
+        let value = k.default.or(k.example).unwrap();
+        assert!(
+            written.contains(&format!("# {} = {value}\n", k.key)),
+            "{}.{} missing: {written}",
+            k.section,
+            k.key
+        );
+    }
+    assert!(!written.to_lowercase().contains("secret ="), "{written}");
+
+    // Not overwritten without --force, and the message says how.
+    std::fs::write(&path, "# mine\n").unwrap();
+    let out = mirotrail(dir.path(), &["init"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists")
+            && String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
+    let out = mirotrail(dir.path(), &["init", "--force"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+
+    // --path, and `check` finds ./mirotrail.toml without --config.
+    let out = mirotrail(dir.path(), &["init", "--path", "other.toml"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.path().join("other.toml").exists());
+    let out = mirotrail(dir.path(), &["check"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("config: mirotrail.toml is valid"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manual_refers_to_no_missing_page_and_documents_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mirotrail(dir.path(), &["manpage"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !page.contains("mirotrail\\-run") && !page.contains("mirotrail-run"),
+        "{page}"
+    );
+    assert!(!page.contains("(1)"), "{page}");
+    assert!(page.contains(".SH CONFIGURATION") && page.contains(".SH COMMANDS"));
+    for command in ["run", "check", "init", "emulate miro", "backfill"] {
+        assert!(
+            page.contains(&format!(".SS mirotrail {command}")),
+            "{command}"
+        );
+    }
+    for k in mirotrail::config::keys::all() {
+        assert!(page.contains(&format!("\\fB{}\\fR", k.key)), "{}", k.key);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_promises_a_config_default_only_where_there_is_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["completions", "emulate", "demo", "manpage", "init"] {
+        let out = mirotrail(dir.path(), &[command, "--help"]).await;
+        let help = String::from_utf8_lossy(&out.stdout);
+        let line = help
+            .lines()
+            .skip_while(|l| !l.contains("--log-format"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.contains("[default: text") && !line.contains("from the config"),
+            "{command}: {help}"
+        );
+    }
+}
