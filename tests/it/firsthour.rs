@@ -428,3 +428,60 @@ async fn log_format_promises_a_config_default_only_where_there_is_a_config() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_explains_credits_and_empty_emails_and_its_hint_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mirotrail(
+        dir.path(),
+        &[
+            "demo",
+            "--days",
+            "1",
+            "--audit-events",
+            "400",
+            "--content-items",
+            "40",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let credits = stdout
+        .lines()
+        .find(|l| l.starts_with("credits used: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        credits.contains("(credits: Miro's rate limit") && credits.contains("per minute"),
+        "{credits}"
+    );
+    assert!(
+        stdout.contains("An empty createdBy_email is not missing data") && stdout.contains("SCIM"),
+        "{stdout}"
+    );
+    // Both forms of the closing hint are shown; the installed form runs as printed.
+    let installed = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("mirotrail query "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        stdout.contains("cargo run --release -- query --config mirotrail-demo/mirotrail.toml"),
+        "{stdout}"
+    );
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "\"{}\" query {installed}",
+            env!("CARGO_BIN_EXE_mirotrail")
+        ))
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("count(*)"),
+        "{}",
+        text(&out)
+    );
+}
