@@ -447,12 +447,16 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
     } else {
         "transport error"
     };
-    let mut msg = kind.to_string();
+    // The layers between reqwest and the OS each restate the kind ("client error
+    // (Connect)", "tcp connect error"); the innermost cause says what happened.
+    let mut root = None;
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        root = Some(s);
         source = s.source();
     }
-    msg
+    match root {
+        Some(root) => format!("{kind}: {root}"),
+        None => kind.to_string(),
+    }
 }

@@ -99,6 +99,10 @@ async fn errors_name_the_source_and_the_call_once() {
         )),
         "{token}"
     );
+    assert!(
+        !token.contains("client error (Connect)") && !token.contains("tcp connect error"),
+        "the connection failure is said once: {token}"
+    );
     let page = check_line(&out, "miro audit_logs");
     assert!(
         page.starts_with(
