@@ -90,6 +90,22 @@ struct MiroArgs {
     fault_expire_cursor: f64,
 }
 
+/// Waits for SIGINT (Ctrl-C) or SIGTERM (what systemd, `kill` and container runtimes send).
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Resolves `--listen` (a host name is looked up; see `config::resolve_listen`).
 fn listen_addr(text: &str) -> Result<SocketAddr, Failure> {
     crate::config::resolve_listen(text).map_err(|e| Failure::usage(anyhow!("--listen: {e}")))
@@ -139,13 +155,13 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 "Azure emulator {}. Use in [sinks.NAME] (type = \"azure_logs_ingestion\"):\n  \
                  endpoint = \"{base}\"\n  authority_host = \"{base}\"\n  tenant_id = \"{}\"\n  \
                  client_id = \"{}\"\n  audit_logs_dcr = \"{AUDIT_DCR}\"\n  content_logs_dcr = \"{CONTENT_DCR}\"\n\
-                 and the client secret `{}` in the variable named by client_secret_env. Ctrl-C stops it.",
+                 and the client secret `{}` in the variable named by client_secret_env. Ctrl-C (or SIGTERM) stops it.",
                 where_listening(handle.addr(), &base),
                 config.tenant_id,
                 config.client_id,
                 config.client_secret
             );
-            let _ = tokio::signal::ctrl_c().await;
+            stopped().await;
             handle.shutdown().await;
             Ok(())
         }
@@ -203,7 +219,7 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                     &a.token
                 )
             );
-            let _ = tokio::signal::ctrl_c().await;
+            stopped().await;
             handle.shutdown().await;
             Ok(())
         }
@@ -225,7 +241,7 @@ fn miro_banner(listening: &str, base: &str, org_id: &str, token: &str) -> String
          \n\
          export MIRO_TOKEN={}\n\
          \n\
-         Ctrl-C stops it.",
+         Ctrl-C (or SIGTERM) stops it.",
         shell_word(token)
     )
 }

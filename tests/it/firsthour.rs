@@ -198,7 +198,7 @@ async fn config_file_errors_are_one_line_and_toml_errors_keep_the_caret() {
 }
 
 /// Starts `mirotrail emulate miro --listen LISTEN` and returns it with its banner (the
-/// standard error lines up to "Ctrl-C stops it.").
+/// standard error lines up to "stops it.").
 async fn start_miro_emulator(listen: &str, token: &str) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"))
@@ -227,7 +227,7 @@ async fn start_miro_emulator(listen: &str, token: &str) -> (tokio::process::Chil
         while let Some(line) = lines.next_line().await.unwrap() {
             banner.push_str(&line);
             banner.push('\n');
-            if line.contains("Ctrl-C stops it.") {
+            if line.ends_with("stops it.") {
                 break;
             }
         }
@@ -275,7 +275,18 @@ async fn emulate_miro_prints_a_config_block_and_token_that_check_accepts() {
             .await
             .unwrap();
         assert!(out.status.success(), "{listen}: {banner}\n{}", text(&out));
-        drop(child);
+        // SIGTERM (systemd, `kill`, containers) stops it, like Ctrl-C.
+        let mut child = child;
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().unwrap().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+            .await
+            .expect("the emulator stops within 10 s of SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
     }
 }
 
