@@ -6,7 +6,7 @@ mod cli;
 mod collect;
 mod e2e;
 mod faults;
-mod firsthour;
+mod getting_started;
 mod harness;
 mod ops;
 mod sentinel;
