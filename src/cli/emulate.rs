@@ -149,7 +149,7 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
             let listen = listen_addr(&a.listen)?;
             let handle = AzureEmulator::start(config.clone(), listen)
                 .await
-                .map_err(|e| Failure::runtime(anyhow!("cannot listen on {listen}: {e}")))?;
+                .map_err(|e| Failure::runtime(anyhow!("cannot listen on {listen}: {e}; choose another address or port with --listen")))?;
             let base = handle.base_url();
             eprintln!(
                 "Azure emulator {}. Use in [sinks.NAME] (type = \"azure_logs_ingestion\"):\n  \
@@ -206,9 +206,11 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
             };
             let org_id = config.org_id.clone();
             let listen = listen_addr(&a.listen)?;
-            let handle = MiroEmulator::start(config, listen)
-                .await
-                .map_err(|e| Failure::runtime(anyhow!("cannot listen on {listen}: {e}")))?;
+            let handle = MiroEmulator::start(config, listen).await.map_err(|e| {
+                Failure::runtime(anyhow!(
+                    "cannot listen on {listen}: {e}; choose another address or port with --listen"
+                ))
+            })?;
             let base = handle.base_url();
             eprintln!(
                 "{}",
