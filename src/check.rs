@@ -100,7 +100,11 @@ pub async fn run_checks(config: &Config) -> CheckReport {
     check_dir(
         &mut report,
         "store",
-        config.store_path.parent().unwrap_or(Path::new(".")),
+        config
+            .store_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
         &format!("{}", config.store_path.display()),
     );
     for sink in &config.sinks {
@@ -118,8 +122,54 @@ pub async fn run_checks(config: &Config) -> CheckReport {
                 check_sentinel(&subject, (**c).clone(), &sources, &mut report).await
             }
         }
+        check_new_sink(config, sink, &mut report);
     }
     report
+}
+
+/// Says what a sink that has never delivered will receive first: the whole store
+/// (`start = "beginning"`, the default) or only new rows (`start = "now"`).
+fn check_new_sink(config: &Config, sink: &crate::config::SinkConfig, report: &mut CheckReport) {
+    let subject = format!("sink {}", sink.name);
+    let stored = if config.store_path.exists() {
+        let Ok(conn) = crate::store::Store::open_read_only(&config.store_path) else {
+            return;
+        };
+        let has_offset: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sink_offsets WHERE sink = ?1",
+                [&sink.name],
+                |r| r.get(0),
+            )
+            .unwrap_or(true);
+        if has_offset {
+            return;
+        }
+        SourceKind::ALL
+            .iter()
+            .map(|s| {
+                conn.query_row(&format!("SELECT count(*) FROM {}", s.table()), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap_or(0)
+            })
+            .sum::<i64>()
+    } else {
+        0
+    };
+    let message = match sink.start {
+        crate::config::SinkStart::Beginning => format!(
+            "new sink: its first run sends it every row already in the store ({stored} now) \
+             and then new ones; to send only rows stored from its first run on, set \
+             start = \"now\" under [sinks.{}]",
+            sink.name
+        ),
+        crate::config::SinkStart::Now => format!(
+            "new sink with start = \"now\": the {stored} row(s) already in the store are not \
+             sent to it, only rows stored from its first run on"
+        ),
+    };
+    report.push(Verdict::Ok, subject, message);
 }
 
 async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckReport) {
@@ -203,7 +253,7 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
         Err(e) => report.push(
             Verdict::Problem,
             "miro token",
-            format!("cannot introspect the token at {api}/v1/oauth-token: {e}; check `miro.api_base` and the network"),
+            format!("{e}; check `miro.api_base` ({api}) and the network"),
         ),
     }
     // Held, never triggered: a dropped trigger would read as a shutdown.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::collect::{CollectError, CollectReport, Collector};
-use crate::config::{Config, ConfigError, SourceKind};
+use crate::config::{Config, ConfigError, SinkStart, SourceKind};
 use crate::miro::{CreditBudget, MiroClient};
 use crate::service::{self, Telemetry};
 use crate::shutdown::Shutdown;
@@ -38,12 +38,28 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The client's error with its causes, as text (see `From<reqwest::Error>`).
     #[error("cannot set up the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(String),
     #[error("sink `{name}`: {message}")]
     Sink { name: String, message: String },
     #[error(transparent)]
     Listen(#[from] service::ListenError),
+}
+
+impl From<reqwest::Error> for StartError {
+    /// Keeps the causes in the message rather than as `source()`, like every error here,
+    /// so a printed chain says each thing once.
+    fn from(e: reqwest::Error) -> Self {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        StartError::Http(text)
+    }
 }
 
 /// What a run did.
@@ -105,6 +121,13 @@ pub async fn run(
         sinks.push((sink.name.clone(), sink.batch_rows, built));
     }
     let store = Arc::new(Store::open(&config.store_path)?);
+    for sink in config.sinks.iter().filter(|s| s.start == SinkStart::Now) {
+        for source in SourceKind::ALL {
+            if let Some(skipped) = store.start_sink_now(&sink.name, source)? {
+                tracing::info!(sink = %sink.name, source = %source, skipped_rows = skipped, "new sink starts now (start = \"now\"): rows stored before are not sent to it");
+            }
+        }
+    }
     let budget = Arc::new(CreditBudget::new(
         config.budget.credits_per_minute,
         config.budget.share,

@@ -93,7 +93,7 @@ fn list(args: &ConfigArgs, sink: Option<&str>, format: Format) -> Result<(), Fai
     let conn = Store::open_read_only(&config.store_path).map_err(|e| {
         Failure::runtime(anyhow!(
             "{e}; run `mirotrail run --config {}` first",
-            args.config.display()
+            config.path.display()
         ))
     })?;
     let rows = dead_letters(&conn, sink).map_err(Failure::runtime)?;
@@ -140,13 +140,13 @@ fn retry(args: &ConfigArgs, sink: Option<&str>, ids: Option<Vec<i64>>) -> Result
     let n = requeue_dead_letters(&config.store_path, sink, ids.as_deref()).map_err(|e| {
         Failure::runtime(anyhow!(
             "{e}; run `mirotrail run --config {}` first",
-            args.config.display()
+            config.path.display()
         ))
     })?;
     if n == 0 {
         println!(
             "no rows set aside match; `mirotrail deadletter list --config {}` shows them",
-            args.config.display()
+            config.path.display()
         );
     } else {
         println!(

@@ -34,6 +34,11 @@ pub(crate) struct DemoArgs {
     content_items: u64,
 }
 
+/// Why some rows of the sample queries have no email.
+pub const EMPTY_EMAIL_NOTE: &str = "An empty createdBy_email is not missing data: the actor \
+     was an application, SCIM provisioning or a Miro automation, not a person, and only \
+     people have an email (createdBy_type says which).";
+
 /// The Sentinel solution's sample queries, in SQL on the local store.
 pub const SAMPLE_QUERIES: [(&str, &str); 2] = [
     (
@@ -137,7 +142,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         .collect();
     let _ = writeln!(
         out,
-        "\nrequests: {} ({}), 429s waited out: {}, retries: {}\ncredits used: {} (audit call 100, content call 2000; budget share {})\ntime taken: {} ({:.0} events/s); emulator served {} items\n",
+        "\nrequests: {} ({}), 429s waited out: {}, retries: {}\ncredits used: {} (credits: Miro's rate limit, a budget of 100,000 per token per minute that each call draws on, 100 for audit logs and 2000 for content logs; mirotrail uses at most a share of {})\ntime taken: {} ({:.0} events/s); emulator served {} items\n",
         report.requests,
         statuses.join(", "),
         report.rate_limited,
@@ -157,12 +162,18 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         let text = render_table(&result);
         let _ = writeln!(out, "{title}:\n{sql}\n{text}");
     }
+    let _ = writeln!(out, "{EMPTY_EMAIL_NOTE}\n");
+    let query = "\"SELECT event, count(*) FROM MiroAuditLogs_CL GROUP BY event\"";
     let _ = writeln!(
         out,
-        "store: {}\narchive (NDJSON): {}\nask it more: mirotrail query --config {} \"SELECT event, count(*) FROM MiroAuditLogs_CL GROUP BY event\"",
+        "store: {}\narchive (NDJSON): {}\nask it more:\n  \
+         mirotrail query --config {config} {query}\n    \
+         (with mirotrail on the PATH: `cargo install --path .` in the checkout)\n  \
+         cargo run --release -- query --config {config} {query}\n    \
+         (from the checkout, without installing)",
         config.store_path.display(),
         dir.join("archive").display(),
-        config_path.display()
+        config = config_path.display(),
     );
     if report.ok() {
         Ok(())

@@ -33,9 +33,10 @@ enum Service {
 
 #[derive(Debug, Args)]
 struct AzureArgs {
-    /// Address to listen on (loopback).
+    /// Address to listen on: IP:PORT or HOST:PORT (`localhost:8090`; `0.0.0.0:8090`
+    /// listens on every interface).
     #[arg(long, default_value = "127.0.0.1:8090")]
-    listen: SocketAddr,
+    listen: String,
     /// Share of uploads answered 429 (Retry-After: 1).
     #[arg(long, default_value_t = 0.0)]
     fault_429: f64,
@@ -52,9 +53,10 @@ struct AzureArgs {
 
 #[derive(Debug, Args)]
 struct MiroArgs {
-    /// Address to listen on (loopback).
+    /// Address to listen on: IP:PORT or HOST:PORT (`localhost:8089`; `0.0.0.0:8089`
+    /// listens on every interface).
     #[arg(long, default_value = "127.0.0.1:8089")]
-    listen: SocketAddr,
+    listen: String,
     /// Seed of the generated organisation.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -107,6 +109,37 @@ struct MiroArgs {
     audit_time_form: String,
 }
 
+/// Waits for SIGINT (Ctrl-C) or SIGTERM (what systemd, `kill` and container runtimes send).
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Resolves `--listen` (a host name is looked up; see `config::resolve_listen`).
+fn listen_addr(text: &str) -> Result<SocketAddr, Failure> {
+    crate::config::resolve_listen(text).map_err(|e| Failure::usage(anyhow!("--listen: {e}")))
+}
+
+/// Where the emulator listens, and the URL to reach it from this host: an emulator bound
+/// to every interface (`0.0.0.0`) says so, and is reached on loopback here.
+fn where_listening(bound: SocketAddr, base_url: &str) -> String {
+    if bound.ip().is_unspecified() {
+        format!("on {bound} (every interface; from this host: {base_url})")
+    } else {
+        format!("on {base_url}")
+    }
+}
+
 pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
     match args.service {
         Service::Azure(a) => {
@@ -132,18 +165,22 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 },
                 ..AzureEmulatorConfig::default()
             };
-            let handle = AzureEmulator::start(config.clone(), a.listen)
+            let listen = listen_addr(&a.listen)?;
+            let handle = AzureEmulator::start(config.clone(), listen)
                 .await
-                .map_err(|e| Failure::runtime(anyhow!("cannot listen on {}: {e}", a.listen)))?;
+                .map_err(|e| Failure::runtime(anyhow!("cannot listen on {listen}: {e}; choose another address or port with --listen")))?;
             let base = handle.base_url();
             eprintln!(
-                "Azure emulator on {base}. Use in [sinks.NAME] (type = \"azure_logs_ingestion\"):\n  \
+                "Azure emulator {}. Use in [sinks.NAME] (type = \"azure_logs_ingestion\"):\n  \
                  endpoint = \"{base}\"\n  authority_host = \"{base}\"\n  tenant_id = \"{}\"\n  \
                  client_id = \"{}\"\n  audit_logs_dcr = \"{AUDIT_DCR}\"\n  content_logs_dcr = \"{CONTENT_DCR}\"\n\
-                 and the client secret `{}` in the variable named by client_secret_env. Ctrl-C stops it.",
-                config.tenant_id, config.client_id, config.client_secret
+                 and the client secret `{}` in the variable named by client_secret_env. Ctrl-C (or SIGTERM) stops it.",
+                where_listening(handle.addr(), &base),
+                config.tenant_id,
+                config.client_id,
+                config.client_secret
             );
-            let _ = tokio::signal::ctrl_c().await;
+            stopped().await;
             handle.shutdown().await;
             Ok(())
         }
@@ -200,9 +237,13 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 _ => TimeForm::MillisPlus0000,
             };
             let org_id = config.org_id.clone();
-            let handle = MiroEmulator::start(config, a.listen)
-                .await
-                .map_err(|e| Failure::runtime(anyhow!("cannot listen on {}: {e}", a.listen)))?;
+            let listen = listen_addr(&a.listen)?;
+            let handle = MiroEmulator::start(config, listen).await.map_err(|e| {
+                Failure::runtime(anyhow!(
+                    "cannot listen on {listen}: {e}; choose another address or port with --listen"
+                ))
+            })?;
+            let base = handle.base_url();
             handle.set_body_fault(match (a.fault_gzip_bomb_mib, a.fault_huge_body_mib) {
                 (Some(mib), _) => Some(BodyFault::GzipBomb { decoded_mib: mib }),
                 (None, Some(mib)) => Some(BodyFault::Huge {
@@ -212,12 +253,50 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 (None, None) => None,
             });
             eprintln!(
-                "Miro emulator on {} (organization {org_id}); token: the value of --token. Ctrl-C stops it.",
-                handle.base_url()
+                "{}",
+                miro_banner(
+                    &where_listening(handle.addr(), &base),
+                    &base,
+                    &org_id,
+                    &a.token
+                )
             );
-            let _ = tokio::signal::ctrl_c().await;
+            stopped().await;
             handle.shutdown().await;
             Ok(())
         }
+    }
+}
+
+/// What `emulate miro` prints: a `[miro]` block to paste into a config and the token to
+/// export, ready to use.
+fn miro_banner(listening: &str, base: &str, org_id: &str, token: &str) -> String {
+    format!(
+        "Miro emulator {listening}, organization {org_id}. Use in the config:\n\
+         \n\
+         [miro]\n\
+         api_base = \"{base}\"\n\
+         token_env = \"MIRO_TOKEN\"\n\
+         org_id = \"{org_id}\"\n\
+         \n\
+         with the token in that variable (the emulator accepts only this one, from --token):\n\
+         \n\
+         export MIRO_TOKEN={}\n\
+         \n\
+         Ctrl-C (or SIGTERM) stops it.",
+        shell_word(token)
+    )
+}
+
+/// `token` as one shell word: as is when it is plain, else single-quoted.
+fn shell_word(token: &str) -> String {
+    if !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
+    {
+        token.to_string()
+    } else {
+        format!("'{}'", token.replace('\'', "'\\''"))
     }
 }

@@ -5,6 +5,7 @@ mod backfill;
 mod deadletter;
 mod demo;
 mod emulate;
+mod manpage;
 mod output;
 mod query;
 mod status;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigLocation};
 use crate::pipeline::{self, RunOptions, StartError};
 
 /// Collect Miro Enterprise audit logs and board content logs, completely and without
@@ -25,16 +26,17 @@ use crate::pipeline::{self, RunOptions, StartError};
     version,
     propagate_version = true,
     after_help = "Start with `mirotrail demo` (no Miro account needed). With a real organisation: \
-                  write a config (see `mirotrail.toml` in the README), run `mirotrail check \
-                  --config FILE`, then `mirotrail run --config FILE`.\n\
+                  write a config with `mirotrail init` (./mirotrail.toml, read when --config is \
+                  not given), run `mirotrail check`, then `mirotrail run`.\n\
                   Exit codes: 0 success, 1 runtime failure (the message says what to fix), \
                   2 usage or configuration error.\n\
                   Secrets are never taken on the command line: the Miro token comes from \
                   MIRO_TOKEN (or `miro.token_env` / `miro.token_file`)."
 )]
 pub struct Cli {
-    /// Log format on standard error [default: `service.log_format` from the config, else
-    /// text]. Filter with RUST_LOG, e.g. `RUST_LOG=mirotrail=debug` or `RUST_LOG=warn`.
+    /// Log format on standard error [default: text; `run` and `check` use
+    /// `service.log_format` of their config when it is set]. Filter with RUST_LOG, e.g.
+    /// `RUST_LOG=mirotrail=debug` or `RUST_LOG=warn`.
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
@@ -60,7 +62,8 @@ enum Command {
     /// Polls each enabled source every `poll_interval`, commits each page to the store,
     /// and sends stored rows to every sink. With --once: catch up to now, deliver, exit
     /// (for cron or systemd timers). With a `[service]` section in the config it also
-    /// serves /metrics (Prometheus), /healthz and /readyz. Run `mirotrail check` first.
+    /// serves /metrics (Prometheus), /healthz and /readyz, and logs in
+    /// `service.log_format` unless --log-format says otherwise. Run `mirotrail check` first.
     Run(RunArgs),
     /// Check the config against Miro and every sink, without collecting or writing.
     ///
@@ -104,8 +107,24 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write a starter config: every key with its default (commented out) and why.
+    ///
+    /// Writes `mirotrail.toml` (or --path, or the file named by MIROTRAIL_CONFIG), which
+    /// `mirotrail check` then reads without --config. Refuses to overwrite an existing
+    /// file unless --force. The file holds no secret: the Miro token stays in MIRO_TOKEN.
+    Init(InitArgs),
     /// Print the manual page (roff), e.g. `mirotrail manpage > /usr/share/man/man1/mirotrail.1`.
     Manpage,
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Where to write the config [default: $MIROTRAIL_CONFIG if set, else ./mirotrail.toml].
+    #[arg(long, value_name = "FILE")]
+    path: Option<PathBuf>,
+    /// Overwrite the file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -122,9 +141,17 @@ enum TemplateTarget {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConfigArgs {
-    /// The configuration file (TOML; relative paths in it are relative to its folder).
+    /// The configuration file (TOML; relative paths in it are relative to its folder)
+    /// [default: $MIROTRAIL_CONFIG if set, else ./mirotrail.toml].
     #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The config file to use: `--config`, else `MIROTRAIL_CONFIG`, else `./mirotrail.toml`.
+    fn location(&self) -> ConfigLocation {
+        ConfigLocation::resolve(self.config.clone())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -217,13 +244,13 @@ pub fn main() -> ExitCode {
     };
     let format = cli.log_format.unwrap_or_else(|| {
         // The config is read again (and its errors reported) by the command itself.
-        let path = match &cli.command {
-            Command::Run(args) => Some(&args.config.config),
-            Command::Check(args) => Some(&args.config),
+        let location = match &cli.command {
+            Command::Run(args) => Some(args.config.location()),
+            Command::Check(args) => Some(args.location()),
             _ => None,
         };
-        match path
-            .and_then(|p| Config::load(p).ok())
+        match location
+            .and_then(|l| Config::load_from(&l).ok())
             .and_then(|c| c.service.log_format)
         {
             Some(crate::config::LogFormat::Json) => LogFormat::Json,
@@ -260,11 +287,10 @@ pub fn main() -> ExitCode {
             }
             Command::Manpage => {
                 let mut page = Vec::new();
-                clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                    .render(&mut page)
-                    .map_err(Failure::runtime)?;
+                manpage::render(&mut page).map_err(Failure::runtime)?;
                 output::print(&String::from_utf8_lossy(&page))
             }
+            Command::Init(args) => init(args),
         }
     });
     match result {
@@ -295,7 +321,7 @@ fn init_logging(format: LogFormat, default_level: &str) {
 }
 
 pub(crate) fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
-    Ok(Config::load(&args.config)?)
+    Ok(Config::load_from(&args.location())?)
 }
 
 /// The signal that stopped the command (2 = SIGINT, 15 = SIGTERM; 0 = none yet).
@@ -401,6 +427,41 @@ async fn check(args: ConfigArgs) -> Result<(), Failure> {
     }
 }
 
+fn init(args: InitArgs) -> Result<(), Failure> {
+    use std::io::Write;
+    let path = ConfigLocation::resolve(args.path).path;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if args.force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Failure::usage(anyhow::anyhow!(
+            "{} already exists; keep it, choose another --path, or pass --force to overwrite it",
+            path.display()
+        )),
+        _ => Failure::runtime(anyhow::anyhow!("cannot write {}: {e}", path.display())),
+    })?;
+    file.write_all(crate::config::keys::starter_config().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
+    let config_flag = if path == std::path::Path::new(crate::config::DEFAULT_CONFIG_FILE) {
+        String::new()
+    } else {
+        format!(" --config {}", path.display())
+    };
+    println!(
+        "wrote {}: every key with its default, commented out. Next:\n  \
+         export MIRO_TOKEN=...   # the token from Miro (Enterprise integrations > SIEM)\n  \
+         mirotrail check{config_flag}\n  \
+         mirotrail run{config_flag} --once",
+        path.display()
+    );
+    Ok(())
+}
+
 fn template(args: TemplateArgs) -> Result<(), Failure> {
     match args.target {
         TemplateTarget::Azure => {
@@ -426,11 +487,9 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     )
     .await?;
     for (source, result) in &report.sources {
-        match result {
-            Ok(r) => {
-                tracing::info!(source = %source, new_events = r.inserted, pages = r.pages, requests = r.requests, "collection finished")
-            }
-            Err(e) => tracing::error!(source = %source, error = %e, "collection failed"),
+        // A failure is logged by the collector and ends the run's error message below.
+        if let Ok(r) = result {
+            tracing::info!(source = %source, new_events = r.inserted, pages = r.pages, requests = r.requests, "collection finished")
         }
     }
     let failed: Vec<String> = report

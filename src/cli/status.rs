@@ -49,7 +49,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
     let conn = Store::open_read_only(&config.store_path).map_err(|e| {
         Failure::runtime(anyhow!(
             "{e}; run `mirotrail run --config {}` first",
-            args.config.config.display()
+            config.path.display()
         ))
     })?;
     let now = UnixMs::now();
@@ -135,8 +135,8 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
         }
         StatusFormat::Table => {
             render_tables(&sources, &sinks, now, config.sinks.is_empty())
-                + &render_partial_rows(&sources, &args.config.config)
-                + &render_dead_letters(&dead_letters, &args.config.config)
+                + &render_partial_rows(&sources, &config.path)
+                + &render_dead_letters(&dead_letters, &config.path)
         }
     };
     super::output::print(&text)

@@ -30,18 +30,19 @@ pub use window::{WindowPolicy, next_window};
 const MAX_CURSOR_RESTARTS: u32 = 3;
 
 /// Why a cycle stopped short.
+///
+/// Messages do not name the source: every place that shows one already does (the log
+/// field `source`, `status`, `/readyz`, the `run` summary), and naming it twice reads as
+/// `audit_logs: audit_logs: ...`. Like every error here, a message includes its cause's
+/// text and does not also return it as `source()`, so a printed chain says each thing once.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    #[error("{kind}: {error}")]
-    Fetch {
-        kind: SourceKind,
-        #[source]
-        error: FetchError,
-    },
+    #[error("{error}")]
+    Fetch { kind: SourceKind, error: FetchError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(
-        "{kind}: Miro returned cursor {cursor:?} again in window {from}..{to}; the page \
+        "Miro returned cursor {cursor:?} again in window {from}..{to}; the page \
          does not advance, so the window is abandoned and read again from its start next cycle"
     )]
     CursorRepeated {
@@ -51,7 +52,7 @@ pub enum CollectError {
         to: UnixMs,
     },
     #[error(
-        "{kind}: {pages} pages in a row came back empty but with a cursor in window \
+        "{pages} pages in a row came back empty but with a cursor in window \
          {from}..{to}; the window is read again from its start next cycle"
     )]
     Stalled {
@@ -60,7 +61,7 @@ pub enum CollectError {
         from: UnixMs,
         to: UnixMs,
     },
-    #[error("{kind}: the cursor could not be used {times} times in one cycle, last: {reason}")]
+    #[error("the cursor could not be used {times} times in one cycle, last: {reason}")]
     CursorRefusedRepeatedly {
         kind: SourceKind,
         times: u32,
@@ -187,8 +188,10 @@ impl Collector {
                     }
                     if e.is_permanent() {
                         tracing::error!(source = %self.source.kind, error = %e, "collection is blocked until this is fixed");
-                    } else {
+                    } else if once {
                         tracing::error!(source = %self.source.kind, error = %e, "collection cycle failed");
+                    } else {
+                        tracing::error!(source = %self.source.kind, error = %e, "collection cycle failed; trying again next cycle");
                     }
                     if let Err(store_err) =
                         self.store.record_error(self.source.kind, &e.to_string())

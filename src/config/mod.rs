@@ -5,6 +5,7 @@
 //! URLs, non-zero page sizes) and loads secrets into redacting types. Relative paths are
 //! resolved against the directory of the config file.
 
+pub mod keys;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -18,15 +19,17 @@ use url::Url;
 pub use raw::RawConfig;
 
 /// A configuration problem: always exit code 2, always names the file and the key.
+///
+/// Each message is complete on its own (causes are part of the text, never also a
+/// `source()`), so printing the error chain says each thing once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
+    /// The file cannot be read; `reason` says why and where it looked.
+    #[error("config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    /// Not TOML, or keys that do not belong; `message` keeps the TOML parser's snippet
+    /// of the line with a caret under the problem (several lines).
+    #[error("config file {path}:\n{message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: `{key}`: {message}")]
     Invalid {
@@ -142,6 +145,18 @@ pub struct SinkConfig {
     pub name: String,
     pub kind: SinkKindConfig,
     pub batch_rows: usize,
+    pub start: SinkStart,
+}
+
+/// Where a sink that has never delivered starts (`start`). Only a sink without a
+/// delivery offset in the store is affected; later changes of the key do nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SinkStart {
+    /// Every row already in the store, then new ones (history reaches the destination).
+    #[default]
+    Beginning,
+    /// Only rows stored after the sink's first start.
+    Now,
 }
 
 #[derive(Debug, Clone)]
@@ -185,12 +200,110 @@ pub struct Config {
     pub service: ServiceConfig,
 }
 
+/// The environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "MIROTRAIL_CONFIG";
+/// The config file used when neither `--config` nor `MIROTRAIL_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "mirotrail.toml";
+
+/// Which config file a command uses, and what chose it (for errors that say where
+/// mirotrail looked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigLocation {
+    pub path: PathBuf,
+    pub origin: ConfigOrigin,
+}
+
+/// What chose the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// `--config FILE`.
+    Flag,
+    /// The `MIROTRAIL_CONFIG` environment variable.
+    Env,
+    /// Neither: `./mirotrail.toml`.
+    Default,
+}
+
+impl ConfigLocation {
+    /// `--config` if given, else `MIROTRAIL_CONFIG` if set and not empty, else
+    /// `./mirotrail.toml`.
+    pub fn resolve(flag: Option<PathBuf>) -> ConfigLocation {
+        ConfigLocation::resolve_with_env(flag, std::env::var_os(CONFIG_ENV))
+    }
+
+    /// `resolve` with the value of `MIROTRAIL_CONFIG` given (for tests).
+    pub fn resolve_with_env(
+        flag: Option<PathBuf>,
+        env: Option<std::ffi::OsString>,
+    ) -> ConfigLocation {
+        match (flag, env.filter(|v| !v.is_empty())) {
+            (Some(path), _) => ConfigLocation {
+                path,
+                origin: ConfigOrigin::Flag,
+            },
+            (None, Some(path)) => ConfigLocation {
+                path: PathBuf::from(path),
+                origin: ConfigOrigin::Env,
+            },
+            (None, None) => ConfigLocation {
+                path: PathBuf::from(DEFAULT_CONFIG_FILE),
+                origin: ConfigOrigin::Default,
+            },
+        }
+    }
+
+    /// How this file was chosen, e.g. `named by MIROTRAIL_CONFIG`.
+    fn chosen_by(&self) -> String {
+        match self.origin {
+            ConfigOrigin::Flag => "named by --config".to_string(),
+            ConfigOrigin::Env => format!("named by {CONFIG_ENV}"),
+            ConfigOrigin::Default => {
+                let cwd = std::env::current_dir()
+                    .map(|d| format!(" in {}", d.display()))
+                    .unwrap_or_default();
+                format!("the default{cwd}: no --config given and {CONFIG_ENV} is not set")
+            }
+        }
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        Config::load_from(&ConfigLocation {
             path: path.to_path_buf(),
-            source,
+            origin: ConfigOrigin::Flag,
+        })
+    }
+
+    /// Reads, parses and validates the config file at `location`; a file that cannot be
+    /// read gets one line saying where mirotrail looked and what to do.
+    pub fn load_from(location: &ConfigLocation) -> Result<Config, ConfigError> {
+        let path = &location.path;
+        let read_error = |reason: String| ConfigError::Read {
+            path: path.clone(),
+            reason,
+        };
+        if path.is_dir() {
+            return Err(read_error(format!(
+                "is a directory ({}); give the path of the TOML file in it",
+                location.chosen_by()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            read_error(match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "not found ({}); write a starter config with `mirotrail init --path {}`, or \
+                     name another file with --config FILE or {CONFIG_ENV}",
+                    location.chosen_by(),
+                    path.display()
+                ),
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "permission denied ({}); let the user running mirotrail read it",
+                    location.chosen_by()
+                ),
+                _ => format!("cannot be read ({}): {e}", location.chosen_by()),
+            })
         })?;
         Config::from_toml(&text, path)
     }
@@ -200,7 +313,9 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            // The parser's own text: the position, the line with a caret under the
+            // problem, then what is wrong.
+            message: e.to_string().trim_end().to_string(),
         })?;
         raw.validate(path)
     }
@@ -242,7 +357,16 @@ pub fn load_secret(source: &TokenSource, what: &str) -> Result<SecretString, Con
     };
     let value = value.trim().to_string();
     if value.is_empty() {
-        return Err(ConfigError::Secret(format!("the {what} is empty")));
+        return Err(ConfigError::Secret(match source {
+            TokenSource::Env(var) => format!(
+                "the {what} is empty: the environment variable {var} is set but holds nothing"
+            ),
+            TokenSource::File(path) => format!(
+                "the {what} is empty: the file {} holds nothing (or only whitespace); put the \
+                 token in it",
+                path.display()
+            ),
+        }));
     }
     if let TokenSource::File(path) = source {
         warn_if_world_readable(path, what);
@@ -271,6 +395,36 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         format!("`{text}` is not a duration ({e}); write a number with a unit, like \"30s\", \"15m\", \"24h\" or \"90d\"")
     })
+}
+
+/// Resolves a listen address written as `IP:PORT` or `HOST:PORT` (`localhost:9464`).
+/// A host name that resolves to several addresses listens on the first IPv4 one (else the
+/// first), so `localhost` means 127.0.0.1 wherever it also names ::1.
+pub fn resolve_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return Ok(addr);
+    }
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(format!(
+            "`{text}` is not an address with a port; write IP:PORT or HOST:PORT, like \
+             \"127.0.0.1:9464\", \"localhost:9464\" or \"0.0.0.0:9464\" (every interface)"
+        ));
+    }
+    let addrs: Vec<std::net::SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{text}`: {e}; write an IP address instead"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}` resolves to no address; write an IP address instead"))
 }
 
 /// Sink names in a stable order (for status output).

@@ -122,10 +122,16 @@ pub enum RawSink {
         path: PathBuf,
         max_file_bytes: Option<u64>,
         batch_rows: Option<usize>,
+        /// `beginning` (default: the whole store) or `now` (rows stored from the sink's
+        /// first start on); only read while the sink has no delivery offset.
+        start: Option<String>,
     },
     /// NDJSON on standard output.
     #[serde(rename = "stdout")]
-    Stdout { batch_rows: Option<usize> },
+    Stdout {
+        batch_rows: Option<usize>,
+        start: Option<String>,
+    },
     /// Microsoft Sentinel through the Azure Monitor Logs Ingestion API (keys documented
     /// on `RawSentinelSink`).
     #[serde(rename = "azure_logs_ingestion")]
@@ -360,11 +366,12 @@ impl RawConfig {
                     "sink names use letters, digits, `_` and `-` only".into(),
                 ));
             }
-            let (kind, batch_rows) = match raw {
+            let (kind, batch_rows, start) = match raw {
                 RawSink::File {
                     path: dir,
                     max_file_bytes,
                     batch_rows,
+                    start,
                 } => {
                     let max_file_bytes = max_file_bytes.unwrap_or(100 * 1024 * 1024);
                     if max_file_bytes < 4096 {
@@ -379,11 +386,15 @@ impl RawConfig {
                             max_file_bytes,
                         },
                         batch_rows,
+                        start,
                     )
                 }
-                RawSink::Stdout { batch_rows } => (SinkKindConfig::Stdout, batch_rows),
-                RawSink::AzureLogsIngestion(raw) => {
+                RawSink::Stdout { batch_rows, start } => {
+                    (SinkKindConfig::Stdout, batch_rows, start)
+                }
+                RawSink::AzureLogsIngestion(mut raw) => {
                     let batch_rows = raw.batch_rows;
+                    let start = raw.start.take();
                     let enabled: Vec<SourceKind> = sources
                         .iter()
                         .filter(|s| s.enabled)
@@ -391,7 +402,24 @@ impl RawConfig {
                         .collect();
                     let config =
                         sentinel::validate_config(*raw, &name, &enabled, path, env, &resolve)?;
-                    (SinkKindConfig::Sentinel(Box::new(config)), batch_rows)
+                    (
+                        SinkKindConfig::Sentinel(Box::new(config)),
+                        batch_rows,
+                        start,
+                    )
+                }
+            };
+            let start = match start.as_deref() {
+                None | Some("beginning") => super::SinkStart::Beginning,
+                Some("now") => super::SinkStart::Now,
+                Some(other) => {
+                    return Err(invalid(
+                        &format!("sinks.{name}.start"),
+                        format!(
+                            "`{other}` is not a start; use \"beginning\" (the default: every row \
+                             already stored) or \"now\" (only rows stored from the sink's first start on)"
+                        ),
+                    ));
                 }
             };
             let batch_rows = batch_rows.unwrap_or(5000);
@@ -405,6 +433,7 @@ impl RawConfig {
                 name,
                 kind,
                 batch_rows,
+                start,
             });
         }
 
@@ -413,14 +442,8 @@ impl RawConfig {
             Some(raw) => {
                 let listen = match raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN).trim() {
                     "" => None,
-                    text => Some(text.parse::<std::net::SocketAddr>().map_err(|e| {
-                        invalid(
-                            "service.listen",
-                            format!(
-                                "`{text}` is not an IP address with a port ({e}); write for example \
-                                 \"{DEFAULT_LISTEN}\", or \"\" to serve nothing"
-                            ),
-                        )
+                    text => Some(super::resolve_listen(text).map_err(|e| {
+                        invalid("service.listen", format!("{e}; or \"\" to serve nothing"))
                     })?),
                 };
                 let log_format = match raw.log_format.as_deref() {
@@ -647,12 +670,25 @@ mod tests {
         );
         for (text, key) in [
             ("[service]\nlisten = \"localhost\"", "service.listen"),
+            (
+                "[service]\nlisten = \"localhost:http-ish\"",
+                "service.listen",
+            ),
             ("[service]\nlog_format = \"xml\"", "service.log_format"),
             ("[service]\nport = 1", "port"),
         ] {
             let msg = load(text).unwrap_err().to_string();
             assert!(msg.contains(key), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn service_listen_accepts_a_host_name_and_every_interface() {
+        let c = load("[service]\nlisten = \"localhost:9100\"\n").unwrap();
+        let addr = c.service.listen.unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 9100, "{addr}");
+        let c = load("[service]\nlisten = \"0.0.0.0:9100\"\n").unwrap();
+        assert_eq!(c.service.listen, Some("0.0.0.0:9100".parse().unwrap()));
     }
 
     #[test]

@@ -42,14 +42,25 @@ pub enum FetchError {
     CursorRejected { reason: String },
     #[error(transparent)]
     Permanent(#[from] Permanent),
-    #[error("{kind} request failed {attempts} times, last: {reason}; will try again next cycle")]
+    /// `what` names the call (`the page request`, `the token introspection`): the caller
+    /// knows the source and says what happens next.
+    #[error("{what} failed {}, last: {reason}", times(*attempts))]
     RetriesExhausted {
-        kind: SourceKind,
+        what: &'static str,
         attempts: u32,
         reason: String,
     },
     #[error("stopped")]
     Stopped,
+}
+
+/// `1 time`, `3 times`.
+fn times(n: u32) -> String {
+    if n == 1 {
+        "1 time".to_string()
+    } else {
+        format!("{n} times")
+    }
 }
 
 /// What `GET /v1/oauth-token` says about the token (tolerant: every field optional).
@@ -109,6 +120,8 @@ impl TokenInfo {
 /// What one kind of call costs and how patient it is.
 struct Call {
     source: SourceKind,
+    /// What the call is, for errors: `the page request`, `the token introspection`.
+    what: &'static str,
     cost: u64,
     had_cursor: bool,
     /// Length of the cursor sent, for messages.
@@ -247,6 +260,7 @@ impl MiroClient {
     ) -> Result<(Page, u32), FetchError> {
         let call = Call {
             source: q.source,
+            what: "the page request",
             cost: q.source.credits_per_call(),
             had_cursor: q.cursor.is_some(),
             cursor_chars: q.cursor.as_ref().map_or(0, |c| c.chars().count()),
@@ -268,6 +282,7 @@ impl MiroClient {
         let url = format!("{}/v1/oauth-token", self.api_base);
         let call = Call {
             source,
+            what: "the token introspection (GET /v1/oauth-token)",
             cost: 50,
             had_cursor: false,
             cursor_chars: 0,
@@ -390,7 +405,7 @@ impl MiroClient {
                     self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                     if call.max_rate_limited.is_some_and(|max| rate_limited > max) {
                         return Err(FetchError::RetriesExhausted {
-                            kind: call.source,
+                            what: call.what,
                             attempts: attempt + rate_limited,
                             reason: "Miro kept answering 429".into(),
                         });
@@ -406,7 +421,7 @@ impl MiroClient {
                     attempt += 1;
                     if attempt > self.max_retries {
                         return Err(FetchError::RetriesExhausted {
-                            kind: call.source,
+                            what: call.what,
                             attempts: attempt,
                             reason,
                         });
@@ -481,12 +496,16 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
     } else {
         "transport error"
     };
-    let mut msg = kind.to_string();
+    // The layers between reqwest and the OS each restate the kind ("client error
+    // (Connect)", "tcp connect error"); the innermost cause says what happened.
+    let mut root = None;
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        root = Some(s);
         source = s.source();
     }
-    msg
+    match root {
+        Some(root) => format!("{kind}: {root}"),
+        None => kind.to_string(),
+    }
 }

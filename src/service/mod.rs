@@ -442,13 +442,12 @@ impl Telemetry {
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot listen on {addr} for /metrics, /healthz and /readyz: {source}; change \
+    "cannot listen on {addr} for /metrics, /healthz and /readyz: {cause}; change \
      `service.listen` (or set it to \"\" to serve nothing)"
 )]
 pub struct ListenError {
     pub addr: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
 }
 
 async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
@@ -491,10 +490,10 @@ pub async fn serve(
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ListenError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| ListenError { addr, source })?;
+        .map_err(|cause| ListenError { addr, cause })?;
     let bound = listener
         .local_addr()
-        .map_err(|source| ListenError { addr, source })?;
+        .map_err(|cause| ListenError { addr, cause })?;
     if !bound.ip().is_loopback() {
         tracing::warn!(addr = %bound, "metrics and health are served beyond loopback, without authentication");
     }

@@ -32,17 +32,15 @@ pub use transform::Row;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store {path}: {source}")]
+    #[error("cannot open the store {path}: {cause}")]
     Open {
         path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
-    #[error("cannot create the store's directory {path}: {source}")]
+    #[error("cannot create the store's directory {path}: {cause}")]
     CreateDir {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "the store {path} is in use by another mirotrail process (lock file {lock}); stop \
@@ -68,17 +66,16 @@ pub enum StoreError {
         known: i64,
     },
     #[error(
-        "store {what} failed: {source} (if the disk is full, free space; nothing was lost, the work is retried)"
+        "store {what} failed: {cause} (if the disk is full, free space; nothing was lost, the work is retried)"
     )]
     Sql {
         what: &'static str,
-        #[source]
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
 }
 
 fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sql { what, source }
+    move |cause| StoreError::Sql { what, cause }
 }
 
 /// Where a source stands: everything before `watermark` is collected, and possibly a
@@ -271,7 +268,7 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::private::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
-                source,
+                cause: source,
             })?;
         }
         let lock = take_lock(path, kind)?;
@@ -287,9 +284,9 @@ impl Store {
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|source| StoreError::CreateDir {
+            .map_err(|cause| StoreError::CreateDir {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })?;
         let open_err = |source: rusqlite::Error| {
             if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
@@ -301,7 +298,7 @@ impl Store {
             } else {
                 StoreError::Open {
                     path: path.to_path_buf(),
-                    source,
+                    cause: source,
                 }
             }
         };
@@ -331,7 +328,7 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Open {
                 path: path.to_path_buf(),
-                source: rusqlite::Error::InvalidPath(path.to_path_buf()),
+                cause: rusqlite::Error::InvalidPath(path.to_path_buf()),
             });
         }
         let conn = Connection::open_with_flags(
@@ -340,11 +337,11 @@ impl Store {
         )
         .map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         configure(&conn).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Ok(conn)
     }
@@ -518,6 +515,37 @@ impl Store {
         .optional()
         .map(|o| o.unwrap_or(0))
         .map_err(sql("reading a delivery offset"))
+    }
+
+    /// Starts a sink that has no delivery offset for `source` yet at the newest stored
+    /// row, so it receives only rows stored from now on (`start = "now"`). Returns the
+    /// rows it skips, or `None` when the sink already had an offset (nothing changes).
+    pub fn start_sink_now(
+        &self,
+        sink: &str,
+        source: SourceKind,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.writer.lock().expect("store writer lock");
+        let tx = conn.transaction().map_err(sql("starting a sink at now"))?;
+        let (newest, rows): (i64, i64) = tx
+            .query_row(
+                &format!(
+                    "SELECT coalesce(max(_seq), 0), count(*) FROM {}",
+                    source.table()
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sql("starting a sink at now"))?;
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO sink_offsets (sink, source, delivered_seq, updated_ms, last_error)
+                 VALUES (?1, ?2, ?3, ?4, NULL)",
+                params![sink, source.name(), newest, UnixMs::now().0],
+            )
+            .map_err(sql("starting a sink at now"))?;
+        tx.commit().map_err(sql("starting a sink at now"))?;
+        Ok((inserted == 1).then_some(rows))
     }
 
     /// Records that a sink's destination acknowledged rows `first..=last` (beyond the
@@ -1014,19 +1042,19 @@ pub fn requeue_dead_letters(
     if !path.exists() {
         return Err(StoreError::Open {
             path: path.to_path_buf(),
-            source: rusqlite::Error::InvalidPath(path.to_path_buf()),
+            cause: rusqlite::Error::InvalidPath(path.to_path_buf()),
         });
     }
     let mut conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|source| {
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|cause| {
             StoreError::Open {
                 path: path.to_path_buf(),
-                source,
+                cause,
             }
         })?;
-    configure(&conn).map_err(|source| StoreError::Open {
+    configure(&conn).map_err(|cause| StoreError::Open {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     if !has_dead_letters(&conn)? {
         return Ok(0);
@@ -1094,7 +1122,7 @@ fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
     let known = schema::latest_version();
     if found > known {
@@ -1201,7 +1229,7 @@ fn take_lock(path: &Path, kind: LockKind) -> Result<std::fs::File, StoreError> {
         .open(&lock_path)
         .map_err(|source| StoreError::CreateDir {
             path: lock_path.clone(),
-            source,
+            cause: source,
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),

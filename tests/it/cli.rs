@@ -229,10 +229,7 @@ async fn run_keeps_polling_and_stops_cleanly_on_sigterm() {
     let (start, end) = (now.minus(minutes(10)), now.plus(minutes(10)));
     let env = Env::start(org(12_000, 0, start, end)).await;
     let cfg = env.config("[sources.audit_logs]\ninitial_lookback = \"15m\"\nsettle_lag = \"0s\"\noverlap = \"5s\"\npoll_interval = \"1s\"\n");
-    let child = env
-        .command(&["run", "--config", cfg.to_str().unwrap()], TOKEN)
-        .spawn()
-        .unwrap();
+    let child = env.spawn(env.command(&["run", "--config", cfg.to_str().unwrap()], TOKEN));
     let pid = child.id().unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let first = count(&env.db(), "MiroAuditLogs_CL");
@@ -333,10 +330,7 @@ async fn a_second_process_on_the_same_store_is_refused() {
     let cfg =
         env.config("[sources.audit_logs]\ninitial_lookback = \"15m\"\npoll_interval = \"1s\"\n");
     let cfg = cfg.to_str().unwrap();
-    let first = env
-        .command(&["run", "--config", cfg], TOKEN)
-        .spawn()
-        .unwrap();
+    let first = env.spawn(env.command(&["run", "--config", cfg], TOKEN));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let out = env.run(&["run", "--config", cfg, "--once"], TOKEN).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

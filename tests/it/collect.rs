@@ -321,7 +321,7 @@ async fn sigkill_at_random_moments_then_restart_loses_and_duplicates_nothing() {
     let mut kills = 0;
     let mut rows_at_kill = Vec::new();
     for i in 0..12u64 {
-        let mut child = env.command(&args, TOKEN).spawn().unwrap();
+        let mut child = env.spawn(env.command(&args, TOKEN));
         let wait_ms = 150 + (i * 7919 % 600);
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         if child.try_wait().unwrap().is_some() {

@@ -126,7 +126,7 @@ async fn sigkill_during_concurrent_uploads_then_restart_misses_nothing_in_azure(
     let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
     let mut kills = 0u64;
     for i in 0..10u64 {
-        let mut child = env.command(&args, TOKEN).spawn().unwrap();
+        let mut child = env.spawn(env.command(&args, TOKEN));
         tokio::time::sleep(Duration::from_millis(400 + i * 37 % 300)).await;
         if child.try_wait().unwrap().is_some() {
             break;

@@ -103,7 +103,7 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
     let mut runs = 0u64;
     let mut finished = false;
     while kills < kills_wanted {
-        let mut child = env.command(&args, TOKEN).spawn().unwrap();
+        let mut child = env.spawn(env.command(&args, TOKEN));
         runs += 1;
         // Early kills land in collection, later ones in delivery: spread them over both.
         let wait = 50 + jitter.next_ms(900);

@@ -7,6 +7,7 @@ mod collect;
 mod e2e;
 mod faults;
 mod firsthour;
+mod getting_started;
 mod harness;
 mod limits;
 mod ops;

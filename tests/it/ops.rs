@@ -547,9 +547,7 @@ async fn run_serves_metrics_and_readiness_and_reports_a_revoked_token_and_a_miss
         })
         .await;
     assert!(
-        why.contains(
-            "source audit_logs: blocked until fixed: audit_logs: Miro rejected the token (401"
-        ),
+        why.contains("source audit_logs: blocked until fixed: Miro rejected the token (401"),
         "{why}"
     );
     assert!(

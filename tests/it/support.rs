@@ -67,6 +67,28 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub emu: MiroEmulatorHandle,
     pub org_id: String,
+    /// Files holding the standard output and error of children started with `spawn`:
+    /// kept out of `cargo test`'s output, printed by the test when it fails.
+    child_logs: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Drop for Env {
+    /// A failing test shows what its children logged (`eprintln!` from the test's own
+    /// thread, which the test harness captures with the failure).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let logs = self
+            .child_logs
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        for path in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            eprintln!("--- {} ---\n{text}", path.display());
+        }
+    }
 }
 
 impl Env {
@@ -79,6 +101,7 @@ impl Env {
             dir: tempfile::tempdir().unwrap(),
             emu,
             org_id,
+            child_logs: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -108,11 +131,25 @@ impl Env {
             .expect("mirotrail runs")
     }
 
+    /// Starts `cmd` in the background with its standard output and error going to a log
+    /// file of this test (printed only if the test fails), so a passing `cargo test` is
+    /// not interleaved with the children's logs. For children whose output the test
+    /// reads, pipe it instead.
+    pub fn spawn(&self, mut cmd: tokio::process::Command) -> tokio::process::Child {
+        let mut logs = self.child_logs.lock().unwrap();
+        let path = self.dir.path().join(format!("child-{}.log", logs.len()));
+        let file = std::fs::File::create(&path).unwrap();
+        cmd.stdout(file.try_clone().unwrap()).stderr(file);
+        logs.push(path);
+        cmd.spawn().unwrap()
+    }
+
     pub fn command(&self, args: &[&str], token: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"));
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("MIRO_TOKEN", token)
+            .env_remove("MIROTRAIL_CONFIG")
             .kill_on_drop(true);
         cmd
     }

@@ -218,8 +218,23 @@ async fn route(state: Shared, request: http::Request) -> http::Reply {
 
 impl AzureEmulatorHandle {
     /// `http://127.0.0.1:PORT`: the authority host, the managed identity host and the DCE.
+    /// Bound to every interface (`0.0.0.0`, `::`), it is reached on loopback from this host.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let ip = match self.addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            }
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// The address it is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The rows of a Log Analytics table (`MiroAuditLogs_CL`, `MiroContentLogs_CL`) after

@@ -60,6 +60,8 @@ pub struct RawSentinelSink {
     pub request_timeout: Option<String>,
     /// Rows read from the store per delivery round (default 5000).
     pub batch_rows: Option<usize>,
+    /// Where a new sink starts: `beginning` (default) or `now` (see `config::SinkStart`).
+    pub start: Option<String>,
 }
 
 /// Azure clouds: where tokens come from and for which audience.
