@@ -266,8 +266,9 @@ struct Snapshot {
     covered: Duration,
     new_events: u64,
     already_stored: u64,
-    /// Events read per second (new or not) over the rate window.
-    rate: f64,
+    /// Events read per second (new or not) over the rate window; unknown in the first
+    /// seconds.
+    rate: Option<f64>,
     credits: u64,
     eta: Option<Duration>,
 }
@@ -333,7 +334,7 @@ fn snapshot(
         covered: Duration::from_millis(covered as u64),
         new_events,
         already_stored,
-        rate: rates.map_or(0.0, |(_, events)| events),
+        rate: rates.map(|(_, events)| events),
         credits: p.requests.load(Ordering::Relaxed) * kind.credits_per_call(),
         eta,
     }
@@ -401,11 +402,11 @@ impl Display {
                     if terminal {
                         bar.set_position((s.fraction * 1000.0) as u64);
                         bar.set_message(format!(
-                            "{} covered, {} new, {} already stored, {:.0} events/s, {} credits, ETA {eta}{wait_note}",
+                            "{} covered, {} new, {} already stored, {} events/s, {} credits, ETA {eta}{wait_note}",
                             human_span(s.covered),
                             s.new_events,
                             s.already_stored,
-                            s.rate,
+                            s.rate.map_or("-".to_string(), |r| format!("{r:.0}")),
                             s.credits
                         ));
                     } else {
@@ -415,7 +416,7 @@ impl Display {
                             covered = %human_span(s.covered),
                             new_events = s.new_events,
                             already_stored = s.already_stored,
-                            events_per_sec = s.rate.round() as u64,
+                            events_per_sec = s.rate.map(|r| r.round() as u64),
                             credits = s.credits,
                             eta_secs = s.eta.map(|d| d.as_secs()),
                             waiting_for_credits_secs = waiting.map(|d| d.as_secs().max(1)),
@@ -473,7 +474,8 @@ mod tests {
         let s = last.unwrap();
         let eta = s.eta.unwrap().as_secs();
         assert!((375..=385).contains(&eta), "ETA {eta} s");
-        assert!((s.rate - 3.0).abs() < 0.01, "{}", s.rate);
+        let rate = s.rate.expect("known after the minimum span");
+        assert!((rate - 3.0).abs() < 0.01, "{rate}");
     }
 
     #[test]

@@ -109,7 +109,7 @@ const CONTENT: [KeyDoc; 8] = source_keys!(
     "the API maximum"
 );
 
-const MIRO: [KeyDoc; 7] = [
+const MIRO: [KeyDoc; 8] = [
     key(
         "miro",
         "api_base",
@@ -151,6 +151,12 @@ const MIRO: [KeyDoc; 7] = [
         "retry_initial_backoff",
         "\"500ms\"",
         "the first retry wait; it doubles per attempt up to 60 s",
+    ),
+    key(
+        "miro",
+        "max_response_bytes",
+        "67108864",
+        "caps each answer from Miro (64 MiB, far above a page of 1000 items); a larger one fails the source instead of exhausting memory",
     ),
 ];
 

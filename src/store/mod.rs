@@ -813,27 +813,6 @@ impl Store {
         sink_progress(&conn, sink, source)
     }
 
-    /// How many stored rows of a source have only some columns derived.
-    pub fn partial_row_count(conn: &Connection, source: SourceKind) -> Result<i64, StoreError> {
-        // A store last written by an older version (opened read-only) has no such table.
-        let exists: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'partial_rows'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(sql("counting partly derived rows"))?;
-        if !exists {
-            return Ok(0);
-        }
-        conn.query_row(
-            "SELECT count(*) FROM partial_rows WHERE source = ?1",
-            [source.name()],
-            |r| r.get(0),
-        )
-        .map_err(sql("counting partly derived rows"))
-    }
-
     /// Rows, highest `_seq` and newest event time of a source's table.
     pub fn table_stats(&self, source: SourceKind) -> Result<TableStats, StoreError> {
         let conn = self.reader.lock().expect("store reader lock");
