@@ -4,7 +4,9 @@
 //!
 //! Invariants: reporting never blocks or fails the pipeline (counters are atomics, the
 //! health state a short mutex); values that the store already knows (watermark lag,
-//! backlog) are read from it at scrape time, so they are right after a restart too.
+//! backlog) are read from it at scrape time, so they are right after a restart too; they
+//! are read on the blocking pool through the store's reader connection, so a write
+//! waiting for the database lock never delays `/metrics` or `/healthz`.
 
 mod health;
 

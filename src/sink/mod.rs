@@ -7,7 +7,9 @@
 //! transaction that lets the offset pass it, so it does not block the rest; a failing
 //! destination only grows the backlog; batches are bounded (`batch_rows`), so memory does
 //! not grow with the backlog. Rows re-queued by `deadletter retry` are sent before the
-//! backlog, without moving the offset back.
+//! backlog, without moving the offset back. Store work is awaited through
+//! `StoreHandle`; what a sink acknowledges during `send` is written through an ordered
+//! `AckLane` that the loop awaits before it reads the next batch.
 
 mod file;
 mod line;

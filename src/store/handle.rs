@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{BackfillSlice, Checkpoint, DeadLetterCount, OutboxRow, Store, StoreError, TableStats};
+use super::{BackfillSlice, Checkpoint, OutboxRow, Store, StoreError};
 use crate::config::SourceKind;
 use crate::timefmt::UnixMs;
 
@@ -204,14 +204,6 @@ impl StoreHandle {
         self.run(move |s| s.pending(&sink, source)).await
     }
 
-    pub async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
-        self.run(|s| s.dead_letter_counts()).await
-    }
-
-    pub async fn table_stats(&self, source: SourceKind) -> Result<TableStats, StoreError> {
-        self.run(move |s| s.table_stats(source)).await
-    }
-
     pub async fn apply_retention(
         &self,
         cutoff: UnixMs,
@@ -326,5 +318,55 @@ impl AckLane {
         let AckLane { queue, task } = self;
         drop(queue);
         task.await.expect("acknowledgement writer panicked")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: SourceKind = SourceKind::AuditLogs;
+
+    fn open() -> (tempfile::TempDir, StoreHandle) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db")).unwrap();
+        (dir, StoreHandle::from(store))
+    }
+
+    #[tokio::test]
+    async fn an_ack_lane_applies_its_writes_in_order_before_finish_returns() {
+        let (_dir, store) = open();
+        let lane = store.ack_lane("out", SOURCE);
+        lane.record_acked(3, 5);
+        lane.record_acked(8, 9);
+        // Written after the ranges, the offset move forgets the one it passes.
+        lane.advance_offset(5);
+        lane.finish().await.unwrap();
+        assert_eq!(store.delivered_offset("out", SOURCE).await.unwrap(), 5);
+        assert_eq!(
+            store.acked_ranges("out", SOURCE).await.unwrap(),
+            vec![(8, 9)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ack_lane_applies_nothing_after_a_failed_write() {
+        let (dir, store) = open();
+        // Setting a row aside fails (its table is gone): the offset must not pass it.
+        rusqlite::Connection::open(dir.path().join("store.db"))
+            .unwrap()
+            .execute_batch("DROP TABLE dead_letters")
+            .unwrap();
+        let lane = store.ack_lane("out", SOURCE);
+        lane.record_acked(1, 1);
+        lane.dead_letter(vec![(2, "too large".into())], Some(2));
+        lane.record_acked(3, 3);
+        lane.advance_offset(3);
+        assert!(lane.finish().await.is_err());
+        assert_eq!(store.delivered_offset("out", SOURCE).await.unwrap(), 0);
+        assert_eq!(
+            store.acked_ranges("out", SOURCE).await.unwrap(),
+            vec![(1, 1)]
+        );
     }
 }

@@ -17,6 +17,10 @@
 //!   and retention never deletes a row listed there.
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
 //!   columns could not all be derived is also listed in `partial_rows` (same transaction).
+//!
+//! [`Store`] is synchronous (CLI commands, tests, code already on a blocking thread);
+//! async code uses [`StoreHandle`] (`handle.rs`), which keeps SQLite off the runtime's
+//! worker threads.
 
 mod handle;
 mod schema;
