@@ -122,40 +122,25 @@ pub async fn run_checks(config: &Config) -> CheckReport {
                 check_sentinel(&subject, (**c).clone(), &sources, &mut report).await
             }
         }
-        check_new_sink(config, sink, &mut report);
+        check_new_sink(config, sink, &mut report).await;
     }
     report
 }
 
 /// Says what a sink that has never delivered will receive first: the whole store
 /// (`start = "beginning"`, the default) or only new rows (`start = "now"`).
-fn check_new_sink(config: &Config, sink: &crate::config::SinkConfig, report: &mut CheckReport) {
+async fn check_new_sink(
+    config: &Config,
+    sink: &crate::config::SinkConfig,
+    report: &mut CheckReport,
+) {
     let subject = format!("sink {}", sink.name);
-    let stored = if config.store_path.exists() {
-        let Ok(conn) = crate::store::Store::open_read_only(&config.store_path) else {
-            return;
-        };
-        let has_offset: bool = conn
-            .query_row(
-                "SELECT count(*) > 0 FROM sink_offsets WHERE sink = ?1",
-                [&sink.name],
-                |r| r.get(0),
-            )
-            .unwrap_or(true);
-        if has_offset {
-            return;
-        }
-        SourceKind::ALL
-            .iter()
-            .map(|s| {
-                conn.query_row(&format!("SELECT count(*) FROM {}", s.table()), [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .unwrap_or(0)
-            })
-            .sum::<i64>()
-    } else {
-        0
+    let (path, name) = (config.store_path.clone(), sink.name.clone());
+    let stored = tokio::task::spawn_blocking(move || rows_for_new_sink(&path, &name))
+        .await
+        .expect("store task panicked");
+    let Some(stored) = stored else {
+        return;
     };
     let message = match sink.start {
         crate::config::SinkStart::Beginning => format!(
@@ -170,6 +155,36 @@ fn check_new_sink(config: &Config, sink: &crate::config::SinkConfig, report: &mu
         ),
     };
     report.push(Verdict::Ok, subject, message);
+}
+
+/// Rows a sink that has never delivered would receive first: `None` when it has an
+/// offset already (or the store cannot be read). Blocking: SQLite.
+fn rows_for_new_sink(path: &std::path::Path, sink: &str) -> Option<i64> {
+    if !path.exists() {
+        return Some(0);
+    }
+    let conn = crate::store::Store::open_read_only(path).ok()?;
+    let has_offset: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sink_offsets WHERE sink = ?1",
+            [sink],
+            |r| r.get(0),
+        )
+        .unwrap_or(true);
+    if has_offset {
+        return None;
+    }
+    Some(
+        SourceKind::ALL
+            .iter()
+            .map(|s| {
+                conn.query_row(&format!("SELECT count(*) FROM {}", s.table()), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap_or(0)
+            })
+            .sum::<i64>(),
+    )
 }
 
 async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckReport) {

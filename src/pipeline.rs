@@ -14,7 +14,7 @@ use crate::miro::{CreditBudget, MiroClient};
 use crate::service::{self, Telemetry};
 use crate::shutdown::Shutdown;
 use crate::sink::{Delivery, DeliveryMode, DeliveryReport, Sink, deliver};
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, StoreHandle};
 use crate::timefmt::UnixMs;
 
 /// Knobs that are not part of the config file.
@@ -87,20 +87,18 @@ impl RunReport {
 }
 
 /// Store maintenance: deletes rows past `store.retention` that every sink has.
-async fn maintain(store: &Arc<Store>, config: &Config) {
+async fn maintain(store: &StoreHandle, config: &Config) {
     let cutoff = UnixMs::now().minus(config.retention);
     let sinks: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.apply_retention(cutoff, &sinks)).await {
-        Ok(Ok(deleted)) => {
+    match store.apply_retention(cutoff, sinks).await {
+        Ok(deleted) => {
             for (source, n) in deleted.into_iter().filter(|(_, n)| *n > 0) {
                 tracing::info!(source = %source, rows = n, before = %cutoff, "retention: deleted old rows every sink has");
             }
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "retention could not run; it is tried again later")
         }
-        Err(e) => tracing::warn!(error = %e, "retention task failed"),
     }
 }
 
@@ -120,10 +118,10 @@ pub async fn run(
         })?;
         sinks.push((sink.name.clone(), sink.batch_rows, built));
     }
-    let store = Arc::new(Store::open(&config.store_path)?);
+    let store = StoreHandle::open(&config.store_path).await?;
     for sink in config.sinks.iter().filter(|s| s.start == SinkStart::Now) {
         for source in SourceKind::ALL {
-            if let Some(skipped) = store.start_sink_now(&sink.name, source)? {
+            if let Some(skipped) = store.start_sink_now(&sink.name, source).await? {
                 tracing::info!(sink = %sink.name, source = %source, skipped_rows = skipped, "new sink starts now (start = \"now\"): rows stored before are not sent to it");
             }
         }
@@ -220,7 +218,7 @@ pub async fn run(
         let mut result = task.await.expect("delivery task panicked");
         if let Ok(r) = &result {
             for (source, rows) in &r.rows_by_source {
-                match store.pending(&name, *source) {
+                match store.pending(&name, *source).await {
                     Ok(pending) => {
                         tracing::info!(sink = %name, source = %source, rows, pending, "delivered this run")
                     }
@@ -234,7 +232,7 @@ pub async fn run(
             && r.gave_up.is_some()
         {
             for &source in &sources {
-                match store.pending(&name, source) {
+                match store.pending(&name, source).await {
                     Ok(n) => r.pending.push((source, n)),
                     Err(e) => {
                         tracing::warn!(sink = %name, error = %e, "cannot count the rows left")

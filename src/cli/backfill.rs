@@ -17,7 +17,7 @@ use crate::collect::backfill::{
 };
 use crate::config::{SourceKind, parse_duration};
 use crate::miro::{CreditBudget, MiroClient};
-use crate::store::Store;
+use crate::store::StoreHandle;
 use crate::timefmt::UnixMs;
 
 #[derive(Debug, Args)]
@@ -138,7 +138,9 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
     }
 
     let token = config.load_miro_token()?;
-    let store = Arc::new(Store::open_backfill(&config.store_path).map_err(Failure::runtime)?);
+    let store = StoreHandle::open_backfill(&config.store_path)
+        .await
+        .map_err(Failure::runtime)?;
     let budget = Arc::new(CreditBudget::new(
         config.budget.credits_per_minute,
         config.budget.backfill_share,

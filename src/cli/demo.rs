@@ -158,7 +158,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         emu_stats.items_served,
     );
     for (title, sql) in SAMPLE_QUERIES {
-        let result = query_store(&config.store_path, sql)?;
+        // SQLite on the blocking pool, like every store read from async code.
+        let path = config.store_path.clone();
+        let result = tokio::task::spawn_blocking(move || query_store(&path, sql))
+            .await
+            .expect("demo query task panicked")?;
         let text = render_table(&result);
         let _ = writeln!(out, "{title}:\n{sql}\n{text}");
     }

@@ -22,7 +22,7 @@ use super::{CollectError, CollectReport};
 use crate::config::{SourceConfig, SourceKind};
 use crate::miro::{FetchError, MiroClient};
 use crate::shutdown::Shutdown;
-use crate::store::{BackfillSlice, PageCommit, Row, Store, StoreError};
+use crate::store::{BackfillSlice, PageCommit, Row, StoreError, StoreHandle};
 use crate::timefmt::UnixMs;
 
 /// Cursor refusals without progress tolerated in one slice before it fails.
@@ -140,7 +140,7 @@ pub fn plan_slices(
 #[derive(Debug)]
 pub struct Backfill {
     pub client: MiroClient,
-    pub store: Arc<Store>,
+    pub store: StoreHandle,
     pub spans: Vec<BackfillSpan>,
     pub options: BackfillOptions,
     pub progress: BTreeMap<SourceKind, Arc<SourceProgress>>,
@@ -173,12 +173,13 @@ impl Backfill {
         let mut jobs: Vec<Job> = Vec::new();
         for span in &self.spans {
             let kind = span.source.kind;
-            let existing = self.store.backfill_slices(kind)?;
+            let existing = self.store.backfill_slices(kind).await?;
             let new = plan_slices(&existing, span.since, span.until, self.options.slice);
-            self.store.add_backfill_slices(kind, &new)?;
+            self.store.add_backfill_slices(kind, &new).await?;
             let slices: Vec<BackfillSlice> = self
                 .store
-                .backfill_slices(kind)?
+                .backfill_slices(kind)
+                .await?
                 .into_iter()
                 .filter(|s| s.to > span.since && s.from < span.until)
                 .collect();
@@ -300,7 +301,7 @@ enum SliceError {
 /// Reads one slice to its end, resuming at its cursor; retries a failed read a few times.
 async fn read_slice(
     client: &MiroClient,
-    store: &Arc<Store>,
+    store: &StoreHandle,
     job: Job,
     progress: &Arc<SourceProgress>,
     report: &mut CollectReport,
@@ -364,7 +365,10 @@ async fn read_slice(
                     Some(t) => s.read_from = t,
                     None => cursor_restarts += 1,
                 }
-                store.save_backfill_slice(s).map_err(SliceError::Store)?;
+                store
+                    .save_backfill_slice(s)
+                    .await
+                    .map_err(SliceError::Store)?;
                 if cursor_restarts <= MAX_CURSOR_RESTARTS {
                     tracing::warn!(source = %kind, resume_from = %s.read_from, cause = %reason, "cannot continue from the cursor; reading the rest of the slice again from the latest item stored");
                     continue;
@@ -381,7 +385,10 @@ async fn read_slice(
                     CollectError::CursorRepeated { .. } | CollectError::Stalled { .. }
                 ) {
                     s.cursor = None;
-                    store.save_backfill_slice(s).map_err(SliceError::Store)?;
+                    store
+                        .save_backfill_slice(s)
+                        .await
+                        .map_err(SliceError::Store)?;
                 }
                 e
             }
@@ -412,7 +419,7 @@ struct SliceProgress {
 
 /// Backfill commits each page with its slice's progress.
 struct SliceSink {
-    store: Arc<Store>,
+    store: StoreHandle,
     kind: SourceKind,
     progress: Arc<SourceProgress>,
     /// The span asked for: progress counts only what lies inside it.
@@ -444,7 +451,11 @@ impl ProgressSink for SliceSink {
     }
 
     fn commit(&self, rows: &[(Row, &str)], p: &SliceProgress) -> Result<PageCommit, StoreError> {
-        let commit = self.store.commit_backfill_page(self.kind, rows, &p.slice)?;
+        // Called on a blocking thread (the page loop's transform task).
+        let commit = self
+            .store
+            .blocking()
+            .commit_backfill_page(self.kind, rows, &p.slice)?;
         let g = &self.progress;
         g.covered_ms.fetch_add(p.delta_ms, Ordering::Relaxed);
         g.requests

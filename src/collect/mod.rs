@@ -20,7 +20,7 @@ use crate::config::{SourceConfig, SourceKind};
 use crate::miro::{FetchError, MiroClient};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
-use crate::store::{Checkpoint, PageCommit, Row, Store, StoreError, WindowProgress};
+use crate::store::{Checkpoint, PageCommit, Row, StoreError, StoreHandle, WindowProgress};
 use crate::timefmt::UnixMs;
 
 pub use reader::{PageStep, ProgressSink, WindowRead, read_window};
@@ -116,7 +116,7 @@ impl CollectReport {
 pub struct Collector {
     source: SourceConfig,
     client: MiroClient,
-    store: Arc<Store>,
+    store: StoreHandle,
     /// Where a fresh store starts, instead of `now - initial_lookback` (tests, demo).
     start_override: Option<UnixMs>,
     /// Woken after each committed page (delivery tasks wait on it).
@@ -126,7 +126,7 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(source: SourceConfig, client: MiroClient, store: Arc<Store>) -> Self {
+    pub fn new(source: SourceConfig, client: MiroClient, store: StoreHandle) -> Self {
         Collector {
             source,
             client,
@@ -193,8 +193,10 @@ impl Collector {
                     } else {
                         tracing::error!(source = %self.source.kind, error = %e, "collection cycle failed; trying again next cycle");
                     }
-                    if let Err(store_err) =
-                        self.store.record_error(self.source.kind, &e.to_string())
+                    if let Err(store_err) = self
+                        .store
+                        .record_error(self.source.kind, &e.to_string())
+                        .await
                     {
                         tracing::error!(source = %self.source.kind, error = %store_err, "cannot record the error in the store");
                     }
@@ -213,7 +215,7 @@ impl Collector {
     pub async fn cycle(&self, shutdown: &mut Shutdown) -> Result<CollectReport, CollectError> {
         let kind = self.source.kind;
         let mut report = CollectReport::default();
-        let mut cp = match self.store.load_checkpoint(kind)? {
+        let mut cp = match self.store.load_checkpoint(kind).await? {
             Some(cp) => cp,
             None => {
                 let now = UnixMs::now();
@@ -256,7 +258,7 @@ impl Collector {
                         cp.last_success = Some(UnixMs::now());
                         cp.last_error = None;
                         cp.last_error_at = None;
-                        self.store.save_checkpoint(&cp)?;
+                        self.store.save_checkpoint(&cp).await?;
                         return Ok(report);
                     }
                     Some((from, to, sweep)) => {
@@ -270,7 +272,7 @@ impl Collector {
                             read_through: None,
                             cursor: None,
                         });
-                        self.store.save_checkpoint(&cp)?;
+                        self.store.save_checkpoint(&cp).await?;
                     }
                 }
             }
@@ -301,13 +303,13 @@ impl Collector {
                         });
                     }
                     tracing::warn!(source = %kind, resume_from = %w.from, cause = %reason, "cannot continue from the cursor; reading the rest of the window again from the latest item stored");
-                    self.store.save_checkpoint(&cp)?;
+                    self.store.save_checkpoint(&cp).await?;
                 }
                 Err(e @ (CollectError::CursorRepeated { .. } | CollectError::Stalled { .. })) => {
                     if let Some(w) = cp.window.as_mut() {
                         w.cursor = None;
                     }
-                    self.store.save_checkpoint(&cp)?;
+                    self.store.save_checkpoint(&cp).await?;
                     return Err(e);
                 }
                 Err(e) => return Err(e),
@@ -349,7 +351,7 @@ impl Collector {
 
 /// Live collection commits each page with the source's checkpoint.
 struct CheckpointSink {
-    store: Arc<Store>,
+    store: StoreHandle,
     kind: SourceKind,
     telemetry: Option<Arc<Telemetry>>,
 }
@@ -377,7 +379,8 @@ impl ProgressSink for CheckpointSink {
     }
 
     fn commit(&self, rows: &[(Row, &str)], cp: &Checkpoint) -> Result<PageCommit, StoreError> {
-        let commit = self.store.commit_page(self.kind, rows, cp)?;
+        // Called on a blocking thread (the page loop's transform task).
+        let commit = self.store.blocking().commit_page(self.kind, rows, cp)?;
         if let Some(t) = &self.telemetry {
             t.page_committed(self.kind, commit.inserted, commit.partial);
         }

@@ -4,7 +4,9 @@
 //!
 //! Invariants: reporting never blocks or fails the pipeline (counters are atomics, the
 //! health state a short mutex); values that the store already knows (watermark lag,
-//! backlog) are read from it at scrape time, so they are right after a restart too.
+//! backlog) are read from it at scrape time, so they are right after a restart too; they
+//! are read on the blocking pool through the store's reader connection, so a write
+//! waiting for the database lock never delays `/metrics` or `/healthz`.
 
 mod health;
 
@@ -28,7 +30,7 @@ pub use health::{READY_POLLS, SLACK, SinkHealth, SourceHealth};
 use crate::config::{Config, SourceKind};
 use crate::miro::CreditBudget;
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::StoreHandle;
 use crate::timefmt::UnixMs;
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -105,7 +107,7 @@ pub struct Telemetry {
     registry: Registry,
     families: Families,
     health: Mutex<HealthState>,
-    store: Arc<Store>,
+    store: StoreHandle,
     budget: Arc<CreditBudget>,
     sink_names: Vec<String>,
     source_kinds: Vec<SourceKind>,
@@ -117,7 +119,7 @@ fn unix_secs(t: UnixMs) -> f64 {
 
 impl Telemetry {
     /// Registers the metrics of the enabled sources and configured sinks of `config`.
-    pub fn new(config: &Config, store: Arc<Store>, budget: Arc<CreditBudget>) -> Self {
+    pub fn new(config: &Config, store: StoreHandle, budget: Arc<CreditBudget>) -> Self {
         let mut registry = Registry::default();
         let f = Families::default();
         registry.register(
@@ -371,12 +373,14 @@ impl Telemetry {
         reasons
     }
 
-    /// Reads the store and budget into the gauges (blocking: SQLite).
+    /// Reads the store and budget into the gauges (blocking: SQLite; `/metrics` calls it
+    /// on the blocking pool).
     fn refresh(&self) {
+        let store = self.store.blocking();
         let f = &self.families;
         let now = UnixMs::now();
         for &kind in &self.source_kinds {
-            match self.store.load_checkpoint(kind) {
+            match store.observe_checkpoint(kind) {
                 Ok(Some(cp)) => {
                     f.watermark_lag
                         .get_or_create(&SourceLabel {
@@ -388,7 +392,7 @@ impl Telemetry {
                 Err(e) => tracing::warn!(error = %e, "metrics: cannot read a checkpoint"),
             }
             for sink in &self.sink_names {
-                match self.store.pending(sink, kind) {
+                match store.pending(sink, kind) {
                     Ok(n) => {
                         f.pending_rows
                             .get_or_create(&SinkSourceLabels {
@@ -401,7 +405,7 @@ impl Telemetry {
                 }
             }
         }
-        match self.store.dead_letter_counts() {
+        match store.dead_letter_counts() {
             Ok(counts) => {
                 for sink in &self.sink_names {
                     for &kind in &self.source_kinds {
@@ -428,7 +432,8 @@ impl Telemetry {
         f.ready.set(i64::from(self.not_ready().is_empty()));
     }
 
-    /// The metrics in the OpenMetrics text format (which Prometheus reads).
+    /// The metrics in the OpenMetrics text format (which Prometheus reads). Blocking:
+    /// call it off the async runtime.
     pub fn render(&self) -> String {
         self.refresh();
         let mut out = String::new();

@@ -1,6 +1,7 @@
 //! The `file` sink: one NDJSON file per stream (`MiroAuditLogs_CL.ndjson`,
 //! `MiroContentLogs_CL.ndjson`) in a directory, rotated by size. A batch is written and
-//! flushed to disk (fsync) before it is acknowledged.
+//! flushed to disk (fsync) before it is acknowledged. The file work (repair, rotation,
+//! write, fsync) runs on the blocking pool, never on an async runtime thread.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -11,7 +12,7 @@ use crate::config::SourceKind;
 use crate::store::OutboxRow;
 use crate::timefmt::UnixMs;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FileSink {
     dir: PathBuf,
     max_file_bytes: u64,
@@ -48,26 +49,36 @@ impl FileSink {
         self.dir.join(format!("{}.ndjson", source.table()))
     }
 
-    pub fn send(
+    pub async fn send(
         &mut self,
         source: SourceKind,
         rows: &[OutboxRow],
         verdict: &mut (dyn FnMut(super::RowVerdict<'_>) + Send),
     ) -> Result<i64, SinkError> {
-        let path = self.current_path(source);
-        let io_err = |what: &str, e: std::io::Error| {
-            SinkError::transient(format!("cannot {what} {}: {e}", path.display()))
-        };
         let mut buf = Vec::with_capacity(rows.len() * 512);
         for row in rows {
             buf.extend_from_slice(table_row_json(source, row).as_bytes());
             buf.push(b'\n');
         }
+        let first = rows.first().map_or(0, |r| r.seq);
+        let sink = self.clone();
+        tokio::task::spawn_blocking(move || sink.append(source, first, &buf))
+            .await
+            .expect("file sink write task panicked")?;
+        Ok(super::ack_all(rows, verdict))
+    }
+
+    /// Appends `buf` (whole lines; `first` is the batch's first `_seq`) to the stream's
+    /// file, rotating it first if it would grow past the limit, and syncs it. Blocking.
+    fn append(&self, source: SourceKind, first: i64, buf: &[u8]) -> Result<(), SinkError> {
+        let path = self.current_path(source);
+        let io_err = |what: &str, e: std::io::Error| {
+            SinkError::transient(format!("cannot {what} {}: {e}", path.display()))
+        };
         // A write cut short (a crash, a full disk) leaves a partial last line; its batch
         // was not acknowledged and comes again, so the fragment goes.
         let size = drop_partial_line(&path).map_err(|e| io_err("repair", e))?;
         if size > 0 && size + buf.len() as u64 > self.max_file_bytes {
-            let first = rows.first().map_or(0, |r| r.seq);
             let rotated = self.dir.join(format!(
                 "{}-{}-{first}.ndjson",
                 source.table(),
@@ -81,9 +92,9 @@ impl FileSink {
             .append(true)
             .open(&path)
             .map_err(|e| io_err("open", e))?;
-        file.write_all(&buf).map_err(|e| io_err("write", e))?;
+        file.write_all(buf).map_err(|e| io_err("write", e))?;
         file.sync_data().map_err(|e| io_err("sync", e))?;
-        Ok(super::ack_all(rows, verdict))
+        Ok(())
     }
 }
 
@@ -153,19 +164,23 @@ mod tests {
         .collect()
     }
 
-    #[test]
-    fn a_partial_line_from_an_interrupted_write_is_dropped_before_appending() {
+    #[tokio::test]
+    async fn a_partial_line_from_an_interrupted_write_is_dropped_before_appending() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = FileSink::new(dir.path().to_path_buf(), 1 << 20).unwrap();
         let source = SourceKind::AuditLogs;
-        sink.send(source, &rows(source, 1..4), &mut |_| {}).unwrap();
+        sink.send(source, &rows(source, 1..4), &mut |_| {})
+            .await
+            .unwrap();
         // A crash in the middle of the next write.
         let path = sink.current_path(source);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"TimeGenerated":null,"id":"4","ev"#)
             .unwrap();
         drop(f);
-        sink.send(source, &rows(source, 4..6), &mut |_| {}).unwrap();
+        sink.send(source, &rows(source, 4..6), &mut |_| {})
+            .await
+            .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let ids: Vec<String> = text
             .lines()
@@ -179,17 +194,20 @@ mod tests {
         assert_eq!(ids, ["1", "2", "3", "4", "5"]);
         // A file that is nothing but a fragment is emptied.
         std::fs::write(&path, b"{\"id\":").unwrap();
-        sink.send(source, &rows(source, 6..7), &mut |_| {}).unwrap();
+        sink.send(source, &rows(source, 6..7), &mut |_| {})
+            .await
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
     }
 
-    #[test]
-    fn files_rotate_by_size_and_keep_every_line() {
+    #[tokio::test]
+    async fn files_rotate_by_size_and_keep_every_line() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = FileSink::new(dir.path().to_path_buf(), 4096).unwrap();
         let source = SourceKind::ContentLogs;
         for start in (0..200).step_by(10) {
             sink.send(source, &rows(source, start..start + 10), &mut |_| {})
+                .await
                 .unwrap();
         }
         let mut lines = 0;

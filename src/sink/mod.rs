@@ -7,7 +7,9 @@
 //! transaction that lets the offset pass it, so it does not block the rest; a failing
 //! destination only grows the backlog; batches are bounded (`batch_rows`), so memory does
 //! not grow with the backlog. Rows re-queued by `deadletter retry` are sent before the
-//! backlog, without moving the offset back.
+//! backlog, without moving the offset back. Store work is awaited through
+//! `StoreHandle`; what a sink acknowledges during `send` is written through an ordered
+//! `AckLane` that the loop awaits before it reads the next batch.
 
 mod file;
 mod line;
@@ -23,7 +25,7 @@ use tokio::sync::Notify;
 use crate::config::{SinkConfig, SinkKindConfig, SourceKind};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
-use crate::store::{OutboxRow, Store, StoreError};
+use crate::store::{AckLane, OutboxRow, StoreError, StoreHandle};
 
 pub use file::FileSink;
 pub use line::table_row_json;
@@ -93,7 +95,7 @@ impl Sink {
         verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
     ) -> Result<i64, SinkError> {
         match self {
-            Sink::File(s) => s.send(source, rows, verdict),
+            Sink::File(s) => s.send(source, rows, verdict).await,
             Sink::Stdout(s) => s.send(source, rows, verdict),
             Sink::Sentinel(s) => s.send(source, rows, verdict).await,
         }
@@ -119,11 +121,10 @@ fn ack_all(rows: &[OutboxRow], verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send))
 /// recorded in the store at once, and the delivery offset moves over the contiguous
 /// prefix of acknowledged rows. After a crash, rows acknowledged beyond the offset are
 /// recognised and not sent again, so a row is resent only if its batch was not
-/// acknowledged.
-struct AckTracker<'a> {
-    store: &'a Store,
-    sink: &'a str,
-    source: SourceKind,
+/// acknowledged. The callbacks cannot await: their writes go to an ordered [`AckLane`],
+/// which `deliver` awaits (`finish`) before it reads the next batch.
+struct AckTracker {
+    lane: AckLane,
     /// `_seq` of the rows read this round, ascending (all rows past the offset).
     seqs: Vec<i64>,
     /// Acknowledged `(first, last)` ranges past the offset.
@@ -135,25 +136,23 @@ struct AckTracker<'a> {
     rejected: Vec<i64>,
 }
 
-impl<'a> AckTracker<'a> {
-    fn new(
-        store: &'a Store,
-        sink: &'a str,
+impl AckTracker {
+    async fn new(
+        store: &StoreHandle,
+        sink: &str,
         source: SourceKind,
         offset: i64,
         rows: &[OutboxRow],
     ) -> Result<Self, StoreError> {
         let mut tracker = AckTracker {
-            store,
-            sink,
-            source,
+            lane: store.ack_lane(sink, source),
             seqs: rows.iter().map(|r| r.seq).collect(),
-            ranges: store.acked_ranges(sink, source)?,
+            ranges: store.acked_ranges(sink, source).await?,
             next: 0,
             offset,
             rejected: Vec::new(),
         };
-        tracker.advance()?;
+        tracker.advance();
         Ok(tracker)
     }
 
@@ -163,19 +162,13 @@ impl<'a> AckTracker<'a> {
 
     fn ack(&mut self, first: i64, last: i64) {
         self.ranges.push((first, last));
-        let result = self
-            .store
-            .record_acked(self.sink, self.source, first, last)
-            .and_then(|()| self.advance());
-        if let Err(e) = result {
-            // Not fatal: the rows are in the destination; at worst they are sent again.
-            tracing::error!(sink = %self.sink, source = %self.source, error = %e, "cannot record a delivery acknowledgement");
-        }
+        self.lane.record_acked(first, last);
+        self.advance();
     }
 
     /// Sets a row the destination will never accept aside and, in the same
-    /// transaction, lets the offset pass it. If that fails, the row stays before the
-    /// offset and is sent again.
+    /// transaction, lets the offset pass it. If that write fails, the lane applies none
+    /// after it: the row stays before the stored offset and is sent again.
     fn reject(&mut self, seq: i64, reason: &str) {
         self.ranges.push((seq, seq));
         let mut next = self.next;
@@ -183,35 +176,43 @@ impl<'a> AckTracker<'a> {
             next += 1;
         }
         let offset = (next > self.next).then(|| self.seqs[next - 1]);
-        match self
-            .store
-            .dead_letter(self.sink, self.source, &[(seq, reason.to_string())], offset)
-        {
-            Ok(()) => {
-                if let Some(offset) = offset {
-                    self.next = next;
-                    self.offset = offset;
-                }
-                self.rejected.push(seq);
-            }
-            Err(e) => {
-                self.ranges.pop();
-                tracing::error!(sink = %self.sink, source = %self.source, seq, error = %e, "cannot set a refused row aside; it is sent again");
-            }
+        self.lane
+            .dead_letter(vec![(seq, reason.to_string())], offset);
+        if let Some(offset) = offset {
+            self.next = next;
+            self.offset = offset;
         }
+        self.rejected.push(seq);
     }
 
-    fn advance(&mut self) -> Result<(), StoreError> {
+    fn advance(&mut self) {
         let before = self.next;
         while self.next < self.seqs.len() && self.covered(self.seqs[self.next]) {
             self.next += 1;
         }
         if self.next > before {
             self.offset = self.seqs[self.next - 1];
-            self.store
-                .advance_offset(self.sink, self.source, self.offset)?;
+            self.lane.advance_offset(self.offset);
         }
-        Ok(())
+    }
+
+    /// Waits for the queued writes; the offset and rows set aside as stored.
+    async fn finish(
+        self,
+        store: &StoreHandle,
+        sink: &str,
+        source: SourceKind,
+    ) -> Result<(i64, Vec<i64>), StoreError> {
+        match self.lane.finish().await {
+            Ok(()) => Ok((self.offset, self.rejected)),
+            Err(e) => {
+                // Not fatal: what was not recorded is sent again from the stored offset.
+                tracing::error!(sink = %sink, source = %source, error = %e, "cannot record a delivery acknowledgement or set a refused row aside; those rows are sent again");
+                let offset = store.delivered_offset(sink, source).await?;
+                let rejected = self.rejected.into_iter().filter(|&s| s <= offset).collect();
+                Ok((offset, rejected))
+            }
+        }
     }
 }
 
@@ -235,53 +236,40 @@ enum Requeued {
 async fn send_requeued(
     sink: &mut Sink,
     name: &str,
-    store: &Arc<Store>,
+    store: &StoreHandle,
     source: SourceKind,
     batch_rows: usize,
 ) -> Result<Requeued, SinkError> {
-    let reader = store.clone();
-    let sink_name = name.to_string();
-    let rows =
-        tokio::task::spawn_blocking(move || reader.requeued_rows(&sink_name, source, batch_rows))
-            .await
-            .expect("dead-letter read task panicked")
-            .map_err(|e| SinkError::transient(e.to_string()))?;
+    let rows = store
+        .requeued_rows(name, source, batch_rows)
+        .await
+        .map_err(|e| SinkError::transient(e.to_string()))?;
     if rows.is_empty() {
         return Ok(Requeued::None);
     }
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     let mut resolved: Vec<i64> = Vec::new();
-    let mut store_error = None;
+    // The callback cannot await: its writes are applied in order by the lane.
+    let lane = store.ack_lane(name, source);
     let result = sink
-        .send(source, &rows, &mut |verdict| {
-            let done = match verdict {
-                RowVerdict::Acked { first, last } => {
-                    let mut n = 0;
-                    let mut result = Ok(());
-                    for &seq in seqs.iter().filter(|s| (first..=last).contains(*s)) {
-                        resolved.push(seq);
-                        match store.clear_dead_letters(name, source, seq, seq) {
-                            Ok(k) => n += k,
-                            Err(e) => result = Err(e),
-                        }
-                    }
-                    if n > 0 {
-                        tracing::info!(sink = %name, source = %source, rows = n, "re-queued dead letters delivered");
-                    }
-                    result
-                }
-                RowVerdict::Rejected { seq, reason } => {
-                    resolved.push(seq);
-                    tracing::warn!(sink = %name, source = %source, seq, reason, "re-queued row refused again; set aside with the new reason");
-                    store.dead_letter(name, source, &[(seq, reason.to_string())], None)
-                }
-            };
-            if let Err(e) = done {
-                store_error = Some(e);
+        .send(source, &rows, &mut |verdict| match verdict {
+            RowVerdict::Acked { first, last } => {
+                let accepted: Vec<i64> = seqs
+                    .iter()
+                    .copied()
+                    .filter(|s| (first..=last).contains(s))
+                    .collect();
+                resolved.extend(&accepted);
+                lane.clear_dead_letters(accepted);
+            }
+            RowVerdict::Rejected { seq, reason } => {
+                resolved.push(seq);
+                tracing::warn!(sink = %name, source = %source, seq, reason, "re-queued row refused again; set aside with the new reason");
+                lane.dead_letter(vec![(seq, reason.to_string())], None);
             }
         })
         .await;
-    if let Some(e) = store_error {
+    if let Err(e) = lane.finish().await {
         return Err(SinkError::transient(e.to_string()));
     }
     match result {
@@ -296,7 +284,8 @@ async fn send_requeued(
                 .collect();
             tracing::warn!(sink = %name, source = %source, rows = back.len(), error = %e.message, "re-queued rows not delivered; set aside again with this reason");
             store
-                .dead_letter(name, source, &back, None)
+                .dead_letter(name, source, back, None)
+                .await
                 .map_err(|e| SinkError::transient(e.to_string()))?;
             Ok(Requeued::Sent)
         }
@@ -347,7 +336,7 @@ pub struct Delivery {
     pub name: String,
     pub sink: Sink,
     pub batch_rows: usize,
-    pub store: Arc<Store>,
+    pub store: StoreHandle,
     pub sources: Vec<SourceKind>,
     pub mode: DeliveryMode,
     /// Woken when collectors commit rows.
@@ -414,17 +403,13 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                     tracing::warn!(sink = %name, source = %source, error = %e.message, "re-queued dead letters not delivered; trying again later");
                 }
             }
-            let offset = store.delivered_offset(&name, source)?;
-            let reader = store.clone();
-            let rows =
-                tokio::task::spawn_blocking(move || reader.read_outbox(source, offset, batch_rows))
-                    .await
-                    .expect("outbox read task panicked")?;
+            let offset = store.delivered_offset(&name, source).await?;
+            let rows = store.read_outbox(source, offset, batch_rows).await?;
             if rows.is_empty() {
                 continue;
             }
             pending = true;
-            let mut tracker = AckTracker::new(&store, &name, source, offset, &rows)?;
+            let mut tracker = AckTracker::new(&store, &name, source, offset, &rows).await?;
             let todo: Vec<OutboxRow> = rows
                 .iter()
                 .filter(|r| !tracker.covered(r.seq))
@@ -447,15 +432,16 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                 })
                 .await
             };
-            if !tracker.rejected.is_empty() {
+            let (tracker_offset, rejected) = tracker.finish(&store, &name, source).await?;
+            if !rejected.is_empty() {
                 progressed = true;
             }
-            let delivered = tracker.offset - offset;
-            if tracker.offset > offset {
+            let delivered = tracker_offset - offset;
+            if tracker_offset > offset {
                 // Rows set aside are passed, not delivered.
                 let n = rows
                     .iter()
-                    .filter(|r| r.seq <= tracker.offset && !tracker.rejected.contains(&r.seq))
+                    .filter(|r| r.seq <= tracker_offset && !rejected.contains(&r.seq))
                     .count() as u64;
                 report.rows += n;
                 if let Some((_, total)) =
@@ -468,7 +454,7 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                 }
                 report.batches += 1;
                 progressed = true;
-                tracing::debug!(sink = %name, source = %source, rows = n, through = tracker.offset, "delivered");
+                tracing::debug!(sink = %name, source = %source, rows = n, through = tracker_offset, "delivered");
             }
             if delivered > 0 {
                 failing_since = None;
@@ -486,7 +472,7 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                         .get_or_insert_with(std::time::Instant::now)
                         .elapsed();
                     report.last_error = Some(e.message.clone());
-                    store.record_sink_error(&name, source, &e.message)?;
+                    store.record_sink_error(&name, source, &e.message).await?;
                     if let Some(t) = &telemetry {
                         let cause = if e.permanent {
                             "permanent"

@@ -17,7 +17,12 @@
 //!   and retention never deletes a row listed there.
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
 //!   columns could not all be derived is also listed in `partial_rows` (same transaction).
+//!
+//! [`Store`] is synchronous (CLI commands, tests, code already on a blocking thread);
+//! async code uses [`StoreHandle`] (`handle.rs`), which keeps SQLite off the runtime's
+//! worker threads.
 
+mod handle;
 mod schema;
 pub mod transform;
 
@@ -28,6 +33,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::config::SourceKind;
 use crate::timefmt::UnixMs;
+pub use handle::{AckLane, StoreHandle};
 pub use transform::Row;
 
 #[derive(Debug, thiserror::Error)]
@@ -350,46 +356,18 @@ impl Store {
         &self.path
     }
 
-    /// The source's checkpoint, if it ever collected.
+    /// The source's checkpoint, if it ever collected (read on the writer connection: what
+    /// this process last wrote).
     pub fn load_checkpoint(&self, source: SourceKind) -> Result<Option<Checkpoint>, StoreError> {
         let conn = self.writer.lock().expect("store writer lock");
-        conn.query_row(
-            "SELECT watermark_ms, watermark_polled_ms, window_from_ms, window_to_ms,
-                    window_started_ms, cursor, pages_total, requests_total,
-                    last_success_ms, last_error, last_error_ms, window_read_through_ms,
-                    last_sweep_ms
-             FROM checkpoints WHERE source = ?1",
-            [source.name()],
-            |r| {
-                let from: Option<i64> = r.get(2)?;
-                let to: Option<i64> = r.get(3)?;
-                let started: Option<i64> = r.get(4)?;
-                let window = match (from, to) {
-                    (Some(from), Some(to)) => Some(WindowProgress {
-                        from: UnixMs(from),
-                        to: UnixMs(to),
-                        started: UnixMs(started.unwrap_or(from)),
-                        read_through: r.get::<_, Option<i64>>(11)?.map(UnixMs),
-                        cursor: r.get(5)?,
-                    }),
-                    _ => None,
-                };
-                Ok(Checkpoint {
-                    source,
-                    watermark: UnixMs(r.get(0)?),
-                    watermark_polled: UnixMs(r.get(1)?),
-                    last_sweep: r.get::<_, Option<i64>>(12)?.map(UnixMs),
-                    window,
-                    pages_total: r.get(6)?,
-                    requests_total: r.get(7)?,
-                    last_success: r.get::<_, Option<i64>>(8)?.map(UnixMs),
-                    last_error: r.get(9)?,
-                    last_error_at: r.get::<_, Option<i64>>(10)?.map(UnixMs),
-                })
-            },
-        )
-        .optional()
-        .map_err(sql("reading a checkpoint"))
+        read_checkpoint(&conn, source)
+    }
+
+    /// The source's checkpoint as last committed, read on the reader connection, so it
+    /// never waits behind a write (metrics).
+    pub fn observe_checkpoint(&self, source: SourceKind) -> Result<Option<Checkpoint>, StoreError> {
+        let conn = self.reader.lock().expect("store reader lock");
+        read_checkpoint(&conn, source)
     }
 
     /// Saves a checkpoint on its own (a new window, a restarted window).
@@ -851,6 +829,50 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// A source's checkpoint on `conn`.
+fn read_checkpoint(
+    conn: &Connection,
+    source: SourceKind,
+) -> Result<Option<Checkpoint>, StoreError> {
+    conn.query_row(
+        "SELECT watermark_ms, watermark_polled_ms, window_from_ms, window_to_ms,
+                window_started_ms, cursor, pages_total, requests_total,
+                last_success_ms, last_error, last_error_ms, window_read_through_ms,
+                last_sweep_ms
+         FROM checkpoints WHERE source = ?1",
+        [source.name()],
+        |r| {
+            let from: Option<i64> = r.get(2)?;
+            let to: Option<i64> = r.get(3)?;
+            let started: Option<i64> = r.get(4)?;
+            let window = match (from, to) {
+                (Some(from), Some(to)) => Some(WindowProgress {
+                    from: UnixMs(from),
+                    to: UnixMs(to),
+                    started: UnixMs(started.unwrap_or(from)),
+                    read_through: r.get::<_, Option<i64>>(11)?.map(UnixMs),
+                    cursor: r.get(5)?,
+                }),
+                _ => None,
+            };
+            Ok(Checkpoint {
+                source,
+                watermark: UnixMs(r.get(0)?),
+                watermark_polled: UnixMs(r.get(1)?),
+                last_sweep: r.get::<_, Option<i64>>(12)?.map(UnixMs),
+                window,
+                pages_total: r.get(6)?,
+                requests_total: r.get(7)?,
+                last_success: r.get::<_, Option<i64>>(8)?.map(UnixMs),
+                last_error: r.get(9)?,
+                last_error_at: r.get::<_, Option<i64>>(10)?.map(UnixMs),
+            })
+        },
+    )
+    .optional()
+    .map_err(sql("reading a checkpoint"))
 }
 
 /// How many stored rows of a source have only some columns derived.

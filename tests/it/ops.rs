@@ -2,6 +2,7 @@
 //! `/metrics`, `/healthz` and `/readyz` endpoints of `run`.
 
 use std::process::Output;
+use std::time::Duration;
 
 use mirotrail::emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, CONTENT_DCR};
 use mirotrail::timefmt::UnixMs;
@@ -765,4 +766,85 @@ async fn metrics_count_items_stored_partially_derived() {
     assert_eq!(must(&m, series), hostile as f64);
     assert!(run.stderr().contains("only some columns derived"));
     run.stop().await;
+}
+
+/// Another program (a sqlite3 shell, a backup) holds the store's write lock for seconds
+/// while `run` collects and delivers to three sinks: every store call waits off the
+/// runtime's worker threads, so `/healthz` and `/metrics` keep answering promptly, and
+/// collection and delivery go on once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_on_the_store_does_not_stall_the_runtime() {
+    let now = UnixMs::now();
+    // Events keep arriving during the test.
+    let env = Env::start(org(
+        6000,
+        600,
+        now.minus(minutes(10)),
+        now.plus(minutes(10)),
+    ))
+    .await;
+    let fast = "initial_lookback = \"15m\"\nsettle_lag = \"0s\"\noverlap = \"5s\"\npoll_interval = \"1s\"\n";
+    let cfg = env.config(&format!(
+        "[service]\nlisten = \"127.0.0.1:0\"\n\
+         [sources.audit_logs]\n{fast}[sources.content_logs]\nenabled = true\n{fast}\
+         [sinks.a]\ntype = \"file\"\npath = \"a\"\n\
+         [sinks.b]\ntype = \"file\"\npath = \"b\"\n\
+         [sinks.c]\ntype = \"file\"\npath = \"c\"\n"
+    ));
+    let run = Running::start(&env, &cfg, TOKEN).await;
+    let delivered = |m: &str| {
+        sample(
+            m,
+            "mirotrail_sink_delivered_rows_total{sink=\"a\",source=\"audit_logs\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    run.wait_for("/metrics", |_, m| delivered(m) > 0.0).await;
+
+    let hold = Duration::from_secs(5);
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let db = env.db();
+    let locker = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(hold);
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    tokio::task::spawn_blocking(move || locked_rx.recv().unwrap())
+        .await
+        .unwrap();
+    let locked_at = std::time::Instant::now();
+    let mut slowest = (Duration::ZERO, "");
+    let mut requests = 0;
+    while locked_at.elapsed() < hold - Duration::from_millis(500) {
+        for path in ["/healthz", "/metrics"] {
+            let t = std::time::Instant::now();
+            let (status, _) = run.get(path).await;
+            assert_eq!(status, 200, "{path}");
+            slowest = slowest.max((t.elapsed(), path));
+            requests += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::task::spawn_blocking(move || locker.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        slowest.0 < Duration::from_millis(1500),
+        "{} took {:?} while the store was locked ({requests} requests)\n{}",
+        slowest.1,
+        slowest.0,
+        run.stderr()
+    );
+    // Collection and delivery go on after the lock is released, nothing failed.
+    let before = delivered(&run.get("/metrics").await.1);
+    run.wait_for("/metrics", |_, m| delivered(m) > before).await;
+    assert!(
+        !run.stderr().contains("ERROR"),
+        "an error while the store was locked:\n{}",
+        run.stderr()
+    );
+    assert!(run.stop().await.success());
 }

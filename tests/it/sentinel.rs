@@ -14,7 +14,7 @@ use mirotrail::emulator::azure::{
 };
 use mirotrail::sink::sentinel::SentinelSink;
 use mirotrail::sink::{Delivery, DeliveryMode, DeliveryReport, Sink, deliver};
-use mirotrail::store::{Checkpoint, OutboxRow, Store, transform};
+use mirotrail::store::{Checkpoint, OutboxRow, Store, StoreHandle, transform};
 use mirotrail::timefmt::UnixMs;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -196,7 +196,7 @@ async fn drain(w: &World, sink: SentinelSink, batch_rows: usize) -> DeliveryRepo
                 name: SINK.into(),
                 sink: Sink::Sentinel(Box::new(sink)),
                 batch_rows,
-                store: w.store.clone(),
+                store: StoreHandle::new(w.store.clone()),
                 sources: SourceKind::ALL.to_vec(),
                 mode: DeliveryMode::Drain {
                     collectors_done: Arc::new(AtomicBool::new(true)),
@@ -488,7 +488,7 @@ async fn a_10mb_record_is_set_aside_and_the_rest_is_delivered() {
     assert!(line.contains(" 1 "), "{status}");
     let telemetry = mirotrail::service::Telemetry::new(
         &config,
-        w.store.clone(),
+        StoreHandle::new(w.store.clone()),
         Arc::new(mirotrail::miro::CreditBudget::new(100_000, 0.5)),
     );
     let metrics = telemetry.render();
