@@ -53,7 +53,7 @@ impl FileSink {
         source: SourceKind,
         rows: &[OutboxRow],
         verdict: &mut (dyn FnMut(super::RowVerdict<'_>) + Send),
-    ) -> Result<i64, SinkError> {
+    ) -> Result<(), SinkError> {
         let path = self.current_path(source);
         let io_err = |what: &str, e: std::io::Error| {
             SinkError::transient(format!("cannot {what} {}: {e}", path.display()))
@@ -83,7 +83,8 @@ impl FileSink {
             .map_err(|e| io_err("open", e))?;
         file.write_all(&buf).map_err(|e| io_err("write", e))?;
         file.sync_data().map_err(|e| io_err("sync", e))?;
-        Ok(super::ack_all(rows, verdict))
+        super::ack_all(rows, verdict);
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@
 //! not grow with the backlog. Rows re-queued by `deadletter retry` are sent before the
 //! backlog, without moving the offset back.
 
+mod ack;
 mod file;
 mod line;
 pub mod sentinel;
@@ -25,6 +26,7 @@ use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
 use crate::store::{OutboxRow, Store, StoreError};
 
+pub use ack::{AckLedger, AckUpdate};
 pub use file::FileSink;
 pub use line::table_row_json;
 pub use sentinel::SentinelSink;
@@ -85,13 +87,14 @@ impl Sink {
 
     /// Sends rows of one source, in `_seq` order, calling `verdict` for each run of rows
     /// the destination acknowledged and each row it will never accept, as soon as it
-    /// knows (in any order). Returns the highest `_seq` of the contiguous prefix done with.
+    /// knows (in any order). `Err` means the first rows were not done with: the sink
+    /// made no progress and the error says why.
     pub async fn send(
         &mut self,
         source: SourceKind,
         rows: &[OutboxRow],
         verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
-    ) -> Result<i64, SinkError> {
+    ) -> Result<(), SinkError> {
         match self {
             Sink::File(s) => s.send(source, rows, verdict),
             Sink::Stdout(s) => s.send(source, rows, verdict),
@@ -100,37 +103,25 @@ impl Sink {
     }
 }
 
-/// Acknowledges all of `rows` at once (sinks that confirm a whole batch); returns the
-/// last `_seq`.
-fn ack_all(rows: &[OutboxRow], verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send)) -> i64 {
-    match (rows.first(), rows.last()) {
-        (Some(first), Some(last)) => {
-            verdict(RowVerdict::Acked {
-                first: first.seq,
-                last: last.seq,
-            });
-            last.seq
-        }
-        _ => 0,
+/// Acknowledges all of `rows` at once (sinks that confirm a whole batch).
+fn ack_all(rows: &[OutboxRow], verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send)) {
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        verdict(RowVerdict::Acked {
+            first: first.seq,
+            last: last.seq,
+        });
     }
 }
 
-/// Turns acknowledgements into durable progress: each acknowledged run of rows is
-/// recorded in the store at once, and the delivery offset moves over the contiguous
-/// prefix of acknowledged rows. After a crash, rows acknowledged beyond the offset are
-/// recognised and not sent again, so a row is resent only if its batch was not
-/// acknowledged.
+/// Turns acknowledgements into durable progress: the ledger (`ack`) decides, the store
+/// persists what it returns at once (each acknowledged run of rows, and the offset when
+/// it moves). After a crash, rows acknowledged beyond the offset are recognised and not
+/// sent again, so a row is resent only if its batch was not acknowledged.
 struct AckTracker<'a> {
     store: &'a Store,
     sink: &'a str,
     source: SourceKind,
-    /// `_seq` of the rows read this round, ascending (all rows past the offset).
-    seqs: Vec<i64>,
-    /// Acknowledged `(first, last)` ranges past the offset.
-    ranges: Vec<(i64, i64)>,
-    /// Index in `seqs` of the first row not yet behind the offset.
-    next: usize,
-    offset: i64,
+    ledger: AckLedger,
     /// `_seq` of the rows set aside this round.
     rejected: Vec<i64>,
 }
@@ -143,30 +134,28 @@ impl<'a> AckTracker<'a> {
         offset: i64,
         rows: &[OutboxRow],
     ) -> Result<Self, StoreError> {
-        let mut tracker = AckTracker {
+        let mut ledger = AckLedger::new(offset, store.acked_ranges(sink, source)?);
+        if let Some(offset) = ledger.read(rows.iter().map(|r| r.seq)) {
+            store.advance_offset(sink, source, offset)?;
+        }
+        Ok(AckTracker {
             store,
             sink,
             source,
-            seqs: rows.iter().map(|r| r.seq).collect(),
-            ranges: store.acked_ranges(sink, source)?,
-            next: 0,
-            offset,
+            ledger,
             rejected: Vec::new(),
-        };
-        tracker.advance()?;
-        Ok(tracker)
-    }
-
-    fn covered(&self, seq: i64) -> bool {
-        self.ranges.iter().any(|&(a, b)| a <= seq && seq <= b)
+        })
     }
 
     fn ack(&mut self, first: i64, last: i64) {
-        self.ranges.push((first, last));
+        let update = self.ledger.ack(first, last);
         let result = self
             .store
             .record_acked(self.sink, self.source, first, last)
-            .and_then(|()| self.advance());
+            .and_then(|()| match update.offset {
+                Some(offset) => self.store.advance_offset(self.sink, self.source, offset),
+                None => Ok(()),
+            });
         if let Err(e) = result {
             // Not fatal: the rows are in the destination; at worst they are sent again.
             tracing::error!(sink = %self.sink, source = %self.source, error = %e, "cannot record a delivery acknowledgement");
@@ -174,44 +163,24 @@ impl<'a> AckTracker<'a> {
     }
 
     /// Sets a row the destination will never accept aside and, in the same
-    /// transaction, lets the offset pass it. If that fails, the row stays before the
-    /// offset and is sent again.
+    /// transaction, lets the offset pass it (a row set aside counts as passed). If that
+    /// fails, the row stays before the offset and is sent again.
     fn reject(&mut self, seq: i64, reason: &str) {
-        self.ranges.push((seq, seq));
-        let mut next = self.next;
-        while next < self.seqs.len() && self.covered(self.seqs[next]) {
-            next += 1;
-        }
-        let offset = (next > self.next).then(|| self.seqs[next - 1]);
-        match self
-            .store
-            .dead_letter(self.sink, self.source, &[(seq, reason.to_string())], offset)
-        {
+        let (next, update) = self.ledger.try_ack(seq, seq);
+        match self.store.dead_letter(
+            self.sink,
+            self.source,
+            &[(seq, reason.to_string())],
+            update.offset,
+        ) {
             Ok(()) => {
-                if let Some(offset) = offset {
-                    self.next = next;
-                    self.offset = offset;
-                }
+                self.ledger = next;
                 self.rejected.push(seq);
             }
             Err(e) => {
-                self.ranges.pop();
                 tracing::error!(sink = %self.sink, source = %self.source, seq, error = %e, "cannot set a refused row aside; it is sent again");
             }
         }
-    }
-
-    fn advance(&mut self) -> Result<(), StoreError> {
-        let before = self.next;
-        while self.next < self.seqs.len() && self.covered(self.seqs[self.next]) {
-            self.next += 1;
-        }
-        if self.next > before {
-            self.offset = self.seqs[self.next - 1];
-            self.store
-                .advance_offset(self.sink, self.source, self.offset)?;
-        }
-        Ok(())
     }
 }
 
@@ -285,7 +254,7 @@ async fn send_requeued(
         return Err(SinkError::transient(e.to_string()));
     }
     match result {
-        Ok(_) => Ok(Requeued::Sent),
+        Ok(()) => Ok(Requeued::Sent),
         Err(e) if e.permanent => {
             // Retrying cannot help until something changes: the rows not sent go back to
             // the list with this reason (the user asked for them; they see why).
@@ -427,11 +396,11 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             let mut tracker = AckTracker::new(&store, &name, source, offset, &rows)?;
             let todo: Vec<OutboxRow> = rows
                 .iter()
-                .filter(|r| !tracker.covered(r.seq))
+                .filter(|r| !tracker.ledger.is_acked(r.seq))
                 .cloned()
                 .collect();
             let result = if todo.is_empty() {
-                Ok(tracker.offset)
+                Ok(())
             } else {
                 sink.send(source, &todo, &mut |verdict| match verdict {
                     RowVerdict::Acked { first, last } => tracker.ack(first, last),
@@ -450,12 +419,14 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             if !tracker.rejected.is_empty() {
                 progressed = true;
             }
-            let delivered = tracker.offset - offset;
-            if tracker.offset > offset {
+            let delivered = tracker.ledger.offset() - offset;
+            if tracker.ledger.offset() > offset {
                 // Rows set aside are passed, not delivered.
                 let n = rows
                     .iter()
-                    .filter(|r| r.seq <= tracker.offset && !tracker.rejected.contains(&r.seq))
+                    .filter(|r| {
+                        r.seq <= tracker.ledger.offset() && !tracker.rejected.contains(&r.seq)
+                    })
                     .count() as u64;
                 report.rows += n;
                 if let Some((_, total)) =
@@ -468,13 +439,13 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                 }
                 report.batches += 1;
                 progressed = true;
-                tracing::debug!(sink = %name, source = %source, rows = n, through = tracker.offset, "delivered");
+                tracing::debug!(sink = %name, source = %source, rows = n, through = tracker.ledger.offset(), "delivered");
             }
             if delivered > 0 {
                 failing_since = None;
             }
             match result {
-                Ok(_) => {
+                Ok(()) => {
                     if delivered > 0 {
                         failures_in_row = 0;
                     }

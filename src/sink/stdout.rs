@@ -15,7 +15,7 @@ impl StdoutSink {
         source: SourceKind,
         rows: &[OutboxRow],
         verdict: &mut (dyn FnMut(super::RowVerdict<'_>) + Send),
-    ) -> Result<i64, SinkError> {
+    ) -> Result<(), SinkError> {
         let mut out = String::new();
         for row in rows {
             out.push_str(&table_row_json(source, row));
@@ -39,6 +39,7 @@ impl StdoutSink {
                     SinkError::transient(format!("cannot write to standard output: {e}"))
                 }
             })?;
-        Ok(super::ack_all(rows, verdict))
+        super::ack_all(rows, verdict);
+        Ok(())
     }
 }
