@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{SinkError, line::table_row_json};
-use crate::config::SourceKind;
+use crate::source::SourceKind;
 use crate::store::OutboxRow;
 use crate::timefmt::UnixMs;
 

@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::config::{SinkConfig, SinkKindConfig, SourceKind};
+use crate::config::{SinkConfig, SinkKindConfig};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
+use crate::source::SourceKind;
 use crate::store::{OutboxRow, Store, StoreError};
 
 pub use ack::{AckLedger, AckUpdate};

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{SinkError, line::table_row_json};
-use crate::config::SourceKind;
+use crate::source::SourceKind;
 use crate::store::OutboxRow;
 
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@ use std::ops::Range;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::config::SourceKind;
+use crate::source::SourceKind;
 use crate::store::OutboxRow;
 use crate::store::transform::{kql_tostring, stream_record};
 

@@ -34,7 +34,7 @@ pub use config::{
 };
 
 use super::{RowVerdict, SinkError};
-use crate::config::SourceKind;
+use crate::source::SourceKind;
 use crate::store::OutboxRow;
 pub use upload::ProbeOutcome;
 use upload::{ChunkOutcome, Target, UploadStats, Uploader};
