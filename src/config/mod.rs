@@ -41,6 +41,7 @@ pub enum ConfigError {
     Secret(String),
 }
 
+pub use crate::sink::SinkKindConfig;
 pub use crate::source::SourceKind;
 
 /// Where the Miro token comes from.
@@ -105,17 +106,6 @@ pub enum SinkStart {
     Beginning,
     /// Only rows stored after the sink's first start.
     Now,
-}
-
-#[derive(Debug, Clone)]
-pub enum SinkKindConfig {
-    File {
-        dir: PathBuf,
-        max_file_bytes: u64,
-    },
-    Stdout,
-    /// `azure_logs_ingestion`: Microsoft Sentinel.
-    Sentinel(Box<crate::sink::sentinel::SentinelConfig>),
 }
 
 /// Log output format on standard error.

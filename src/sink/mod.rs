@@ -1,5 +1,14 @@
+//! Sinks and delivery.
+//!
+//! A destination implements the [`Sink`] trait and owns its config: its keys as written
+//! (a raw type), their validation, and its validated settings. The registry below
+//! (`RawSink`, `SinkKindConfig`, `RawSink::validate`, [`build`]) is the one place that
+//! lists the destinations.
+//!
 //! Delivery: one task per sink reads stored rows past the sink's offset, hands them to
-//! the sink, and advances the offset only over what the sink acknowledged.
+//! the sink, and advances the offset only over what the sink acknowledged. How far it may
+//! move is decided by one pure ack ledger ([`AckLedger`], `ack.rs`); the task persists
+//! what the ledger returns.
 //!
 //! Invariants: the offset never passes a row the sink did not confirm or set aside, so
 //! every stored row reaches every sink at least once or is listed in its dead letters; a
@@ -8,6 +17,17 @@
 //! destination only grows the backlog; batches are bounded (`batch_rows`), so memory does
 //! not grow with the backlog. Rows re-queued by `deadletter retry` are sent before the
 //! backlog, without moving the offset back.
+//!
+//! Adding a destination: its own folder `src/sink/NAME/` plus two existing source files
+//! (and its keys documented in README.md, "Configuration"):
+//! 1. `src/sink/NAME/mod.rs`: the raw keys (`#[derive(Deserialize)]`,
+//!    `deny_unknown_fields`, with `batch_rows` and `start`), a `validate` returning a
+//!    `ValidatedSink`, the sink type and its `impl Sink` (report each acknowledged run
+//!    and each row refused for good through the verdict callback; `stdout.rs` is the
+//!    smallest example).
+//! 2. Here: `mod NAME;`, a `RawSink` variant (its `type`), a `SinkKindConfig` variant,
+//!    and one arm each in `RawSink::validate` and [`build`].
+//! 3. `src/check.rs`: what `mirotrail check` verifies for it (one arm).
 
 mod ack;
 mod file;
@@ -15,13 +35,17 @@ mod line;
 pub mod sentinel;
 mod stdout;
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use serde::Deserialize;
 use tokio::sync::Notify;
 
-use crate::config::{SinkConfig, SinkKindConfig};
+use crate::config::{ConfigError, SinkConfig};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
 use crate::source::SourceKind;
@@ -29,9 +53,11 @@ use crate::store::{OutboxRow, Store, StoreError};
 
 pub use ack::{AckLedger, AckUpdate};
 pub use file::FileSink;
+pub use file::RawFileSink;
 pub use line::table_row_json;
 pub use sentinel::SentinelSink;
-pub use stdout::StdoutSink;
+use sentinel::{RawSentinelSink, SentinelConfig};
+pub use stdout::{RawStdoutSink, StdoutSink};
 
 /// What a sink reports about rows it was handed, as soon as it knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,44 +90,118 @@ impl SinkError {
     }
 }
 
-/// The configured destinations.
-#[derive(Debug)]
-pub enum Sink {
-    File(FileSink),
-    Stdout(StdoutSink),
-    Sentinel(Box<SentinelSink>),
-}
+/// The future a sink's `send` returns.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
-impl Sink {
-    pub fn from_config(config: &SinkConfig) -> Result<Sink, SinkError> {
-        Ok(match &config.kind {
-            SinkKindConfig::File {
-                dir,
-                max_file_bytes,
-            } => Sink::File(FileSink::new(dir.clone(), *max_file_bytes)?),
-            SinkKindConfig::Stdout => Sink::Stdout(StdoutSink),
-            SinkKindConfig::Sentinel(c) => {
-                Sink::Sentinel(Box::new(SentinelSink::new((**c).clone())?))
-            }
-        })
-    }
-
+/// A destination. The delivery task owns one per configured sink and hands it rows.
+pub trait Sink: Send + std::fmt::Debug {
     /// Sends rows of one source, in `_seq` order, calling `verdict` for each run of rows
     /// the destination acknowledged and each row it will never accept, as soon as it
     /// knows (in any order). `Err` means the first rows were not done with: the sink
-    /// made no progress and the error says why.
-    pub async fn send(
-        &mut self,
+    /// made no progress and the error says why. The delivery task's ack ledger
+    /// (`ack`) decides how far the offset moves; a sink never tracks that itself.
+    fn send<'a>(
+        &'a mut self,
         source: SourceKind,
-        rows: &[OutboxRow],
-        verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
-    ) -> Result<(), SinkError> {
-        match self {
-            Sink::File(s) => s.send(source, rows, verdict),
-            Sink::Stdout(s) => s.send(source, rows, verdict),
-            Sink::Sentinel(s) => s.send(source, rows, verdict).await,
+        rows: &'a [OutboxRow],
+        verdict: &'a mut (dyn FnMut(RowVerdict<'_>) + Send),
+    ) -> SendFuture<'a>;
+}
+
+// The registry: every destination is one variant of `RawSink` (its `type`), one of
+// `SinkKindConfig`, and one arm in each match below.
+
+/// `[sinks.NAME]` as written, tagged by `type`; each destination's keys are documented
+/// on its raw type.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum RawSink {
+    /// Rotating NDJSON files, one per stream.
+    #[serde(rename = "file")]
+    File(file::RawFileSink),
+    /// NDJSON on standard output.
+    #[serde(rename = "stdout")]
+    Stdout(stdout::RawStdoutSink),
+    /// Microsoft Sentinel through the Azure Monitor Logs Ingestion API.
+    #[serde(rename = "azure_logs_ingestion")]
+    AzureLogsIngestion(Box<RawSentinelSink>),
+}
+
+/// A sink's destination-specific settings, validated.
+#[derive(Debug, Clone)]
+pub enum SinkKindConfig {
+    File {
+        dir: PathBuf,
+        max_file_bytes: u64,
+    },
+    Stdout,
+    /// `azure_logs_ingestion`: Microsoft Sentinel.
+    Sentinel(Box<SentinelConfig>),
+}
+
+/// What validating a sink's keys may use.
+pub(crate) struct SinkContext<'a> {
+    /// The sink's name (`[sinks.NAME]`), for keys in errors.
+    pub name: &'a str,
+    /// The enabled sources.
+    pub enabled: &'a [SourceKind],
+    /// The config file, for errors.
+    pub path: &'a Path,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Makes a path from the file relative to the file's folder.
+    pub resolve: &'a dyn Fn(&Path) -> PathBuf,
+}
+
+impl SinkContext<'_> {
+    /// An error about the key `sinks.NAME.key`.
+    pub fn invalid(&self, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: format!("sinks.{}.{key}", self.name),
+            message,
         }
     }
+}
+
+/// The keys every sink has, as written, beside its validated settings.
+pub(crate) struct ValidatedSink {
+    pub kind: SinkKindConfig,
+    pub batch_rows: Option<usize>,
+    pub start: Option<String>,
+}
+
+impl RawSink {
+    /// Validates the destination's own keys.
+    pub(crate) fn validate(self, cx: &SinkContext<'_>) -> Result<ValidatedSink, ConfigError> {
+        match self {
+            RawSink::File(raw) => file::validate(raw, cx),
+            RawSink::Stdout(raw) => Ok(stdout::validate(raw)),
+            RawSink::AzureLogsIngestion(mut raw) => {
+                let batch_rows = raw.batch_rows;
+                let start = raw.start.take();
+                let config = sentinel::validate_config(
+                    *raw, cx.name, cx.enabled, cx.path, cx.env, cx.resolve,
+                )?;
+                Ok(ValidatedSink {
+                    kind: SinkKindConfig::Sentinel(Box::new(config)),
+                    batch_rows,
+                    start,
+                })
+            }
+        }
+    }
+}
+
+/// Builds the configured destination.
+pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match &config.kind {
+        SinkKindConfig::File {
+            dir,
+            max_file_bytes,
+        } => Box::new(FileSink::new(dir.clone(), *max_file_bytes)?),
+        SinkKindConfig::Stdout => Box::new(StdoutSink),
+        SinkKindConfig::Sentinel(c) => Box::new(SentinelSink::new((**c).clone())?),
+    })
 }
 
 /// Acknowledges all of `rows` at once (sinks that confirm a whole batch).
@@ -203,7 +303,7 @@ enum Requeued {
 /// touching the offset): an accepted row leaves the dead letters, a refused one goes back
 /// with its new reason.
 async fn send_requeued(
-    sink: &mut Sink,
+    sink: &mut dyn Sink,
     name: &str,
     store: &Arc<Store>,
     source: SourceKind,
@@ -315,7 +415,7 @@ pub struct DeliveryReport {
 #[derive(Debug)]
 pub struct Delivery {
     pub name: String,
-    pub sink: Sink,
+    pub sink: Box<dyn Sink>,
     pub batch_rows: usize,
     pub store: Arc<Store>,
     pub sources: Vec<SourceKind>,
@@ -371,7 +471,7 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             if shutdown.is_set() {
                 return Ok(report);
             }
-            match send_requeued(&mut sink, &name, &store, source, batch_rows).await {
+            match send_requeued(sink.as_mut(), &name, &store, source, batch_rows).await {
                 Ok(Requeued::None) => {}
                 Ok(Requeued::Sent) => {
                     pending = true;

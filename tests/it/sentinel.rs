@@ -193,14 +193,14 @@ fn sentinel(config: &Config) -> SentinelSink {
 /// not hand over rows acknowledged before and returns the offset (the contiguous prefix
 /// of rows acknowledged or refused for good).
 struct Ledgered {
-    sink: Sink,
+    sink: SentinelSink,
     ledger: AckLedger,
 }
 
 impl Ledgered {
     fn new(sink: SentinelSink) -> Self {
         Ledgered {
-            sink: Sink::Sentinel(Box::new(sink)),
+            sink,
             ledger: AckLedger::new(0, []),
         }
     }
@@ -233,7 +233,7 @@ async fn drain(w: &World, sink: SentinelSink, batch_rows: usize) -> DeliveryRepo
         deliver(
             Delivery {
                 name: SINK.into(),
-                sink: Sink::Sentinel(Box::new(sink)),
+                sink: Box::new(sink),
                 batch_rows,
                 store: w.store.clone(),
                 sources: SourceKind::ALL.to_vec(),

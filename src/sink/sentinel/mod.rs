@@ -33,7 +33,7 @@ pub use config::{
     SecretSource, SentinelConfig, is_dcr_immutable_id,
 };
 
-use super::{RowVerdict, SinkError};
+use super::{RowVerdict, SendFuture, Sink, SinkError};
 use crate::source::SourceKind;
 use crate::store::OutboxRow;
 pub use upload::ProbeOutcome;
@@ -146,7 +146,7 @@ impl SentinelSink {
     /// Sends rows of one source (in `_seq` order), reporting each acknowledged run and
     /// each row refused for good through `verdict`. `Err` when the first chunk got
     /// nothing done; a failure after that is logged and its rows come again.
-    pub async fn send(
+    async fn send_rows(
         &mut self,
         source: SourceKind,
         rows: &[OutboxRow],
@@ -230,6 +230,17 @@ impl SentinelSink {
             }
             Some(e) => Err(e),
         }
+    }
+}
+
+impl Sink for SentinelSink {
+    fn send<'a>(
+        &'a mut self,
+        source: SourceKind,
+        rows: &'a [OutboxRow],
+        verdict: &'a mut (dyn FnMut(RowVerdict<'_>) + Send),
+    ) -> SendFuture<'a> {
+        Box::pin(self.send_rows(source, rows, verdict))
     }
 }
 
