@@ -267,10 +267,11 @@ async fn refused_third_chunk() -> (World, Vec<OutboxRow>, Config) {
     .await;
     fill(&w, SourceKind::AuditLogs, 60, 100);
     let rows = stored(&w, SourceKind::AuditLogs);
-    let len =
-        serde_json::to_vec(&transform::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap())
-            .unwrap()
-            .len();
+    let len = serde_json::to_vec(
+        &mirotrail::sink::sentinel::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap(),
+    )
+    .unwrap()
+    .len();
     let config = sink_config(
         &w,
         &w.azure_config.client_secret,

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+pub use batch::stream_record;
 pub(crate) use config::validate as validate_config;
 pub use config::{
     AzureAuth, Cloud, DcrTarget, MAX_BATCH_BYTES, ManagedIdentityEndpoint, RawSentinelSink,
