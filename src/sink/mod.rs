@@ -23,7 +23,7 @@
 //! 1. `src/sink/NAME/mod.rs`: the raw keys (`#[derive(Deserialize)]`,
 //!    `deny_unknown_fields`, with `batch_rows` and `start`), a `validate` returning a
 //!    `ValidatedSink`, the sink type and its `impl Sink` (report each acknowledged run
-//!    and each row refused for good through the verdict callback; `stdout.rs` is the
+//!    and each row refused for good through the verdict callback; `stdout/` is the
 //!    smallest example).
 //! 2. Here: `mod NAME;`, a `RawSink` variant (its `type`), a `SinkKindConfig` variant,
 //!    and one arm each in `RawSink::validate` and [`build`].

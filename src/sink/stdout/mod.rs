@@ -1,7 +1,8 @@
 //! The `stdout` sink: NDJSON table rows on standard output, for piping into any shipper.
 //!
 //! The smallest destination, and the model for a new one: its config (`RawStdoutSink`,
-//! `validate`), its `Sink` implementation, and one registration in `sink/mod.rs`.
+//! `validate`), its `Sink` implementation, and its registration in `sink/mod.rs` (see
+//! the recipe there).
 
 use std::io::Write;
 
