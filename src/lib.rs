@@ -18,5 +18,6 @@ pub mod private;
 pub mod service;
 pub mod shutdown;
 pub mod sink;
+pub mod source;
 pub mod store;
 pub mod timefmt;

@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError, SinkStart, SourceKind};
 use crate::miro::{CreditBudget, MiroClient};
 use crate::service::{self, Telemetry};
 use crate::shutdown::Shutdown;
-use crate::sink::{Delivery, DeliveryMode, DeliveryReport, Sink, deliver};
+use crate::sink::{Delivery, DeliveryMode, DeliveryReport, deliver};
 use crate::store::{StoreError, StoreHandle};
 use crate::timefmt::UnixMs;
 
@@ -112,7 +112,7 @@ pub async fn run(
     let token = config.load_miro_token()?;
     let mut sinks = Vec::new();
     for sink in &config.sinks {
-        let built = Sink::from_config(sink).map_err(|e| StartError::Sink {
+        let built = crate::sink::build(sink).map_err(|e| StartError::Sink {
             name: sink.name.clone(),
             message: e.message,
         })?;

@@ -41,59 +41,8 @@ pub enum ConfigError {
     Secret(String),
 }
 
-/// The two Miro log sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SourceKind {
-    AuditLogs,
-    ContentLogs,
-}
-
-impl SourceKind {
-    pub const ALL: [SourceKind; 2] = [SourceKind::AuditLogs, SourceKind::ContentLogs];
-
-    /// The name used in config sections, checkpoints, logs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            SourceKind::AuditLogs => "audit_logs",
-            SourceKind::ContentLogs => "content_logs",
-        }
-    }
-
-    /// Parses `audit_logs` / `content_logs`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        SourceKind::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// The store table (and Log Analytics table) this source fills.
-    pub fn table(self) -> &'static str {
-        match self {
-            SourceKind::AuditLogs => "MiroAuditLogs_CL",
-            SourceKind::ContentLogs => "MiroContentLogs_CL",
-        }
-    }
-
-    /// The Sentinel DCR stream this source's records are sent to.
-    pub fn stream(self) -> &'static str {
-        match self {
-            SourceKind::AuditLogs => "Custom-MiroAuditLogs_CL",
-            SourceKind::ContentLogs => "Custom-MiroContentLogs_CL",
-        }
-    }
-
-    /// Credits one call costs (audit logs: Level 2, content logs: Level 4).
-    pub fn credits_per_call(self) -> u64 {
-        match self {
-            SourceKind::AuditLogs => 100,
-            SourceKind::ContentLogs => 2000,
-        }
-    }
-}
-
-impl std::fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::sink::SinkKindConfig;
+pub use crate::source::SourceKind;
 
 /// Where the Miro token comes from.
 #[derive(Debug, Clone)]
@@ -157,17 +106,6 @@ pub enum SinkStart {
     Beginning,
     /// Only rows stored after the sink's first start.
     Now,
-}
-
-#[derive(Debug, Clone)]
-pub enum SinkKindConfig {
-    File {
-        dir: PathBuf,
-        max_file_bytes: u64,
-    },
-    Stdout,
-    /// `azure_logs_ingestion`: Microsoft Sentinel.
-    Sentinel(Box<crate::sink::sentinel::SentinelConfig>),
 }
 
 /// Log output format on standard error.

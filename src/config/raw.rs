@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::sink::sentinel::{self, RawSentinelSink};
+use crate::sink::RawSink;
+use crate::sink::SinkContext;
 
 use super::{
     BudgetConfig, Config, ConfigError, LogFormat, MiroConfig, ServiceConfig, SinkConfig,
-    SinkKindConfig, SourceConfig, SourceKind, TokenSource, parse_duration,
+    SourceConfig, SourceKind, TokenSource, parse_duration,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,32 +111,6 @@ pub struct RawStore {
     pub path: Option<PathBuf>,
     /// Rows older than this are deleted once every sink has them (default `400d`).
     pub retention: Option<String>,
-}
-
-/// `[sinks.NAME]`, tagged by `type`.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", deny_unknown_fields)]
-pub enum RawSink {
-    /// Rotating NDJSON files, one per stream.
-    #[serde(rename = "file")]
-    File {
-        path: PathBuf,
-        max_file_bytes: Option<u64>,
-        batch_rows: Option<usize>,
-        /// `beginning` (default: the whole store) or `now` (rows stored from the sink's
-        /// first start on); only read while the sink has no delivery offset.
-        start: Option<String>,
-    },
-    /// NDJSON on standard output.
-    #[serde(rename = "stdout")]
-    Stdout {
-        batch_rows: Option<usize>,
-        start: Option<String>,
-    },
-    /// Microsoft Sentinel through the Azure Monitor Logs Ingestion API (keys documented
-    /// on `RawSentinelSink`).
-    #[serde(rename = "azure_logs_ingestion")]
-    AzureLogsIngestion(Box<RawSentinelSink>),
 }
 
 pub(crate) const DEFAULT_API_BASE: &str = "https://api.miro.com";
@@ -366,49 +341,22 @@ impl RawConfig {
                     "sink names use letters, digits, `_` and `-` only".into(),
                 ));
             }
-            let (kind, batch_rows, start) = match raw {
-                RawSink::File {
-                    path: dir,
-                    max_file_bytes,
-                    batch_rows,
-                    start,
-                } => {
-                    let max_file_bytes = max_file_bytes.unwrap_or(100 * 1024 * 1024);
-                    if max_file_bytes < 4096 {
-                        return Err(invalid(
-                            &format!("sinks.{name}.max_file_bytes"),
-                            "must be at least 4096".into(),
-                        ));
-                    }
-                    (
-                        SinkKindConfig::File {
-                            dir: resolve(&dir),
-                            max_file_bytes,
-                        },
-                        batch_rows,
-                        start,
-                    )
-                }
-                RawSink::Stdout { batch_rows, start } => {
-                    (SinkKindConfig::Stdout, batch_rows, start)
-                }
-                RawSink::AzureLogsIngestion(mut raw) => {
-                    let batch_rows = raw.batch_rows;
-                    let start = raw.start.take();
-                    let enabled: Vec<SourceKind> = sources
-                        .iter()
-                        .filter(|s| s.enabled)
-                        .map(|s| s.kind)
-                        .collect();
-                    let config =
-                        sentinel::validate_config(*raw, &name, &enabled, path, env, &resolve)?;
-                    (
-                        SinkKindConfig::Sentinel(Box::new(config)),
-                        batch_rows,
-                        start,
-                    )
-                }
-            };
+            let enabled: Vec<SourceKind> = sources
+                .iter()
+                .filter(|s| s.enabled)
+                .map(|s| s.kind)
+                .collect();
+            let crate::sink::ValidatedSink {
+                kind,
+                batch_rows,
+                start,
+            } = raw.validate(&SinkContext {
+                name: &name,
+                enabled: &enabled,
+                path,
+                env,
+                resolve: &resolve,
+            })?;
             let start = match start.as_deref() {
                 None | Some("beginning") => super::SinkStart::Beginning,
                 Some("now") => super::SinkStart::Now,

@@ -2,15 +2,56 @@
 //! `MiroContentLogs_CL.ndjson`) in a directory, rotated by size. A batch is written and
 //! flushed to disk (fsync) before it is acknowledged. The file work (repair, rotation,
 //! write, fsync) runs on the blocking pool, never on an async runtime thread.
+//!
+//! Owns its config: `RawFileSink` is the section as written, `validate` checks it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{SinkError, line::table_row_json};
-use crate::config::SourceKind;
+use serde::Deserialize;
+
+use super::{
+    RowVerdict, SendFuture, Sink, SinkContext, SinkError, SinkKindConfig, ValidatedSink,
+    line::table_row_json,
+};
+use crate::config::ConfigError;
+use crate::source::SourceKind;
 use crate::store::OutboxRow;
 use crate::timefmt::UnixMs;
+
+/// `[sinks.NAME]` with `type = "file"`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileSink {
+    /// The folder the files are written to, relative to the config file's folder.
+    pub path: PathBuf,
+    /// Size at which a file is rotated (default 100 MiB, at least 4096).
+    pub max_file_bytes: Option<u64>,
+    pub batch_rows: Option<usize>,
+    /// `beginning` (default: the whole store) or `now` (rows stored from the sink's
+    /// first start on); only read while the sink has no delivery offset.
+    pub start: Option<String>,
+}
+
+/// Checks a file sink's keys.
+pub(super) fn validate(
+    raw: RawFileSink,
+    cx: &SinkContext<'_>,
+) -> Result<ValidatedSink, ConfigError> {
+    let max_file_bytes = raw.max_file_bytes.unwrap_or(100 * 1024 * 1024);
+    if max_file_bytes < 4096 {
+        return Err(cx.invalid("max_file_bytes", "must be at least 4096".into()));
+    }
+    Ok(ValidatedSink {
+        kind: SinkKindConfig::File {
+            dir: (cx.resolve)(&raw.path),
+            max_file_bytes,
+        },
+        batch_rows: raw.batch_rows,
+        start: raw.start,
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct FileSink {
@@ -49,12 +90,13 @@ impl FileSink {
         self.dir.join(format!("{}.ndjson", source.table()))
     }
 
-    pub async fn send(
+    /// Appends rows of one source to its file, synced to disk, then acknowledges them.
+    pub async fn write(
         &mut self,
         source: SourceKind,
         rows: &[OutboxRow],
-        verdict: &mut (dyn FnMut(super::RowVerdict<'_>) + Send),
-    ) -> Result<i64, SinkError> {
+        verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
+    ) -> Result<(), SinkError> {
         let mut buf = Vec::with_capacity(rows.len() * 512);
         for row in rows {
             buf.extend_from_slice(table_row_json(source, row).as_bytes());
@@ -65,7 +107,8 @@ impl FileSink {
         tokio::task::spawn_blocking(move || sink.append(source, first, &buf))
             .await
             .expect("file sink write task panicked")?;
-        Ok(super::ack_all(rows, verdict))
+        super::ack_all(rows, verdict);
+        Ok(())
     }
 
     /// Appends `buf` (whole lines; `first` is the batch's first `_seq`) to the stream's
@@ -95,6 +138,17 @@ impl FileSink {
         file.write_all(buf).map_err(|e| io_err("write", e))?;
         file.sync_data().map_err(|e| io_err("sync", e))?;
         Ok(())
+    }
+}
+
+impl Sink for FileSink {
+    fn send<'a>(
+        &'a mut self,
+        source: SourceKind,
+        rows: &'a [OutboxRow],
+        verdict: &'a mut (dyn FnMut(RowVerdict<'_>) + Send),
+    ) -> SendFuture<'a> {
+        Box::pin(self.write(source, rows, verdict))
     }
 }
 
@@ -169,7 +223,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = FileSink::new(dir.path().to_path_buf(), 1 << 20).unwrap();
         let source = SourceKind::AuditLogs;
-        sink.send(source, &rows(source, 1..4), &mut |_| {})
+        sink.write(source, &rows(source, 1..4), &mut |_| {})
             .await
             .unwrap();
         // A crash in the middle of the next write.
@@ -178,7 +232,7 @@ mod tests {
         f.write_all(br#"{"TimeGenerated":null,"id":"4","ev"#)
             .unwrap();
         drop(f);
-        sink.send(source, &rows(source, 4..6), &mut |_| {})
+        sink.write(source, &rows(source, 4..6), &mut |_| {})
             .await
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -194,7 +248,7 @@ mod tests {
         assert_eq!(ids, ["1", "2", "3", "4", "5"]);
         // A file that is nothing but a fragment is emptied.
         std::fs::write(&path, b"{\"id\":").unwrap();
-        sink.send(source, &rows(source, 6..7), &mut |_| {})
+        sink.write(source, &rows(source, 6..7), &mut |_| {})
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
@@ -206,7 +260,7 @@ mod tests {
         let mut sink = FileSink::new(dir.path().to_path_buf(), 4096).unwrap();
         let source = SourceKind::ContentLogs;
         for start in (0..200).step_by(10) {
-            sink.send(source, &rows(source, start..start + 10), &mut |_| {})
+            sink.write(source, &rows(source, start..start + 10), &mut |_| {})
                 .await
                 .unwrap();
         }

@@ -2,7 +2,7 @@
 //! columns in order (dynamic columns as JSON, null datetimes as null) and `Type`, the
 //! table name, as Log Analytics shows it.
 
-use crate::config::SourceKind;
+use crate::source::SourceKind;
 use crate::store::{OutboxRow, transform};
 
 /// One row as a JSON object text (no newline).

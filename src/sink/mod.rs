@@ -1,5 +1,14 @@
+//! Sinks and delivery.
+//!
+//! A destination implements the [`Sink`] trait and owns its config: its keys as written
+//! (a raw type), their validation, and its validated settings. The registry below
+//! (`RawSink`, `SinkKindConfig`, `RawSink::validate`, [`build`]) is the one place that
+//! lists the destinations.
+//!
 //! Delivery: one task per sink reads stored rows past the sink's offset, hands them to
-//! the sink, and advances the offset only over what the sink acknowledged.
+//! the sink, and advances the offset only over what the sink acknowledged. How far it may
+//! move is decided by one pure ack ledger ([`AckLedger`], `ack.rs`); the task persists
+//! what the ledger returns.
 //!
 //! Invariants: the offset never passes a row the sink did not confirm or set aside, so
 //! every stored row reaches every sink at least once or is listed in its dead letters; a
@@ -10,27 +19,47 @@
 //! backlog, without moving the offset back. Store work is awaited through
 //! `StoreHandle`; what a sink acknowledges during `send` is written through an ordered
 //! `AckLane` that the loop awaits before it reads the next batch.
+//!
+//! Adding a destination: its own folder `src/sink/NAME/` plus two existing source files
+//! (and its keys documented in README.md, "Configuration"):
+//! 1. `src/sink/NAME/mod.rs`: the raw keys (`#[derive(Deserialize)]`,
+//!    `deny_unknown_fields`, with `batch_rows` and `start`), a `validate` returning a
+//!    `ValidatedSink`, the sink type and its `impl Sink` (report each acknowledged run
+//!    and each row refused for good through the verdict callback; `stdout/` is the
+//!    smallest example).
+//! 2. Here: `mod NAME;`, a `RawSink` variant (its `type`), a `SinkKindConfig` variant,
+//!    and one arm each in `RawSink::validate` and [`build`].
+//! 3. `src/check.rs`: what `mirotrail check` verifies for it (one arm).
 
+mod ack;
 mod file;
 mod line;
 pub mod sentinel;
 mod stdout;
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use serde::Deserialize;
 use tokio::sync::Notify;
 
-use crate::config::{SinkConfig, SinkKindConfig, SourceKind};
+use crate::config::{ConfigError, SinkConfig};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
+use crate::source::SourceKind;
 use crate::store::{AckLane, OutboxRow, StoreError, StoreHandle};
 
+pub use ack::{AckLedger, AckUpdate};
 pub use file::FileSink;
+pub use file::RawFileSink;
 pub use line::table_row_json;
 pub use sentinel::SentinelSink;
-pub use stdout::StdoutSink;
+use sentinel::{RawSentinelSink, SentinelConfig};
+pub use stdout::{RawStdoutSink, StdoutSink};
 
 /// What a sink reports about rows it was handed, as soon as it knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,75 +92,139 @@ impl SinkError {
     }
 }
 
-/// The configured destinations.
-#[derive(Debug)]
-pub enum Sink {
-    File(FileSink),
-    Stdout(StdoutSink),
-    Sentinel(Box<SentinelSink>),
-}
+/// The future a sink's `send` returns.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
-impl Sink {
-    pub fn from_config(config: &SinkConfig) -> Result<Sink, SinkError> {
-        Ok(match &config.kind {
-            SinkKindConfig::File {
-                dir,
-                max_file_bytes,
-            } => Sink::File(FileSink::new(dir.clone(), *max_file_bytes)?),
-            SinkKindConfig::Stdout => Sink::Stdout(StdoutSink),
-            SinkKindConfig::Sentinel(c) => {
-                Sink::Sentinel(Box::new(SentinelSink::new((**c).clone())?))
-            }
-        })
-    }
-
+/// A destination. The delivery task owns one per configured sink and hands it rows.
+pub trait Sink: Send + std::fmt::Debug {
     /// Sends rows of one source, in `_seq` order, calling `verdict` for each run of rows
     /// the destination acknowledged and each row it will never accept, as soon as it
-    /// knows (in any order). Returns the highest `_seq` of the contiguous prefix done with.
-    pub async fn send(
-        &mut self,
+    /// knows (in any order). `Err` means the first rows were not done with: the sink
+    /// made no progress and the error says why. The delivery task's ack ledger
+    /// (`ack`) decides how far the offset moves; a sink never tracks that itself.
+    fn send<'a>(
+        &'a mut self,
         source: SourceKind,
-        rows: &[OutboxRow],
-        verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
-    ) -> Result<i64, SinkError> {
+        rows: &'a [OutboxRow],
+        verdict: &'a mut (dyn FnMut(RowVerdict<'_>) + Send),
+    ) -> SendFuture<'a>;
+}
+
+// The registry: every destination is one variant of `RawSink` (its `type`), one of
+// `SinkKindConfig`, and one arm in each match below.
+
+/// `[sinks.NAME]` as written, tagged by `type`; each destination's keys are documented
+/// on its raw type.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum RawSink {
+    /// Rotating NDJSON files, one per stream.
+    #[serde(rename = "file")]
+    File(file::RawFileSink),
+    /// NDJSON on standard output.
+    #[serde(rename = "stdout")]
+    Stdout(stdout::RawStdoutSink),
+    /// Microsoft Sentinel through the Azure Monitor Logs Ingestion API.
+    #[serde(rename = "azure_logs_ingestion")]
+    AzureLogsIngestion(Box<RawSentinelSink>),
+}
+
+/// A sink's destination-specific settings, validated.
+#[derive(Debug, Clone)]
+pub enum SinkKindConfig {
+    File {
+        dir: PathBuf,
+        max_file_bytes: u64,
+    },
+    Stdout,
+    /// `azure_logs_ingestion`: Microsoft Sentinel.
+    Sentinel(Box<SentinelConfig>),
+}
+
+/// What validating a sink's keys may use.
+pub(crate) struct SinkContext<'a> {
+    /// The sink's name (`[sinks.NAME]`), for keys in errors.
+    pub name: &'a str,
+    /// The enabled sources.
+    pub enabled: &'a [SourceKind],
+    /// The config file, for errors.
+    pub path: &'a Path,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Makes a path from the file relative to the file's folder.
+    pub resolve: &'a dyn Fn(&Path) -> PathBuf,
+}
+
+impl SinkContext<'_> {
+    /// An error about the key `sinks.NAME.key`.
+    pub fn invalid(&self, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: format!("sinks.{}.{key}", self.name),
+            message,
+        }
+    }
+}
+
+/// The keys every sink has, as written, beside its validated settings.
+pub(crate) struct ValidatedSink {
+    pub kind: SinkKindConfig,
+    pub batch_rows: Option<usize>,
+    pub start: Option<String>,
+}
+
+impl RawSink {
+    /// Validates the destination's own keys.
+    pub(crate) fn validate(self, cx: &SinkContext<'_>) -> Result<ValidatedSink, ConfigError> {
         match self {
-            Sink::File(s) => s.send(source, rows, verdict).await,
-            Sink::Stdout(s) => s.send(source, rows, verdict),
-            Sink::Sentinel(s) => s.send(source, rows, verdict).await,
+            RawSink::File(raw) => file::validate(raw, cx),
+            RawSink::Stdout(raw) => Ok(stdout::validate(raw)),
+            RawSink::AzureLogsIngestion(mut raw) => {
+                let batch_rows = raw.batch_rows;
+                let start = raw.start.take();
+                let config = sentinel::validate_config(
+                    *raw, cx.name, cx.enabled, cx.path, cx.env, cx.resolve,
+                )?;
+                Ok(ValidatedSink {
+                    kind: SinkKindConfig::Sentinel(Box::new(config)),
+                    batch_rows,
+                    start,
+                })
+            }
         }
     }
 }
 
-/// Acknowledges all of `rows` at once (sinks that confirm a whole batch); returns the
-/// last `_seq`.
-fn ack_all(rows: &[OutboxRow], verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send)) -> i64 {
-    match (rows.first(), rows.last()) {
-        (Some(first), Some(last)) => {
-            verdict(RowVerdict::Acked {
-                first: first.seq,
-                last: last.seq,
-            });
-            last.seq
-        }
-        _ => 0,
+/// Builds the configured destination.
+pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match &config.kind {
+        SinkKindConfig::File {
+            dir,
+            max_file_bytes,
+        } => Box::new(FileSink::new(dir.clone(), *max_file_bytes)?),
+        SinkKindConfig::Stdout => Box::new(StdoutSink),
+        SinkKindConfig::Sentinel(c) => Box::new(SentinelSink::new((**c).clone())?),
+    })
+}
+
+/// Acknowledges all of `rows` at once (sinks that confirm a whole batch).
+fn ack_all(rows: &[OutboxRow], verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send)) {
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        verdict(RowVerdict::Acked {
+            first: first.seq,
+            last: last.seq,
+        });
     }
 }
 
-/// Turns acknowledgements into durable progress: each acknowledged run of rows is
-/// recorded in the store at once, and the delivery offset moves over the contiguous
-/// prefix of acknowledged rows. After a crash, rows acknowledged beyond the offset are
-/// recognised and not sent again, so a row is resent only if its batch was not
-/// acknowledged. The callbacks cannot await: their writes go to an ordered [`AckLane`],
-/// which `deliver` awaits (`finish`) before it reads the next batch.
+/// Turns acknowledgements into durable progress: the ledger ([`AckLedger`]) decides, the
+/// store persists what it returns (each acknowledged run of rows, and the offset when it
+/// moves). After a crash, rows acknowledged beyond the offset are recognised and not sent
+/// again, so a row is resent only if its batch was not acknowledged. The callbacks cannot
+/// await: their writes go, in order, to an [`AckLane`], which `deliver` awaits (`finish`)
+/// before it reads the next batch.
 struct AckTracker {
     lane: AckLane,
-    /// `_seq` of the rows read this round, ascending (all rows past the offset).
-    seqs: Vec<i64>,
-    /// Acknowledged `(first, last)` ranges past the offset.
-    ranges: Vec<(i64, i64)>,
-    /// Index in `seqs` of the first row not yet behind the offset.
-    next: usize,
-    offset: i64,
+    ledger: AckLedger,
     /// `_seq` of the rows set aside this round.
     rejected: Vec<i64>,
 }
@@ -144,56 +237,35 @@ impl AckTracker {
         offset: i64,
         rows: &[OutboxRow],
     ) -> Result<Self, StoreError> {
-        let mut tracker = AckTracker {
-            lane: store.ack_lane(sink, source),
-            seqs: rows.iter().map(|r| r.seq).collect(),
-            ranges: store.acked_ranges(sink, source).await?,
-            next: 0,
-            offset,
+        let mut ledger = AckLedger::new(offset, store.acked_ranges(sink, source).await?);
+        let lane = store.ack_lane(sink, source);
+        if let Some(offset) = ledger.read(rows.iter().map(|r| r.seq)) {
+            lane.advance_offset(offset);
+        }
+        Ok(AckTracker {
+            lane,
+            ledger,
             rejected: Vec::new(),
-        };
-        tracker.advance();
-        Ok(tracker)
-    }
-
-    fn covered(&self, seq: i64) -> bool {
-        self.ranges.iter().any(|&(a, b)| a <= seq && seq <= b)
+        })
     }
 
     fn ack(&mut self, first: i64, last: i64) {
-        self.ranges.push((first, last));
+        let update = self.ledger.ack(first, last);
         self.lane.record_acked(first, last);
-        self.advance();
+        if let Some(offset) = update.offset {
+            self.lane.advance_offset(offset);
+        }
     }
 
     /// Sets a row the destination will never accept aside and, in the same
-    /// transaction, lets the offset pass it. If that write fails, the lane applies none
-    /// after it: the row stays before the stored offset and is sent again.
+    /// transaction, lets the offset pass it (a row set aside counts as passed). If that
+    /// write fails, the lane applies none after it: the row stays before the stored
+    /// offset and is sent again.
     fn reject(&mut self, seq: i64, reason: &str) {
-        self.ranges.push((seq, seq));
-        let mut next = self.next;
-        while next < self.seqs.len() && self.covered(self.seqs[next]) {
-            next += 1;
-        }
-        let offset = (next > self.next).then(|| self.seqs[next - 1]);
+        let update = self.ledger.ack(seq, seq);
         self.lane
-            .dead_letter(vec![(seq, reason.to_string())], offset);
-        if let Some(offset) = offset {
-            self.next = next;
-            self.offset = offset;
-        }
+            .dead_letter(vec![(seq, reason.to_string())], update.offset);
         self.rejected.push(seq);
-    }
-
-    fn advance(&mut self) {
-        let before = self.next;
-        while self.next < self.seqs.len() && self.covered(self.seqs[self.next]) {
-            self.next += 1;
-        }
-        if self.next > before {
-            self.offset = self.seqs[self.next - 1];
-            self.lane.advance_offset(self.offset);
-        }
     }
 
     /// Waits for the queued writes; the offset and rows set aside as stored.
@@ -204,7 +276,7 @@ impl AckTracker {
         source: SourceKind,
     ) -> Result<(i64, Vec<i64>), StoreError> {
         match self.lane.finish().await {
-            Ok(()) => Ok((self.offset, self.rejected)),
+            Ok(()) => Ok((self.ledger.offset(), self.rejected)),
             Err(e) => {
                 // Not fatal: what was not recorded is sent again from the stored offset.
                 tracing::error!(sink = %sink, source = %source, error = %e, "cannot record a delivery acknowledgement or set a refused row aside; those rows are sent again");
@@ -234,7 +306,7 @@ enum Requeued {
 /// touching the offset): an accepted row leaves the dead letters, a refused one goes back
 /// with its new reason.
 async fn send_requeued(
-    sink: &mut Sink,
+    sink: &mut dyn Sink,
     name: &str,
     store: &StoreHandle,
     source: SourceKind,
@@ -273,7 +345,7 @@ async fn send_requeued(
         return Err(SinkError::transient(e.to_string()));
     }
     match result {
-        Ok(_) => Ok(Requeued::Sent),
+        Ok(()) => Ok(Requeued::Sent),
         Err(e) if e.permanent => {
             // Retrying cannot help until something changes: the rows not sent go back to
             // the list with this reason (the user asked for them; they see why).
@@ -334,7 +406,7 @@ pub struct DeliveryReport {
 #[derive(Debug)]
 pub struct Delivery {
     pub name: String,
-    pub sink: Sink,
+    pub sink: Box<dyn Sink>,
     pub batch_rows: usize,
     pub store: StoreHandle,
     pub sources: Vec<SourceKind>,
@@ -390,7 +462,7 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             if shutdown.is_set() {
                 return Ok(report);
             }
-            match send_requeued(&mut sink, &name, &store, source, batch_rows).await {
+            match send_requeued(sink.as_mut(), &name, &store, source, batch_rows).await {
                 Ok(Requeued::None) => {}
                 Ok(Requeued::Sent) => {
                     pending = true;
@@ -412,11 +484,11 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             let mut tracker = AckTracker::new(&store, &name, source, offset, &rows).await?;
             let todo: Vec<OutboxRow> = rows
                 .iter()
-                .filter(|r| !tracker.covered(r.seq))
+                .filter(|r| !tracker.ledger.is_acked(r.seq))
                 .cloned()
                 .collect();
             let result = if todo.is_empty() {
-                Ok(tracker.offset)
+                Ok(())
             } else {
                 sink.send(source, &todo, &mut |verdict| match verdict {
                     RowVerdict::Acked { first, last } => tracker.ack(first, last),
@@ -460,7 +532,7 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                 failing_since = None;
             }
             match result {
-                Ok(_) => {
+                Ok(()) => {
                     if delivered > 0 {
                         failures_in_row = 0;
                     }

@@ -120,10 +120,11 @@ pub struct Row {
     pub partial: Option<String>,
 }
 
-/// A raw item that cannot be turned into a Sentinel stream record (not a JSON object).
+/// A raw item that cannot be turned into a Sentinel stream record (not a JSON object;
+/// `sink::sentinel::stream_record`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("item is not a JSON object: {0}")]
-pub struct TransformError(String);
+pub struct TransformError(pub(crate) String);
 
 /// Applies the source's DCR transformation to one raw API item. Never refuses an item:
 /// every item Miro returned must be stored (see [`partial_row`]).
@@ -151,9 +152,9 @@ fn general_row(source: SourceKind, raw: &str) -> Option<Row> {
 
 /// The top-level members of an object item, each as its JSON text. serde_json skips
 /// nested values into a `RawValue` without recursing, so any depth is read here.
-type Members<'a> = Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>;
+pub(crate) type Members<'a> = Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>;
 
-fn members(raw: &str) -> Result<Members<'_>, String> {
+pub(crate) fn members(raw: &str) -> Result<Members<'_>, String> {
     use serde::de::DeserializeSeed;
     struct MembersVisitor;
     impl<'de> serde::de::Visitor<'de> for MembersVisitor {
@@ -583,34 +584,10 @@ fn dynamic(value: Option<&Value>) -> Option<String> {
     }
 }
 
-/// The Sentinel stream record for a raw item: the item restricted to the stream
-/// declaration's columns (the DCR in Azure then applies the transformation).
-///
-/// A member nested deeper than serde_json follows (see [`partial_row`]) is sent as a string
-/// holding its exact JSON text, so that the item still reaches Sentinel whole.
-pub fn stream_record(source: SourceKind, raw: &str) -> Result<Map<String, Value>, TransformError> {
-    let mut record = Map::new();
-    if let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(raw) {
-        for column in stream_columns(source) {
-            if let Some(v) = item.remove(*column) {
-                record.insert((*column).to_string(), v);
-            }
-        }
-        return Ok(record);
-    }
-    for (key, value) in members(raw).map_err(TransformError)? {
-        if stream_columns(source).contains(&key.as_ref()) {
-            let v = serde_json::from_str::<Value>(value.get())
-                .unwrap_or_else(|_| Value::String(value.get().trim().to_string()));
-            record.insert(key.into_owned(), v);
-        }
-    }
-    Ok(record)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::sentinel::stream_record;
 
     const FULL: &str = r#"{"type":"event","id":"450256789","event":"board_opened","category":"boards",
  "createdAt":"2018-10-19T23:59:45.000Z","details":{"role":"OWNER"},

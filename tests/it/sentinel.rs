@@ -13,7 +13,9 @@ use mirotrail::emulator::azure::{
     table_row,
 };
 use mirotrail::sink::sentinel::SentinelSink;
-use mirotrail::sink::{Delivery, DeliveryMode, DeliveryReport, Sink, deliver};
+use mirotrail::sink::{
+    AckLedger, Delivery, DeliveryMode, DeliveryReport, RowVerdict, Sink, SinkError, deliver,
+};
 use mirotrail::store::{Checkpoint, OutboxRow, Store, StoreHandle, transform};
 use mirotrail::timefmt::UnixMs;
 use serde_json::Value;
@@ -187,6 +189,43 @@ fn sentinel(config: &Config) -> SentinelSink {
     }
 }
 
+/// A Sentinel sink with its own ack ledger, as the delivery task keeps one: `send` does
+/// not hand over rows acknowledged before and returns the offset (the contiguous prefix
+/// of rows acknowledged or refused for good).
+struct Ledgered {
+    sink: SentinelSink,
+    ledger: AckLedger,
+}
+
+impl Ledgered {
+    fn new(sink: SentinelSink) -> Self {
+        Ledgered {
+            sink,
+            ledger: AckLedger::new(0, []),
+        }
+    }
+
+    async fn send(&mut self, source: SourceKind, rows: &[OutboxRow]) -> Result<i64, SinkError> {
+        self.ledger.read(rows.iter().map(|r| r.seq));
+        let todo: Vec<OutboxRow> = rows
+            .iter()
+            .filter(|r| !self.ledger.is_acked(r.seq))
+            .cloned()
+            .collect();
+        let ledger = &mut self.ledger;
+        self.sink
+            .send(source, &todo, &mut |verdict| {
+                let (first, last) = match verdict {
+                    RowVerdict::Acked { first, last } => (first, last),
+                    RowVerdict::Rejected { seq, .. } => (seq, seq),
+                };
+                ledger.ack(first, last);
+            })
+            .await?;
+        Ok(self.ledger.offset())
+    }
+}
+
 async fn drain(w: &World, sink: SentinelSink, batch_rows: usize) -> DeliveryReport {
     let (_trigger, shutdown) = mirotrail::shutdown::channel();
     tokio::time::timeout(
@@ -194,7 +233,7 @@ async fn drain(w: &World, sink: SentinelSink, batch_rows: usize) -> DeliveryRepo
         deliver(
             Delivery {
                 name: SINK.into(),
-                sink: Sink::Sentinel(Box::new(sink)),
+                sink: Box::new(sink),
                 batch_rows,
                 store: StoreHandle::new(w.store.clone()),
                 sources: SourceKind::ALL.to_vec(),
@@ -228,10 +267,11 @@ async fn refused_third_chunk() -> (World, Vec<OutboxRow>, Config) {
     .await;
     fill(&w, SourceKind::AuditLogs, 60, 100);
     let rows = stored(&w, SourceKind::AuditLogs);
-    let len =
-        serde_json::to_vec(&transform::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap())
-            .unwrap()
-            .len();
+    let len = serde_json::to_vec(
+        &mirotrail::sink::sentinel::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap(),
+    )
+    .unwrap()
+    .len();
     let config = sink_config(
         &w,
         &w.azure_config.client_secret,
@@ -351,18 +391,12 @@ async fn a_token_expired_in_azure_is_renewed_once_on_401() {
     let w = world(AzureEmulatorConfig::default()).await;
     fill(&w, SourceKind::AuditLogs, 100, 10);
     let config = sink_config(&w, &w.azure_config.client_secret, "");
-    let mut sink = Sink::Sentinel(Box::new(sentinel(&config)));
+    let mut sink = Ledgered::new(sentinel(&config));
     let rows = stored(&w, SourceKind::AuditLogs);
-    let acked = sink
-        .send(SourceKind::AuditLogs, &rows[..50], &mut |_| {})
-        .await
-        .unwrap();
+    let acked = sink.send(SourceKind::AuditLogs, &rows[..50]).await.unwrap();
     assert_eq!(acked, rows[49].seq);
     w.azure.expire_tokens();
-    let acked = sink
-        .send(SourceKind::AuditLogs, &rows[50..], &mut |_| {})
-        .await
-        .unwrap();
+    let acked = sink.send(SourceKind::AuditLogs, &rows[50..]).await.unwrap();
     assert_eq!(acked, rows[99].seq);
     let stats = w.azure.stats();
     assert_eq!(stats.ingestion(401), 1, "{stats:?}");
@@ -607,11 +641,8 @@ async fn a_stream_that_refuses_every_record_dead_letters_nothing() {
 async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
     // Ten records per chunk: the 3rd of 6 chunks holds the refused record.
     let (w, rows, config) = refused_third_chunk().await;
-    let mut sink = Sink::Sentinel(Box::new(sentinel(&config)));
-    let acked = sink
-        .send(SourceKind::AuditLogs, &rows, &mut |_| {})
-        .await
-        .unwrap();
+    let mut sink = Ledgered::new(sentinel(&config));
+    let acked = sink.send(SourceKind::AuditLogs, &rows).await.unwrap();
     assert_eq!(
         acked, rows[19].seq,
         "the prefix ends before the refused chunk"
@@ -633,7 +664,7 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
     );
     // The refused chunk fails again, with a message naming the DCR and stream.
     let err = sink
-        .send(SourceKind::AuditLogs, &rows[20..], &mut |_| {})
+        .send(SourceKind::AuditLogs, &rows[20..])
         .await
         .unwrap_err();
     assert!(err.permanent);
@@ -644,10 +675,7 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
     );
     // Once Azure takes it, the chunks acknowledged earlier are not sent again.
     w.azure.set_faults(AzureFaults::default());
-    let acked = sink
-        .send(SourceKind::AuditLogs, &rows[20..], &mut |_| {})
-        .await
-        .unwrap();
+    let acked = sink.send(SourceKind::AuditLogs, &rows[20..]).await.unwrap();
     assert_eq!(acked, rows[59].seq);
     assert_eq!(
         azure_rows(&w, SourceKind::AuditLogs),
@@ -742,12 +770,10 @@ async fn federated_token_and_managed_identity_also_deliver() {
             token_file.display()
         ),
     );
-    let mut sink = Sink::Sentinel(Box::new(sentinel(&federated)));
+    let mut sink = Ledgered::new(sentinel(&federated));
     let rows = stored(&w, SourceKind::AuditLogs);
     assert_eq!(
-        sink.send(SourceKind::AuditLogs, &rows[..15], &mut |_| {})
-            .await
-            .unwrap(),
+        sink.send(SourceKind::AuditLogs, &rows[..15]).await.unwrap(),
         rows[14].seq
     );
 
@@ -760,11 +786,9 @@ async fn federated_token_and_managed_identity_also_deliver() {
             w.azure.base_url()
         ),
     );
-    let mut sink = Sink::Sentinel(Box::new(sentinel(&managed)));
+    let mut sink = Ledgered::new(sentinel(&managed));
     assert_eq!(
-        sink.send(SourceKind::AuditLogs, &rows[15..], &mut |_| {})
-            .await
-            .unwrap(),
+        sink.send(SourceKind::AuditLogs, &rows[15..]).await.unwrap(),
         rows[29].seq
     );
     assert_eq!(
@@ -773,9 +797,9 @@ async fn federated_token_and_managed_identity_also_deliver() {
     );
     // A wrong assertion is one clear line.
     std::fs::write(&token_file, "eyJ.someone.else").unwrap();
-    let mut sink = Sink::Sentinel(Box::new(sentinel(&federated)));
+    let mut sink = Ledgered::new(sentinel(&federated));
     let err = sink
-        .send(SourceKind::AuditLogs, &rows[..1], &mut |_| {})
+        .send(SourceKind::AuditLogs, &rows[..1])
         .await
         .unwrap_err();
     assert!(
@@ -824,13 +848,13 @@ async fn secrets_and_tokens_never_reach_logs_or_errors() {
     let sink = sentinel(&config);
     let debug = format!("{sink:?} {config:?}");
     assert!(!debug.contains(&secret), "{debug}");
-    let mut sink = Sink::Sentinel(Box::new(sink));
+    let mut sink = Ledgered::new(sink);
     let rows = stored(&w, SourceKind::AuditLogs);
     let mut errors = String::new();
     let mut from = 0;
     while from < rows.len() {
         let slice = &rows[from..(from + 50).min(rows.len())];
-        match sink.send(SourceKind::AuditLogs, slice, &mut |_| {}).await {
+        match sink.send(SourceKind::AuditLogs, slice).await {
             Ok(acked) => from = rows.iter().position(|r| r.seq == acked).unwrap() + 1,
             Err(e) => errors.push_str(&e.message),
         }

@@ -1,6 +1,7 @@
-//! Records and chunks: each stored row becomes its stream record (the Miro item restricted
-//! to the stream declaration's columns), serialized once; consecutive records are packed
-//! into chunks of at most `max_batch_bytes` of uncompressed JSON array, then gzipped.
+//! Records and chunks: each stored row becomes its stream record (`stream_record`: the
+//! Miro item restricted to the stream declaration's columns), serialized once;
+//! consecutive records are packed into chunks of at most `max_batch_bytes` of
+//! uncompressed JSON array, then gzipped.
 //!
 //! Invariants: chunks keep `_seq` order and cover every record exactly once; a chunk is
 //! over the limit only when it holds a single record that alone is over it.
@@ -11,9 +12,36 @@ use std::ops::Range;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::config::SourceKind;
+use crate::source::SourceKind;
 use crate::store::OutboxRow;
-use crate::store::transform::{kql_tostring, stream_record};
+use serde_json::{Map, Value};
+
+use crate::store::transform::{TransformError, kql_tostring, members, stream_columns};
+
+/// The Sentinel stream record for a raw item: the item restricted to the stream
+/// declaration's columns (the DCR in Azure then applies the transformation).
+///
+/// A member nested deeper than serde_json follows (as the store's transform does) is sent as a string
+/// holding its exact JSON text, so that the item still reaches Sentinel whole.
+pub fn stream_record(source: SourceKind, raw: &str) -> Result<Map<String, Value>, TransformError> {
+    let mut record = Map::new();
+    if let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(raw) {
+        for column in stream_columns(source) {
+            if let Some(v) = item.remove(*column) {
+                record.insert((*column).to_string(), v);
+            }
+        }
+        return Ok(record);
+    }
+    for (key, value) in members(raw).map_err(TransformError)? {
+        if stream_columns(source).contains(&key.as_ref()) {
+            let v = serde_json::from_str::<Value>(value.get())
+                .unwrap_or_else(|_| Value::String(value.get().trim().to_string()));
+            record.insert(key.into_owned(), v);
+        }
+    }
+    Ok(record)
+}
 
 /// Azure truncates a field value longer than this.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;

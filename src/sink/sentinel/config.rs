@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{ConfigError, SourceKind, parse_duration};
+use crate::config::{ConfigError, parse_duration};
 use crate::net::{http_url, secure_url};
+use crate::source::SourceKind;
 
 /// The keys of an `azure_logs_ingestion` sink. Defaults are justified in the README.
 #[derive(Debug, Default, Deserialize)]

@@ -5,14 +5,15 @@
 //! records and chunks under 1 MB, `upload` sends a chunk and decides on the answer,
 //! `template` prints the ARM template deploying the tables, DCE and DCRs.
 //!
-//! Invariants: `send` returns the highest `_seq` of the contiguous prefix of rows Azure
-//! acknowledged, so with several uploads in flight the offset never passes a row that is
-//! not in Azure; chunks acknowledged beyond that prefix are remembered (in memory) and not
-//! sent again, so Azure only gets a duplicate when an acknowledgement itself was lost (or
-//! after a restart); a row Azure will never accept as it is (alone over the 1 MB call
-//! limit, or refused alone as malformed while the stream accepts other rows) is reported
-//! as rejected with its reason, for the delivery task to set aside (dead letters); any
-//! other refusal (401, 403, 404, a 400 for the whole stream) stops delivery at that row.
+//! Invariants: `send` reports each chunk Azure acknowledged as soon as it is, with several
+//! uploads in flight, and never reports a row that is not in Azure; the delivery task's
+//! ack ledger (`sink::ack`) moves the offset over the contiguous prefix and remembers the
+//! chunks acknowledged beyond it, so they are not sent again and Azure only gets a
+//! duplicate when an acknowledgement itself was lost; a row Azure will never accept as it
+//! is (alone over the 1 MB call limit, or refused alone as malformed while the stream
+//! accepts other rows) is reported as rejected with its reason, for the delivery task to
+//! set aside (dead letters); any other refusal (401, 403, 404, a 400 for the whole stream)
+//! stops delivery at that row.
 
 mod auth;
 mod batch;
@@ -20,21 +21,21 @@ mod config;
 pub mod template;
 mod upload;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+pub use batch::stream_record;
 pub(crate) use config::validate as validate_config;
 pub use config::{
     AzureAuth, Cloud, DcrTarget, MAX_BATCH_BYTES, ManagedIdentityEndpoint, RawSentinelSink,
     SecretSource, SentinelConfig, is_dcr_immutable_id,
 };
 
-use super::{RowVerdict, SinkError};
-use crate::config::SourceKind;
+use super::{RowVerdict, SendFuture, Sink, SinkError};
+use crate::source::SourceKind;
 use crate::store::OutboxRow;
 pub use upload::ProbeOutcome;
 use upload::{ChunkOutcome, Target, UploadStats, Uploader};
@@ -57,8 +58,6 @@ pub struct SentinelStats {
 pub struct SentinelSink {
     config: SentinelConfig,
     uploader: Arc<Uploader>,
-    /// Rows acknowledged beyond the contiguous prefix, per source (not sent again).
-    acked_ahead: BTreeMap<SourceKind, BTreeSet<i64>>,
 }
 
 impl SentinelSink {
@@ -89,7 +88,6 @@ impl SentinelSink {
                 accepting: Default::default(),
             }),
             config,
-            acked_ahead: BTreeMap::new(),
         })
     }
 
@@ -146,17 +144,18 @@ impl SentinelSink {
         upload::probe(&self.uploader.http, &token.secret, &target).await
     }
 
-    /// Sends rows of one source (in `_seq` order); returns the highest `_seq` of the
-    /// contiguous prefix Azure acknowledged or refused for good.
-    pub async fn send(
+    /// Sends rows of one source (in `_seq` order), reporting each acknowledged run and
+    /// each row refused for good through `verdict`. `Err` when the first chunk got
+    /// nothing done; a failure after that is logged and its rows come again.
+    async fn send_rows(
         &mut self,
         source: SourceKind,
         rows: &[OutboxRow],
         verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
-    ) -> Result<i64, SinkError> {
-        let Some(first) = rows.first() else {
-            return Ok(0);
-        };
+    ) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let target = self.config.target(source).ok_or_else(|| SinkError {
             message: format!(
                 "no DCR is configured for {source}: set `{}_dcr` in this sink's section",
@@ -170,15 +169,7 @@ impl SentinelSink {
             dcr: target.dcr_immutable_id.clone(),
             stream: target.stream.clone(),
         });
-        let ahead = self.acked_ahead.entry(source).or_default();
-        // Everything before this read was acknowledged and is behind the offset.
-        *ahead = ahead.split_off(&first.seq);
-        let todo: Vec<OutboxRow> = rows
-            .iter()
-            .filter(|r| !ahead.contains(&r.seq))
-            .cloned()
-            .collect();
-        let (records, long) = batch::encode(source, &todo).map_err(|message| SinkError {
+        let (records, long) = batch::encode(source, rows).map_err(|message| SinkError {
             message,
             permanent: true,
             retry_after: None,
@@ -220,62 +211,37 @@ impl SentinelSink {
             failed |= outcome.error.is_some();
             let start = chunks[index].start;
             report_verdicts(
-                &todo[start..start + outcome.results.len()],
+                &rows[start..start + outcome.results.len()],
                 &outcome.results,
                 verdict,
             );
             outcomes[index] = Some(outcome);
         }
 
-        // Which records are done with (in Azure, or refused for good), then the
-        // contiguous prefix over all rows.
-        let mut acked_record = vec![false; records.len()];
-        // Refused rows are done with for the prefix, but not remembered as in Azure: if
-        // setting one aside fails, it must be sent (and refused) again.
-        let mut refused_record = vec![false; records.len()];
-        let mut first_error = None;
-        for (range, outcome) in chunks.iter().zip(outcomes) {
-            let Some(outcome) = outcome else { continue };
-            for (i, result) in outcome.results.iter().enumerate() {
-                acked_record[range.start + i] = true;
-                refused_record[range.start + i] = result.is_some();
+        // The first chunk decides whether this was progress: rows after a failure come
+        // again in the next round, the error with them if it persists.
+        let mut outcomes = outcomes.into_iter().flatten();
+        let first = outcomes.next().expect("the first chunk is always sent");
+        let progressed = !first.results.is_empty();
+        match first.error.or_else(|| outcomes.find_map(|o| o.error)) {
+            None => Ok(()),
+            Some(e) if progressed => {
+                tracing::debug!(error = %e.message, "delivered the first rows; the rest failed");
+                Ok(())
             }
-            if first_error.is_none() {
-                first_error = outcome.error;
-            }
+            Some(e) => Err(e),
         }
-        let mut record_index = 0;
-        let mut prefix = None;
-        let mut in_prefix = true;
-        for row in rows {
-            let (acked, refused) = if ahead.contains(&row.seq) {
-                (true, false)
-            } else {
-                let a = (acked_record[record_index], refused_record[record_index]);
-                record_index += 1;
-                a
-            };
-            if in_prefix && acked {
-                prefix = Some(row.seq);
-            } else {
-                in_prefix = false;
-                if acked && !refused {
-                    ahead.insert(row.seq);
-                }
-            }
-        }
-        if let Some(p) = prefix {
-            *ahead = ahead.split_off(&(p + 1));
-        }
-        match (prefix, first_error) {
-            (Some(p), None) => Ok(p),
-            (Some(p), Some(e)) => {
-                tracing::debug!(through = p, error = %e.message, "delivered a prefix; the rest failed");
-                Ok(p)
-            }
-            (None, Some(e)) => Err(e),
-            (None, None) => unreachable!("rows were neither acknowledged nor failed"),
-        }
+    }
+}
+
+impl Sink for SentinelSink {
+    fn send<'a>(
+        &'a mut self,
+        source: SourceKind,
+        rows: &'a [OutboxRow],
+        verdict: &'a mut (dyn FnMut(RowVerdict<'_>) + Send),
+    ) -> SendFuture<'a> {
+        Box::pin(self.send_rows(source, rows, verdict))
     }
 }
 

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::SourceKind;
+use crate::source::SourceKind;
 use crate::store::transform::{DATETIME_COLUMNS, DYNAMIC_COLUMNS, columns, stream_columns};
 
 /// The type of a stream declaration column (contract section 2).
