@@ -15,27 +15,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mirotrail::emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, CONTENT_DCR};
-use mirotrail::emulator::miro::{
-    EmulatedToken, LateArrival, MiroEmulator, MiroEmulatorConfig, MiroEmulatorHandle, StreamShape,
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, CONTENT_DCR};
+use mirotrail_emulator::miro::{
+    EmulatedToken, LateArrival, MiroEmulator, MiroEmulatorConfig, MiroEmulatorHandle,
 };
-use mirotrail::timefmt::UnixMs;
+use mirotrail_test_support::{self as support, env_u64};
 
 const TOKEN: &str = "bench-token-5d1c0e";
 const BIN: &str = env!("CARGO_BIN_EXE_mirotrail");
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn days(n: u64) -> Duration {
     Duration::from_secs(n * 86_400)
 }
 
-/// An org of `audit` + `content` events over `[start, end)`, no rate limit.
+/// The tests' org of `audit` + `content` events over `[start, end)` (no rate limit), with
+/// the given late arrivals, pages of up to 500 audit events and the benchmark's token.
 fn org(
     audit: u64,
     content: u64,
@@ -43,18 +38,7 @@ fn org(
     end: UnixMs,
     late: LateArrival,
 ) -> MiroEmulatorConfig {
-    let mut c = MiroEmulatorConfig::demo(UnixMs::now(), 1, audit, content, TOKEN);
-    c.audit = StreamShape {
-        count: audit,
-        start,
-        end,
-    };
-    c.content = StreamShape {
-        count: content,
-        start,
-        end,
-    };
-    c.rate_limit = None;
+    let mut c = support::org(audit, content, start, end);
     c.late = late;
     c.audit_max_limit = 500;
     c.tokens = vec![EmulatedToken {
@@ -132,12 +116,9 @@ fn sigterm(child: &std::process::Child) {
     }
 }
 
+/// Rows in a table of the store.
 fn count(db: &Path, table: &str) -> u64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .unwrap() as u64
+    u64::try_from(support::count(db, table)).expect("a row count")
 }
 
 fn miro_section(emu: &MiroEmulatorHandle, org_id: &str) -> String {
@@ -447,7 +428,7 @@ async fn live(name: &'static str, sources: &str, secs: u64) -> LiveRun {
 /// pragmas, one transaction per page), nothing else. Page generation is not timed.
 fn raw_ceiling(events: u64) -> (u64, Duration) {
     let now = UnixMs::now();
-    let org = mirotrail::emulator::miro::MiroOrg::new(&org(
+    let org = mirotrail_emulator::miro::MiroOrg::new(&org(
         events,
         0,
         now.minus(days(28)),

@@ -13,9 +13,9 @@ use clap::Args;
 use super::query::{query_store, render_table};
 use super::{Failure, status::human};
 use crate::config::Config;
-use crate::emulator::miro::{MiroEmulator, MiroEmulatorConfig};
 use crate::pipeline::{self, RunOptions};
 use crate::timefmt::UnixMs;
+use mirotrail_emulator::miro::{MiroEmulator, MiroEmulatorConfig};
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
@@ -69,7 +69,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     let now = UnixMs::now();
     let token = format!("demo-{:016x}", rand::random::<u64>());
     let emulator_config = MiroEmulatorConfig::demo(
-        now,
+        mirotrail_emulator::UnixMs(now.0),
         args.days,
         args.audit_events,
         args.content_items,

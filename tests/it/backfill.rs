@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mirotrail::emulator::miro::Faults;
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::miro::Faults;
 
 use crate::support::*;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
 
 use crate::support::*;
 

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use mirotrail::emulator::miro::{Faults, LateArrival, OVERSIZED_CURSOR_CHARS, RateLimit};
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::miro::{Faults, LateArrival, OVERSIZED_CURSOR_CHARS, RateLimit};
 use serde_json::Value;
 
 use crate::support::*;

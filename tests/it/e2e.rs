@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use mirotrail::config::SourceKind;
-use mirotrail::emulator::azure::{
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults, CONTENT_DCR,
 };
-use mirotrail::emulator::miro::Faults;
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::miro::Faults;
 
 use crate::support::*;
 

@@ -6,7 +6,7 @@ use crate::support::*;
 const AUDIT_ONLY: &str = "[sources.audit_logs]\ninitial_lookback = \"2h\"\n";
 
 async fn small_env() -> Env {
-    let now = mirotrail::timefmt::UnixMs::now();
+    let now = mirotrail_emulator::UnixMs::now();
     Env::start(org(200, 50, now.minus(minutes(90)), now.minus(minutes(5)))).await
 }
 

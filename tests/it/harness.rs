@@ -11,20 +11,13 @@
 use std::time::{Duration, Instant};
 
 use mirotrail::config::SourceKind;
-use mirotrail::emulator::azure::{
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
-use mirotrail::emulator::miro::Faults;
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::miro::Faults;
 
 use crate::support::*;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A small deterministic generator for kill times (no dependency needed for this).
 struct Jitter(u64);

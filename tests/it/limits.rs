@@ -5,8 +5,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
-use mirotrail::emulator::miro::BodyFault;
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::miro::BodyFault;
 
 use crate::support::*;
 
@@ -427,10 +427,10 @@ async fn store_and_archive_are_private_under_umask_022() {
 /// Runs `check` against an Azure emulator with `faults`; returns the line about
 /// `subject` and the run.
 async fn check_against_azure(
-    faults: mirotrail::emulator::azure::AzureFaults,
+    faults: mirotrail_emulator::azure::AzureFaults,
     subject: &str,
 ) -> (String, Measured) {
-    use mirotrail::emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig};
+    use mirotrail_emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig};
     let now = UnixMs::now();
     let env = Env::start(org(20, 0, now.minus(minutes(30)), now.minus(minutes(5)))).await;
     let azure_config = AzureEmulatorConfig {
@@ -471,7 +471,7 @@ async fn check_against_azure(
 /// 1 MiB cap in its message, and memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bomb_from_the_token_endpoint_keeps_memory_bounded() {
-    use mirotrail::emulator::azure::AzureFaults;
+    use mirotrail_emulator::azure::AzureFaults;
     let faults = AzureFaults {
         token_gzip_bomb_mib: 2048,
         ..AzureFaults::default()
@@ -493,7 +493,7 @@ async fn gzip_bomb_from_the_token_endpoint_keeps_memory_bounded() {
 /// (503) still decides, and memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bomb_in_an_azure_error_answer_keeps_memory_bounded() {
-    use mirotrail::emulator::azure::AzureFaults;
+    use mirotrail_emulator::azure::AzureFaults;
     let faults = AzureFaults {
         error_gzip_bomb_mib: 2048,
         ..AzureFaults::default()

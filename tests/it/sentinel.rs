@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mirotrail::config::{Config, SinkKindConfig, SourceKind};
-use mirotrail::emulator::azure::{
-    AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults, CONTENT_DCR,
-    table_row,
-};
 use mirotrail::sink::sentinel::SentinelSink;
 use mirotrail::sink::{Delivery, DeliveryMode, DeliveryReport, Sink, deliver};
 use mirotrail::store::{Checkpoint, OutboxRow, Store, transform};
 use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::azure::{
+    AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults, CONTENT_DCR,
+    table_row,
+};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -260,7 +260,7 @@ fn local_rows(w: &World, source: SourceKind) -> HashMap<String, usize> {
     counted(
         stored(w, source)
             .iter()
-            .map(|r| table_row(source, &r.cells)),
+            .map(|r| table_row(crate::support::stream(source), &r.cells)),
     )
 }
 

@@ -27,7 +27,7 @@ use super::hash::{hash, hash_str};
 use super::org::{MiroOrg, Stream, fingerprint_strings};
 use super::paging::{self, ContentFilter, PageRequest};
 use super::rate::{Charge, CreditBuckets, RateStatus};
-use crate::timefmt::UnixMs;
+use crate::time::UnixMs;
 
 const SCOPE_AUDIT: &str = "auditlogs:read";
 const SCOPE_CONTENT: &str = "contentlogs:export";

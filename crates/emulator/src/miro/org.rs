@@ -12,7 +12,7 @@ use super::vocab::{
     APPLICATIONS, AUDIT_KINDS, BOARD_PREFIXES, BOARD_TOPICS, FIRST_NAMES, LAST_NAMES, ObjectKind,
     STICKY_TEXTS, TEAM_NAMES, WIDGET_TYPES,
 };
-use crate::timefmt::UnixMs;
+use crate::time::UnixMs;
 
 const USER_COUNT: usize = 200;
 const TEAM_COUNT: usize = 10;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::config::RateLimit;
-use crate::timefmt::UnixMs;
+use crate::time::UnixMs;
 
 /// The limit reported when no rate limit is configured.
 const UNLIMITED_CREDITS: u64 = 1_000_000_000_000;
