@@ -25,6 +25,15 @@ use mirotrail_test_support::{self as support, env_u64};
 const TOKEN: &str = "bench-token-5d1c0e";
 const BIN: &str = env!("CARGO_BIN_EXE_mirotrail");
 
+/// A text knob from the environment, `default` when unset.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "benchmark knobs, not mirotrail's configuration"
+)]
+fn env_text(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
 fn days(n: u64) -> Duration {
     Duration::from_secs(n * 86_400)
 }
@@ -162,8 +171,7 @@ async fn backfill(audit: u64, content: u64) -> BackfillRun {
     let emu = MiroEmulator::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let dir =
-        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
     let toml = format!(
         "{}[sources.content_logs]\nenabled = true\n\n[budget]\ncredits_per_minute = 1000000000\n",
         miro_section(&emu, &org_id)
@@ -295,8 +303,7 @@ async fn live(name: &'static str, sources: &str, secs: u64) -> LiveRun {
     let azure = AzureEmulator::start(azure_config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let dir =
-        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
     let toml = format!(
         "{}{sources}\n{}",
         miro_section(&emu, &org_id),
@@ -435,8 +442,7 @@ fn raw_ceiling(events: u64) -> (u64, Duration) {
         now.minus(days(2)),
         NO_LATE,
     ));
-    let dir =
-        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
     let mut conn = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "FULL").unwrap();
@@ -518,8 +524,7 @@ fn main() {
     let audit = env_u64("BENCH_AUDIT_EVENTS", 1_000_000);
     let content = env_u64("BENCH_CONTENT_ITEMS", 200_000);
     let live_secs = env_u64("BENCH_LIVE_SECS", 330);
-    let out_path =
-        PathBuf::from(std::env::var("BENCH_OUT").unwrap_or_else(|_| "BENCHMARKS.md".into()));
+    let out_path = PathBuf::from(env_text("BENCH_OUT", "BENCHMARKS.md"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -151,6 +151,10 @@ const MAX_MAX_RESPONSE_BYTES: u64 = 1024 * 1024 * 1024;
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 impl RawConfig {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "config loading: the environment fills the `*_env` keys"
+    )]
     pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
         self.validate_with_env(path, &|var| std::env::var(var).ok())
     }

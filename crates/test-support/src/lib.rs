@@ -62,6 +62,10 @@ pub fn org(audit: u64, content: u64, start: UnixMs, end: UnixMs) -> MiroEmulator
 }
 
 /// A number from the environment (test and benchmark knobs), `default` when unset.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test and benchmark knobs, not mirotrail's configuration"
+)]
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -70,7 +74,7 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 pub fn minutes(n: i64) -> Duration {
-    Duration::from_secs((n * 60) as u64)
+    Duration::from_secs(u64::try_from(n * 60).expect("minutes are not negative"))
 }
 
 pub fn text(out: &Output) -> String {

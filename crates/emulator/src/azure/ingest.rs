@@ -69,6 +69,11 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
         tokio::time::sleep(faults.slow_delay).await;
     }
     if chance(faults.throttle_share) {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a configured Retry-After: a few seconds, never negative"
+        )]
         let secs = faults.retry_after.as_secs_f64().ceil() as u64;
         return Reply::Respond(
             error(
