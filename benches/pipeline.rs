@@ -98,7 +98,7 @@ async fn run_child(dir: &Path, args: &[&str], log: &str) -> ChildUsage {
 
 async fn wait_child(child: std::process::Child) -> ChildUsage {
     let started = Instant::now();
-    let pid = child.id() as libc::pid_t;
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
     tokio::task::spawn_blocking(move || {
         let mut status = 0;
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -106,11 +106,16 @@ async fn wait_child(child: std::process::Child) -> ChildUsage {
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         assert_eq!(r, pid, "wait4 failed");
         drop(child);
-        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        let tv = |t: libc::timeval| {
+            Duration::new(
+                t.tv_sec.unsigned_abs(),
+                u32::try_from(t.tv_usec).expect("below 10^6") * 1000,
+            )
+        };
         ChildUsage {
             wall: started.elapsed(),
             cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-            max_rss_kb: usage.ru_maxrss as u64,
+            max_rss_kb: usage.ru_maxrss.unsigned_abs(),
             success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         }
     })
@@ -121,7 +126,10 @@ async fn wait_child(child: std::process::Child) -> ChildUsage {
 fn sigterm(child: &std::process::Child) {
     // SAFETY: sending a signal to our own child.
     unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(
+            libc::pid_t::try_from(child.id()).expect("a pid"),
+            libc::SIGTERM,
+        );
     }
 }
 
@@ -274,6 +282,11 @@ struct LiveRun {
     to_ack: Vec<i64>,
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "p in [0, 1]: an index into `sorted`"
+)]
 fn percentile(sorted: &[i64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -398,11 +411,11 @@ async fn live(name: &'static str, sources: &str, secs: u64) -> LiveRun {
             let id = item["id"].as_str().unwrap().to_string();
             let late = visible > time;
             out.expected += 1;
-            out.late_expected += late as u64;
+            out.late_expected += u64::from(late);
             match stored.get(&id) {
                 None => {
                     out.missed += 1;
-                    out.late_missed += late as u64;
+                    out.late_missed += u64::from(late);
                 }
                 // Freshness of live events only (not of the start's look-back backlog).
                 Some(_) if visible < t0 => {}

@@ -35,12 +35,12 @@ pub(crate) struct DemoArgs {
 }
 
 /// Why some rows of the sample queries have no email.
-pub const EMPTY_EMAIL_NOTE: &str = "An empty createdBy_email is not missing data: the actor \
+pub(crate) const EMPTY_EMAIL_NOTE: &str = "An empty createdBy_email is not missing data: the actor \
      was an application, SCIM provisioning or a Miro automation, not a person, and only \
      people have an email (createdBy_type says which).";
 
 /// The Sentinel solution's sample queries, in SQL on the local store.
-pub const SAMPLE_QUERIES: [(&str, &str); 2] = [
+pub(crate) const SAMPLE_QUERIES: [(&str, &str); 2] = [
     (
         "Recent audit events (Sentinel sample query)",
         "SELECT TimeGenerated, event, category, createdBy_email, context_ip FROM MiroAuditLogs_CL ORDER BY TimeGenerated DESC LIMIT 20",
@@ -99,7 +99,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         &config,
         RunOptions {
             once: true,
-            start: Some(now.minus(Duration::from_secs(args.days as u64 * 86_400))),
+            start: Some(now.minus(Duration::from_secs(u64::from(args.days) * 86_400))),
             backoff_base: Some(Duration::from_millis(50)),
             ..RunOptions::default()
         },

@@ -231,7 +231,9 @@ impl RawConfig {
         }
         let max_response_bytes = match self.miro.max_response_bytes {
             None => DEFAULT_MAX_RESPONSE_BYTES,
-            Some(n) if (MIN_MAX_RESPONSE_BYTES..=MAX_MAX_RESPONSE_BYTES).contains(&n) => n as usize,
+            Some(n) if (MIN_MAX_RESPONSE_BYTES..=MAX_MAX_RESPONSE_BYTES).contains(&n) => {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }
             Some(n) => {
                 return Err(invalid(
                     "miro.max_response_bytes",

@@ -525,7 +525,7 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                     if e.permanent {
                         tracing::error!(sink = %name, source = %source, error = %e.message, retry_in_secs = wait.as_secs(), "delivery is blocked until this is fixed; rows wait in the store");
                     } else {
-                        tracing::warn!(sink = %name, source = %source, error = %e.message, retry_in_ms = wait.as_millis() as u64, "delivery failed; retrying");
+                        tracing::warn!(sink = %name, source = %source, error = %e.message, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "delivery failed; retrying");
                     }
                     if !shutdown.sleep(wait).await {
                         return Ok(report);

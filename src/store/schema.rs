@@ -141,12 +141,12 @@ fn migrations() -> [&'static str; 6] {
 /// Brings the schema up to date; safe to run on every open, twice in a row, and from two
 /// processes at once (`run` beside `backfill`): each step reads the version inside an
 /// immediate (write-locked) transaction, so only one process applies it.
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let steps = migrations();
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let Some(step) = steps.get(current.max(0) as usize) else {
+        let Some(step) = steps.get(usize::try_from(current.max(0)).unwrap_or(usize::MAX)) else {
             return Ok(());
         };
         tx.execute_batch(step)?;
@@ -156,8 +156,8 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 /// The schema version this build writes.
-pub fn latest_version() -> i64 {
-    migrations().len() as i64
+pub(crate) fn latest_version() -> i64 {
+    i64::try_from(migrations().len()).expect("a few steps")
 }
 
 #[cfg(test)]

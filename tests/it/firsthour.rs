@@ -106,8 +106,8 @@ async fn status_reports_rows_delivered_not_the_sequence_number() {
     let lines = std::fs::read_to_string(env.dir.path().join("archive/MiroAuditLogs_CL.ndjson"))
         .unwrap()
         .lines()
-        .count() as i64;
-    assert_eq!(lines, rows);
+        .count();
+    assert_eq!(i64::try_from(lines).unwrap(), rows);
 
     let out = env.run(&["status", "--config", cfg], "").await;
     assert!(out.status.success(), "{}", text(&out));

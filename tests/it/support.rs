@@ -9,11 +9,11 @@ use std::time::Duration;
 use mirotrail::config::SourceKind;
 use mirotrail_emulator::azure::{AzureEmulatorHandle, Stream};
 use mirotrail_emulator::miro::{MiroEmulator, MiroEmulatorConfig, MiroEmulatorHandle};
-pub use mirotrail_test_support::*;
+pub(crate) use mirotrail_test_support::*;
 use serde_json::Value;
 
 /// A test directory with a running emulator and a config file.
-pub struct Env {
+pub(crate) struct Env {
     pub dir: tempfile::TempDir,
     pub emu: MiroEmulatorHandle,
     pub org_id: String,
@@ -42,7 +42,7 @@ impl Drop for Env {
 }
 
 impl Env {
-    pub async fn start(config: MiroEmulatorConfig) -> Env {
+    pub(crate) async fn start(config: MiroEmulatorConfig) -> Env {
         let org_id = config.org_id.clone();
         let emu = MiroEmulator::start(config, "127.0.0.1:0".parse().unwrap())
             .await
@@ -55,13 +55,13 @@ impl Env {
         }
     }
 
-    pub fn db(&self) -> PathBuf {
+    pub(crate) fn db(&self) -> PathBuf {
         self.dir.path().join("mirotrail.db")
     }
 
     /// Writes `mirotrail.toml`: the emulator's base URL and org id, the store in the temp
     /// dir, then `extra` (sections and keys).
-    pub fn config(&self, extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, extra: &str) -> PathBuf {
         let path = self.dir.path().join("mirotrail.toml");
         let text = format!(
             "[miro]\napi_base = \"{}\"\norg_id = \"{}\"\nmax_retries = 12\nretry_initial_backoff = \"20ms\"\n\n[store]\npath = \"mirotrail.db\"\n\n{extra}\n",
@@ -73,7 +73,7 @@ impl Env {
     }
 
     /// Runs the binary with `MIRO_TOKEN = token` and waits for it.
-    pub async fn run(&self, args: &[&str], token: &str) -> Output {
+    pub(crate) async fn run(&self, args: &[&str], token: &str) -> Output {
         let mut cmd = self.command(args, token);
         tokio::time::timeout(Duration::from_secs(240), cmd.output())
             .await
@@ -85,7 +85,7 @@ impl Env {
     /// file of this test (printed only if the test fails), so a passing `cargo test` is
     /// not interleaved with the children's logs. For children whose output the test
     /// reads, pipe it instead.
-    pub fn spawn(&self, mut cmd: tokio::process::Command) -> tokio::process::Child {
+    pub(crate) fn spawn(&self, mut cmd: tokio::process::Command) -> tokio::process::Child {
         let mut logs = self.child_logs.lock().unwrap();
         let path = self.dir.path().join(format!("child-{}.log", logs.len()));
         let file = std::fs::File::create(&path).unwrap();
@@ -94,7 +94,7 @@ impl Env {
         cmd.spawn().unwrap()
     }
 
-    pub fn command(&self, args: &[&str], token: &str) -> tokio::process::Command {
+    pub(crate) fn command(&self, args: &[&str], token: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"));
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -106,7 +106,7 @@ impl Env {
 }
 
 /// Rows of a local table as the Azure emulator shapes them, by id.
-pub fn local_rows(env: &Env, source: SourceKind) -> HashMap<String, Value> {
+pub(crate) fn local_rows(env: &Env, source: SourceKind) -> HashMap<String, Value> {
     table(&env.db(), source.table())
         .into_iter()
         .map(|r| {
@@ -124,7 +124,11 @@ pub fn local_rows(env: &Env, source: SourceKind) -> HashMap<String, Value> {
 
 /// Every local row is in the emulated Azure table, equal to the local row. Returns how
 /// many rows Azure holds more than once.
-pub fn assert_all_in_azure(env: &Env, azure: &AzureEmulatorHandle, source: SourceKind) -> usize {
+pub(crate) fn assert_all_in_azure(
+    env: &Env,
+    azure: &AzureEmulatorHandle,
+    source: SourceKind,
+) -> usize {
     let local = local_rows(env, source);
     let remote = azure.rows(source.table());
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -148,7 +152,7 @@ pub fn assert_all_in_azure(env: &Env, azure: &AzureEmulatorHandle, source: Sourc
 }
 
 /// The emulator's stream for a source.
-pub fn stream(source: SourceKind) -> Stream {
+pub(crate) fn stream(source: SourceKind) -> Stream {
     match source {
         SourceKind::AuditLogs => Stream::AuditLogs,
         SourceKind::ContentLogs => Stream::ContentLogs,
