@@ -15,27 +15,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mirotrail::emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, CONTENT_DCR};
-use mirotrail::emulator::miro::{
-    EmulatedToken, LateArrival, MiroEmulator, MiroEmulatorConfig, MiroEmulatorHandle, StreamShape,
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, CONTENT_DCR};
+use mirotrail_emulator::miro::{
+    EmulatedToken, LateArrival, MiroEmulator, MiroEmulatorConfig, MiroEmulatorHandle,
 };
-use mirotrail::timefmt::UnixMs;
+use mirotrail_test_support::{self as support, env_u64};
 
 const TOKEN: &str = "bench-token-5d1c0e";
 const BIN: &str = env!("CARGO_BIN_EXE_mirotrail");
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// A text knob from the environment, `default` when unset.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "benchmark knobs, not mirotrail's configuration"
+)]
+fn env_text(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
 }
 
 fn days(n: u64) -> Duration {
     Duration::from_secs(n * 86_400)
 }
 
-/// An org of `audit` + `content` events over `[start, end)`, no rate limit.
+/// The tests' org of `audit` + `content` events over `[start, end)` (no rate limit), with
+/// the given late arrivals, pages of up to 500 audit events and the benchmark's token.
 fn org(
     audit: u64,
     content: u64,
@@ -43,18 +47,7 @@ fn org(
     end: UnixMs,
     late: LateArrival,
 ) -> MiroEmulatorConfig {
-    let mut c = MiroEmulatorConfig::demo(UnixMs::now(), 1, audit, content, TOKEN);
-    c.audit = StreamShape {
-        count: audit,
-        start,
-        end,
-    };
-    c.content = StreamShape {
-        count: content,
-        start,
-        end,
-    };
-    c.rate_limit = None;
+    let mut c = support::org(audit, content, start, end);
     c.late = late;
     c.audit_max_limit = 500;
     c.tokens = vec![EmulatedToken {
@@ -105,7 +98,7 @@ async fn run_child(dir: &Path, args: &[&str], log: &str) -> ChildUsage {
 
 async fn wait_child(child: std::process::Child) -> ChildUsage {
     let started = Instant::now();
-    let pid = child.id() as libc::pid_t;
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
     tokio::task::spawn_blocking(move || {
         let mut status = 0;
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -113,11 +106,16 @@ async fn wait_child(child: std::process::Child) -> ChildUsage {
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         assert_eq!(r, pid, "wait4 failed");
         drop(child);
-        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        let tv = |t: libc::timeval| {
+            Duration::new(
+                t.tv_sec.unsigned_abs(),
+                u32::try_from(t.tv_usec).expect("below 10^6") * 1000,
+            )
+        };
         ChildUsage {
             wall: started.elapsed(),
             cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-            max_rss_kb: usage.ru_maxrss as u64,
+            max_rss_kb: usage.ru_maxrss.unsigned_abs(),
             success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         }
     })
@@ -128,16 +126,16 @@ async fn wait_child(child: std::process::Child) -> ChildUsage {
 fn sigterm(child: &std::process::Child) {
     // SAFETY: sending a signal to our own child.
     unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(
+            libc::pid_t::try_from(child.id()).expect("a pid"),
+            libc::SIGTERM,
+        );
     }
 }
 
+/// Rows in a table of the store.
 fn count(db: &Path, table: &str) -> u64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .unwrap() as u64
+    u64::try_from(support::count(db, table)).expect("a row count")
 }
 
 fn miro_section(emu: &MiroEmulatorHandle, org_id: &str) -> String {
@@ -181,8 +179,7 @@ async fn backfill(audit: u64, content: u64) -> BackfillRun {
     let emu = MiroEmulator::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let dir =
-        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
     let toml = format!(
         "{}[sources.content_logs]\nenabled = true\n\n[budget]\ncredits_per_minute = 1000000000\n",
         miro_section(&emu, &org_id)
@@ -285,6 +282,11 @@ struct LiveRun {
     to_ack: Vec<i64>,
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "p in [0, 1]: an index into `sorted`"
+)]
 fn percentile(sorted: &[i64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -314,8 +316,7 @@ async fn live(name: &'static str, sources: &str, secs: u64) -> LiveRun {
     let azure = AzureEmulator::start(azure_config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let dir =
-        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
     let toml = format!(
         "{}{sources}\n{}",
         miro_section(&emu, &org_id),
@@ -410,11 +411,11 @@ async fn live(name: &'static str, sources: &str, secs: u64) -> LiveRun {
             let id = item["id"].as_str().unwrap().to_string();
             let late = visible > time;
             out.expected += 1;
-            out.late_expected += late as u64;
+            out.late_expected += u64::from(late);
             match stored.get(&id) {
                 None => {
                     out.missed += 1;
-                    out.late_missed += late as u64;
+                    out.late_missed += u64::from(late);
                 }
                 // Freshness of live events only (not of the start's look-back backlog).
                 Some(_) if visible < t0 => {}
@@ -447,15 +448,14 @@ async fn live(name: &'static str, sources: &str, secs: u64) -> LiveRun {
 /// pragmas, one transaction per page), nothing else. Page generation is not timed.
 fn raw_ceiling(events: u64) -> (u64, Duration) {
     let now = UnixMs::now();
-    let org = mirotrail::emulator::miro::MiroOrg::new(&org(
+    let org = mirotrail_emulator::miro::MiroOrg::new(&org(
         events,
         0,
         now.minus(days(28)),
         now.minus(days(2)),
         NO_LATE,
     ));
-    let dir =
-        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
     let mut conn = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "FULL").unwrap();
@@ -537,8 +537,7 @@ fn main() {
     let audit = env_u64("BENCH_AUDIT_EVENTS", 1_000_000);
     let content = env_u64("BENCH_CONTENT_ITEMS", 200_000);
     let live_secs = env_u64("BENCH_LIVE_SECS", 330);
-    let out_path =
-        PathBuf::from(std::env::var("BENCH_OUT").unwrap_or_else(|_| "BENCHMARKS.md".into()));
+    let out_path = PathBuf::from(env_text("BENCH_OUT", "BENCHMARKS.md"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

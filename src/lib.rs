@@ -3,14 +3,14 @@
 //!
 //! Data flow, one module each: `miro` (API client, credit budget) -> `collect` (windows,
 //! checkpoints) -> `store` (SQLite tables in the Sentinel shape, outbox) -> `sink`
-//! (destinations). `pipeline` wires them for `run` and `demo`; `emulator` serves the
-//! Miro API on loopback for tests, benchmarks and the demo; `cli` is the command line.
+//! (destinations). `pipeline` wires them for `run` and `demo`; `cli` is the command line.
+//! The emulators of Miro and Azure (for tests, benchmarks, `demo` and `emulate`) are the
+//! `mirotrail-emulator` crate in `crates/emulator`.
 
 pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod config;
-pub mod emulator;
 pub mod miro;
 pub mod net;
 pub mod pipeline;

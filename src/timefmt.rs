@@ -26,22 +26,28 @@ impl UnixMs {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
-        UnixMs(since.as_millis() as i64)
+        UnixMs(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
     }
 
     /// Adds a duration, saturating.
     pub fn plus(self, d: Duration) -> Self {
-        UnixMs(self.0.saturating_add(d.as_millis() as i64))
+        UnixMs(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// Subtracts a duration, saturating.
     pub fn minus(self, d: Duration) -> Self {
-        UnixMs(self.0.saturating_sub(d.as_millis() as i64))
+        UnixMs(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// The duration from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: UnixMs) -> Duration {
-        Duration::from_millis(self.0.saturating_sub(earlier.0).max(0) as u64)
+        Duration::from_millis(self.0.saturating_sub(earlier.0).max(0).unsigned_abs())
     }
 
     /// Parses an ISO 8601 date-time with an explicit offset:
@@ -51,7 +57,7 @@ impl UnixMs {
     pub fn parse(text: &str) -> Option<Self> {
         let dt = parse_iso8601(text.trim())?;
         Some(UnixMs(
-            dt.unix_timestamp_nanos().div_euclid(1_000_000) as i64
+            i64::try_from(dt.unix_timestamp_nanos().div_euclid(1_000_000)).ok()?,
         ))
     }
 
@@ -81,13 +87,13 @@ fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
     {
         return None;
     }
-    let year = digits(b, 4)? as i32;
-    let month = Month::try_from(digits(&b[5..], 2)? as u8).ok()?;
-    let day = digits(&b[8..], 2)? as u8;
+    let year = i32::try_from(digits(b, 4)?).ok()?;
+    let month = Month::try_from(u8::try_from(digits(&b[5..], 2)?).ok()?).ok()?;
+    let day = u8::try_from(digits(&b[8..], 2)?).ok()?;
     let (hour, minute, second) = (
-        digits(&b[11..], 2)? as u8,
-        digits(&b[14..], 2)? as u8,
-        digits(&b[17..], 2)? as u8,
+        u8::try_from(digits(&b[11..], 2)?).ok()?,
+        u8::try_from(digits(&b[14..], 2)?).ok()?,
+        u8::try_from(digits(&b[17..], 2)?).ok()?,
     );
     let mut rest = &b[19..];
     let mut nanos = 0u32;
@@ -96,7 +102,7 @@ fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
         if !(1..=9).contains(&n) {
             return None;
         }
-        nanos = digits(frac, n)? * 10u32.pow(9 - n as u32);
+        nanos = digits(frac, n)? * 10u32.pow(9 - u32::try_from(n).ok()?);
         rest = &frac[n..];
     }
     let offset = match rest {
@@ -112,7 +118,12 @@ fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
                 return None;
             }
             let sign = if *sign == b'-' { -1 } else { 1 };
-            UtcOffset::from_hms(sign * h as i8, sign * m as i8, 0).ok()?
+            UtcOffset::from_hms(
+                sign * i8::try_from(h).ok()?,
+                sign * i8::try_from(m).ok()?,
+                0,
+            )
+            .ok()?
         }
         _ => return None,
     };
@@ -126,7 +137,7 @@ impl fmt::Display for UnixMs {
         let fmt = format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
         );
-        match OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000) {
+        match OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000) {
             Ok(dt) => match dt.format(&fmt) {
                 Ok(s) => f.write_str(&s),
                 Err(_) => write!(f, "@{}ms", self.0),
@@ -226,7 +237,7 @@ mod tests {
             lower in any::<bool>(),
         ) {
             // The instant truncated to what `frac_digits` can carry.
-            let step = 10i128.pow(9 - frac_digits as u32);
+            let step = 10i128.pow(9 - u32::try_from(frac_digits).unwrap());
             let utc = OffsetDateTime::from_unix_timestamp_nanos(nanos.div_euclid(step) * step).unwrap();
             let offset_min = if style == 0 { 0 } else { offset_min };
             let offset = UtcOffset::from_whole_seconds(offset_min * 60).unwrap();
@@ -234,7 +245,7 @@ mod tests {
             let frac = if frac_digits == 0 {
                 String::new()
             } else {
-                let n = local.nanosecond() / 10u32.pow(9 - frac_digits as u32);
+                let n = local.nanosecond() / 10u32.pow(9 - u32::try_from(frac_digits).unwrap());
                 format!(".{n:0frac_digits$}")
             };
             let (sign, abs) = if offset_min < 0 { ('-', -offset_min) } else { ('+', offset_min) };
@@ -253,7 +264,7 @@ mod tests {
                 local.year(), u8::from(local.month()), local.day(),
                 local.hour(), local.minute(), local.second(),
             );
-            let expected = UnixMs(utc.unix_timestamp_nanos().div_euclid(1_000_000) as i64);
+            let expected = UnixMs(i64::try_from(utc.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap());
             prop_assert_eq!(UnixMs::parse(&text), Some(expected), "{}", text);
             prop_assert_eq!(UnixMs::parse(&expected.to_iso()), Some(expected));
         }

@@ -190,8 +190,8 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
             )
         });
         let (covered, span) = (
-            Duration::from_millis(covered.max(0) as u64),
-            Duration::from_millis(span.max(0) as u64),
+            Duration::from_millis(covered.max(0).unsigned_abs()),
+            Duration::from_millis(span.max(0).unsigned_abs()),
         );
         let credits = r.collect.requests * kind.credits_per_call();
         if terminal {
@@ -333,7 +333,7 @@ fn snapshot(
     };
     Snapshot {
         fraction: covered as f64 / total as f64,
-        covered: Duration::from_millis(covered as u64),
+        covered: Duration::from_millis(covered.max(0).unsigned_abs()),
         new_events,
         already_stored,
         rate: rates.map(|(_, events)| events),
@@ -402,6 +402,11 @@ impl Display {
                         })
                         .unwrap_or_default();
                     if terminal {
+                        #[expect(
+                            clippy::cast_possible_truncation,
+                            clippy::cast_sign_loss,
+                            reason = "a fraction in [0, 1] times 1000"
+                        )]
                         bar.set_position((s.fraction * 1000.0) as u64);
                         bar.set_message(format!(
                             "{} covered, {} new, {} already stored, {} events/s, {} credits, ETA {eta}{wait_note}",
@@ -412,13 +417,19 @@ impl Display {
                             s.credits
                         ));
                     } else {
+                        #[expect(
+                            clippy::cast_possible_truncation,
+                            clippy::cast_sign_loss,
+                            reason = "a rate in events per second: finite and non-negative"
+                        )]
+                        let events_per_sec = s.rate.map(|r| r.round() as u64);
                         tracing::info!(
                             source = %kind,
                             percent = format!("{:.1}", s.fraction * 100.0),
                             covered = %human_span(s.covered),
                             new_events = s.new_events,
                             already_stored = s.already_stored,
-                            events_per_sec = s.rate.map(|r| r.round() as u64),
+                            events_per_sec,
                             credits = s.credits,
                             eta_secs = s.eta.map(|d| d.as_secs()),
                             waiting_for_credits_secs = waiting.map(|d| d.as_secs().max(1)),
@@ -460,9 +471,9 @@ mod tests {
         let mut last = None;
         for second in 0..=130u64 {
             let covered = if second <= 10 {
-                50_000 * second as i64
+                50_000 * i64::try_from(second).unwrap()
             } else {
-                500_000 + 1_000 * (second as i64 - 10)
+                500_000 + 1_000 * (i64::try_from(second).unwrap() - 10)
             };
             p.covered_ms.store(covered, Ordering::Relaxed);
             p.inserted.store(second * 3, Ordering::Relaxed);

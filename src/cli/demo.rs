@@ -13,9 +13,9 @@ use clap::Args;
 use super::query::{query_store, render_table};
 use super::{Failure, status::human};
 use crate::config::Config;
-use crate::emulator::miro::{MiroEmulator, MiroEmulatorConfig};
 use crate::pipeline::{self, RunOptions};
 use crate::timefmt::UnixMs;
+use mirotrail_emulator::miro::{MiroEmulator, MiroEmulatorConfig};
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
@@ -35,12 +35,12 @@ pub(crate) struct DemoArgs {
 }
 
 /// Why some rows of the sample queries have no email.
-pub const EMPTY_EMAIL_NOTE: &str = "An empty createdBy_email is not missing data: the actor \
+pub(crate) const EMPTY_EMAIL_NOTE: &str = "An empty createdBy_email is not missing data: the actor \
      was an application, SCIM provisioning or a Miro automation, not a person, and only \
      people have an email (createdBy_type says which).";
 
 /// The Sentinel solution's sample queries, in SQL on the local store.
-pub const SAMPLE_QUERIES: [(&str, &str); 2] = [
+pub(crate) const SAMPLE_QUERIES: [(&str, &str); 2] = [
     (
         "Recent audit events (Sentinel sample query)",
         "SELECT TimeGenerated, event, category, createdBy_email, context_ip FROM MiroAuditLogs_CL ORDER BY TimeGenerated DESC LIMIT 20",
@@ -69,7 +69,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     let now = UnixMs::now();
     let token = format!("demo-{:016x}", rand::random::<u64>());
     let emulator_config = MiroEmulatorConfig::demo(
-        now,
+        mirotrail_emulator::UnixMs(now.0),
         args.days,
         args.audit_events,
         args.content_items,
@@ -99,7 +99,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         &config,
         RunOptions {
             once: true,
-            start: Some(now.minus(Duration::from_secs(args.days as u64 * 86_400))),
+            start: Some(now.minus(Duration::from_secs(u64::from(args.days) * 86_400))),
             backoff_base: Some(Duration::from_millis(50)),
             ..RunOptions::default()
         },

@@ -7,13 +7,13 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
 use super::Failure;
-use crate::emulator::azure::{
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
-use crate::emulator::miro::{
+use mirotrail_emulator::miro::{
     BodyFault, Faults, MiroEmulator, MiroEmulatorConfig, RateLimit, TimeForm,
 };
-use crate::timefmt::UnixMs;
 
 #[derive(Debug, Args)]
 pub(crate) struct EmulateArgs {

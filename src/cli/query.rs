@@ -40,7 +40,7 @@ pub(crate) enum Format {
 
 /// A query result: column names and rows of JSON values.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QueryResult {
+pub(crate) struct QueryResult {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<serde_json::Value>>,
 }
@@ -177,7 +177,7 @@ fn write_rows(
 
 /// Runs one read-only statement on the store at `path` and holds all its rows (for
 /// small, known queries such as the demo's summaries).
-pub fn query_store(path: &Path, sql: &str) -> Result<QueryResult, Failure> {
+pub(crate) fn query_store(path: &Path, sql: &str) -> Result<QueryResult, Failure> {
     let conn = open(path)?;
     let mut stmt = prepare(&conn, sql)?;
     let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();

@@ -104,7 +104,7 @@ pub fn plan_slices(
     until: UnixMs,
     slice: Duration,
 ) -> Vec<(UnixMs, UnixMs)> {
-    let step = (slice.as_millis() as i64).max(1);
+    let step = i64::try_from(slice.as_millis()).unwrap_or(i64::MAX).max(1);
     let mut covered: Vec<(i64, i64)> = existing.iter().map(|s| (s.from.0, s.to.0)).collect();
     covered.sort_unstable();
     let mut gaps = Vec::new();
@@ -403,7 +403,10 @@ async fn read_slice(
             });
         }
         tracing::warn!(source = %kind, from = %s.from, to = %s.to, error = %error, attempt = attempts, "backfill slice failed; retrying");
-        if !shutdown.sleep(Duration::from_secs(attempts as u64)).await {
+        if !shutdown
+            .sleep(Duration::from_secs(u64::from(attempts)))
+            .await
+        {
             return Err(SliceError::Stopped);
         }
     }
@@ -432,7 +435,7 @@ impl ProgressSink for SliceSink {
     fn advance(&self, p: &SliceProgress, step: &PageStep) -> SliceProgress {
         let mut s = p.slice.clone();
         s.pages += 1;
-        s.requests += step.requests as i64;
+        s.requests += i64::from(step.requests);
         if step.repeated {
             // Keep the rows, but do not advance onto a cursor that loops.
         } else if step.last_page() {
@@ -445,7 +448,7 @@ impl ProgressSink for SliceSink {
         let (since, until) = self.span;
         SliceProgress {
             delta_ms: covered_within(&s, since, until) - covered_within(&p.slice, since, until),
-            delta_requests: step.requests as i64,
+            delta_requests: i64::from(step.requests),
             slice: s,
         }
     }
@@ -459,7 +462,7 @@ impl ProgressSink for SliceSink {
         let g = &self.progress;
         g.covered_ms.fetch_add(p.delta_ms, Ordering::Relaxed);
         g.requests
-            .fetch_add(p.delta_requests as u64, Ordering::Relaxed);
+            .fetch_add(p.delta_requests.unsigned_abs(), Ordering::Relaxed);
         g.inserted.fetch_add(commit.inserted, Ordering::Relaxed);
         g.duplicates.fetch_add(commit.duplicates, Ordering::Relaxed);
         Ok(commit)
@@ -549,7 +552,7 @@ mod tests {
             let mut all: Vec<(i64, i64)> = new.iter().map(|(a, b)| (a.0, b.0)).collect();
             for (a, b) in &all {
                 proptest::prop_assert!(a < b);
-                proptest::prop_assert!(b - a <= step_s as i64 * 1000);
+                proptest::prop_assert!(b - a <= i64::try_from(step_s).unwrap() * 1000);
             }
             all.extend(existing.iter().map(|s| (s.from.0, s.to.0)));
             all.sort_unstable();

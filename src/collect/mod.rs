@@ -362,7 +362,7 @@ impl ProgressSink for CheckpointSink {
     fn advance(&self, cp: &Checkpoint, step: &PageStep) -> Checkpoint {
         let mut next = cp.clone();
         next.pages_total += 1;
-        next.requests_total += step.requests as i64;
+        next.requests_total += i64::from(step.requests);
         if step.repeated {
             // Keep the rows, but do not advance onto a cursor that loops.
         } else if step.last_page() {

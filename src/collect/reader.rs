@@ -107,7 +107,7 @@ pub async fn read_window<S: ProgressSink>(
                 error => CollectError::Fetch { kind, error },
             })?;
         report.pages += 1;
-        report.requests += requests as u64;
+        report.requests += u64::from(requests);
 
         let repeated = page
             .next_cursor
@@ -213,7 +213,7 @@ pub async fn read_window<S: ProgressSink>(
                     %from,
                     %to,
                     new_events = window_inserted,
-                    took_ms = started.elapsed().as_millis() as u64,
+                    took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "window complete"
                 );
                 return Ok(());

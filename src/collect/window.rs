@@ -186,10 +186,10 @@ mod tests {
                 now = UnixMs(now.0 + step);
                 if let Some((from, to, sweep)) = next_window(watermark, polled, now, &p, last_sweep) {
                     prop_assert!(from <= watermark, "gap: from {from:?} after watermark {watermark:?}");
-                    prop_assert!(watermark.0 - from.0 <= overlap_s as i64 * 1000);
+                    prop_assert!(watermark.0 - from.0 <= i64::try_from(overlap_s).unwrap() * 1000);
                     prop_assert!(to > watermark);
                     prop_assert!(to <= now.minus(p.settle_lag));
-                    prop_assert!(to.0 - watermark.0 <= max_s as i64 * 1000);
+                    prop_assert!(to.0 - watermark.0 <= i64::try_from(max_s).unwrap() * 1000);
                     prop_assert_eq!(sweep, from < watermark);
                     if sweep {
                         last_sweep = Some(now);
@@ -208,8 +208,9 @@ mod tests {
             poll_s in 1u64..120, lag_s in 0u64..120, overlap_s in 60u64..1800, every_s in 0u64..600,
             event_at in 0i64..3_000_000, delay_frac in 0.0f64..1.0,
         ) {
-            let slack = (overlap_s + lag_s) as i64 - every_s as i64 - poll_s as i64;
+            let slack = i64::try_from(overlap_s + lag_s).unwrap() - i64::try_from(every_s).unwrap() - i64::try_from(poll_s).unwrap();
             prop_assume!(slack > 0);
+            #[expect(clippy::cast_possible_truncation, reason = "a few seconds in milliseconds")]
             let delay_ms = (slack as f64 * 1000.0 * delay_frac) as i64;
             let p = WindowPolicy {
                 settle_lag: Duration::from_secs(lag_s),
@@ -223,7 +224,7 @@ mod tests {
             let mut last_sweep = None;
             let mut caught = false;
             while now.0 < t.0 + delay_ms + 4 * 3_600_000 && !caught {
-                now = UnixMs(now.0 + poll_s as i64 * 1000);
+                now = UnixMs(now.0 + i64::try_from(poll_s).unwrap() * 1000);
                 if let Some((from, to, sweep)) = next_window(watermark, polled, now, &p, last_sweep) {
                     caught = now >= visible && from <= t && t < to;
                     if sweep {

@@ -165,6 +165,10 @@ pub enum ConfigOrigin {
 impl ConfigLocation {
     /// `--config` if given, else `MIROTRAIL_CONFIG` if set and not empty, else
     /// `./mirotrail.toml`.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "config loading: `MIROTRAIL_CONFIG` names the config file"
+    )]
     pub fn resolve(flag: Option<PathBuf>) -> ConfigLocation {
         ConfigLocation::resolve_with_env(flag, std::env::var_os(CONFIG_ENV))
     }
@@ -278,6 +282,10 @@ impl Config {
 }
 
 /// Reads a secret from an environment variable or a file (trimmed).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "config loading: secrets come from the environment variable the config names"
+)]
 pub fn load_secret(source: &TokenSource, what: &str) -> Result<SecretString, ConfigError> {
     let value = match source {
         TokenSource::Env(var) => std::env::var(var).map_err(|_| {

@@ -126,6 +126,10 @@ const MAX_MAX_RESPONSE_BYTES: u64 = 1024 * 1024 * 1024;
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 impl RawConfig {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "config loading: the environment fills the `*_env` keys"
+    )]
     pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
         self.validate_with_env(path, &|var| std::env::var(var).ok())
     }
@@ -202,7 +206,9 @@ impl RawConfig {
         }
         let max_response_bytes = match self.miro.max_response_bytes {
             None => DEFAULT_MAX_RESPONSE_BYTES,
-            Some(n) if (MIN_MAX_RESPONSE_BYTES..=MAX_MAX_RESPONSE_BYTES).contains(&n) => n as usize,
+            Some(n) if (MIN_MAX_RESPONSE_BYTES..=MAX_MAX_RESPONSE_BYTES).contains(&n) => {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }
             Some(n) => {
                 return Err(invalid(
                     "miro.max_response_bytes",

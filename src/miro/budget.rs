@@ -112,6 +112,11 @@ impl CreditBudget {
         Duration::ZERO
     }
 
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a share in (0, 1] of a u64 limit, floored: in [0, limit]"
+    )]
     fn allowance(&self, limit: u64) -> u64 {
         ((limit as f64) * self.share).floor() as u64
     }
@@ -125,7 +130,7 @@ impl CreditBudget {
             }
             tracing::debug!(
                 cost,
-                wait_ms = wait.as_millis() as u64,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 "waiting for Miro credits"
             );
             {

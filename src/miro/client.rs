@@ -431,7 +431,7 @@ impl MiroClient {
                     tracing::warn!(
                         source = %call.source,
                         attempt,
-                        wait_ms = wait.as_millis() as u64,
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                         %reason,
                         "Miro request failed; retrying"
                     );
@@ -455,7 +455,14 @@ impl MiroClient {
         let remaining = header_u64(headers, "x-ratelimit-remaining");
         let reset_in = header_u64(headers, "x-ratelimit-reset").map(|reset_epoch_secs| {
             let now_ms = UnixMs::now().0;
-            Duration::from_millis((reset_epoch_secs as i64 * 1000 - now_ms).max(0) as u64)
+            Duration::from_millis(
+                (i64::try_from(reset_epoch_secs)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000)
+                    - now_ms)
+                    .max(0)
+                    .unsigned_abs(),
+            )
         });
         if limit.is_some() || remaining.is_some() {
             self.budget.observe(limit, remaining, reset_in);
@@ -464,6 +471,11 @@ impl MiroClient {
     }
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a finite, non-negative header value; `as` saturates and drops the fraction"
+)]
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers
         .get(name)?

@@ -175,7 +175,7 @@ fn drop_partial_line(path: &Path) -> std::io::Result<u64> {
     let mut end = len;
     let keep = loop {
         let start = end.saturating_sub(buf.len() as u64);
-        let n = (end - start) as usize;
+        let n = usize::try_from(end - start).expect("at most the buffer's length");
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(&mut buf[..n])?;
         if let Some(pos) = buf[..n].iter().rposition(|&b| b == b'\n') {

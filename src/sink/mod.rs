@@ -156,7 +156,7 @@ pub(crate) struct SinkContext<'a> {
 
 impl SinkContext<'_> {
     /// An error about the key `sinks.NAME.key`.
-    pub fn invalid(&self, key: &str, message: String) -> ConfigError {
+    pub(crate) fn invalid(&self, key: &str, message: String) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
             key: format!("sinks.{}.{key}", self.name),
@@ -583,7 +583,7 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                     if e.permanent {
                         tracing::error!(sink = %name, source = %source, error = %e.message, retry_in_secs = wait.as_secs(), "delivery is blocked until this is fixed; rows wait in the store");
                     } else {
-                        tracing::warn!(sink = %name, source = %source, error = %e.message, retry_in_ms = wait.as_millis() as u64, "delivery failed; retrying");
+                        tracing::warn!(sink = %name, source = %source, error = %e.message, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "delivery failed; retrying");
                     }
                     if !shutdown.sleep(wait).await {
                         return Ok(report);

@@ -671,8 +671,9 @@ impl Store {
                 source.table()
             ))
             .map_err(sql(what))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![sink, source.name(), limit as i64], |r| {
+            .query_map(params![sink, source.name(), limit], |r| {
                 let mut cells = Vec::with_capacity(columns.len());
                 for i in 0..columns.len() {
                     cells.push(r.get::<_, Option<String>>(i + 2)?);
@@ -759,8 +760,9 @@ impl Store {
         let mut stmt = conn
             .prepare_cached(&sql_text)
             .map_err(sql("preparing the outbox read"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![after_seq, limit as i64], |r| {
+            .query_map(params![after_seq, limit], |r| {
                 let mut cells = Vec::with_capacity(columns.len());
                 for i in 0..columns.len() {
                     cells.push(r.get::<_, Option<String>>(i + 2)?);
@@ -1207,8 +1209,8 @@ fn write_slice(
             slice.done,
             slice.pages,
             slice.requests,
-            added.inserted as i64,
-            added.duplicates as i64,
+            i64::try_from(added.inserted).unwrap_or(i64::MAX),
+            i64::try_from(added.duplicates).unwrap_or(i64::MAX),
             UnixMs::now().0,
         ],
     )?;

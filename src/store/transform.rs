@@ -9,7 +9,7 @@
 //! `Value::Number` carries the text Miro sent (`30744573469876543210123` stays that, `1e400`
 //! is kept as a number instead of refusing the item) through the dynamic columns, the NDJSON
 //! lines and the Sentinel records. Chosen over carrying dynamic values as raw text because
-//! every consumer (sinks, the Azure emulator, `query`) already speaks `Value`, and the
+//! every consumer (sinks, `query`) already speaks `Value`, and the
 //! dynamic columns keep their one canonical compact form (keys sorted). The cost is a small
 //! string per parsed number; nothing in the crate relies on numbers being `f64`-backed
 //! (no untagged or flattened serde types are read from JSON).
@@ -918,9 +918,9 @@ mod tests {
 
     #[test]
     fn the_fast_path_takes_realistic_items_and_agrees() {
-        use crate::emulator::miro::{MiroEmulatorConfig, MiroOrg};
+        use mirotrail_emulator::miro::{MiroEmulatorConfig, MiroOrg};
         let org = MiroOrg::new(&MiroEmulatorConfig::demo(
-            UnixMs(1_700_000_000_000),
+            mirotrail_emulator::UnixMs(1_700_000_000_000),
             3,
             3000,
             3000,

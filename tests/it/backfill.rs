@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mirotrail::emulator::miro::Faults;
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::miro::Faults;
 
 use crate::support::*;
 
@@ -191,7 +191,7 @@ async fn an_interrupted_backfill_resumes_without_refetching_done_slices() {
     let resumed_requests = env.emu.stats().audit_requests - requests_at_kill;
     let pages_left: i64 = after.iter().zip(&at_kill).map(|(a, b)| a.2 - b.2).sum();
     assert!(
-        (pages_left..=pages_left + 2).contains(&(resumed_requests as i64)),
+        (pages_left..=pages_left + 2).contains(&(i64::try_from(resumed_requests).unwrap())),
         "resumed with {resumed_requests} requests for {pages_left} pages left\n{}",
         text(&out)
     );

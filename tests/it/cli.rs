@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
 
 use crate::support::*;
 
@@ -156,8 +156,8 @@ async fn query_answers_read_only_sql_as_table_csv_and_json() {
         .await;
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["n"], expected as i64);
-    assert_eq!(v[0]["ids"], expected as i64);
+    assert_eq!(v[0]["n"], i64::try_from(expected).unwrap());
+    assert_eq!(v[0]["ids"], i64::try_from(expected).unwrap());
 
     let out = env
         .run(
@@ -206,7 +206,10 @@ async fn query_answers_read_only_sql_as_table_csv_and_json() {
         "{}",
         text(&out)
     );
-    assert_eq!(count(&env.db(), "MiroAuditLogs_CL") as usize, expected);
+    assert_eq!(
+        usize::try_from(count(&env.db(), "MiroAuditLogs_CL")).unwrap(),
+        expected
+    );
 
     let out = env.run(&["query", "--config", cfg, "SELEKT 1"], "").await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

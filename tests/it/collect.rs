@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use mirotrail::emulator::miro::{Faults, LateArrival, OVERSIZED_CURSOR_CHARS, RateLimit};
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::miro::{Faults, LateArrival, OVERSIZED_CURSOR_CHARS, RateLimit};
 use serde_json::Value;
 
 use crate::support::*;
@@ -86,9 +86,9 @@ async fn every_event_lands_exactly_once_field_by_field() {
         );
         let raw: Value = serde_json::from_str(row["_raw"].as_deref().unwrap()).unwrap();
         assert_eq!(&raw, ev, "{id} raw");
-        missing_created_by += ev.get("createdBy").is_none() as u32;
-        missing_object += ev.get("object").is_none() as u32;
-        missing_team += ev.pointer("/context/team").is_none() as u32;
+        missing_created_by += u32::from(ev.get("createdBy").is_none());
+        missing_object += u32::from(ev.get("object").is_none());
+        missing_team += u32::from(ev.pointer("/context/team").is_none());
     }
     assert!(missing_created_by > 0 && missing_object > 0 && missing_team > 0);
 

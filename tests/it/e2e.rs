@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use mirotrail::config::SourceKind;
-use mirotrail::emulator::azure::{
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults, CONTENT_DCR,
 };
-use mirotrail::emulator::miro::Faults;
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::miro::Faults;
 
 use crate::support::*;
 
@@ -321,7 +321,9 @@ async fn azure_down_only_grows_the_backlog_and_everything_arrives_when_it_is_bac
                 |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))),
             )
             .unwrap();
-        if offset >= max_seq && azure.rows("MiroAuditLogs_CL").len() as i64 >= stored {
+        if offset >= max_seq
+            && i64::try_from(azure.rows("MiroAuditLogs_CL").len()).unwrap() >= stored
+        {
             delivered = true;
             break;
         }

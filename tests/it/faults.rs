@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use mirotrail::emulator::miro::Faults;
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::miro::Faults;
 
 use crate::support::*;
 
-fn live_org(audit: u64, content: u64) -> (mirotrail::emulator::miro::MiroEmulatorConfig, UnixMs) {
+fn live_org(audit: u64, content: u64) -> (mirotrail_emulator::miro::MiroEmulatorConfig, UnixMs) {
     let now = UnixMs::now();
     (
         org(

@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
 
 use crate::support::*;
 
@@ -106,8 +106,8 @@ async fn status_reports_rows_delivered_not_the_sequence_number() {
     let lines = std::fs::read_to_string(env.dir.path().join("archive/MiroAuditLogs_CL.ndjson"))
         .unwrap()
         .lines()
-        .count() as i64;
-    assert_eq!(lines, rows);
+        .count();
+    assert_eq!(i64::try_from(lines).unwrap(), rows);
 
     let out = env.run(&["status", "--config", cfg], "").await;
     assert!(out.status.success(), "{}", text(&out));
@@ -152,7 +152,7 @@ async fn run_once_ends_when_its_stdout_sink_is_closed_and_names_the_backlog() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_ends_within_its_retry_time_when_sentinel_is_down() {
-    use mirotrail::emulator::azure::{
+    use mirotrail_emulator::azure::{
         AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
     };
     let env = small_env().await;
@@ -238,7 +238,7 @@ async fn an_interrupted_backfill_says_so_and_exits_130_or_143() {
     let now = UnixMs::now();
     let (start, end) = (now.minus(minutes(72 * 60)), now.minus(minutes(30)));
     let mut config = org(6000, 0, start, end);
-    config.faults = mirotrail::emulator::miro::Faults {
+    config.faults = mirotrail_emulator::miro::Faults {
         slow_share: 1.0,
         slow_delay: Duration::from_millis(150),
         ..Default::default()
@@ -285,7 +285,7 @@ async fn status_and_readyz_agree_that_a_failing_poll_has_not_completed() {
     let mut config = org(800, 0, now.minus(minutes(90)), now.minus(minutes(5)));
     // Every page after the first repeats its cursor: pages are stored, the poll never
     // completes.
-    config.faults = mirotrail::emulator::miro::Faults {
+    config.faults = mirotrail_emulator::miro::Faults {
         repeat_cursor_share: 1.0,
         ..Default::default()
     };
@@ -330,7 +330,7 @@ async fn status_and_readyz_agree_that_a_failing_poll_has_not_completed() {
 
     // Once Miro behaves, one poll completes: status shows it and the error is gone.
     env.emu
-        .set_faults(mirotrail::emulator::miro::Faults::default());
+        .set_faults(mirotrail_emulator::miro::Faults::default());
     let out = env.run(&["run", "--config", cfg, "--once"], TOKEN).await;
     assert!(out.status.success(), "{}", text(&out));
     let out = env.run(&["status", "--config", cfg], "").await;
@@ -431,7 +431,7 @@ async fn backfill_says_when_it_waits_for_the_credit_budget() {
     let mut config = org(3000, 0, now.minus(minutes(6 * 60)), now.minus(minutes(5)));
     // A budget of 400 credits a minute: the backfill's share (a quarter) is one audit
     // call a minute, so the second call waits for the budget.
-    config.rate_limit = Some(mirotrail::emulator::miro::RateLimit {
+    config.rate_limit = Some(mirotrail_emulator::miro::RateLimit {
         credits_per_minute: 400,
         retry_after_header: true,
     });

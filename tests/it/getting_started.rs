@@ -6,7 +6,7 @@ use crate::support::*;
 const AUDIT_ONLY: &str = "[sources.audit_logs]\ninitial_lookback = \"2h\"\n";
 
 async fn small_env() -> Env {
-    let now = mirotrail::timefmt::UnixMs::now();
+    let now = mirotrail_emulator::UnixMs::now();
     Env::start(org(200, 50, now.minus(minutes(90)), now.minus(minutes(5)))).await
 }
 
@@ -305,7 +305,7 @@ async fn a_new_sink_gets_the_whole_store_unless_it_starts_now() {
     let cfg_s = cfg.to_str().unwrap().to_string();
     let out = env.run(&["run", "--config", &cfg_s, "--once"], TOKEN).await;
     assert!(out.status.success(), "{}", text(&out));
-    let stored = count(&env.db(), "MiroAuditLogs_CL") as usize;
+    let stored = usize::try_from(count(&env.db(), "MiroAuditLogs_CL")).unwrap();
     assert!(stored > 0);
 
     // Two sinks are added: `history` (the default start) and `fresh` (start = "now").
@@ -336,7 +336,7 @@ async fn a_new_sink_gets_the_whole_store_unless_it_starts_now() {
         .run(&["backfill", "--config", &cfg_s, "--since", "2h"], TOKEN)
         .await;
     assert!(out.status.success(), "{}", text(&out));
-    let total = count(&env.db(), "MiroAuditLogs_CL") as usize;
+    let total = usize::try_from(count(&env.db(), "MiroAuditLogs_CL")).unwrap();
     assert!(total > stored, "{total} after backfill, {stored} before");
     let out = env.run(&["run", "--config", &cfg_s, "--once"], TOKEN).await;
     assert!(out.status.success(), "{}", text(&out));

@@ -11,20 +11,13 @@
 use std::time::{Duration, Instant};
 
 use mirotrail::config::SourceKind;
-use mirotrail::emulator::azure::{
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
-use mirotrail::emulator::miro::Faults;
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::miro::Faults;
 
 use crate::support::*;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A small deterministic generator for kill times (no dependency needed for this).
 struct Jitter(u64);
@@ -42,7 +35,7 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
     let kills_wanted = env_u64("MIROTRAIL_HARNESS_KILLS", 20);
     let audit_events = env_u64("MIROTRAIL_HARNESS_EVENTS", 20_000);
     let content_items = audit_events / 4;
-    let seed = env_u64("MIROTRAIL_HARNESS_SEED", UnixMs::now().0 as u64 | 1);
+    let seed = env_u64("MIROTRAIL_HARNESS_SEED", UnixMs::now().0.unsigned_abs() | 1);
 
     let now = UnixMs::now();
     let (start, end) = (now.minus(minutes(6 * 60)), now.minus(minutes(5)));

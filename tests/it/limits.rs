@@ -5,13 +5,13 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
-use mirotrail::emulator::miro::BodyFault;
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::miro::BodyFault;
 
 use crate::support::*;
 
 /// What a finished child did, with its peak resident memory.
-pub struct Measured {
+pub(crate) struct Measured {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
@@ -20,7 +20,12 @@ pub struct Measured {
 
 /// Runs the binary in `dir` with `MIRO_TOKEN = token` and (when given) `umask`, waits
 /// for it and returns its own peak RSS.
-pub async fn run_measured(dir: &Path, args: &[&str], token: &str, umask: Option<u32>) -> Measured {
+pub(crate) async fn run_measured(
+    dir: &Path,
+    args: &[&str],
+    token: &str,
+    umask: Option<u32>,
+) -> Measured {
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let token = token.to_string();
@@ -45,7 +50,7 @@ pub async fn run_measured(dir: &Path, args: &[&str], token: &str, umask: Option<
         // Reaped below by `waitpid`.
         #[allow(clippy::zombie_processes)]
         let child = cmd.spawn().expect("mirotrail starts");
-        let pid = child.id() as libc::pid_t;
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
         // The kernel's `ru_maxrss` of a forked child starts at the parent's peak (this
         // test binary's), so read the child's own high-water mark (`VmHWM`, which only
         // grows) until it exits; the last reading is taken after its peak unless the
@@ -90,6 +95,10 @@ fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the low bits of the clock suffice"
+)]
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -427,10 +436,10 @@ async fn store_and_archive_are_private_under_umask_022() {
 /// Runs `check` against an Azure emulator with `faults`; returns the line about
 /// `subject` and the run.
 async fn check_against_azure(
-    faults: mirotrail::emulator::azure::AzureFaults,
+    faults: mirotrail_emulator::azure::AzureFaults,
     subject: &str,
 ) -> (String, Measured) {
-    use mirotrail::emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig};
+    use mirotrail_emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig};
     let now = UnixMs::now();
     let env = Env::start(org(20, 0, now.minus(minutes(30)), now.minus(minutes(5)))).await;
     let azure_config = AzureEmulatorConfig {
@@ -471,7 +480,7 @@ async fn check_against_azure(
 /// 1 MiB cap in its message, and memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bomb_from_the_token_endpoint_keeps_memory_bounded() {
-    use mirotrail::emulator::azure::AzureFaults;
+    use mirotrail_emulator::azure::AzureFaults;
     let faults = AzureFaults {
         token_gzip_bomb_mib: 2048,
         ..AzureFaults::default()
@@ -493,7 +502,7 @@ async fn gzip_bomb_from_the_token_endpoint_keeps_memory_bounded() {
 /// (503) still decides, and memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bomb_in_an_azure_error_answer_keeps_memory_bounded() {
-    use mirotrail::emulator::azure::AzureFaults;
+    use mirotrail_emulator::azure::AzureFaults;
     let faults = AzureFaults {
         error_gzip_bomb_mib: 2048,
         ..AzureFaults::default()

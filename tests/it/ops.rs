@@ -4,8 +4,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use mirotrail::emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, CONTENT_DCR};
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, CONTENT_DCR};
 
 use crate::support::*;
 
@@ -738,7 +738,7 @@ async fn metrics_count_items_stored_partially_derived() {
     let share = 0.1;
     let audit = 500u64;
     let mut config = org(audit, 0, now.minus(minutes(30)), now.minus(minutes(2)));
-    config.faults = mirotrail::emulator::miro::Faults {
+    config.faults = mirotrail_emulator::miro::Faults {
         hostile_item_share: share,
         ..Default::default()
     };

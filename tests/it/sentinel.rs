@@ -8,16 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mirotrail::config::{Config, SinkKindConfig, SourceKind};
-use mirotrail::emulator::azure::{
-    AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults, CONTENT_DCR,
-    table_row,
-};
 use mirotrail::sink::sentinel::SentinelSink;
 use mirotrail::sink::{
     AckLedger, Delivery, DeliveryMode, DeliveryReport, RowVerdict, Sink, SinkError, deliver,
 };
 use mirotrail::store::{Checkpoint, OutboxRow, Store, StoreHandle, transform};
 use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::azure::{
+    AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults, CONTENT_DCR,
+    table_row,
+};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -300,7 +300,7 @@ fn local_rows(w: &World, source: SourceKind) -> HashMap<String, usize> {
     counted(
         stored(w, source)
             .iter()
-            .map(|r| table_row(source, &r.cells)),
+            .map(|r| table_row(crate::support::stream(source), &r.cells)),
     )
 }
 

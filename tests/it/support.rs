@@ -1,69 +1,19 @@
-//! Shared helpers: an emulated org, a config in a temp dir, running the binary, reading
-//! the store.
+//! Helpers of the integration tests that run the `mirotrail` binary or use its library;
+//! the rest is shared with the benchmarks in the `mirotrail-test-support` crate.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
 use mirotrail::config::SourceKind;
-use mirotrail::emulator::azure::AzureEmulatorHandle;
-use mirotrail::emulator::miro::{
-    EmulatedToken, LateArrival, MiroEmulator, MiroEmulatorConfig, MiroEmulatorHandle, StreamShape,
-};
-use mirotrail::timefmt::UnixMs;
+use mirotrail_emulator::azure::{AzureEmulatorHandle, Stream};
+use mirotrail_emulator::miro::{MiroEmulator, MiroEmulatorConfig, MiroEmulatorHandle};
+pub(crate) use mirotrail_test_support::*;
 use serde_json::Value;
 
-pub const TOKEN: &str = "tok-7f3a9c2e5b8d41f6a0c3e9b2d7f1a4c8";
-pub const AUDIT_ONLY_TOKEN: &str = "tok-audit-only-51c9e2";
-pub const CONTENT_ONLY_TOKEN: &str = "tok-content-only-8e2d1f";
-
-/// An emulated org with `audit` events and `content` items evenly over `[start, end)`,
-/// no rate limit, no late arrivals, no faults.
-pub fn org(audit: u64, content: u64, start: UnixMs, end: UnixMs) -> MiroEmulatorConfig {
-    let mut c = MiroEmulatorConfig::demo(UnixMs::now(), 1, audit, content, TOKEN);
-    c.audit = StreamShape {
-        count: audit,
-        start,
-        end,
-    };
-    c.content = StreamShape {
-        count: content,
-        start,
-        end,
-    };
-    c.rate_limit = None;
-    c.late = LateArrival {
-        share: 0.0,
-        max_delay: Duration::ZERO,
-    };
-    c.tokens = vec![
-        EmulatedToken {
-            token: TOKEN.into(),
-            scopes: vec![
-                "auditlogs:read".into(),
-                "contentlogs:export".into(),
-                "boards:read".into(),
-            ],
-        },
-        EmulatedToken {
-            token: AUDIT_ONLY_TOKEN.into(),
-            scopes: vec!["auditlogs:read".into()],
-        },
-        EmulatedToken {
-            token: CONTENT_ONLY_TOKEN.into(),
-            scopes: vec!["contentlogs:export".into()],
-        },
-    ];
-    c
-}
-
-pub fn minutes(n: i64) -> Duration {
-    Duration::from_secs((n * 60) as u64)
-}
-
 /// A test directory with a running emulator and a config file.
-pub struct Env {
+pub(crate) struct Env {
     pub dir: tempfile::TempDir,
     pub emu: MiroEmulatorHandle,
     pub org_id: String,
@@ -92,7 +42,7 @@ impl Drop for Env {
 }
 
 impl Env {
-    pub async fn start(config: MiroEmulatorConfig) -> Env {
+    pub(crate) async fn start(config: MiroEmulatorConfig) -> Env {
         let org_id = config.org_id.clone();
         let emu = MiroEmulator::start(config, "127.0.0.1:0".parse().unwrap())
             .await
@@ -105,13 +55,13 @@ impl Env {
         }
     }
 
-    pub fn db(&self) -> PathBuf {
+    pub(crate) fn db(&self) -> PathBuf {
         self.dir.path().join("mirotrail.db")
     }
 
     /// Writes `mirotrail.toml`: the emulator's base URL and org id, the store in the temp
     /// dir, then `extra` (sections and keys).
-    pub fn config(&self, extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, extra: &str) -> PathBuf {
         let path = self.dir.path().join("mirotrail.toml");
         let text = format!(
             "[miro]\napi_base = \"{}\"\norg_id = \"{}\"\nmax_retries = 12\nretry_initial_backoff = \"20ms\"\n\n[store]\npath = \"mirotrail.db\"\n\n{extra}\n",
@@ -123,7 +73,7 @@ impl Env {
     }
 
     /// Runs the binary with `MIRO_TOKEN = token` and waits for it.
-    pub async fn run(&self, args: &[&str], token: &str) -> Output {
+    pub(crate) async fn run(&self, args: &[&str], token: &str) -> Output {
         let mut cmd = self.command(args, token);
         tokio::time::timeout(Duration::from_secs(240), cmd.output())
             .await
@@ -135,7 +85,7 @@ impl Env {
     /// file of this test (printed only if the test fails), so a passing `cargo test` is
     /// not interleaved with the children's logs. For children whose output the test
     /// reads, pipe it instead.
-    pub fn spawn(&self, mut cmd: tokio::process::Command) -> tokio::process::Child {
+    pub(crate) fn spawn(&self, mut cmd: tokio::process::Command) -> tokio::process::Child {
         let mut logs = self.child_logs.lock().unwrap();
         let path = self.dir.path().join(format!("child-{}.log", logs.len()));
         let file = std::fs::File::create(&path).unwrap();
@@ -144,7 +94,7 @@ impl Env {
         cmd.spawn().unwrap()
     }
 
-    pub fn command(&self, args: &[&str], token: &str) -> tokio::process::Command {
+    pub(crate) fn command(&self, args: &[&str], token: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"));
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -155,157 +105,8 @@ impl Env {
     }
 }
 
-pub fn text(out: &Output) -> String {
-    format!(
-        "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// All rows of a table as column -> value (text or null).
-pub fn table(db: &Path, table: &str) -> Vec<BTreeMap<String, Option<String>>> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    let mut stmt = conn
-        .prepare(&format!("SELECT * FROM {table} ORDER BY _seq"))
-        .unwrap();
-    let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
-    let rows = stmt
-        .query_map([], |r| {
-            let mut m = BTreeMap::new();
-            for (i, n) in names.iter().enumerate() {
-                let v: rusqlite::types::Value = r.get(i)?;
-                m.insert(
-                    n.clone(),
-                    match v {
-                        rusqlite::types::Value::Null => None,
-                        rusqlite::types::Value::Integer(i) => Some(i.to_string()),
-                        rusqlite::types::Value::Real(f) => Some(f.to_string()),
-                        rusqlite::types::Value::Text(t) => Some(t),
-                        rusqlite::types::Value::Blob(_) => Some("<blob>".into()),
-                    },
-                );
-            }
-            Ok(m)
-        })
-        .unwrap();
-    rows.map(Result::unwrap).collect()
-}
-
-/// Row count of a table (0 when the store does not exist yet).
-pub fn count(db: &Path, table: &str) -> i64 {
-    if !db.exists() {
-        return 0;
-    }
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap_or(0)
-}
-
-/// The emulated audit events with `createdAt` in `[from, to)` and visible now, by id.
-pub fn expected_audit(
-    emu: &MiroEmulatorHandle,
-    from: UnixMs,
-    to: UnixMs,
-) -> HashMap<String, Value> {
-    expected_audit_visible_by(emu, from, to, UnixMs::now())
-}
-
-/// The emulated audit events with `createdAt` in `[from, to)` that were visible at `by`.
-pub fn expected_audit_visible_by(
-    emu: &MiroEmulatorHandle,
-    from: UnixMs,
-    to: UnixMs,
-    by: UnixMs,
-) -> HashMap<String, Value> {
-    let org = emu.org();
-    org.audit_range(from, to)
-        .filter(|&i| org.audit_visible_at(i) <= by)
-        .map(|i| {
-            let ev = org.audit_event(i);
-            (ev["id"].as_str().unwrap().to_string(), ev)
-        })
-        .collect()
-}
-
-/// The emulated content items with `actionTime` in `[from, to)` and visible now, by id.
-pub fn expected_content(
-    emu: &MiroEmulatorHandle,
-    from: UnixMs,
-    to: UnixMs,
-) -> HashMap<String, Value> {
-    let org = emu.org();
-    let now = UnixMs::now();
-    org.content_range(from, to)
-        .filter(|&i| org.content_visible_at(i) <= now)
-        .map(|i| {
-            let ev = org.content_item(i);
-            (ev["id"].as_str().unwrap().to_string(), ev)
-        })
-        .collect()
-}
-
-/// KQL `tostring()` of a JSON pointer into an item, written independently of the
-/// product's transform: missing and null are `""`.
-pub fn kql(v: &Value, pointer: &str) -> String {
-    match v.pointer(pointer) {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
-/// Asserts that each id in `ids` appears exactly once in the table and nothing else does.
-pub fn assert_exactly_once(db: &Path, table: &str, expected: &HashMap<String, Value>) {
-    let rows = self::table(db, table);
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for r in &rows {
-        *seen.entry(r["id"].clone().unwrap()).or_default() += 1;
-    }
-    let missing: Vec<&String> = expected
-        .keys()
-        .filter(|id| !seen.contains_key(*id))
-        .collect();
-    let extra: Vec<&String> = seen
-        .keys()
-        .filter(|id| !expected.contains_key(*id))
-        .collect();
-    let dup: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty() && dup.is_empty(),
-        "{table}: {} expected, {} rows; missing {} (e.g. {:?}), extra {} (e.g. {:?}), duplicated {}",
-        expected.len(),
-        rows.len(),
-        missing.len(),
-        missing.iter().take(3).collect::<Vec<_>>(),
-        extra.len(),
-        extra.iter().take(3).collect::<Vec<_>>(),
-        dup.len()
-    );
-}
-
-/// The audit source's watermark: everything before it has been read.
-pub fn audit_watermark(db: &Path) -> UnixMs {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    UnixMs(
-        conn.query_row(
-            "SELECT watermark_ms FROM checkpoints WHERE source = 'audit_logs'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap(),
-    )
-}
-
 /// Rows of a local table as the Azure emulator shapes them, by id.
-pub fn local_rows(env: &Env, source: SourceKind) -> HashMap<String, Value> {
+pub(crate) fn local_rows(env: &Env, source: SourceKind) -> HashMap<String, Value> {
     table(&env.db(), source.table())
         .into_iter()
         .map(|r| {
@@ -315,7 +116,7 @@ pub fn local_rows(env: &Env, source: SourceKind) -> HashMap<String, Value> {
                 .collect();
             (
                 r["id"].clone().unwrap(),
-                mirotrail::emulator::azure::table_row(source, &cells),
+                mirotrail_emulator::azure::table_row(stream(source), &cells),
             )
         })
         .collect()
@@ -323,7 +124,11 @@ pub fn local_rows(env: &Env, source: SourceKind) -> HashMap<String, Value> {
 
 /// Every local row is in the emulated Azure table, equal to the local row. Returns how
 /// many rows Azure holds more than once.
-pub fn assert_all_in_azure(env: &Env, azure: &AzureEmulatorHandle, source: SourceKind) -> usize {
+pub(crate) fn assert_all_in_azure(
+    env: &Env,
+    azure: &AzureEmulatorHandle,
+    source: SourceKind,
+) -> usize {
     let local = local_rows(env, source);
     let remote = azure.rows(source.table());
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -344,4 +149,12 @@ pub fn assert_all_in_azure(env: &Env, azure: &AzureEmulatorHandle, source: Sourc
         &missing[..missing.len().min(3)]
     );
     seen.values().map(|n| n - 1).sum()
+}
+
+/// The emulator's stream for a source.
+pub(crate) fn stream(source: SourceKind) -> Stream {
+    match source {
+        SourceKind::AuditLogs => Stream::AuditLogs,
+        SourceKind::ContentLogs => Stream::ContentLogs,
+    }
 }

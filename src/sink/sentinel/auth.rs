@@ -20,7 +20,7 @@ use super::config::{AzureAuth, ManagedIdentityEndpoint, SecretSource, SentinelCo
 /// A token failure; `permanent` ones need someone to change the configuration.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
-pub struct AuthError {
+pub(crate) struct AuthError {
     pub message: String,
     pub permanent: bool,
 }
@@ -64,7 +64,7 @@ enum Credential {
 
 /// A bearer token with the id of its fetch (to drop exactly it after a 401).
 #[derive(Debug, Clone)]
-pub struct AccessToken {
+pub(crate) struct AccessToken {
     pub secret: SecretString,
     pub id: u64,
 }
@@ -77,7 +77,7 @@ struct Cached {
 
 /// Fetches and caches tokens.
 #[derive(Debug)]
-pub struct TokenProvider {
+pub(crate) struct TokenProvider {
     http: reqwest::Client,
     credential: Credential,
     authority_host: Url,
@@ -91,7 +91,11 @@ const RENEW_EARLY: Duration = Duration::from_secs(5 * 60);
 
 impl TokenProvider {
     /// Loads the secret the configuration points at; fails when it is missing.
-    pub fn new(config: &SentinelConfig, http: reqwest::Client) -> Result<Self, AuthError> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "config loading: the client secret comes from the variable the sink config names"
+    )]
+    pub(crate) fn new(config: &SentinelConfig, http: reqwest::Client) -> Result<Self, AuthError> {
         Self::with_env(config, http, &|var| std::env::var(var).ok())
     }
 
@@ -162,7 +166,7 @@ impl TokenProvider {
     }
 
     /// A valid token: the cached one, or a new one.
-    pub async fn token(&self) -> Result<AccessToken, AuthError> {
+    pub(crate) async fn token(&self) -> Result<AccessToken, AuthError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref()
             && Instant::now() < c.renew_at
@@ -185,7 +189,7 @@ impl TokenProvider {
     }
 
     /// Drops the token `id` (refused by the ingestion API) so that the next call fetches one.
-    pub async fn invalidate(&self, id: u64) {
+    pub(crate) async fn invalidate(&self, id: u64) {
         let mut cached = self.cached.lock().await;
         if cached.as_ref().is_some_and(|c| c.token.id == id) {
             *cached = None;

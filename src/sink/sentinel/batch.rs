@@ -44,11 +44,11 @@ pub fn stream_record(source: SourceKind, raw: &str) -> Result<Map<String, Value>
 }
 
 /// Azure truncates a field value longer than this.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// One serialized stream record.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub(crate) struct Record {
     pub seq: i64,
     /// The Miro id, to name the row in errors.
     pub id: String,
@@ -57,14 +57,14 @@ pub struct Record {
 
 /// A value Azure will truncate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LongValue {
+pub(crate) struct LongValue {
     pub seq: i64,
     pub column: String,
     pub bytes: usize,
 }
 
 /// Serializes the stream records of `rows`, listing values over 64 KB.
-pub fn encode(
+pub(crate) fn encode(
     source: SourceKind,
     rows: &[OutboxRow],
 ) -> Result<(Vec<Record>, Vec<LongValue>), String> {
@@ -104,7 +104,7 @@ pub fn encode(
 /// Packs records (given by their serialized lengths) into consecutive chunks whose JSON
 /// array (`[` + records joined by `,` + `]`) is at most `max_bytes`; a record that alone
 /// is larger gets a chunk of its own.
-pub fn chunks(lengths: &[usize], max_bytes: usize) -> Vec<Range<usize>> {
+pub(crate) fn chunks(lengths: &[usize], max_bytes: usize) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut size = 2; // "[]"
@@ -125,7 +125,7 @@ pub fn chunks(lengths: &[usize], max_bytes: usize) -> Vec<Range<usize>> {
 }
 
 /// The JSON array of `records`.
-pub fn json_array(records: &[Record]) -> Vec<u8> {
+pub(crate) fn json_array(records: &[Record]) -> Vec<u8> {
     let total: usize = records.iter().map(|r| r.json.len() + 1).sum::<usize>() + 1;
     let mut body = Vec::with_capacity(total);
     body.push(b'[');
@@ -140,7 +140,7 @@ pub fn json_array(records: &[Record]) -> Vec<u8> {
 }
 
 /// gzip of `bytes`.
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(
         Vec::with_capacity(bytes.len() / 4 + 64),
         Compression::fast(),

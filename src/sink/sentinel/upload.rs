@@ -21,7 +21,7 @@ use crate::sink::SinkError;
 
 /// What an ingestion answer means.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// 2xx (204): the records are in.
     Accepted,
     /// 413: the body is over Azure's limit; halve the chunk and resend.
@@ -41,7 +41,7 @@ pub enum Decision {
 
 /// Where a chunk goes (named in messages).
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub endpoint: Url,
     pub dcr: String,
     pub stream: String,
@@ -49,7 +49,7 @@ pub struct Target {
 
 /// The error body of the ingestion API.
 #[derive(Debug, Default, Deserialize)]
-pub struct IngestionError {
+pub(crate) struct IngestionError {
     #[serde(default)]
     pub code: Option<String>,
     #[serde(default)]
@@ -64,7 +64,7 @@ struct ErrorEnvelope {
 
 impl IngestionError {
     /// Reads `{"error":{"code","message"}}`, with `x-ms-error-code` as the fallback code.
-    pub fn parse(body: &[u8], header_code: Option<&str>) -> Self {
+    pub(crate) fn parse(body: &[u8], header_code: Option<&str>) -> Self {
         let mut e = serde_json::from_slice::<ErrorEnvelope>(body)
             .map(|e| e.error)
             .unwrap_or_default();
@@ -93,7 +93,7 @@ impl IngestionError {
 }
 
 /// Decides what an ingestion answer means.
-pub fn classify(
+pub(crate) fn classify(
     status: u16,
     retry_after: Option<Duration>,
     error: &IngestionError,
@@ -141,7 +141,7 @@ pub fn classify(
 
 /// Counters of the sink (read by tests and `status`).
 #[derive(Debug, Default)]
-pub struct UploadStats {
+pub(crate) struct UploadStats {
     pub requests: AtomicU64,
     pub accepted_records: AtomicU64,
     pub retries: AtomicU64,
@@ -153,7 +153,7 @@ pub struct UploadStats {
 
 /// What a chunk upload needs, shared by concurrent uploads.
 #[derive(Debug)]
-pub struct Uploader {
+pub(crate) struct Uploader {
     pub http: reqwest::Client,
     pub tokens: TokenProvider,
     pub backoff_base: Duration,
@@ -167,7 +167,7 @@ pub struct Uploader {
 /// How a chunk went: its leading records in order, each accepted (`None`) or refused
 /// for good with a reason (`Some`); `error` stopped the rest.
 #[derive(Debug)]
-pub struct ChunkOutcome {
+pub(crate) struct ChunkOutcome {
     pub results: Vec<Option<String>>,
     pub error: Option<SinkError>,
 }
@@ -184,7 +184,7 @@ impl Uploader {
     /// found; a record Azure will never take (alone over the 1 MB call limit, or refused
     /// as malformed alone while the stream accepts other records) is reported as refused
     /// and the rest goes on. Stops at the first other failure.
-    pub async fn upload_chunk(
+    pub(crate) async fn upload_chunk(
         self: Arc<Self>,
         target: Arc<Target>,
         records: Arc<Vec<Record>>,
@@ -411,7 +411,7 @@ impl Uploader {
                             retry_after: Some(wait),
                         }));
                     }
-                    tracing::warn!(dcr = %target.dcr, wait_ms = wait.as_millis() as u64, request_id, "throttled by the logs ingestion API (429); waiting");
+                    tracing::warn!(dcr = %target.dcr, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), request_id, "throttled by the logs ingestion API (429); waiting");
                     tokio::time::sleep(wait).await;
                 }
                 Decision::Retry { reason } => {
@@ -423,7 +423,7 @@ impl Uploader {
                     }
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let wait = backoff(attempts, self.backoff_base, Duration::from_secs(30));
-                    tracing::warn!(dcr = %target.dcr, error = %reason, request_id, retry_in_ms = wait.as_millis() as u64, "upload failed; retrying");
+                    tracing::warn!(dcr = %target.dcr, error = %reason, request_id, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "upload failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
                 Decision::Malformed(message) => {
@@ -467,7 +467,7 @@ pub enum ProbeOutcome {
 /// Posts an empty JSON array to the DCR's stream: the same checks as an upload (endpoint,
 /// token, DCR, role, stream) without writing a row. `Err` is a definite problem with its
 /// remedy (the same messages as delivery).
-pub async fn probe(
+pub(crate) async fn probe(
     http: &reqwest::Client,
     token: &SecretString,
     target: &Target,

@@ -81,7 +81,10 @@ pub(crate) fn gzip_bomb(decoded_mib: u64) -> impl Iterator<Item = Bytes> + Send 
     tail.extend_from_slice(&crc.sum().to_le_bytes());
     tail.extend_from_slice(&(crc.amount()).to_le_bytes());
     std::iter::once(header)
-        .chain(std::iter::repeat_n(segment, decoded_mib as usize))
+        .chain(std::iter::repeat_n(
+            segment,
+            usize::try_from(decoded_mib).unwrap_or(usize::MAX),
+        ))
         .chain(std::iter::once(Bytes::from(tail)))
 }
 
@@ -99,7 +102,10 @@ fn huge_page(bytes: u64) -> (u64, impl Iterator<Item = Bytes> + Send) {
     let chunks = bytes.saturating_sub(fixed) / chunk.len() as u64;
     let length = fixed + chunks * chunk.len() as u64;
     let iter = std::iter::once(Bytes::from_static(HEAD.as_bytes()))
-        .chain(std::iter::repeat_n(chunk, chunks as usize))
+        .chain(std::iter::repeat_n(
+            chunk,
+            usize::try_from(chunks).unwrap_or(usize::MAX),
+        ))
         .chain(std::iter::once(Bytes::from_static(LAST.as_bytes())));
     (length, iter)
 }

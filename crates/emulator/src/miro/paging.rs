@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 use super::org::{MiroOrg, Stream};
-use crate::timefmt::UnixMs;
+use crate::time::UnixMs;
 
 /// The content-log filters; `None` = no filter on that field.
 #[derive(Debug, Default)]

@@ -27,7 +27,7 @@ use super::hash::{hash, hash_str};
 use super::org::{MiroOrg, Stream, fingerprint_strings};
 use super::paging::{self, ContentFilter, PageRequest};
 use super::rate::{Charge, CreditBuckets, RateStatus};
-use crate::timefmt::UnixMs;
+use crate::time::UnixMs;
 
 const SCOPE_AUDIT: &str = "auditlogs:read";
 const SCOPE_CONTENT: &str = "contentlogs:export";
@@ -572,7 +572,7 @@ impl Shared {
             && !data.is_empty()
         {
             outcome.faults.push(faults::DUPLICATE_ITEM);
-            let k = (h % data.len() as u64) as usize;
+            let k = super::hash::index(h, data.len());
             data.insert(k + 1, data[k].clone());
         }
         if plan.stray_items && !data.is_empty() {
@@ -678,8 +678,8 @@ impl Shared {
                 Stream::Audit => 1,
                 Stream::Content => 2,
             },
-            from.0 as u64,
-            to.0 as u64,
+            from.0.cast_unsigned(),
+            to.0.cast_unsigned(),
             u64::from(descending),
             hash_str(self.org.org_id()),
         ]);

@@ -7,8 +7,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::http::{Reply, Request, Response};
-use super::{Shared, chance, source_of_stream, table_row};
-use crate::store::transform;
+use super::{Shared, Stream, chance, kql_tostring};
 
 /// An ingestion error: `{"error":{"code","message"}}` and `x-ms-error-code`.
 pub(super) fn error(status: u16, code: &str, message: &str) -> Response {
@@ -61,7 +60,7 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
                 ),
                 ("Content-Encoding".into(), "gzip".into()),
             ],
-            body: crate::emulator::miro::gzip_bomb(faults.error_gzip_bomb_mib)
+            body: crate::miro::gzip_bomb(faults.error_gzip_bomb_mib)
                 .flat_map(|b| b.to_vec())
                 .collect(),
         });
@@ -70,6 +69,11 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
         tokio::time::sleep(faults.slow_delay).await;
     }
     if chance(faults.throttle_share) {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a configured Retry-After: a few seconds, never negative"
+        )]
         let secs = faults.retry_after.as_secs_f64().ceil() as u64;
         return Reply::Respond(
             error(
@@ -122,7 +126,7 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
             ),
         );
     }
-    let Some(source) = source_of_stream(stream) else {
+    let Some(source) = Stream::from_name(stream) else {
         return respond(
             400,
             "InvalidStream",
@@ -186,7 +190,7 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
             "The body must be a JSON array of objects.",
         );
     };
-    let columns = transform::stream_columns(source);
+    let columns = source.declared_columns();
     let mut rows = Vec::with_capacity(records.len());
     for (i, record) in records.iter().enumerate() {
         let Value::Object(map) = record else {
@@ -205,7 +209,7 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
                 ),
             );
         }
-        let id = transform::kql_tostring(map.get("id"));
+        let id = kql_tostring(map.get("id"));
         if config.faults.reject_ids.contains(&id) {
             return respond(
                 400,
@@ -213,8 +217,7 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
                 &format!("Record {i} (id '{id}') was refused (injected fault)."),
             );
         }
-        let row = transform::to_row(source, &record.to_string());
-        rows.push(table_row(source, &row.cells));
+        rows.push(source.transform(map));
     }
     let lost = chance(config.faults.lost_ack_share);
     let mut s = state.lock().expect("emulator state");
@@ -225,7 +228,7 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
         s.stats.lost_ack_records += rows.len() as u64;
     }
     if !lost && s.config.record_ack_times {
-        let now = crate::timefmt::UnixMs::now();
+        let now = crate::time::UnixMs::now();
         for row in &rows {
             let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
             s.acked.push((id.to_string(), now));

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::*;
-use crate::timefmt::UnixMs;
+use crate::time::UnixMs;
 
 const ORG: &str = "3074457345821141000";
 const ALL: &str = "tok-all";

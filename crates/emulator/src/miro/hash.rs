@@ -35,7 +35,13 @@ pub(super) fn chance(h: u64, share: f64) -> bool {
 
 /// Picks an element of a non-empty slice.
 pub(super) fn pick<T>(h: u64, items: &[T]) -> &T {
-    &items[(h % items.len() as u64) as usize]
+    &items[index(h, items.len())]
+}
+
+/// `h` reduced into `0..n` (`n > 0`): an index into a slice of length `n`.
+pub(super) fn index(h: u64, n: usize) -> usize {
+    let n = u64::try_from(n).expect("a length fits in 64 bits");
+    usize::try_from(h % n).expect("below a slice length")
 }
 
 /// Picks an index with probability proportional to its weight (weights not all zero).

@@ -64,7 +64,7 @@ pub(super) fn token(state: &Shared, tenant: &str, request: &Request) -> Response
                 ),
                 ("Content-Encoding".into(), "gzip".into()),
             ],
-            body: crate::emulator::miro::gzip_bomb(bomb_mib)
+            body: crate::miro::gzip_bomb(bomb_mib)
                 .flat_map(|b| b.to_vec())
                 .collect(),
         }

@@ -7,12 +7,12 @@ use std::ops::Range;
 use serde_json::{Map, Value, json};
 
 use super::config::{LateArrival, MiroEmulatorConfig, StreamShape, TimeForm};
-use super::hash::{chance, hash, hash_str, pick, unit, weighted};
+use super::hash::{self, chance, hash, hash_str, index, pick, unit, weighted};
 use super::vocab::{
     APPLICATIONS, AUDIT_KINDS, BOARD_PREFIXES, BOARD_TOPICS, FIRST_NAMES, LAST_NAMES, ObjectKind,
     STICKY_TEXTS, TEAM_NAMES, WIDGET_TYPES,
 };
-use crate::timefmt::UnixMs;
+use crate::time::UnixMs;
 
 const USER_COUNT: usize = 200;
 const TEAM_COUNT: usize = 10;
@@ -149,7 +149,10 @@ fn decimal_id(prefix: &str, n: u64, digits: usize) -> String {
 /// A bijection of `[0, modulus)` (for `multiplier` coprime with `modulus`), so ids built from
 /// it are unique per index and still look random.
 fn scramble(index: u64, multiplier: u64, offset: u64, modulus: u64) -> u64 {
-    ((u128::from(index) * u128::from(multiplier) + u128::from(offset)) % u128::from(modulus)) as u64
+    u64::try_from(
+        (u128::from(index) * u128::from(multiplier) + u128::from(offset)) % u128::from(modulus),
+    )
+    .expect("below the modulus")
 }
 
 const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -180,6 +183,11 @@ fn domain_of(org_name: &str) -> String {
 }
 
 /// Index into a pool of `n`, skewed towards the low indices (a few busy users and boards).
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "`u * u` is in [0, 1), so the product is in [0, n) and capped at n - 1"
+)]
 fn skewed(h: u64, n: usize) -> usize {
     let u = unit(h);
     ((u * u * n as f64) as usize).min(n - 1)
@@ -203,12 +211,13 @@ impl MiroOrg {
                         11,
                     )
                 },
-                name: TEAM_NAMES[(i + (p(1, 0, 0) as usize)) % TEAM_NAMES.len()].to_owned(),
+                name: TEAM_NAMES[(i + index(p(1, 0, 0), TEAM_NAMES.len())) % TEAM_NAMES.len()]
+                    .to_owned(),
             })
             .collect();
 
-        let first_off = p(2, 0, 0) as usize;
-        let last_off = p(2, 0, 1) as usize;
+        let first_off = index(p(2, 0, 0), FIRST_NAMES.len());
+        let last_off = index(p(2, 0, 1), LAST_NAMES.len());
         let user_offset = p(2, 0, 2) % 100_000_000_000;
         let users: Vec<User> = (0..USER_COUNT)
             .map(|i| {
@@ -229,7 +238,7 @@ impl MiroOrg {
                     name: format!("{first} {last}"),
                     email: format!("{}.{}@{domain}", first.to_lowercase(), last.to_lowercase()),
                     ip,
-                    team: (p(3, i, 1) % TEAM_COUNT as u64) as usize,
+                    team: index(p(3, i, 1), TEAM_COUNT),
                 }
             })
             .collect();
@@ -331,7 +340,11 @@ impl MiroOrg {
         }
         let span = i128::from(s.end.0.saturating_sub(s.start.0).max(0));
         let offset = i128::from(index) * span / i128::from(s.count);
-        UnixMs(s.start.0.saturating_add(offset as i64))
+        UnixMs(
+            s.start
+                .0
+                .saturating_add(i64::try_from(offset).unwrap_or(i64::MAX)),
+        )
     }
 
     /// The first index whose time is `>= t` (`count` if none).
@@ -348,7 +361,7 @@ impl MiroOrg {
         }
         // floor(i * span / count) >= f  <=>  i * span >= f * count  (f is an integer)
         let i = (f * count + span - 1) / span;
-        i.min(count) as u64
+        u64::try_from(i.min(count)).expect("between 1 and the count")
     }
 
     pub(super) fn range(&self, stream: Stream, from: UnixMs, to: UnixMs) -> Range<u64> {
@@ -359,7 +372,9 @@ impl MiroOrg {
 
     /// The late delay of an event in milliseconds (0 when it is on time).
     fn delay_ms(&self, stream: Stream, index: u64) -> i64 {
-        let max = self.late.max_delay.as_millis().min(i64::MAX as u128) as u64;
+        let max = i64::try_from(self.late.max_delay.as_millis())
+            .unwrap_or(i64::MAX)
+            .unsigned_abs();
         if max == 0
             || !chance(
                 hash(&[self.seed, stream.tag(), index, SALT_LATE]),
@@ -368,7 +383,8 @@ impl MiroOrg {
         {
             return 0;
         }
-        (1 + hash(&[self.seed, stream.tag(), index, SALT_DELAY]) % max) as i64
+        i64::try_from(1 + hash(&[self.seed, stream.tag(), index, SALT_DELAY]) % max)
+            .expect("at most i64::MAX")
     }
 
     pub(super) fn visible_at(&self, stream: Stream, index: u64) -> UnixMs {
@@ -465,7 +481,7 @@ impl MiroOrg {
         };
         let board_idx = skewed(h(4), BOARD_COUNT);
         let board = &self.boards[board_idx];
-        let target = &self.users[(h(5) % USER_COUNT as u64) as usize];
+        let target = &self.users[hash::index(h(5), USER_COUNT)];
 
         let mut event = Map::new();
         event.insert("type".into(), json!("event"));
@@ -506,7 +522,7 @@ impl MiroOrg {
                     json!({"type": "user", "id": actor.id, "name": actor.name, "email": actor.email})
                 }
                 "application" => {
-                    let app = (h(8) % APPLICATIONS.len() as u64) as usize;
+                    let app = hash::index(h(8), APPLICATIONS.len());
                     json!({"type": "application", "id": decimal_id("34587645", 1_000_000 + app as u64 * 7_331, 11), "name": APPLICATIONS[app]})
                 }
                 "scim_provisioner" => {
@@ -525,7 +541,7 @@ impl MiroOrg {
                 ObjectKind::Board => json!({"id": board.id, "name": board.name}),
                 ObjectKind::User => json!({"id": target.id, "name": target.name}),
                 ObjectKind::Team => {
-                    let t = &self.teams[(h(10) % TEAM_COUNT as u64) as usize];
+                    let t = &self.teams[hash::index(h(10), TEAM_COUNT)];
                     json!({"id": t.id, "name": t.name})
                 }
                 ObjectKind::Organization => json!({"id": self.org_id, "name": self.org_name}),

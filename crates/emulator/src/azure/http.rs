@@ -18,19 +18,19 @@ pub(super) struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     /// Names in lowercase.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn query(&self, name: &str) -> Option<&str> {
+    pub(super) fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(n, _)| n == name)
@@ -48,13 +48,13 @@ pub(super) enum Reply {
 
 #[derive(Debug)]
 pub(super) struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Response {
-    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+    pub(super) fn json(status: u16, body: &serde_json::Value) -> Self {
         Response {
             status,
             headers: vec![(
@@ -65,7 +65,7 @@ impl Response {
         }
     }
 
-    pub fn empty(status: u16) -> Self {
+    pub(super) fn empty(status: u16) -> Self {
         Response {
             status,
             headers: Vec::new(),
@@ -73,7 +73,7 @@ impl Response {
         }
     }
 
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+    pub(super) fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::config::RateLimit;
-use crate::timefmt::UnixMs;
+use crate::time::UnixMs;
 
 /// The limit reported when no rate limit is configured.
 const UNLIMITED_CREDITS: u64 = 1_000_000_000_000;
@@ -86,7 +86,7 @@ impl CreditBuckets {
         if self.enforced && bucket.spent.saturating_add(cost) > self.limit {
             let status = self.status(bucket.spent, minute);
             let retry_after_ms = (minute + 1) * 60_000 - now.0;
-            let retry_after_secs = ((retry_after_ms + 999) / 1000).max(1) as u64;
+            let retry_after_secs = ((retry_after_ms + 999) / 1000).max(1).unsigned_abs();
             return Charge::Limited {
                 status,
                 retry_after_secs,

@@ -5,10 +5,11 @@
 //! It checks what Azure checks (bearer tokens and their expiry, DCR and stream, the role
 //! assignment, the body limit, the stream declaration's columns), answers with Azure's
 //! status codes and error shapes, applies the Sentinel DCR transformation
-//! (`store::transform::to_row`) so its tables can be compared with the local store, and
+//! (`dcr`, from the contract) so its tables can be compared with the local store, and
 //! injects faults: throttling, server errors, slow answers and lost acknowledgements
 //! (rows stored, connection closed without an answer).
 
+mod dcr;
 mod entra;
 mod http;
 mod ingest;
@@ -21,8 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::config::SourceKind;
-use crate::store::transform;
+pub use dcr::{Stream, kql_tostring};
 
 /// The DCR immutable id the emulator gives the audit logs stream by default.
 pub const AUDIT_DCR: &str = "dcr-a0d17000000000000000000000000001";
@@ -99,8 +99,8 @@ impl Default for AzureEmulatorConfig {
             client_secret: "emulator-client-secret".into(),
             federated_assertion: None,
             dcrs: vec![
-                (AUDIT_DCR.into(), SourceKind::AuditLogs.stream().into()),
-                (CONTENT_DCR.into(), SourceKind::ContentLogs.stream().into()),
+                (AUDIT_DCR.into(), Stream::AuditLogs.name().into()),
+                (CONTENT_DCR.into(), Stream::ContentLogs.name().into()),
             ],
             roles_granted: true,
             token_lifetime: Duration::from_secs(3599),
@@ -144,7 +144,7 @@ struct State {
     tokens: HashMap<String, Instant>,
     tables: BTreeMap<&'static str, Vec<Value>>,
     /// `(id, acknowledged at)` per record, when `record_ack_times` is on.
-    acked: Vec<(String, crate::timefmt::UnixMs)>,
+    acked: Vec<(String, crate::time::UnixMs)>,
     stats: AzureStats,
 }
 
@@ -246,7 +246,7 @@ impl AzureEmulatorHandle {
 
     /// `(id, when)` of every record acknowledged (stored and answered 204), when
     /// `record_ack_times` is on.
-    pub fn acknowledged(&self) -> Vec<(String, crate::timefmt::UnixMs)> {
+    pub fn acknowledged(&self) -> Vec<(String, crate::time::UnixMs)> {
         self.state.lock().expect("emulator state").acked.clone()
     }
 
@@ -289,22 +289,16 @@ impl AzureEmulatorHandle {
 }
 
 /// A table row as the emulator stores it: `{column: text or null}` over the table's
-/// columns, from cells in column order (as `store::transform::to_row` makes them, and as
-/// the local store holds them).
-pub fn table_row(source: SourceKind, cells: &[Option<String>]) -> Value {
+/// columns, from cells in column order (as the local store holds them).
+pub fn table_row(stream: Stream, cells: &[Option<String>]) -> Value {
     let mut row = Map::new();
-    for (column, cell) in transform::columns(source).iter().zip(cells) {
+    for (column, cell) in stream.table_columns().zip(cells) {
         row.insert(
-            (*column).to_string(),
+            column.to_string(),
             cell.clone().map_or(Value::Null, Value::String),
         );
     }
     Value::Object(row)
-}
-
-/// The Miro source a stream name belongs to.
-fn source_of_stream(stream: &str) -> Option<SourceKind> {
-    SourceKind::ALL.into_iter().find(|s| s.stream() == stream)
 }
 
 /// True with probability `share`.

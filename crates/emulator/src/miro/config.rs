@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::timefmt::UnixMs;
+use crate::time::UnixMs;
 
 /// Everything the emulator serves follows from this (and the wall clock).
 #[derive(Debug, Clone)]

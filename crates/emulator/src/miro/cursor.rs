@@ -37,7 +37,9 @@ pub(super) fn encode(seed: u64, stream: Stream, fingerprint: u64, position: u64)
     let c = check(seed, &bytes);
     bytes.extend_from_slice(&c.to_be_bytes());
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let stamp = crate::timefmt::UnixMs(1_600_000_000_000 + (position % 100_000_000_000) as i64);
+    let stamp = crate::time::UnixMs(
+        1_600_000_000_000 + i64::try_from(position % 100_000_000_000).expect("below 10^11"),
+    );
     let stamp = stamp.to_iso();
     format!("{}{:03}Z#{hex}-DDB", &stamp[..stamp.len() - 1], c % 1000)
 }
