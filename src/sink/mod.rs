@@ -498,7 +498,7 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                         t.delivery_failed(&name, cause, &e.message);
                     }
                     let mut wait = e.retry_after.unwrap_or_else(|| {
-                        crate::miro::retry::backoff(
+                        crate::retry::backoff(
                             failures_in_row.min(10),
                             Duration::from_millis(500),
                             Duration::from_secs(if e.permanent { 300 } else { 60 }),
