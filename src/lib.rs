@@ -16,6 +16,7 @@ pub mod net;
 pub mod pipeline;
 pub mod private;
 pub mod retry;
+pub mod secret;
 pub mod service;
 pub mod shutdown;
 pub mod sink;

@@ -51,14 +51,7 @@ impl From<reqwest::Error> for StartError {
     /// Keeps the causes in the message rather than as `source()`, like every error here,
     /// so a printed chain says each thing once.
     fn from(e: reqwest::Error) -> Self {
-        let mut text = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        StartError::Http(text)
+        StartError::Http(crate::net::error_chain(&e))
     }
 }
 

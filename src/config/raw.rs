@@ -10,8 +10,8 @@ use serde::Deserialize;
 use crate::sink::sentinel::{self, RawSentinelSink};
 
 use super::{
-    BudgetConfig, Config, ConfigError, LogFormat, MiroConfig, ServiceConfig, SinkConfig,
-    SinkKindConfig, SourceConfig, SourceKind, TokenSource, parse_duration,
+    BudgetConfig, Config, ConfigError, LogFormat, MiroConfig, SecretSource, ServiceConfig,
+    SinkConfig, SinkKindConfig, SourceConfig, SourceKind, parse_duration,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,7 +196,7 @@ impl RawConfig {
                     "set either `token_file` or `token_env`, not both".into(),
                 ));
             }
-            (Some(file), None) => TokenSource::File(resolve(file)),
+            (Some(file), None) => SecretSource::File(resolve(file)),
             (None, env) => {
                 let var = env.clone().unwrap_or_else(|| "MIRO_TOKEN".into());
                 if var.is_empty() || var.contains('=') {
@@ -205,7 +205,7 @@ impl RawConfig {
                         format!("`{var}` is not an environment variable name"),
                     ));
                 }
-                TokenSource::Env(var)
+                SecretSource::Env(var)
             }
         };
         if let Some(org) = &self.miro.org_id

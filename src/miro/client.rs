@@ -15,14 +15,11 @@ use super::budget::CreditBudget;
 use super::page::{Page, parse_page};
 use super::retry::{Permanent, Verdict, classify_status};
 use crate::config::{MiroConfig, SourceKind};
-use crate::net::{BodyError, read_body_capped};
+use crate::net::{BodyError, USER_AGENT, read_body_capped, root_cause};
 use crate::retry::{self, Decision, Exchange, GiveUp, Policy};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
 use crate::timefmt::UnixMs;
-
-/// The `User-Agent` mirotrail sends.
-pub const USER_AGENT: &str = concat!("mirotrail/", env!("CARGO_PKG_VERSION"));
 
 /// What one page request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -575,13 +572,7 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
     };
     // The layers between reqwest and the OS each restate the kind ("client error
     // (Connect)", "tcp connect error"); the innermost cause says what happened.
-    let mut root = None;
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        root = Some(s);
-        source = s.source();
-    }
-    match root {
+    match root_cause(e) {
         Some(root) => format!("{kind}: {root}"),
         None => kind.to_string(),
     }

@@ -10,5 +10,5 @@ mod page;
 pub mod retry;
 
 pub use budget::{BudgetSnapshot, CreditBudget};
-pub use client::{ClientStats, FetchError, MiroClient, Named, PageQuery, TokenInfo, USER_AGENT};
+pub use client::{ClientStats, FetchError, MiroClient, Named, PageQuery, TokenInfo};
 pub use page::{Page, PageError, parse_page};

@@ -66,7 +66,7 @@ impl SentinelSink {
     pub fn new(config: SentinelConfig) -> Result<Self, SinkError> {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
-            .user_agent(concat!("mirotrail/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::net::USER_AGENT)
             .build()
             .map_err(|e| SinkError {
                 message: format!("cannot set up the HTTP client: {e}"),

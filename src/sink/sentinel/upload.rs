@@ -17,9 +17,9 @@ use serde::Deserialize;
 use url::Url;
 
 use super::MAX_BATCH_BYTES;
-use super::auth::{TokenProvider, error_chain};
+use super::auth::TokenProvider;
 use super::batch::{Record, gzip, json_array};
-use crate::net::{BodyError, MAX_AUXILIARY_BODY_BYTES, read_body_capped};
+use crate::net::{BodyError, MAX_AUXILIARY_BODY_BYTES, error_chain, read_body_capped};
 use crate::retry::{self, Decision, Exchange, GiveUp, Policy};
 use crate::sink::SinkError;
 
