@@ -407,7 +407,7 @@ async fn check_sentinel(
     let sink = match SentinelSink::new(config) {
         Ok(s) => s,
         Err(e) => {
-            report.push(Verdict::Problem, format!("{subject} token"), e.message);
+            report.push(Verdict::Problem, format!("{subject} token"), e.to_string());
             return;
         }
     };

@@ -109,7 +109,7 @@ pub async fn run(
     for sink in &config.sinks {
         let built = Sink::from_config(sink).map_err(|e| StartError::Sink {
             name: sink.name.clone(),
-            message: e.message,
+            message: e.to_string(),
         })?;
         sinks.push((sink.name.clone(), sink.batch_rows, built));
     }

@@ -28,13 +28,7 @@ impl StdoutSink {
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     // Whatever read the output is gone: retrying cannot help.
-                    SinkError {
-                        message: "standard output was closed by the program reading it (broken \
-                                  pipe); run again with a reader that consumes every line"
-                            .into(),
-                        permanent: true,
-                        retry_after: None,
-                    }
+                    SinkError::StdoutClosed
                 } else {
                     SinkError::transient(format!("cannot write to standard output: {e}"))
                 }

@@ -36,7 +36,8 @@ pub use config::{
 use super::{RowVerdict, SinkError};
 use crate::config::SourceKind;
 use crate::store::OutboxRow;
-pub use upload::ProbeOutcome;
+pub use auth::AuthError;
+pub use upload::{AzureError, ProbeOutcome};
 use upload::{ChunkOutcome, Target, UploadStats, Uploader};
 
 /// What the sink has done so far.
@@ -68,15 +69,13 @@ impl SentinelSink {
             .timeout(config.request_timeout)
             .user_agent(crate::net::USER_AGENT)
             .build()
-            .map_err(|e| SinkError {
-                message: format!("cannot set up the HTTP client: {e}"),
+            .map_err(SinkError::HttpClient)?;
+        // A credential that cannot even be loaded needs the configuration changed.
+        let tokens = auth::TokenProvider::new(&config, http.clone()).map_err(|e| {
+            SinkError::Auth(AuthError {
                 permanent: true,
-                retry_after: None,
-            })?;
-        let tokens = auth::TokenProvider::new(&config, http.clone()).map_err(|e| SinkError {
-            message: e.message,
-            permanent: true,
-            retry_after: None,
+                ..e
+            })
         })?;
         Ok(SentinelSink {
             uploader: Arc::new(Uploader {
@@ -157,14 +156,10 @@ impl SentinelSink {
         let Some(first) = rows.first() else {
             return Ok(0);
         };
-        let target = self.config.target(source).ok_or_else(|| SinkError {
-            message: format!(
-                "no DCR is configured for {source}: set `{}_dcr` in this sink's section",
-                source.name()
-            ),
-            permanent: true,
-            retry_after: None,
-        })?;
+        let target = self
+            .config
+            .target(source)
+            .ok_or(SinkError::NoDcr { kind: source })?;
         let target = Arc::new(Target {
             endpoint: self.config.endpoint.clone(),
             dcr: target.dcr_immutable_id.clone(),
@@ -178,11 +173,7 @@ impl SentinelSink {
             .filter(|r| !ahead.contains(&r.seq))
             .cloned()
             .collect();
-        let (records, long) = batch::encode(source, &todo).map_err(|message| SinkError {
-            message,
-            permanent: true,
-            retry_after: None,
-        })?;
+        let (records, long) = batch::encode(source, &todo).map_err(SinkError::Encode)?;
         for l in &long {
             tracing::warn!(source = %source, seq = l.seq, column = %l.column, bytes = l.bytes, "value over 64 KB: Azure truncates it in Log Analytics (the local store keeps it whole)");
         }
@@ -270,7 +261,7 @@ impl SentinelSink {
         match (prefix, first_error) {
             (Some(p), None) => Ok(p),
             (Some(p), Some(e)) => {
-                tracing::debug!(through = p, error = %e.message, "delivered a prefix; the rest failed");
+                tracing::debug!(through = p, error = %e, "delivered a prefix; the rest failed");
                 Ok(p)
             }
             (None, Some(e)) => Err(e),

@@ -34,9 +34,67 @@ pub enum Verdict {
     RenewToken,
     /// 400: Azure refused the records as malformed. For one record of a stream that
     /// accepts others, the record is at fault; otherwise the DCR or stream is.
-    Malformed(String),
+    Malformed(AzureError),
     /// Resending cannot help; the message says what to change.
-    Permanent(String),
+    Permanent(AzureError),
+}
+
+/// What Azure refused, with the status, the DCR and stream, and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AzureError {
+    /// 403: the identity lacks the role on the DCR.
+    #[error(
+        "Azure refused to let this identity write to DCR {dcr} (stream {stream}) (403{detail}): \
+         grant it the \"Monitoring Metrics Publisher\" role on that data collection rule \
+         (Access control (IAM) > Add role assignment); a new assignment can take up to 30 \
+         minutes to apply"
+    )]
+    RoleMissing {
+        dcr: String,
+        stream: String,
+        detail: String,
+    },
+    /// 400: the records do not fit the stream's declaration.
+    #[error(
+        "Azure rejected the records for DCR {dcr}, stream {stream} as malformed (400{detail}): \
+         check that the DCR declares this stream with the Sentinel \"Miro\" columns \
+         (`mirotrail template azure` shows them)"
+    )]
+    Malformed {
+        dcr: String,
+        stream: String,
+        detail: String,
+    },
+    /// 404: the endpoint does not know the DCR or the stream.
+    #[error(
+        "the data collection endpoint {endpoint} does not know DCR {dcr} or stream {stream} \
+         (404{detail}): check the DCR's immutable id, the stream name, and that the DCE is \
+         the one associated with the DCR (same region)"
+    )]
+    UnknownDcr {
+        endpoint: Url,
+        dcr: String,
+        stream: String,
+        detail: String,
+    },
+    /// A freshly issued token is refused too (401 after a renewal).
+    #[error(
+        "the logs ingestion API refused a freshly issued token for DCR {dcr} ({what}): check \
+         that `audience`/`cloud` match the endpoint {endpoint} and that the token comes from \
+         the DCR's tenant"
+    )]
+    TokenRefused {
+        dcr: String,
+        endpoint: Url,
+        what: &'static str,
+    },
+    #[error("the logs ingestion API answered {status}{detail} for DCR {dcr}, stream {stream}")]
+    Unexpected {
+        status: u16,
+        dcr: String,
+        stream: String,
+        detail: String,
+    },
 }
 
 /// Where a chunk goes (named in messages).
@@ -117,25 +175,28 @@ pub fn classify(
         408 | 500..=599 => Decision::Retry {
             reason: format!("the logs ingestion API answered {status}{detail}"),
         },
-        403 => Decision::Finish(Verdict::Permanent(format!(
-            "Azure refused to let this identity write to DCR {dcr} (stream {stream}) (403{detail}): \
-             grant it the \"Monitoring Metrics Publisher\" role on that data collection rule \
-             (Access control (IAM) > Add role assignment); a new assignment can take up to 30 \
-             minutes to apply"
-        ))),
-        400 => Decision::Finish(Verdict::Malformed(format!(
-            "Azure rejected the records for DCR {dcr}, stream {stream} as malformed (400{detail}): \
-             check that the DCR declares this stream with the Sentinel \"Miro\" columns \
-             (`mirotrail template azure` shows them)"
-        ))),
-        404 => Decision::Finish(Verdict::Permanent(format!(
-            "the data collection endpoint {endpoint} does not know DCR {dcr} or stream {stream} \
-             (404{detail}): check the DCR's immutable id, the stream name, and that the DCE is \
-             the one associated with the DCR (same region)"
-        ))),
-        _ => Decision::Finish(Verdict::Permanent(format!(
-            "the logs ingestion API answered {status}{detail} for DCR {dcr}, stream {stream}"
-        ))),
+        403 => Decision::Finish(Verdict::Permanent(AzureError::RoleMissing {
+            dcr: dcr.clone(),
+            stream: stream.clone(),
+            detail,
+        })),
+        400 => Decision::Finish(Verdict::Malformed(AzureError::Malformed {
+            dcr: dcr.clone(),
+            stream: stream.clone(),
+            detail,
+        })),
+        404 => Decision::Finish(Verdict::Permanent(AzureError::UnknownDcr {
+            endpoint: endpoint.clone(),
+            dcr: dcr.clone(),
+            stream: stream.clone(),
+            detail,
+        })),
+        _ => Decision::Finish(Verdict::Permanent(AzureError::Unexpected {
+            status,
+            dcr: dcr.clone(),
+            stream: stream.clone(),
+            detail,
+        })),
     }
 }
 
@@ -255,8 +316,8 @@ impl Uploader {
                     let record = &records[r.start];
                     results.push(Some(format!(
                         "Azure refused row _seq {} (Miro id `{}`) alone as malformed while \
-                         accepting the others: {}",
-                        record.seq, record.id, e.message
+                         accepting the others: {e}",
+                        record.seq, record.id
                     )));
                     suspect = Some((results.len() - 1, e));
                 }
@@ -351,13 +412,12 @@ impl Exchange for UploadExchange<'_> {
     type Error = PostError;
 
     async fn acquire(&mut self) -> Result<(), PostError> {
-        let token = self.uploader.tokens.token().await.map_err(|e| {
-            PostError::Failed(SinkError {
-                message: e.message,
-                permanent: e.permanent,
-                retry_after: None,
-            })
-        })?;
+        let token = self
+            .uploader
+            .tokens
+            .token()
+            .await
+            .map_err(|e| PostError::Failed(SinkError::Auth(e)))?;
         self.token = Some(token);
         Ok(())
     }
@@ -448,21 +508,12 @@ impl Exchange for UploadExchange<'_> {
                 self.uploader.tokens.invalidate(token.id).await;
                 return Decision::Again;
             }
-            Verdict::RenewToken => Err(PostError::Failed(SinkError {
-                message: token_refused(target, "401 twice"),
-                permanent: true,
-                retry_after: None,
-            })),
-            Verdict::Malformed(message) => Err(PostError::Malformed(SinkError {
-                message,
-                permanent: true,
-                retry_after: None,
-            })),
-            Verdict::Permanent(message) => Err(PostError::Failed(SinkError {
-                message,
-                permanent: true,
-                retry_after: None,
-            })),
+            Verdict::RenewToken => Err(PostError::Failed(SinkError::from(token_refused(
+                target,
+                "401 twice",
+            )))),
+            Verdict::Malformed(e) => Err(PostError::Malformed(e.into())),
+            Verdict::Permanent(e) => Err(PostError::Failed(e.into())),
         })
     }
 
@@ -487,26 +538,21 @@ impl Exchange for UploadExchange<'_> {
             GiveUp::Failures { failures, reason } => {
                 SinkError::transient(format!("{reason} (after {failures} attempts)"))
             }
-            GiveUp::Throttled { wait, .. } => SinkError {
-                message: format!(
-                    "the logs ingestion API keeps throttling DCR {} (429)",
-                    self.target.dcr
-                ),
-                permanent: false,
-                retry_after: Some(wait),
+            GiveUp::Throttled { wait, .. } => SinkError::Throttled {
+                dcr: self.target.dcr.clone(),
+                retry_after: wait,
             },
         })
     }
 }
 
-/// The message for a freshly issued token that the ingestion API still refuses.
-fn token_refused(target: &Target, what: &str) -> String {
-    format!(
-        "the logs ingestion API refused a freshly issued token for DCR {} ({what}): check \
-         that `audience`/`cloud` match the endpoint {} and that the token comes from the \
-         DCR's tenant",
-        target.dcr, target.endpoint
-    )
+/// A freshly issued token that the ingestion API still refuses.
+fn token_refused(target: &Target, what: &'static str) -> AzureError {
+    AzureError::TokenRefused {
+        dcr: target.dcr.clone(),
+        endpoint: target.endpoint.clone(),
+        what,
+    }
 }
 
 /// What an empty batch (`[]`) told about a DCR and stream.
@@ -566,7 +612,7 @@ pub async fn probe(
     let error = IngestionError::parse(&body, header_code.as_deref());
     match classify(status, retry_after, &error, target) {
         Decision::Finish(Verdict::Accepted) => Ok(ProbeOutcome::Accepted { status }),
-        Decision::Finish(Verdict::RenewToken) => Err(token_refused(target, "401")),
+        Decision::Finish(Verdict::RenewToken) => Err(token_refused(target, "401").to_string()),
         // Azure may refuse an empty batch as such; that says nothing about the rest.
         Decision::Finish(Verdict::Malformed(_))
             if error.code.as_deref() != Some("InvalidStream") =>
@@ -576,7 +622,7 @@ pub async fn probe(
                 error.detail()
             )))
         }
-        Decision::Finish(Verdict::Permanent(message) | Verdict::Malformed(message)) => Err(message),
+        Decision::Finish(Verdict::Permanent(e) | Verdict::Malformed(e)) => Err(e.to_string()),
         Decision::Finish(Verdict::Split) => Ok(ProbeOutcome::Inconclusive(
             "the endpoint answered 413 to an empty batch".into(),
         )),
@@ -625,7 +671,7 @@ mod tests {
 
     fn permanent(d: Decision<Verdict>) -> String {
         match d {
-            Decision::Finish(Verdict::Permanent(m)) => m,
+            Decision::Finish(Verdict::Permanent(e)) => e.to_string(),
             other => panic!("not permanent: {other:?}"),
         }
     }
@@ -696,9 +742,10 @@ mod tests {
 
     #[test]
     fn status_400_names_the_dcr_and_stream() {
-        let Decision::Finish(Verdict::Malformed(m)) = c(400) else {
+        let Decision::Finish(Verdict::Malformed(e)) = c(400) else {
             panic!("400 is malformed")
         };
+        let m = e.to_string();
         assert!(
             m.contains("dcr-0123456789abcdef0123456789abcdef")
                 && m.contains("Custom-MiroAuditLogs_CL"),
