@@ -105,6 +105,34 @@ pub struct Target {
     pub stream: String,
 }
 
+impl Target {
+    /// The ingestion URL of the DCR's stream.
+    fn url(&self) -> String {
+        format!(
+            "{}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01",
+            self.endpoint.as_str().trim_end_matches('/'),
+            self.dcr,
+            self.stream
+        )
+    }
+}
+
+/// What an ingestion answer's head says: the status, `Retry-After` and
+/// `x-ms-error-code`.
+fn answer_head(response: &reqwest::Response) -> (u16, Option<Duration>, Option<String>) {
+    let headers = response.headers();
+    let retry_after = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let header_code = headers
+        .get("x-ms-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (response.status().as_u16(), retry_after, header_code)
+}
+
 /// The error body of the ingestion API.
 #[derive(Debug, Default, Deserialize)]
 pub struct IngestionError {
@@ -368,12 +396,7 @@ impl Uploader {
 
     async fn post(&self, target: &Target, records: &[Record]) -> Result<(), PostError> {
         let json = json_array(records);
-        let url = format!(
-            "{}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01",
-            target.endpoint.as_str().trim_end_matches('/'),
-            target.dcr,
-            target.stream
-        );
+        let url = target.url();
         let policy = Policy {
             max_retries: self.max_attempts.saturating_sub(1),
             max_throttled: Some(self.max_throttled),
@@ -447,18 +470,7 @@ impl Exchange for UploadExchange<'_> {
                 ),
             },
             Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let header_code = response
-                    .headers()
-                    .get("x-ms-error-code")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let (status, retry_after, header_code) = answer_head(&response);
                 match read_body_capped(response, MAX_AUXILIARY_BODY_BYTES).await {
                     Ok(bytes) => {
                         let error = if (200..300).contains(&status) {
@@ -572,12 +584,7 @@ pub async fn probe(
     token: &SecretString,
     target: &Target,
 ) -> Result<ProbeOutcome, String> {
-    let url = format!(
-        "{}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01",
-        target.endpoint.as_str().trim_end_matches('/'),
-        target.dcr,
-        target.stream
-    );
+    let url = target.url();
     let response = http
         .post(&url)
         .bearer_auth(token.expose_secret())
@@ -594,18 +601,7 @@ pub async fn probe(
                 error_chain(&e)
             )
         })?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let header_code = response
-        .headers()
-        .get("x-ms-error-code")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let (status, retry_after, header_code) = answer_head(&response);
     let body = read_body_capped(response, MAX_AUXILIARY_BODY_BYTES)
         .await
         .unwrap_or_default();
