@@ -2,7 +2,7 @@
 //! Azure log uploads), its decision type and its backoff.
 //!
 //! Each side keeps the meaning of its own answers: a pure function there (Miro's
-//! `miro::retry::classify_status`, Azure's `sink::sentinel::upload::classify`) turns a
+//! `miro::status::classify_status`, Azure's `sink::sentinel::upload::classify`) turns a
 //! status and headers into a [`Decision`]; this module only decides how long to wait and
 //! when to give up. It is hand-written on purpose: every request goes through the
 //! caller's [`Exchange::acquire`] (Miro's credit budget), so no retry escapes it.

@@ -1,5 +1,5 @@
 //! The HTTP client of the two log endpoints: one request per page, within the shared
-//! credit budget, retried per `retry::classify_status`. No answer is read past
+//! credit budget, retried per `status::classify_status` through `crate::retry`. No answer is read past
 //! `miro.max_response_bytes` (`net::read_body_capped`); an oversized page is a permanent
 //! error, since fetching it again would bring the same bytes.
 
@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::budget::CreditBudget;
 use super::page::{Page, parse_page};
-use super::retry::{Permanent, Verdict, classify_status};
+use super::status::{Permanent, Verdict, classify_status};
 use crate::config::{MiroConfig, SourceKind};
 use crate::net::{BodyError, USER_AGENT, read_body_capped, root_cause};
 use crate::retry::{self, Decision, Exchange, GiveUp, Policy};
