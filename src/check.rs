@@ -2,7 +2,7 @@
 //! row, whether the configuration can work, and says what to fix.
 //!
 //! Every line is one check with a verdict: `ok`, `problem` (with the remedy, in the same
-//! words `run` uses when it meets the same failure: `miro::retry` and the Sentinel sink's
+//! words `run` uses when it meets the same failure: `miro::status` and the Sentinel sink's
 //! explanations), or `not verified` (the check could not decide, and says why). Nothing
 //! here writes to Miro, Azure, the store or a sink's files.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, MiroConfig, SinkKindConfig, SourceKind};
-use crate::miro::retry::{forbidden_advice, scope_of};
+use crate::miro::status::{forbidden_advice, scope_of};
 use crate::miro::{CreditBudget, FetchError, MiroClient, PageQuery, TokenInfo};
 use crate::sink::sentinel::{ProbeOutcome, SentinelSink};
 use crate::timefmt::UnixMs;
@@ -252,7 +252,7 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
             check_org(&info, config, report);
         }
         Err(FetchError::Permanent(p)) => {
-            let refused = matches!(p, crate::miro::retry::Permanent::Unauthorized { .. });
+            let refused = matches!(p, crate::miro::status::Permanent::Unauthorized { .. });
             report.push(Verdict::Problem, "miro token", p.to_string());
             if refused {
                 for s in sources {
@@ -422,7 +422,7 @@ async fn check_sentinel(
     let sink = match SentinelSink::new(config) {
         Ok(s) => s,
         Err(e) => {
-            report.push(Verdict::Problem, format!("{subject} token"), e.message);
+            report.push(Verdict::Problem, format!("{subject} token"), e.to_string());
             return;
         }
     };

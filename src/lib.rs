@@ -15,6 +15,8 @@ pub mod miro;
 pub mod net;
 pub mod pipeline;
 pub mod private;
+pub mod retry;
+pub mod secret;
 pub mod service;
 pub mod shutdown;
 pub mod sink;

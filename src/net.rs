@@ -8,6 +8,35 @@
 
 use url::{Host, Url};
 
+/// The `User-Agent` of every request mirotrail sends (Miro and Azure).
+pub const USER_AGENT: &str = concat!("mirotrail/", env!("CARGO_PKG_VERSION"));
+
+/// An error followed by each of its causes, `: `-separated (reqwest's own message names
+/// only the outermost layer).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The innermost cause of an error (the one that says what happened), if it has one.
+pub fn root_cause<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    let mut root = None;
+    let mut source = e.source();
+    while let Some(s) = source {
+        root = Some(s);
+        source = s.source();
+    }
+    root
+}
+
 /// Bytes of a token endpoint's or an Azure error answer mirotrail reads at most. Entra
 /// tokens are a few KB and Azure error bodies under 10 KB; 1 MiB leaves room for any
 /// proxy page while bounding memory.

@@ -51,14 +51,7 @@ impl From<reqwest::Error> for StartError {
     /// Keeps the causes in the message rather than as `source()`, like every error here,
     /// so a printed chain says each thing once.
     fn from(e: reqwest::Error) -> Self {
-        let mut text = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        StartError::Http(text)
+        StartError::Http(crate::net::error_chain(&e))
     }
 }
 
@@ -114,7 +107,7 @@ pub async fn run(
     for sink in &config.sinks {
         let built = crate::sink::build(sink).map_err(|e| StartError::Sink {
             name: sink.name.clone(),
-            message: e.message,
+            message: e.to_string(),
         })?;
         sinks.push((sink.name.clone(), sink.batch_rows, built));
     }

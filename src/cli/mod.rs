@@ -13,9 +13,9 @@ mod status;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, ConfigLocation};
+use crate::config::{Config, ConfigError, ConfigLocation, LogFormat};
 use crate::pipeline::{self, RunOptions, StartError};
 
 /// Collect Miro Enterprise audit logs and board content logs, completely and without
@@ -41,12 +41,6 @@ pub struct Cli {
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,13 +243,10 @@ pub fn main() -> ExitCode {
             Command::Check(args) => Some(args.location()),
             _ => None,
         };
-        match location
+        location
             .and_then(|l| Config::load_from(&l).ok())
             .and_then(|c| c.service.log_format)
-        {
-            Some(crate::config::LogFormat::Json) => LogFormat::Json,
-            _ => LogFormat::Text,
-        }
+            .unwrap_or(LogFormat::Text)
     });
     init_logging(format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::reader::{PageStep, ProgressSink, WindowRead, read_window};
+use super::reader::{CursorRestarts, PageCommitter, PageStep, WindowRead, read_window};
 use super::{CollectError, CollectReport};
 use crate::config::{SourceConfig, SourceKind};
 use crate::miro::{FetchError, MiroClient};
@@ -25,8 +25,6 @@ use crate::shutdown::Shutdown;
 use crate::store::{BackfillSlice, PageCommit, Row, StoreError, StoreHandle};
 use crate::timefmt::UnixMs;
 
-/// Cursor refusals without progress tolerated in one slice before it fails.
-const MAX_CURSOR_RESTARTS: u32 = 3;
 /// Attempts at one slice (each after the client's own request retries) before it is left
 /// for the next run.
 const SLICE_ATTEMPTS: u32 = 3;
@@ -314,7 +312,7 @@ async fn read_slice(
     } = job;
     let source = &source;
     let kind = source.kind;
-    let sink = Arc::new(SliceSink {
+    let committer = Arc::new(SliceCommitter {
         store: store.clone(),
         kind,
         progress: progress.clone(),
@@ -325,7 +323,7 @@ async fn read_slice(
         delta_ms: 0,
         delta_requests: 0,
     };
-    let mut cursor_restarts = 0;
+    let mut cursor_restarts = CursorRestarts::default();
     let mut attempts = 0;
     loop {
         let s = &state.slice;
@@ -339,7 +337,7 @@ async fn read_slice(
                 cursor: s.cursor.clone(),
                 new_rows: None,
             },
-            &sink,
+            &committer,
             &mut state,
             report,
             shutdown,
@@ -354,29 +352,22 @@ async fn read_slice(
                 error: FetchError::CursorRejected { reason },
                 ..
             }) => {
-                // Pages are ascending: resume just before the latest item stored (ids
-                // deduplicate the re-read).
-                s.cursor = None;
-                match s
-                    .read_through
-                    .map(|t| t.minus(Duration::from_millis(1)))
-                    .filter(|t| *t > s.read_from)
-                {
-                    Some(t) => s.read_from = t,
-                    None => cursor_restarts += 1,
-                }
+                let restarted =
+                    cursor_restarts.restart(&mut s.cursor, &mut s.read_from, s.read_through);
                 store
                     .save_backfill_slice(s)
                     .await
                     .map_err(SliceError::Store)?;
-                if cursor_restarts <= MAX_CURSOR_RESTARTS {
-                    tracing::warn!(source = %kind, resume_from = %s.read_from, cause = %reason, "cannot continue from the cursor; reading the rest of the slice again from the latest item stored");
-                    continue;
-                }
-                CollectError::CursorRefusedRepeatedly {
-                    kind,
-                    times: cursor_restarts,
-                    reason,
+                match restarted {
+                    Ok(()) => {
+                        tracing::warn!(source = %kind, resume_from = %s.read_from, cause = %reason, "cannot continue from the cursor; reading the rest of the slice again from the latest item stored");
+                        continue;
+                    }
+                    Err(times) => CollectError::CursorRefusedRepeatedly {
+                        kind,
+                        times,
+                        reason,
+                    },
                 }
             }
             Err(e) => {
@@ -421,7 +412,7 @@ struct SliceProgress {
 }
 
 /// Backfill commits each page with its slice's progress.
-struct SliceSink {
+struct SliceCommitter {
     store: StoreHandle,
     kind: SourceKind,
     progress: Arc<SourceProgress>,
@@ -429,7 +420,7 @@ struct SliceSink {
     span: (UnixMs, UnixMs),
 }
 
-impl ProgressSink for SliceSink {
+impl PageCommitter for SliceCommitter {
     type Progress = SliceProgress;
 
     fn advance(&self, p: &SliceProgress, step: &PageStep) -> SliceProgress {

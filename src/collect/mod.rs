@@ -23,11 +23,9 @@ use crate::shutdown::Shutdown;
 use crate::store::{Checkpoint, PageCommit, Row, StoreError, StoreHandle, WindowProgress};
 use crate::timefmt::UnixMs;
 
-pub use reader::{PageStep, ProgressSink, WindowRead, read_window};
+use reader::CursorRestarts;
+pub use reader::{PageCommitter, PageStep, WindowRead, read_window};
 pub use window::{WindowPolicy, next_window};
-
-/// Cursor refusals tolerated in one cycle before the cycle fails.
-const MAX_CURSOR_RESTARTS: u32 = 3;
 
 /// Why a cycle stopped short.
 ///
@@ -236,7 +234,7 @@ impl Collector {
                 }
             }
         };
-        let mut cursor_restarts = 0;
+        let mut cursor_restarts = CursorRestarts::default();
         // A cycle catches up to the time it started; later time is the next cycle's.
         let cycle_now = UnixMs::now();
         loop {
@@ -283,22 +281,12 @@ impl Collector {
                     ..
                 }) => {
                     let w = cp.window.as_mut().expect("a window is being read");
-                    w.cursor = None;
-                    // Pages come in ascending time order: resume just before the latest
-                    // item committed (ids deduplicate the re-read), so even cursors that
-                    // expire often cannot keep a long window from completing.
-                    let resume = w
-                        .read_through
-                        .map(|t| t.minus(Duration::from_millis(1)))
-                        .filter(|t| *t > w.from);
-                    match resume {
-                        Some(t) => w.from = t,
-                        None => cursor_restarts += 1,
-                    }
-                    if cursor_restarts > MAX_CURSOR_RESTARTS {
+                    if let Err(times) =
+                        cursor_restarts.restart(&mut w.cursor, &mut w.from, w.read_through)
+                    {
                         return Err(CollectError::CursorRefusedRepeatedly {
                             kind,
-                            times: cursor_restarts,
+                            times,
                             reason,
                         });
                     }
@@ -325,7 +313,7 @@ impl Collector {
         shutdown: &mut Shutdown,
     ) -> Result<(), CollectError> {
         let window = cp.window.clone().expect("a window is set");
-        let sink = Arc::new(CheckpointSink {
+        let committer = Arc::new(CheckpointCommitter {
             store: self.store.clone(),
             kind: self.source.kind,
             telemetry: self.telemetry.clone(),
@@ -340,7 +328,7 @@ impl Collector {
                 cursor: window.cursor,
                 new_rows: self.new_rows.as_deref(),
             },
-            &sink,
+            &committer,
             cp,
             report,
             shutdown,
@@ -350,13 +338,13 @@ impl Collector {
 }
 
 /// Live collection commits each page with the source's checkpoint.
-struct CheckpointSink {
+struct CheckpointCommitter {
     store: StoreHandle,
     kind: SourceKind,
     telemetry: Option<Arc<Telemetry>>,
 }
 
-impl ProgressSink for CheckpointSink {
+impl PageCommitter for CheckpointCommitter {
     type Progress = Checkpoint;
 
     fn advance(&self, cp: &Checkpoint, step: &PageStep) -> Checkpoint {

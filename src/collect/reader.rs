@@ -1,14 +1,14 @@
 //! The page loop shared by live collection and backfill: read one window `[from, to)`
 //! from a cursor to its last page, committing each page together with the progress that
-//! follows it (a source checkpoint, or a backfill slice) through a [`ProgressSink`].
+//! follows it (a source checkpoint, or a backfill slice) through a [`PageCommitter`].
 //!
 //! Invariants: a page's rows and its progress are committed in one transaction (the
-//! sink's `commit`); a cursor that repeats, or a run of empty pages that never ends, stops
+//! committer's `commit`); a cursor that repeats, or a run of empty pages that never ends, stops
 //! the window with an error instead of looping.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -22,7 +22,46 @@ use crate::timefmt::UnixMs;
 /// Consecutive empty pages that still carry a cursor before a window is declared stalled.
 const MAX_EMPTY_PAGES: u32 = 25;
 
-/// What one fetched page changes, for the sink to work out the progress it commits.
+/// Cursor refusals without progress tolerated in one collection cycle (or backfill
+/// slice) before it fails.
+const MAX_CURSOR_RESTARTS: u32 = 3;
+
+/// How a window goes on after Miro refused its cursor, shared by live collection and
+/// backfill: pages come in ascending time order, so the window resumes just before the
+/// latest item committed (ids deduplicate the re-read), and even cursors that expire
+/// often cannot keep a long window from completing. Only refusals that made no such
+/// progress count towards `MAX_CURSOR_RESTARTS`.
+#[derive(Debug, Default)]
+pub(crate) struct CursorRestarts {
+    without_progress: u32,
+}
+
+impl CursorRestarts {
+    /// Drops `cursor` and moves `from` to just before `read_through`. `Err` carries how
+    /// many refusals made no progress, once there were too many.
+    pub(crate) fn restart(
+        &mut self,
+        cursor: &mut Option<String>,
+        from: &mut UnixMs,
+        read_through: Option<UnixMs>,
+    ) -> Result<(), u32> {
+        *cursor = None;
+        match read_through
+            .map(|t| t.minus(Duration::from_millis(1)))
+            .filter(|t| *t > *from)
+        {
+            Some(t) => *from = t,
+            None => self.without_progress += 1,
+        }
+        if self.without_progress > MAX_CURSOR_RESTARTS {
+            Err(self.without_progress)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What one fetched page changes, for the committer to work out the progress it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageStep {
     /// HTTP requests the page took (retries included).
@@ -42,7 +81,7 @@ impl PageStep {
 }
 
 /// Where a window reader commits pages: the progress type and how a page moves it.
-pub trait ProgressSink: Send + Sync + 'static {
+pub trait PageCommitter: Send + Sync + 'static {
     /// What is committed with each page (a checkpoint, a backfill slice).
     type Progress: Clone + Send + 'static;
 
@@ -73,9 +112,9 @@ pub struct WindowRead<'a> {
 }
 
 /// Reads a window from its cursor to its last page; `progress` follows every commit.
-pub async fn read_window<S: ProgressSink>(
+pub async fn read_window<S: PageCommitter>(
     w: WindowRead<'_>,
-    sink: &Arc<S>,
+    committer: &Arc<S>,
     progress: &mut S::Progress,
     report: &mut CollectReport,
     shutdown: &mut Shutdown,
@@ -123,7 +162,7 @@ pub async fn read_window<S: ProgressSink>(
         let step_cursor = next_cursor.clone();
         let is_repeated = repeated.is_some();
 
-        let sink = sink.clone();
+        let committer = committer.clone();
         let items = page.items;
         let before = progress.clone();
         let (commit, outside, derived, partial, next) = tokio::task::spawn_blocking(move || {
@@ -158,8 +197,8 @@ pub async fn read_window<S: ProgressSink>(
                 repeated: is_repeated,
                 latest,
             };
-            let next = sink.advance(&before, &step);
-            sink.commit(&rows, &next)
+            let next = committer.advance(&before, &step);
+            committer.commit(&rows, &next)
                 .map(|c| (c, outside, derived, partial, next))
         })
         .await

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
+
+use crate::secret::{ReadSecretError, read_secret};
 use url::Url;
 
 pub use raw::RawConfig;
@@ -44,18 +46,14 @@ pub enum ConfigError {
 pub use crate::sink::SinkKindConfig;
 pub use crate::source::SourceKind;
 
-/// Where the Miro token comes from.
-#[derive(Debug, Clone)]
-pub enum TokenSource {
-    Env(String),
-    File(PathBuf),
-}
+pub use crate::secret::SecretSource;
 
 /// `[miro]`, validated.
 #[derive(Debug, Clone)]
 pub struct MiroConfig {
     pub api_base: Url,
-    pub token_source: TokenSource,
+    /// Where the Miro token comes from.
+    pub token_source: SecretSource,
     pub org_id: Option<String>,
     pub request_timeout: Duration,
     pub max_retries: u32,
@@ -108,8 +106,8 @@ pub enum SinkStart {
     Now,
 }
 
-/// Log output format on standard error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Log output format on standard error (`[service] log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -286,38 +284,33 @@ impl Config {
     clippy::disallowed_methods,
     reason = "config loading: secrets come from the environment variable the config names"
 )]
-pub fn load_secret(source: &TokenSource, what: &str) -> Result<SecretString, ConfigError> {
-    let value = match source {
-        TokenSource::Env(var) => std::env::var(var).map_err(|_| {
-            ConfigError::Secret(format!(
-                "the {what} is not set: export it in the environment variable {var} \
-                 (or set `token_file` in the config)"
-            ))
-        })?,
-        TokenSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::Secret(format!(
-                "cannot read the {what} from {}: {e}",
-                path.display()
-            ))
-        })?,
-    };
-    let value = value.trim().to_string();
-    if value.is_empty() {
-        return Err(ConfigError::Secret(match source {
-            TokenSource::Env(var) => format!(
+pub fn load_secret(source: &SecretSource, what: &str) -> Result<SecretString, ConfigError> {
+    let value = read_secret(source, &|var| std::env::var(var).ok()).map_err(|e| {
+        ConfigError::Secret(match (source, e) {
+            (SecretSource::Env(var), ReadSecretError::Empty) => format!(
                 "the {what} is empty: the environment variable {var} is set but holds nothing"
             ),
-            TokenSource::File(path) => format!(
+            (SecretSource::Env(var), _) => format!(
+                "the {what} is not set: export it in the environment variable {var} \
+                 (or set `token_file` in the config)"
+            ),
+            (SecretSource::File(path), ReadSecretError::Empty) => format!(
                 "the {what} is empty: the file {} holds nothing (or only whitespace); put the \
                  token in it",
                 path.display()
             ),
-        }));
-    }
-    if let TokenSource::File(path) = source {
+            (SecretSource::File(path), ReadSecretError::Unreadable(e)) => {
+                format!("cannot read the {what} from {}: {e}", path.display())
+            }
+            (SecretSource::File(_), ReadSecretError::NotSet) => {
+                unreachable!("only a variable can be unset")
+            }
+        })
+    })?;
+    if let SecretSource::File(path) = source {
         warn_if_world_readable(path, what);
     }
-    Ok(SecretString::from(value))
+    Ok(value)
 }
 
 #[cfg(unix)]

@@ -11,8 +11,8 @@ use crate::sink::RawSink;
 use crate::sink::SinkContext;
 
 use super::{
-    BudgetConfig, Config, ConfigError, LogFormat, MiroConfig, ServiceConfig, SinkConfig,
-    SourceConfig, SourceKind, TokenSource, parse_duration,
+    BudgetConfig, Config, ConfigError, LogFormat, MiroConfig, SecretSource, ServiceConfig,
+    SinkConfig, SourceConfig, SourceKind, parse_duration,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,7 +175,7 @@ impl RawConfig {
                     "set either `token_file` or `token_env`, not both".into(),
                 ));
             }
-            (Some(file), None) => TokenSource::File(resolve(file)),
+            (Some(file), None) => SecretSource::File(resolve(file)),
             (None, env) => {
                 let var = env.clone().unwrap_or_else(|| "MIRO_TOKEN".into());
                 if var.is_empty() || var.contains('=') {
@@ -184,7 +184,7 @@ impl RawConfig {
                         format!("`{var}` is not an environment variable name"),
                     ));
                 }
-                TokenSource::Env(var)
+                SecretSource::Env(var)
             }
         };
         if let Some(org) = &self.miro.org_id

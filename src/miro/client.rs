@@ -1,5 +1,5 @@
 //! The HTTP client of the two log endpoints: one request per page, within the shared
-//! credit budget, retried per `retry::classify_status`. No answer is read past
+//! credit budget, retried per `status::classify_status` through `crate::retry`. No answer is read past
 //! `miro.max_response_bytes` (`net::read_body_capped`); an oversized page is a permanent
 //! error, since fetching it again would bring the same bytes.
 
@@ -13,15 +13,13 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::budget::CreditBudget;
 use super::page::{Page, parse_page};
-use super::retry::{Decision, Permanent, backoff, classify_status};
+use super::status::{Permanent, Verdict, classify_status};
 use crate::config::{MiroConfig, SourceKind};
-use crate::net::{BodyError, read_body_capped};
+use crate::net::{BodyError, USER_AGENT, read_body_capped, root_cause};
+use crate::retry::{self, Decision, Exchange, GiveUp, Policy};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
 use crate::timefmt::UnixMs;
-
-/// The `User-Agent` mirotrail sends.
-pub const USER_AGENT: &str = concat!("mirotrail/", env!("CARGO_PKG_VERSION"));
 
 /// What one page request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,149 +301,143 @@ impl MiroClient {
             .map(|(info, _)| info)
     }
 
-    /// The one request loop: credits first, then the request, then the decision of
-    /// `classify_status` (retry with backoff, wait out a 429, or give up). Returns the
-    /// parsed body and how many requests it took.
-    async fn call<T>(
+    /// One call through the shared retry loop (`crate::retry`): credits first, then the
+    /// request, then the decision of `classify_status` (retry with backoff, wait out a
+    /// 429, or give up). Returns the parsed body and how many requests it took.
+    async fn call<T, R, P>(
         &self,
         call: &Call,
-        request: impl Fn() -> reqwest::RequestBuilder,
-        parse: impl Fn(&[u8]) -> Result<T, String>,
+        request: R,
+        parse: P,
         shutdown: &mut Shutdown,
-    ) -> Result<(T, u32), FetchError> {
-        let mut attempt: u32 = 0;
-        let mut requests: u32 = 0;
-        let mut rate_limited: u32 = 0;
-        loop {
-            tokio::select! {
-                _ = self.budget.acquire(call.cost) => {}
-                _ = shutdown.wait() => return Err(FetchError::Stopped),
-            }
-            requests += 1;
-            let sent = request().send().await;
-            // A request that cannot even be built (a cursor too long for a URL) fails
-            // the same way every time: retrying is pointless.
-            if let Err(e) = &sent
-                && e.is_builder()
-            {
-                let reason = describe_reqwest_error(e);
-                return Err(if call.had_cursor {
-                    FetchError::CursorRejected {
-                        reason: format!(
-                            "the cursor Miro handed out cannot be sent back ({reason}; {} characters)",
-                            call.cursor_chars
-                        ),
-                    }
-                } else {
-                    FetchError::Permanent(Permanent::Unsendable { reason })
-                });
-            }
-            if let Some(t) = &self.telemetry {
-                t.miro_request(call.source, sent.as_ref().ok().map(|r| r.status().as_u16()));
-            }
-            let decision = match sent {
-                Err(e) => Decision::Transient {
+    ) -> Result<(T, u32), FetchError>
+    where
+        R: Fn() -> reqwest::RequestBuilder,
+        P: Fn(&[u8]) -> Result<T, String>,
+    {
+        let policy = Policy {
+            max_retries: self.max_retries,
+            max_throttled: call.max_rate_limited,
+            backoff_base: self.backoff_base,
+            backoff_cap: Duration::from_secs(60),
+        };
+        let mut exchange = MiroExchange {
+            client: self,
+            call,
+            request,
+            parse,
+            shutdown,
+            requests: 0,
+        };
+        let value = retry::run(&policy, &mut exchange).await?;
+        Ok((value, exchange.requests))
+    }
+
+    /// Sends one request and decides what its answer means.
+    async fn send_once<T>(
+        &self,
+        call: &Call,
+        request: reqwest::RequestBuilder,
+        parse: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Decision<Result<T, FetchError>> {
+        let sent = request.send().await;
+        // A request that cannot even be built (a cursor too long for a URL) fails
+        // the same way every time: retrying is pointless.
+        if let Err(e) = &sent
+            && e.is_builder()
+        {
+            let reason = describe_reqwest_error(e);
+            return Decision::Finish(Err(if call.had_cursor {
+                FetchError::CursorRejected {
+                    reason: format!(
+                        "the cursor Miro handed out cannot be sent back ({reason}; {} characters)",
+                        call.cursor_chars
+                    ),
+                }
+            } else {
+                FetchError::Permanent(Permanent::Unsendable { reason })
+            }));
+        }
+        if let Some(t) = &self.telemetry {
+            t.miro_request(call.source, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        }
+        let resp = match sent {
+            Err(e) => {
+                return Decision::Retry {
                     reason: describe_reqwest_error(&e),
-                },
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    self.stats.count(status);
-                    let headers = resp.headers().clone();
-                    let reset_in = self.observe_rate_headers(&headers);
-                    let retry_after =
-                        header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
-                    let classify = |message: Option<&str>| {
-                        classify_status(
-                            call.source,
-                            status,
-                            call.had_cursor,
-                            message,
-                            retry_after,
-                            reset_in,
-                            &self.org_id,
-                        )
-                    };
-                    match read_body_capped(resp, self.max_response_bytes).await {
-                        Err(BodyError::Transport(e)) => Decision::Transient {
-                            reason: format!(
-                                "HTTP {status}, body cut short: {}",
-                                describe_reqwest_error(&e)
-                            ),
-                        },
-                        // An oversized error answer still says what its status says.
-                        Err(BodyError::TooLarge {
-                            max_bytes,
-                            declared,
-                        }) => match classify(None) {
-                            Decision::Success => Decision::Permanent(Permanent::TooLarge {
-                                kind: call.source,
-                                max_bytes,
-                                declared: declared
-                                    .map(|n| format!(", it announced {n} bytes"))
-                                    .unwrap_or_default(),
-                            }),
-                            other => other,
-                        },
-                        Ok(body) => match classify(error_message(&body).as_deref()) {
-                            Decision::Success => match parse(&body) {
-                                Ok(value) => return Ok((value, requests)),
-                                Err(e) => Decision::Transient {
-                                    reason: format!("HTTP {status} with an unusable body: {e}"),
-                                },
-                            },
-                            other => other,
-                        },
-                    }
-                }
-            };
-            match decision {
-                Decision::Success => unreachable!("handled above"),
-                Decision::RateLimited { wait } => {
-                    rate_limited += 1;
-                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    if call.max_rate_limited.is_some_and(|max| rate_limited > max) {
-                        return Err(FetchError::RetriesExhausted {
-                            what: call.what,
-                            attempts: attempt + rate_limited,
-                            reason: "Miro kept answering 429".into(),
-                        });
-                    }
-                    tracing::warn!(
-                        source = %call.source,
-                        wait_secs = wait.as_secs_f64(),
-                        "Miro rate limit reached (429); waiting for the budget to reset"
-                    );
-                    self.budget.pause(wait);
-                }
-                Decision::Transient { reason } => {
-                    attempt += 1;
-                    if attempt > self.max_retries {
-                        return Err(FetchError::RetriesExhausted {
-                            what: call.what,
-                            attempts: attempt,
-                            reason,
-                        });
-                    }
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff(attempt - 1, self.backoff_base, Duration::from_secs(60));
-                    tracing::warn!(
-                        source = %call.source,
-                        attempt,
-                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        %reason,
-                        "Miro request failed; retrying"
-                    );
-                    if !shutdown.sleep(wait).await {
-                        return Err(FetchError::Stopped);
-                    }
-                }
-                Decision::CursorRejected => {
-                    return Err(FetchError::CursorRejected {
-                        reason: "Miro refused the cursor (400; expired?)".into(),
-                    });
-                }
-                Decision::Permanent(p) => return Err(FetchError::Permanent(p)),
+                };
             }
+            Ok(resp) => resp,
+        };
+        let status = resp.status().as_u16();
+        self.stats.count(status);
+        let headers = resp.headers().clone();
+        let reset_in = self.observe_rate_headers(&headers);
+        let retry_after = header_u64(&headers, RETRY_AFTER.as_str()).map(Duration::from_secs);
+        let classify = |message: Option<&str>| {
+            classify_status(
+                call.source,
+                status,
+                call.had_cursor,
+                message,
+                retry_after,
+                reset_in,
+                &self.org_id,
+            )
+        };
+        let decision = match read_body_capped(resp, self.max_response_bytes).await {
+            Err(BodyError::Transport(e)) => {
+                return Decision::Retry {
+                    reason: format!(
+                        "HTTP {status}, body cut short: {}",
+                        describe_reqwest_error(&e)
+                    ),
+                };
+            }
+            // An oversized error answer still says what its status says.
+            Err(BodyError::TooLarge {
+                max_bytes,
+                declared,
+            }) => match classify(None) {
+                Decision::Finish(Verdict::Success) => {
+                    Decision::Finish(Verdict::Permanent(Permanent::TooLarge {
+                        kind: call.source,
+                        max_bytes,
+                        declared: declared
+                            .map(|n| format!(", it announced {n} bytes"))
+                            .unwrap_or_default(),
+                    }))
+                }
+                other => other,
+            },
+            Ok(body) => match classify(error_message(&body).as_deref()) {
+                Decision::Finish(Verdict::Success) => {
+                    return match parse(&body) {
+                        Ok(value) => Decision::Finish(Ok(value)),
+                        Err(e) => Decision::Retry {
+                            reason: format!("HTTP {status} with an unusable body: {e}"),
+                        },
+                    };
+                }
+                other => other,
+            },
+        };
+        match decision {
+            Decision::Finish(Verdict::Success) => unreachable!("handled above"),
+            Decision::Finish(Verdict::CursorRejected) => {
+                Decision::Finish(Err(FetchError::CursorRejected {
+                    reason: "Miro refused the cursor (400; expired?)".into(),
+                }))
+            }
+            Decision::Finish(Verdict::Permanent(p)) => {
+                Decision::Finish(Err(FetchError::Permanent(p)))
+            }
+            Decision::Again => Decision::Again,
+            Decision::Throttled { wait } => {
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                Decision::Throttled { wait }
+            }
+            Decision::Retry { reason } => Decision::Retry { reason },
         }
     }
 
@@ -468,6 +460,88 @@ impl MiroClient {
             self.budget.observe(limit, remaining, reset_in);
         }
         reset_in
+    }
+}
+
+/// One Miro call as the retry loop drives it: credits from the shared budget, a 429
+/// pauses the budget (so every caller of this token waits), shutdown ends the waits.
+struct MiroExchange<'a, R, P> {
+    client: &'a MiroClient,
+    call: &'a Call,
+    request: R,
+    parse: P,
+    shutdown: &'a mut Shutdown,
+    requests: u32,
+}
+
+impl<T, R, P> Exchange for MiroExchange<'_, R, P>
+where
+    R: Fn() -> reqwest::RequestBuilder,
+    P: Fn(&[u8]) -> Result<T, String>,
+{
+    type Output = T;
+    type Error = FetchError;
+
+    async fn acquire(&mut self) -> Result<(), FetchError> {
+        tokio::select! {
+            _ = self.client.budget.acquire(self.call.cost) => Ok(()),
+            _ = self.shutdown.wait() => Err(FetchError::Stopped),
+        }
+    }
+
+    async fn send(&mut self) -> Decision<Result<T, FetchError>> {
+        self.requests += 1;
+        self.client
+            .send_once(self.call, (self.request)(), &self.parse)
+            .await
+    }
+
+    async fn throttled(&mut self, wait: Duration) -> Result<(), FetchError> {
+        tracing::warn!(
+            source = %self.call.source,
+            wait_secs = wait.as_secs_f64(),
+            "Miro rate limit reached (429); waiting for the budget to reset"
+        );
+        self.client.budget.pause(wait);
+        Ok(())
+    }
+
+    fn retrying(&mut self, attempt: u32, wait: Duration, reason: &str) {
+        self.client.stats.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            source = %self.call.source,
+            attempt,
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            %reason,
+            "Miro request failed; retrying"
+        );
+    }
+
+    async fn sleep(&mut self, wait: Duration) -> Result<(), FetchError> {
+        if self.shutdown.sleep(wait).await {
+            Ok(())
+        } else {
+            Err(FetchError::Stopped)
+        }
+    }
+
+    fn give_up(&mut self, why: GiveUp) -> FetchError {
+        match why {
+            GiveUp::Failures { failures, reason } => FetchError::RetriesExhausted {
+                what: self.call.what,
+                attempts: failures,
+                reason,
+            },
+            GiveUp::Throttled {
+                failures,
+                throttled,
+                ..
+            } => FetchError::RetriesExhausted {
+                what: self.call.what,
+                attempts: failures + throttled,
+                reason: "Miro kept answering 429".into(),
+            },
+        }
     }
 }
 
@@ -510,13 +584,7 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
     };
     // The layers between reqwest and the OS each restate the kind ("client error
     // (Connect)", "tcp connect error"); the innermost cause says what happened.
-    let mut root = None;
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        root = Some(s);
-        source = s.source();
-    }
-    match root {
+    match root_cause(e) {
         Some(root) => format!("{kind}: {root}"),
         None => kind.to_string(),
     }

@@ -1,5 +1,5 @@
 //! The Miro side: the API client of the two log endpoints, their page format, the
-//! shared credit budget, and the retry decision.
+//! shared credit budget, and what each answer status means (`status`).
 //!
 //! Invariants: every call goes through `CreditBudget::acquire`; a 429 only ever makes
 //! callers wait; the token is held in a `SecretString` and never formatted.
@@ -7,8 +7,8 @@
 mod budget;
 mod client;
 mod page;
-pub mod retry;
+pub mod status;
 
 pub use budget::{BudgetSnapshot, CreditBudget};
-pub use client::{ClientStats, FetchError, MiroClient, Named, PageQuery, TokenInfo, USER_AGENT};
+pub use client::{ClientStats, FetchError, MiroClient, Named, PageQuery, TokenInfo};
 pub use page::{Page, PageError, parse_page};

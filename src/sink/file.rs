@@ -61,13 +61,9 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn new(dir: PathBuf, max_file_bytes: u64) -> Result<Self, SinkError> {
-        crate::private::create_dir_all(&dir).map_err(|e| SinkError {
-            message: format!(
-                "cannot create the file sink directory {}: {e}",
-                dir.display()
-            ),
-            permanent: true,
-            retry_after: None,
+        crate::private::create_dir_all(&dir).map_err(|source| SinkError::FileDir {
+            dir: dir.clone(),
+            source,
         })?;
         // Files archived before (by an older version, or under another umask) become
         // private too; new ones are created 0600.

@@ -71,23 +71,74 @@ pub enum RowVerdict<'a> {
     Rejected { seq: i64, reason: &'a str },
 }
 
-/// A delivery failure.
+/// A delivery failure of a whole sink (a row the destination refuses alone is a
+/// [`RowVerdict::Rejected`] instead, and goes to the dead letters).
+///
+/// Permanent failures need someone to change something (a role, a DCR, the config);
+/// they are still retried, slowly. Each message names the destination and the remedy.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SinkError {
-    pub message: String,
-    /// Retrying cannot help until someone changes something; still retried, slowly.
-    pub permanent: bool,
-    /// The destination asked for this pause.
-    pub retry_after: Option<Duration>,
+pub enum SinkError {
+    /// Retrying may help: a connection, a write, or the store failed.
+    #[error("{0}")]
+    Transient(String),
+    /// The destination kept asking for a pause (429) beyond the sink's patience.
+    #[error("the logs ingestion API keeps throttling DCR {dcr} (429)")]
+    Throttled { dcr: String, retry_after: Duration },
+    /// Azure refused the records or the identity (status, DCR, stream and remedy).
+    #[error(transparent)]
+    Azure(Box<sentinel::AzureError>),
+    /// No Entra token (`AuthError::permanent` says whether retrying can help).
+    #[error(transparent)]
+    Auth(#[from] sentinel::AuthError),
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("no DCR is configured for {kind}: set `{}_dcr` in this sink's section", kind.name())]
+    NoDcr { kind: SourceKind },
+    /// A row cannot be encoded for the destination's stream.
+    #[error("{0}")]
+    Encode(String),
+    #[error("cannot create the file sink directory {}: {source}", dir.display())]
+    FileDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "standard output was closed by the program reading it (broken pipe); run again with \
+         a reader that consumes every line"
+    )]
+    StdoutClosed,
+}
+
+impl From<sentinel::AzureError> for SinkError {
+    fn from(e: sentinel::AzureError) -> Self {
+        SinkError::Azure(Box::new(e))
+    }
 }
 
 impl SinkError {
     pub fn transient(message: impl Into<String>) -> Self {
-        SinkError {
-            message: message.into(),
-            permanent: false,
-            retry_after: None,
+        SinkError::Transient(message.into())
+    }
+
+    /// Retrying cannot help until someone changes something; still retried, slowly.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SinkError::Transient(_) | SinkError::Throttled { .. } => false,
+            SinkError::Auth(e) => e.permanent,
+            SinkError::Azure(_)
+            | SinkError::HttpClient(_)
+            | SinkError::NoDcr { .. }
+            | SinkError::Encode(_)
+            | SinkError::FileDir { .. }
+            | SinkError::StdoutClosed => true,
+        }
+    }
+
+    /// The pause the destination asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SinkError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }
@@ -346,15 +397,15 @@ async fn send_requeued(
     }
     match result {
         Ok(()) => Ok(Requeued::Sent),
-        Err(e) if e.permanent => {
+        Err(e) if e.is_permanent() => {
             // Retrying cannot help until something changes: the rows not sent go back to
             // the list with this reason (the user asked for them; they see why).
             let back: Vec<(i64, String)> = seqs
                 .iter()
                 .filter(|s| !resolved.contains(s))
-                .map(|&s| (s, e.message.clone()))
+                .map(|&s| (s, e.to_string()))
                 .collect();
-            tracing::warn!(sink = %name, source = %source, rows = back.len(), error = %e.message, "re-queued rows not delivered; set aside again with this reason");
+            tracing::warn!(sink = %name, source = %source, rows = back.len(), error = %e, "re-queued rows not delivered; set aside again with this reason");
             store
                 .dead_letter(name, source, back, None)
                 .await
@@ -471,8 +522,8 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                 Err(e) => {
                     // Re-queued rows wait; the backlog below goes on as usual.
                     pending = true;
-                    report.last_error = Some(e.message.clone());
-                    tracing::warn!(sink = %name, source = %source, error = %e.message, "re-queued dead letters not delivered; trying again later");
+                    report.last_error = Some(e.to_string());
+                    tracing::warn!(sink = %name, source = %source, error = %e, "re-queued dead letters not delivered; trying again later");
                 }
             }
             let offset = store.delivered_offset(&name, source).await?;
@@ -543,34 +594,36 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                     let failing_for = failing_since
                         .get_or_insert_with(std::time::Instant::now)
                         .elapsed();
-                    report.last_error = Some(e.message.clone());
-                    store.record_sink_error(&name, source, &e.message).await?;
+                    report.last_error = Some(e.to_string());
+                    store
+                        .record_sink_error(&name, source, &e.to_string())
+                        .await?;
                     if let Some(t) = &telemetry {
-                        let cause = if e.permanent {
+                        let cause = if e.is_permanent() {
                             "permanent"
-                        } else if e.retry_after.is_some() {
+                        } else if e.retry_after().is_some() {
                             "throttled"
                         } else {
                             "transient"
                         };
-                        t.delivery_failed(&name, cause, &e.message);
+                        t.delivery_failed(&name, cause, &e.to_string());
                     }
-                    let mut wait = e.retry_after.unwrap_or_else(|| {
-                        crate::miro::retry::backoff(
+                    let mut wait = e.retry_after().unwrap_or_else(|| {
+                        crate::retry::backoff(
                             failures_in_row.min(10),
                             Duration::from_millis(500),
-                            Duration::from_secs(if e.permanent { 300 } else { 60 }),
+                            Duration::from_secs(if e.is_permanent() { 300 } else { 60 }),
                         )
                     });
                     if let DeliveryMode::Drain { retry_for, .. } = mode {
-                        if e.permanent || failing_for >= retry_for {
-                            let why = if e.permanent {
-                                e.message.clone()
+                        if e.is_permanent() || failing_for >= retry_for {
+                            let why = if e.is_permanent() {
+                                e.to_string()
                             } else {
                                 format!(
                                     "{} (gave up after {failures_in_row} failed attempt(s) in {}s; \
                                      `run --once --retry-for` sets how long to keep trying)",
-                                    e.message,
+                                    e,
                                     failing_for.as_secs()
                                 )
                             };
@@ -580,10 +633,10 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
                         }
                         wait = wait.min(retry_for - failing_for);
                     }
-                    if e.permanent {
-                        tracing::error!(sink = %name, source = %source, error = %e.message, retry_in_secs = wait.as_secs(), "delivery is blocked until this is fixed; rows wait in the store");
+                    if e.is_permanent() {
+                        tracing::error!(sink = %name, source = %source, error = %e, retry_in_secs = wait.as_secs(), "delivery is blocked until this is fixed; rows wait in the store");
                     } else {
-                        tracing::warn!(sink = %name, source = %source, error = %e.message, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "delivery failed; retrying");
+                        tracing::warn!(sink = %name, source = %source, error = %e, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "delivery failed; retrying");
                     }
                     if !shutdown.sleep(wait).await {
                         return Ok(report);

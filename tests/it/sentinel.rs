@@ -667,11 +667,11 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
         .send(SourceKind::AuditLogs, &rows[20..])
         .await
         .unwrap_err();
-    assert!(err.permanent);
+    assert!(err.is_permanent());
+    let message = err.to_string();
     assert!(
-        err.message.contains(AUDIT_DCR) && err.message.contains("Custom-MiroAuditLogs_CL"),
-        "{}",
-        err.message
+        message.contains(AUDIT_DCR) && message.contains("Custom-MiroAuditLogs_CL"),
+        "{message}"
     );
     // Once Azure takes it, the chunks acknowledged earlier are not sent again.
     w.azure.set_faults(AzureFaults::default());
@@ -803,9 +803,8 @@ async fn federated_token_and_managed_identity_also_deliver() {
         .await
         .unwrap_err();
     assert!(
-        err.permanent && err.message.contains("federated credential"),
-        "{}",
-        err.message
+        err.is_permanent() && err.to_string().contains("federated credential"),
+        "{err}"
     );
     w.azure.shutdown().await;
 }
@@ -856,7 +855,7 @@ async fn secrets_and_tokens_never_reach_logs_or_errors() {
         let slice = &rows[from..(from + 50).min(rows.len())];
         match sink.send(SourceKind::AuditLogs, slice).await {
             Ok(acked) => from = rows.iter().position(|r| r.seq == acked).unwrap() + 1,
-            Err(e) => errors.push_str(&e.message),
+            Err(e) => errors.push_str(&e.to_string()),
         }
         w.azure.expire_tokens();
     }

@@ -13,14 +13,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::net::{BodyError, MAX_AUXILIARY_BODY_BYTES, read_body_capped};
+use crate::net::{BodyError, MAX_AUXILIARY_BODY_BYTES, error_chain, read_body_capped};
+use crate::secret::{ReadSecretError, read_secret};
 
 use super::config::{AzureAuth, ManagedIdentityEndpoint, SecretSource, SentinelConfig};
 
 /// A token failure; `permanent` ones need someone to change the configuration.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
-pub(crate) struct AuthError {
+pub struct AuthError {
     pub message: String,
     pub permanent: bool,
 }
@@ -479,44 +480,39 @@ fn load_secret(
     source: &SecretSource,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SecretString, AuthError> {
-    let value = match source {
-        SecretSource::Env(var) => env(var).ok_or_else(|| {
-            AuthError::permanent(format!(
+    read_secret(source, env).map_err(|e| {
+        AuthError::permanent(match (source, e) {
+            (_, ReadSecretError::Empty) => {
+                format!("the Azure client secret in {source} is empty")
+            }
+            (SecretSource::Env(var), _) => format!(
                 "the Azure client secret is not set: export it in the environment variable {var} \
                  (or set `client_secret_file`, `federated_token_file` or `managed_identity`)"
-            ))
-        })?,
-        SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-            AuthError::permanent(format!(
+            ),
+            (SecretSource::File(path), ReadSecretError::Unreadable(e)) => format!(
                 "cannot read the Azure client secret from {}: {e}",
                 path.display()
-            ))
-        })?,
-    };
-    let value = value.trim().to_string();
-    if value.is_empty() {
-        return Err(AuthError::permanent(format!(
-            "the Azure client secret in {source} is empty"
-        )));
-    }
-    Ok(SecretString::from(value))
+            ),
+            (SecretSource::File(_), ReadSecretError::NotSet) => {
+                unreachable!("only a variable can be unset")
+            }
+        })
+    })
 }
 
 fn read_assertion(path: &std::path::Path) -> Result<SecretString, AuthError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        AuthError::permanent(format!(
-            "cannot read the federated token file {}: {e}",
-            path.display()
-        ))
-    })?;
-    let text = text.trim().to_string();
-    if text.is_empty() {
-        return Err(AuthError::permanent(format!(
-            "the federated token file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(SecretString::from(text))
+    read_secret(&SecretSource::File(path.to_path_buf()), &|_| None).map_err(|e| {
+        AuthError::permanent(match e {
+            ReadSecretError::Empty => {
+                format!("the federated token file {} is empty", path.display())
+            }
+            ReadSecretError::Unreadable(e) => format!(
+                "cannot read the federated token file {}: {e}",
+                path.display()
+            ),
+            ReadSecretError::NotSet => unreachable!("only a variable can be unset"),
+        })
+    })
 }
 
 /// The URL without its query (which may carry ids, never secrets, but keep logs short).
@@ -524,18 +520,6 @@ pub(crate) fn redact_url(url: &Url) -> String {
     let mut u = url.clone();
     u.set_query(None);
     u.to_string()
-}
-
-/// An error with its sources.
-pub(crate) fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

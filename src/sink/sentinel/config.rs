@@ -101,20 +101,7 @@ impl Cloud {
 }
 
 /// Where the client secret is read from (when the sink is built).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    Env(String),
-    File(PathBuf),
-}
-
-impl std::fmt::Display for SecretSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SecretSource::Env(var) => write!(f, "the environment variable {var}"),
-            SecretSource::File(path) => write!(f, "the file {}", path.display()),
-        }
-    }
-}
+pub use crate::secret::SecretSource;
 
 /// How the sink gets its Entra token.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,7 +37,8 @@ pub use config::{
 use super::{RowVerdict, SendFuture, Sink, SinkError};
 use crate::source::SourceKind;
 use crate::store::OutboxRow;
-pub use upload::ProbeOutcome;
+pub use auth::AuthError;
+pub use upload::{AzureError, ProbeOutcome};
 use upload::{ChunkOutcome, Target, UploadStats, Uploader};
 
 /// What the sink has done so far.
@@ -65,17 +66,15 @@ impl SentinelSink {
     pub fn new(config: SentinelConfig) -> Result<Self, SinkError> {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
-            .user_agent(concat!("mirotrail/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::net::USER_AGENT)
             .build()
-            .map_err(|e| SinkError {
-                message: format!("cannot set up the HTTP client: {e}"),
+            .map_err(SinkError::HttpClient)?;
+        // A credential that cannot even be loaded needs the configuration changed.
+        let tokens = auth::TokenProvider::new(&config, http.clone()).map_err(|e| {
+            SinkError::Auth(AuthError {
                 permanent: true,
-                retry_after: None,
-            })?;
-        let tokens = auth::TokenProvider::new(&config, http.clone()).map_err(|e| SinkError {
-            message: e.message,
-            permanent: true,
-            retry_after: None,
+                ..e
+            })
         })?;
         Ok(SentinelSink {
             uploader: Arc::new(Uploader {
@@ -156,24 +155,16 @@ impl SentinelSink {
         if rows.is_empty() {
             return Ok(());
         }
-        let target = self.config.target(source).ok_or_else(|| SinkError {
-            message: format!(
-                "no DCR is configured for {source}: set `{}_dcr` in this sink's section",
-                source.name()
-            ),
-            permanent: true,
-            retry_after: None,
-        })?;
+        let target = self
+            .config
+            .target(source)
+            .ok_or(SinkError::NoDcr { kind: source })?;
         let target = Arc::new(Target {
             endpoint: self.config.endpoint.clone(),
             dcr: target.dcr_immutable_id.clone(),
             stream: target.stream.clone(),
         });
-        let (records, long) = batch::encode(source, rows).map_err(|message| SinkError {
-            message,
-            permanent: true,
-            retry_after: None,
-        })?;
+        let (records, long) = batch::encode(source, rows).map_err(SinkError::Encode)?;
         for l in &long {
             tracing::warn!(source = %source, seq = l.seq, column = %l.column, bytes = l.bytes, "value over 64 KB: Azure truncates it in Log Analytics (the local store keeps it whole)");
         }
@@ -226,7 +217,7 @@ impl SentinelSink {
         match first.error.or_else(|| outcomes.find_map(|o| o.error)) {
             None => Ok(()),
             Some(e) if progressed => {
-                tracing::debug!(error = %e.message, "delivered the first rows; the rest failed");
+                tracing::debug!(error = %e, "delivered the first rows; the rest failed");
                 Ok(())
             }
             Some(e) => Err(e),

@@ -1,8 +1,12 @@
 //! One chunk to the Logs Ingestion API: gzip, POST, and the decision on the answer.
 //!
 //! `classify` is the one place that decides what an answer means; `upload_chunk` follows
-//! it: retries (bounded, within one `send`), renews the token once on 401, halves a chunk
-//! on 413 until it fits, and reports how many leading records were acknowledged.
+//! it through the shared retry loop (`crate::retry`): retries (bounded, within one
+//! `send`), renews the token once on 401, halves a chunk on 413 until it fits, and
+//! reports how many leading records were acknowledged.
+//!
+//! A 429 waits for its `Retry-After`; 408, 5xx and connection errors are resent after a
+//! jittered backoff.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,30 +17,84 @@ use serde::Deserialize;
 use url::Url;
 
 use super::MAX_BATCH_BYTES;
-use super::auth::{TokenProvider, error_chain};
+use super::auth::TokenProvider;
 use super::batch::{Record, gzip, json_array};
-use crate::miro::retry::backoff;
-use crate::net::{BodyError, MAX_AUXILIARY_BODY_BYTES, read_body_capped};
+use crate::net::{BodyError, MAX_AUXILIARY_BODY_BYTES, error_chain, read_body_capped};
+use crate::retry::{self, Decision, Exchange, GiveUp, Policy};
 use crate::sink::SinkError;
 
-/// What an ingestion answer means.
+/// How an ingestion answer ends the request, when waiting cannot change it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Decision {
+pub(crate) enum Verdict {
     /// 2xx (204): the records are in.
     Accepted,
     /// 413: the body is over Azure's limit; halve the chunk and resend.
     Split,
     /// 401: the token expired or is invalid; get a new one, once.
     RenewToken,
-    /// 429: wait this long, then resend.
-    Throttled { wait: Duration },
-    /// 408, 5xx, connection errors: resend after a jittered backoff.
-    Retry { reason: String },
     /// 400: Azure refused the records as malformed. For one record of a stream that
     /// accepts others, the record is at fault; otherwise the DCR or stream is.
-    Malformed(String),
+    Malformed(AzureError),
     /// Resending cannot help; the message says what to change.
-    Permanent(String),
+    Permanent(AzureError),
+}
+
+/// What Azure refused, with the status, the DCR and stream, and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AzureError {
+    /// 403: the identity lacks the role on the DCR.
+    #[error(
+        "Azure refused to let this identity write to DCR {dcr} (stream {stream}) (403{detail}): \
+         grant it the \"Monitoring Metrics Publisher\" role on that data collection rule \
+         (Access control (IAM) > Add role assignment); a new assignment can take up to 30 \
+         minutes to apply"
+    )]
+    RoleMissing {
+        dcr: String,
+        stream: String,
+        detail: String,
+    },
+    /// 400: the records do not fit the stream's declaration.
+    #[error(
+        "Azure rejected the records for DCR {dcr}, stream {stream} as malformed (400{detail}): \
+         check that the DCR declares this stream with the Sentinel \"Miro\" columns \
+         (`mirotrail template azure` shows them)"
+    )]
+    Malformed {
+        dcr: String,
+        stream: String,
+        detail: String,
+    },
+    /// 404: the endpoint does not know the DCR or the stream.
+    #[error(
+        "the data collection endpoint {endpoint} does not know DCR {dcr} or stream {stream} \
+         (404{detail}): check the DCR's immutable id, the stream name, and that the DCE is \
+         the one associated with the DCR (same region)"
+    )]
+    UnknownDcr {
+        endpoint: Url,
+        dcr: String,
+        stream: String,
+        detail: String,
+    },
+    /// A freshly issued token is refused too (401 after a renewal).
+    #[error(
+        "the logs ingestion API refused a freshly issued token for DCR {dcr} ({what}): check \
+         that `audience`/`cloud` match the endpoint {endpoint} and that the token comes from \
+         the DCR's tenant"
+    )]
+    TokenRefused {
+        dcr: String,
+        endpoint: Url,
+        what: &'static str,
+    },
+    #[error("the logs ingestion API answered {status}{detail} for DCR {dcr}, stream {stream}")]
+    Unexpected {
+        status: u16,
+        dcr: String,
+        stream: String,
+        detail: String,
+    },
 }
 
 /// Where a chunk goes (named in messages).
@@ -45,6 +103,34 @@ pub(crate) struct Target {
     pub endpoint: Url,
     pub dcr: String,
     pub stream: String,
+}
+
+impl Target {
+    /// The ingestion URL of the DCR's stream.
+    fn url(&self) -> String {
+        format!(
+            "{}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01",
+            self.endpoint.as_str().trim_end_matches('/'),
+            self.dcr,
+            self.stream
+        )
+    }
+}
+
+/// What an ingestion answer's head says: the status, `Retry-After` and
+/// `x-ms-error-code`.
+fn answer_head(response: &reqwest::Response) -> (u16, Option<Duration>, Option<String>) {
+    let headers = response.headers();
+    let retry_after = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let header_code = headers
+        .get("x-ms-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (response.status().as_u16(), retry_after, header_code)
 }
 
 /// The error body of the ingestion API.
@@ -98,7 +184,7 @@ pub(crate) fn classify(
     retry_after: Option<Duration>,
     error: &IngestionError,
     target: &Target,
-) -> Decision {
+) -> Decision<Verdict> {
     let Target {
         endpoint,
         dcr,
@@ -106,9 +192,9 @@ pub(crate) fn classify(
     } = target;
     let detail = error.detail();
     match status {
-        200..=299 => Decision::Accepted,
-        413 => Decision::Split,
-        401 => Decision::RenewToken,
+        200..=299 => Decision::Finish(Verdict::Accepted),
+        413 => Decision::Finish(Verdict::Split),
+        401 => Decision::Finish(Verdict::RenewToken),
         429 => Decision::Throttled {
             wait: retry_after
                 .unwrap_or(Duration::from_secs(10))
@@ -117,25 +203,28 @@ pub(crate) fn classify(
         408 | 500..=599 => Decision::Retry {
             reason: format!("the logs ingestion API answered {status}{detail}"),
         },
-        403 => Decision::Permanent(format!(
-            "Azure refused to let this identity write to DCR {dcr} (stream {stream}) (403{detail}): \
-             grant it the \"Monitoring Metrics Publisher\" role on that data collection rule \
-             (Access control (IAM) > Add role assignment); a new assignment can take up to 30 \
-             minutes to apply"
-        )),
-        400 => Decision::Malformed(format!(
-            "Azure rejected the records for DCR {dcr}, stream {stream} as malformed (400{detail}): \
-             check that the DCR declares this stream with the Sentinel \"Miro\" columns \
-             (`mirotrail template azure` shows them)"
-        )),
-        404 => Decision::Permanent(format!(
-            "the data collection endpoint {endpoint} does not know DCR {dcr} or stream {stream} \
-             (404{detail}): check the DCR's immutable id, the stream name, and that the DCE is \
-             the one associated with the DCR (same region)"
-        )),
-        _ => Decision::Permanent(format!(
-            "the logs ingestion API answered {status}{detail} for DCR {dcr}, stream {stream}"
-        )),
+        403 => Decision::Finish(Verdict::Permanent(AzureError::RoleMissing {
+            dcr: dcr.clone(),
+            stream: stream.clone(),
+            detail,
+        })),
+        400 => Decision::Finish(Verdict::Malformed(AzureError::Malformed {
+            dcr: dcr.clone(),
+            stream: stream.clone(),
+            detail,
+        })),
+        404 => Decision::Finish(Verdict::Permanent(AzureError::UnknownDcr {
+            endpoint: endpoint.clone(),
+            dcr: dcr.clone(),
+            stream: stream.clone(),
+            detail,
+        })),
+        _ => Decision::Finish(Verdict::Permanent(AzureError::Unexpected {
+            status,
+            dcr: dcr.clone(),
+            stream: stream.clone(),
+            detail,
+        })),
     }
 }
 
@@ -255,8 +344,8 @@ impl Uploader {
                     let record = &records[r.start];
                     results.push(Some(format!(
                         "Azure refused row _seq {} (Miro id `{}`) alone as malformed while \
-                         accepting the others: {}",
-                        record.seq, record.id, e.message
+                         accepting the others: {e}",
+                        record.seq, record.id
                     )));
                     suspect = Some((results.len() - 1, e));
                 }
@@ -307,152 +396,175 @@ impl Uploader {
 
     async fn post(&self, target: &Target, records: &[Record]) -> Result<(), PostError> {
         let json = json_array(records);
-        let body = gzip(&json);
-        let url = format!(
-            "{}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01",
-            target.endpoint.as_str().trim_end_matches('/'),
-            target.dcr,
-            target.stream
-        );
-        let mut attempts = 0;
-        let mut throttled = 0;
-        let mut renewed = false;
-        loop {
-            let token = self.tokens.token().await.map_err(|e| {
-                PostError::Failed(SinkError {
-                    message: e.message,
-                    permanent: e.permanent,
-                    retry_after: None,
-                })
-            })?;
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let request_id = request_id();
-            let sent = self
-                .http
-                .post(&url)
-                .bearer_auth(token.secret.expose_secret())
-                .header("Content-Type", "application/json")
-                .header("Content-Encoding", "gzip")
-                .header("x-ms-client-request-id", &request_id)
-                .body(body.clone())
-                .send()
-                .await;
-            let decision = match sent {
-                Err(e) => Decision::Retry {
-                    reason: format!(
-                        "cannot reach the logs ingestion endpoint {}: {}",
-                        target.endpoint,
-                        error_chain(&e)
-                    ),
-                },
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let header_code = response
-                        .headers()
-                        .get("x-ms-error-code")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    match read_body_capped(response, MAX_AUXILIARY_BODY_BYTES).await {
-                        Ok(bytes) => {
-                            let error = if (200..300).contains(&status) {
-                                IngestionError::default()
-                            } else {
-                                IngestionError::parse(&bytes, header_code.as_deref())
-                            };
-                            classify(status, retry_after, &error, target)
-                        }
-                        // Not read further: the status and `x-ms-error-code` decide.
-                        Err(BodyError::TooLarge { .. }) => {
-                            let error = IngestionError::parse(b"", header_code.as_deref());
-                            classify(status, retry_after, &error, target)
-                        }
-                        Err(BodyError::Transport(e)) if (200..300).contains(&status) => {
-                            tracing::debug!(error = %error_chain(&e), "acknowledgement body broke off; the status counts");
-                            Decision::Accepted
-                        }
-                        Err(BodyError::Transport(e)) => Decision::Retry {
-                            reason: format!("the answer {status} broke off: {}", error_chain(&e)),
-                        },
-                    }
-                }
-            };
-            match decision {
-                Decision::Accepted => return Ok(()),
-                Decision::Split => return Err(PostError::TooLarge),
-                Decision::RenewToken if !renewed => {
-                    renewed = true;
-                    self.stats.token_renewals.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(dcr = %target.dcr, "the logs ingestion API refused the token (401); getting a new one");
-                    self.tokens.invalidate(token.id).await;
-                }
-                Decision::RenewToken => {
-                    return Err(PostError::Failed(SinkError {
-                        message: token_refused(target, "401 twice"),
-                        permanent: true,
-                        retry_after: None,
-                    }));
-                }
-                Decision::Throttled { wait } => {
-                    throttled += 1;
-                    self.stats.throttled.fetch_add(1, Ordering::Relaxed);
-                    if throttled > self.max_throttled {
-                        return Err(PostError::Failed(SinkError {
-                            message: format!(
-                                "the logs ingestion API keeps throttling DCR {} (429)",
-                                target.dcr
-                            ),
-                            permanent: false,
-                            retry_after: Some(wait),
-                        }));
-                    }
-                    tracing::warn!(dcr = %target.dcr, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), request_id, "throttled by the logs ingestion API (429); waiting");
-                    tokio::time::sleep(wait).await;
-                }
-                Decision::Retry { reason } => {
-                    attempts += 1;
-                    if attempts >= self.max_attempts {
-                        return Err(PostError::Failed(SinkError::transient(format!(
-                            "{reason} (after {attempts} attempts)"
-                        ))));
-                    }
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff(attempts, self.backoff_base, Duration::from_secs(30));
-                    tracing::warn!(dcr = %target.dcr, error = %reason, request_id, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "upload failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Decision::Malformed(message) => {
-                    return Err(PostError::Malformed(SinkError {
-                        message,
-                        permanent: true,
-                        retry_after: None,
-                    }));
-                }
-                Decision::Permanent(message) => {
-                    return Err(PostError::Failed(SinkError {
-                        message,
-                        permanent: true,
-                        retry_after: None,
-                    }));
-                }
-            }
-        }
+        let url = target.url();
+        let policy = Policy {
+            max_retries: self.max_attempts.saturating_sub(1),
+            max_throttled: Some(self.max_throttled),
+            // The upload's first retry has always waited up to twice its base.
+            backoff_base: self.backoff_base.saturating_mul(2),
+            backoff_cap: Duration::from_secs(30),
+        };
+        let mut exchange = UploadExchange {
+            uploader: self,
+            target,
+            url,
+            body: gzip(&json),
+            token: None,
+            renewed: false,
+            request_id: String::new(),
+        };
+        retry::run(&policy, &mut exchange).await
     }
 }
 
-/// The message for a freshly issued token that the ingestion API still refuses.
-fn token_refused(target: &Target, what: &str) -> String {
-    format!(
-        "the logs ingestion API refused a freshly issued token for DCR {} ({what}): check \
-         that `audience`/`cloud` match the endpoint {} and that the token comes from the \
-         DCR's tenant",
-        target.dcr, target.endpoint
-    )
+/// One chunk's POST as the retry loop drives it: a token before each request, one
+/// renewal on 401, 429s slept out.
+struct UploadExchange<'a> {
+    uploader: &'a Uploader,
+    target: &'a Target,
+    url: String,
+    body: Vec<u8>,
+    token: Option<super::auth::AccessToken>,
+    renewed: bool,
+    /// The id of the last request, for logs.
+    request_id: String,
+}
+
+impl Exchange for UploadExchange<'_> {
+    type Output = ();
+    type Error = PostError;
+
+    async fn acquire(&mut self) -> Result<(), PostError> {
+        let token = self
+            .uploader
+            .tokens
+            .token()
+            .await
+            .map_err(|e| PostError::Failed(SinkError::Auth(e)))?;
+        self.token = Some(token);
+        Ok(())
+    }
+
+    async fn send(&mut self) -> Decision<Result<(), PostError>> {
+        let token = self.token.as_ref().expect("acquired before each send");
+        let target = self.target;
+        self.uploader.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.request_id = request_id();
+        let sent = self
+            .uploader
+            .http
+            .post(&self.url)
+            .bearer_auth(token.secret.expose_secret())
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "gzip")
+            .header("x-ms-client-request-id", &self.request_id)
+            .body(self.body.clone())
+            .send()
+            .await;
+        let decision = match sent {
+            Err(e) => Decision::Retry {
+                reason: format!(
+                    "cannot reach the logs ingestion endpoint {}: {}",
+                    target.endpoint,
+                    error_chain(&e)
+                ),
+            },
+            Ok(response) => {
+                let (status, retry_after, header_code) = answer_head(&response);
+                match read_body_capped(response, MAX_AUXILIARY_BODY_BYTES).await {
+                    Ok(bytes) => {
+                        let error = if (200..300).contains(&status) {
+                            IngestionError::default()
+                        } else {
+                            IngestionError::parse(&bytes, header_code.as_deref())
+                        };
+                        classify(status, retry_after, &error, target)
+                    }
+                    // Not read further: the status and `x-ms-error-code` decide.
+                    Err(BodyError::TooLarge { .. }) => {
+                        let error = IngestionError::parse(b"", header_code.as_deref());
+                        classify(status, retry_after, &error, target)
+                    }
+                    Err(BodyError::Transport(e)) if (200..300).contains(&status) => {
+                        tracing::debug!(error = %error_chain(&e), "acknowledgement body broke off; the status counts");
+                        Decision::Finish(Verdict::Accepted)
+                    }
+                    Err(BodyError::Transport(e)) => Decision::Retry {
+                        reason: format!("the answer {status} broke off: {}", error_chain(&e)),
+                    },
+                }
+            }
+        };
+        let verdict = match decision {
+            Decision::Finish(verdict) => verdict,
+            Decision::Again => return Decision::Again,
+            Decision::Throttled { wait } => {
+                self.uploader
+                    .stats
+                    .throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                return Decision::Throttled { wait };
+            }
+            Decision::Retry { reason } => return Decision::Retry { reason },
+        };
+        Decision::Finish(match verdict {
+            Verdict::Accepted => Ok(()),
+            Verdict::Split => Err(PostError::TooLarge),
+            Verdict::RenewToken if !self.renewed => {
+                self.renewed = true;
+                self.uploader
+                    .stats
+                    .token_renewals
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(dcr = %target.dcr, "the logs ingestion API refused the token (401); getting a new one");
+                self.uploader.tokens.invalidate(token.id).await;
+                return Decision::Again;
+            }
+            Verdict::RenewToken => Err(PostError::Failed(SinkError::from(token_refused(
+                target,
+                "401 twice",
+            )))),
+            Verdict::Malformed(e) => Err(PostError::Malformed(e.into())),
+            Verdict::Permanent(e) => Err(PostError::Failed(e.into())),
+        })
+    }
+
+    async fn throttled(&mut self, wait: Duration) -> Result<(), PostError> {
+        tracing::warn!(dcr = %self.target.dcr, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), request_id = %self.request_id, "throttled by the logs ingestion API (429); waiting");
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    fn retrying(&mut self, _attempt: u32, wait: Duration, reason: &str) {
+        self.uploader.stats.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(dcr = %self.target.dcr, error = %reason, request_id = %self.request_id, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "upload failed; retrying");
+    }
+
+    async fn sleep(&mut self, wait: Duration) -> Result<(), PostError> {
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    fn give_up(&mut self, why: GiveUp) -> PostError {
+        PostError::Failed(match why {
+            GiveUp::Failures { failures, reason } => {
+                SinkError::transient(format!("{reason} (after {failures} attempts)"))
+            }
+            GiveUp::Throttled { wait, .. } => SinkError::Throttled {
+                dcr: self.target.dcr.clone(),
+                retry_after: wait,
+            },
+        })
+    }
+}
+
+/// A freshly issued token that the ingestion API still refuses.
+fn token_refused(target: &Target, what: &'static str) -> AzureError {
+    AzureError::TokenRefused {
+        dcr: target.dcr.clone(),
+        endpoint: target.endpoint.clone(),
+        what,
+    }
 }
 
 /// What an empty batch (`[]`) told about a DCR and stream.
@@ -472,12 +584,7 @@ pub(crate) async fn probe(
     token: &SecretString,
     target: &Target,
 ) -> Result<ProbeOutcome, String> {
-    let url = format!(
-        "{}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01",
-        target.endpoint.as_str().trim_end_matches('/'),
-        target.dcr,
-        target.stream
-    );
+    let url = target.url();
     let response = http
         .post(&url)
         .bearer_auth(token.expose_secret())
@@ -494,37 +601,28 @@ pub(crate) async fn probe(
                 error_chain(&e)
             )
         })?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let header_code = response
-        .headers()
-        .get("x-ms-error-code")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let (status, retry_after, header_code) = answer_head(&response);
     let body = read_body_capped(response, MAX_AUXILIARY_BODY_BYTES)
         .await
         .unwrap_or_default();
     let error = IngestionError::parse(&body, header_code.as_deref());
     match classify(status, retry_after, &error, target) {
-        Decision::Accepted => Ok(ProbeOutcome::Accepted { status }),
-        Decision::RenewToken => Err(token_refused(target, "401")),
+        Decision::Finish(Verdict::Accepted) => Ok(ProbeOutcome::Accepted { status }),
+        Decision::Finish(Verdict::RenewToken) => Err(token_refused(target, "401").to_string()),
         // Azure may refuse an empty batch as such; that says nothing about the rest.
-        Decision::Malformed(_) if error.code.as_deref() != Some("InvalidStream") => {
+        Decision::Finish(Verdict::Malformed(_))
+            if error.code.as_deref() != Some("InvalidStream") =>
+        {
             Ok(ProbeOutcome::Inconclusive(format!(
                 "the endpoint answered 400{} to an empty batch",
                 error.detail()
             )))
         }
-        Decision::Permanent(message) | Decision::Malformed(message) => Err(message),
-        Decision::Split => Ok(ProbeOutcome::Inconclusive(
+        Decision::Finish(Verdict::Permanent(e) | Verdict::Malformed(e)) => Err(e.to_string()),
+        Decision::Finish(Verdict::Split) => Ok(ProbeOutcome::Inconclusive(
             "the endpoint answered 413 to an empty batch".into(),
         )),
-        Decision::Throttled { .. } | Decision::Retry { .. } => {
+        Decision::Throttled { .. } | Decision::Retry { .. } | Decision::Again => {
             Ok(ProbeOutcome::Inconclusive(format!(
                 "the endpoint answered {status}{}; try again later",
                 error.detail()
@@ -559,7 +657,7 @@ mod tests {
         }
     }
 
-    fn c(status: u16) -> Decision {
+    fn c(status: u16) -> Decision<Verdict> {
         let e = IngestionError::parse(
             br#"{"error":{"code":"OperationFailed","message":"The authentication token provided does not have access"}}"#,
             None,
@@ -567,22 +665,22 @@ mod tests {
         classify(status, Some(Duration::from_secs(7)), &e, &target())
     }
 
-    fn permanent(d: Decision) -> String {
+    fn permanent(d: Decision<Verdict>) -> String {
         match d {
-            Decision::Permanent(m) => m,
+            Decision::Finish(Verdict::Permanent(e)) => e.to_string(),
             other => panic!("not permanent: {other:?}"),
         }
     }
 
     #[test]
     fn status_204_is_accepted() {
-        assert_eq!(c(204), Decision::Accepted);
-        assert_eq!(c(200), Decision::Accepted);
+        assert_eq!(c(204), Decision::Finish(Verdict::Accepted));
+        assert_eq!(c(200), Decision::Finish(Verdict::Accepted));
     }
 
     #[test]
     fn status_413_splits() {
-        assert_eq!(c(413), Decision::Split);
+        assert_eq!(c(413), Decision::Finish(Verdict::Split));
     }
 
     #[test]
@@ -623,7 +721,7 @@ mod tests {
 
     #[test]
     fn status_401_renews_the_token() {
-        assert_eq!(c(401), Decision::RenewToken);
+        assert_eq!(c(401), Decision::Finish(Verdict::RenewToken));
     }
 
     #[test]
@@ -640,9 +738,10 @@ mod tests {
 
     #[test]
     fn status_400_names_the_dcr_and_stream() {
-        let Decision::Malformed(m) = c(400) else {
+        let Decision::Finish(Verdict::Malformed(e)) = c(400) else {
             panic!("400 is malformed")
         };
+        let m = e.to_string();
         assert!(
             m.contains("dcr-0123456789abcdef0123456789abcdef")
                 && m.contains("Custom-MiroAuditLogs_CL"),

@@ -63,13 +63,7 @@ fn write(
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 // Whatever read the output is gone: retrying cannot help.
-                SinkError {
-                    message: "standard output was closed by the program reading it (broken \
-                                  pipe); run again with a reader that consumes every line"
-                        .into(),
-                    permanent: true,
-                    retry_after: None,
-                }
+                SinkError::StdoutClosed
             } else {
                 SinkError::transient(format!("cannot write to standard output: {e}"))
             }

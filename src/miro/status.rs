@@ -1,21 +1,21 @@
 //! The one place that decides what a Miro response means for the caller: use it, wait
 //! and retry, restart the window, or give up with a message a Miro admin can act on.
+//! The waiting and retrying itself is `crate::retry`'s.
+//!
+//! A 429 waits (Retry-After, else until the budget resets) and never counts against the
+//! retry limit; 5xx, 408, 409, timeouts, connection errors, truncated or non-JSON bodies
+//! are retried with backoff, up to the configured limit.
 
 use std::time::Duration;
 
 use crate::config::SourceKind;
+use crate::retry::Decision;
 
-/// What to do with a response (or a failed exchange).
+/// How a Miro answer ends the request, when retrying cannot change it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum Verdict {
     /// 2xx with a usable body.
     Success,
-    /// 429: wait this long (Retry-After, else until the budget resets), then retry; never
-    /// counts against the retry limit.
-    RateLimited { wait: Duration },
-    /// 5xx, 408, 409, timeouts, connection errors, truncated or non-JSON bodies: retry
-    /// with backoff, up to the configured limit.
-    Transient { reason: String },
     /// The cursor was refused (400 on a request that carried one): restart the window.
     CursorRejected,
     /// Retrying cannot help; the message says what to change.
@@ -77,13 +77,13 @@ pub fn classify_status(
     retry_after: Option<Duration>,
     reset_in: Option<Duration>,
     org_id: &str,
-) -> Decision {
+) -> Decision<Verdict> {
     let detail = body_message
         .map(|m| format!(": \"{}\"", truncate(m, 300)))
         .unwrap_or_default();
     match status {
-        200..=299 => Decision::Success,
-        429 => Decision::RateLimited {
+        200..=299 => Decision::Finish(Verdict::Success),
+        429 => Decision::Throttled {
             wait: retry_after
                 .or(reset_in)
                 .unwrap_or(Duration::from_secs(60))
@@ -91,25 +91,27 @@ pub fn classify_status(
         },
         // Miro documents 409 for the audit logs without saying when: a conflict with the
         // server's state is not fixed by a human, so it is retried like a 5xx.
-        408 | 409 | 500..=599 => Decision::Transient {
+        408 | 409 | 500..=599 => Decision::Retry {
             reason: format!("HTTP {status}{detail}"),
         },
-        400 if had_cursor => Decision::CursorRejected,
-        400 => Decision::Permanent(Permanent::BadRequest { detail }),
-        401 => Decision::Permanent(Permanent::Unauthorized {
+        400 if had_cursor => Decision::Finish(Verdict::CursorRejected),
+        400 => Decision::Finish(Verdict::Permanent(Permanent::BadRequest { detail })),
+        401 => Decision::Finish(Verdict::Permanent(Permanent::Unauthorized {
             toggle: toggle_of(source),
             detail,
-        }),
-        403 => Decision::Permanent(Permanent::Forbidden {
+        })),
+        403 => Decision::Finish(Verdict::Permanent(Permanent::Forbidden {
             kind: source,
             advice: forbidden_advice(source),
             detail,
-        }),
-        404 if source == SourceKind::ContentLogs => Decision::Permanent(Permanent::NotFound {
-            org_id: org_id.to_string(),
-            detail,
-        }),
-        _ => Decision::Permanent(Permanent::Unexpected { status, detail }),
+        })),
+        404 if source == SourceKind::ContentLogs => {
+            Decision::Finish(Verdict::Permanent(Permanent::NotFound {
+                org_id: org_id.to_string(),
+                detail,
+            }))
+        }
+        _ => Decision::Finish(Verdict::Permanent(Permanent::Unexpected { status, detail })),
     }
 }
 
@@ -152,21 +154,11 @@ fn truncate(text: &str, max_chars: usize) -> String {
     }
 }
 
-/// Jittered exponential backoff for transient failures: full jitter over
-/// `base * 2^attempt`, capped.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16));
-    let ceiling = exp.min(cap);
-    let jitter: f64 = rand::random();
-    // Never less than half the ceiling, so retries do spread out.
-    ceiling.mul_f64(0.5 + jitter * 0.5)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn c(status: u16, had_cursor: bool) -> Decision {
+    fn c(status: u16, had_cursor: bool) -> Decision<Verdict> {
         classify_status(
             SourceKind::AuditLogs,
             status,
@@ -181,21 +173,21 @@ mod tests {
     /// A 409 (documented for the audit logs) blocked the source as an unexpected status.
     #[test]
     fn conflict_409_is_retried() {
-        assert!(matches!(c(409, false), Decision::Transient { .. }));
-        assert!(matches!(c(409, true), Decision::Transient { .. }));
+        assert!(matches!(c(409, false), Decision::Retry { .. }));
+        assert!(matches!(c(409, true), Decision::Retry { .. }));
     }
 
     #[test]
     fn success_statuses() {
-        assert_eq!(c(200, false), Decision::Success);
-        assert_eq!(c(204, true), Decision::Success);
+        assert_eq!(c(200, false), Decision::Finish(Verdict::Success));
+        assert_eq!(c(204, true), Decision::Finish(Verdict::Success));
     }
 
     #[test]
     fn rate_limit_waits_for_retry_after_then_reset() {
         assert_eq!(
             c(429, false),
-            Decision::RateLimited {
+            Decision::Throttled {
                 wait: Duration::from_secs(7)
             }
         );
@@ -210,14 +202,14 @@ mod tests {
         );
         assert_eq!(
             d,
-            Decision::RateLimited {
+            Decision::Throttled {
                 wait: Duration::from_secs(3)
             }
         );
         let d = classify_status(SourceKind::AuditLogs, 429, false, None, None, None, "1");
         assert_eq!(
             d,
-            Decision::RateLimited {
+            Decision::Throttled {
                 wait: Duration::from_secs(60)
             }
         );
@@ -226,16 +218,16 @@ mod tests {
     #[test]
     fn server_errors_and_timeouts_are_transient() {
         for s in [408, 500, 502, 503, 504, 599] {
-            assert!(matches!(c(s, false), Decision::Transient { .. }), "{s}");
+            assert!(matches!(c(s, false), Decision::Retry { .. }), "{s}");
         }
     }
 
     #[test]
     fn bad_request_with_cursor_restarts_the_window() {
-        assert_eq!(c(400, true), Decision::CursorRejected);
+        assert_eq!(c(400, true), Decision::Finish(Verdict::CursorRejected));
         assert!(matches!(
             c(400, false),
-            Decision::Permanent(Permanent::BadRequest { .. })
+            Decision::Finish(Verdict::Permanent(Permanent::BadRequest { .. }))
         ));
     }
 
@@ -261,30 +253,28 @@ mod tests {
         assert!(c(400, false).permanent_message().contains("\"msg\""));
         assert!(matches!(
             c(404, false),
-            Decision::Permanent(Permanent::Unexpected { status: 404, .. })
+            Decision::Finish(Verdict::Permanent(Permanent::Unexpected {
+                status: 404,
+                ..
+            }))
         ));
         assert!(matches!(
             c(302, false),
-            Decision::Permanent(Permanent::Unexpected { status: 302, .. })
+            Decision::Finish(Verdict::Permanent(Permanent::Unexpected {
+                status: 302,
+                ..
+            }))
         ));
     }
 
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(5);
-        for attempt in 0..20 {
-            let d = backoff(attempt, base, cap);
-            assert!(d <= cap, "{attempt}: {d:?}");
-            let ceiling = base.saturating_mul(1 << attempt.min(16)).min(cap);
-            assert!(d >= ceiling / 2, "{attempt}: {d:?}");
-        }
+    trait PermanentMessage {
+        fn permanent_message(&self) -> String;
     }
 
-    impl Decision {
+    impl PermanentMessage for Decision<Verdict> {
         fn permanent_message(&self) -> String {
             match self {
-                Decision::Permanent(p) => p.to_string(),
+                Decision::Finish(Verdict::Permanent(p)) => p.to_string(),
                 other => panic!("not permanent: {other:?}"),
             }
         }
