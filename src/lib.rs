@@ -18,6 +18,7 @@ pub mod private;
 pub mod retry;
 pub mod secret;
 pub mod service;
+pub mod settings;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

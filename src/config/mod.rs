@@ -20,30 +20,8 @@ use url::Url;
 
 pub use raw::RawConfig;
 
-/// A configuration problem: always exit code 2, always names the file and the key.
-///
-/// Each message is complete on its own (causes are part of the text, never also a
-/// `source()`), so printing the error chain says each thing once.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read; `reason` says why and where it looked.
-    #[error("config file {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
-    /// Not TOML, or keys that do not belong; `message` keeps the TOML parser's snippet
-    /// of the line with a caret under the problem (several lines).
-    #[error("config file {path}:\n{message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config file {path}: `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
-    #[error("{0}")]
-    Secret(String),
-}
-
-pub use crate::sink::SinkKindConfig;
+pub use crate::settings::{ConfigError, parse_duration};
+pub use crate::sink::{SinkConfig, SinkKindConfig, SinkStart};
 pub use crate::source::SourceKind;
 
 pub use crate::secret::SecretSource;
@@ -84,26 +62,6 @@ pub struct BudgetConfig {
     /// Share of the token's budget a `backfill` process may use (beside `run`).
     pub backfill_share: f64,
     pub credits_per_minute: u64,
-}
-
-/// One `[sinks.NAME]` section, validated.
-#[derive(Debug, Clone)]
-pub struct SinkConfig {
-    pub name: String,
-    pub kind: SinkKindConfig,
-    pub batch_rows: usize,
-    pub start: SinkStart,
-}
-
-/// Where a sink that has never delivered starts (`start`). Only a sink without a
-/// delivery offset in the store is affected; later changes of the key do nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SinkStart {
-    /// Every row already in the store, then new ones (history reaches the destination).
-    #[default]
-    Beginning,
-    /// Only rows stored after the sink's first start.
-    Now,
 }
 
 /// Log output format on standard error (`[service] log_format`, `--log-format`).
@@ -328,13 +286,6 @@ fn warn_if_world_readable(path: &Path, what: &str) {
 
 #[cfg(not(unix))]
 fn warn_if_world_readable(_path: &Path, _what: &str) {}
-
-/// Parses a duration written with units (`"30s"`, `"15m"`, `"90d"`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("`{text}` is not a duration ({e}); write a number with a unit, like \"30s\", \"15m\", \"24h\" or \"90d\"")
-    })
-}
 
 /// Resolves a listen address written as `IP:PORT` or `HOST:PORT` (`localhost:9464`).
 /// A host name that resolves to several addresses listens on the first IPv4 one (else the

@@ -15,7 +15,7 @@ use super::{
     RowVerdict, SendFuture, Sink, SinkContext, SinkError, SinkKindConfig, ValidatedSink,
     line::table_row_json,
 };
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 use crate::source::SourceKind;
 use crate::store::OutboxRow;
 use crate::timefmt::UnixMs;

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{ConfigError, parse_duration};
 use crate::net::{http_url, secure_url};
+use crate::settings::{ConfigError, parse_duration};
 use crate::source::SourceKind;
 
 /// The keys of an `azure_logs_ingestion` sink. Defaults are justified in the README.
