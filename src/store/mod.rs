@@ -674,15 +674,7 @@ impl Store {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
             .query_map(params![sink, source.name(), limit], |r| {
-                let mut cells = Vec::with_capacity(columns.len());
-                for i in 0..columns.len() {
-                    cells.push(r.get::<_, Option<String>>(i + 2)?);
-                }
-                Ok(OutboxRow {
-                    seq: r.get(0)?,
-                    raw: r.get(1)?,
-                    cells,
-                })
+                outbox_row(r, columns.len())
             })
             .map_err(sql(what))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sql(what))
@@ -762,17 +754,7 @@ impl Store {
             .map_err(sql("preparing the outbox read"))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![after_seq, limit], |r| {
-                let mut cells = Vec::with_capacity(columns.len());
-                for i in 0..columns.len() {
-                    cells.push(r.get::<_, Option<String>>(i + 2)?);
-                }
-                Ok(OutboxRow {
-                    seq: r.get(0)?,
-                    raw: r.get(1)?,
-                    cells,
-                })
-            })
+            .query_map(params![after_seq, limit], |r| outbox_row(r, columns.len()))
             .map_err(sql("reading the outbox"))?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(sql("reading the outbox"))
@@ -875,6 +857,19 @@ fn read_checkpoint(
     )
     .optional()
     .map_err(sql("reading a checkpoint"))
+}
+
+/// An outbox row from a statement selecting `_seq`, `_raw` and then `n` table columns.
+fn outbox_row(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<OutboxRow> {
+    let mut cells = Vec::with_capacity(n);
+    for i in 0..n {
+        cells.push(r.get::<_, Option<String>>(i + 2)?);
+    }
+    Ok(OutboxRow {
+        seq: r.get(0)?,
+        raw: r.get(1)?,
+        cells,
+    })
 }
 
 /// How many stored rows of a source have only some columns derived.
