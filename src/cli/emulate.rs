@@ -105,8 +105,8 @@ struct MiroArgs {
     #[arg(long, default_value_t = 0.0)]
     fault_hostile_items: f64,
     /// How audit `createdAt` is written: Miro's `+0000` form, or another ISO 8601 form.
-    #[arg(long, default_value = "plus0000", value_parser = ["plus0000", "z", "colon", "no-fraction", "micros", "nanos-offset", "mixed"])]
-    audit_time_form: String,
+    #[arg(long, value_enum, default_value_t = AuditTimeForm::Plus0000)]
+    audit_time_form: AuditTimeForm,
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM (what systemd, `kill` and container runtimes send).
@@ -227,14 +227,14 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 hostile_item_share: a.fault_hostile_items,
                 ..Faults::default()
             };
-            config.audit_time_form = match a.audit_time_form.as_str() {
-                "z" => TimeForm::MillisZ,
-                "colon" => TimeForm::MillisColonOffset,
-                "no-fraction" => TimeForm::NoFraction,
-                "micros" => TimeForm::MicrosZ,
-                "nanos-offset" => TimeForm::NanosAtOffset,
-                "mixed" => TimeForm::Mixed,
-                _ => TimeForm::MillisPlus0000,
+            config.audit_time_form = match a.audit_time_form {
+                AuditTimeForm::Plus0000 => TimeForm::MillisPlus0000,
+                AuditTimeForm::Z => TimeForm::MillisZ,
+                AuditTimeForm::Colon => TimeForm::MillisColonOffset,
+                AuditTimeForm::NoFraction => TimeForm::NoFraction,
+                AuditTimeForm::Micros => TimeForm::MicrosZ,
+                AuditTimeForm::NanosOffset => TimeForm::NanosAtOffset,
+                AuditTimeForm::Mixed => TimeForm::Mixed,
             };
             let org_id = config.org_id.clone();
             let listen = listen_addr(&a.listen)?;
@@ -299,4 +299,23 @@ fn shell_word(token: &str) -> String {
     } else {
         format!("'{}'", token.replace('\'', "'\\''"))
     }
+}
+
+/// How the emulator writes audit `createdAt` (`--audit-time-form`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuditTimeForm {
+    /// Miro's own form: milliseconds and `+0000`.
+    Plus0000,
+    /// Milliseconds and `Z`.
+    Z,
+    /// Milliseconds and `+00:00`.
+    Colon,
+    /// No fraction, `Z`.
+    NoFraction,
+    /// Microseconds and `Z`.
+    Micros,
+    /// Nanoseconds at a non-UTC offset.
+    NanosOffset,
+    /// A different form per item.
+    Mixed,
 }
