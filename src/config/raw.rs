@@ -512,6 +512,13 @@ mod tests {
         let content = c.source(SourceKind::ContentLogs);
         assert!(!content.enabled);
         assert_eq!(content.page_size.get(), 1000);
+        // Windowed on `storedAt`: exact with a short lag and overlap, re-read every poll.
+        let ai = c.source(SourceKind::AiInteractionLogs);
+        assert!(!ai.enabled);
+        assert_eq!(ai.page_size.get(), 100);
+        assert_eq!(ai.settle_lag, Duration::from_secs(5));
+        assert_eq!(ai.overlap, Duration::from_secs(30));
+        assert_eq!(ai.overlap_every, Duration::ZERO);
         assert_eq!(c.store_path, Path::new("/etc/mirotrail/mirotrail.db"));
         assert_eq!(c.budget.share, 0.5);
         assert_eq!(c.budget.backfill_share, 0.25);
@@ -539,6 +546,14 @@ mod tests {
                 "sources.content_logs.page_size",
             ),
             ("[sources.content_logs]\nenabled = true", "miro.org_id"),
+            (
+                "[sources.ai_interaction_logs]\nenabled = true",
+                "ai_interaction_logs is enabled but `org_id` is not set",
+            ),
+            (
+                "[sources.ai_interaction_logs]\npage_size = 101",
+                "sources.ai_interaction_logs.page_size",
+            ),
             ("[miro]\norg_id = \"abc\"", "miro.org_id"),
             ("[miro]\napi_base = \"ftp://x\"", "miro.api_base"),
             ("[miro]\nmax_response_bytes = 10", "miro.max_response_bytes"),
@@ -568,6 +583,7 @@ mod tests {
             Just("miro"),
             Just("sources.audit_logs"),
             Just("sources.content_logs"),
+            Just("sources.ai_interaction_logs"),
             Just("budget"),
             Just("store"),
             Just("sinks.a"),

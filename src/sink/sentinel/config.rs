@@ -854,4 +854,22 @@ mod tests {
         // A disabled source needs no DCR.
         assert!(check(&base(), &[SourceKind::AuditLogs], &[]).is_ok());
     }
+
+    /// The AI interaction logs table is mirotrail's own: its DCR is optional even when the
+    /// source is enabled (the stream is then not sent to the sink), and checked when set.
+    #[test]
+    fn the_ai_interaction_logs_dcr_is_optional_and_checked_when_set() {
+        let enabled = [SourceKind::AuditLogs, SourceKind::AiInteractionLogs];
+        let c = check(&base(), &enabled, &[]).unwrap();
+        assert!(c.target(SourceKind::AiInteractionLogs).is_none());
+        let dcr = "dcr-A1A1A000000000000000000000000003";
+        let text = format!("{}ai_interaction_logs_dcr = \"{dcr}\"\n", base());
+        let c = check(&text, &enabled, &[]).unwrap();
+        let target = c.target(SourceKind::AiInteractionLogs).unwrap();
+        assert_eq!(target.dcr_immutable_id, dcr.to_ascii_lowercase());
+        assert_eq!(target.stream, "Custom-MiroAiInteractionLogs_CL");
+        let text = format!("{}ai_interaction_logs_dcr = \"my-rule\"\n", base());
+        let e = check(&text, &enabled, &[]).unwrap_err().to_string();
+        assert!(e.contains("sinks.sentinel.ai_interaction_logs_dcr"), "{e}");
+    }
 }
