@@ -371,3 +371,35 @@ async fn without_its_dcr_the_ai_stream_is_not_sent_to_sentinel_and_check_says_so
     );
     azure.shutdown().await;
 }
+
+/// Expired cursors (the window resumes from the latest stored `storedAt`), duplicated
+/// items, 5xx and cut bodies on the AI endpoint lose and duplicate nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_logs_ride_out_expired_cursors_duplicates_and_server_errors() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(120)), now.minus(minutes(1)));
+    let mut miro = ai_org(1500, start, end, 0.5, Duration::from_secs(3600));
+    miro.faults = mirotrail_emulator::miro::Faults {
+        expire_cursor_share: 0.2,
+        duplicate_item_share: 0.3,
+        server_error_share: 0.1,
+        truncate_share: 0.05,
+        ..mirotrail_emulator::miro::Faults::default()
+    };
+    let env = Env::start(miro).await;
+    let cfg = env.config(
+        "[sources.audit_logs]\nenabled = false\n\
+         [sources.ai_interaction_logs]\nenabled = true\ninitial_lookback = \"3h\"\n",
+    );
+    let out = env
+        .run(&["run", "--config", cfg.to_str().unwrap(), "--once"], TOKEN)
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stats = env.emu.stats();
+    assert!(
+        stats.faults.get("expire_cursor").copied().unwrap_or(0) > 0
+            && stats.faults.get("duplicate_item").copied().unwrap_or(0) > 0,
+        "{stats:?}"
+    );
+    assert_exactly_once(&env.db(), TABLE, &expected_ai(&env.emu, start, end));
+}
