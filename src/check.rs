@@ -119,7 +119,15 @@ pub async fn run_checks(config: &Config) -> CheckReport {
                 check_dir(&mut report, &subject, dir, &format!("{}", dir.display()))
             }
             SinkKindConfig::Sentinel(c) => {
-                check_sentinel(&subject, (**c).clone(), &sources, &mut report).await
+                // A source the sink leaves out (no optional DCR) is said, not probed.
+                let mut sent = Vec::new();
+                for &source in &sources {
+                    match sink.skips(source) {
+                        Some(why) => report.push(Verdict::Ok, format!("{subject} {source}"), why),
+                        None => sent.push(source),
+                    }
+                }
+                check_sentinel(&subject, (**c).clone(), &sent, &mut report).await
             }
         }
         check_new_sink(config, sink, &mut report).await;
@@ -333,7 +341,7 @@ fn check_scopes(info: &TokenInfo, sources: &[SourceKind], report: &mut CheckRepo
 }
 
 fn check_org(info: &TokenInfo, config: &Config, report: &mut CheckReport) {
-    let content = config.source(SourceKind::ContentLogs).enabled;
+    let content = config.enabled_sources().any(|s| s.kind.needs_org_id());
     match (&info.organization, &config.miro.org_id) {
         (Some(org), Some(configured)) if &org.id == configured => report.push(
             Verdict::Ok,
@@ -353,8 +361,8 @@ fn check_org(info: &TokenInfo, config: &Config, report: &mut CheckReport) {
             Verdict::Ok,
             "miro organization",
             format!(
-                "the token belongs to organization {org}; to collect content logs, set \
-                 `org_id = \"{}\"` under [miro]",
+                "the token belongs to organization {org}; to collect content or AI \
+                 interaction logs, set `org_id = \"{}\"` under [miro]",
                 org.id
             ),
         ),
@@ -362,12 +370,13 @@ fn check_org(info: &TokenInfo, config: &Config, report: &mut CheckReport) {
             Verdict::NotVerified,
             "miro organization",
             "the token introspection names no organization, so `miro.org_id` could not be \
-             compared; the content-logs request below tells whether Miro knows it",
+             compared; the requests below tell whether Miro knows it",
         ),
         (None, _) => report.push(
             Verdict::NotVerified,
             "miro organization",
-            "the token introspection names no organization (only needed for content logs)",
+            "the token introspection names no organization (only needed for content and AI \
+             interaction logs)",
         ),
     }
 }

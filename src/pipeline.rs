@@ -109,7 +109,7 @@ pub async fn run(
             name: sink.name.clone(),
             message: e.to_string(),
         })?;
-        sinks.push((sink.name.clone(), sink.batch_rows, built));
+        sinks.push((sink.name.clone(), sink.batch_rows, built, sink));
     }
     let store = StoreHandle::open(&config.store_path).await?;
     for sink in config.sinks.iter().filter(|s| s.start == SinkStart::Now) {
@@ -154,7 +154,20 @@ pub async fn run(
     }
     let sources: Vec<SourceKind> = config.enabled_sources().map(|s| s.kind).collect();
     let mut sink_tasks = Vec::new();
-    for (name, batch_rows, sink) in sinks {
+    for (name, batch_rows, sink, sink_config) in sinks {
+        // A source this sink does not take (a Sentinel sink without the optional AI
+        // interaction logs DCR) is not delivered to it: its rows wait in the store.
+        let sink_sources: Vec<SourceKind> = sources
+            .iter()
+            .copied()
+            .filter(|s| match sink_config.skips(*s) {
+                None => true,
+                Some(why) => {
+                    tracing::warn!(sink = %name, source = %s, "{why}");
+                    false
+                }
+            })
+            .collect();
         let mode = if opts.once {
             DeliveryMode::Drain {
                 collectors_done: collectors_done.clone(),
@@ -174,7 +187,7 @@ pub async fn run(
                     sink,
                     batch_rows,
                     store: store.clone(),
-                    sources: sources.clone(),
+                    sources: sink_sources,
                     mode,
                     new_rows: new_rows.clone(),
                     telemetry: Some(telemetry.clone()),
@@ -224,7 +237,8 @@ pub async fn run(
         if let Ok(r) = result.as_mut()
             && r.gave_up.is_some()
         {
-            for &source in &sources {
+            let delivered: Vec<SourceKind> = r.rows_by_source.iter().map(|(s, _)| *s).collect();
+            for source in delivered {
                 match store.pending(&name, source).await {
                     Ok(n) => r.pending.push((source, n)),
                     Err(e) => {

@@ -43,11 +43,17 @@ pub(crate) struct BackfillArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(
+    clippy::enum_variant_names,
+    reason = "the sources' own names, as `SourceKind` has them"
+)]
 enum SourceArg {
     #[value(name = "audit_logs")]
     AuditLogs,
     #[value(name = "content_logs")]
     ContentLogs,
+    #[value(name = "ai_interaction_logs")]
+    AiInteractionLogs,
 }
 
 impl From<SourceArg> for SourceKind {
@@ -55,6 +61,7 @@ impl From<SourceArg> for SourceKind {
         match s {
             SourceArg::AuditLogs => SourceKind::AuditLogs,
             SourceArg::ContentLogs => SourceKind::ContentLogs,
+            SourceArg::AiInteractionLogs => SourceKind::AiInteractionLogs,
         }
     }
 }
@@ -89,12 +96,13 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
         Some(s) => vec![config.source(s.into()).clone()],
         None => config.enabled_sources().cloned().collect(),
     };
-    if sources
+    if let Some(s) = sources
         .iter()
-        .any(|s| s.kind == SourceKind::ContentLogs && config.miro.org_id.is_none())
+        .find(|s| s.kind.needs_org_id() && config.miro.org_id.is_none())
     {
         return Err(Failure::usage(anyhow!(
-            "content logs need `miro.org_id` in {}",
+            "{} need `miro.org_id` in {}",
+            s.kind,
             config.path.display()
         )));
     }
@@ -110,15 +118,16 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
                 source.kind
             )));
         }
-        let oldest = now.minus(retention(source.kind));
-        if since < oldest {
+        if let Some(kept) = retention(source.kind)
+            && since < now.minus(kept)
+        {
             tracing::warn!(
                 source = %source.kind,
                 since = %since,
-                kept_since = %oldest,
+                kept_since = %now.minus(kept),
                 "the Miro API keeps about {} days of {}; older history is asked for but will \
                  likely come back empty (export it from the Miro UI instead)",
-                retention(source.kind).as_secs() / 86_400,
+                kept.as_secs() / 86_400,
                 source.kind
             );
         }

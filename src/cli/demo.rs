@@ -112,7 +112,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     let secs = report.elapsed.as_secs_f64();
     let _ = writeln!(
         out,
-        "{:<14} {:>9} {:>7} {:>9} {:>11}",
+        "{:<20} {:>9} {:>7} {:>9} {:>11}",
         "stream", "events", "pages", "requests", "duplicates"
     );
     let mut total = 0;
@@ -122,7 +122,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
                 total += r.inserted;
                 let _ = writeln!(
                     out,
-                    "{:<14} {:>9} {:>7} {:>9} {:>11}",
+                    "{:<20} {:>9} {:>7} {:>9} {:>11}",
                     source.name(),
                     r.inserted,
                     r.pages,
@@ -131,7 +131,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
                 );
             }
             Err(e) => {
-                let _ = writeln!(out, "{:<14} failed: {e}", source.name());
+                let _ = writeln!(out, "{:<20} failed: {e}", source.name());
             }
         }
     }
@@ -142,7 +142,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         .collect();
     let _ = writeln!(
         out,
-        "\nrequests: {} ({}), 429s waited out: {}, retries: {}\ncredits used: {} (credits: Miro's rate limit, a budget of 100,000 per token per minute that each call draws on, 100 for audit logs and 2000 for content logs; mirotrail uses at most a share of {})\ntime taken: {} ({:.0} events/s); emulator served {} items\n",
+        "\nrequests: {} ({}), 429s waited out: {}, retries: {}\ncredits used: {} (credits: Miro's rate limit, a budget of 100,000 per token per minute that each call draws on, 100 for audit logs and 2000 for content and AI interaction logs; mirotrail uses at most a share of {})\ntime taken: {} ({:.0} events/s); emulator served {} items\n",
         report.requests,
         statuses.join(", "),
         report.rate_limited,
@@ -211,6 +211,10 @@ enabled = true
 initial_lookback = "{days}d"
 
 [sources.content_logs]
+enabled = true
+initial_lookback = "{days}d"
+
+[sources.ai_interaction_logs]
 enabled = true
 initial_lookback = "{days}d"
 

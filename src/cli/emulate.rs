@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::Failure;
 use mirotrail_emulator::UnixMs;
 use mirotrail_emulator::azure::{
-    AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
+    AI_DCR, AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
 use mirotrail_emulator::miro::{
     BodyFault, Faults, MiroEmulator, MiroEmulatorConfig, RateLimit, TimeForm,
@@ -23,7 +23,7 @@ pub(crate) struct EmulateArgs {
 
 #[derive(Debug, Subcommand)]
 enum Service {
-    /// The Miro REST API: audit logs, content logs, token introspection.
+    /// The Miro REST API: audit logs, content logs, AI interaction logs, token introspection.
     Miro(MiroArgs),
     /// Azure: the Entra token endpoint, the managed identity endpoint and the Logs
     /// Ingestion API with the two Miro DCRs; it applies the DCR transformation and keeps
@@ -69,7 +69,10 @@ struct MiroArgs {
     /// Content log items over those days.
     #[arg(long, default_value_t = 20_000)]
     content_items: u64,
-    /// The accepted bearer token (both scopes).
+    /// AI interaction log entries over those days (spread by `storedAt`).
+    #[arg(long, default_value_t = 4_000)]
+    ai_entries: u64,
+    /// The accepted bearer token (the three log scopes).
     #[arg(long, default_value = "emulator-token")]
     token: String,
     /// Serve without a credit budget.
@@ -174,6 +177,7 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 "Azure emulator {}. Use in [sinks.NAME] (type = \"azure_logs_ingestion\"):\n  \
                  endpoint = \"{base}\"\n  authority_host = \"{base}\"\n  tenant_id = \"{}\"\n  \
                  client_id = \"{}\"\n  audit_logs_dcr = \"{AUDIT_DCR}\"\n  content_logs_dcr = \"{CONTENT_DCR}\"\n\
+                 \x20 ai_interaction_logs_dcr = \"{AI_DCR}\"\n\
                  and the client secret `{}` in the variable named by client_secret_env. Ctrl-C (or SIGTERM) stops it.",
                 where_listening(handle.addr(), &base),
                 config.tenant_id,
@@ -208,6 +212,7 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 &a.token,
             );
             config.seed = a.seed;
+            config.ai.count = a.ai_entries;
             config.late.share = a.late_share;
             if a.no_rate_limit {
                 config.rate_limit = None;

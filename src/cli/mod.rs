@@ -80,7 +80,7 @@ enum Command {
     /// rows delivered and pending. No network; works while `run` is running.
     Status(status::StatusArgs),
     /// Answer a read-only SQL query on the store (tables MiroAuditLogs_CL,
-    /// MiroContentLogs_CL, with the Sentinel columns).
+    /// MiroContentLogs_CL, with the Sentinel columns, and MiroAiInteractionLogs_CL).
     Query(query::QueryArgs),
     /// List the rows a sink set aside (its destination will never accept them as they
     /// are), or queue them for delivery again after fixing the cause.

@@ -99,7 +99,13 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
     for sink in &config.sinks {
         for kind in SourceKind::ALL {
             let progress = sink_progress(&conn, &sink.name, kind).map_err(Failure::runtime)?;
-            sinks.push((sink.name.clone(), kind, progress));
+            let not_sent = sink.skips(kind).filter(|_| config.source(kind).enabled);
+            sinks.push(SinkLine {
+                sink: sink.name.clone(),
+                kind,
+                progress,
+                not_sent,
+            });
         }
     }
     let dead_letters = dead_letter_counts(&conn).map_err(Failure::runtime)?;
@@ -120,14 +126,15 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
                     "last_error_at": iso(s.last_error.as_ref().and_then(|(_, t)| *t)),
                     "partial_rows": s.partial_rows,
                 })).collect::<Vec<_>>(),
-                "sinks": sinks.iter().map(|(name, kind, p)| json!({
-                    "sink": name,
-                    "source": kind.name(),
-                    "delivered": p.delivered,
-                    "pending": p.pending,
-                    "last_error": p.last_error,
+                "sinks": sinks.iter().map(|l| json!({
+                    "sink": l.sink,
+                    "source": l.kind.name(),
+                    "delivered": l.progress.delivered,
+                    "pending": l.progress.pending,
+                    "last_error": l.progress.last_error,
+                    "not_sent": l.not_sent,
                     "dead_letters": dead_letters.iter()
-                        .find(|d| &d.sink == name && d.source == *kind)
+                        .find(|d| d.sink == l.sink && d.source == l.kind)
                         .map_or(0, |d| d.rows),
                 })).collect::<Vec<_>>(),
             });
@@ -142,9 +149,18 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
     super::output::print(&text)
 }
 
+/// One sink's line for one source.
+struct SinkLine {
+    sink: String,
+    kind: SourceKind,
+    progress: crate::store::SinkProgress,
+    /// Why an enabled source is not sent to this sink (`SinkConfig::skips`).
+    not_sent: Option<String>,
+}
+
 fn render_tables(
     sources: &[SourceStatus],
-    sinks: &[(String, SourceKind, crate::store::SinkProgress)],
+    sinks: &[SinkLine],
     now: UnixMs,
     no_sinks: bool,
 ) -> String {
@@ -190,21 +206,30 @@ fn render_tables(
         let mut table = comfy_table::Table::new();
         table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
         table.set_header(["sink", "source", "delivered", "pending", "last error"]);
-        for (name, kind, p) in sinks {
+        let mut not_sent = String::new();
+        for l in sinks {
+            let p = &l.progress;
             let error = p.last_error.as_deref().map_or("-".to_string(), |e| {
                 let (text, was_cut) = shorten(e);
                 cut |= was_cut;
                 text
             });
+            let pending = match &l.not_sent {
+                Some(why) => {
+                    not_sent.push_str(&format!("{} {}: {why}\n", l.sink, l.kind));
+                    "not sent".to_string()
+                }
+                None => p.pending.to_string(),
+            };
             table.add_row([
-                name.clone(),
-                kind.name().to_string(),
+                l.sink.clone(),
+                l.kind.name().to_string(),
                 p.delivered.to_string(),
-                p.pending.to_string(),
+                pending,
                 error,
             ]);
         }
-        out.push_str(&format!("{table}\n"));
+        out.push_str(&format!("{table}\n{not_sent}"));
     }
     if cut {
         out.push_str("(long errors are cut; `--format json` shows them in full)\n");

@@ -30,11 +30,12 @@ use crate::timefmt::UnixMs;
 const SLICE_ATTEMPTS: u32 = 3;
 
 /// How long the API keeps a source's history (the API reference: audit logs about 90
-/// days, content logs 30 days by default).
-pub fn retention(kind: SourceKind) -> Duration {
+/// days, content logs 30 days by default; `None`: not documented, AI interaction logs).
+pub fn retention(kind: SourceKind) -> Option<Duration> {
     match kind {
-        SourceKind::AuditLogs => Duration::from_secs(90 * 86_400),
-        SourceKind::ContentLogs => Duration::from_secs(30 * 86_400),
+        SourceKind::AuditLogs => Some(Duration::from_secs(90 * 86_400)),
+        SourceKind::ContentLogs => Some(Duration::from_secs(30 * 86_400)),
+        SourceKind::AiInteractionLogs => None,
     }
 }
 

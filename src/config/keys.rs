@@ -48,9 +48,32 @@ const fn example(
     }
 }
 
-/// The keys of one source (`sources.audit_logs` or `sources.content_logs`).
+/// Why the window keys of a source whose API window is on the event time have their
+/// defaults (audit and content logs).
+const EVENT_TIME_WINDOWS: [&str; 6] = [
+    "\"1m\"",
+    "windows end this far before now, so most events have reached the API",
+    "\"15m\"",
+    "windows re-read this much before the watermark to catch late events; the store drops the duplicates",
+    "\"5m\"",
+    "the overlap is re-read at most this often (\"0s\": every poll)",
+];
+
+/// The same for AI interaction logs, whose API window is on `storedAt` (README, "Late
+/// events"); `config::raw::window_defaults` holds the values the code uses.
+const STORAGE_TIME_WINDOWS: [&str; 6] = [
+    "\"5s\"",
+    "the API filters on when Miro stored the entry, so only clock differences and the moment before a write is readable need waiting for",
+    "\"30s\"",
+    "an entry stored before a window's end is in that window, whenever it happened: the overlap only covers clock differences, not late events",
+    "\"0s\"",
+    "the small overlap is re-read on every poll (in the same request)",
+];
+
+/// The keys of one source (`sources.audit_logs`, `sources.content_logs`,
+/// `sources.ai_interaction_logs`).
 macro_rules! source_keys {
-    ($section:literal, $enabled:literal, $enabled_why:literal, $page:literal, $page_why:literal) => {
+    ($section:literal, $enabled:literal, $enabled_why:literal, $page:literal, $page_why:literal, $windows:expr) => {
         [
             key($section, "enabled", $enabled, $enabled_why),
             key(
@@ -65,24 +88,9 @@ macro_rules! source_keys {
                 "\"30s\"",
                 "freshness of about a minute for a few requests a minute",
             ),
-            key(
-                $section,
-                "settle_lag",
-                "\"1m\"",
-                "windows end this far before now, so most events have reached the API",
-            ),
-            key(
-                $section,
-                "overlap",
-                "\"15m\"",
-                "windows re-read this much before the watermark to catch late events; the store drops the duplicates",
-            ),
-            key(
-                $section,
-                "overlap_every",
-                "\"5m\"",
-                "the overlap is re-read at most this often (\"0s\": every poll)",
-            ),
+            key($section, "settle_lag", $windows[0], $windows[1]),
+            key($section, "overlap", $windows[2], $windows[3]),
+            key($section, "overlap_every", $windows[4], $windows[5]),
             key(
                 $section,
                 "max_window",
@@ -99,14 +107,24 @@ const AUDIT: [KeyDoc; 8] = source_keys!(
     "true",
     "audit logs need the SIEM integration (scope auditlogs:read)",
     "500",
-    "the largest `limit` known to work; 1..=1000"
+    "the largest `limit` known to work; 1..=1000",
+    EVENT_TIME_WINDOWS
 );
 const CONTENT: [KeyDoc; 8] = source_keys!(
     "sources.content_logs",
     "false",
     "content logs need Enterprise Guard (scope contentlogs:export) and `miro.org_id`",
     "1000",
-    "the API maximum"
+    "the API maximum",
+    EVENT_TIME_WINDOWS
+);
+const AI: [KeyDoc; 8] = source_keys!(
+    "sources.ai_interaction_logs",
+    "false",
+    "AI interaction logs (beta) need Enterprise Guard (scope aiinteractionlogs:read) and `miro.org_id`",
+    "100",
+    "the API maximum",
+    STORAGE_TIME_WINDOWS
 );
 
 const MIRO: [KeyDoc; 8] = [
@@ -132,7 +150,7 @@ const MIRO: [KeyDoc; 8] = [
         "miro",
         "org_id",
         "\"3074457345821141000\"",
-        "the organization id, needed for content logs (`mirotrail check` shows it)",
+        "the organization id, needed for content and AI interaction logs (`mirotrail check` shows it)",
     ),
     key(
         "miro",
@@ -240,6 +258,7 @@ pub fn all() -> Vec<KeyDoc> {
     MIRO.iter()
         .chain(AUDIT.iter())
         .chain(CONTENT.iter())
+        .chain(AI.iter())
         .chain(REST.iter())
         .copied()
         .collect()
@@ -387,7 +406,8 @@ mod tests {
             let section = k.section.replace("sinks.archive", "sinks.NAME");
             let generic = section
                 .replace("sources.audit_logs", "sources.*")
-                .replace("sources.content_logs", "sources.*");
+                .replace("sources.content_logs", "sources.*")
+                .replace("sources.ai_interaction_logs", "sources.*");
             assert!(
                 readme.contains(&format!("`{section}.{}`", k.key))
                     || readme.contains(&format!("`{generic}.{}`", k.key))

@@ -53,7 +53,7 @@ pub struct RawMiro {
     pub token_env: Option<String>,
     /// File holding the token (takes precedence over `token_env`).
     pub token_file: Option<PathBuf>,
-    /// Organization id, required for content logs.
+    /// Organization id, required for content and AI interaction logs.
     pub org_id: Option<String>,
     /// Timeout of one HTTP request (default `30s`).
     pub request_timeout: Option<String>,
@@ -71,9 +71,10 @@ pub struct RawMiro {
 pub struct RawSources {
     pub audit_logs: Option<RawSource>,
     pub content_logs: Option<RawSource>,
+    pub ai_interaction_logs: Option<RawSource>,
 }
 
-/// `[sources.audit_logs]` and `[sources.content_logs]`.
+/// `[sources.audit_logs]`, `[sources.content_logs]` and `[sources.ai_interaction_logs]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
@@ -111,6 +112,35 @@ pub struct RawStore {
     pub path: Option<PathBuf>,
     /// Rows older than this are deleted once every sink has them (default `400d`).
     pub retention: Option<String>,
+}
+
+/// The window defaults of a source, as duration text (`config/keys.rs` documents them).
+pub(crate) struct WindowDefaults {
+    pub settle_lag: &'static str,
+    pub overlap: &'static str,
+    pub overlap_every: &'static str,
+}
+
+/// Audit and content logs filter on when the event happened, and events reach the API
+/// minutes late: a 1-minute settle lag and a 15-minute overlap (re-read every 5 minutes)
+/// catch them. AI interaction logs filter on `storedAt`, when Miro stored the entry, so
+/// nothing can appear behind a window once `now` is past its end: the lag and overlap
+/// only cover the clocks of this host and Miro disagreeing and the moment between a
+/// write and its being readable, and are re-read on every poll (it costs no request).
+pub(crate) fn window_defaults(kind: SourceKind) -> WindowDefaults {
+    if kind.windowed_on_storage_time() {
+        WindowDefaults {
+            settle_lag: "5s",
+            overlap: "30s",
+            overlap_every: "0s",
+        }
+    } else {
+        WindowDefaults {
+            settle_lag: "1m",
+            overlap: "15m",
+            overlap_every: "5m",
+        }
+    }
 }
 
 pub(crate) const DEFAULT_API_BASE: &str = "https://api.miro.com";
@@ -238,6 +268,7 @@ impl RawConfig {
             let raw = match kind {
                 SourceKind::AuditLogs => self.sources.audit_logs.as_ref(),
                 SourceKind::ContentLogs => self.sources.content_logs.as_ref(),
+                SourceKind::AiInteractionLogs => self.sources.ai_interaction_logs.as_ref(),
             };
             let empty = RawSource::default();
             let raw = raw.unwrap_or(&empty);
@@ -245,7 +276,10 @@ impl RawConfig {
             let (enabled_default, page_default, page_max) = match kind {
                 SourceKind::AuditLogs => (true, 500, 1000),
                 SourceKind::ContentLogs => (false, 1000, 1000),
+                // Beta and Enterprise Guard: off unless asked for; `limit` is at most 100.
+                SourceKind::AiInteractionLogs => (false, 100, 100),
             };
+            let windows = window_defaults(kind);
             let page = raw.page_size.unwrap_or(page_default);
             let page_size = NonZeroU32::new(page)
                 .filter(|p| p.get() <= page_max)
@@ -262,10 +296,14 @@ impl RawConfig {
                 enabled: raw.enabled.unwrap_or(enabled_default),
                 initial_lookback: duration(&key("initial_lookback"), &raw.initial_lookback, "24h")?,
                 poll_interval: duration(&key("poll_interval"), &raw.poll_interval, "30s")?,
-                settle_lag: duration(&key("settle_lag"), &raw.settle_lag, "1m")?,
-                overlap: duration(&key("overlap"), &raw.overlap, "15m")?,
+                settle_lag: duration(&key("settle_lag"), &raw.settle_lag, windows.settle_lag)?,
+                overlap: duration(&key("overlap"), &raw.overlap, windows.overlap)?,
                 max_window: duration(&key("max_window"), &raw.max_window, "24h")?,
-                overlap_every: duration(&key("overlap_every"), &raw.overlap_every, "5m")?,
+                overlap_every: duration(
+                    &key("overlap_every"),
+                    &raw.overlap_every,
+                    windows.overlap_every,
+                )?,
                 page_size,
             };
             if source.poll_interval < std::time::Duration::from_secs(1) {
@@ -274,12 +312,13 @@ impl RawConfig {
             if source.max_window < std::time::Duration::from_secs(1) {
                 return Err(invalid(&key("max_window"), "must be at least 1s".into()));
             }
-            if kind == SourceKind::ContentLogs && source.enabled && miro.org_id.is_none() {
+            if kind.needs_org_id() && source.enabled && miro.org_id.is_none() {
                 return Err(invalid(
                     "miro.org_id",
-                    "content logs are enabled but `org_id` is not set; find it in Miro under \
-                     Company settings, or with `mirotrail check`"
-                        .into(),
+                    format!(
+                        "{kind} is enabled but `org_id` is not set; find it in Miro under \
+                         Company settings, or with `mirotrail check`"
+                    ),
                 ));
             }
             sources.push(source);
@@ -287,7 +326,9 @@ impl RawConfig {
         if !sources.iter().any(|s| s.enabled) {
             return Err(invalid(
                 "sources",
-                "no source is enabled; set `enabled = true` under [sources.audit_logs] or [sources.content_logs]".into(),
+                "no source is enabled; set `enabled = true` under [sources.audit_logs], \
+                 [sources.content_logs] or [sources.ai_interaction_logs]"
+                    .into(),
             ));
         }
 
@@ -471,6 +512,13 @@ mod tests {
         let content = c.source(SourceKind::ContentLogs);
         assert!(!content.enabled);
         assert_eq!(content.page_size.get(), 1000);
+        // Windowed on `storedAt`: exact with a short lag and overlap, re-read every poll.
+        let ai = c.source(SourceKind::AiInteractionLogs);
+        assert!(!ai.enabled);
+        assert_eq!(ai.page_size.get(), 100);
+        assert_eq!(ai.settle_lag, Duration::from_secs(5));
+        assert_eq!(ai.overlap, Duration::from_secs(30));
+        assert_eq!(ai.overlap_every, Duration::ZERO);
         assert_eq!(c.store_path, Path::new("/etc/mirotrail/mirotrail.db"));
         assert_eq!(c.budget.share, 0.5);
         assert_eq!(c.budget.backfill_share, 0.25);
@@ -498,6 +546,14 @@ mod tests {
                 "sources.content_logs.page_size",
             ),
             ("[sources.content_logs]\nenabled = true", "miro.org_id"),
+            (
+                "[sources.ai_interaction_logs]\nenabled = true",
+                "ai_interaction_logs is enabled but `org_id` is not set",
+            ),
+            (
+                "[sources.ai_interaction_logs]\npage_size = 101",
+                "sources.ai_interaction_logs.page_size",
+            ),
             ("[miro]\norg_id = \"abc\"", "miro.org_id"),
             ("[miro]\napi_base = \"ftp://x\"", "miro.api_base"),
             ("[miro]\nmax_response_bytes = 10", "miro.max_response_bytes"),
@@ -527,6 +583,7 @@ mod tests {
             Just("miro"),
             Just("sources.audit_logs"),
             Just("sources.content_logs"),
+            Just("sources.ai_interaction_logs"),
             Just("budget"),
             Just("store"),
             Just("sinks.a"),

@@ -238,6 +238,19 @@ impl MiroClient {
                     ("sorting", "asc"),
                 ],
             ),
+            // `from`/`to` filter on `storedAt` here (docs/miro-api.md).
+            SourceKind::AiInteractionLogs => (
+                format!(
+                    "{}/v2/orgs/{}/ai-interaction-logs",
+                    self.api_base, self.org_id
+                ),
+                vec![
+                    ("from", from.as_str()),
+                    ("to", to.as_str()),
+                    ("limit", limit.as_str()),
+                    ("sorting", "asc"),
+                ],
+            ),
         };
         if let Some(cursor) = &q.cursor {
             params.push(("cursor", cursor.as_str()));

@@ -105,12 +105,10 @@ pub fn classify_status(
             advice: forbidden_advice(source),
             detail,
         })),
-        404 if source == SourceKind::ContentLogs => {
-            Decision::Finish(Verdict::Permanent(Permanent::NotFound {
-                org_id: org_id.to_string(),
-                detail,
-            }))
-        }
+        404 if source.needs_org_id() => Decision::Finish(Verdict::Permanent(Permanent::NotFound {
+            org_id: org_id.to_string(),
+            detail,
+        })),
         _ => Decision::Finish(Verdict::Permanent(Permanent::Unexpected { status, detail })),
     }
 }
@@ -120,6 +118,8 @@ pub fn toggle_of(source: SourceKind) -> &'static str {
     match source {
         SourceKind::AuditLogs => "\"SIEM\"",
         SourceKind::ContentLogs => "\"eDiscovery\"",
+        // Miro names no toggle for this beta stream.
+        SourceKind::AiInteractionLogs => "integration's",
     }
 }
 
@@ -128,6 +128,7 @@ pub fn scope_of(source: SourceKind) -> &'static str {
     match source {
         SourceKind::AuditLogs => "auditlogs:read",
         SourceKind::ContentLogs => "contentlogs:export",
+        SourceKind::AiInteractionLogs => "aiinteractionlogs:read",
     }
 }
 
@@ -142,6 +143,11 @@ pub fn forbidden_advice(source: SourceKind) -> &'static str {
             "the token needs the `contentlogs:export` scope, the organization needs the \
              Enterprise plan with the Enterprise Guard add-on, and the app must be \
              installed by a Company Admin"
+        }
+        SourceKind::AiInteractionLogs => {
+            "the token needs the `aiinteractionlogs:read` scope, the organization needs the \
+             Enterprise plan with the Enterprise Guard add-on (AI interaction logs are in \
+             beta), and the app must be installed by a Company Admin"
         }
     }
 }

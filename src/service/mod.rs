@@ -111,6 +111,9 @@ pub struct Telemetry {
     budget: Arc<CreditBudget>,
     sink_names: Vec<String>,
     source_kinds: Vec<SourceKind>,
+    /// (sink, source) pairs the sink does not take (`SinkConfig::skips`): no delivery
+    /// series, so a backlog that is never sent does not look like one that is stuck.
+    skipped: Vec<(String, SourceKind)>,
 }
 
 fn unix_secs(t: UnixMs) -> f64 {
@@ -212,6 +215,16 @@ impl Telemetry {
         let now = Instant::now();
         let source_kinds: Vec<SourceKind> = config.enabled_sources().map(|s| s.kind).collect();
         let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+        let skipped: Vec<(String, SourceKind)> = config
+            .sinks
+            .iter()
+            .flat_map(|sink| {
+                source_kinds
+                    .iter()
+                    .filter(|k| sink.skips(**k).is_some())
+                    .map(|k| (sink.name.clone(), *k))
+            })
+            .collect();
         // Every series exists from the start, at zero, so rates and alerts work at once.
         for kind in &source_kinds {
             let l = SourceLabel {
@@ -236,7 +249,10 @@ impl Telemetry {
             }
         }
         for sink in &sink_names {
-            for kind in &source_kinds {
+            for kind in source_kinds
+                .iter()
+                .filter(|k| !skipped.contains(&(sink.clone(), **k)))
+            {
                 let _ = f.delivered_rows.get_or_create(&SinkSourceLabels {
                     sink: sink.clone(),
                     source: kind.name().into(),
@@ -260,6 +276,7 @@ impl Telemetry {
             budget,
             sink_names,
             source_kinds,
+            skipped,
         }
     }
 
@@ -392,6 +409,9 @@ impl Telemetry {
                 Err(e) => tracing::warn!(error = %e, "metrics: cannot read a checkpoint"),
             }
             for sink in &self.sink_names {
+                if self.skipped.contains(&(sink.clone(), kind)) {
+                    continue;
+                }
                 match store.pending(sink, kind) {
                     Ok(n) => {
                         f.pending_rows

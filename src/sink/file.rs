@@ -1,5 +1,5 @@
 //! The `file` sink: one NDJSON file per stream (`MiroAuditLogs_CL.ndjson`,
-//! `MiroContentLogs_CL.ndjson`) in a directory, rotated by size. A batch is written and
+//! `MiroContentLogs_CL.ndjson`, `MiroAiInteractionLogs_CL.ndjson`) in a directory, rotated by size. A batch is written and
 //! flushed to disk (fsync) before it is acknowledged. The file work (repair, rotation,
 //! write, fsync) runs on the blocking pool, never on an async runtime thread.
 //!

@@ -189,6 +189,24 @@ pub struct SinkConfig {
     pub start: SinkStart,
 }
 
+impl SinkConfig {
+    /// Why this sink does not receive `source`, or `None` when it does. Only a Sentinel
+    /// sink without `ai_interaction_logs_dcr` leaves a source out (the AI interaction logs
+    /// table is mirotrail's own, not part of Sentinel's Miro solution); `check` and
+    /// `status` show this reason.
+    pub fn skips(&self, source: SourceKind) -> Option<String> {
+        match &self.kind {
+            SinkKindConfig::Sentinel(c) if c.target(source).is_none() => Some(format!(
+                "not sent to this sink: no `{}_dcr` under [sinks.{}] (deploy the DCR with \
+                 `mirotrail template azure` and set its immutable id to send it)",
+                source.name(),
+                self.name
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// Where a sink that has never delivered starts (`start`). Only a sink without a
 /// delivery offset in the store is affected; later changes of the key do nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

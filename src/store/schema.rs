@@ -78,7 +78,7 @@ CREATE TABLE sink_offsets (
             );"#;
 
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 6] {
+fn migrations() -> [&'static str; 7] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -135,6 +135,30 @@ fn migrations() -> [&'static str; 6] {
             stored_ms INTEGER NOT NULL,
             PRIMARY KEY (source, id)
         );",
+        // 7: AI interaction logs, mirotrail's own table designed like the two Sentinel
+        // tables (`docs/sentinel-contract.md`): `TimeGenerated` from `createdAt`, and the
+        // index on `storedAt` as well, the time the API's windows filter on.
+        "CREATE TABLE MiroAiInteractionLogs_CL (
+            TimeGenerated TEXT,
+            id TEXT NOT NULL UNIQUE,
+            createdAt TEXT,
+            storedAt TEXT,
+            sessionId TEXT NOT NULL DEFAULT '',
+            messageId TEXT NOT NULL DEFAULT '',
+            aiFeatureName TEXT NOT NULL DEFAULT '',
+            logType TEXT NOT NULL DEFAULT '',
+            object_id TEXT NOT NULL DEFAULT '',
+            object_type TEXT NOT NULL DEFAULT '',
+            actor_id TEXT NOT NULL DEFAULT '',
+            actor_email TEXT NOT NULL DEFAULT '',
+            actor_name TEXT NOT NULL DEFAULT '',
+            details TEXT,
+            _raw TEXT NOT NULL,
+            _ingested_at TEXT NOT NULL,
+            _seq INTEGER PRIMARY KEY AUTOINCREMENT
+        );
+        CREATE INDEX MiroAiInteractionLogs_CL_time ON MiroAiInteractionLogs_CL (TimeGenerated);
+        CREATE INDEX MiroAiInteractionLogs_CL_stored ON MiroAiInteractionLogs_CL (storedAt);",
     ]
 }
 
@@ -221,5 +245,24 @@ mod tests {
         ]
         .join("\n");
         assert_eq!(STEP_1, generated);
+    }
+
+    /// Every table's columns, in the store, are the transform's column list followed by
+    /// the bookkeeping columns (a later step that adds a table must keep them in step).
+    #[test]
+    fn every_table_has_the_transform_columns_in_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        for source in crate::config::SourceKind::ALL {
+            let stmt = conn
+                .prepare(&format!("SELECT * FROM {} LIMIT 0", source.table()))
+                .unwrap();
+            let names: Vec<&str> = stmt.column_names().collect();
+            let mut expected: Vec<&str> = crate::store::transform::columns(source).to_vec();
+            expected.extend(["_raw", "_ingested_at", "_seq"]);
+            assert_eq!(names, expected, "{source}");
+            drop(stmt);
+        }
     }
 }

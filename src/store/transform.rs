@@ -60,9 +60,28 @@ pub const CONTENT_COLUMNS: [&str; 12] = [
     "state",
 ];
 
-/// Columns whose type is `datetime` (stored as ISO 8601 UTC text) in either table.
-pub const DATETIME_COLUMNS: [&str; 3] = ["TimeGenerated", "createdAt", "actionTime"];
-/// Columns whose type is `dynamic` (stored as JSON text) in either table.
+/// `MiroAiInteractionLogs_CL` columns, in the table's order: mirotrail's own table (no
+/// Sentinel solution has one), designed like the two above (`docs/sentinel-contract.md`).
+pub const AI_COLUMNS: [&str; 14] = [
+    "TimeGenerated",
+    "id",
+    "createdAt",
+    "storedAt",
+    "sessionId",
+    "messageId",
+    "aiFeatureName",
+    "logType",
+    "object_id",
+    "object_type",
+    "actor_id",
+    "actor_email",
+    "actor_name",
+    "details",
+];
+
+/// Columns whose type is `datetime` (stored as ISO 8601 UTC text) in any table.
+pub const DATETIME_COLUMNS: [&str; 4] = ["TimeGenerated", "createdAt", "actionTime", "storedAt"];
+/// Columns whose type is `dynamic` (stored as JSON text) in any table.
 pub const DYNAMIC_COLUMNS: [&str; 3] = ["details", "relationships", "state"];
 
 /// The stream declaration columns of `Custom-MiroAuditLogs_CL`, in order.
@@ -90,11 +109,26 @@ pub const CONTENT_STREAM_COLUMNS: [&str; 9] = [
     "relationships",
 ];
 
+/// The stream declaration columns of `Custom-MiroAiInteractionLogs_CL`, in order.
+pub const AI_STREAM_COLUMNS: [&str; 10] = [
+    "id",
+    "createdAt",
+    "storedAt",
+    "sessionId",
+    "messageId",
+    "aiFeatureName",
+    "logType",
+    "object",
+    "actor",
+    "details",
+];
+
 /// The table columns of a source.
 pub fn columns(source: SourceKind) -> &'static [&'static str] {
     match source {
         SourceKind::AuditLogs => &AUDIT_COLUMNS,
         SourceKind::ContentLogs => &CONTENT_COLUMNS,
+        SourceKind::AiInteractionLogs => &AI_COLUMNS,
     }
 }
 
@@ -103,14 +137,18 @@ pub fn stream_columns(source: SourceKind) -> &'static [&'static str] {
     match source {
         SourceKind::AuditLogs => &AUDIT_STREAM_COLUMNS,
         SourceKind::ContentLogs => &CONTENT_STREAM_COLUMNS,
+        SourceKind::AiInteractionLogs => &AI_STREAM_COLUMNS,
     }
 }
 
-/// One table row: the Miro id (the dedup key), the event time, and the cells in the
-/// table's column order (`None` = null, for datetime and dynamic columns only).
+/// One table row: the Miro id (the dedup key), the item's window time, and the cells in
+/// the table's column order (`None` = null, for datetime and dynamic columns only).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub id: String,
+    /// The time the API's window filters on (`SourceKind::window_field`): the event time
+    /// for audit and content logs, `storedAt` for AI interaction logs (whose
+    /// `TimeGenerated` is still `createdAt`).
     pub time: Option<UnixMs>,
     pub cells: Vec<Option<String>>,
     /// True when the item had no usable `id` and one was derived from its content.
@@ -147,6 +185,7 @@ fn general_row(source: SourceKind, raw: &str) -> Option<Row> {
     Some(match source {
         SourceKind::AuditLogs => audit_row(&item, raw),
         SourceKind::ContentLogs => content_row(&item, raw),
+        SourceKind::AiInteractionLogs => ai_row(&item, raw),
     })
 }
 
@@ -223,6 +262,7 @@ fn partial_row(source: SourceKind, raw: &str) -> Row {
     let mut row = match source {
         SourceKind::AuditLogs => audit_row(&item, raw),
         SourceKind::ContentLogs => content_row(&item, raw),
+        SourceKind::AiInteractionLogs => ai_row(&item, raw),
     };
     let mut reasons = Vec::new();
     for (key, text, error) in unread {
@@ -307,6 +347,38 @@ fn content_row(item: &Map<String, Value>, raw: &str) -> Row {
     }
 }
 
+/// `TimeGenerated` is `createdAt` (when the interaction happened, like the other tables'
+/// event time); the row's window time is `storedAt`.
+fn ai_row(item: &Map<String, Value>, raw: &str) -> Row {
+    let (id, id_derived) = item_id(item, raw);
+    let created = datetime(item.get("createdAt")).map(UnixMs::to_iso);
+    let stored_at = datetime(item.get("storedAt"));
+    let s = |path: &[&str]| Some(kql_tostring(lookup(item, path)));
+    let cells = vec![
+        created.clone(),
+        Some(id.clone()),
+        created,
+        stored_at.map(UnixMs::to_iso),
+        s(&["sessionId"]),
+        s(&["messageId"]),
+        s(&["aiFeatureName"]),
+        s(&["logType"]),
+        s(&["object", "id"]),
+        s(&["object", "type"]),
+        s(&["actor", "id"]),
+        s(&["actor", "email"]),
+        s(&["actor", "name"]),
+        dynamic(item.get("details")),
+    ];
+    Row {
+        id,
+        time: stored_at,
+        cells,
+        id_derived,
+        partial: None,
+    }
+}
+
 /// The item's `id` as text; a missing or empty one is derived from the item's bytes so
 /// that the item is still stored once (and re-reading it still deduplicates).
 fn item_id(item: &Map<String, Value>, raw: &str) -> (String, bool) {
@@ -382,6 +454,30 @@ mod fast {
         state: Raw<'a>,
         #[serde(borrow)]
         relationships: Raw<'a>,
+    }
+
+    #[derive(Deserialize)]
+    struct Ai<'a> {
+        #[serde(borrow)]
+        id: Raw<'a>,
+        #[serde(borrow, rename = "createdAt")]
+        created_at: Raw<'a>,
+        #[serde(borrow, rename = "storedAt")]
+        stored_at: Raw<'a>,
+        #[serde(borrow, rename = "sessionId")]
+        session_id: Raw<'a>,
+        #[serde(borrow, rename = "messageId")]
+        message_id: Raw<'a>,
+        #[serde(borrow, rename = "aiFeatureName")]
+        ai_feature_name: Raw<'a>,
+        #[serde(borrow, rename = "logType")]
+        log_type: Raw<'a>,
+        #[serde(borrow)]
+        object: Raw<'a>,
+        #[serde(borrow)]
+        actor: Raw<'a>,
+        #[serde(borrow)]
+        details: Raw<'a>,
     }
 
     /// `{id, name, email, type}` and `{ip, team, organization}` share this shape.
@@ -528,6 +624,37 @@ mod fast {
                 Some(Row {
                     id,
                     time,
+                    cells,
+                    id_derived: false,
+                    partial: None,
+                })
+            }
+            SourceKind::AiInteractionLogs => {
+                let a: Ai<'_> = serde_json::from_str(raw).ok()?;
+                let id = id(a.id)?;
+                let created = datetime(a.created_at).map(UnixMs::to_iso);
+                let stored_at = datetime(a.stored_at);
+                let object = nested(a.object)?;
+                let actor = nested(a.actor)?;
+                let cells = vec![
+                    created.clone(),
+                    Some(id.clone()),
+                    created,
+                    stored_at.map(UnixMs::to_iso),
+                    Some(text(a.session_id)?),
+                    Some(text(a.message_id)?),
+                    Some(text(a.ai_feature_name)?),
+                    Some(text(a.log_type)?),
+                    Some(text(object.id)?),
+                    Some(text(object.kind)?),
+                    Some(text(actor.id)?),
+                    Some(text(actor.email)?),
+                    Some(text(actor.name)?),
+                    dynamic(a.details)?,
+                ];
+                Some(Row {
+                    id,
+                    time: stored_at,
                     cells,
                     id_derived: false,
                     partial: None,
@@ -683,12 +810,66 @@ mod tests {
         assert_eq!(row.cells[11].as_deref(), Some(r#"{"text":"hi"}"#));
     }
 
+    #[test]
+    fn ai_row_follows_the_table_design() {
+        let raw = r#"{"id":"3f6c1b1e-8f0a-4c7e-9d52-0b7c5a1e2f33","createdAt":"2024-05-01T10:00:00.250+0000",
+            "storedAt":"2024-05-01T10:07:00Z","sessionId":"s1","messageId":"m1",
+            "aiFeatureName":"ai_generate_sticky_notes","logType":"request",
+            "object":{"id":"uXjVOD6LSME=","type":"board"},
+            "actor":{"id":"3074457346235995512","email":"a@x.io","name":"A"},
+            "details":{"prompt":"hi","tokens":30744573469876543210123},"somethingNew":1}"#;
+        let row = to_row(SourceKind::AiInteractionLogs, raw);
+        let cells: Vec<Option<&str>> = row.cells.iter().map(|c| c.as_deref()).collect();
+        assert_eq!(
+            cells,
+            [
+                Some("2024-05-01T10:00:00.250Z"),
+                Some("3f6c1b1e-8f0a-4c7e-9d52-0b7c5a1e2f33"),
+                Some("2024-05-01T10:00:00.250Z"),
+                Some("2024-05-01T10:07:00.000Z"),
+                Some("s1"),
+                Some("m1"),
+                Some("ai_generate_sticky_notes"),
+                Some("request"),
+                Some("uXjVOD6LSME="),
+                Some("board"),
+                Some("3074457346235995512"),
+                Some("a@x.io"),
+                Some("A"),
+                Some(r#"{"prompt":"hi","tokens":30744573469876543210123}"#),
+            ]
+        );
+        // The window follows the storage time, not the interaction time.
+        assert_eq!(row.time, UnixMs::parse("2024-05-01T10:07:00Z"));
+        assert_eq!(
+            fast::to_row(SourceKind::AiInteractionLogs, raw).unwrap(),
+            row
+        );
+        let record = stream_record(SourceKind::AiInteractionLogs, raw).unwrap();
+        assert_eq!(record.len(), AI_STREAM_COLUMNS.len());
+        assert!(!record.contains_key("somethingNew"));
+        // Missing parts: empty strings, null times and details.
+        let row = to_row(
+            SourceKind::AiInteractionLogs,
+            r##"{"id":"a#1","object":"weird"}"##,
+        );
+        assert_eq!(row.id, "a#1");
+        assert_eq!(
+            (row.cells[0].as_ref(), row.cells[3].as_ref(), row.time),
+            (None, None, None)
+        );
+        assert_eq!(row.cells[9].as_deref(), Some(""));
+        assert_eq!(row.cells[13], None);
+    }
+
     /// Miro's audit times come as `+0000` (no colon): the rows had null times.
     #[test]
     fn miro_time_forms_give_the_canonical_utc_time_on_both_paths() {
         for (source, key) in [
             (SourceKind::AuditLogs, "createdAt"),
             (SourceKind::ContentLogs, "actionTime"),
+            (SourceKind::AiInteractionLogs, "createdAt"),
+            (SourceKind::AiInteractionLogs, "storedAt"),
         ] {
             for form in [
                 "2023-09-01T09:30:10.840+0000",
@@ -700,12 +881,15 @@ mod tests {
                 let fast = fast::to_row(source, &raw).unwrap();
                 let general = general_row(source, &raw).unwrap();
                 assert_eq!(fast, general, "{raw}");
+                let i = columns(source).iter().position(|c| c == &key).unwrap();
                 assert_eq!(
-                    fast.cells[0].as_deref(),
+                    fast.cells[i].as_deref(),
                     Some("2023-09-01T09:30:10.840Z"),
                     "{raw}"
                 );
-                assert_eq!(fast.cells[0], fast.cells[2]);
+                if key != "storedAt" {
+                    assert_eq!(fast.cells[0], fast.cells[2]);
+                }
                 assert_eq!(fast.id, "a#1");
             }
         }
@@ -719,9 +903,11 @@ mod tests {
             r#"{{"id":"1","details":{{"big":{big},"neg":-{big},"f":0.10000000000000000000001}}}}"#
         );
         let content = format!(r#"{{"id":"1","state":{{"big":{big}}},"relationships":[{big}]}}"#);
+        let ai = format!(r#"{{"id":"1","details":{{"big":{big}}}}}"#);
         for (source, raw, column) in [
             (SourceKind::AuditLogs, &audit, 19),
             (SourceKind::ContentLogs, &content, 11),
+            (SourceKind::AiInteractionLogs, &ai, 13),
         ] {
             let fast = fast::to_row(source, raw).unwrap();
             assert_eq!(fast, general_row(source, raw).unwrap());
@@ -853,6 +1039,9 @@ mod tests {
                         Just("actionTime".to_string()),
                         Just("actor".to_string()),
                         Just("state".to_string()),
+                        Just("storedAt".to_string()),
+                        Just("object".to_string()),
+                        Just("sessionId".to_string()),
                         "[a-zA-Z]{1,8}",
                     ],
                     inner,
@@ -869,8 +1058,8 @@ mod tests {
         /// Any JSON text becomes a row with every column, a non-empty id, and the same
         /// row again for the same text; only what is not an object is partial. Never a panic.
         #[test]
-        fn any_json_item_becomes_a_row(value in arb_json(), audit in any::<bool>()) {
-            let source = if audit { SourceKind::AuditLogs } else { SourceKind::ContentLogs };
+        fn any_json_item_becomes_a_row(value in arb_json(), which in 0usize..3) {
+            let source = SourceKind::ALL[which];
             let raw = value.to_string();
             let row = to_row(source, &raw);
             prop_assert_eq!(row.cells.len(), columns(source).len());
@@ -888,8 +1077,8 @@ mod tests {
 
         /// The partial path, given an item the general path reads, gives the same row.
         #[test]
-        fn the_partial_path_agrees_with_the_general_path(value in arb_json(), audit in any::<bool>()) {
-            let source = if audit { SourceKind::AuditLogs } else { SourceKind::ContentLogs };
+        fn the_partial_path_agrees_with_the_general_path(value in arb_json(), which in 0usize..3) {
+            let source = SourceKind::ALL[which];
             let raw = value.to_string();
             if let Some(general) = general_row(source, &raw) {
                 prop_assert_eq!(partial_row(source, &raw), general);
@@ -898,8 +1087,8 @@ mod tests {
 
         /// The fast path and the general path agree on every item the fast path takes.
         #[test]
-        fn the_fast_path_agrees_with_the_general_path(value in arb_json(), audit in any::<bool>()) {
-            let source = if audit { SourceKind::AuditLogs } else { SourceKind::ContentLogs };
+        fn the_fast_path_agrees_with_the_general_path(value in arb_json(), which in 0usize..3) {
+            let source = SourceKind::ALL[which];
             let raw = value.to_string();
             if let Some(fast) = fast::to_row(source, &raw) {
                 prop_assert_eq!(fast, general_row(source, &raw).unwrap());
@@ -930,6 +1119,7 @@ mod tests {
             for (source, item) in [
                 (SourceKind::AuditLogs, org.audit_event(i)),
                 (SourceKind::ContentLogs, org.content_item(i)),
+                (SourceKind::AiInteractionLogs, org.ai_entry(i)),
             ] {
                 let raw = item.to_string();
                 let fast =

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area, each driving the real
 //! `mirotrail` binary or library over loopback HTTP against the emulators.
 
+mod ai;
 mod backfill;
 mod cli;
 mod collect;

@@ -15,8 +15,8 @@ use mirotrail::sink::{
 use mirotrail::store::{Checkpoint, OutboxRow, Store, StoreHandle, transform};
 use mirotrail::timefmt::UnixMs;
 use mirotrail_emulator::azure::{
-    AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults, CONTENT_DCR,
-    table_row,
+    AI_DCR, AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults,
+    CONTENT_DCR, table_row,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -76,6 +76,23 @@ fn content_item(i: usize, pad: usize) -> String {
     .to_string()
 }
 
+/// An AI interaction log entry in Miro's documented shape, with a `#` in its id (ids are
+/// opaque text), a `+0000` time and a number beyond 2^64 in `details`.
+fn ai_item(i: usize, pad: usize) -> String {
+    serde_json::json!({
+        "id": format!("ai-{i:06}#x"),
+        "createdAt": format!("2024-05-01T12:{:02}:{:02}.125+0000", i / 60 % 60, i % 60),
+        "storedAt": format!("2024-05-01T12:{:02}:{:02}.900Z", i / 60 % 60, i % 60),
+        "sessionId": format!("s{}", i / 4), "messageId": format!("m{}", i / 2),
+        "aiFeatureName": "ai_generate_sticky_notes", "logType": "request",
+        "object": {"id": "uXjVOD6LSME=", "type": "board"},
+        "actor": {"id": "u1", "email": "a@example.com", "name": "A"},
+        "details": {"prompt": "z".repeat(pad), "big": big_number()},
+        "somethingNew": true
+    })
+    .to_string()
+}
+
 /// Commits raw items to the store the way the collector does, in pages.
 fn commit(store: &Store, source: SourceKind, items: &[String]) {
     for page in items.chunks(500) {
@@ -104,6 +121,7 @@ fn fill(w: &World, source: SourceKind, n: usize, pad: usize) {
         .map(|i| match source {
             SourceKind::AuditLogs => audit_item(i, pad),
             SourceKind::ContentLogs => content_item(i, pad),
+            SourceKind::AiInteractionLogs => ai_item(i, pad),
         })
         .collect();
     commit(&w.store, source, &items);
@@ -126,6 +144,7 @@ fn sink_config(w: &World, secret: &str, extra: &str) -> Config {
         "[miro]\norg_id = \"1\"\n[sources.content_logs]\nenabled = true\n\
          [sinks.{SINK}]\ntype = \"azure_logs_ingestion\"\nendpoint = \"{base}\"\n\
          audit_logs_dcr = \"{AUDIT_DCR}\"\ncontent_logs_dcr = \"{CONTENT_DCR}\"\n\
+         ai_interaction_logs_dcr = \"{AI_DCR}\"\n\
          authority_host = \"{base}\"\nrequest_timeout = \"20s\"\n{extra}",
         base = w.azure.base_url(),
     );
@@ -313,6 +332,7 @@ async fn every_row_arrives_equal_to_the_local_cells() {
     let w = world(AzureEmulatorConfig::default()).await;
     fill(&w, SourceKind::AuditLogs, 1200, 200);
     fill(&w, SourceKind::ContentLogs, 300, 100);
+    fill(&w, SourceKind::AiInteractionLogs, 200, 100);
     let config = sink_config(
         &w,
         &w.azure_config.client_secret,
@@ -325,7 +345,7 @@ async fn every_row_arrives_equal_to_the_local_cells() {
         assert_eq!(offset(&w, source), stored(&w, source).last().unwrap().seq);
         // Integers beyond 2^64 reach Azure digit for digit (they came out as 3.07e22).
         let column = match source {
-            SourceKind::AuditLogs => "details",
+            SourceKind::AuditLogs | SourceKind::AiInteractionLogs => "details",
             SourceKind::ContentLogs => "state",
         };
         for row in w.azure.rows(source.table()) {
@@ -337,8 +357,8 @@ async fn every_row_arrives_equal_to_the_local_cells() {
     }
     let stats = w.azure.stats();
     assert!(stats.max_body_bytes <= 50_000, "{stats:?}");
-    assert_eq!(stats.records_accepted, 1500);
-    assert!(stats.bytes_received < 1500 * 200, "gzip: {stats:?}");
+    assert_eq!(stats.records_accepted, 1700);
+    assert!(stats.bytes_received < 1700 * 200, "gzip: {stats:?}");
     w.azure.shutdown().await;
 }
 

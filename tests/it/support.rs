@@ -156,5 +156,6 @@ pub(crate) fn stream(source: SourceKind) -> Stream {
     match source {
         SourceKind::AuditLogs => Stream::AuditLogs,
         SourceKind::ContentLogs => Stream::ContentLogs,
+        SourceKind::AiInteractionLogs => Stream::AiInteractionLogs,
     }
 }

@@ -22,7 +22,8 @@ pub const AUDIT_ONLY_TOKEN: &str = "tok-audit-only-51c9e2";
 pub const CONTENT_ONLY_TOKEN: &str = "tok-content-only-8e2d1f";
 
 /// An emulated org with `audit` events and `content` items evenly over `[start, end)`,
-/// no rate limit, no late arrivals, no faults.
+/// no AI interaction entries (tests that want them set `ai`), no rate limit, no late
+/// arrivals, no faults.
 pub fn org(audit: u64, content: u64, start: UnixMs, end: UnixMs) -> MiroEmulatorConfig {
     let mut c = MiroEmulatorConfig::demo(UnixMs::now(), 1, audit, content, TOKEN);
     c.audit = StreamShape {
@@ -32,6 +33,11 @@ pub fn org(audit: u64, content: u64, start: UnixMs, end: UnixMs) -> MiroEmulator
     };
     c.content = StreamShape {
         count: content,
+        start,
+        end,
+    };
+    c.ai = StreamShape {
+        count: 0,
         start,
         end,
     };
@@ -46,6 +52,7 @@ pub fn org(audit: u64, content: u64, start: UnixMs, end: UnixMs) -> MiroEmulator
             scopes: vec![
                 "auditlogs:read".into(),
                 "contentlogs:export".into(),
+                "aiinteractionlogs:read".into(),
                 "boards:read".into(),
             ],
         },
@@ -168,6 +175,20 @@ pub fn expected_content(
         .map(|i| {
             let ev = org.content_item(i);
             (ev["id"].as_str().unwrap().to_string(), ev)
+        })
+        .collect()
+}
+
+/// The emulated AI interaction entries with `storedAt` in `[from, to)` and visible now
+/// (every stored entry is), by id.
+pub fn expected_ai(emu: &MiroEmulatorHandle, from: UnixMs, to: UnixMs) -> HashMap<String, Value> {
+    let org = emu.org();
+    let now = UnixMs::now();
+    org.ai_range(from, to)
+        .filter(|&i| org.ai_stored_at(i) <= now)
+        .map(|i| {
+            let e = org.ai_entry(i);
+            (e["id"].as_str().unwrap().to_string(), e)
         })
         .collect()
 }

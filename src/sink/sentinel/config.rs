@@ -30,6 +30,11 @@ pub struct RawSentinelSink {
     pub audit_logs_stream: Option<String>,
     /// Stream for content logs (default `Custom-MiroContentLogs_CL`).
     pub content_logs_stream: Option<String>,
+    /// Immutable id of mirotrail's own DCR for AI interaction logs (`mirotrail template
+    /// azure`); absent: AI interaction logs are not sent to this sink.
+    pub ai_interaction_logs_dcr: Option<String>,
+    /// Stream for AI interaction logs (default `Custom-MiroAiInteractionLogs_CL`).
+    pub ai_interaction_logs_stream: Option<String>,
     /// Entra tenant id (default: `AZURE_TENANT_ID`).
     pub tenant_id: Option<String>,
     /// Application (client) id (default: `AZURE_CLIENT_ID`).
@@ -148,6 +153,9 @@ pub struct SentinelConfig {
     pub endpoint: Url,
     pub audit_logs: Option<DcrTarget>,
     pub content_logs: Option<DcrTarget>,
+    /// `None`: AI interaction logs are not sent to this sink (no table of Sentinel's
+    /// solution holds them; the DCR is mirotrail's own and optional).
+    pub ai_interaction_logs: Option<DcrTarget>,
     pub auth: AzureAuth,
     pub authority_host: Url,
     pub audience: String,
@@ -162,7 +170,15 @@ impl SentinelConfig {
         match source {
             SourceKind::AuditLogs => self.audit_logs.as_ref(),
             SourceKind::ContentLogs => self.content_logs.as_ref(),
+            SourceKind::AiInteractionLogs => self.ai_interaction_logs.as_ref(),
         }
+    }
+
+    /// Whether a DCR missing for an enabled source is a configuration error: the two
+    /// streams of Sentinel's Miro solution must be sent; mirotrail's own AI interaction
+    /// logs table is optional (`check` and `status` say it is not sent).
+    pub fn dcr_required(source: SourceKind) -> bool {
+        !matches!(source, SourceKind::AiInteractionLogs)
     }
 }
 
@@ -198,7 +214,7 @@ pub(crate) fn validate(
     })?;
     let endpoint = secure_url(endpoint_text).map_err(|m| invalid("endpoint", m))?;
 
-    let mut targets = [None, None];
+    let mut targets = [None, None, None];
     for (i, source) in SourceKind::ALL.into_iter().enumerate() {
         let (dcr_key, stream_key, dcr, stream) = match source {
             SourceKind::AuditLogs => (
@@ -213,9 +229,15 @@ pub(crate) fn validate(
                 &raw.content_logs_dcr,
                 &raw.content_logs_stream,
             ),
+            SourceKind::AiInteractionLogs => (
+                "ai_interaction_logs_dcr",
+                "ai_interaction_logs_stream",
+                &raw.ai_interaction_logs_dcr,
+                &raw.ai_interaction_logs_stream,
+            ),
         };
         let Some(dcr) = dcr else {
-            if enabled.contains(&source) {
+            if enabled.contains(&source) && SentinelConfig::dcr_required(source) {
                 return Err(invalid(
                     dcr_key,
                     format!(
@@ -254,7 +276,7 @@ pub(crate) fn validate(
             stream,
         });
     }
-    let [audit_logs, content_logs] = targets;
+    let [audit_logs, content_logs, ai_interaction_logs] = targets;
 
     let cloud = match raw.cloud.as_deref() {
         None => Cloud::Public,
@@ -454,6 +476,7 @@ pub(crate) fn validate(
         endpoint,
         audit_logs,
         content_logs,
+        ai_interaction_logs,
         auth,
         authority_host,
         audience,
@@ -830,5 +853,23 @@ mod tests {
         );
         // A disabled source needs no DCR.
         assert!(check(&base(), &[SourceKind::AuditLogs], &[]).is_ok());
+    }
+
+    /// The AI interaction logs table is mirotrail's own: its DCR is optional even when the
+    /// source is enabled (the stream is then not sent to the sink), and checked when set.
+    #[test]
+    fn the_ai_interaction_logs_dcr_is_optional_and_checked_when_set() {
+        let enabled = [SourceKind::AuditLogs, SourceKind::AiInteractionLogs];
+        let c = check(&base(), &enabled, &[]).unwrap();
+        assert!(c.target(SourceKind::AiInteractionLogs).is_none());
+        let dcr = "dcr-A1A1A000000000000000000000000003";
+        let text = format!("{}ai_interaction_logs_dcr = \"{dcr}\"\n", base());
+        let c = check(&text, &enabled, &[]).unwrap();
+        let target = c.target(SourceKind::AiInteractionLogs).unwrap();
+        assert_eq!(target.dcr_immutable_id, dcr.to_ascii_lowercase());
+        assert_eq!(target.stream, "Custom-MiroAiInteractionLogs_CL");
+        let text = format!("{}ai_interaction_logs_dcr = \"my-rule\"\n", base());
+        let e = check(&text, &enabled, &[]).unwrap_err().to_string();
+        assert!(e.contains("sinks.sentinel.ai_interaction_logs_dcr"), "{e}");
     }
 }

@@ -1,7 +1,8 @@
 //! `mirotrail template azure`: an ARM template deploying what the Sentinel "Miro"
 //! solution would (the two tables, a data collection endpoint and the two DCRs with their
-//! stream declarations and transformations), generated from the same column lists the
-//! local store uses, so the three can not drift apart.
+//! stream declarations and transformations), plus mirotrail's own third table and DCR for
+//! AI interaction logs (`MiroAiInteractionLogs_CL`, not part of the solution), generated
+//! from the same column lists the local store uses, so they can not drift apart.
 
 use serde_json::{Value, json};
 
@@ -32,17 +33,18 @@ pub fn table_column_type(column: &str) -> &'static str {
 /// The KQL expression of a table column over the stream record, `None` when the stream
 /// column passes through unchanged.
 fn column_expression(source: SourceKind, column: &str) -> Option<String> {
+    // When the event happened (for AI interaction logs not `storedAt`, the API's window).
     let time = match source {
-        SourceKind::AuditLogs => "createdAt",
+        SourceKind::AuditLogs | SourceKind::AiInteractionLogs => "createdAt",
         SourceKind::ContentLogs => "actionTime",
     };
     if column == "TimeGenerated" {
         return Some(format!("todatetime({time})"));
     }
-    if column == time {
+    if DATETIME_COLUMNS.contains(&column) && stream_columns(source).contains(&column) {
         return Some(format!("todatetime({column})"));
     }
-    if column == "logType" {
+    if source == SourceKind::AuditLogs && column == "logType" {
         return Some("tostring(['type'])".into());
     }
     if stream_columns(source).contains(&column) {
@@ -78,6 +80,7 @@ fn dcr_param(source: SourceKind) -> &'static str {
     match source {
         SourceKind::AuditLogs => "auditLogsDcrName",
         SourceKind::ContentLogs => "contentLogsDcrName",
+        SourceKind::AiInteractionLogs => "aiInteractionLogsDcrName",
     }
 }
 
@@ -143,19 +146,21 @@ pub fn arm_template() -> Value {
     json!({
         "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
         "contentVersion": "1.0.0.0",
-        "metadata": {"description": "mirotrail: the Sentinel \"Miro\" tables, a data collection endpoint and the two DCRs (streams Custom-MiroAuditLogs_CL, Custom-MiroContentLogs_CL)."},
+        "metadata": {"description": "mirotrail: the Sentinel \"Miro\" tables, a data collection endpoint and the two DCRs (streams Custom-MiroAuditLogs_CL, Custom-MiroContentLogs_CL), plus mirotrail's own table and DCR for AI interaction logs (stream Custom-MiroAiInteractionLogs_CL; not part of Sentinel's Miro solution)."},
         "parameters": {
             "workspaceName": {"type": "string", "metadata": {"description": "The Log Analytics workspace (of Microsoft Sentinel) in this resource group."}},
             "location": {"type": "string", "defaultValue": "[resourceGroup().location]", "metadata": {"description": "Region of the DCE and DCRs: the workspace's region."}},
             "dataCollectionEndpointName": {"type": "string", "defaultValue": "mirotrail-dce"},
             "auditLogsDcrName": {"type": "string", "defaultValue": "mirotrail-miro-audit-logs"},
             "contentLogsDcrName": {"type": "string", "defaultValue": "mirotrail-miro-content-logs"},
+            "aiInteractionLogsDcrName": {"type": "string", "defaultValue": "mirotrail-miro-ai-interaction-logs"},
         },
         "resources": resources,
         "outputs": {
             "endpoint": {"type": "string", "value": "[reference(resourceId('Microsoft.Insights/dataCollectionEndpoints', parameters('dataCollectionEndpointName'))).logsIngestion.endpoint]"},
             "audit_logs_dcr": {"type": "string", "value": dcr_id(SourceKind::AuditLogs)},
             "content_logs_dcr": {"type": "string", "value": dcr_id(SourceKind::ContentLogs)},
+            "ai_interaction_logs_dcr": {"type": "string", "value": dcr_id(SourceKind::AiInteractionLogs)},
         },
     })
 }
@@ -209,6 +214,18 @@ mod tests {
                 ("state", "dynamic"),
                 ("relationships", "dynamic"),
             ],
+            SourceKind::AiInteractionLogs => &[
+                ("id", "string"),
+                ("createdAt", "string"),
+                ("storedAt", "string"),
+                ("sessionId", "string"),
+                ("messageId", "string"),
+                ("aiFeatureName", "string"),
+                ("logType", "string"),
+                ("object", "dynamic"),
+                ("actor", "dynamic"),
+                ("details", "dynamic"),
+            ],
         })
     }
 
@@ -250,6 +267,22 @@ mod tests {
                 ("relationships", "dynamic"),
                 ("state", "dynamic"),
             ],
+            SourceKind::AiInteractionLogs => &[
+                ("TimeGenerated", "datetime"),
+                ("id", "string"),
+                ("createdAt", "datetime"),
+                ("storedAt", "datetime"),
+                ("sessionId", "string"),
+                ("messageId", "string"),
+                ("aiFeatureName", "string"),
+                ("logType", "string"),
+                ("object_id", "string"),
+                ("object_type", "string"),
+                ("actor_id", "string"),
+                ("actor_email", "string"),
+                ("actor_name", "string"),
+                ("details", "dynamic"),
+            ],
         })
     }
 
@@ -287,6 +320,7 @@ mod tests {
             let param = match source {
                 SourceKind::AuditLogs => "auditLogsDcrName",
                 SourceKind::ContentLogs => "contentLogsDcrName",
+                SourceKind::AiInteractionLogs => "aiInteractionLogsDcrName",
             };
             let dcr = &resource(&t, "Microsoft.Insights/dataCollectionRules", param)["properties"];
             assert!(
@@ -352,6 +386,21 @@ mod tests {
             "actor_name = tostring(actor.name)",
         ] {
             assert!(kql.contains(part), "{part}: {kql}");
+        }
+        let kql = transform_kql(SourceKind::AiInteractionLogs);
+        for part in [
+            "TimeGenerated = todatetime(createdAt)",
+            "createdAt = todatetime(createdAt)",
+            "storedAt = todatetime(storedAt)",
+            "object_id = tostring(object.id)",
+            "object_type = tostring(object.type)",
+            "actor_email = tostring(actor.email)",
+        ] {
+            assert!(kql.contains(part), "{part}: {kql}");
+        }
+        // Passed through as sent: the stream already has them under the table's names.
+        for column in ["logType", "sessionId", "aiFeatureName", "details"] {
+            assert!(!kql.contains(&format!("{column} =")), "{column}: {kql}");
         }
     }
 }

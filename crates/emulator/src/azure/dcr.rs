@@ -1,6 +1,7 @@
-//! The Sentinel "Miro" solution's two streams and their DCR transformations, written from
-//! the contract in mirotrail's `docs/sentinel-contract.md` (stream declarations, DCR
-//! transformations, table schemas) and independent of mirotrail's own implementation, so
+//! The Sentinel "Miro" solution's two streams and their DCR transformations, plus the
+//! third stream mirotrail deploys itself for AI interaction logs (not part of the
+//! solution), written from the contract in mirotrail's `docs/sentinel-contract.md` (stream
+//! declarations, DCR transformations, table schemas) and independent of mirotrail's own implementation, so
 //! that comparing the emulator's tables with mirotrail's local store checks both.
 //!
 //! KQL semantics: `tostring()` of a missing or null field is `""`, also for a nested field
@@ -11,13 +12,15 @@ use serde_json::{Map, Value};
 
 use crate::time::UnixMs;
 
-/// One of the solution's two DCR streams.
+/// One of the solution's two DCR streams, or mirotrail's own third one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stream {
     /// `Custom-MiroAuditLogs_CL` into `MiroAuditLogs_CL`.
     AuditLogs,
     /// `Custom-MiroContentLogs_CL` into `MiroContentLogs_CL`.
     ContentLogs,
+    /// `Custom-MiroAiInteractionLogs_CL` into `MiroAiInteractionLogs_CL` (mirotrail's own).
+    AiInteractionLogs,
 }
 
 /// How a table column is derived from a stream record.
@@ -81,14 +84,37 @@ const CONTENT_TABLE: [(&str, Derive); 12] = [
     ("state", Dynamic("state")),
 ];
 
+/// `MiroAiInteractionLogs_CL`, in the table's column order, with each column's derivation.
+const AI_TABLE: [(&str, Derive); 14] = [
+    ("TimeGenerated", Datetime("createdAt")),
+    ("id", Text(&["id"])),
+    ("createdAt", Datetime("createdAt")),
+    ("storedAt", Datetime("storedAt")),
+    ("sessionId", Text(&["sessionId"])),
+    ("messageId", Text(&["messageId"])),
+    ("aiFeatureName", Text(&["aiFeatureName"])),
+    ("logType", Text(&["logType"])),
+    ("object_id", Text(&["object", "id"])),
+    ("object_type", Text(&["object", "type"])),
+    ("actor_id", Text(&["actor", "id"])),
+    ("actor_email", Text(&["actor", "email"])),
+    ("actor_name", Text(&["actor", "name"])),
+    ("details", Dynamic("details")),
+];
+
 impl Stream {
-    pub const ALL: [Stream; 2] = [Stream::AuditLogs, Stream::ContentLogs];
+    pub const ALL: [Stream; 3] = [
+        Stream::AuditLogs,
+        Stream::ContentLogs,
+        Stream::AiInteractionLogs,
+    ];
 
     /// The stream's name in a DCR (`streamDeclarations`, and the ingestion URL).
     pub fn name(self) -> &'static str {
         match self {
             Stream::AuditLogs => "Custom-MiroAuditLogs_CL",
             Stream::ContentLogs => "Custom-MiroContentLogs_CL",
+            Stream::AiInteractionLogs => "Custom-MiroAiInteractionLogs_CL",
         }
     }
 
@@ -102,6 +128,7 @@ impl Stream {
         match self {
             Stream::AuditLogs => "MiroAuditLogs_CL",
             Stream::ContentLogs => "MiroContentLogs_CL",
+            Stream::AiInteractionLogs => "MiroAiInteractionLogs_CL",
         }
     }
 
@@ -130,6 +157,18 @@ impl Stream {
                 "state",
                 "relationships",
             ],
+            Stream::AiInteractionLogs => &[
+                "id",
+                "createdAt",
+                "storedAt",
+                "sessionId",
+                "messageId",
+                "aiFeatureName",
+                "logType",
+                "object",
+                "actor",
+                "details",
+            ],
         }
     }
 
@@ -137,6 +176,7 @@ impl Stream {
         match self {
             Stream::AuditLogs => &AUDIT_TABLE,
             Stream::ContentLogs => &CONTENT_TABLE,
+            Stream::AiInteractionLogs => &AI_TABLE,
         }
     }
 
@@ -224,5 +264,26 @@ mod tests {
         assert_eq!(row["actor_id"], "");
         assert_eq!(row["state"], Value::Null);
         assert_eq!(row.as_object().unwrap().len(), 12);
+    }
+
+    #[test]
+    fn ai_record_becomes_the_documented_row() {
+        let record = json!({
+            "id": "3f6c1b1e-8f0a-4c7e-9d52-0b7c5a1e2f33",
+            "createdAt": "2024-05-01T10:00:00.250+0000", "storedAt": "2024-05-01T10:07:00Z",
+            "sessionId": "s1", "messageId": "m1", "aiFeatureName": "ai_generate_sticky_notes",
+            "logType": "request", "object": {"id": "uXjVOD6LSME=", "type": "board"},
+            "actor": {"id": "3074", "email": "a@x.io"},
+            "details": serde_json::from_str::<Value>(r#"{"n":30744573469876543210123}"#).unwrap(),
+        });
+        let row = Stream::AiInteractionLogs.transform(record.as_object().unwrap());
+        assert_eq!(row["TimeGenerated"], "2024-05-01T10:00:00.250Z");
+        assert_eq!(row["createdAt"], "2024-05-01T10:00:00.250Z");
+        assert_eq!(row["storedAt"], "2024-05-01T10:07:00.000Z");
+        assert_eq!(row["logType"], "request");
+        assert_eq!(row["object_type"], "board");
+        assert_eq!(row["actor_name"], "", "missing nested field");
+        assert_eq!(row["details"], r#"{"n":30744573469876543210123}"#);
+        assert_eq!(row.as_object().unwrap().len(), 14);
     }
 }

@@ -28,6 +28,8 @@ pub use dcr::{Stream, kql_tostring};
 pub const AUDIT_DCR: &str = "dcr-a0d17000000000000000000000000001";
 /// The DCR immutable id the emulator gives the content logs stream by default.
 pub const CONTENT_DCR: &str = "dcr-c0e7e000000000000000000000000002";
+/// The DCR immutable id the emulator gives the AI interaction logs stream by default.
+pub const AI_DCR: &str = "dcr-a1a1a000000000000000000000000003";
 
 /// Injected faults (shares are probabilities per ingestion request).
 #[derive(Debug, Clone)]
@@ -101,6 +103,7 @@ impl Default for AzureEmulatorConfig {
             dcrs: vec![
                 (AUDIT_DCR.into(), Stream::AuditLogs.name().into()),
                 (CONTENT_DCR.into(), Stream::ContentLogs.name().into()),
+                (AI_DCR.into(), Stream::AiInteractionLogs.name().into()),
             ],
             roles_granted: true,
             token_lifetime: Duration::from_secs(3599),

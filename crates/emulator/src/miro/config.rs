@@ -14,11 +14,16 @@ pub struct MiroEmulatorConfig {
     pub org_name: String,
     /// The team the token's app is installed in (shown by `/v1/oauth-token`).
     pub team_id: String,
-    /// `false` makes content logs answer 403.
+    /// `false` makes content and AI interaction logs answer 403.
     pub enterprise_guard: bool,
     pub tokens: Vec<EmulatedToken>,
     pub audit: StreamShape,
     pub content: StreamShape,
+    /// AI interaction log entries, spread evenly by `storedAt` (the time the endpoint
+    /// filters on); a late entry's `createdAt` lies its delay before its `storedAt`.
+    pub ai: StreamShape,
+    /// Audit events and content items: served only from `time + delay`. AI interaction
+    /// entries: `createdAt = storedAt - delay` (stored late, served from `storedAt`).
     pub late: LateArrival,
     /// `None`: no limit (the headers are still sent, with a huge limit).
     pub rate_limit: Option<RateLimit>,
@@ -55,7 +60,8 @@ pub enum TimeForm {
     Mixed,
 }
 
-/// A bearer token the emulator accepts, with its scopes (`auditlogs:read`, `contentlogs:export`).
+/// A bearer token the emulator accepts, with its scopes (`auditlogs:read`,
+/// `contentlogs:export`, `aiinteractionlogs:read`).
 #[derive(Debug, Clone)]
 pub struct EmulatedToken {
     pub token: String,
@@ -136,8 +142,8 @@ pub struct Faults {
 
 impl MiroEmulatorConfig {
     /// A realistic small org for `mirotrail demo`: the last `days` days up to `now`, about
-    /// `audit_count` audit events and `content_count` content items, one token `token` with
-    /// both scopes, Enterprise Guard on, the real rate limit (100,000 credits/min), late share
+    /// `audit_count` audit events and `content_count` content items (and a fifth as many AI
+    /// interaction entries), one token `token` with the three scopes, Enterprise Guard on, the real rate limit (100,000 credits/min), late share
     /// 2% with 30 s max delay, no faults.
     pub fn demo(now: UnixMs, days: u32, audit_count: u64, content_count: u64, token: &str) -> Self {
         let start = now.minus(Duration::from_secs(u64::from(days) * 86_400));
@@ -149,7 +155,11 @@ impl MiroEmulatorConfig {
             enterprise_guard: true,
             tokens: vec![EmulatedToken {
                 token: token.to_owned(),
-                scopes: vec!["auditlogs:read".to_owned(), "contentlogs:export".to_owned()],
+                scopes: vec![
+                    "auditlogs:read".to_owned(),
+                    "contentlogs:export".to_owned(),
+                    "aiinteractionlogs:read".to_owned(),
+                ],
             }],
             audit: StreamShape {
                 count: audit_count,
@@ -158,6 +168,11 @@ impl MiroEmulatorConfig {
             },
             content: StreamShape {
                 count: content_count,
+                start,
+                end: now,
+            },
+            ai: StreamShape {
+                count: content_count / 5,
                 start,
                 end: now,
             },

@@ -19,6 +19,7 @@ fn stream_byte(stream: Stream) -> u8 {
     match stream {
         Stream::Audit => b'a',
         Stream::Content => b'c',
+        Stream::Ai => b'i',
     }
 }
 

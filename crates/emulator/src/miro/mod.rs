@@ -1,7 +1,8 @@
-//! An HTTP emulator of the two Miro log endpoints (plus token introspection), for the
+//! An HTTP emulator of the three Miro log endpoints (plus token introspection), for the
 //! integration tests, the benchmarks and `mirotrail demo`.
 //!
-//! Served: `GET /v2/audit/logs`, `GET /v2/orgs/{org_id}/content-logs/items` and
+//! Served: `GET /v2/audit/logs`, `GET /v2/orgs/{org_id}/content-logs/items`,
+//! `GET /v2/orgs/{org_id}/ai-interaction-logs` (windows on `storedAt`) and
 //! `GET /v1/oauth-token`, with Miro's auth, scopes, Enterprise Guard check, error shape,
 //! cursor paging and per-token credit rate limit (see `docs/miro-api.md`).
 //!

@@ -1,5 +1,6 @@
-//! The generated organisation: fixed-size pools (users, teams, boards) plus two event
-//! streams whose items are computed from `(seed, index)` on demand.
+//! The generated organisation: fixed-size pools (users, teams, boards) plus three event
+//! streams (audit, content, AI interaction) whose items are computed from `(seed, index)`
+//! on demand.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -21,15 +22,18 @@ const BOARD_COUNT: usize = 500;
 // Hash salts: one per generated property, so properties are independent.
 const TAG_AUDIT: u64 = 0xA0D1_7000;
 const TAG_CONTENT: u64 = 0xC047_E470;
+const TAG_AI: u64 = 0xA1_1065;
 const TAG_POOL: u64 = 0x9001;
 const SALT_LATE: u64 = 0x1A7E;
 const SALT_DELAY: u64 = 0xDE1A;
 
-/// Which of the two event streams.
+/// Which of the three event streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stream {
     Audit,
     Content,
+    /// AI interaction logs: indexed (and windowed) by `storedAt`.
+    Ai,
 }
 
 impl Stream {
@@ -37,8 +41,31 @@ impl Stream {
         match self {
             Stream::Audit => TAG_AUDIT,
             Stream::Content => TAG_CONTENT,
+            Stream::Ai => TAG_AI,
         }
     }
+}
+
+/// AI features named in AI interaction log entries: an open list; only
+/// `ai_generate_sticky_notes` is confirmed by Miro's documentation.
+const AI_FEATURES: &[&str] = &[
+    "ai_generate_sticky_notes",
+    "ai_generate_diagram",
+    "ai_generate_mindmap",
+    "ai_summarize_board",
+    "ai_chat",
+];
+
+/// A UUID-shaped text (version 4 layout) whose last 48 bits are `unique`.
+fn uuid(h: u64, unique: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        0x8000 | ((h >> 20) & 0x3fff),
+        unique & 0xffff_ffff_ffff
+    )
 }
 
 const SALT_HOSTILE: u64 = 0x0405_711E;
@@ -116,6 +143,14 @@ struct Board {
     team: usize,
 }
 
+/// What an item is filtered on (`object_ids`/`board_ids`, `emails`): its board (`None`:
+/// the organization is the object) and actor, computed without building the item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FilterFacts {
+    pub board: Option<usize>,
+    pub actor: Option<usize>,
+}
+
 /// What a content item is filtered on, computed without building the item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ContentFacts {
@@ -131,6 +166,7 @@ pub struct MiroOrg {
     org_name: String,
     audit: StreamShape,
     content: StreamShape,
+    ai: StreamShape,
     late: LateArrival,
     audit_time_form: TimeForm,
     content_time_form: TimeForm,
@@ -274,6 +310,7 @@ impl MiroOrg {
             org_name: config.org_name.clone(),
             audit: config.audit,
             content: config.content,
+            ai: config.ai,
             late: config.late,
             audit_time_form: config.audit_time_form,
             content_time_form: config.content_time_form,
@@ -291,6 +328,32 @@ impl MiroOrg {
 
     pub fn content_count(&self) -> u64 {
         self.content.count
+    }
+
+    pub fn ai_count(&self) -> u64 {
+        self.ai.count
+    }
+
+    /// When AI interaction entry `index` was stored (`storedAt`), and served from.
+    pub fn ai_stored_at(&self, index: u64) -> UnixMs {
+        self.time(Stream::Ai, index)
+    }
+
+    /// When AI interaction entry `index` happened (`createdAt`): a second or two before it
+    /// was stored, and a late entry its late delay more.
+    pub fn ai_created_at(&self, index: u64) -> UnixMs {
+        let latency = i64::try_from(hash(&[self.seed, TAG_AI, index, 1]) % 2000).expect("small");
+        UnixMs(
+            self.ai_stored_at(index)
+                .0
+                .saturating_sub(latency)
+                .saturating_sub(self.delay_ms(Stream::Ai, index)),
+        )
+    }
+
+    /// The AI interaction indices with `from <= storedAt < to`.
+    pub fn ai_range(&self, from: UnixMs, to: UnixMs) -> Range<u64> {
+        self.range(Stream::Ai, from, to)
     }
 
     pub fn audit_time(&self, index: u64) -> UnixMs {
@@ -325,6 +388,7 @@ impl MiroOrg {
         match stream {
             Stream::Audit => &self.audit,
             Stream::Content => &self.content,
+            Stream::Ai => &self.ai,
         }
     }
 
@@ -387,16 +451,97 @@ impl MiroOrg {
             .expect("at most i64::MAX")
     }
 
+    /// When item `index` starts being served. An AI interaction entry is served from
+    /// its `storedAt` (the time its stream is indexed by): its lateness is in `createdAt`.
     pub(super) fn visible_at(&self, stream: Stream, index: u64) -> UnixMs {
         let t = self.time(stream, index);
-        UnixMs(t.0.saturating_add(self.delay_ms(stream, index)))
+        match stream {
+            Stream::Ai => t,
+            Stream::Audit | Stream::Content => {
+                UnixMs(t.0.saturating_add(self.delay_ms(stream, index)))
+            }
+        }
     }
 
     pub(super) fn item(&self, stream: Stream, index: u64) -> Value {
         match stream {
             Stream::Audit => self.audit_event(index),
             Stream::Content => self.content_item(index),
+            Stream::Ai => self.ai_entry(index),
         }
+    }
+
+    /// What item `index` is filtered on (content and AI interaction logs).
+    pub(super) fn filter_facts(&self, stream: Stream, index: u64) -> FilterFacts {
+        match stream {
+            Stream::Ai => self.ai_facts(index),
+            Stream::Audit | Stream::Content => {
+                let c = self.content_facts(index);
+                FilterFacts {
+                    board: Some(c.board),
+                    actor: c.actor,
+                }
+            }
+        }
+    }
+
+    /// The object and actor of AI interaction entry `index`: shared by the entries of
+    /// one session (four entries, two request/response pairs).
+    fn ai_facts(&self, index: u64) -> FilterFacts {
+        let h = |salt: u64| hash(&[self.seed, TAG_AI, index / 4, salt, 0x5E55]);
+        FilterFacts {
+            board: (!chance(h(1), 0.1)).then(|| skewed(h(2), BOARD_COUNT)),
+            actor: Some(skewed(h(3), USER_COUNT)),
+        }
+    }
+
+    /// AI interaction log entry `index` exactly as the API serves it (`docs/miro-api.md`:
+    /// a UUID id, `createdAt` and `storedAt` in ISO 8601 with `Z`).
+    pub fn ai_entry(&self, index: u64) -> Value {
+        let h = |salt: u64| hash(&[self.seed, TAG_AI, index, salt]);
+        let session = index / 4;
+        let message = index / 2;
+        let sh = |salt: u64| hash(&[self.seed, TAG_AI, session, salt, 0x5E55]);
+        let facts = self.ai_facts(index);
+        let request = index.is_multiple_of(2);
+        let feature = pick(sh(4), AI_FEATURES);
+        let unique = scramble(index, 0x9E37_79B9, h(0) % (1 << 48), 1 << 48);
+        let mut entry = Map::new();
+        entry.insert("id".into(), json!(uuid(h(2), unique)));
+        entry.insert(
+            "createdAt".into(),
+            json!(self.ai_created_at(index).to_iso()),
+        );
+        entry.insert("storedAt".into(), json!(self.ai_stored_at(index).to_iso()));
+        entry.insert("sessionId".into(), json!(uuid(sh(5), session)));
+        entry.insert(
+            "messageId".into(),
+            json!(uuid(hash(&[self.seed, TAG_AI, message, 0x3E55]), message)),
+        );
+        entry.insert("aiFeatureName".into(), json!(feature));
+        entry.insert(
+            "logType".into(),
+            json!(if request { "request" } else { "response" }),
+        );
+        let object = match facts.board {
+            Some(b) => json!({"id": self.boards[b].id, "type": "board"}),
+            None => json!({"id": self.org_id, "type": "organization"}),
+        };
+        entry.insert("object".into(), object);
+        if let Some(a) = facts.actor {
+            let u = &self.users[a];
+            entry.insert(
+                "actor".into(),
+                json!({"id": u.id, "email": u.email, "name": u.name}),
+            );
+        }
+        let details = if request {
+            json!({"prompt": pick(h(6), STICKY_TEXTS), "promptCharacters": 20 + h(7) % 400, "locale": pick(h(8), &["en", "de", "fr", "ja"])})
+        } else {
+            json!({"status": pick(h(6), &["success", "success", "success", "filtered", "error"]), "outputItems": h(7) % 12, "durationMs": 300 + h(8) % 9000})
+        };
+        entry.insert("details".into(), details);
+        Value::Object(entry)
     }
 
     /// Whether item `index` is served hostile under the `hostile_item_share` fault: a fixed
@@ -410,7 +555,7 @@ impl MiroOrg {
         let mut item = self.item(stream, index);
         if self.is_hostile(stream, index, hostile_share) {
             let key = match stream {
-                Stream::Audit => "details",
+                Stream::Audit | Stream::Ai => "details",
                 Stream::Content => "state",
             };
             item[key] = hostile_value();
@@ -750,6 +895,11 @@ mod tests {
                 end: UnixMs(end),
             },
             content: StreamShape {
+                count,
+                start: UnixMs(start),
+                end: UnixMs(end),
+            },
+            ai: StreamShape {
                 count,
                 start: UnixMs(start),
                 end: UnixMs(end),

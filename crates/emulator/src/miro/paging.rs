@@ -9,10 +9,14 @@ use std::ops::Range;
 use super::org::{MiroOrg, Stream};
 use crate::time::UnixMs;
 
-/// The content-log filters; `None` = no filter on that field.
+/// The content-log filters (`board_ids`, `emails`) and AI interaction log filters
+/// (`object_ids`, `emails`); `None` = no filter on that field.
 #[derive(Debug, Default)]
 pub(super) struct ContentFilter {
     pub boards: Option<HashSet<usize>>,
+    /// With `boards`: the organization itself is one of the wanted objects (AI
+    /// interaction entries whose object is the organization).
+    pub organization: bool,
     pub users: Option<HashSet<usize>>,
 }
 
@@ -46,11 +50,11 @@ fn matches(org: &MiroOrg, req: &PageRequest<'_>, now: UnixMs, i: u64) -> bool {
     let Some(filter) = req.filter else {
         return true;
     };
-    let facts = org.content_facts(i);
-    let board_ok = filter
-        .boards
-        .as_ref()
-        .is_none_or(|b| b.contains(&facts.board));
+    let facts = org.filter_facts(req.stream, i);
+    let board_ok = filter.boards.as_ref().is_none_or(|b| match facts.board {
+        Some(board) => b.contains(&board),
+        None => filter.organization,
+    });
     let user_ok = filter
         .users
         .as_ref()
@@ -130,6 +134,11 @@ mod tests {
                 start: UnixMs(0),
                 end: UnixMs(100_000),
             },
+            ai: StreamShape {
+                count,
+                start: UnixMs(0),
+                end: UnixMs(100_000),
+            },
             late: LateArrival {
                 share: late_share,
                 max_delay: Duration::from_secs(20),
@@ -198,6 +207,7 @@ mod tests {
         let board = org.content_facts(1234).board;
         let filter = ContentFilter {
             boards: Some(HashSet::from([board])),
+            organization: false,
             users: None,
         };
         let got = all_pages(&org, false, 5, UnixMs(1_000_000), Some(&filter));
@@ -208,6 +218,7 @@ mod tests {
         assert_eq!(got, expected);
         let nobody = ContentFilter {
             boards: None,
+            organization: false,
             users: Some(HashSet::new()),
         };
         assert!(all_pages(&org, false, 5, UnixMs(1_000_000), Some(&nobody)).is_empty());

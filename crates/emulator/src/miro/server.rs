@@ -31,6 +31,10 @@ use crate::time::UnixMs;
 
 const SCOPE_AUDIT: &str = "auditlogs:read";
 const SCOPE_CONTENT: &str = "contentlogs:export";
+const SCOPE_AI: &str = "aiinteractionlogs:read";
+/// AI interaction logs: `limit` 1..=100, default 100.
+const AI_MAX_LIMIT: u32 = 100;
+const AI_DEFAULT_LIMIT: u32 = 100;
 const CONTENT_MAX_LIMIT: u32 = 1000;
 const CONTENT_DEFAULT_LIMIT: u32 = 1000;
 const AUDIT_DEFAULT_LIMIT: u32 = 100;
@@ -48,6 +52,7 @@ pub struct EmulatorStats {
     pub by_status: BTreeMap<u16, u64>,
     pub audit_requests: u64,
     pub content_requests: u64,
+    pub ai_requests: u64,
     pub credits_spent: u64,
     /// Items in the page bodies sent whole (a duplicated item counts twice).
     pub items_served: u64,
@@ -62,6 +67,7 @@ pub struct EmulatorStats {
 enum Endpoint {
     Audit,
     Content,
+    Ai,
     TokenInfo,
     Unknown,
 }
@@ -71,6 +77,7 @@ impl Endpoint {
         match self {
             Endpoint::Audit => "audit_logs",
             Endpoint::Content => "content_logs",
+            Endpoint::Ai => "ai_interaction_logs",
             Endpoint::TokenInfo => "oauth_token",
             Endpoint::Unknown => "unknown",
         }
@@ -80,7 +87,7 @@ impl Endpoint {
     fn cost(self) -> u64 {
         match self {
             Endpoint::Audit => 100,
-            Endpoint::Content => 2000,
+            Endpoint::Content | Endpoint::Ai => 2000,
             Endpoint::TokenInfo => 50,
             Endpoint::Unknown => 0,
         }
@@ -383,8 +390,9 @@ impl Shared {
 
         let status = reply.status;
         let body_fault = *self.body_fault.read().unwrap_or_else(|e| e.into_inner());
-        let body_fault = body_fault
-            .filter(|_| status == 200 && matches!(endpoint, Endpoint::Audit | Endpoint::Content));
+        let body_fault = body_fault.filter(|_| {
+            status == 200 && matches!(endpoint, Endpoint::Audit | Endpoint::Content | Endpoint::Ai)
+        });
         if let Some(f) = body_fault {
             outcome.faults.push(f.name());
         }
@@ -412,6 +420,7 @@ impl Shared {
         match endpoint {
             Endpoint::Audit => s.audit_requests += 1,
             Endpoint::Content => s.content_requests += 1,
+            Endpoint::Ai => s.ai_requests += 1,
             Endpoint::TokenInfo | Endpoint::Unknown => {}
         }
         s.credits_spent += outcome.credits;
@@ -435,7 +444,7 @@ impl Shared {
         Reply::json(200, body.to_string())
     }
 
-    /// Audit or content logs, after auth and charging.
+    /// Audit, content or AI interaction logs, after auth and charging.
     #[allow(clippy::too_many_arguments)]
     fn log_page(
         &self,
@@ -449,6 +458,7 @@ impl Shared {
     ) -> Reply {
         let (stream, scope) = match endpoint {
             Endpoint::Content => (Stream::Content, SCOPE_CONTENT),
+            Endpoint::Ai => (Stream::Ai, SCOPE_AI),
             _ => (Stream::Audit, SCOPE_AUDIT),
         };
         if !scopes.iter().any(|s| s == scope) {
@@ -458,15 +468,20 @@ impl Shared {
                 format!("The token does not have the required scope {scope}"),
             );
         }
-        if stream == Stream::Content {
+        if matches!(stream, Stream::Content | Stream::Ai) {
             if org_id != Some(self.org.org_id()) {
                 return Reply::error(404, "notFound", "Organization not found");
             }
             if !self.enterprise_guard.load(Ordering::Relaxed) {
+                let what = if stream == Stream::Ai {
+                    "AI interaction logs"
+                } else {
+                    "Content logs"
+                };
                 return Reply::error(
                     403,
                     "insufficientPermissions",
-                    "Content logs require the Enterprise Guard add-on",
+                    format!("{what} require the Enterprise Guard add-on"),
                 );
             }
         }
@@ -579,13 +594,11 @@ impl Shared {
             // Hostile page: one item from before the window and one from after it (in
             // the future when the org reaches past now), beyond `limit`.
             outcome.faults.push(faults::STRAY_ITEMS);
-            let range = match stream {
-                Stream::Audit => self.org.audit_range(query.from, query.to),
-                Stream::Content => self.org.content_range(query.from, query.to),
-            };
+            let range = self.org.range(stream, query.from, query.to);
             let count = match stream {
                 Stream::Audit => self.org.audit_count(),
                 Stream::Content => self.org.content_count(),
+                Stream::Ai => self.org.ai_count(),
             };
             if range.start > 0 {
                 data.insert(0, self.org.item(stream, range.start - 1));
@@ -654,7 +667,7 @@ impl Shared {
     fn parse_query(&self, stream: Stream, params: &Params) -> Result<LogQuery, Reply> {
         let (from_key, to_key) = match stream {
             Stream::Audit => ("createdAfter", "createdBefore"),
-            Stream::Content => ("from", "to"),
+            Stream::Content | Stream::Ai => ("from", "to"),
         };
         let from = params.time(from_key)?;
         let to = params.time(to_key)?;
@@ -672,11 +685,16 @@ impl Shared {
                 params.limit(CONTENT_DEFAULT_LIMIT, CONTENT_MAX_LIMIT)?,
                 params.sorting("asc", "desc")?,
             ),
+            Stream::Ai => (
+                params.limit(AI_DEFAULT_LIMIT, AI_MAX_LIMIT)?,
+                params.sorting("asc", "desc")?,
+            ),
         };
         let mut fingerprint = hash(&[
             match stream {
                 Stream::Audit => 1,
                 Stream::Content => 2,
+                Stream::Ai => 3,
             },
             from.0.cast_unsigned(),
             to.0.cast_unsigned(),
@@ -684,10 +702,17 @@ impl Shared {
             hash_str(self.org.org_id()),
         ]);
         let mut filter = None;
-        if stream == Stream::Content {
-            let board_ids = params.all("board_ids");
+        if matches!(stream, Stream::Content | Stream::Ai) {
+            // Content logs filter on boards, AI interaction logs on objects (a board or
+            // the organization).
+            let object_key = if stream == Stream::Ai {
+                "object_ids"
+            } else {
+                "board_ids"
+            };
+            let board_ids = params.all(object_key);
             let emails = params.all("emails");
-            for (key, values) in [("board_ids", &board_ids), ("emails", &emails)] {
+            for (key, values) in [(object_key, &board_ids), ("emails", &emails)] {
                 if values.len() > MAX_FILTER_VALUES {
                     return Err(Reply::bad_parameter(format!(
                         "Invalid parameter {key}: at most {MAX_FILTER_VALUES} values are allowed, got {}",
@@ -704,6 +729,8 @@ impl Shared {
             ]);
             if !board_ids.is_empty() || !emails.is_empty() {
                 filter = Some(ContentFilter {
+                    organization: stream == Stream::Ai
+                        && board_ids.iter().any(|id| id == self.org.org_id()),
                     boards: (!board_ids.is_empty()).then(|| {
                         board_ids
                             .iter()
@@ -784,6 +811,21 @@ async fn content_logs(
     .await
 }
 
+async fn ai_interaction_logs(
+    State(s): State<AppState>,
+    Path(org_id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    s.handle(
+        Endpoint::Ai,
+        &headers,
+        q.as_deref().unwrap_or(""),
+        Some(&org_id),
+    )
+    .await
+}
+
 async fn oauth_token(State(s): State<AppState>, headers: HeaderMap) -> Response {
     s.handle(Endpoint::TokenInfo, &headers, "", None).await
 }
@@ -796,6 +838,10 @@ fn router(shared: AppState) -> Router {
     Router::new()
         .route("/v2/audit/logs", get(audit_logs))
         .route("/v2/orgs/{org_id}/content-logs/items", get(content_logs))
+        .route(
+            "/v2/orgs/{org_id}/ai-interaction-logs",
+            get(ai_interaction_logs),
+        )
         .route("/v1/oauth-token", get(oauth_token))
         .fallback(unknown)
         .with_state(shared)

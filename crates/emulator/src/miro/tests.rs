@@ -30,7 +30,14 @@ fn config(now: UnixMs) -> MiroEmulatorConfig {
         team_id: "3074457345821141001".to_owned(),
         enterprise_guard: true,
         tokens: vec![
-            token(ALL, &["auditlogs:read", "contentlogs:export"]),
+            token(
+                ALL,
+                &[
+                    "auditlogs:read",
+                    "contentlogs:export",
+                    "aiinteractionlogs:read",
+                ],
+            ),
             token(AUDIT_ONLY, &["auditlogs:read"]),
             token(CONTENT_ONLY, &["contentlogs:export"]),
         ],
@@ -40,6 +47,11 @@ fn config(now: UnixMs) -> MiroEmulatorConfig {
             end,
         },
         content: StreamShape {
+            count: 300,
+            start,
+            end,
+        },
+        ai: StreamShape {
             count: 300,
             start,
             end,
@@ -706,7 +718,8 @@ fn demo_config_spans_the_last_days() {
         0..5_000
     );
     assert_eq!(cfg.rate_limit.unwrap().credits_per_minute, 100_000);
-    assert_eq!(cfg.tokens[0].scopes.len(), 2);
+    assert_eq!(cfg.tokens[0].scopes.len(), 3);
+    assert_eq!(org.ai_count(), 400);
     assert!(cfg.enterprise_guard);
 }
 
@@ -907,4 +920,294 @@ async fn pages_follow_the_documented_shapes_and_cursors_need_encoding() {
     let content = get(a, &content_path(ORG, from, to, ""), Some(ALL)).await;
     assert_eq!(content.status, 200, "409 is for the audit logs only");
     assert_eq!(emu.stats().faults.get("conflict"), Some(&1));
+}
+
+fn ai_path(org: &str, from: UnixMs, to: UnixMs, extra: &str) -> String {
+    format!("/v2/orgs/{org}/ai-interaction-logs?from={from}&to={to}{extra}")
+}
+
+/// `8-4-4-4-12` lowercase hex digits.
+fn is_uuid(v: &Value) -> bool {
+    let Some(s) = v.as_str() else {
+        return false;
+    };
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| {
+            g.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+/// An AI interaction log entry per the published contract (docs/miro-api.md).
+fn check_ai_entry(e: &Value, org_id: &str) {
+    let o = e.as_object().unwrap();
+    assert!(is_uuid(&e["id"]), "{e}");
+    let created = e["createdAt"].as_str().unwrap();
+    let stored = e["storedAt"].as_str().unwrap();
+    assert!(is_millis_time_with(created, "Z"), "{created}");
+    assert!(is_millis_time_with(stored, "Z"), "{stored}");
+    assert!(
+        UnixMs::parse(created) <= UnixMs::parse(stored),
+        "stored after it happened: {e}"
+    );
+    assert!(is_uuid(&e["sessionId"]) && is_uuid(&e["messageId"]), "{e}");
+    assert!(
+        e["aiFeatureName"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("ai_")),
+        "{e}"
+    );
+    assert!(["request", "response"].contains(&e["logType"].as_str().unwrap()));
+    let object = &e["object"];
+    match object["type"].as_str().unwrap() {
+        "board" => assert!(object["id"].as_str().unwrap().starts_with("uXjV"), "{e}"),
+        "organization" => assert_eq!(object["id"], org_id),
+        other => panic!("object type {other}"),
+    }
+    assert_eq!(object.as_object().unwrap().len(), 2, "{object}");
+    let actor = &e["actor"];
+    assert!(is_digits(&actor["id"]), "{actor}");
+    assert!(actor["email"].as_str().unwrap().contains('@'), "{actor}");
+    assert!(actor["name"].is_string(), "{actor}");
+    assert!(e["details"].is_object(), "{e}");
+    for key in o.keys() {
+        assert!(
+            [
+                "id",
+                "createdAt",
+                "storedAt",
+                "sessionId",
+                "messageId",
+                "aiFeatureName",
+                "logType",
+                "object",
+                "actor",
+                "details"
+            ]
+            .contains(&key.as_str()),
+            "undocumented field {key}"
+        );
+    }
+}
+
+/// `GET /v2/orgs/{org_id}/ai-interaction-logs` as documented: every field of every page,
+/// `limit` 1..=100 (default 100), `sorting` asc/desc, `object_ids`/`emails` filters of at
+/// most 15, cursors that need encoding, the scope, the add-on, the org, and Level 4
+/// credits; the window is on `storedAt`, so an entry that happened before the window but
+/// was stored in it is served in it.
+#[tokio::test]
+async fn ai_interaction_logs_follow_the_documented_contract() {
+    let now = UnixMs::now();
+    let mut cfg = config(now);
+    cfg.late = LateArrival {
+        share: 0.3,
+        max_delay: Duration::from_secs(3 * 3600),
+    };
+    cfg.rate_limit = Some(RateLimit {
+        credits_per_minute: 10_000_000,
+        retry_after_header: false,
+    });
+    let emu = start(cfg).await;
+    let a = emu.addr();
+    let org = emu.org();
+    assert_eq!(org.ai_count(), 300);
+    let (from, to) = (org.ai_stored_at(20), org.ai_stored_at(280));
+    let expected: Vec<String> = org
+        .ai_range(from, to)
+        .map(|i| org.ai_entry(i)["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(expected.len(), 260);
+
+    // Every page and every entry, cursors only working URL-encoded.
+    let first = ai_path(ORG, from, to, "&limit=50");
+    let mut path = first.clone();
+    let (mut pages, mut ids) = (0, Vec::new());
+    loop {
+        let reply = get(a, &path, Some(ALL)).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        let page = reply.json();
+        assert_eq!(page["type"], "cursor-list");
+        assert_eq!(page["limit"], 50);
+        let data = page["data"].as_array().unwrap();
+        assert_eq!(page["size"].as_u64(), Some(data.len() as u64));
+        assert!(data.len() <= 50);
+        for entry in data {
+            check_ai_entry(entry, ORG);
+            let stored = UnixMs::parse(entry["storedAt"].as_str().unwrap()).unwrap();
+            assert!(from <= stored && stored < to, "{entry}");
+            ids.push(entry["id"].as_str().unwrap().to_owned());
+        }
+        pages += 1;
+        let Some(cursor) = page["cursor"].as_str().filter(|c| !c.is_empty()) else {
+            break;
+        };
+        assert!(cursor.contains('#'), "{cursor}");
+        if pages == 1 {
+            let raw = reqwest::Client::new()
+                .get(format!("http://{a}{first}&cursor={cursor}"))
+                .bearer_auth(ALL)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(raw.status().as_u16(), 400);
+            // A cursor of another stream is not one of this query.
+            let other = get(
+                a,
+                &content_path(ORG, from, to, &format!("&limit=50&cursor={}", enc(cursor))),
+                Some(ALL),
+            )
+            .await;
+            other.miro_error(400);
+        }
+        path = format!("{first}&cursor={}", enc(cursor));
+    }
+    assert_eq!(pages, 6);
+    assert_eq!(ids, expected, "each entry once, ascending by storedAt");
+
+    // The window is on `storedAt`: late entries happened before it began.
+    let late_in_window = org
+        .ai_range(from, to)
+        .filter(|&i| org.ai_created_at(i) < from)
+        .count();
+    assert!(late_in_window > 0, "some entries were stored late");
+
+    // Default limit, descending order.
+    assert_eq!(
+        collect_ids(a, &ai_path(ORG, from, to, ""), ALL, 100).await,
+        expected
+    );
+    let mut desc = collect_ids(a, &ai_path(ORG, from, to, "&limit=7&sorting=desc"), ALL, 7).await;
+    desc.reverse();
+    assert_eq!(desc, expected);
+
+    // Filters: a board (or the organization itself), an actor.
+    let all: Vec<Value> = org.ai_range(from, to).map(|i| org.ai_entry(i)).collect();
+    let board = all.iter().find(|e| e["object"]["type"] == "board").unwrap()["object"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let want: Vec<String> = all
+        .iter()
+        .filter(|e| e["object"]["id"] == board.as_str() || e["object"]["id"] == ORG)
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(all.iter().any(|e| e["object"]["type"] == "organization"));
+    let extra = format!("&limit=5&object_ids={}&object_ids={ORG}", enc(&board));
+    assert_eq!(
+        collect_ids(a, &ai_path(ORG, from, to, &extra), ALL, 5).await,
+        want
+    );
+    let email = all[0]["actor"]["email"].as_str().unwrap().to_owned();
+    let want: Vec<String> = all
+        .iter()
+        .filter(|e| e["actor"]["email"] == email.as_str())
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let extra = format!("&emails={}", enc(&email));
+    assert_eq!(
+        collect_ids(a, &ai_path(ORG, from, to, &extra), ALL, 100).await,
+        want
+    );
+
+    // Parameters.
+    for (extra, key) in [
+        ("&limit=101", "limit"),
+        ("&limit=0", "limit"),
+        ("&sorting=ASC", "sorting"),
+        (&*"&object_ids=x".repeat(16), "object_ids"),
+        (&*"&emails=a%40b.c".repeat(16), "emails"),
+    ] {
+        let m = get(a, &ai_path(ORG, from, to, extra), Some(ALL))
+            .await
+            .miro_error(400);
+        assert!(m.contains(key), "{extra}: {m}");
+    }
+    let m = get(
+        a,
+        &format!("/v2/orgs/{ORG}/ai-interaction-logs?from={from}"),
+        Some(ALL),
+    )
+    .await
+    .miro_error(400);
+    assert!(m.contains("to"), "{m}");
+    let m = get(
+        a,
+        &format!("/v2/orgs/{ORG}/ai-interaction-logs?from=2024-01-01T00:00:00%2B02:00&to={to}"),
+        Some(ALL),
+    )
+    .await
+    .miro_error(400);
+    assert!(m.contains("from"), "{m}");
+
+    // Auth, scope, org, add-on.
+    get(a, &ai_path(ORG, from, to, ""), None)
+        .await
+        .miro_error(401);
+    let m = get(a, &ai_path(ORG, from, to, ""), Some(AUDIT_ONLY))
+        .await
+        .miro_error(403);
+    assert!(m.contains("aiinteractionlogs:read"), "{m}");
+    get(a, &ai_path("1", from, to, ""), Some(ALL))
+        .await
+        .miro_error(404);
+    emu.set_enterprise_guard(false);
+    let m = get(a, &ai_path(ORG, from, to, ""), Some(ALL))
+        .await
+        .miro_error(403);
+    assert!(m.contains("Enterprise Guard"), "{m}");
+    emu.set_enterprise_guard(true);
+
+    // Level 4: 2000 credits a call, like content logs.
+    let one = get(a, &ai_path(ORG, from, to, "&limit=1"), Some(ALL)).await;
+    let two = get(a, &ai_path(ORG, from, to, "&limit=1"), Some(ALL)).await;
+    let remaining =
+        |r: &HttpReply| -> i64 { r.header("x-ratelimit-remaining").unwrap().parse().unwrap() };
+    if one.header("x-ratelimit-reset") == two.header("x-ratelimit-reset") {
+        assert_eq!(remaining(&one) - remaining(&two), 2000);
+    }
+    let stats = emu.stats();
+    assert!(stats.ai_requests > 10);
+    assert_eq!(
+        stats.credits_spent,
+        // Every AI call but the one without a token was charged.
+        stats.audit_requests * 100 + (stats.content_requests + stats.ai_requests - 1) * 2000
+    );
+    emu.shutdown().await;
+}
+
+/// Entries are served from their `storedAt` on, whatever their `createdAt`.
+#[tokio::test]
+async fn ai_entries_are_served_once_stored() {
+    let now = UnixMs::now();
+    let mut cfg = config(now);
+    cfg.ai = StreamShape {
+        count: 200,
+        start: now.minus(Duration::from_secs(60)),
+        end: now.plus(Duration::from_secs(60)),
+    };
+    let emu = start(cfg).await;
+    let org = emu.org();
+    let (from, to) = (
+        now.minus(Duration::from_secs(120)),
+        now.plus(Duration::from_secs(120)),
+    );
+    let before = UnixMs::now();
+    let got: HashSet<String> = collect_ids(emu.addr(), &ai_path(ORG, from, to, ""), ALL, 100)
+        .await
+        .into_iter()
+        .collect();
+    let after = UnixMs::now();
+    for i in 0..200 {
+        let id = org.ai_entry(i)["id"].as_str().unwrap().to_owned();
+        if org.ai_stored_at(i) <= before {
+            assert!(got.contains(&id), "stored entry {i} missing");
+        }
+        if org.ai_stored_at(i) > after {
+            assert!(!got.contains(&id), "entry {i} served before it was stored");
+        }
+    }
+    assert!((60..=140).contains(&got.len()), "{}", got.len());
+    emu.shutdown().await;
 }
