@@ -1,7 +1,8 @@
 //! `mirotrail template azure`: an ARM template deploying what the Sentinel "Miro"
 //! solution would (the two tables, a data collection endpoint and the two DCRs with their
 //! stream declarations and transformations), generated from the same column lists the
-//! local store uses, so the three can not drift apart.
+//! local store uses, so the three can not drift apart; plus the Sentinel content over those
+//! tables (`crate::sentinel_content`: the ASIM parsers and the workbook).
 
 use serde_json::{Value, json};
 
@@ -134,6 +135,9 @@ pub fn arm_template() -> Value {
             },
         }));
     }
+    // Sentinel content over the tables: the ASIM parsers and the workbook.
+    resources.extend(crate::sentinel_content::asim::arm_resources());
+    resources.push(crate::sentinel_content::workbook::arm_resource());
     let dcr_id = |source: SourceKind| {
         format!(
             "[reference(resourceId('Microsoft.Insights/dataCollectionRules', parameters('{}'))).immutableId]",
@@ -143,7 +147,7 @@ pub fn arm_template() -> Value {
     json!({
         "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
         "contentVersion": "1.0.0.0",
-        "metadata": {"description": "mirotrail: the Sentinel \"Miro\" tables, a data collection endpoint and the two DCRs (streams Custom-MiroAuditLogs_CL, Custom-MiroContentLogs_CL)."},
+        "metadata": {"description": "mirotrail: the Sentinel \"Miro\" tables, a data collection endpoint and the two DCRs (streams Custom-MiroAuditLogs_CL, Custom-MiroContentLogs_CL), the ASIM parsers (vimAuthenticationMiro, ASimAuthenticationMiro, vimAuditEventMiro, ASimAuditEventMiro) and the Miro workbook."},
         "parameters": {
             "workspaceName": {"type": "string", "metadata": {"description": "The Log Analytics workspace (of Microsoft Sentinel) in this resource group."}},
             "location": {"type": "string", "defaultValue": "[resourceGroup().location]", "metadata": {"description": "Region of the DCE and DCRs: the workspace's region."}},
