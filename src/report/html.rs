@@ -41,7 +41,8 @@ p.note { margin: 0 0 8px; color: #5b6475; font-size: 13px; }
 .totals div { font-size: 13px; color: #c9cfdb; }
 .totals b { display: block; font-size: 20px; color: #fff; }
 svg.chart { display: block; max-width: 100%; }
-svg .tick, svg .label, svg .value { font-size: 12px; fill: #3b4354; }
+svg .tick { font-size: 12px; fill: #3b4354; }
+svg .label, svg .value { font-size: 16px; fill: #3b4354; }
 svg .empty { font-size: 14px; fill: #5b6475; }
 svg .axis { stroke: #9aa3b2; stroke-width: 1; }
 ul.legend { list-style: none; padding: 0; margin: 6px 0 0; display: flex; flex-wrap: wrap; gap: 4px 16px; font-size: 12px; }

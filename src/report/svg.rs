@@ -145,16 +145,16 @@ pub(super) fn bars(view: &str, title: &str, bars: &[(String, u64)]) -> String {
         return empty(view, title);
     }
     let max = bars.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
-    let row = 24.0;
-    let label_w = 250.0;
+    let row = 26.0;
+    let label_w = 270.0;
     let plot_w = BARS_WIDTH - label_w - 60.0;
     let height = row * fu(bars.len()) + 8.0;
     let mut s = open(view, title, total, BARS_WIDTH, height);
     for (i, (label, n)) in bars.iter().enumerate() {
         let y = 4.0 + row * fu(i);
         let w = (plot_w * f(*n) / f(max)).max(1.0);
-        let shown: String = if label.chars().count() > 36 {
-            label.chars().take(35).collect::<String>() + "…"
+        let shown: String = if label.chars().count() > 28 {
+            label.chars().take(27).collect::<String>() + "…"
         } else {
             label.clone()
         };
@@ -169,7 +169,7 @@ pub(super) fn bars(view: &str, title: &str, bars: &[(String, u64)]) -> String {
             escape(label),
             escape(label),
             lx = label_w - 8.0,
-            ty = y + 15.0,
+            ty = y + 16.0,
             bh = row - 6.0,
             vx = label_w + w + 6.0,
         );
