@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{ConfigArgs, Failure, load_config, output};
-use crate::report::{self, ReportError};
+use crate::report;
 use crate::timefmt::UnixMs;
 
 #[derive(Debug, Args)]
@@ -41,10 +41,7 @@ pub(crate) fn write_report(
     now: UnixMs,
     out: &std::path::Path,
 ) -> Result<String, Failure> {
-    let data = report::build(store, since, now).map_err(|e| match e {
-        ReportError::Write { .. } => Failure::usage(e),
-        other => Failure::runtime(other),
-    })?;
+    let data = report::build(store, since, now).map_err(Failure::runtime)?;
     report::write(&data, out).map_err(Failure::runtime)?;
     Ok(format!(
         "report: {} ({} audit events, {} content log items since {})",

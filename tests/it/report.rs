@@ -265,3 +265,49 @@ async fn the_report_renders_every_view_with_data_and_runs_no_markup() {
         "this store has no alerts table"
     );
 }
+
+/// Bad input gets a message saying what to change: a `--since` that is not a time, one in
+/// the future, a store `run` never wrote; the workbook prints as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_errors_say_what_to_fix_and_the_workbook_prints() {
+    let now = UnixMs::now();
+    let env = Env::start(org(10, 0, now.minus(Duration::from_secs(3600)), now)).await;
+    let cfg = env.config("");
+    let cfg = cfg.to_str().unwrap();
+    let out = env.run(&["report", "--config", cfg], TOKEN).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("has `mirotrail run` collected into it yet?"),
+        "{}",
+        text(&out)
+    );
+    for since in ["last week", "2999-01-01T00:00:00Z"] {
+        let out = env
+            .run(&["report", "--config", cfg, "--since", since], TOKEN)
+            .await;
+        assert_eq!(out.status.code(), Some(2), "{since}: {}", text(&out));
+        assert!(text(&out).contains("--since"), "{since}: {}", text(&out));
+    }
+    assert!(!env.dir.path().join("report.html").exists());
+    let out = env.run(&["template", "workbook"], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let workbook: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(workbook["version"], "Notebook/1.0");
+    let out = env.run(&["template", "azure"], TOKEN).await;
+    let template: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let types: Vec<&str> = template["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert!(types.contains(&"Microsoft.Insights/workbooks"), "{types:?}");
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == "Microsoft.OperationalInsights/workspaces/savedSearches")
+            .count(),
+        4,
+        "the four ASIM parsers"
+    );
+}
