@@ -413,6 +413,45 @@ mod tests {
         assert!(render(&r).contains("no detection run"));
     }
 
+    /// The detection engine's table may count hits in `hits` and carry no entities.
+    #[test]
+    fn alerts_with_a_hits_column_and_no_entities_are_read_too() {
+        let (_dir, path) = store();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE alerts (seq INTEGER PRIMARY KEY, rule_id TEXT, rule TEXT, rule_name TEXT,
+               severity TEXT, source TEXT, group_key TEXT, window_start TEXT, window_end TEXT,
+               hits INTEGER, first_seen TEXT, last_seen TEXT, raised_at TEXT);
+             INSERT INTO alerts VALUES (1, 'r1', 'x', 'Miro: mass export', 'Medium', 'audit_logs',
+               'actor=a@x.example', '', '', 40, '2024-05-01T10:00:00.000Z',
+               '2024-05-01T10:05:00.000Z', '');",
+        )
+        .unwrap();
+        let since = UnixMs::parse("2024-05-01T00:00:00Z").unwrap();
+        let r = build(
+            &path,
+            since,
+            since.plus(std::time::Duration::from_secs(86_400)),
+        )
+        .unwrap();
+        let Alerts::Raised { columns, rows, .. } = &r.alerts else {
+            panic!("{:?}", r.alerts)
+        };
+        assert_eq!(
+            columns,
+            &[
+                "last seen",
+                "severity",
+                "rule",
+                "group",
+                "events",
+                "first seen"
+            ]
+        );
+        assert_eq!(rows[0][4], "40");
+        assert!(render(&r).contains("data-view=\"alerts-by-severity\""));
+    }
+
     #[test]
     fn alerts_are_read_from_the_table_with_the_columns_it_has() {
         let (_dir, path) = store();
