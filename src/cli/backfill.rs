@@ -67,7 +67,7 @@ impl From<SourceArg> for SourceKind {
 }
 
 /// A duration back from `now`, or an RFC 3339 time.
-fn parse_time(flag: &str, text: &str, now: UnixMs) -> Result<UnixMs, Failure> {
+pub(crate) fn parse_time(flag: &str, text: &str, now: UnixMs) -> Result<UnixMs, Failure> {
     if let Some(t) = UnixMs::parse(text) {
         return Ok(t);
     }

@@ -1,7 +1,7 @@
 //! `mirotrail demo`: the built-in Miro emulator on loopback, an emulated organisation's
 //! last days collected into a local store through the real pipeline (config file, token
-//! file, HTTP, store, file sink), then a summary and two of the Sentinel solution's
-//! sample queries answered from the store.
+//! file, HTTP, store, file sink), then a summary, two of the Sentinel solution's sample
+//! queries answered from the store, and the HTML report (`report.html` in the demo's dir).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -167,6 +167,23 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         let _ = writeln!(out, "{title}:\n{sql}\n{text}");
     }
     let _ = writeln!(out, "{EMPTY_EMAIL_NOTE}\n");
+    // The report of what was collected, like `mirotrail report` writes it.
+    let report_path = dir.join("report.html");
+    let (store, since, out_path) = (
+        config.store_path.clone(),
+        now.minus(Duration::from_secs(u64::from(args.days) * 86_400)),
+        report_path.clone(),
+    );
+    let written = tokio::task::spawn_blocking(move || {
+        super::report::write_report(&store, since, UnixMs::now(), &out_path)
+    })
+    .await
+    .expect("demo report task panicked")?;
+    let _ = writeln!(
+        out,
+        "{written}\n  open it in a browser: {}\n",
+        report_path.display()
+    );
     let query = "\"SELECT event, count(*) FROM MiroAuditLogs_CL GROUP BY event\"";
     let _ = writeln!(
         out,

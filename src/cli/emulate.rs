@@ -107,6 +107,10 @@ struct MiroArgs {
     /// an integer beyond 2^64.
     #[arg(long, default_value_t = 0.0)]
     fault_hostile_items: f64,
+    /// Every tenth user and board name holds a `<script>` and an `<img onerror>`, as an
+    /// attacker may name an account or a board (to try `mirotrail report` on).
+    #[arg(long)]
+    fault_markup_names: bool,
     /// How audit `createdAt` is written: Miro's `+0000` form, or another ISO 8601 form.
     #[arg(long, value_enum, default_value_t = AuditTimeForm::Plus0000)]
     audit_time_form: AuditTimeForm,
@@ -230,6 +234,7 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 expire_cursor_share: a.fault_expire_cursor,
                 conflict_share: a.fault_409,
                 hostile_item_share: a.fault_hostile_items,
+                markup_in_names: a.fault_markup_names,
                 ..Faults::default()
             };
             config.audit_time_form = match a.audit_time_form {

@@ -8,6 +8,7 @@ mod emulate;
 mod manpage;
 mod output;
 mod query;
+mod report;
 mod status;
 
 use std::path::PathBuf;
@@ -82,6 +83,13 @@ enum Command {
     /// Answer a read-only SQL query on the store (tables MiroAuditLogs_CL,
     /// MiroContentLogs_CL, with the Sentinel columns, and MiroAiInteractionLogs_CL).
     Query(query::QueryArgs),
+    /// Write an HTML report of the store's last days (`--since 7d --out report.html`).
+    ///
+    /// One self-contained file (no network, no script): audit events over time by
+    /// category, sign-in results and methods, top actors and IP addresses, admin changes,
+    /// board content activity, and the alerts of the detection rules. The same views as
+    /// the Sentinel workbook (`mirotrail template workbook`). Reads the store only.
+    Report(report::ReportArgs),
     /// List the rows a sink set aside (its destination will never accept them as they
     /// are), or queue them for delivery again after fixing the cause.
     ///
@@ -92,7 +100,8 @@ enum Command {
     /// Run an emulator of a service mirotrail talks to, on loopback.
     Emulate(emulate::EmulateArgs),
     /// Print a deployment template: `azure` prints the ARM template (JSON) deploying the
-    /// Sentinel "Miro" tables, a data collection endpoint and the two DCRs.
+    /// Sentinel "Miro" tables, a data collection endpoint, the two DCRs, the ASIM parsers
+    /// and the workbook; `workbook` prints the workbook's content alone.
     Template(TemplateArgs),
     /// Print a shell completion script, e.g.
     /// `mirotrail completions bash > /etc/bash_completion.d/mirotrail`.
@@ -131,6 +140,8 @@ struct TemplateArgs {
 enum TemplateTarget {
     /// ARM template for `az deployment group create` (parameters: workspaceName, location).
     Azure,
+    /// The Sentinel workbook (JSON, as the workbook editor's Advanced editor shows it).
+    Workbook,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +278,7 @@ pub fn main() -> ExitCode {
             Command::Backfill(args) => backfill::run(args).await,
             Command::Status(args) => status::run(args),
             Command::Query(args) => query::run(args),
+            Command::Report(args) => report::run(args),
             Command::Deadletter(args) => deadletter::run(args),
             Command::Emulate(args) => emulate::run(args).await,
             Command::Template(args) => template(args),
@@ -459,6 +471,11 @@ fn template(args: TemplateArgs) -> Result<(), Failure> {
             let text =
                 serde_json::to_string_pretty(&crate::sink::sentinel::template::arm_template())
                     .map_err(Failure::runtime)?;
+            output::println(&text)
+        }
+        TemplateTarget::Workbook => {
+            let text = serde_json::to_string_pretty(&crate::sentinel_content::workbook::workbook())
+                .map_err(Failure::runtime)?;
             output::println(&text)
         }
     }

@@ -474,6 +474,13 @@ async fn the_demo_explains_credits_and_empty_emails_and_its_hint_works() {
         stdout.contains("An empty createdBy_email is not missing data") && stdout.contains("SCIM"),
         "{stdout}"
     );
+    // It ends with the HTML report of what it collected.
+    assert!(
+        stdout.contains("report: mirotrail-demo/report.html ("),
+        "{stdout}"
+    );
+    let report = std::fs::read_to_string(dir.path().join("mirotrail-demo/report.html")).unwrap();
+    assert!(report.contains("data-view=\"events-by-category\""));
     // Both forms of the closing hint are shown; the installed form runs as printed.
     let installed = stdout
         .lines()

@@ -12,5 +12,6 @@ mod getting_started;
 mod harness;
 mod limits;
 mod ops;
+mod report;
 mod sentinel;
 mod support;

@@ -2,7 +2,9 @@
 //! solution would (the two tables, a data collection endpoint and the two DCRs with their
 //! stream declarations and transformations), plus mirotrail's own third table and DCR for
 //! AI interaction logs (`MiroAiInteractionLogs_CL`, not part of the solution), generated
-//! from the same column lists the local store uses, so they can not drift apart.
+//! from the same column lists the local store uses, so they can not drift apart; plus the
+//! Sentinel content over those tables (`crate::sentinel_content`: the ASIM parsers and the
+//! workbook).
 
 use serde_json::{Value, json};
 
@@ -137,6 +139,9 @@ pub fn arm_template() -> Value {
             },
         }));
     }
+    // Sentinel content over the tables: the ASIM parsers and the workbook.
+    resources.extend(crate::sentinel_content::asim::arm_resources());
+    resources.push(crate::sentinel_content::workbook::arm_resource());
     let dcr_id = |source: SourceKind| {
         format!(
             "[reference(resourceId('Microsoft.Insights/dataCollectionRules', parameters('{}'))).immutableId]",
@@ -146,7 +151,7 @@ pub fn arm_template() -> Value {
     json!({
         "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
         "contentVersion": "1.0.0.0",
-        "metadata": {"description": "mirotrail: the Sentinel \"Miro\" tables, a data collection endpoint and the two DCRs (streams Custom-MiroAuditLogs_CL, Custom-MiroContentLogs_CL), plus mirotrail's own table and DCR for AI interaction logs (stream Custom-MiroAiInteractionLogs_CL; not part of Sentinel's Miro solution)."},
+        "metadata": {"description": "mirotrail: the Sentinel \"Miro\" tables, a data collection endpoint and the two DCRs (streams Custom-MiroAuditLogs_CL, Custom-MiroContentLogs_CL), mirotrail's own table and DCR for AI interaction logs (stream Custom-MiroAiInteractionLogs_CL; not part of Sentinel's Miro solution), the ASIM parsers (vimAuthenticationMiro, ASimAuthenticationMiro, vimAuditEventMiro, ASimAuditEventMiro) and the Miro workbook."},
         "parameters": {
             "workspaceName": {"type": "string", "metadata": {"description": "The Log Analytics workspace (of Microsoft Sentinel) in this resource group."}},
             "location": {"type": "string", "defaultValue": "[resourceGroup().location]", "metadata": {"description": "Region of the DCE and DCRs: the workspace's region."}},

@@ -138,7 +138,16 @@ pub struct Faults {
     /// Audit logs only: 409 with Miro's error JSON. Miro documents 409 for this endpoint
     /// without saying when it happens; the emulator sends it as a refusal of one request.
     pub conflict_share: f64,
+    /// Names people choose hold markup: every tenth user and board of the organisation
+    /// (the busiest user among them) gets [`MARKUP_NAME_SUFFIX`] appended to its name, as
+    /// an attacker who names their account or board may do. Read when the organisation
+    /// is built (at start), not per request.
+    pub markup_in_names: bool,
 }
+
+/// What `markup_in_names` appends to names: a script and an image whose error handler
+/// both change the page title, so a page that runs either shows it.
+pub const MARKUP_NAME_SUFFIX: &str = "<script>document.title='markup ran'</script><img src=x onerror=\"document.title='markup ran'\">";
 
 impl MiroEmulatorConfig {
     /// A realistic small org for `mirotrail demo`: the last `days` days up to `now`, about

@@ -80,6 +80,7 @@ mod tests {
             empty_page_share: 1.0,
             hostile_item_share: 1.0,
             conflict_share: 1.0,
+            markup_in_names: true,
         };
         let p = plan(1, 5, &all);
         assert!(

@@ -35,8 +35,8 @@ mod tests;
 pub use body_faults::BodyFault;
 pub(crate) use body_faults::gzip_bomb;
 pub use config::{
-    EmulatedToken, Faults, LastPageCursor, LateArrival, MiroEmulatorConfig, RateLimit, StreamShape,
-    TimeForm,
+    EmulatedToken, Faults, LastPageCursor, LateArrival, MARKUP_NAME_SUFFIX, MiroEmulatorConfig,
+    RateLimit, StreamShape, TimeForm,
 };
 pub use org::MiroOrg;
 pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle, OVERSIZED_CURSOR_CHARS};

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use serde_json::{Map, Value, json};
 
-use super::config::{LateArrival, MiroEmulatorConfig, StreamShape, TimeForm};
+use super::config::{LateArrival, MARKUP_NAME_SUFFIX, MiroEmulatorConfig, StreamShape, TimeForm};
 use super::hash::{self, chance, hash, hash_str, index, pick, unit, weighted};
 use super::vocab::{
     APPLICATIONS, AUDIT_KINDS, BOARD_PREFIXES, BOARD_TOPICS, FIRST_NAMES, LAST_NAMES, ObjectKind,
@@ -234,6 +234,14 @@ impl MiroOrg {
         let seed = config.seed;
         let p = |kind: u64, i: usize, salt: u64| hash(&[seed, TAG_POOL, kind, i as u64, salt]);
         let domain = domain_of(&config.org_name);
+        let markup = config.faults.markup_in_names;
+        let with_markup = |name: String, i: usize| {
+            if markup && i.is_multiple_of(10) {
+                name + MARKUP_NAME_SUFFIX
+            } else {
+                name
+            }
+        };
 
         let id_offset = p(0, 0, 0) % 100_000_000_000;
         let teams: Vec<Team> = (0..TEAM_COUNT)
@@ -271,7 +279,7 @@ impl MiroOrg {
                         scramble(i as u64, 7_919, user_offset, 100_000_000_000),
                         11,
                     ),
-                    name: format!("{first} {last}"),
+                    name: with_markup(format!("{first} {last}"), i),
                     email: format!("{}.{}@{domain}", first.to_lowercase(), last.to_lowercase()),
                     ip,
                     team: index(p(3, i, 1), TEAM_COUNT),
@@ -284,10 +292,13 @@ impl MiroOrg {
                 let h = p(4, i, 0);
                 Board {
                     id: board_id(i, p(4, i, 1)),
-                    name: format!(
-                        "{} {}",
-                        pick(h, BOARD_PREFIXES),
-                        pick(h >> 16, BOARD_TOPICS)
+                    name: with_markup(
+                        format!(
+                            "{} {}",
+                            pick(h, BOARD_PREFIXES),
+                            pick(h >> 16, BOARD_TOPICS)
+                        ),
+                        i,
                     ),
                     team: skewed(p(4, i, 2), TEAM_COUNT),
                 }
@@ -727,12 +738,12 @@ impl MiroOrg {
         const ORG_ROLES: &[&str] = &["MEMBER", "ADMIN", "GUEST"];
         match event {
             "sign_in_succeeded" => {
-                json!({"authenticationMethod": pick(h, &["SSO", "PASSWORD", "GOOGLE"]), "userAgent": pick(h >> 8, &["Chrome/126", "Firefox/127", "Safari/17", "MiroDesktop/0.8"])})
+                json!({"authType": pick(h, &["SSO", "PASSWORD", "GOOGLE"]), "userAgent": pick(h >> 8, &["Chrome/126", "Firefox/127", "Safari/17", "MiroDesktop/0.8"])})
             }
             "sign_in_failed" => {
                 json!({"reason": pick(h, &["INVALID_PASSWORD", "SSO_ERROR", "ACCOUNT_LOCKED", "MFA_FAILED"])})
             }
-            "sign_out" => json!({}),
+            "sign_out_succeeded" => json!({}),
             "board_opened" => json!({"role": pick(h, ROLES)}),
             "board_created" => {
                 json!({"boardName": board.name, "teamId": self.teams[board.team].id})

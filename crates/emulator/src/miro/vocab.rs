@@ -126,7 +126,12 @@ pub(super) const AUDIT_KINDS: &[AuditKind] = &[
         ObjectKind::Actor,
     ),
     kind("sign_in_failed", "authentication", 40, ObjectKind::Actor),
-    kind("sign_out", "authentication", 30, ObjectKind::Actor),
+    kind(
+        "sign_out_succeeded",
+        "authentication",
+        30,
+        ObjectKind::Actor,
+    ),
     kind("board_opened", "boards", 350, ObjectKind::Board),
     kind("board_created", "boards", 60, ObjectKind::Board),
     kind("board_exported", "boards", 20, ObjectKind::Board),
