@@ -78,7 +78,7 @@ CREATE TABLE sink_offsets (
             );"#;
 
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 6] {
+fn migrations() -> [&'static str; 7] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -134,6 +134,14 @@ fn migrations() -> [&'static str; 6] {
             unread TEXT NOT NULL,
             stored_ms INTEGER NOT NULL,
             PRIMARY KEY (source, id)
+        );",
+        // 7: what a sink keeps between runs besides its offset (a Splunk HEC sink's
+        // acknowledgement channel), one value per sink and key.
+        "CREATE TABLE sink_state (
+            sink TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (sink, key)
         );",
     ]
 }

@@ -12,4 +12,5 @@ mod harness;
 mod limits;
 mod ops;
 mod sentinel;
+mod splunk;
 mod support;

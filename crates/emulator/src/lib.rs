@@ -11,6 +11,7 @@
 
 pub mod azure;
 pub mod miro;
+pub mod splunk;
 pub mod time;
 
 pub use time::UnixMs;
