@@ -515,3 +515,6 @@ fn ack(state: &Shared, request: &Request) -> Response {
     }
     Response::json(200, &json!({ "acks": acks }))
 }
+
+#[cfg(test)]
+mod tests;
