@@ -274,22 +274,28 @@ pub(in crate::sink) fn validate(
 mod tests {
     use std::path::Path;
 
-    use crate::config::Config;
-    use crate::sink::SinkKindConfig;
-
     use super::*;
 
+    /// Validates a `[sinks.s]` section as the config loader does (keys relative to
+    /// /etc/mirotrail).
     fn load(keys: &str) -> Result<SplunkConfig, String> {
         let endpoint = if keys.contains("endpoint") {
             ""
         } else {
             "endpoint = \"https://hec.example.com:8088\"\n"
         };
-        let text = format!("[sinks.s]\ntype = \"splunk_hec\"\n{endpoint}{keys}");
-        let config = Config::from_toml(&text, Path::new("/etc/mirotrail/m.toml"))
-            .map_err(|e| e.to_string())?;
-        match &config.sinks[0].kind {
-            SinkKindConfig::Splunk(c) => Ok((**c).clone()),
+        let raw: RawSplunkSink =
+            toml::from_str(&format!("{endpoint}{keys}")).map_err(|e| e.to_string())?;
+        let resolve = |p: &Path| Path::new("/etc/mirotrail").join(p);
+        let cx = SinkContext {
+            name: "s",
+            enabled: &[],
+            path: Path::new("/etc/mirotrail/m.toml"),
+            env: &|_| None,
+            resolve: &resolve,
+        };
+        match validate(raw, &cx).map_err(|e| e.to_string())?.kind {
+            SinkKindConfig::Splunk(c) => Ok(*c),
             other => panic!("{other:?}"),
         }
     }

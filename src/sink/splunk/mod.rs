@@ -163,7 +163,14 @@ impl SplunkSink {
         let body = crate::net::read_body_capped(answer, crate::net::MAX_AUXILIARY_BODY_BYTES)
             .await
             .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body).trim().to_string();
+        // What HEC says, in a line (a proxy may answer with a whole page).
+        let text: String = String::from_utf8_lossy(&body)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(200)
+            .collect();
         match status {
             200 => out.push(CheckOutcome::Ok(format!("{health} answered 200 {text}"))),
             503 => {
