@@ -581,3 +581,81 @@ async fn check_verifies_health_and_token_without_writing() {
     assert!(m.contains("503") && m.contains("queues"), "{m}");
     w.hec.shutdown().await;
 }
+
+/// The real binary: `run --once` from the Miro emulator to the HEC emulator, then `check`,
+/// at trace level; every row indexed once, and the HEC token in no output and no file
+/// (the token file aside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_delivers_to_splunk_and_never_prints_the_token() {
+    use crate::support::{Env, TOKEN, minutes, org, text};
+    let now = mirotrail_emulator::UnixMs::now();
+    let (start, end) = (now.minus(minutes(90)), now.minus(minutes(5)));
+    let env = Env::start(org(800, 300, start, end)).await;
+    let hec_config = SplunkEmulatorConfig {
+        token: "5b1c4e0a-9d3f-4c2e-8a7b-hectoken0042".into(),
+        ..SplunkEmulatorConfig::default()
+    };
+    let hec = SplunkEmulator::start(hec_config.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let token_file = env.dir.path().join("hec-token");
+    std::fs::write(&token_file, &hec_config.token).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let cfg = env.config(&format!(
+        "[sources.audit_logs]\ninitial_lookback = \"2h\"\n[sources.content_logs]\nenabled = true\n\
+         initial_lookback = \"2h\"\n[sinks.splunk]\ntype = \"splunk_hec\"\nendpoint = \"{}\"\n\
+         token_file = \"hec-token\"\nindex = \"miro\"\nack_poll_interval = \"50ms\"\n",
+        hec.base_url()
+    ));
+    let cfg = cfg.to_str().unwrap();
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["run", "--config", cfg, "--once"],
+        vec!["check", "--config", cfg],
+    ] {
+        let mut cmd = env.command(&args, TOKEN);
+        cmd.env("RUST_LOG", "trace");
+        outputs.push(cmd.output().await.unwrap());
+    }
+    assert!(outputs[0].status.success(), "{}", text(&outputs[0]));
+    let check = text(&outputs[1]);
+    assert!(
+        check.contains("sink splunk") && check.contains("token is valid"),
+        "{check}"
+    );
+
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for e in hec.indexed() {
+        *ids.entry(e["event"]["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let db = env.db();
+    let stored = crate::support::count(&db, "MiroAuditLogs_CL")
+        + crate::support::count(&db, "MiroContentLogs_CL");
+    assert!(stored > 1000, "{stored}");
+    assert_eq!(ids.len() as i64, stored, "every stored row indexed");
+    assert!(ids.values().all(|&n| n == 1), "each once");
+
+    for out in &outputs {
+        assert!(!text(out).contains(&hec_config.token), "{}", text(out));
+    }
+    let mut dirs = vec![env.dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p != token_file {
+                let bytes = std::fs::read(&p).unwrap();
+                let found = bytes
+                    .windows(hec_config.token.len())
+                    .any(|w| w == hec_config.token.as_bytes());
+                assert!(!found, "the token in {}", p.display());
+            }
+        }
+    }
+    hec.shutdown().await;
+}
