@@ -636,7 +636,11 @@ async fn the_binary_delivers_to_splunk_and_never_prints_the_token() {
     let stored = crate::support::count(&db, "MiroAuditLogs_CL")
         + crate::support::count(&db, "MiroContentLogs_CL");
     assert!(stored > 1000, "{stored}");
-    assert_eq!(ids.len() as i64, stored, "every stored row indexed");
+    assert_eq!(
+        i64::try_from(ids.len()).unwrap(),
+        stored,
+        "every stored row indexed"
+    );
     assert!(ids.values().all(|&n| n == 1), "each once");
 
     for out in &outputs {
