@@ -14,6 +14,7 @@ use crate::config::{Config, MiroConfig, SinkKindConfig, SourceKind};
 use crate::miro::status::{forbidden_advice, scope_of};
 use crate::miro::{CreditBudget, FetchError, MiroClient, PageQuery, TokenInfo};
 use crate::sink::sentinel::{ProbeOutcome, SentinelSink};
+use crate::sink::splunk::{CheckOutcome, SplunkConfig, SplunkSink};
 use crate::timefmt::UnixMs;
 
 /// The outcome of one check.
@@ -129,6 +130,7 @@ pub async fn run_checks(config: &Config) -> CheckReport {
                 }
                 check_sentinel(&subject, (**c).clone(), &sent, &mut report).await
             }
+            SinkKindConfig::Splunk(c) => check_splunk(&subject, (**c).clone(), &mut report).await,
         }
         check_new_sink(config, sink, &mut report).await;
     }
@@ -483,5 +485,28 @@ async fn check_sentinel(
             ),
             Err(message) => report.push(Verdict::Problem, line, message),
         }
+    }
+}
+
+/// The HEC's health endpoint, then the token through a request without events (nothing
+/// is written).
+async fn check_splunk(subject: &str, config: SplunkConfig, report: &mut CheckReport) {
+    let sink = match SplunkSink::new(config) {
+        Ok(s) => s,
+        Err(e) => {
+            report.push(Verdict::Problem, subject, e.to_string());
+            return;
+        }
+    };
+    match sink.check().await {
+        Ok(outcomes) => {
+            for o in outcomes {
+                match o {
+                    CheckOutcome::Ok(m) => report.push(Verdict::Ok, subject, m),
+                    CheckOutcome::NotVerified(m) => report.push(Verdict::NotVerified, subject, m),
+                }
+            }
+        }
+        Err(message) => report.push(Verdict::Problem, subject, message),
     }
 }

@@ -1,4 +1,4 @@
-//! `mirotrail emulate miro`: the Miro API emulator, standalone on loopback.
+//! `mirotrail emulate miro|azure|splunk`: the emulators, standalone on loopback.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use mirotrail_emulator::azure::{
 use mirotrail_emulator::miro::{
     BodyFault, Faults, MiroEmulator, MiroEmulatorConfig, RateLimit, TimeForm,
 };
+use mirotrail_emulator::splunk::{SplunkEmulator, SplunkEmulatorConfig, SplunkFaults};
 
 #[derive(Debug, Args)]
 pub(crate) struct EmulateArgs {
@@ -29,6 +30,35 @@ enum Service {
     /// Ingestion API with the two Miro DCRs; it applies the DCR transformation and keeps
     /// the rows in memory.
     Azure(AzureArgs),
+    /// Splunk's HTTP Event Collector: the event endpoint, indexer acknowledgement
+    /// (channels, `/services/collector/ack`) and the health endpoint; it keeps the indexed
+    /// events in memory.
+    Splunk(SplunkArgs),
+}
+
+#[derive(Debug, Args)]
+struct SplunkArgs {
+    /// Address to listen on: IP:PORT or HOST:PORT (`0.0.0.0:8088` listens on every
+    /// interface).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    listen: String,
+    /// The token turns indexer acknowledgement off (a 200 is then the acknowledgement).
+    #[arg(long)]
+    no_ack: bool,
+    /// Share of event requests answered 503 "Server is busy" (code 9).
+    #[arg(long, default_value_t = 0.0)]
+    fault_busy: f64,
+    /// Share of event requests whose events are indexed but whose answer is lost
+    /// (connection dropped).
+    #[arg(long, default_value_t = 0.0)]
+    fault_lost_ack: f64,
+    /// Share of event requests answered 200 with an ackId that never turns true (the
+    /// events are lost before indexing).
+    #[arg(long, default_value_t = 0.0)]
+    fault_never_indexed: f64,
+    /// Milliseconds between accepting events and reporting them indexed.
+    #[arg(long, default_value_t = 0)]
+    index_delay_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +217,47 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 config.tenant_id,
                 config.client_id,
                 config.client_secret
+            );
+            stopped().await;
+            handle.shutdown().await;
+            Ok(())
+        }
+        Service::Splunk(a) => {
+            for (name, v) in [
+                ("--fault-busy", a.fault_busy),
+                ("--fault-lost-ack", a.fault_lost_ack),
+                ("--fault-never-indexed", a.fault_never_indexed),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(Failure::usage(anyhow!(
+                        "{name} must be a share between 0 and 1, not {v}"
+                    )));
+                }
+            }
+            let config = SplunkEmulatorConfig {
+                ack_enabled: !a.no_ack,
+                faults: SplunkFaults {
+                    busy_share: a.fault_busy,
+                    lost_ack_share: a.fault_lost_ack,
+                    never_indexed_share: a.fault_never_indexed,
+                    index_delay: Duration::from_millis(a.index_delay_ms),
+                    ..SplunkFaults::default()
+                },
+                ..SplunkEmulatorConfig::default()
+            };
+            let listen = listen_addr(&a.listen)?;
+            let handle = SplunkEmulator::start(config.clone(), listen)
+                .await
+                .map_err(|e| Failure::runtime(anyhow!("cannot listen on {listen}: {e}; choose another address or port with --listen")))?;
+            let base = handle.base_url();
+            eprintln!(
+                "Splunk HEC emulator {}. Use in [sinks.NAME] (type = \"splunk_hec\"):\n  \
+                 endpoint = \"{base}\"\n  index = \"miro\"\n\
+                 and the token `{}` in SPLUNK_HEC_TOKEN (or the variable named by token_env). \
+                 Indexer acknowledgement is {}. Ctrl-C (or SIGTERM) stops it.",
+                where_listening(handle.addr(), &base),
+                config.token,
+                if config.ack_enabled { "on" } else { "off" }
             );
             stopped().await;
             handle.shutdown().await;

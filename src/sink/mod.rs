@@ -35,6 +35,7 @@ mod ack;
 mod file;
 mod line;
 pub mod sentinel;
+pub mod splunk;
 mod stdout;
 
 use std::future::Future;
@@ -59,6 +60,7 @@ pub use file::RawFileSink;
 pub use line::table_row_json;
 pub use sentinel::SentinelSink;
 use sentinel::{RawSentinelSink, SentinelConfig};
+pub use splunk::SplunkSink;
 pub use stdout::{RawStdoutSink, StdoutSink};
 
 /// What a sink reports about rows it was handed, as soon as it knows.
@@ -90,6 +92,9 @@ pub enum SinkError {
     /// No Entra token (`AuthError::permanent` says whether retrying can help).
     #[error(transparent)]
     Auth(#[from] sentinel::AuthError),
+    /// The Splunk HEC refused the request or could not be reached (remedy inside).
+    #[error(transparent)]
+    Splunk(Box<splunk::HecError>),
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
     #[error("no DCR is configured for {kind}: set `{}_dcr` in this sink's section", kind.name())]
@@ -125,6 +130,7 @@ impl SinkError {
         match self {
             SinkError::Transient(_) | SinkError::Throttled { .. } => false,
             SinkError::Auth(e) => e.permanent,
+            SinkError::Splunk(e) => e.permanent,
             SinkError::Azure(_)
             | SinkError::HttpClient(_)
             | SinkError::NoDcr { .. }
@@ -159,6 +165,14 @@ pub trait Sink: Send + std::fmt::Debug {
         rows: &'a [OutboxRow],
         verdict: &'a mut (dyn FnMut(RowVerdict<'_>) + Send),
     ) -> SendFuture<'a>;
+
+    /// Called once by the delivery task before the first `send`, for a sink that keeps
+    /// state in the store between runs (a Splunk HEC sink's channel); `name` is the
+    /// sink's `[sinks.NAME]`. Most sinks keep nothing.
+    fn prepare<'a>(&'a mut self, store: &'a StoreHandle, name: &'a str) -> SendFuture<'a> {
+        let _ = (store, name);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 // The registry: every destination is one variant of `RawSink` (its `type`), one of
@@ -178,6 +192,9 @@ pub enum RawSink {
     /// Microsoft Sentinel through the Azure Monitor Logs Ingestion API.
     #[serde(rename = "azure_logs_ingestion")]
     AzureLogsIngestion(Box<RawSentinelSink>),
+    /// Splunk's HTTP Event Collector.
+    #[serde(rename = "splunk_hec")]
+    SplunkHec(Box<splunk::RawSplunkSink>),
 }
 
 /// One `[sinks.NAME]` section, validated.
@@ -228,6 +245,8 @@ pub enum SinkKindConfig {
     Stdout,
     /// `azure_logs_ingestion`: Microsoft Sentinel.
     Sentinel(Box<SentinelConfig>),
+    /// `splunk_hec`: Splunk's HTTP Event Collector.
+    Splunk(Box<splunk::SplunkConfig>),
 }
 
 /// What validating a sink's keys may use.
@@ -267,6 +286,7 @@ impl RawSink {
         match self {
             RawSink::File(raw) => file::validate(raw, cx),
             RawSink::Stdout(raw) => Ok(stdout::validate(raw)),
+            RawSink::SplunkHec(raw) => splunk::validate(*raw, cx),
             RawSink::AzureLogsIngestion(mut raw) => {
                 let batch_rows = raw.batch_rows;
                 let start = raw.start.take();
@@ -292,6 +312,7 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
         } => Box::new(FileSink::new(dir.clone(), *max_file_bytes)?),
         SinkKindConfig::Stdout => Box::new(StdoutSink),
         SinkKindConfig::Sentinel(c) => Box::new(SentinelSink::new((**c).clone())?),
+        SinkKindConfig::Splunk(c) => Box::new(SplunkSink::new((**c).clone())?),
     })
 }
 
@@ -522,6 +543,10 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
         rows_by_source: sources.iter().map(|&s| (s, 0)).collect(),
         ..DeliveryReport::default()
     };
+    if let Err(e) = sink.prepare(&store, &name).await {
+        // Not fatal: the sink works on without what it keeps (it says what that costs).
+        tracing::warn!(sink = %name, error = %e, "cannot read or record this sink's state in the store");
+    }
     // What was logged as delivered so far (an INFO line per source every
     // `DELIVERY_LOG_EVERY`, and one at the end of the run by the pipeline).
     let mut logged = report.rows_by_source.clone();

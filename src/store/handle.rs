@@ -128,6 +128,18 @@ impl StoreHandle {
         self.run(move |s| s.save_backfill_slice(&slice)).await
     }
 
+    /// See `Store::sink_state_or_insert`.
+    pub async fn sink_state_or_insert(
+        &self,
+        sink: &str,
+        key: &str,
+        proposed: &str,
+    ) -> Result<String, StoreError> {
+        let (sink, key, proposed) = (sink.to_string(), key.to_string(), proposed.to_string());
+        self.run(move |s| s.sink_state_or_insert(&sink, &key, &proposed))
+            .await
+    }
+
     pub async fn delivered_offset(
         &self,
         sink: &str,

@@ -495,6 +495,28 @@ impl Store {
         .map_err(sql("reading a delivery offset"))
     }
 
+    /// The value a sink keeps under `key` (`sink_state`); when there is none yet,
+    /// `proposed` is stored and returned, so every later call returns the same value.
+    pub fn sink_state_or_insert(
+        &self,
+        sink: &str,
+        key: &str,
+        proposed: &str,
+    ) -> Result<String, StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.execute(
+            "INSERT OR IGNORE INTO sink_state (sink, key, value) VALUES (?1, ?2, ?3)",
+            params![sink, key, proposed],
+        )
+        .map_err(sql("writing a sink's state"))?;
+        conn.query_row(
+            "SELECT value FROM sink_state WHERE sink = ?1 AND key = ?2",
+            params![sink, key],
+            |r| r.get(0),
+        )
+        .map_err(sql("reading a sink's state"))
+    }
+
     /// Starts a sink that has no delivery offset for `source` yet at the newest stored
     /// row, so it receives only rows stored from now on (`start = "now"`). Returns the
     /// rows it skips, or `None` when the sink already had an offset (nothing changes).

@@ -78,7 +78,7 @@ CREATE TABLE sink_offsets (
             );"#;
 
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 7] {
+fn migrations() -> [&'static str; 8] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -159,6 +159,14 @@ fn migrations() -> [&'static str; 7] {
         );
         CREATE INDEX MiroAiInteractionLogs_CL_time ON MiroAiInteractionLogs_CL (TimeGenerated);
         CREATE INDEX MiroAiInteractionLogs_CL_stored ON MiroAiInteractionLogs_CL (storedAt);",
+        // 8: what a sink keeps between runs besides its offset (a Splunk HEC sink's
+        // acknowledgement channel), one value per sink and key.
+        "CREATE TABLE sink_state (
+            sink TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (sink, key)
+        );",
     ]
 }
 

@@ -1,8 +1,9 @@
 //! The crash harness: the real binary against both emulators with a large org, killed
 //! with SIGKILL at random moments (between and during page commits, during concurrent
 //! uploads), restarted each time, then checked: every emulated event is in the store
-//! exactly once, every stored row reached Azure at least once, and duplicates in Azure
-//! are explained by lost acknowledgements or by batches in flight at a kill.
+//! exactly once, every stored row reached Azure and Splunk HEC at least once, and duplicates
+//! in Azure are explained by lost acknowledgements or by batches in flight at a kill (in
+//! Splunk, by lost answers or by requests not yet confirmed indexed at a kill).
 //!
 //! Size it with `MIROTRAIL_HARNESS_KILLS` (default 20) and `MIROTRAIL_HARNESS_EVENTS`
 //! (default 20000 audit events, a quarter as many content items); `scripts/crash-harness`
@@ -16,6 +17,7 @@ use mirotrail_emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
 use mirotrail_emulator::miro::Faults;
+use mirotrail_emulator::splunk::{SplunkEmulator, SplunkEmulatorConfig, SplunkFaults};
 
 use crate::support::*;
 
@@ -67,11 +69,24 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
     let azure = AzureEmulator::start(azure_config.clone(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
+    let splunk_config = SplunkEmulatorConfig {
+        faults: SplunkFaults {
+            busy_share: 0.05,
+            lost_ack_share: 0.03,
+            index_delay: Duration::from_millis(40),
+            ..SplunkFaults::default()
+        },
+        ..SplunkEmulatorConfig::default()
+    };
+    let splunk = SplunkEmulator::start(splunk_config.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     std::fs::write(env.dir.path().join("azure-secret"), secret).unwrap();
-    {
+    std::fs::write(env.dir.path().join("hec-token"), &splunk_config.token).unwrap();
+    for file in ["azure-secret", "hec-token"] {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
-            env.dir.path().join("azure-secret"),
+            env.dir.path().join(file),
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
@@ -83,10 +98,13 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
          audit_logs_dcr = \"{AUDIT_DCR}\"\ncontent_logs_dcr = \"{CONTENT_DCR}\"\n\
          authority_host = \"{base}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\n\
          client_secret_file = \"azure-secret\"\nbatch_rows = 1000\nmax_concurrency = 4\nmax_batch_bytes = 150000\n\
-         [sinks.archive]\ntype = \"file\"\npath = \"archive\"\nbatch_rows = 700\n",
+         [sinks.archive]\ntype = \"file\"\npath = \"archive\"\nbatch_rows = 700\n\
+         [sinks.splunk]\ntype = \"splunk_hec\"\nendpoint = \"{hec}\"\ntoken_file = \"hec-token\"\n\
+         index = \"miro\"\nbatch_rows = 800\nmax_batch_bytes = 100000\nack_poll_interval = \"50ms\"\n",
         azure_config.tenant_id,
         azure_config.client_id,
         base = azure.base_url(),
+        hec = splunk.base_url(),
     ));
     let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
 
@@ -112,6 +130,7 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
     }
     // Quiet the faults and let it finish.
     azure.set_faults(AzureFaults::default());
+    splunk.set_faults(SplunkFaults::default());
     env.emu.set_faults(Faults::default());
     let out = env.run(&args, TOKEN).await;
     runs += 1;
@@ -155,10 +174,29 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
         missing_in_files, 0,
         "the file sink misses {missing_in_files} audit rows"
     );
+    // Splunk: every stored row indexed at least once (indexer acknowledgement on).
+    let mut indexed: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for e in splunk.indexed() {
+        *indexed
+            .entry(e["event"]["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for id in audit.keys().chain(content.keys()) {
+        assert!(indexed.contains_key(id), "{id} never reached Splunk");
+    }
+    let splunk_dups: u64 = indexed.values().map(|n| n - 1).sum();
+    // At each kill at most one round of `batch_rows` rows was unconfirmed; each lost answer
+    // resends one request (at most `batch_rows` rows).
+    let splunk_stats = splunk.stats();
+    assert!(
+        splunk_dups <= (kills + splunk_stats.lost_acks) * 800,
+        "{splunk_dups} Splunk duplicates after {kills} kills and {} lost answers",
+        splunk_stats.lost_acks
+    );
     eprintln!(
         "crash harness (seed {seed}): {kills} SIGKILLs over {runs} runs{}, {} audit + {} content events stored exactly once; \
          Azure: {} rows, {azure_dups} duplicates ({by_lost_acks} from {} lost acknowledgements, {by_kills} from batches in flight at a kill); \
-         file sink: {file_lines} audit lines; {:.1}s",
+         file sink: {file_lines} audit lines; Splunk HEC: {} events, {splunk_dups} duplicates ({} lost answers, {} busy answers); {:.1}s",
         if finished {
             " (a run finished before the last kill)"
         } else {
@@ -168,6 +206,9 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
         content.len(),
         azure.rows("MiroAuditLogs_CL").len() + azure.rows("MiroContentLogs_CL").len(),
         stats.lost_acks,
+        indexed.values().sum::<u64>(),
+        splunk_stats.lost_acks,
+        splunk_stats.events(503),
         began.elapsed().as_secs_f64(),
     );
 }

@@ -14,4 +14,5 @@ mod limits;
 mod ops;
 mod report;
 mod sentinel;
+mod splunk;
 mod support;

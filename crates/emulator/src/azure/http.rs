@@ -13,24 +13,24 @@ use tokio::task::JoinSet;
 
 /// A parsed request.
 #[derive(Debug)]
-pub(super) struct Request {
+pub(crate) struct Request {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
     /// Names in lowercase.
-    pub(super) headers: Vec<(String, String)>,
-    pub(super) body: Vec<u8>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Request {
-    pub(super) fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
-    pub(super) fn query(&self, name: &str) -> Option<&str> {
+    pub(crate) fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(n, _)| n == name)
@@ -40,21 +40,21 @@ impl Request {
 
 /// An answer, or none at all.
 #[derive(Debug)]
-pub(super) enum Reply {
+pub(crate) enum Reply {
     Respond(Response),
     /// Close the connection without a response.
     Drop,
 }
 
 #[derive(Debug)]
-pub(super) struct Response {
-    pub(super) status: u16,
-    pub(super) headers: Vec<(String, String)>,
-    pub(super) body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
-    pub(super) fn json(status: u16, body: &serde_json::Value) -> Self {
+    pub(crate) fn json(status: u16, body: &serde_json::Value) -> Self {
         Response {
             status,
             headers: vec![(
@@ -65,7 +65,7 @@ impl Response {
         }
     }
 
-    pub(super) fn empty(status: u16) -> Self {
+    pub(crate) fn empty(status: u16) -> Self {
         Response {
             status,
             headers: Vec::new(),
@@ -73,7 +73,7 @@ impl Response {
         }
     }
 
-    pub(super) fn with_header(mut self, name: &str, value: &str) -> Self {
+    pub(crate) fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
@@ -83,7 +83,7 @@ impl Response {
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 /// Serves `handler` on `listener` until `stop` is set.
-pub(super) fn serve<H, F>(
+pub(crate) fn serve<H, F>(
     listener: TcpListener,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,

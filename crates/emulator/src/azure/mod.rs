@@ -11,7 +11,7 @@
 
 mod dcr;
 mod entra;
-mod http;
+pub(crate) mod http;
 mod ingest;
 
 use std::collections::{BTreeMap, HashMap};
@@ -305,6 +305,6 @@ pub fn table_row(stream: Stream, cells: &[Option<String>]) -> Value {
 }
 
 /// True with probability `share`.
-fn chance(share: f64) -> bool {
+pub(crate) fn chance(share: f64) -> bool {
     share > 0.0 && rand::random::<f64>() < share
 }
