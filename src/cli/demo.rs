@@ -32,6 +32,15 @@ pub(crate) struct DemoArgs {
     /// Content log items over those days.
     #[arg(long, default_value_t = 8_000)]
     content_items: u64,
+    /// Attacks injected into the emulated organisation (comma-separated, `all`, or `none`);
+    /// the demo ends with the alerts the detection rules raised on them. See
+    /// `mirotrail emulate miro --help` for the list.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "brute-force,guessed-password,mass-export,public-board,admin-grant"
+    )]
+    scenario: String,
 }
 
 /// Why some rows of the sample queries have no email.
@@ -66,15 +75,27 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     }
     let _ = std::fs::remove_dir_all(dir.join("archive"));
 
+    let scenarios = if args.scenario.trim() == "none" {
+        Vec::new()
+    } else {
+        mirotrail_emulator::miro::Scenario::parse_list(&args.scenario)
+            .map_err(|e| Failure::usage(anyhow!("--scenario: {e}")))?
+    };
+    if !scenarios.is_empty() && args.days < 2 {
+        return Err(Failure::usage(anyhow!(
+            "--scenario needs --days 2 or more (the attacks happen on the middle day); or give --scenario none"
+        )));
+    }
     let now = UnixMs::now();
     let token = format!("demo-{:016x}", rand::random::<u64>());
-    let emulator_config = MiroEmulatorConfig::demo(
+    let mut emulator_config = MiroEmulatorConfig::demo(
         mirotrail_emulator::UnixMs(now.0),
         args.days,
         args.audit_events,
         args.content_items,
         &token,
     );
+    emulator_config.scenarios = scenarios.clone();
     let org_id = emulator_config.org_id.clone();
     let emulator = MiroEmulator::start(
         emulator_config,
@@ -167,6 +188,46 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         let _ = writeln!(out, "{title}:\n{sql}\n{text}");
     }
     let _ = writeln!(out, "{EMPTY_EMAIL_NOTE}\n");
+    let path = config.store_path.clone();
+    let alerts = tokio::task::spawn_blocking(
+        move || -> anyhow::Result<Vec<(i64, String, serde_json::Value)>> {
+            let conn = crate::store::Store::open_read_only(&path)?;
+            Ok(crate::detect::eval::stored_alerts(&conn, 0, 1000)?)
+        },
+    )
+    .await
+    .expect("demo alerts task panicked")
+    .map_err(Failure::runtime)?;
+    let injected: Vec<&str> = scenarios.iter().map(|s| s.name()).collect();
+    let _ = writeln!(
+        out,
+        "Alerts raised by the detection rules ({} rules; attacks injected: {}):",
+        crate::detect::active_rules(&config.detect).len(),
+        if injected.is_empty() {
+            "none".to_string()
+        } else {
+            injected.join(", ")
+        }
+    );
+    if alerts.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for (_, _, a) in &alerts {
+        let _ = writeln!(
+            out,
+            "  {} [{}] {} hits={} window {}",
+            a["Rule"].as_str().unwrap_or_default(),
+            a["Severity"].as_str().unwrap_or_default(),
+            a["Entities"],
+            a["Hits"],
+            a["WindowStart"].as_str().unwrap_or_default(),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  (all of them: mirotrail query --config {} \"SELECT * FROM alerts\"; the rules: mirotrail rules list)\n",
+        config_path.display()
+    );
     let query = "\"SELECT event, count(*) FROM MiroAuditLogs_CL GROUP BY event\"";
     let _ = writeln!(
         out,

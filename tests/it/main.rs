@@ -4,6 +4,7 @@
 mod backfill;
 mod cli;
 mod collect;
+mod detect;
 mod e2e;
 mod faults;
 mod firsthour;

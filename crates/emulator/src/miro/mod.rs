@@ -25,6 +25,7 @@ mod hash;
 mod org;
 mod paging;
 mod rate;
+mod scenario;
 mod server;
 mod vocab;
 
@@ -38,4 +39,5 @@ pub use config::{
     TimeForm,
 };
 pub use org::MiroOrg;
+pub use scenario::Scenario;
 pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle, OVERSIZED_CURSOR_CHARS};
