@@ -98,8 +98,13 @@ async fn maintain(store: &StoreHandle, config: &Config) {
 }
 
 /// Evaluates the rules on rows stored since the last evaluation (one transaction: the
-/// alerts and the evaluation offsets), logging each alert raised. Returns how many.
-pub async fn detect_new(store: &StoreHandle, rules: Arc<Vec<crate::detect::Rule>>) -> usize {
+/// alerts and the evaluation offsets), logging each alert raised, then hands the alerts
+/// the file and stdout sinks have not had yet to them. Returns how many were raised.
+pub async fn detect_new(
+    store: &StoreHandle,
+    rules: Arc<Vec<crate::detect::Rule>>,
+    sinks: Arc<Vec<crate::sink::SinkConfig>>,
+) -> usize {
     let result = store
         .run(move |s| {
             s.write("evaluating detection rules", |tx| {
@@ -112,6 +117,15 @@ pub async fn detect_new(store: &StoreHandle, rules: Arc<Vec<crate::detect::Rule>
             for a in &alerts {
                 let group: Vec<String> = a.keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 tracing::warn!(rule = %a.rule, severity = %a.severity, group = %group.join(" "), window_start = %a.window_start, hits = a.hits, "alert: {}", a.rule_name);
+            }
+            let handle = store.clone();
+            let delivered = tokio::task::spawn_blocking(move || {
+                crate::detect::deliver::deliver_alerts(handle.blocking(), &sinks)
+            })
+            .await
+            .expect("alert delivery task panicked");
+            if let Err(e) = delivered {
+                tracing::warn!(error = %e, "alerts could not be delivered to the sinks; they are tried again next time");
             }
             alerts.len()
         }
@@ -233,13 +247,19 @@ pub async fn run(
     } else {
         Vec::new()
     });
+    let alert_sinks = Arc::new(config.sinks.clone());
     let detector = if opts.once || rules.is_empty() {
         None
     } else {
-        let (store, rules, mut shutdown) = (store.clone(), rules.clone(), shutdown.clone());
+        let (store, rules, sinks, mut shutdown) = (
+            store.clone(),
+            rules.clone(),
+            alert_sinks.clone(),
+            shutdown.clone(),
+        );
         Some(tokio::spawn(async move {
             loop {
-                detect_new(&store, rules.clone()).await;
+                detect_new(&store, rules.clone(), sinks.clone()).await;
                 if !shutdown.sleep(DETECT_EVERY).await {
                     break;
                 }
@@ -257,7 +277,7 @@ pub async fn run(
     match detector {
         Some(task) => task.await.expect("detection task panicked"),
         None if !rules.is_empty() => {
-            report.alerts = detect_new(&store, rules.clone()).await;
+            report.alerts = detect_new(&store, rules.clone(), alert_sinks.clone()).await;
         }
         None => {}
     }

@@ -14,6 +14,7 @@
 
 pub mod compile;
 mod config;
+pub mod deliver;
 pub mod eval;
 pub mod export;
 pub mod fields;
