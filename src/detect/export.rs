@@ -270,3 +270,98 @@ pub fn write_sentinel(
     written.push(path);
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The top-level keys of an exported YAML file, in order.
+    fn top_keys(yaml: &str) -> Vec<String> {
+        yaml.lines()
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('-') && l.contains(':'))
+            .map(|l| l.split(':').next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn analytic_rules_have_the_sentinel_repository_keys() {
+        let want = [
+            "id",
+            "name",
+            "description",
+            "severity",
+            "requiredDataConnectors",
+            "queryFrequency",
+            "queryPeriod",
+            "triggerOperator",
+            "triggerThreshold",
+            "tactics",
+            "relevantTechniques",
+            "query",
+            "entityMappings",
+            "version",
+            "kind",
+        ];
+        for rule in crate::detect::pack().expect("pack") {
+            let yaml = analytic_rule_yaml(&rule);
+            assert_eq!(top_keys(&yaml), want, "{}:\n{yaml}", rule.slug);
+            assert!(yaml.contains(&format!("id: {}\n", rule.id)));
+            // The query is the compiler's, indented as a YAML block.
+            for line in rule_query(&rule).lines() {
+                assert!(
+                    yaml.contains(&format!("\n  {line}\n")),
+                    "{}: {line}",
+                    rule.slug
+                );
+            }
+            // Every entity column is a column the query outputs.
+            for (_, _, column) in entity_mappings(&rule) {
+                assert!(
+                    rule_query(&rule).contains(&format!("{column} =")),
+                    "{}: {column}",
+                    rule.slug
+                );
+            }
+            let hunting = hunting_query_yaml(&rule);
+            assert!(hunting.contains("ago(lookback)") && !hunting.contains("queryFrequency"));
+        }
+    }
+
+    #[test]
+    fn the_arm_template_deploys_every_rule_and_takes_more_resources() {
+        let rules = crate::detect::pack().expect("pack");
+        let mut template = ArmTemplate::with_rules(&rules);
+        template.add_resource(json!({"type": "Microsoft.OperationalInsights/workspaces/savedSearches", "name": "parser"}));
+        let value = template.to_json();
+        let resources = value["resources"].as_array().expect("resources");
+        assert_eq!(resources.len(), rules.len() + 1);
+        for (rule, resource) in rules.iter().zip(resources) {
+            assert_eq!(resource["type"], "Microsoft.SecurityInsights/alertRules");
+            assert_eq!(resource["kind"], "Scheduled");
+            assert_eq!(resource["name"], rule.id.as_str());
+            assert_eq!(resource["properties"]["query"], rule_query(rule).as_str());
+            assert!(
+                resource["properties"]["queryPeriod"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with('P'))
+            );
+        }
+        assert_eq!(resources[rules.len()]["name"], "parser");
+    }
+
+    #[test]
+    fn written_files_are_one_per_rule_plus_the_template() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rules = crate::detect::pack().expect("pack");
+        let written = write_sentinel(dir.path(), &rules, Vec::new()).expect("writes");
+        assert_eq!(written.len(), 2 * rules.len() + 1);
+        let template: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("azuredeploy.json")).expect("template"),
+        )
+        .expect("json");
+        assert_eq!(
+            template["resources"].as_array().map(Vec::len),
+            Some(rules.len())
+        );
+    }
+}
