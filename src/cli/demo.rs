@@ -35,13 +35,14 @@ pub(crate) struct DemoArgs {
     /// Attacks injected into the emulated organisation (comma-separated, `all`, or `none`);
     /// the demo ends with the alerts the detection rules raised on them. See
     /// `mirotrail emulate miro --help` for the list.
-    #[arg(
-        long,
-        value_name = "LIST",
-        default_value = "brute-force,guessed-password,mass-export,public-board,admin-grant"
-    )]
-    scenario: String,
+    /// [default: brute-force,guessed-password,mass-export,public-board,admin-grant with
+    /// --days 2 or more, else none]
+    #[arg(long, value_name = "LIST")]
+    scenario: Option<String>,
 }
+
+/// The attacks the demo injects when `--scenario` is not given (and `--days` allows).
+const DEMO_SCENARIOS: &str = "brute-force,guessed-password,mass-export,public-board,admin-grant";
 
 /// Why some rows of the sample queries have no email.
 pub(crate) const EMPTY_EMAIL_NOTE: &str = "An empty createdBy_email is not missing data: the actor \
@@ -75,17 +76,19 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     }
     let _ = std::fs::remove_dir_all(dir.join("archive"));
 
-    let scenarios = if args.scenario.trim() == "none" {
-        Vec::new()
-    } else {
-        mirotrail_emulator::miro::Scenario::parse_list(&args.scenario)
-            .map_err(|e| Failure::usage(anyhow!("--scenario: {e}")))?
+    let scenarios = match args.scenario.as_deref().map(str::trim) {
+        Some("none") => Vec::new(),
+        Some(_) if args.days < 2 => {
+            return Err(Failure::usage(anyhow!(
+                "--scenario needs --days 2 or more (the attacks happen on the middle day of the span)"
+            )));
+        }
+        Some(list) => mirotrail_emulator::miro::Scenario::parse_list(list)
+            .map_err(|e| Failure::usage(anyhow!("--scenario: {e}")))?,
+        None if args.days < 2 => Vec::new(),
+        None => mirotrail_emulator::miro::Scenario::parse_list(DEMO_SCENARIOS)
+            .expect("the demo's scenarios are valid"),
     };
-    if !scenarios.is_empty() && args.days < 2 {
-        return Err(Failure::usage(anyhow!(
-            "--scenario needs --days 2 or more (the attacks happen on the middle day); or give --scenario none"
-        )));
-    }
     let now = UnixMs::now();
     let token = format!("demo-{:016x}", rand::random::<u64>());
     let mut emulator_config = MiroEmulatorConfig::demo(

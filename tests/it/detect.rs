@@ -247,6 +247,39 @@ async fn the_pack_raises_nothing_on_a_benign_week() {
         "{}",
         text(&out)
     );
+    // Coverage on this store: a rule event name it never saw, and a frequent event no
+    // rule reads.
+    let out = env
+        .run(
+            &["rules", "coverage", "--config", cfg.to_str().unwrap()],
+            TOKEN,
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let (rule_names, uncovered) = printed.split_once("no rule reads").expect("two tables");
+    let line_of = |table: &str, name: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(&format!(" {name} ")))
+            .map(str::to_string)
+    };
+    let sso = line_of(rule_names, "sso_settings_changed").expect("listed");
+    assert!(sso.contains("┆ 0 "), "{sso}");
+    let failed = line_of(rule_names, "sign_in_failed").expect("listed");
+    assert!(
+        failed.contains("┆ yes ") && !failed.contains("┆ 0 "),
+        "{failed}"
+    );
+    assert!(line_of(uncovered, "board_opened").is_some(), "{printed}");
+    assert!(line_of(uncovered, "sign_in_failed").is_none(), "{printed}");
+    // Unknown rule names are usage errors that list the rules.
+    let out = env.run(&["rules", "show", "mass-exports"], TOKEN).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("mass-board-export"), "{}", text(&out));
+    let out = env.run(&["rules", "test"], TOKEN).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("FAIL"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
