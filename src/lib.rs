@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod detect;
 pub mod miro;
 pub mod net;
 pub mod pipeline;

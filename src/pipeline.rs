@@ -66,6 +66,8 @@ pub struct RunReport {
     pub retries: u64,
     pub credits_used: u64,
     pub elapsed: Duration,
+    /// Alerts raised by the detection rules (with `once`: at the end of collection).
+    pub alerts: usize,
 }
 
 impl RunReport {
@@ -94,6 +96,48 @@ async fn maintain(store: &StoreHandle, config: &Config) {
         }
     }
 }
+
+/// Evaluates the rules on rows stored since the last evaluation (one transaction: the
+/// alerts and the evaluation offsets), logging each alert raised, then hands the alerts
+/// the file and stdout sinks have not had yet to them. Returns how many were raised.
+pub async fn detect_new(
+    store: &StoreHandle,
+    rules: Arc<Vec<crate::detect::Rule>>,
+    sinks: Arc<Vec<crate::sink::SinkConfig>>,
+) -> usize {
+    let result = store
+        .run(move |s| {
+            s.write("evaluating detection rules", |tx| {
+                crate::detect::eval::evaluate_new(tx, &rules, UnixMs::now())
+            })
+        })
+        .await;
+    match result {
+        Ok(alerts) => {
+            for a in &alerts {
+                let group: Vec<String> = a.keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                tracing::warn!(rule = %a.rule, severity = %a.severity, group = %group.join(" "), window_start = %a.window_start, hits = a.hits, "alert: {}", a.rule_name);
+            }
+            let handle = store.clone();
+            let delivered = tokio::task::spawn_blocking(move || {
+                crate::detect::deliver::deliver_alerts(handle.blocking(), &sinks)
+            })
+            .await
+            .expect("alert delivery task panicked");
+            if let Err(e) = delivered {
+                tracing::warn!(error = %e, "alerts could not be delivered to the sinks; they are tried again next time");
+            }
+            alerts.len()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "detection rules could not run; the same rows are evaluated again next time");
+            0
+        }
+    }
+}
+
+/// How often `run` evaluates the rules on new rows.
+const DETECT_EVERY: Duration = Duration::from_secs(15);
 
 /// Runs the job until shutdown, or with `once` until caught up and delivered.
 pub async fn run(
@@ -211,12 +255,44 @@ pub async fn run(
         }))
     };
 
+    let rules = Arc::new(if config.detect.enabled {
+        crate::detect::active_rules(&config.detect)
+    } else {
+        Vec::new()
+    });
+    let alert_sinks = Arc::new(config.sinks.clone());
+    let detector = if opts.once || rules.is_empty() {
+        None
+    } else {
+        let (store, rules, sinks, mut shutdown) = (
+            store.clone(),
+            rules.clone(),
+            alert_sinks.clone(),
+            shutdown.clone(),
+        );
+        Some(tokio::spawn(async move {
+            loop {
+                detect_new(&store, rules.clone(), sinks.clone()).await;
+                if !shutdown.sleep(DETECT_EVERY).await {
+                    break;
+                }
+            }
+        }))
+    };
+
     let mut report = RunReport::default();
     for (kind, task) in collector_tasks {
         let result = task.await.expect("collector task panicked");
         report
             .sources
             .insert(kind, result.map_err(|e: CollectError| e.to_string()));
+    }
+    match detector {
+        Some(task) => task.await.expect("detection task panicked"),
+        None if !rules.is_empty() => {
+            report.alerts = detect_new(&store, rules.clone(), alert_sinks.clone()).await;
+        }
+        None => {}
     }
     collectors_done.store(true, Ordering::Release);
     new_rows.notify_waiters();

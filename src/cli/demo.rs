@@ -32,7 +32,17 @@ pub(crate) struct DemoArgs {
     /// Content log items over those days.
     #[arg(long, default_value_t = 8_000)]
     content_items: u64,
+    /// Attacks injected into the emulated organisation (comma-separated, `all`, or `none`);
+    /// the demo ends with the alerts the detection rules raised on them. See
+    /// `mirotrail emulate miro --help` for the list.
+    /// [default: brute-force,guessed-password,mass-export,public-board,admin-grant with
+    /// --days 2 or more, else none]
+    #[arg(long, value_name = "LIST")]
+    scenario: Option<String>,
 }
+
+/// The attacks the demo injects when `--scenario` is not given (and `--days` allows).
+const DEMO_SCENARIOS: &str = "brute-force,guessed-password,mass-export,public-board,admin-grant";
 
 /// Why some rows of the sample queries have no email.
 pub(crate) const EMPTY_EMAIL_NOTE: &str = "An empty createdBy_email is not missing data: the actor \
@@ -66,15 +76,29 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
     }
     let _ = std::fs::remove_dir_all(dir.join("archive"));
 
+    let scenarios = match args.scenario.as_deref().map(str::trim) {
+        Some("none") => Vec::new(),
+        Some(_) if args.days < 2 => {
+            return Err(Failure::usage(anyhow!(
+                "--scenario needs --days 2 or more (the attacks happen on the middle day of the span)"
+            )));
+        }
+        Some(list) => mirotrail_emulator::miro::Scenario::parse_list(list)
+            .map_err(|e| Failure::usage(anyhow!("--scenario: {e}")))?,
+        None if args.days < 2 => Vec::new(),
+        None => mirotrail_emulator::miro::Scenario::parse_list(DEMO_SCENARIOS)
+            .expect("the demo's scenarios are valid"),
+    };
     let now = UnixMs::now();
     let token = format!("demo-{:016x}", rand::random::<u64>());
-    let emulator_config = MiroEmulatorConfig::demo(
+    let mut emulator_config = MiroEmulatorConfig::demo(
         mirotrail_emulator::UnixMs(now.0),
         args.days,
         args.audit_events,
         args.content_items,
         &token,
     );
+    emulator_config.scenarios = scenarios.clone();
     let org_id = emulator_config.org_id.clone();
     let emulator = MiroEmulator::start(
         emulator_config,
@@ -167,6 +191,46 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         let _ = writeln!(out, "{title}:\n{sql}\n{text}");
     }
     let _ = writeln!(out, "{EMPTY_EMAIL_NOTE}\n");
+    let path = config.store_path.clone();
+    let alerts = tokio::task::spawn_blocking(
+        move || -> anyhow::Result<Vec<(i64, String, serde_json::Value)>> {
+            let conn = crate::store::Store::open_read_only(&path)?;
+            Ok(crate::detect::eval::stored_alerts(&conn, 0, 1000)?)
+        },
+    )
+    .await
+    .expect("demo alerts task panicked")
+    .map_err(Failure::runtime)?;
+    let injected: Vec<&str> = scenarios.iter().map(|s| s.name()).collect();
+    let _ = writeln!(
+        out,
+        "Alerts raised by the detection rules ({} rules; attacks injected: {}):",
+        crate::detect::active_rules(&config.detect).len(),
+        if injected.is_empty() {
+            "none".to_string()
+        } else {
+            injected.join(", ")
+        }
+    );
+    if alerts.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for (_, _, a) in &alerts {
+        let _ = writeln!(
+            out,
+            "  {} [{}] {} hits={} window {}",
+            a["Rule"].as_str().unwrap_or_default(),
+            a["Severity"].as_str().unwrap_or_default(),
+            a["Entities"],
+            a["Hits"],
+            a["WindowStart"].as_str().unwrap_or_default(),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  (all of them: mirotrail query --config {} \"SELECT * FROM alerts\"; the rules: mirotrail rules list)\n",
+        config_path.display()
+    );
     // The report of what was collected, like `mirotrail report` writes it.
     let report_path = dir.join("report.html");
     let (store, since, out_path) = (

@@ -12,7 +12,7 @@ use mirotrail_emulator::azure::{
     AI_DCR, AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
 use mirotrail_emulator::miro::{
-    BodyFault, Faults, MiroEmulator, MiroEmulatorConfig, RateLimit, TimeForm,
+    BodyFault, Faults, MiroEmulator, MiroEmulatorConfig, RateLimit, Scenario, TimeForm,
 };
 use mirotrail_emulator::splunk::{SplunkEmulator, SplunkEmulatorConfig, SplunkFaults};
 
@@ -144,6 +144,13 @@ struct MiroArgs {
     /// How audit `createdAt` is written: Miro's `+0000` form, or another ISO 8601 form.
     #[arg(long, value_enum, default_value_t = AuditTimeForm::Plus0000)]
     audit_time_form: AuditTimeForm,
+    /// Attacks to inject into the organisation, comma-separated, or `all`: brute-force,
+    /// password-spray, guessed-password, admin-grant, sso-disabled, scim-token,
+    /// domain-allowlist, public-board, guest-sharing, mass-export, mass-deletion,
+    /// active-after-deactivation, app-admin (one per detection rule). Each is a burst on
+    /// the middle day of the span (`--days` 2 or more).
+    #[arg(long, value_name = "LIST")]
+    scenario: Option<String>,
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM (what systemd, `kill` and container runtimes send).
@@ -288,6 +295,10 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
             );
             config.seed = a.seed;
             config.ai.count = a.ai_entries;
+            if let Some(list) = &a.scenario {
+                config.scenarios = Scenario::parse_list(list)
+                    .map_err(|e| Failure::usage(anyhow!("--scenario: {e}")))?;
+            }
             config.late.share = a.late_share;
             if a.no_rate_limit {
                 config.rate_limit = None;

@@ -9,6 +9,7 @@ mod manpage;
 mod output;
 mod query;
 mod report;
+mod rules;
 mod status;
 
 use std::path::PathBuf;
@@ -97,6 +98,15 @@ enum Command {
     /// `deadletter retry --config F [--sink S] (--id N ... | --all)`. Works while `run` is
     /// running. Stored rows are never deleted by this.
     Deadletter(deadletter::DeadLetterArgs),
+    /// Run the detection rules over the store's history (a retro-hunt) and print the alerts.
+    ///
+    /// `detect --since 30d`: every enabled rule (with the config's `[detect]` overrides)
+    /// over the last 30 days. Read-only unless --write, which stores the alerts as `run`
+    /// would (once per rule, group and window).
+    Detect(rules::DetectArgs),
+    /// The detection rules: `list`, `show NAME`, `test [NAME]`, `coverage` (for your
+    /// store), `export sentinel --out DIR`.
+    Rules(rules::RulesArgs),
     /// Run an emulator of a service mirotrail talks to, on loopback.
     Emulate(emulate::EmulateArgs),
     /// Print a deployment template: `azure` prints the ARM template (JSON) deploying the
@@ -280,6 +290,8 @@ pub fn main() -> ExitCode {
             Command::Query(args) => query::run(args),
             Command::Report(args) => report::run(args),
             Command::Deadletter(args) => deadletter::run(args),
+            Command::Detect(args) => rules::run_detect(args),
+            Command::Rules(args) => rules::run(args),
             Command::Emulate(args) => emulate::run(args).await,
             Command::Template(args) => template(args),
             Command::Completions { shell } => {

@@ -109,6 +109,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
         }
     }
     let dead_letters = dead_letter_counts(&conn).map_err(Failure::runtime)?;
+    let alerts = crate::detect::eval::alert_counts(&conn).map_err(Failure::runtime)?;
     let text = match args.format {
         StatusFormat::Json => {
             let iso = |t: Option<UnixMs>| t.map(|t| t.to_iso());
@@ -137,6 +138,10 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
                         .find(|d| d.sink == l.sink && d.source == l.kind)
                         .map_or(0, |d| d.rows),
                 })).collect::<Vec<_>>(),
+                "alerts": {
+                    "total": alerts.total,
+                    "by_rule": alerts.by_rule.iter().map(|(rule, n)| (rule.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                },
             });
             serde_json::to_string_pretty(&value).map_err(Failure::runtime)? + "\n"
         }
@@ -144,6 +149,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
             render_tables(&sources, &sinks, now, config.sinks.is_empty())
                 + &render_partial_rows(&sources, &config.path)
                 + &render_dead_letters(&dead_letters, &config.path)
+                + &render_alerts(&alerts)
         }
     };
     super::output::print(&text)
@@ -156,6 +162,23 @@ struct SinkLine {
     progress: crate::store::SinkProgress,
     /// Why an enabled source is not sent to this sink (`SinkConfig::skips`).
     not_sent: Option<String>,
+}
+
+/// The alerts line: how many the rules raised, per rule (`mirotrail detect` lists them).
+fn render_alerts(alerts: &crate::detect::AlertCounts) -> String {
+    if alerts.total == 0 {
+        return "alerts: none raised by the detection rules\n".to_string();
+    }
+    let per_rule: Vec<String> = alerts
+        .by_rule
+        .iter()
+        .map(|(rule, n)| format!("{rule} {n}"))
+        .collect();
+    format!(
+        "alerts: {} raised by the detection rules ({}); list them with `mirotrail query \"SELECT * FROM alerts\"`\n",
+        alerts.total,
+        per_rule.join(", ")
+    )
 }
 
 fn render_tables(

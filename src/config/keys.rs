@@ -178,7 +178,7 @@ const MIRO: [KeyDoc; 8] = [
     ),
 ];
 
-const REST: [KeyDoc; 12] = [
+const REST: [KeyDoc; 17] = [
     key(
         "budget",
         "share",
@@ -251,7 +251,40 @@ const REST: [KeyDoc; 12] = [
         "\"text\"",
         "\"text\" (the default) or \"json\" on standard error; --log-format wins",
     ),
+    key(
+        "detect",
+        "enabled",
+        "true",
+        "`run` evaluates the rule pack on new rows and stores alerts; cheap (one indexed query per rule and batch)",
+    ),
+    key(
+        "detect",
+        "disabled",
+        "[]",
+        "rules to leave out, by name or id (`mirotrail rules list`)",
+    ),
+    example(
+        RULE_SECTION,
+        "events",
+        "[\"board_exported\", \"board_downloaded\"]",
+        "replaces the rule's event names (`mirotrail rules coverage` shows what your store has)",
+    ),
+    example(
+        RULE_SECTION,
+        "threshold",
+        "10",
+        "matches per group and window that raise an alert (each rule documents its default)",
+    ),
+    example(
+        RULE_SECTION,
+        "window",
+        "\"1h\"",
+        "the rule's window, from \"1m\" to \"14d\"",
+    ),
 ];
+
+/// The example section of a per-rule override (any rule name works the same way).
+const RULE_SECTION: &str = "detect.rules.mass-board-export";
 
 /// Every key, in file order.
 pub fn all() -> Vec<KeyDoc> {
@@ -290,6 +323,10 @@ pub fn starter_config() -> String {
                     "# With a [service] section, `run` serves /metrics, /healthz and /readyz.\n\
                      # [service]\n",
                 ),
+                RULE_SECTION => out.push_str(
+                    "# Per-rule overrides, [detect.rules.NAME] (names: `mirotrail rules list`).\n\
+                     # [detect.rules.mass-board-export]\n",
+                ),
                 _ => out.push_str(&format!("[{section}]\n")),
             }
         }
@@ -316,6 +353,8 @@ pub fn man_section() -> String {
             section = k.section;
             let title = if section == "sinks.archive" {
                 "[sinks.NAME]"
+            } else if section == RULE_SECTION {
+                "[detect.rules.NAME]"
             } else {
                 section
             };
@@ -403,7 +442,10 @@ mod tests {
     fn every_key_is_documented_in_the_readme() {
         let readme = include_str!("../../README.md");
         for k in all() {
-            let section = k.section.replace("sinks.archive", "sinks.NAME");
+            let section = k
+                .section
+                .replace("sinks.archive", "sinks.NAME")
+                .replace(RULE_SECTION, "detect.rules.NAME");
             let generic = section
                 .replace("sources.audit_logs", "sources.*")
                 .replace("sources.content_logs", "sources.*")

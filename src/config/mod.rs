@@ -92,6 +92,8 @@ pub struct Config {
     pub retention: Duration,
     pub sinks: Vec<SinkConfig>,
     pub service: ServiceConfig,
+    /// `[detect]`: which rules `run` evaluates, with the overrides applied.
+    pub detect: crate::detect::DetectConfig,
 }
 
 /// The environment variable naming the config file when `--config` is not given.

@@ -30,6 +30,9 @@ pub struct RawConfig {
     pub sinks: BTreeMap<String, RawSink>,
     /// Absent: no listener (so `run --once` from cron, the demo and tests open no port).
     pub service: Option<RawService>,
+    /// Detection rules: on/off, disabled rules, per-rule overrides.
+    #[serde(default)]
+    pub detect: crate::detect::RawDetect,
 }
 
 /// `[service]`: running unattended.
@@ -456,6 +459,11 @@ impl RawConfig {
             }
         };
 
+        let detect = self
+            .detect
+            .validate()
+            .map_err(|(key, message)| invalid(&key, message))?;
+
         Ok(Config {
             path: path.to_path_buf(),
             miro,
@@ -465,6 +473,7 @@ impl RawConfig {
             retention,
             sinks,
             service,
+            detect,
         })
     }
 }

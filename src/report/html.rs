@@ -103,18 +103,23 @@ fn alerts_section(alerts: &Alerts) -> String {
     );
     match alerts {
         Alerts::NoDetectionRun => s.push_str(
-            "<p class=\"none\" data-alerts=\"none\">no detection run: this store has no alerts table, \
-             so the detection rules have not been evaluated on it.</p>",
+            "<p class=\"none\" data-alerts=\"none\">no detection run: the detection rules have not \
+             been evaluated on this store (`mirotrail run` evaluates them; `mirotrail detect` \
+             hunts over history).</p>",
         ),
-        Alerts::Raised { rows, .. } if rows.is_empty() => s.push_str(
-            "<p class=\"none\" data-alerts=\"0\">no alerts in this period.</p>",
-        ),
+        Alerts::Raised { rows, .. } if rows.is_empty() => {
+            s.push_str("<p class=\"none\" data-alerts=\"0\">no alerts in this period.</p>")
+        }
         Alerts::Raised {
             columns,
             rows,
             by_severity,
         } => {
-            s.push_str(&svg::bars("alerts-by-severity", "Alerts by severity", by_severity));
+            s.push_str(&svg::bars(
+                "alerts-by-severity",
+                "Alerts by severity",
+                by_severity,
+            ));
             s.push_str(&table(columns, rows));
         }
     }

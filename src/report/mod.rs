@@ -8,8 +8,8 @@
 //! - Every value from the store is escaped before it reaches the page (`html::escape`):
 //!   actor names, board names, event names and details are attacker-controlled.
 //! - The store is opened read-only; the report works while `run` is running.
-//! - Alerts come from the `alerts` table when it exists (written by the detection rules);
-//!   without it the section says no detection ran.
+//! - Alerts come from the `alerts` table (written by the detection rules); while the rules
+//!   have never evaluated the store, the section says no detection ran.
 
 mod html;
 mod svg;
@@ -77,7 +77,7 @@ impl ViewData {
 /// The alerts section.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Alerts {
-    /// The store has no `alerts` table: the detection rules never ran on it.
+    /// The detection rules never evaluated this store.
     NoDetectionRun,
     /// Alerts raised in the period (possibly none), and their count per severity.
     Raised {
@@ -277,57 +277,26 @@ fn time_series(rows: Vec<Vec<String>>, since: UnixMs, until: UnixMs) -> ViewData
     ViewData::TimeSeries { buckets, series }
 }
 
-/// The alerts of the period from the `alerts` table, reading the columns it has (the
-/// count is `count` or `hits`; `entities` is optional).
+/// The alerts of the period from the `alerts` table (the detection rules' own, see
+/// `crate::detect`); `NoDetectionRun` while the rules have never evaluated this store
+/// (no `detect_offsets` row: `run` with detection off, or a store only `backfill` wrote).
 fn alerts(conn: &Connection, since: &str) -> Result<Alerts, ReportError> {
     let err = |source| ReportError::Query {
         view: "alerts".to_string(),
         source,
     };
-    let exists: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts')",
-            [],
-            |r| r.get(0),
-        )
+    let evaluated: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM detect_offsets)", [], |r| {
+            r.get(0)
+        })
         .map_err(err)?;
-    if !exists {
+    if !evaluated {
         return Ok(Alerts::NoDetectionRun);
     }
-    let mut stmt = conn
-        .prepare("SELECT name FROM pragma_table_info('alerts')")
-        .map_err(err)?;
-    let have: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .map_err(err)?
-        .collect::<Result<_, _>>()
-        .map_err(err)?;
-    let wanted = [
-        ("last_seen", "last seen"),
-        ("severity", "severity"),
-        ("rule_name", "rule"),
-        ("group_key", "group"),
-        ("count", "events"),
-        ("hits", "events"),
-        ("first_seen", "first seen"),
-        ("entities", "entities"),
-    ];
-    let picked: Vec<(&str, &str)> = wanted
-        .into_iter()
-        .filter(|(c, _)| have.iter().any(|h| h == c))
-        .collect();
-    let since_filter = if have.iter().any(|h| h == "last_seen") {
-        "WHERE last_seen >= ?1 ORDER BY last_seen DESC"
-    } else {
-        ""
-    };
-    let select: Vec<String> = picked
-        .iter()
-        .map(|(c, label)| format!("\"{c}\" AS \"{label}\""))
-        .collect();
     let sql = format!(
-        "SELECT {} FROM alerts {since_filter} LIMIT {}",
-        select.join(", "),
+        "SELECT last_seen AS \"last seen\", severity, rule_name AS rule, group_key AS \"group\",
+                hits AS events, first_seen AS \"first seen\"
+         FROM alerts WHERE last_seen >= ?1 ORDER BY last_seen DESC LIMIT {}",
         crate::sentinel_content::TABLE_ROWS
     );
     let (columns, rows) = rows(conn, "alerts", &sql, since)?;
@@ -413,56 +382,20 @@ mod tests {
         assert!(render(&r).contains("no detection run"));
     }
 
-    /// The detection engine's table may count hits in `hits` and carry no entities.
     #[test]
-    fn alerts_with_a_hits_column_and_no_entities_are_read_too() {
+    fn alerts_of_the_period_are_read_from_the_alerts_table() {
         let (_dir, path) = store();
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
-            "CREATE TABLE alerts (seq INTEGER PRIMARY KEY, rule_id TEXT, rule TEXT, rule_name TEXT,
-               severity TEXT, source TEXT, group_key TEXT, window_start TEXT, window_end TEXT,
-               hits INTEGER, first_seen TEXT, last_seen TEXT, raised_at TEXT);
-             INSERT INTO alerts VALUES (1, 'r1', 'x', 'Miro: mass export', 'Medium', 'audit_logs',
-               'actor=a@x.example', '', '', 40, '2024-05-01T10:00:00.000Z',
-               '2024-05-01T10:05:00.000Z', '');",
-        )
-        .unwrap();
-        let since = UnixMs::parse("2024-05-01T00:00:00Z").unwrap();
-        let r = build(
-            &path,
-            since,
-            since.plus(std::time::Duration::from_secs(86_400)),
-        )
-        .unwrap();
-        let Alerts::Raised { columns, rows, .. } = &r.alerts else {
-            panic!("{:?}", r.alerts)
-        };
-        assert_eq!(
-            columns,
-            &[
-                "last seen",
-                "severity",
-                "rule",
-                "group",
-                "events",
-                "first seen"
-            ]
-        );
-        assert_eq!(rows[0][4], "40");
-        assert!(render(&r).contains("data-view=\"alerts-by-severity\""));
-    }
-
-    #[test]
-    fn alerts_are_read_from_the_table_with_the_columns_it_has() {
-        let (_dir, path) = store();
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE alerts (rule_id TEXT, rule_name TEXT, severity TEXT, group_key TEXT,
-               first_seen TEXT, last_seen TEXT, count INTEGER, entities TEXT);
-             INSERT INTO alerts VALUES ('r1', 'Miro: <b>brute</b>', 'High', 'ip=192.0.2.1',
-               '2024-05-01T10:00:00.000Z', '2024-05-01T10:05:00.000Z', 12, '[{\"ip\":\"192.0.2.1\"}]');
-             INSERT INTO alerts VALUES ('r2', 'old', 'Low', 'x',
-               '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:00.000Z', 1, '[]');",
+            "INSERT INTO detect_offsets VALUES ('audit_logs', 10, 0);
+             INSERT INTO alerts (rule_id, rule, rule_name, severity, source, group_key,
+               window_start, window_end, hits, first_seen, last_seen, raised_at)
+             VALUES ('r1', 'brute', 'Miro: <b>brute</b>', 'High', 'audit_logs', 'ip=192.0.2.1',
+               '', '', 12, '2024-05-01T10:00:00.000Z', '2024-05-01T10:05:00.000Z', '');
+             INSERT INTO alerts (rule_id, rule, rule_name, severity, source, group_key,
+               window_start, window_end, hits, first_seen, last_seen, raised_at)
+             VALUES ('r2', 'old', 'old', 'Low', 'audit_logs', 'x', '', '', 1,
+               '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:00.000Z', '');",
         )
         .unwrap();
         let since = UnixMs::parse("2024-05-01T00:00:00Z").unwrap();
@@ -488,8 +421,7 @@ mod tests {
                 "rule",
                 "group",
                 "events",
-                "first seen",
-                "entities"
+                "first seen"
             ]
         );
         assert_eq!(rows.len(), 1, "only alerts of the period");

@@ -204,12 +204,15 @@ pub fn parsers() -> Vec<Parser> {
     ]
 }
 
-/// The parsers as ARM resources (workspace functions under the category `ASIM`).
-pub fn arm_resources() -> Vec<Value> {
+/// The parsers as ARM resources (workspace functions under the category `ASIM`), in a
+/// template with the `workspaceName` parameter. `with_tables`: the template also deploys
+/// the tables (`template azure`), so each function waits for them; without it (`rules
+/// export sentinel`), the tables must already exist in the workspace.
+pub fn arm_resources(with_tables: bool) -> Vec<Value> {
     parsers()
         .into_iter()
         .map(|p| {
-            json!({
+            let mut resource = json!({
                 "type": "Microsoft.OperationalInsights/workspaces/savedSearches",
                 "apiVersion": "2020-08-01",
                 "name": format!("[concat(parameters('workspaceName'), '/{}')]", p.alias),
@@ -225,7 +228,14 @@ pub fn arm_resources() -> Vec<Value> {
                     "query": p.query,
                     "version": 2,
                 },
-            })
+            });
+            if !with_tables {
+                resource
+                    .as_object_mut()
+                    .expect("a resource is an object")
+                    .remove("dependsOn");
+            }
+            resource
         })
         .collect()
 }

@@ -70,6 +70,11 @@ struct SinkCauseLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
 }
@@ -93,6 +98,7 @@ struct Families {
     sink_last_success: Family<SinkLabel, FloatGauge>,
     ready: Gauge,
     build_info: Family<VersionLabel, Gauge>,
+    alerts: Family<RuleLabel, Gauge>,
 }
 
 #[derive(Debug)]
@@ -200,6 +206,11 @@ impl Telemetry {
             "mirotrail_ready",
             "1 when /readyz answers 200: every source polls and every sink drains",
             f.ready.clone(),
+        );
+        registry.register(
+            "mirotrail_alerts",
+            "Alerts stored by the detection rules, per rule (`mirotrail status`)",
+            f.alerts.clone(),
         );
         registry.register(
             "mirotrail_build_info",
@@ -443,6 +454,14 @@ impl Telemetry {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot count dead letters"),
+        }
+        match store.read("counting alerts", crate::detect::eval::alert_counts) {
+            Ok(counts) => {
+                for (rule, n) in counts.by_rule {
+                    f.alerts.get_or_create(&RuleLabel { rule }).set(n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count alerts"),
         }
         let b = self.budget.snapshot();
         if let Some(r) = b.server_remaining {

@@ -370,6 +370,30 @@ impl Store {
         read_checkpoint(&conn, source)
     }
 
+    /// Runs `f` in one write transaction on the writer connection and commits it (the
+    /// detection evaluator: alerts and its offset together).
+    pub fn write<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer.lock().expect("store writer lock");
+        let tx = conn.transaction().map_err(sql(what))?;
+        let value = f(&tx).map_err(sql(what))?;
+        tx.commit().map_err(sql(what))?;
+        Ok(value)
+    }
+
+    /// Runs `f` on the reader connection (a snapshot of what is committed).
+    pub fn read<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.reader.lock().expect("store reader lock");
+        f(&conn).map_err(sql(what))
+    }
+
     /// Saves a checkpoint on its own (a new window, a restarted window).
     pub fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), StoreError> {
         let conn = self.writer.lock().expect("store writer lock");
@@ -1125,6 +1149,30 @@ fn advance_offset_tx(
         params![sink, source.name(), seq, UnixMs::now().0],
     )?;
     Ok(())
+}
+
+/// An in-memory database with the current schema (rule samples, `rules test`).
+pub fn scratch() -> Result<Connection, StoreError> {
+    let mut conn = Connection::open_in_memory().map_err(sql("opening a scratch store"))?;
+    schema::migrate(&mut conn).map_err(sql("creating a scratch store"))?;
+    Ok(conn)
+}
+
+/// Stores API items (their JSON text) as a page commit would: the same transform and
+/// insert, without a checkpoint.
+pub fn insert_items(
+    conn: &mut Connection,
+    source: SourceKind,
+    raws: &[String],
+) -> Result<PageCommit, StoreError> {
+    let rows: Vec<(Row, &str)> = raws
+        .iter()
+        .map(|raw| (transform::to_row(source, raw), raw.as_str()))
+        .collect();
+    let tx = conn.transaction().map_err(sql("storing items"))?;
+    let commit = insert_rows(&tx, source, &rows)?;
+    tx.commit().map_err(sql("storing items"))?;
+    Ok(commit)
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {

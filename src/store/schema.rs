@@ -78,7 +78,7 @@ CREATE TABLE sink_offsets (
             );"#;
 
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 8] {
+fn migrations() -> [&'static str; 9] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -166,6 +166,30 @@ fn migrations() -> [&'static str; 8] {
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (sink, key)
+        );",
+        // 9: alerts raised by the detection rules (one per rule, group and window), and
+        // how far each source's rows have been evaluated (moved in the alerts'
+        // transaction). `seq` orders alerts for delivery.
+        "CREATE TABLE alerts (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            rule_id TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            rule_name TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            source TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            window_start TEXT NOT NULL,
+            window_end TEXT NOT NULL,
+            hits INTEGER NOT NULL,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            raised_at TEXT NOT NULL,
+            UNIQUE (rule_id, group_key, window_start)
+        );
+        CREATE TABLE detect_offsets (
+            source TEXT PRIMARY KEY,
+            evaluated_seq INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL
         );",
     ]
 }

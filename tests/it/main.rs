@@ -5,6 +5,7 @@ mod ai;
 mod backfill;
 mod cli;
 mod collect;
+mod detect;
 mod e2e;
 mod faults;
 mod firsthour;

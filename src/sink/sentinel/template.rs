@@ -140,7 +140,7 @@ pub fn arm_template() -> Value {
         }));
     }
     // Sentinel content over the tables: the ASIM parsers and the workbook.
-    resources.extend(crate::sentinel_content::asim::arm_resources());
+    resources.extend(crate::sentinel_content::asim::arm_resources(true));
     resources.push(crate::sentinel_content::workbook::arm_resource());
     let dcr_id = |source: SourceKind| {
         format!(

@@ -36,6 +36,8 @@ pub struct MiroEmulatorConfig {
     /// How content `actionTime` is written.
     pub content_time_form: TimeForm,
     pub faults: Faults,
+    /// Attacks injected into the organisation (`scenario.rs`); none by default.
+    pub scenarios: Vec<super::Scenario>,
 }
 
 /// How an item's time is written. Every form names the same instant (to the
@@ -198,6 +200,7 @@ impl MiroEmulatorConfig {
             audit_time_form: TimeForm::MillisPlus0000,
             content_time_form: TimeForm::MillisZ,
             faults: Faults::default(),
+            scenarios: Vec::new(),
         }
     }
 }

@@ -26,6 +26,7 @@ mod hash;
 mod org;
 mod paging;
 mod rate;
+mod scenario;
 mod server;
 mod vocab;
 
@@ -39,4 +40,5 @@ pub use config::{
     RateLimit, StreamShape, TimeForm,
 };
 pub use org::MiroOrg;
+pub use scenario::Scenario;
 pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle, OVERSIZED_CURSOR_CHARS};

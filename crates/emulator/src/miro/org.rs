@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::config::{LateArrival, MARKUP_NAME_SUFFIX, MiroEmulatorConfig, StreamShape, TimeForm};
 use super::hash::{self, chance, hash, hash_str, index, pick, unit, weighted};
+use super::scenario::{ATTACKER_IP, Scenario};
 use super::vocab::{
     APPLICATIONS, AUDIT_KINDS, BOARD_PREFIXES, BOARD_TOPICS, FIRST_NAMES, LAST_NAMES, ObjectKind,
     STICKY_TEXTS, TEAM_NAMES, WIDGET_TYPES,
@@ -16,6 +17,11 @@ use super::vocab::{
 use crate::time::UnixMs;
 
 const USER_COUNT: usize = 200;
+/// The last users of the pool have left: the benign organisation deactivates and
+/// reactivates only them, and they never act, so "activity after deactivation" is an attack.
+const LEAVERS: usize = 10;
+/// Users who act.
+const ACTIVE_USERS: usize = USER_COUNT - LEAVERS;
 const TEAM_COUNT: usize = 10;
 const BOARD_COUNT: usize = 500;
 
@@ -174,6 +180,8 @@ pub struct MiroOrg {
     teams: Vec<Team>,
     boards: Vec<Board>,
     board_by_id: HashMap<String, usize>,
+    /// Injected attacks and the index their burst starts at in its stream.
+    scenarios: Vec<(Scenario, u64)>,
     user_by_email: HashMap<String, usize>,
 }
 
@@ -315,7 +323,7 @@ impl MiroOrg {
             .enumerate()
             .map(|(i, u)| (u.email.to_lowercase(), i))
             .collect();
-        MiroOrg {
+        let mut org = MiroOrg {
             seed,
             org_id: config.org_id.clone(),
             org_name: config.org_name.clone(),
@@ -329,8 +337,176 @@ impl MiroOrg {
             teams,
             boards,
             board_by_id,
+            scenarios: Vec::new(),
             user_by_email,
+        };
+        org.scenarios = config
+            .scenarios
+            .iter()
+            .enumerate()
+            .map(|(j, &sc)| {
+                let stream = if sc.in_content() {
+                    Stream::Content
+                } else {
+                    Stream::Audit
+                };
+                let shape = org.shape(stream);
+                let mid = shape.start.0 / 2 + shape.end.0 / 2;
+                let day = mid.div_euclid(86_400_000) * 86_400_000;
+                let j = i64::try_from(j).expect("a few scenarios");
+                let at = UnixMs(day + (j + 1) * 3_600_000 + 60_000);
+                (sc, org.first_at_or_after(stream, at))
+            })
+            .collect();
+        org
+    }
+
+    /// The scenario whose burst holds item `index` of `stream`, and the item's place in it.
+    fn scenario_at(&self, stream: Stream, index: u64) -> Option<(Scenario, u64)> {
+        self.scenarios.iter().find_map(|&(sc, base)| {
+            let here = if sc.in_content() {
+                Stream::Content
+            } else {
+                Stream::Audit
+            };
+            (here == stream && (base..base + sc.len()).contains(&index)).then(|| (sc, index - base))
+        })
+    }
+
+    /// The injected scenarios with the index range of each burst (audit or content).
+    pub fn scenario_ranges(&self) -> Vec<(Scenario, Range<u64>)> {
+        self.scenarios
+            .iter()
+            .map(|&(sc, base)| (sc, base..base + sc.len()))
+            .collect()
+    }
+
+    fn user_json(&self, u: usize) -> Value {
+        let u = &self.users[u];
+        json!({"type": "user", "id": u.id, "name": u.name, "email": u.email})
+    }
+
+    /// Audit event `index` of a scenario burst: the benign event's id, time and context,
+    /// with the attack's actor, event, object and details.
+    fn scenario_audit_event(&self, sc: Scenario, k: u64, index: u64) -> Value {
+        let mut e = self.benign_audit_event(index);
+        // Fixed cast: the attacker's victim, an admin, another member.
+        let (victim, admin, member) = (3, 1, 7);
+        let k_usize = usize::try_from(k).expect("a short burst");
+        let auth = |e: &mut Value, user: usize, event: &str, ip: &str| {
+            e["event"] = json!(event);
+            e["category"] = json!("authentication");
+            e["createdBy"] = self.user_json(user);
+            let u = &self.users[user];
+            e["object"] = json!({"id": u.id, "name": u.name});
+            e["context"]["ip"] = json!(ip);
+            e["details"] = if event == "sign_in_failed" {
+                json!({"reason": "INVALID_PASSWORD"})
+            } else {
+                json!({"authenticationMethod": "PASSWORD", "userAgent": "python-requests/2.31"})
+            };
+        };
+        let admin_change = |e: &mut Value, event: &str, category: &str, details: Value| {
+            e["event"] = json!(event);
+            e["category"] = json!(category);
+            e["createdBy"] = self.user_json(admin);
+            e["object"] = json!({"id": self.org_id, "name": self.org_name});
+            e["context"]["ip"] = json!(self.users[admin].ip);
+            e["details"] = details;
+        };
+        match sc {
+            Scenario::BruteForce => auth(&mut e, victim, "sign_in_failed", ATTACKER_IP),
+            Scenario::PasswordSpray => auth(&mut e, 10 + k_usize, "sign_in_failed", ATTACKER_IP),
+            Scenario::GuessedPassword => {
+                let event = if k + 1 < sc.len() {
+                    "sign_in_failed"
+                } else {
+                    "sign_in_succeeded"
+                };
+                auth(&mut e, victim, event, ATTACKER_IP);
+            }
+            Scenario::AdminGrant => {
+                admin_change(
+                    &mut e,
+                    "user_role_changed",
+                    "users",
+                    json!({"oldRole": "MEMBER", "newRole": "ADMIN"}),
+                );
+                let u = &self.users[member];
+                e["object"] = json!({"id": u.id, "name": u.name});
+            }
+            Scenario::SsoDisabled => admin_change(
+                &mut e,
+                "sso_settings_changed",
+                "security",
+                json!({"ssoEnabled": false, "provider": "Okta"}),
+            ),
+            Scenario::ScimToken => {
+                admin_change(&mut e, "scim_token_generated", "security", json!({}))
+            }
+            Scenario::DomainAllowlist => admin_change(
+                &mut e,
+                "domain_allowlist_changed",
+                "organization",
+                json!({"domains": ["files-share.example"], "change": "ADDED"}),
+            ),
+            Scenario::GuestSharing => admin_change(
+                &mut e,
+                "organization_settings_changed",
+                "organization",
+                json!({"setting": "guestAccess", "value": "ON"}),
+            ),
+            Scenario::PublicBoard => {
+                let b = &self.boards[0];
+                e["event"] = json!("board_sharing_changed");
+                e["category"] = json!("boards");
+                e["createdBy"] = self.user_json(victim);
+                e["object"] = json!({"id": b.id, "name": b.name});
+                e["context"]["ip"] = json!(self.users[victim].ip);
+                e["details"] = json!({"access": "VIEW", "previousAccess": "PRIVATE", "scope": "ANYONE_WITH_LINK"});
+            }
+            Scenario::MassExport => {
+                let b = &self.boards[k_usize];
+                e["event"] = json!("board_exported");
+                e["category"] = json!("boards");
+                e["createdBy"] = self.user_json(victim);
+                e["object"] = json!({"id": b.id, "name": b.name});
+                e["context"]["ip"] = json!(self.users[victim].ip);
+                e["details"] = json!({"format": "BACKUP"});
+            }
+            Scenario::ActiveAfterDeactivation => {
+                let deactivated = 5;
+                let u = &self.users[deactivated];
+                if k == 0 {
+                    admin_change(
+                        &mut e,
+                        "user_deactivated",
+                        "users",
+                        json!({"email": u.email}),
+                    );
+                    e["object"] = json!({"id": u.id, "name": u.name});
+                } else {
+                    let b = &self.boards[1];
+                    e["event"] = json!("board_opened");
+                    e["category"] = json!("boards");
+                    e["createdBy"] = self.user_json(deactivated);
+                    e["object"] = json!({"id": b.id, "name": b.name});
+                    e["context"]["ip"] = json!(ATTACKER_IP);
+                    e["details"] = json!({"role": "OWNER"});
+                }
+            }
+            Scenario::AppAdmin => {
+                let u = &self.users[member];
+                e["event"] = json!("user_role_changed");
+                e["category"] = json!("users");
+                e["createdBy"] = json!({"type": "application", "id": decimal_id("34587645", 4_242_424, 11), "name": "Unknown API client"});
+                e["object"] = json!({"id": u.id, "name": u.name});
+                e["context"]["ip"] = json!("52.18.23.45");
+                e["details"] = json!({"oldRole": "MEMBER", "newRole": "GUEST"});
+            }
+            Scenario::MassDeletion => unreachable!("a content scenario"),
         }
+        e
     }
 
     pub fn audit_count(&self) -> u64 {
@@ -621,23 +797,40 @@ impl MiroOrg {
 
     /// Audit event `index` exactly as the API serves it.
     pub fn audit_event(&self, index: u64) -> Value {
+        match self.scenario_at(Stream::Audit, index) {
+            Some((sc, k)) => self.scenario_audit_event(sc, k, index),
+            None => self.benign_audit_event(index),
+        }
+    }
+
+    /// Audit event `index` of the benign organisation.
+    fn benign_audit_event(&self, index: u64) -> Value {
         let h = |salt: u64| hash(&[self.seed, TAG_AUDIT, index, salt]);
         let kind = &AUDIT_KINDS[weighted(h(1), AUDIT_KINDS.iter().map(|k| k.weight))];
-        let actor_idx = skewed(h(2), USER_COUNT);
+        let actor_idx = skewed(h(2), ACTIVE_USERS);
         let actor = &self.users[actor_idx];
         let actor_type = if kind.category == "authentication" {
             "user"
         } else {
             match unit(h(3)) {
                 u if u < 0.90 => "user",
-                u if u < 0.95 => "application",
+                // Integrations work on boards; user and settings changes are people's,
+                // SCIM's or Miro's own.
+                u if u < 0.95 && kind.category == "boards" => "application",
+                u if u < 0.95 => "user",
                 u if u < 0.98 => "scim_provisioner",
                 _ => "miro_automation",
             }
         };
         let board_idx = skewed(h(4), BOARD_COUNT);
         let board = &self.boards[board_idx];
-        let target = &self.users[hash::index(h(5), USER_COUNT)];
+        // Deactivations and reactivations are of people who left; other changes of people
+        // who work here.
+        let target = if matches!(kind.event, "user_deactivated" | "user_reactivated") {
+            &self.users[ACTIVE_USERS + hash::index(h(5), LEAVERS)]
+        } else {
+            &self.users[hash::index(h(5), ACTIVE_USERS)]
+        };
 
         let mut event = Map::new();
         event.insert("type".into(), json!("event"));
@@ -736,6 +929,7 @@ impl MiroOrg {
     fn audit_details(&self, event: &str, h: u64, board: &Board, target: &User) -> Value {
         const ROLES: &[&str] = &["OWNER", "EDITOR", "COMMENTER", "VIEWER"];
         const ORG_ROLES: &[&str] = &["MEMBER", "ADMIN", "GUEST"];
+        const BENIGN_ROLES: &[&str] = &["MEMBER", "GUEST"];
         match event {
             "sign_in_succeeded" => {
                 json!({"authType": pick(h, &["SSO", "PASSWORD", "GOOGLE"]), "userAgent": pick(h >> 8, &["Chrome/126", "Firefox/127", "Safari/17", "MiroDesktop/0.8"])})
@@ -755,35 +949,36 @@ impl MiroOrg {
             "board_sharing_changed" => json!({
                 "access": pick(h, &["PRIVATE", "VIEW", "COMMENT", "EDIT"]),
                 "previousAccess": pick(h >> 8, &["PRIVATE", "VIEW", "COMMENT", "EDIT"]),
-                "scope": pick(h >> 16, &["ORGANIZATION", "TEAM", "ANYONE_WITH_LINK"]),
+                "scope": pick(h >> 16, &["ORGANIZATION", "TEAM"]),
             }),
             "board_deleted" => json!({"boardName": board.name}),
             "user_invited" => json!({"invitedEmail": target.email, "role": pick(h, ORG_ROLES)}),
             "user_deactivated" | "user_reactivated" => json!({"email": target.email}),
-            "user_role_changed" | "admin_role_changed" => {
-                json!({"oldRole": pick(h, ORG_ROLES), "newRole": pick(h >> 8, ORG_ROLES)})
+            // Admin grants are attacks here (scenario `admin-grant`): the benign org only
+            // moves people between member and guest.
+            "user_role_changed" => {
+                json!({"oldRole": pick(h, BENIGN_ROLES), "newRole": pick(h >> 8, BENIGN_ROLES)})
             }
             "team_created" | "team_deleted" => json!({}),
-            "sso_settings_changed" => {
-                json!({"ssoEnabled": h & 1 == 0, "provider": pick(h >> 8, &["Okta", "Entra ID", "OneLogin"])})
-            }
-            "scim_token_generated" => json!({}),
-            "domain_allowlist_changed" => {
-                json!({"domains": [format!("partner{}.example", h % 9)], "change": pick(h >> 8, &["ADDED", "REMOVED"])})
-            }
             _ => {
-                json!({"setting": pick(h, &["dataClassification", "guestAccess", "sharingPolicy", "retention"]), "value": pick(h >> 8, &["ON", "OFF"])})
+                json!({"setting": pick(h, &["dataClassification", "retention", "boardDefaultAccess"]), "value": pick(h >> 8, &["ON", "OFF"])})
             }
         }
     }
 
     /// The filterable facts of content item `index` (board, actor).
     pub(super) fn content_facts(&self, index: u64) -> ContentFacts {
+        if let Some((Scenario::MassDeletion, _)) = self.scenario_at(Stream::Content, index) {
+            return ContentFacts {
+                board: 2,
+                actor: Some(4),
+            };
+        }
         let h = |salt: u64| hash(&[self.seed, TAG_CONTENT, index, salt]);
         let actor = if chance(h(2), 0.01) {
             None
         } else {
-            Some(skewed(h(3), USER_COUNT))
+            Some(skewed(h(3), ACTIVE_USERS))
         };
         ContentFacts {
             board: skewed(h(1), BOARD_COUNT),
@@ -799,6 +994,24 @@ impl MiroOrg {
 
     /// Content log item `index` exactly as the API serves it.
     pub fn content_item(&self, index: u64) -> Value {
+        let mut item = self.benign_content_item(index);
+        if let Some((Scenario::MassDeletion, k)) = self.scenario_at(Stream::Content, index) {
+            // One person deleting a board's items one after another.
+            let facts = self.content_facts(index);
+            let u = &self.users[facts.actor.expect("the scenario has an actor")];
+            item["contentId"] = json!(self.boards[facts.board].id);
+            item["actionType"] = json!("delete");
+            item["actor"] = json!({"id": u.id, "email": u.email, "name": u.name});
+            item["itemType"] = json!("widget");
+            item["itemId"] = json!(self.board_item_id(facts.board, 1, 1000 + k).0);
+            item["state"] = Value::Null;
+            item["relationships"] = json!([]);
+        }
+        item
+    }
+
+    /// Content log item `index` of the benign organisation (its facts may be a scenario's).
+    fn benign_content_item(&self, index: u64) -> Value {
         let h = |salt: u64| hash(&[self.seed, TAG_CONTENT, index, salt]);
         let facts = self.content_facts(index);
         let board = &self.boards[facts.board];
@@ -925,6 +1138,7 @@ mod tests {
             audit_time_form: super::super::config::TimeForm::MillisPlus0000,
             content_time_form: super::super::config::TimeForm::MillisZ,
             faults: Faults::default(),
+            scenarios: Vec::new(),
         }
     }
 

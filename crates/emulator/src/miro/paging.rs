@@ -149,6 +149,7 @@ mod tests {
             audit_time_form: super::super::config::TimeForm::MillisPlus0000,
             content_time_form: super::super::config::TimeForm::MillisZ,
             faults: Faults::default(),
+            scenarios: Vec::new(),
         })
     }
 

@@ -66,6 +66,7 @@ fn config(now: UnixMs) -> MiroEmulatorConfig {
         audit_time_form: super::config::TimeForm::MillisPlus0000,
         content_time_form: super::config::TimeForm::MillisZ,
         faults: Faults::default(),
+        scenarios: Vec::new(),
     }
 }
 
