@@ -1,4 +1,7 @@
-//! `mirotrail emulate miro`: the Miro API emulator, standalone on loopback.
+//! `mirotrail emulate miro|azure`: the Miro API emulator and the Azure emulator, standalone
+//! on loopback. For the pipeline bench, which runs them as their own processes to measure
+//! each apart, `--stats-out` (both) and `--acks-out` (azure) write what they saw when they
+//! stop, and `--start-ms`/`--end-ms` give the Miro org an exact span the bench can rebuild.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
