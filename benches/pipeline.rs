@@ -951,17 +951,17 @@ fn report(
     };
     let labels: Vec<&str> = bins.measured.iter().map(|(l, _)| *l).collect();
     let runs_taken = series.first().map_or(0, |s| s.big.len()).max(raw.len());
-    let _ = writeln!(
-        t,
-        "{runs_taken} runs; {}.",
-        bins.measured
-            .iter()
-            .map(|(l, p)| format!("{l}: `{}`", p.display()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let _ = writeln!(t);
     if series.iter().any(|s| !s.big.is_empty()) || !raw.is_empty() {
+        let _ = writeln!(
+            t,
+            "{runs_taken} runs; {}.",
+            bins.measured
+                .iter()
+                .map(|(l, p)| format!("{l}: `{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(t);
         let _ = writeln!(
             t,
             "| figure (min / median / max) | {} |",
