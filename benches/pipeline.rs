@@ -1157,13 +1157,21 @@ fn report(
                 .map(|d| d.usage.cpu_per_100k(d.records))
                 .collect())
         };
+        let mut ratios = Vec::new();
+        if !series[0].big.is_empty() {
+            ratios.push(format!(
+                "backfill {:.2}",
+                cpu_big(&series[1]) / cpu_big(&series[0])
+            ));
+        }
+        if !series[0].delivery.is_empty() {
+            ratios.push(format!(
+                "delivery {:.2}",
+                cpu_del(&series[1]) / cpu_del(&series[0])
+            ));
+        }
         let _ = writeln!(t);
-        let _ = writeln!(
-            t,
-            "B / A, medians of CPU per event: backfill {:.2}, delivery {:.2}.",
-            cpu_big(&series[1]) / cpu_big(&series[0]),
-            cpu_del(&series[1]) / cpu_del(&series[0])
-        );
+        let _ = writeln!(t, "B / A, medians of CPU per event: {}.", ratios.join(", "));
     }
     if !live_pairs.is_empty() {
         let _ = writeln!(t);
