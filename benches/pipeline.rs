@@ -1,29 +1,68 @@
 //! `cargo bench --bench pipeline`: mirotrail against the emulators on loopback, and the
 //! Sentinel CCF pollers' way of polling against the same emulated org.
 //!
-//! The measured process is the real `mirotrail` binary, run as a child process (its peak
-//! RSS and CPU time come from `wait4`); the emulators run in this process. Prints one
-//! table and writes it, with the machine description, to `BENCHMARKS.md`.
+//! Every process is measured on its own: the `mirotrail` binary under test, the Miro and
+//! Azure emulators (`mirotrail emulate miro|azure`, each a child process) and the raw
+//! ceiling's minimal client (this bench binary started again in another role). CPU (user +
+//! system) and peak RSS come from `wait4` on each child, so mirotrail's figures are its own
+//! and the emulators' CPU is reported beside them rather than hidden in them. Each figure
+//! is taken `BENCH_RUNS` times and printed as min / median / max; when two binaries are
+//! compared their runs are interleaved (A B A B ...).
 //!
-//! Knobs (environment): `BENCH_AUDIT_EVENTS` (1,000,000), `BENCH_CONTENT_ITEMS`
-//! (200,000), `BENCH_LIVE_SECS` (330: the live phase, long enough for the CCF profile's
-//! second 5-minute poll), `BENCH_OUT` (`BENCHMARKS.md`).
+//! Phases, in each run: a backfill of a quarter of the org and of the whole org, delivery
+//! of the whole org's store to the Azure emulator, and the raw ceiling: a minimal client
+//! (paging requests, serde_json, one SQLite transaction per page) reading the same org from
+//! the same emulator. Then the live phase: mirotrail at its default settings and the CCF
+//! profile (5-minute polls of 5-minute windows, no lag, no overlap, `limit=100`) side by
+//! side, each against its own emulated org where events appear as the clock reaches them,
+//! 2% of them up to 30 s late.
+//!
+//! Knobs (environment):
+//! - `BENCH_AUDIT_EVENTS` (1,000,000), `BENCH_CONTENT_ITEMS` (200,000): the backfilled org.
+//! - `BENCH_RUNS` (3): runs of each backfill, delivery and raw ceiling figure.
+//! - `BENCH_LIVE_SECS` (1800): length of the live phase. The CCF profile polls every 5
+//!   minutes, so its freshness means something only over several polls: 1800 s gives
+//!   freshness over the events of the first 20 minutes (4 CCF polls). A run shorter than
+//!   about `BENCH_LIVE_TAIL` + 600 s says nothing about the CCF profile.
+//! - `BENCH_LIVE_TAIL` (600): events that became visible in the last this-many seconds of
+//!   the live phase are left out of the freshness figures (neither profile had a fair
+//!   chance to store them); an event visible before that and still not stored counts as
+//!   not stored (shown as `>`), never as dropped from the figure.
+//! - `BENCH_LIVE_RUNS` (`BENCH_RUNS`): live phases (each takes `BENCH_LIVE_SECS`).
+//! - `BENCH_PHASES` (`backfill,delivery,raw,live`): the phases to run (delivery needs
+//!   backfill).
+//! - `BENCH_BIN` (this build's `mirotrail`): the binary measured; `BENCH_BIN_B`: a second
+//!   binary compared with it, run for run (backfill and delivery); `BENCH_EMULATOR_BIN`
+//!   (this build's `mirotrail`): the binary whose `emulate` serves.
+//! - `BENCH_DIR` (`.`): where the stores are made; `BENCH_OUT`
+//!   (`target/pipeline-bench.md`): where the tables are written (also printed).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mirotrail_emulator::UnixMs;
-use mirotrail_emulator::azure::{AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, CONTENT_DCR};
-use mirotrail_emulator::miro::{
-    EmulatedToken, LateArrival, MiroEmulator, MiroEmulatorConfig, MiroEmulatorHandle,
-};
+use mirotrail_emulator::azure::{AUDIT_DCR, AzureEmulatorConfig, CONTENT_DCR};
+use mirotrail_emulator::miro::{MiroEmulatorConfig, MiroOrg};
 use mirotrail_test_support::{self as support, env_u64};
+use serde_json::Value;
 
 const TOKEN: &str = "bench-token-5d1c0e";
-const BIN: &str = env!("CARGO_BIN_EXE_mirotrail");
+const ORG_ID: &str = "3074457345821141000";
+/// The seed `emulate miro` is started with, so that this process can build the same org.
+const SEED: u64 = 1;
+/// Miro's credit budget per token and minute (docs/miro-api.md).
+const BUDGET_PER_MINUTE: f64 = 100_000.0;
+/// The live org: audit events and content items a second, and the late share (its
+/// maximum delay is the emulator's 30 s).
+const LIVE_AUDIT_PER_SEC: u64 = 20;
+const LIVE_CONTENT_PER_SEC: u64 = 5;
+const LIVE_LATE_SHARE: f64 = 0.02;
+/// How far back both live profiles start (`initial_lookback`).
+const LIVE_LOOKBACK: Duration = Duration::from_secs(120);
 
 /// A text knob from the environment, `default` when unset.
 #[allow(
@@ -38,37 +77,6 @@ fn days(n: u64) -> Duration {
     Duration::from_secs(n * 86_400)
 }
 
-/// The tests' org of `audit` + `content` events over `[start, end)` (no rate limit), with
-/// the given late arrivals, pages of up to 500 audit events and the benchmark's token.
-fn org(
-    audit: u64,
-    content: u64,
-    start: UnixMs,
-    end: UnixMs,
-    late: LateArrival,
-) -> MiroEmulatorConfig {
-    let mut c = support::org(audit, content, start, end);
-    c.late = late;
-    c.audit_max_limit = 500;
-    c.tokens = vec![EmulatedToken {
-        token: TOKEN.into(),
-        scopes: vec!["auditlogs:read".into(), "contentlogs:export".into()],
-    }];
-    c
-}
-
-const NO_LATE: LateArrival = LateArrival {
-    share: 0.0,
-    max_delay: Duration::ZERO,
-};
-
-/// The emulator's default late arrivals (as in `mirotrail demo`): 2% of events become
-/// visible up to 30 s after their timestamp.
-const DEFAULT_LATE: LateArrival = LateArrival {
-    share: 0.02,
-    max_delay: Duration::from_secs(30),
-};
-
 /// What `wait4` says about a finished child.
 #[derive(Debug, Clone, Copy)]
 struct ChildUsage {
@@ -78,10 +86,58 @@ struct ChildUsage {
     success: bool,
 }
 
-/// Runs the binary to its end; peak RSS and CPU from `wait4`.
-async fn run_child(dir: &Path, args: &[&str], log: &str) -> ChildUsage {
+impl ChildUsage {
+    fn cpu_per_100k(&self, events: u64) -> f64 {
+        self.cpu.as_secs_f64() * 100_000.0 / events.max(1) as f64
+    }
+
+    fn rss_mb(&self) -> f64 {
+        self.max_rss_kb as f64 / 1024.0
+    }
+
+    fn rate(&self, events: u64) -> f64 {
+        events as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// Waits for a child; CPU and peak RSS from `wait4`, wall time from `started`.
+fn wait_child(child: Child, started: Instant) -> ChildUsage {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data; all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a child of this process, waited for once; `status` and `usage` are valid.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4 failed");
+    drop(child);
+    let tv = |t: libc::timeval| {
+        Duration::new(
+            t.tv_sec.unsigned_abs(),
+            u32::try_from(t.tv_usec).expect("below 10^6") * 1000,
+        )
+    };
+    ChildUsage {
+        wall: started.elapsed(),
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kb: usage.ru_maxrss.unsigned_abs(),
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    }
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: sending a signal to our own child.
+    unsafe {
+        libc::kill(
+            libc::pid_t::try_from(child.id()).expect("a pid"),
+            libc::SIGTERM,
+        );
+    }
+}
+
+/// `bin args` in `dir`, stderr to `dir/log`, with the tokens both emulators accept.
+fn spawn(bin: &Path, args: &[String], dir: &Path, log: &str) -> Child {
     let stderr = std::fs::File::create(dir.join(log)).unwrap();
-    let child = Command::new(BIN)
+    Command::new(bin)
         .args(args)
         .current_dir(dir)
         .env("MIRO_TOKEN", TOKEN)
@@ -92,56 +148,132 @@ async fn run_child(dir: &Path, args: &[&str], log: &str) -> ChildUsage {
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
-        .expect("mirotrail starts");
-    wait_child(child).await
+        .unwrap_or_else(|e| panic!("{} starts: {e}", bin.display()))
 }
 
-async fn wait_child(child: std::process::Child) -> ChildUsage {
+/// Runs `bin args` to its end.
+fn run_child(bin: &Path, args: &[&str], dir: &Path, log: &str) -> ChildUsage {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     let started = Instant::now();
-    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
-    tokio::task::spawn_blocking(move || {
-        let mut status = 0;
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: a child of this process, waited for once; `status` and `usage` are valid.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        assert_eq!(r, pid, "wait4 failed");
-        drop(child);
-        let tv = |t: libc::timeval| {
-            Duration::new(
-                t.tv_sec.unsigned_abs(),
-                u32::try_from(t.tv_usec).expect("below 10^6") * 1000,
-            )
-        };
-        ChildUsage {
-            wall: started.elapsed(),
-            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-            max_rss_kb: usage.ru_maxrss.unsigned_abs(),
-            success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        }
-    })
-    .await
-    .unwrap()
+    wait_child(spawn(bin, &args, dir, log), started)
 }
 
-fn sigterm(child: &std::process::Child) {
-    // SAFETY: sending a signal to our own child.
-    unsafe {
-        libc::kill(
-            libc::pid_t::try_from(child.id()).expect("a pid"),
-            libc::SIGTERM,
-        );
+/// An emulator running as a child process.
+struct Emulator {
+    child: Child,
+    started: Instant,
+    base: String,
+    stats: PathBuf,
+}
+
+impl Emulator {
+    /// `emulate SERVICE --listen 127.0.0.1:0 --stats-out ... args`; the URL is read from
+    /// its banner (`key = "URL"`).
+    fn start(emu_bin: &Path, dir: &Path, name: &str, service: &str, args: &[String]) -> Self {
+        let stats = dir.join(format!("{name}-stats.json"));
+        let mut all = vec![
+            "emulate".to_owned(),
+            service.to_owned(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--stats-out".into(),
+            stats.display().to_string(),
+        ];
+        all.extend_from_slice(args);
+        let log = format!("{name}.log");
+        let started = Instant::now();
+        let child = spawn(emu_bin, &all, dir, &log);
+        let key = if service == "miro" {
+            "api_base = \""
+        } else {
+            "endpoint = \""
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            let text = std::fs::read_to_string(dir.join(&log)).unwrap_or_default();
+            let url = text.find(key).and_then(|at| {
+                let rest = &text[at + key.len()..];
+                rest.find('"').map(|end| rest[..end].to_owned())
+            });
+            if url.is_some() || Instant::now() > deadline {
+                break url;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let Some(base) = base else {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the {service} emulator did not start: see {}",
+                dir.join(&log).display()
+            );
+        };
+        Emulator {
+            child,
+            started,
+            base,
+            stats,
+        }
+    }
+
+    /// SIGTERM; its usage and the stats it wrote.
+    fn stop(self) -> (ChildUsage, Value) {
+        sigterm(&self.child);
+        let usage = wait_child(self.child, self.started);
+        assert!(usage.success, "an emulator failed to stop cleanly");
+        let stats = std::fs::read_to_string(&self.stats).expect("emulator stats written");
+        (usage, serde_json::from_str(&stats).expect("stats are JSON"))
     }
 }
 
-/// Rows in a table of the store.
-fn count(db: &Path, table: &str) -> u64 {
-    u64::try_from(support::count(db, table)).expect("a row count")
+fn stat(stats: &Value, key: &str) -> u64 {
+    stats[key].as_u64().unwrap_or(0)
 }
 
-fn miro_section(emu: &MiroEmulatorHandle, org_id: &str) -> String {
+/// `emulate miro` arguments for an org of `audit` + `content` events over `[start, end)`.
+fn miro_args(audit: u64, content: u64, start: UnixMs, end: UnixMs, late: f64) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--token",
+        TOKEN,
+        "--seed",
+        &SEED.to_string(),
+        "--start-ms",
+        &start.0.to_string(),
+        "--end-ms",
+        &end.0.to_string(),
+        "--audit-events",
+        &audit.to_string(),
+        "--content-items",
+        &content.to_string(),
+        "--late-share",
+        &late.to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if late == 0.0 {
+        a.push("--no-rate-limit".into());
+    }
+    a
+}
+
+/// The org `emulate miro` serves for [`miro_args`], built the same way, to know what it
+/// holds and when each event became visible.
+fn miro_org(audit: u64, content: u64, start: UnixMs, end: UnixMs, late: f64) -> MiroOrg {
+    let mut c = MiroEmulatorConfig::demo(end, 1, audit, content, TOKEN);
+    c.audit.start = start;
+    c.audit.end = end;
+    c.content.start = start;
+    c.content.end = end;
+    c.seed = SEED;
+    c.late.share = late;
+    MiroOrg::new(&c)
+}
+
+fn miro_section(base: &str) -> String {
     format!(
-        "[miro]\napi_base = \"{}\"\norg_id = \"{org_id}\"\nretry_initial_backoff = \"50ms\"\n\n[store]\npath = \"mirotrail.db\"\n\n",
-        emu.base_url()
+        "[miro]\napi_base = \"{base}\"\norg_id = \"{ORG_ID}\"\nretry_initial_backoff = \"50ms\"\n\n[store]\npath = \"mirotrail.db\"\n\n",
     )
 }
 
@@ -155,38 +287,51 @@ fn sentinel_section(base: &str) -> String {
     )
 }
 
+/// Rows in a table of the store.
+fn count(db: &Path, table: &str) -> u64 {
+    u64::try_from(support::count(db, table)).expect("a row count")
+}
+
+/// Where the measured binaries and the emulators come from.
+struct Bins {
+    emulator: PathBuf,
+    /// Label and path of each binary measured (one, or A and B).
+    measured: Vec<(&'static str, PathBuf)>,
+}
+
 /// One backfill of the whole emulated span.
 struct BackfillRun {
-    audit: u64,
-    content: u64,
+    events: u64,
     usage: ChildUsage,
-    stored: u64,
+    emulator: ChildUsage,
     audit_requests: u64,
     content_requests: u64,
     dir: tempfile::TempDir,
 }
 
-async fn backfill(audit: u64, content: u64) -> BackfillRun {
+/// The backfilled orgs end two days ago, so that delivery's `run --once` finds nothing new.
+fn backfill_span() -> (UnixMs, UnixMs) {
     let now = UnixMs::now();
-    let config = org(
-        audit,
-        content,
-        now.minus(days(28)),
-        now.minus(days(2)),
-        NO_LATE,
-    );
-    let org_id = config.org_id.clone();
-    let emu = MiroEmulator::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    (now.minus(days(28)), now.minus(days(2)))
+}
+
+fn backfill(bins: &Bins, bin: &Path, audit: u64, content: u64) -> BackfillRun {
+    let (start, end) = backfill_span();
     let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
+    let emu = Emulator::start(
+        &bins.emulator,
+        dir.path(),
+        "miro",
+        "miro",
+        &miro_args(audit, content, start, end, 0.0),
+    );
     let toml = format!(
         "{}[sources.content_logs]\nenabled = true\n\n[budget]\ncredits_per_minute = 1000000000\n",
-        miro_section(&emu, &org_id)
+        miro_section(&emu.base)
     );
     std::fs::write(dir.path().join("mirotrail.toml"), toml).unwrap();
     let usage = run_child(
-        dir.path(),
+        bin,
         &[
             "backfill",
             "--config",
@@ -196,189 +341,326 @@ async fn backfill(audit: u64, content: u64) -> BackfillRun {
             "--slice",
             "1d",
         ],
+        dir.path(),
         "backfill.log",
-    )
-    .await;
+    );
+    let (emulator, stats) = emu.stop();
     assert!(
         usage.success,
         "backfill failed: see {}",
         dir.path().join("backfill.log").display()
     );
-    let stats = emu.stats();
-    emu.shutdown().await;
     let db = dir.path().join("mirotrail.db");
     let stored = count(&db, "MiroAuditLogs_CL") + count(&db, "MiroContentLogs_CL");
     assert_eq!(stored, audit + content, "every event stored once");
     BackfillRun {
-        audit,
-        content,
+        events: stored,
         usage,
-        stored,
-        audit_requests: stats.audit_requests,
-        content_requests: stats.content_requests,
+        emulator,
+        audit_requests: stat(&stats, "audit_requests"),
+        content_requests: stat(&stats, "content_requests"),
         dir,
     }
 }
 
-/// The store of `run` delivered to the Azure emulator by `run --once`.
+/// The store of a backfill delivered to the Azure emulator by `run --once`.
 struct DeliveryRun {
     usage: ChildUsage,
+    azure: ChildUsage,
     records: u64,
     bytes: u64,
 }
 
-async fn deliver(run: &BackfillRun) -> DeliveryRun {
-    let azure_config = AzureEmulatorConfig {
-        keep_rows: false,
-        ..AzureEmulatorConfig::default()
-    };
-    let azure = AzureEmulator::start(azure_config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+fn deliver(bins: &Bins, bin: &Path, run: &BackfillRun) -> DeliveryRun {
+    let dir = run.dir.path();
+    let azure = Emulator::start(
+        &bins.emulator,
+        dir,
+        "azure",
+        "azure",
+        &["--discard-rows".into()],
+    );
     // The collector finds nothing new (the org ends two days ago): this is delivery.
     let now = UnixMs::now();
-    let emu = MiroEmulator::start(
-        org(0, 0, now.minus(days(3)), now.minus(days(2)), NO_LATE),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let miro = Emulator::start(
+        &bins.emulator,
+        dir,
+        "miro-empty",
+        "miro",
+        &miro_args(0, 0, now.minus(days(3)), now.minus(days(2)), 0.0),
+    );
     let toml = format!(
         "{}[sources.content_logs]\nenabled = true\n\n{}",
-        miro_section(&emu, "3074457345821141000"),
-        sentinel_section(&azure.base_url())
+        miro_section(&miro.base),
+        sentinel_section(&azure.base)
     );
-    std::fs::write(run.dir.path().join("deliver.toml"), toml).unwrap();
+    std::fs::write(dir.join("deliver.toml"), toml).unwrap();
     let usage = run_child(
-        run.dir.path(),
+        bin,
         &["run", "--once", "--config", "deliver.toml"],
+        dir,
         "deliver.log",
-    )
-    .await;
-    assert!(usage.success, "delivery failed: see deliver.log");
-    let stats = azure.stats();
-    azure.shutdown().await;
-    emu.shutdown().await;
+    );
+    let (azure_usage, stats) = azure.stop();
+    let _ = miro.stop();
+    assert!(
+        usage.success,
+        "delivery failed: see {}",
+        dir.join("deliver.log").display()
+    );
+    let records = stat(&stats, "records_accepted");
+    assert_eq!(records, run.events, "every stored row delivered");
     DeliveryRun {
         usage,
-        records: stats.records_accepted,
-        bytes: stats.bytes_received,
+        azure: azure_usage,
+        records,
+        bytes: stat(&stats, "bytes_received"),
+    }
+}
+
+/// The raw ceiling: the minimal client (see [`raw_client`]) in its own process against
+/// its own emulator with the backfill's org.
+struct RawRun {
+    events: u64,
+    usage: ChildUsage,
+    emulator: ChildUsage,
+}
+
+fn raw_ceiling(bins: &Bins, audit: u64, content: u64) -> RawRun {
+    let (start, end) = backfill_span();
+    let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
+    let emu = Emulator::start(
+        &bins.emulator,
+        dir.path(),
+        "miro",
+        "miro",
+        &miro_args(audit, content, start, end, 0.0),
+    );
+    let me = std::env::current_exe().expect("the bench binary");
+    let started = Instant::now();
+    let child = Command::new(me)
+        .current_dir(dir.path())
+        .env("BENCH_ROLE", "raw-client")
+        .env("BENCH_RAW_BASE", &emu.base)
+        .env("BENCH_RAW_FROM_MS", start.0.to_string())
+        .env("BENCH_RAW_TO_MS", end.0.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("raw.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let usage = wait_child(child, started);
+    let (emulator, _) = emu.stop();
+    assert!(
+        usage.success,
+        "the raw client failed: see {}",
+        dir.path().join("raw.log").display()
+    );
+    let db = dir.path().join("raw.db");
+    let events = count(&db, "audit") + count(&db, "content");
+    assert_eq!(events, audit + content, "the raw client read every event");
+    RawRun {
+        events,
+        usage,
+        emulator,
+    }
+}
+
+/// The raw client's role (`BENCH_ROLE=raw-client`): the least a collector does. It pages
+/// through both endpoints over the whole span (one window, the cursor URL-encoded),
+/// parses each page with serde_json and inserts each item's id and text into SQLite (WAL,
+/// `synchronous = NORMAL`, one transaction per page) in `raw.db`. No retries, no
+/// checkpoints, no derived columns.
+fn raw_client() {
+    let base = env_text("BENCH_RAW_BASE", "");
+    let from = UnixMs(env_text("BENCH_RAW_FROM_MS", "0").parse().unwrap());
+    let to = UnixMs(env_text("BENCH_RAW_TO_MS", "0").parse().unwrap());
+    let mut conn = rusqlite::Connection::open("raw.db").unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE audit (id TEXT NOT NULL UNIQUE, raw TEXT NOT NULL);
+         CREATE TABLE content (id TEXT NOT NULL UNIQUE, raw TEXT NOT NULL);",
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let audit_url = format!("{base}/v2/audit/logs");
+    let content_url = format!("{base}/v2/orgs/{ORG_ID}/content-logs/items");
+    let audit_query = [
+        ("createdAfter", from.to_iso()),
+        ("createdBefore", to.to_iso()),
+        ("limit", "500".into()),
+        ("sorting", "ASC".into()),
+    ];
+    let content_query = [
+        ("from", from.to_iso()),
+        ("to", to.to_iso()),
+        ("limit", "1000".into()),
+    ];
+    for (table, url, query) in [
+        ("audit", &audit_url, &audit_query[..]),
+        ("content", &content_url, &content_query[..]),
+    ] {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut req = client.get(url).bearer_auth(TOKEN).query(query);
+            if let Some(c) = &cursor {
+                req = req.query(&[("cursor", c)]);
+            }
+            let body = rt
+                .block_on(async { req.send().await?.error_for_status()?.bytes().await })
+                .unwrap();
+            let page: Value = serde_json::from_slice(&body).unwrap();
+            let tx = conn.transaction().unwrap();
+            {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "INSERT OR IGNORE INTO {table} (id, raw) VALUES (?1, ?2)"
+                    ))
+                    .unwrap();
+                for item in page["data"].as_array().unwrap() {
+                    stmt.execute(rusqlite::params![
+                        item["id"].as_str().unwrap(),
+                        item.to_string()
+                    ])
+                    .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+            cursor = page["cursor"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
     }
 }
 
 /// One polling profile in live mode.
 struct LiveRun {
-    name: &'static str,
     expected: u64,
     missed: u64,
     late_expected: u64,
     late_missed: u64,
-    stored: u64,
     audit_requests: u64,
     content_requests: u64,
     audit_stored: u64,
     content_stored: u64,
-    to_store: Vec<i64>,
-    to_ack: Vec<i64>,
+    /// Share of the credit budget spent over the run, in percent.
+    budget_pct: f64,
+    /// Visible -> stored and visible -> acknowledged by Azure, in ms, of the events that
+    /// became visible from the start to `tail` before the end; `None`: not yet.
+    to_store: Vec<Option<i64>>,
+    to_ack: Vec<Option<i64>>,
+    cpu: Duration,
 }
 
-#[expect(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "p in [0, 1]: an index into `sorted`"
-)]
-fn percentile(sorted: &[i64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
-async fn live(name: &'static str, sources: &str, secs: u64) -> LiveRun {
+fn live(bins: &Bins, name: &str, sources: &str, secs: u64, tail: u64) -> LiveRun {
     let t0 = UnixMs::now();
-    // 20 audit events and 5 content items a second, from 10 minutes ago to an hour ahead:
-    // events become visible as the clock reaches them (plus their late delay).
+    // From 10 minutes ago to 10 minutes past the end: events become visible as the clock
+    // reaches them (plus their late delay).
     let (start, end) = (
         t0.minus(Duration::from_secs(600)),
-        t0.plus(Duration::from_secs(3600)),
+        t0.plus(Duration::from_secs(secs + 600)),
     );
-    let config = org(20 * 4200, 5 * 4200, start, end, DEFAULT_LATE);
-    let org_id = config.org_id.clone();
-    let emu = MiroEmulator::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let azure_config = AzureEmulatorConfig {
-        keep_rows: false,
-        record_ack_times: true,
-        ..AzureEmulatorConfig::default()
-    };
-    let azure = AzureEmulator::start(azure_config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let span_secs = u64::try_from((end.0 - start.0) / 1000).expect("a positive span");
+    let (audit, content) = (
+        LIVE_AUDIT_PER_SEC * span_secs,
+        LIVE_CONTENT_PER_SEC * span_secs,
+    );
     let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
+    let emu = Emulator::start(
+        &bins.emulator,
+        dir.path(),
+        "miro",
+        "miro",
+        &miro_args(audit, content, start, end, LIVE_LATE_SHARE),
+    );
+    let acks = dir.path().join("acks.tsv");
+    let azure = Emulator::start(
+        &bins.emulator,
+        dir.path(),
+        "azure",
+        "azure",
+        &[
+            "--discard-rows".into(),
+            "--acks-out".into(),
+            acks.display().to_string(),
+        ],
+    );
     let toml = format!(
         "{}{sources}\n{}",
-        miro_section(&emu, &org_id),
-        sentinel_section(&azure.base_url())
+        miro_section(&emu.base),
+        sentinel_section(&azure.base)
     );
     std::fs::write(dir.path().join("mirotrail.toml"), toml).unwrap();
-    let log = std::fs::File::create(dir.path().join("run.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["run", "--config", "mirotrail.toml"])
-        .current_dir(dir.path())
-        .env("MIRO_TOKEN", TOKEN)
-        .env(
-            "AZURE_CLIENT_SECRET",
-            AzureEmulatorConfig::default().client_secret,
-        )
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let bin = &bins.measured[0].1;
+    let started = Instant::now();
+    let child = spawn(
+        bin,
+        &["run".into(), "--config".into(), "mirotrail.toml".into()],
+        dir.path(),
+        "run.log",
+    );
+    std::thread::sleep(Duration::from_secs(secs));
     let stopped_at = UnixMs::now();
     sigterm(&child);
-    let usage = wait_child(child).await;
+    let usage = wait_child(child, started);
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let (_, miro_stats) = emu.stop();
+    let _ = azure.stop();
     assert!(
         usage.success,
         "{name}: run failed, see {}",
         dir.path().join("run.log").display()
     );
+    let acked: HashMap<String, i64> = std::fs::read_to_string(&acks)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(id, at)| (id.to_owned(), at.parse().unwrap()))
+        .collect();
 
     let db = dir.path().join("mirotrail.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let org = emu.org();
+    let org = miro_org(audit, content, start, end, LIVE_LATE_SHARE);
+    let lookback_start = t0.minus(LIVE_LOOKBACK);
+    let fresh_until = stopped_at.minus(Duration::from_secs(tail));
     let mut out = LiveRun {
-        name,
         expected: 0,
         missed: 0,
         late_expected: 0,
         late_missed: 0,
-        stored: 0,
-        audit_requests: 0,
-        content_requests: 0,
+        audit_requests: stat(&miro_stats, "audit_requests"),
+        content_requests: stat(&miro_stats, "content_requests"),
         audit_stored: 0,
         content_stored: 0,
+        budget_pct: stat(&miro_stats, "credits_spent") as f64 * 100.0
+            / (BUDGET_PER_MINUTE * minutes),
         to_store: Vec::new(),
         to_ack: Vec::new(),
+        cpu: usage.cpu,
     };
-    let acked: HashMap<String, UnixMs> = azure.acknowledged().into_iter().collect();
-    for (source, table, time_col) in [
-        ("audit_logs", "MiroAuditLogs_CL", "createdAt"),
-        ("content_logs", "MiroContentLogs_CL", "actionTime"),
+    for (source, table) in [
+        ("audit_logs", "MiroAuditLogs_CL"),
+        ("content_logs", "MiroContentLogs_CL"),
     ] {
-        let (from, watermark): (i64, i64) = conn
+        let audit = source == "audit_logs";
+        let watermark: i64 = conn
             .query_row(
-                "SELECT window_from_ms, watermark_ms FROM checkpoints WHERE source = ?1",
+                "SELECT watermark_ms FROM checkpoints WHERE source = ?1",
                 [source],
-                |r| Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?)),
+                |r| r.get(0),
             )
             .unwrap();
-        let _ = from;
         let mut stored: HashMap<String, i64> = HashMap::new();
         let mut stmt = conn
-            .prepare(&format!("SELECT id, _ingested_at, {time_col} FROM {table}"))
+            .prepare(&format!("SELECT id, _ingested_at FROM {table}"))
             .unwrap();
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -387,108 +669,107 @@ async fn live(name: &'static str, sources: &str, secs: u64) -> LiveRun {
             let (id, at) = row.unwrap();
             stored.insert(id, UnixMs::parse(&at).unwrap().0);
         }
-        let first_stored = stored.len();
-        // Expected: every event with its time from the collector's start to its watermark
-        // (all visible long before the run stopped).
-        let lookback_start = t0.minus(Duration::from_secs(120));
-        let range = if source == "audit_logs" {
-            org.audit_range(lookback_start, UnixMs(watermark))
+        if audit {
+            out.audit_stored = stored.len() as u64;
         } else {
-            org.content_range(lookback_start, UnixMs(watermark))
+            out.content_stored = stored.len() as u64;
+        }
+        // The whole org: the first overlap re-read may reach before the look-back.
+        let range = if audit {
+            org.audit_range(start, end)
+        } else {
+            org.content_range(start, end)
         };
+        let mut known = 0;
         for i in range {
-            let (item, visible) = if source == "audit_logs" {
-                (org.audit_event(i), org.audit_visible_at(i))
+            let (item, time, visible) = if audit {
+                (
+                    org.audit_event(i),
+                    org.audit_time(i),
+                    org.audit_visible_at(i),
+                )
             } else {
-                (org.content_item(i), org.content_visible_at(i))
+                (
+                    org.content_item(i),
+                    org.content_time(i),
+                    org.content_visible_at(i),
+                )
             };
-            let time = if source == "audit_logs" {
-                org.audit_time(i)
-            } else {
-                org.content_time(i)
-            };
-            assert!(visible <= stopped_at);
-            let id = item["id"].as_str().unwrap().to_string();
+            let id = item["id"].as_str().unwrap();
+            let at = stored.get(id).copied();
+            known += u64::from(at.is_some());
             let late = visible > time;
-            out.expected += 1;
-            out.late_expected += u64::from(late);
-            match stored.get(&id) {
-                None => {
+            // Nothing lost: every event before the collector's watermark is stored. (One
+            // still invisible at the stop cannot be judged yet: without a settle lag the
+            // watermark passes late events before they appear.)
+            if time >= lookback_start && time.0 < watermark && visible <= stopped_at {
+                out.expected += 1;
+                out.late_expected += u64::from(late);
+                if at.is_none() {
                     out.missed += 1;
                     out.late_missed += u64::from(late);
                 }
-                // Freshness of live events only (not of the start's look-back backlog).
-                Some(_) if visible < t0 => {}
-                Some(at) => {
-                    out.to_store.push(at - visible.0);
-                    if let Some(ack) = acked.get(&id) {
-                        out.to_ack.push(ack.0 - visible.0);
-                    }
-                }
+            }
+            // Freshness of the events that became visible while the run went on (not of
+            // the look-back backlog at its start), up to `tail` before its end.
+            if visible >= t0 && visible <= fresh_until {
+                out.to_store.push(at.map(|at| at - visible.0));
+                out.to_ack.push(acked.get(id).map(|&ack| ack - visible.0));
             }
         }
-        out.stored += first_stored as u64;
-        if source == "audit_logs" {
-            out.audit_stored = first_stored as u64;
-        } else {
-            out.content_stored = first_stored as u64;
-        }
+        assert_eq!(
+            known,
+            stored.len() as u64,
+            "{name}: the store holds events this bench's copy of the org does not know"
+        );
     }
-    let stats = emu.stats();
-    out.audit_requests = stats.audit_requests;
-    out.content_requests = stats.content_requests;
-    out.to_store.sort_unstable();
-    out.to_ack.sort_unstable();
-    emu.shutdown().await;
-    azure.shutdown().await;
     out
 }
 
-/// The raw ceiling: the same pages, parsed with serde_json and inserted into SQLite (same
-/// pragmas, one transaction per page), nothing else. Page generation is not timed.
-fn raw_ceiling(events: u64) -> (u64, Duration) {
-    let now = UnixMs::now();
-    let org = mirotrail_emulator::miro::MiroOrg::new(&org(
-        events,
-        0,
-        now.minus(days(28)),
-        now.minus(days(2)),
-        NO_LATE,
-    ));
-    let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
-    let mut conn = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "FULL").unwrap();
-    conn.execute_batch("CREATE TABLE t (id TEXT NOT NULL UNIQUE, raw TEXT NOT NULL)")
-        .unwrap();
-    let mut timed = Duration::ZERO;
-    let mut i = 0;
-    while i < events {
-        let n = 500.min(events - i);
-        let data: Vec<serde_json::Value> = (i..i + n).map(|k| org.audit_event(k)).collect();
-        let page =
-            serde_json::json!({"type": "cursor-list", "limit": 500, "size": n, "cursor": "x", "data": data})
-                .to_string();
-        let t = Instant::now();
-        let parsed: serde_json::Value = serde_json::from_str(&page).unwrap();
-        let tx = conn.transaction().unwrap();
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT OR IGNORE INTO t (id, raw) VALUES (?1, ?2)")
-                .unwrap();
-            for item in parsed["data"].as_array().unwrap() {
-                stmt.execute(rusqlite::params![
-                    item["id"].as_str().unwrap(),
-                    item.to_string()
-                ])
-                .unwrap();
-            }
-        }
-        tx.commit().unwrap();
-        timed += t.elapsed();
-        i += n;
+/// The `p` quantile of latencies in ms, as seconds; `None` (not stored yet) sorts last.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "p in [0, 1]: an index into the latencies"
+)]
+fn percentile(latencies: &[Option<i64>], p: f64) -> Option<f64> {
+    let mut sorted: Vec<i64> = latencies.iter().map(|l| l.unwrap_or(i64::MAX)).collect();
+    sorted.sort_unstable();
+    if sorted.is_empty() {
+        return Some(f64::NAN);
     }
-    (events, timed)
+    let v = sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    (v != i64::MAX).then(|| v as f64 / 1000.0)
+}
+
+/// `min / median / max` of `xs`.
+fn mmm(xs: &[f64], decimals: usize) -> String {
+    let mut s: Vec<f64> = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return "-".into();
+    }
+    format!(
+        "{:.d$} / {:.d$} / {:.d$}",
+        s[0],
+        median(&s),
+        s[s.len() - 1],
+        d = decimals
+    )
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut s: Vec<f64> = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 fn machine() -> String {
@@ -516,181 +797,435 @@ fn machine() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
         "{cores} cores ({model}), {mem} RAM, {rustc}, Linux {}",
-        kernel()
+        kernel.trim()
     )
-}
-
-fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 fn per_k(requests: u64, events: u64) -> f64 {
     requests as f64 * 1000.0 / events.max(1) as f64
 }
 
+/// The figures of one measured binary over all runs.
+#[derive(Default)]
+struct Series {
+    small: Vec<BackfillRun>,
+    big: Vec<BackfillRun>,
+    delivery: Vec<DeliveryRun>,
+}
+
+fn log(line: &str) {
+    eprintln!("[{}] {line}", UnixMs::now());
+    let _ = std::io::stderr().flush();
+}
+
 fn main() {
+    if env_text("BENCH_ROLE", "") == "raw-client" {
+        raw_client();
+        return;
+    }
     let audit = env_u64("BENCH_AUDIT_EVENTS", 1_000_000);
     let content = env_u64("BENCH_CONTENT_ITEMS", 200_000);
-    let live_secs = env_u64("BENCH_LIVE_SECS", 330);
-    let out_path = PathBuf::from(env_text("BENCH_OUT", "BENCHMARKS.md"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let machine = machine();
-        eprintln!("machine: {machine}");
-        eprintln!("raw ceiling (serde_json + SQLite, {} events)...", audit / 4);
-        let (raw_n, raw_t) = tokio::task::spawn_blocking(move || raw_ceiling(audit / 4))
-            .await
-            .unwrap();
-        let raw_rate = raw_n as f64 / raw_t.as_secs_f64();
-        eprintln!("backfill of {} + {}...", audit / 4, content / 4);
-        let small = backfill(audit / 4, content / 4).await;
-        eprintln!("backfill of {audit} + {content}...");
-        let big = backfill(audit, content).await;
-        eprintln!("delivery of {} rows to the Azure emulator...", big.stored);
-        let delivery = deliver(&big).await;
-        eprintln!("live mode, ours and sentinel-ccf side by side, {live_secs} s...");
-        let ours = "[sources.audit_logs]\ninitial_lookback = \"2m\"\npoll_interval = \"5s\"\n\n\
-                    [sources.content_logs]\nenabled = true\ninitial_lookback = \"2m\"\npoll_interval = \"5s\"\n";
+    let runs = env_u64("BENCH_RUNS", 3).max(1);
+    let live_runs = env_u64("BENCH_LIVE_RUNS", runs);
+    let live_secs = env_u64("BENCH_LIVE_SECS", 1800);
+    let tail = env_u64("BENCH_LIVE_TAIL", 600);
+    let phases = env_text("BENCH_PHASES", "backfill,delivery,raw,live");
+    let phase = |p: &str| phases.split(',').any(|x| x.trim() == p);
+    let out_path = PathBuf::from(env_text("BENCH_OUT", "target/pipeline-bench.md"));
+    let own = env!("CARGO_BIN_EXE_mirotrail");
+    let mut measured = vec![("A", PathBuf::from(env_text("BENCH_BIN", own)))];
+    let b = env_text("BENCH_BIN_B", "");
+    if !b.is_empty() {
+        measured.push(("B", PathBuf::from(b)));
+    }
+    let bins = Bins {
+        emulator: PathBuf::from(env_text("BENCH_EMULATOR_BIN", own)),
+        measured,
+    };
+    let machine = machine();
+    log(&format!("machine: {machine}"));
+    for (label, path) in &bins.measured {
+        log(&format!("binary {label}: {}", path.display()));
+    }
+
+    let mut series: Vec<Series> = bins.measured.iter().map(|_| Series::default()).collect();
+    let mut raw: Vec<RawRun> = Vec::new();
+    for run in 1..=runs {
+        for (k, (label, bin)) in bins.measured.iter().enumerate() {
+            if phase("backfill") {
+                log(&format!(
+                    "run {run}/{runs}, {label}: backfill of {} + {}",
+                    audit / 4,
+                    content / 4
+                ));
+                let small = backfill(&bins, bin, audit / 4, content / 4);
+                series[k].small.push(small);
+                log(&format!(
+                    "run {run}/{runs}, {label}: backfill of {audit} + {content}"
+                ));
+                let big = backfill(&bins, bin, audit, content);
+                if phase("delivery") {
+                    log(&format!(
+                        "run {run}/{runs}, {label}: delivery of {} rows",
+                        big.events
+                    ));
+                    let d = deliver(&bins, bin, &big);
+                    series[k].delivery.push(d);
+                }
+                series[k].big.push(big);
+            }
+        }
+        if phase("raw") {
+            log(&format!(
+                "run {run}/{runs}: raw ceiling, {audit} + {content}"
+            ));
+            raw.push(raw_ceiling(&bins, audit, content));
+        }
+    }
+
+    let mut live_pairs: Vec<(LiveRun, LiveRun)> = Vec::new();
+    if phase("live") {
+        // mirotrail at its defaults (only the look-back is set, as for the CCF profile).
+        let ours = "[sources.audit_logs]\ninitial_lookback = \"2m\"\n\n\
+                    [sources.content_logs]\nenabled = true\ninitial_lookback = \"2m\"\n";
         let ccf = "[sources.audit_logs]\ninitial_lookback = \"2m\"\npoll_interval = \"5m\"\nsettle_lag = \"0s\"\noverlap = \"0s\"\nmax_window = \"5m\"\npage_size = 100\n\n\
                    [sources.content_logs]\nenabled = true\ninitial_lookback = \"2m\"\npoll_interval = \"5m\"\nsettle_lag = \"0s\"\noverlap = \"0s\"\nmax_window = \"5m\"\npage_size = 100\n";
-        let (ours, ccf) = tokio::join!(
-            live("mirotrail", ours, live_secs),
-            live("sentinel-ccf", ccf, live_secs)
-        );
+        for run in 1..=live_runs {
+            log(&format!(
+                "live {run}/{live_runs}: mirotrail and sentinel-ccf side by side, {live_secs} s"
+            ));
+            let pair = std::thread::scope(|s| {
+                let a = s.spawn(|| live(&bins, "mirotrail", ours, live_secs, tail));
+                let b = s.spawn(|| live(&bins, "sentinel-ccf", ccf, live_secs, tail));
+                (a.join().unwrap(), b.join().unwrap())
+            });
+            live_pairs.push(pair);
+        }
+    }
 
-        let mut t = String::new();
-        let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
-        let big_rate = rate(big.stored, big.usage.wall);
-        let _ = writeln!(t, "| figure | value | target |");
-        let _ = writeln!(t, "|---|---|---|");
+    let t = report(
+        &bins,
+        &series,
+        &raw,
+        &live_pairs,
+        audit,
+        content,
+        live_secs,
+        tail,
+    );
+    println!("{machine}\n\n{t}");
+    let doc = format!(
+        "Measured with `cargo bench --bench pipeline` on {machine}.\n\
+         Each process on its own (mirotrail, each emulator, the raw client), CPU = user + \
+         system time and peak RSS (`ru_maxrss`) from `wait4`; min / median / max over \
+         the runs.\n\n{t}"
+    );
+    if let Some(parent) = out_path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&out_path, doc).unwrap();
+    log(&format!("written to {}", out_path.display()));
+}
+
+#[expect(clippy::too_many_arguments, reason = "the report's inputs, once")]
+fn report(
+    bins: &Bins,
+    series: &[Series],
+    raw: &[RawRun],
+    live_pairs: &[(LiveRun, LiveRun)],
+    audit: u64,
+    content: u64,
+    live_secs: u64,
+    tail: u64,
+) -> String {
+    let mut t = String::new();
+    let col = |f: &dyn Fn(&Series) -> Vec<f64>, d: usize| -> String {
+        series
+            .iter()
+            .map(|s| mmm(&f(s), d))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let labels: Vec<&str> = bins.measured.iter().map(|(l, _)| *l).collect();
+    let runs_taken = series.first().map_or(0, |s| s.big.len()).max(raw.len());
+    if series.iter().any(|s| !s.big.is_empty()) || !raw.is_empty() {
         let _ = writeln!(
             t,
-            "| collector -> store, backfill of {} audit + {} content (events/s) | {:.0} | >= 100,000 |",
-            big.audit, big.content, big_rate
-        );
-        let _ = writeln!(
-            t,
-            "| collector -> store, backfill of {} audit + {} content (events/s) | {:.0} | |",
-            small.audit,
-            small.content,
-            rate(small.stored, small.usage.wall)
-        );
-        let _ = writeln!(
-            t,
-            "| store -> Azure emulator, {} rows (events/s) | {:.0} | >= 100,000 |",
-            delivery.records,
-            rate(delivery.records, delivery.usage.wall)
-        );
-        let _ = writeln!(
-            t,
-            "| store -> Azure emulator (MB/s sent, gzip) | {:.2} | |",
-            delivery.bytes as f64 / 1e6 / delivery.usage.wall.as_secs_f64()
-        );
-        for r in [&small, &big] {
-            let _ = writeln!(
-                t,
-                "| peak RSS of the backfill process, {} events (MB) | {:.1} | < 64 |",
-                r.stored,
-                r.usage.max_rss_kb as f64 / 1024.0
-            );
-        }
-        let _ = writeln!(
-            t,
-            "| peak RSS of the delivery process, {} rows (MB) | {:.1} | |",
-            delivery.records,
-            delivery.usage.max_rss_kb as f64 / 1024.0
-        );
-        let _ = writeln!(
-            t,
-            "| CPU seconds per 100,000 events, backfill (user+sys) | {:.2} | |",
-            big.usage.cpu.as_secs_f64() * 100_000.0 / big.stored as f64
-        );
-        let _ = writeln!(
-            t,
-            "| CPU seconds per 100,000 events, delivery (user+sys) | {:.2} | |",
-            delivery.usage.cpu.as_secs_f64() * 100_000.0 / delivery.records.max(1) as f64
-        );
-        let _ = writeln!(
-            t,
-            "| backfill audit logs: requests / credits per 1,000 events | {:.2} / {:.0} | |",
-            per_k(big.audit_requests, big.audit),
-            per_k(big.audit_requests * 100, big.audit)
-        );
-        let _ = writeln!(
-            t,
-            "| backfill content logs: requests / credits per 1,000 events | {:.2} / {:.0} | 1 request per 1,000 |",
-            per_k(big.content_requests, big.content),
-            per_k(big.content_requests * 2000, big.content)
-        );
-        let _ = writeln!(
-            t,
-            "| raw ceiling: serde_json + SQLite insert, {raw_n} audit events (events/s) | {raw_rate:.0} | |"
-        );
-        let _ = writeln!(
-            t,
-            "| collector -> store as a share of the raw ceiling | {:.0}% | |",
-            big_rate * 100.0 / raw_rate
+            "{runs_taken} runs; {}.",
+            bins.measured
+                .iter()
+                .map(|(l, p)| format!("{l}: `{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "Live mode, {live_secs} s, the same emulated org for both (20 audit events/s, 5 content items/s, 2% of events late by up to 30 s):"
+            "| figure (min / median / max) | {} |",
+            labels.join(" | ")
         );
-        let _ = writeln!(t);
-        let _ = writeln!(t, "| profile | events expected | missed | late expected | late missed | audit req / credits per 1,000 | content req / credits per 1,000 | visible -> stored p50 / p99 (s) | visible -> Azure ack p50 / p99 (s) |");
-        let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
-        for r in [&ours, &ccf] {
+        let _ = writeln!(t, "|---|{}", "---|".repeat(labels.len()));
+    }
+    if series.iter().any(|s| !s.big.is_empty()) {
+        for (name, pick) in [
+            (
+                format!("backfill of {} audit + {} content", audit / 4, content / 4),
+                (|s: &Series| &s.small) as fn(&Series) -> &Vec<BackfillRun>,
+            ),
+            (
+                format!("backfill of {audit} audit + {content} content"),
+                |s: &Series| &s.big,
+            ),
+        ] {
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {} | {} | {:.1} / {:.0} | {:.1} / {:.0} | {:.1} / {:.1} | {:.1} / {:.1} |",
-                r.name,
-                r.expected,
-                r.missed,
-                r.late_expected,
-                r.late_missed,
-                per_k(r.audit_requests, r.audit_stored),
-                per_k(r.audit_requests * 100, r.audit_stored),
-                per_k(r.content_requests, r.content_stored),
-                per_k(r.content_requests * 2000, r.content_stored),
-                percentile(&r.to_store, 0.5),
-                percentile(&r.to_store, 0.99),
-                percentile(&r.to_ack, 0.5),
-                percentile(&r.to_ack, 0.99),
+                "| {name}: events/s | {} |",
+                col(
+                    &|s| pick(s).iter().map(|r| r.usage.rate(r.events)).collect(),
+                    0
+                )
+            );
+            let _ = writeln!(
+                t,
+                "| {name}: mirotrail CPU s per 100k events | {} |",
+                col(
+                    &|s| pick(s)
+                        .iter()
+                        .map(|r| r.usage.cpu_per_100k(r.events))
+                        .collect(),
+                    2
+                )
+            );
+            let _ = writeln!(
+                t,
+                "| {name}: Miro emulator CPU s per 100k events | {} |",
+                col(
+                    &|s| pick(s)
+                        .iter()
+                        .map(|r| r.emulator.cpu_per_100k(r.events))
+                        .collect(),
+                    2
+                )
+            );
+            let _ = writeln!(
+                t,
+                "| {name}: mirotrail peak RSS (MB) | {} |",
+                col(&|s| pick(s).iter().map(|r| r.usage.rss_mb()).collect(), 1)
             );
         }
-        let ratio = |a: f64, b: f64| if b == 0.0 { f64::NAN } else { a / b };
         let _ = writeln!(
             t,
-            "| ours / theirs | | {} vs {} | | {} vs {} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
-            ours.missed,
-            ccf.missed,
-            ours.late_missed,
-            ccf.late_missed,
-            ratio(per_k(ours.audit_requests, ours.audit_stored), per_k(ccf.audit_requests, ccf.audit_stored)),
-            ratio(per_k(ours.content_requests, ours.content_stored), per_k(ccf.content_requests, ccf.content_stored)),
-            ratio(percentile(&ours.to_store, 0.5), percentile(&ccf.to_store, 0.5)),
-            ratio(percentile(&ours.to_store, 0.99), percentile(&ccf.to_store, 0.99)),
-            ratio(percentile(&ours.to_ack, 0.5), percentile(&ccf.to_ack, 0.5)),
-            ratio(percentile(&ours.to_ack, 0.99), percentile(&ccf.to_ack, 0.99)),
+            "| backfill audit logs: requests per 1,000 events | {} |",
+            col(
+                &|s| s
+                    .big
+                    .iter()
+                    .map(|r| per_k(r.audit_requests, audit))
+                    .collect(),
+                2
+            )
         );
-        println!("{machine}\n\n{t}");
-        let doc = format!(
-            "# Benchmarks\n\nMeasured with `cargo bench --bench pipeline` on {machine}.\n\
-             The measured process is the release `mirotrail` binary run as a child process \
-             (peak RSS = `ru_maxrss` from `wait4`, i.e. VmHWM; CPU = user + system time); \
-             the Miro and Azure emulators run in the benchmark process on loopback and \
-             share the same cores.\n\n{t}"
+        let _ = writeln!(
+            t,
+            "| backfill content logs: requests per 1,000 items | {} |",
+            col(
+                &|s| s
+                    .big
+                    .iter()
+                    .map(|r| per_k(r.content_requests, content))
+                    .collect(),
+                2
+            )
         );
-        std::fs::write(&out_path, doc).unwrap();
-        eprintln!("written to {}", out_path.display());
-    });
+    }
+    if series.iter().any(|s| !s.delivery.is_empty()) {
+        let rows = series[0].delivery.first().map_or(0, |d| d.records);
+        let _ = writeln!(
+            t,
+            "| delivery of {rows} rows to the Azure emulator: rows/s | {} |",
+            col(
+                &|s| s.delivery.iter().map(|d| d.usage.rate(d.records)).collect(),
+                0
+            )
+        );
+        let _ = writeln!(
+            t,
+            "| delivery: MB/s sent (gzip) | {} |",
+            col(
+                &|s| s
+                    .delivery
+                    .iter()
+                    .map(|d| d.bytes as f64 / 1e6 / d.usage.wall.as_secs_f64())
+                    .collect(),
+                2
+            )
+        );
+        let _ = writeln!(
+            t,
+            "| delivery: mirotrail CPU s per 100k rows | {} |",
+            col(
+                &|s| s
+                    .delivery
+                    .iter()
+                    .map(|d| d.usage.cpu_per_100k(d.records))
+                    .collect(),
+                2
+            )
+        );
+        let _ = writeln!(
+            t,
+            "| delivery: Azure emulator CPU s per 100k rows | {} |",
+            col(
+                &|s| s
+                    .delivery
+                    .iter()
+                    .map(|d| d.azure.cpu_per_100k(d.records))
+                    .collect(),
+                2
+            )
+        );
+        let _ = writeln!(
+            t,
+            "| delivery: mirotrail peak RSS (MB) | {} |",
+            col(
+                &|s| s.delivery.iter().map(|d| d.usage.rss_mb()).collect(),
+                1
+            )
+        );
+    }
+    if !raw.is_empty() {
+        let same = |f: &dyn Fn(&RawRun) -> f64, d: usize| -> String {
+            let v = mmm(&raw.iter().map(f).collect::<Vec<_>>(), d);
+            vec![v; labels.len()].join(" | ")
+        };
+        let _ = writeln!(
+            t,
+            "| raw ceiling (minimal client, own process), {audit} + {content}: events/s | {} |",
+            same(&|r| r.usage.rate(r.events), 0)
+        );
+        let _ = writeln!(
+            t,
+            "| raw ceiling: client CPU s per 100k events | {} |",
+            same(&|r| r.usage.cpu_per_100k(r.events), 2)
+        );
+        let _ = writeln!(
+            t,
+            "| raw ceiling: Miro emulator CPU s per 100k events | {} |",
+            same(&|r| r.emulator.cpu_per_100k(r.events), 2)
+        );
+        let raw_cpu = median(
+            &raw.iter()
+                .map(|r| r.usage.cpu_per_100k(r.events))
+                .collect::<Vec<_>>(),
+        );
+        if series.iter().any(|s| !s.big.is_empty()) {
+            let _ = writeln!(
+                t,
+                "| mirotrail backfill CPU per event / raw client's (medians) | {} |",
+                series
+                    .iter()
+                    .map(|s| format!(
+                        "{:.2}",
+                        median(
+                            &s.big
+                                .iter()
+                                .map(|r| r.usage.cpu_per_100k(r.events))
+                                .collect::<Vec<_>>()
+                        ) / raw_cpu
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+        }
+    }
+    if series.len() == 2 {
+        let med = |v: Vec<f64>| median(&v);
+        let cpu_big = |s: &Series| {
+            med(s
+                .big
+                .iter()
+                .map(|r| r.usage.cpu_per_100k(r.events))
+                .collect())
+        };
+        let cpu_del = |s: &Series| {
+            med(s
+                .delivery
+                .iter()
+                .map(|d| d.usage.cpu_per_100k(d.records))
+                .collect())
+        };
+        let mut ratios = Vec::new();
+        if !series[0].big.is_empty() {
+            ratios.push(format!(
+                "backfill {:.2}",
+                cpu_big(&series[1]) / cpu_big(&series[0])
+            ));
+        }
+        if !series[0].delivery.is_empty() {
+            ratios.push(format!(
+                "delivery {:.2}",
+                cpu_del(&series[1]) / cpu_del(&series[0])
+            ));
+        }
+        let _ = writeln!(t);
+        let _ = writeln!(t, "B / A, medians of CPU per event: {}.", ratios.join(", "));
+    }
+    if !live_pairs.is_empty() {
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "Live mode of A, {} run(s) of {live_secs} s, each profile against its own emulated org \
+             ({LIVE_AUDIT_PER_SEC} audit events/s, {LIVE_CONTENT_PER_SEC} content items/s, \
+             {:.0}% of events late by up to 30 s, Miro's budget of {BUDGET_PER_MINUTE:.0} credits \
+             a minute). Freshness over the events that became visible from the start to {tail} s \
+             before the end; `>run`: not stored by the end. min / median / max over the runs:",
+            live_pairs.len(),
+            LIVE_LATE_SHARE * 100.0
+        );
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "| profile | events expected | missed | late expected | late missed | audit req per 1,000 | content req per 1,000 | credit budget spent (%) | visible -> stored p50 (s) | p99 (s) | visible -> Azure ack p50 (s) | p99 (s) | mirotrail CPU (s) |"
+        );
+        let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for (name, k) in [("mirotrail (defaults)", 0), ("sentinel-ccf", 1)] {
+            let rs: Vec<&LiveRun> = live_pairs
+                .iter()
+                .map(|p| if k == 0 { &p.0 } else { &p.1 })
+                .collect();
+            let f = |g: &dyn Fn(&LiveRun) -> f64, d: usize| {
+                mmm(&rs.iter().map(|r| g(r)).collect::<Vec<_>>(), d)
+            };
+            let lat = |p: f64, ack: bool| {
+                let xs: Vec<f64> = rs
+                    .iter()
+                    .map(|r| {
+                        percentile(if ack { &r.to_ack } else { &r.to_store }, p)
+                            .unwrap_or(f64::INFINITY)
+                    })
+                    .collect();
+                mmm(&xs, 1).replace("inf", ">run")
+            };
+            let _ = writeln!(
+                t,
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                f(&|r| r.expected as f64, 0),
+                f(&|r| r.missed as f64, 0),
+                f(&|r| r.late_expected as f64, 0),
+                f(&|r| r.late_missed as f64, 0),
+                f(&|r| per_k(r.audit_requests, r.audit_stored), 1),
+                f(&|r| per_k(r.content_requests, r.content_stored), 1),
+                f(&|r| r.budget_pct, 2),
+                lat(0.5, false),
+                lat(0.99, false),
+                lat(0.5, true),
+                lat(0.99, true),
+                f(&|r| r.cpu.as_secs_f64(), 1),
+            );
+        }
+    }
+    t
 }

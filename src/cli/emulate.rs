@@ -1,6 +1,11 @@
-//! `mirotrail emulate miro|azure|splunk`: the emulators, standalone on loopback.
+//! `mirotrail emulate miro|azure|splunk`: the emulators, standalone on loopback. For the
+//! pipeline bench, which runs them as their own processes to measure each apart,
+//! `--stats-out` (miro, azure) and `--acks-out` (azure) write what they saw when they
+//! stop, and `--start-ms`/`--end-ms` give the Miro org an exact span the bench can rebuild.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -79,6 +84,18 @@ struct AzureArgs {
     /// Answer 403 (the "Monitoring Metrics Publisher" role is missing).
     #[arg(long)]
     no_role: bool,
+    /// Count the accepted rows without keeping them in memory (for benchmarks of
+    /// millions of records).
+    #[arg(long)]
+    discard_rows: bool,
+    /// On stop, write what the emulator saw to this file as JSON (records accepted,
+    /// bytes received, requests by status), for benchmarks.
+    #[arg(long, value_name = "PATH")]
+    stats_out: Option<PathBuf>,
+    /// On stop, write one line `ID<TAB>UNIX_MS` per acknowledged record to this file: when
+    /// each record was accepted, for freshness figures.
+    #[arg(long, value_name = "PATH")]
+    acks_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +110,13 @@ struct MiroArgs {
     /// Days of history up to now.
     #[arg(long, default_value_t = 7)]
     days: u32,
+    /// Start of the organisation's history as Unix milliseconds, instead of `--days`
+    /// before now (with `--end-ms`; an end in the future makes events appear live).
+    #[arg(long, requires = "end_ms", conflicts_with = "days")]
+    start_ms: Option<i64>,
+    /// End of the organisation's history as Unix milliseconds (with `--start-ms`).
+    #[arg(long, requires = "start_ms")]
+    end_ms: Option<i64>,
     /// Audit events over those days.
     #[arg(long, default_value_t = 100_000)]
     audit_events: u64,
@@ -151,6 +175,10 @@ struct MiroArgs {
     /// the middle day of the span (`--days` 2 or more).
     #[arg(long, value_name = "LIST")]
     scenario: Option<String>,
+    /// On stop, write what the emulator served to this file as JSON (requests by kind and
+    /// status, credits spent, items served), for benchmarks.
+    #[arg(long, value_name = "PATH")]
+    stats_out: Option<PathBuf>,
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM (what systemd, `kill` and container runtimes send).
@@ -207,6 +235,8 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                     lost_ack_share: a.fault_lost_ack,
                     ..AzureFaults::default()
                 },
+                keep_rows: !a.discard_rows,
+                record_ack_times: a.acks_out.is_some(),
                 ..AzureEmulatorConfig::default()
             };
             let listen = listen_addr(&a.listen)?;
@@ -226,6 +256,26 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 config.client_secret
             );
             stopped().await;
+            if let Some(path) = &a.stats_out {
+                let st = handle.stats();
+                let stats = serde_json::json!({
+                    "records_accepted": st.records_accepted,
+                    "bytes_received": st.bytes_received,
+                    "batches_accepted": st.batches_accepted,
+                    "max_body_bytes": st.max_body_bytes,
+                    "ingestion_by_status": st.ingestion_by_status,
+                    "token_by_status": st.token_by_status,
+                    "lost_acks": st.lost_acks,
+                });
+                write_out(path, &stats.to_string())?;
+            }
+            if let Some(path) = &a.acks_out {
+                let mut lines = String::new();
+                for (id, at) in handle.acknowledged() {
+                    let _ = writeln!(lines, "{id}\t{}", at.0);
+                }
+                write_out(path, &lines)?;
+            }
             handle.shutdown().await;
             Ok(())
         }
@@ -293,6 +343,17 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 a.content_items,
                 &a.token,
             );
+            if let (Some(start), Some(end)) = (a.start_ms, a.end_ms) {
+                if start >= end {
+                    return Err(Failure::usage(anyhow!(
+                        "--start-ms ({start}) must be before --end-ms ({end})"
+                    )));
+                }
+                config.audit.start = UnixMs(start);
+                config.audit.end = UnixMs(end);
+                config.content.start = UnixMs(start);
+                config.content.end = UnixMs(end);
+            }
             config.seed = a.seed;
             config.ai.count = a.ai_entries;
             if let Some(list) = &a.scenario {
@@ -354,10 +415,34 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 )
             );
             stopped().await;
+            if let Some(path) = &a.stats_out {
+                let st = handle.stats();
+                let stats = serde_json::json!({
+                    "requests": st.requests,
+                    "by_status": st.by_status,
+                    "audit_requests": st.audit_requests,
+                    "content_requests": st.content_requests,
+                    "credits_spent": st.credits_spent,
+                    "items_served": st.items_served,
+                    "rate_limited": st.rate_limited,
+                    "faults": st.faults,
+                });
+                write_out(path, &stats.to_string())?;
+            }
             handle.shutdown().await;
             Ok(())
         }
     }
+}
+
+/// Writes a `--stats-out` or `--acks-out` file.
+fn write_out(path: &Path, text: &str) -> Result<(), Failure> {
+    std::fs::write(path, text).map_err(|e| {
+        Failure::runtime(anyhow!(
+            "cannot write {}: {e}; choose a writable path",
+            path.display()
+        ))
+    })
 }
 
 /// What `emulate miro` prints: a `[miro]` block to paste into a config and the token to

@@ -200,22 +200,28 @@ async fn config_file_errors_are_one_line_and_toml_errors_keep_the_caret() {
 /// Starts `mirotrail emulate miro --listen LISTEN` and returns it with its banner (the
 /// standard error lines up to "stops it.").
 async fn start_miro_emulator(listen: &str, token: &str) -> (tokio::process::Child, String) {
+    start_emulator(&[
+        "emulate",
+        "miro",
+        "--listen",
+        listen,
+        "--days",
+        "1",
+        "--audit-events",
+        "50",
+        "--content-items",
+        "10",
+        "--token",
+        token,
+    ])
+    .await
+}
+
+/// Starts `mirotrail ARGS` (an `emulate` command) and returns it with its banner.
+async fn start_emulator(args: &[&str]) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"))
-        .args([
-            "emulate",
-            "miro",
-            "--listen",
-            listen,
-            "--days",
-            "1",
-            "--audit-events",
-            "50",
-            "--content-items",
-            "10",
-            "--token",
-            token,
-        ])
+        .args(args)
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -288,6 +294,134 @@ async fn emulate_miro_prints_a_config_block_and_token_that_check_accepts() {
             .unwrap();
         assert!(status.success(), "{status:?}");
     }
+}
+
+/// The value of `key = "VALUE"` in an emulator's banner.
+fn banner_value(banner: &str, key: &str) -> String {
+    let prefix = format!("{key} = \"");
+    let line = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {key} in: {banner}"));
+    line.trim_end_matches('"').to_owned()
+}
+
+/// Sends SIGTERM and waits (at most 10 s) for a clean exit.
+async fn stop(mut child: tokio::process::Child) {
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("the emulator stops within 10 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulators_write_what_they_served_and_acknowledged_when_stopped() {
+    // What the pipeline bench reads from the emulators it runs as child processes: an
+    // org over an explicit span, the Miro stats, the Azure stats and acknowledgement times.
+    let dir = tempfile::tempdir().unwrap();
+    let now = mirotrail_emulator::UnixMs::now();
+    let (start, end) = (now.minus(minutes(90)), now.minus(minutes(30)));
+    let (start_ms, end_ms) = (start.0.to_string(), end.0.to_string());
+    let miro_stats = dir.path().join("miro.json");
+    let azure_stats = dir.path().join("azure.json");
+    let acks = dir.path().join("acks.tsv");
+    let (miro, miro_banner) = start_emulator(&[
+        "emulate",
+        "miro",
+        "--listen",
+        "127.0.0.1:0",
+        "--start-ms",
+        &start_ms,
+        "--end-ms",
+        &end_ms,
+        "--audit-events",
+        "300",
+        "--content-items",
+        "40",
+        "--late-share",
+        "0",
+        "--no-rate-limit",
+        "--stats-out",
+        miro_stats.to_str().unwrap(),
+    ])
+    .await;
+    let (azure, azure_banner) = start_emulator(&[
+        "emulate",
+        "azure",
+        "--listen",
+        "127.0.0.1:0",
+        "--discard-rows",
+        "--stats-out",
+        azure_stats.to_str().unwrap(),
+        "--acks-out",
+        acks.to_str().unwrap(),
+    ])
+    .await;
+    let azure_url = banner_value(&azure_banner, "endpoint");
+    let cfg = dir.path().join("mirotrail.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[miro]\napi_base = \"{}\"\norg_id = \"{}\"\n\
+             [sources.audit_logs]\ninitial_lookback = \"2h\"\n\
+             [sources.content_logs]\nenabled = true\ninitial_lookback = \"2h\"\n\
+             [store]\npath = \"{}\"\n\
+             [sinks.sentinel]\ntype = \"azure_logs_ingestion\"\nendpoint = \"{azure_url}\"\n\
+             authority_host = \"{azure_url}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\n\
+             client_secret_env = \"AZURE_CLIENT_SECRET\"\naudit_logs_dcr = \"{}\"\n\
+             content_logs_dcr = \"{}\"\n",
+            banner_value(&miro_banner, "api_base"),
+            banner_value(&miro_banner, "org_id"),
+            dir.path().join("mirotrail.db").display(),
+            banner_value(&azure_banner, "tenant_id"),
+            banner_value(&azure_banner, "client_id"),
+            banner_value(&azure_banner, "audit_logs_dcr"),
+            banner_value(&azure_banner, "content_logs_dcr"),
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"))
+        .args(["run", "--once", "--config", cfg.to_str().unwrap()])
+        .env("MIRO_TOKEN", "emulator-token")
+        .env("AZURE_CLIENT_SECRET", "emulator-client-secret")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !miro_stats.exists() && !acks.exists(),
+        "written on stop only"
+    );
+    stop(miro).await;
+    stop(azure).await;
+
+    let miro: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&miro_stats).unwrap()).unwrap();
+    assert!(miro["items_served"].as_u64().unwrap() >= 340, "{miro}");
+    assert!(miro["audit_requests"].as_u64().unwrap() >= 1, "{miro}");
+    assert!(miro["content_requests"].as_u64().unwrap() >= 1, "{miro}");
+    let azure: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&azure_stats).unwrap()).unwrap();
+    assert_eq!(azure["records_accepted"], 340, "{azure}");
+    let acked: Vec<(String, i64)> = std::fs::read_to_string(&acks)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (id, at) = l.split_once('\t').expect("ID<TAB>UNIX_MS");
+            (id.to_owned(), at.parse().expect("milliseconds"))
+        })
+        .collect();
+    assert_eq!(acked.len(), 340);
+    assert!(
+        acked.iter().all(|(_, at)| *at >= now.0),
+        "acknowledged during the run"
+    );
 }
 
 /// Lines of a file sink's audit-log file (0 when it does not exist).
