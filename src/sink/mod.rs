@@ -361,10 +361,7 @@ impl AckTracker {
 
 /// The Miro id of a stored row.
 fn miro_id(source: SourceKind, row: &OutboxRow) -> Option<String> {
-    let i = crate::store::transform::columns(source)
-        .iter()
-        .position(|c| *c == "id")?;
-    row.cells.get(i).cloned().flatten()
+    Some(crate::store::transform::to_row(source, &row.raw).id)
 }
 
 /// Whether re-queued dead letters were there to send.

@@ -312,7 +312,7 @@ async fn azure_down_only_grows_the_backlog_and_everything_arrives_when_it_is_bac
     let mut delivered = false;
     for _ in 0..150 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let conn = rusqlite::Connection::open(&db).unwrap();
+        let conn = mirotrail::store::Store::open_read_only(&db).unwrap();
         let (max_seq, offset): (i64, i64) = conn
             .query_row(
                 "SELECT (SELECT max(_seq) FROM MiroAuditLogs_CL), \

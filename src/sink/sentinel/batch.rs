@@ -157,7 +157,6 @@ mod tests {
     fn row(seq: i64, raw: &str) -> OutboxRow {
         OutboxRow {
             seq,
-            cells: vec![],
             raw: raw.into(),
         }
     }
