@@ -368,6 +368,18 @@ pub(crate) fn compact(
     let plain_sql = format!(
         "SELECT _seq, _raw FROM {table} WHERE typeof(_raw) = 'text' AND _seq > ?1 ORDER BY _seq LIMIT ?2"
     );
+    // A read first (the partial index of text rows): most calls find nothing to do and
+    // take no write lock.
+    let text_rows: i64 = conn.query_row(
+        &format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE typeof(_raw) = 'text' LIMIT ?1)"
+        ),
+        [TRAIN_ROWS_SQL],
+        |r| r.get(0),
+    )?;
+    if text_rows == 0 || (!codec.has_dictionary(source) && text_rows < TRAIN_ROWS_SQL) {
+        return Ok(0);
+    }
     if !codec.has_dictionary(source) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         codec.load(&tx)?;
