@@ -275,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         drop(crate::store::Store::open(&path).unwrap());
-        let conn = rusqlite::Connection::open(&path).unwrap();
+        let conn = crate::store::Store::open_read_only(&path).unwrap();
         for v in views() {
             let mut stmt = conn
                 .prepare(&v.sql)

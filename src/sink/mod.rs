@@ -400,10 +400,7 @@ impl AckTracker {
 
 /// The Miro id of a stored row.
 fn miro_id(source: SourceKind, row: &OutboxRow) -> Option<String> {
-    let i = crate::store::transform::columns(source)
-        .iter()
-        .position(|c| *c == "id")?;
-    row.cells.get(i).cloned().flatten()
+    Some(crate::store::transform::to_row(source, &row.raw).id)
 }
 
 /// Whether re-queued dead letters were there to send.
@@ -596,10 +593,11 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             }
             pending = true;
             let mut tracker = AckTracker::new(&store, &name, source, offset, &rows).await?;
+            // The rows move to the sink (no copy); their `_seq`s stay for the count below.
+            let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
             let todo: Vec<OutboxRow> = rows
-                .iter()
+                .into_iter()
                 .filter(|r| !tracker.ledger.is_acked(r.seq))
-                .cloned()
                 .collect();
             let result = if todo.is_empty() {
                 Ok(())
@@ -625,9 +623,9 @@ pub async fn deliver(task: Delivery, mut shutdown: Shutdown) -> Result<DeliveryR
             let delivered = tracker_offset - offset;
             if tracker_offset > offset {
                 // Rows set aside are passed, not delivered.
-                let n = rows
+                let n = seqs
                     .iter()
-                    .filter(|r| r.seq <= tracker_offset && !rejected.contains(&r.seq))
+                    .filter(|&&s| s <= tracker_offset && !rejected.contains(&s))
                     .count() as u64;
                 report.rows += n;
                 if let Some((_, total)) =

@@ -23,17 +23,20 @@
 //! worker threads.
 
 mod handle;
+mod raw;
 mod schema;
 pub mod transform;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::config::SourceKind;
 use crate::timefmt::UnixMs;
 pub use handle::{AckLane, StoreHandle};
+use raw::RawCodec;
+pub use raw::RawError;
 pub use transform::Row;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,11 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "stored row _seq {seq} cannot be read back: {cause} (the store file is damaged or was \
+         edited by hand; restore it from a backup)"
+    )]
+    Raw { seq: i64, cause: RawError },
     #[error(
         "store {what} failed: {cause} (if the disk is full, free space; nothing was lost, the work is retried)"
     )]
@@ -128,14 +136,21 @@ pub struct PageCommit {
     pub partial: u64,
 }
 
-/// A stored row handed to a sink.
+/// A stored row handed to a sink: its `_seq` and the item exactly as Miro sent it. The
+/// table columns are derived from the item when a sink needs them ([`OutboxRow::cells`]),
+/// as the store's views derive them.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub seq: i64,
-    /// The table columns, in order.
-    pub cells: Vec<Option<String>>,
     /// The item exactly as Miro sent it.
     pub raw: String,
+}
+
+impl OutboxRow {
+    /// The table columns, in order (the transform of `raw`, as the table shows them).
+    pub fn cells(&self, source: SourceKind) -> Vec<Option<String>> {
+        transform::to_row(source, &self.raw).cells
+    }
 }
 
 /// Where a sink stands on one source, in rows (not `_seq` numbers: ignored duplicates
@@ -253,6 +268,10 @@ pub struct Store {
     path: PathBuf,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// The dictionaries `_raw` is compressed with (`raw.rs`).
+    codec: Arc<RawCodec>,
+    /// Rows stored as text since the last look for a dictionary, per source.
+    plain_rows: Mutex<[usize; SourceKind::ALL.len()]>,
     _lock: Option<std::fs::File>,
 }
 
@@ -308,23 +327,43 @@ impl Store {
                 }
             }
         };
+        let codec = RawCodec::new(Some(path));
         let mut writer = Connection::open(path).map_err(open_err)?;
         configure(&writer).map_err(open_err)?;
+        raw::register_functions(&writer, &codec).map_err(open_err)?;
         writer
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         check_version(&writer, path)?;
         schema::migrate(&mut writer).map_err(open_err)?;
+        codec.load(&writer).map_err(open_err)?;
+        // Items stored as text (before a dictionary, or by an older version) are
+        // compressed now; after an upgrade that is every row, once, so the file is then
+        // rewritten to give the space back.
+        let mut recoded = 0;
+        for source in SourceKind::ALL {
+            recoded += raw::compact(&mut writer, &codec, source).map_err(open_err)?;
+        }
+        if recoded >= COMPACT_VACUUM_ROWS {
+            tracing::info!(
+                rows = recoded,
+                "compressed the stored items; rewriting the store file to free the space"
+            );
+            writer.execute_batch("VACUUM").map_err(open_err)?;
+        }
         let reader = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(open_err)?;
         configure(&reader).map_err(open_err)?;
+        raw::register_functions(&reader, &codec).map_err(open_err)?;
         Ok(Store {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            codec,
+            plain_rows: Mutex::new([0; SourceKind::ALL.len()]),
             _lock: Some(lock),
         })
     }
@@ -345,10 +384,12 @@ impl Store {
             path: path.to_path_buf(),
             cause: source,
         })?;
-        configure(&conn).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            cause: source,
-        })?;
+        configure(&conn)
+            .and_then(|()| raw::register_functions(&conn, &RawCodec::new(Some(path))))
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                cause: source,
+            })?;
         Ok(conn)
     }
 
@@ -420,9 +461,10 @@ impl Store {
     ) -> Result<PageCommit, StoreError> {
         let mut conn = self.writer.lock().expect("store writer lock");
         let tx = conn.transaction().map_err(sql("starting a page commit"))?;
-        let commit = insert_rows(&tx, source, rows)?;
+        let (commit, plain) = insert_rows(&tx, &self.codec, source, rows)?;
         write_checkpoint(&tx, checkpoint).map_err(sql("saving a checkpoint"))?;
         tx.commit().map_err(sql("committing a page"))?;
+        self.after_insert(&mut conn, source, plain)?;
         Ok(commit)
     }
 
@@ -438,10 +480,38 @@ impl Store {
         let tx = conn
             .transaction()
             .map_err(sql("starting a backfill page commit"))?;
-        let commit = insert_rows(&tx, source, rows)?;
+        let (commit, plain) = insert_rows(&tx, &self.codec, source, rows)?;
         write_slice(&tx, slice, commit).map_err(sql("saving a backfill slice"))?;
         tx.commit().map_err(sql("committing a backfill page"))?;
+        self.after_insert(&mut conn, source, plain)?;
         Ok(commit)
+    }
+
+    /// Counts rows stored as text (their source had no dictionary yet); once there are
+    /// enough to train one, trains it and compresses them (`raw::compact`).
+    fn after_insert(
+        &self,
+        conn: &mut Connection,
+        source: SourceKind,
+        plain: usize,
+    ) -> Result<(), StoreError> {
+        if plain == 0 {
+            return Ok(());
+        }
+        let slot = SourceKind::ALL
+            .iter()
+            .position(|s| *s == source)
+            .unwrap_or(0);
+        let due = {
+            let mut counts = self.plain_rows.lock().expect("store counter lock");
+            counts[slot] += plain;
+            counts[slot] >= raw::TRAIN_ROWS
+        };
+        if due {
+            raw::compact(conn, &self.codec, source).map_err(sql("compressing stored items"))?;
+            self.plain_rows.lock().expect("store counter lock")[slot] = 0;
+        }
+        Ok(())
     }
 
     /// Saves a slice's progress on its own (a refused cursor, a failed read).
@@ -677,7 +747,6 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let what = "reading re-queued dead letters";
-        let columns = transform::columns(source);
         let gone: Vec<i64> = {
             let conn = self.writer.lock().expect("store writer lock");
             let mut stmt = conn
@@ -706,24 +775,22 @@ impl Store {
         let conn = self.writer.lock().expect("store writer lock");
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT t._seq, t._raw, {} FROM dead_letters d JOIN {} t ON t._seq = d.seq
+                "SELECT t._seq, t._raw FROM dead_letters d JOIN {} t ON t._seq = d.seq
                  WHERE d.sink = ?1 AND d.source = ?2 AND d.requeued = 1
                  ORDER BY t._seq LIMIT ?3",
-                columns
-                    .iter()
-                    .map(|c| format!("t.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                source.table()
+                raw::rows_table(source)
             ))
             .map_err(sql(what))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![sink, source.name(), limit], |r| {
-                outbox_row(r, columns.len())
-            })
+        let mut decoder = self.codec.decoder();
+        let mut rows = stmt
+            .query(params![sink, source.name(), limit])
             .map_err(sql(what))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(sql(what))
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(sql(what))? {
+            out.push(outbox_row(r, &mut decoder)?);
+        }
+        Ok(out)
     }
 
     /// Removes the dead-letter entries of re-queued rows `first..=last` the destination
@@ -789,21 +856,23 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let conn = self.reader.lock().expect("store reader lock");
-        let columns = transform::columns(source);
         let sql_text = format!(
-            "SELECT _seq, _raw, {} FROM {} WHERE _seq > ?1 ORDER BY _seq LIMIT ?2",
-            columns.join(", "),
-            source.table()
+            "SELECT _seq, _raw FROM {} WHERE _seq > ?1 ORDER BY _seq LIMIT ?2",
+            raw::rows_table(source)
         );
         let mut stmt = conn
             .prepare_cached(&sql_text)
             .map_err(sql("preparing the outbox read"))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![after_seq, limit], |r| outbox_row(r, columns.len()))
+        let mut decoder = self.codec.decoder();
+        let mut rows = stmt
+            .query(params![after_seq, limit])
             .map_err(sql("reading the outbox"))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(sql("reading the outbox"))
+        let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(4096));
+        while let Some(r) = rows.next().map_err(sql("reading the outbox"))? {
+            out.push(outbox_row(r, &mut decoder)?);
+        }
+        Ok(out)
     }
 
     /// Rows of `source` that `sink` has not delivered yet.
@@ -850,7 +919,7 @@ impl Store {
                     &format!(
                         "DELETE FROM {} WHERE coalesce(TimeGenerated, _ingested_at) < ?1 AND _seq <= ?2
                            AND _seq NOT IN (SELECT seq FROM dead_letters WHERE source = ?3)",
-                        source.table()
+                        raw::rows_table(source)
                     ),
                     params![cutoff.to_iso(), limit, source.name()],
                 )
@@ -905,17 +974,14 @@ fn read_checkpoint(
     .map_err(sql("reading a checkpoint"))
 }
 
-/// An outbox row from a statement selecting `_seq`, `_raw` and then `n` table columns.
-fn outbox_row(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<OutboxRow> {
-    let mut cells = Vec::with_capacity(n);
-    for i in 0..n {
-        cells.push(r.get::<_, Option<String>>(i + 2)?);
-    }
-    Ok(OutboxRow {
-        seq: r.get(0)?,
-        raw: r.get(1)?,
-        cells,
-    })
+/// An outbox row from a statement selecting `_seq` and the stored `_raw`.
+fn outbox_row(r: &rusqlite::Row<'_>, decoder: &mut raw::Decoder) -> Result<OutboxRow, StoreError> {
+    let seq: i64 = r.get(0).map_err(sql("reading the outbox"))?;
+    let stored = r.get_ref(1).map_err(sql("reading the outbox"))?;
+    let raw = decoder
+        .decode(stored)
+        .map_err(|cause| StoreError::Raw { seq, cause })?;
+    Ok(OutboxRow { seq, raw })
 }
 
 /// How many stored rows of a source have only some columns derived.
@@ -1155,6 +1221,8 @@ fn advance_offset_tx(
 pub fn scratch() -> Result<Connection, StoreError> {
     let mut conn = Connection::open_in_memory().map_err(sql("opening a scratch store"))?;
     schema::migrate(&mut conn).map_err(sql("creating a scratch store"))?;
+    raw::register_functions(&conn, &RawCodec::new(None))
+        .map_err(sql("creating a scratch store"))?;
     Ok(conn)
 }
 
@@ -1170,7 +1238,8 @@ pub fn insert_items(
         .map(|raw| (transform::to_row(source, raw), raw.as_str()))
         .collect();
     let tx = conn.transaction().map_err(sql("storing items"))?;
-    let commit = insert_rows(&tx, source, &rows)?;
+    // Items stay text (no dictionary is trained here): the views read either form.
+    let (commit, _) = insert_rows(&tx, &RawCodec::new(None), source, &rows)?;
     tx.commit().map_err(sql("storing items"))?;
     Ok(commit)
 }
@@ -1204,41 +1273,76 @@ fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// Inserts a page's rows (`INSERT OR IGNORE`: ids already stored count as duplicates).
+/// Returns what was committed and how many new rows were stored as text (their source
+/// has no compression dictionary yet).
+///
+/// A row is stored as the columns of its stored table (`raw::rows_table`: the ones the
+/// store keeps, `STORED_AUDIT_COLUMNS` / `STORED_CONTENT_COLUMNS`) and `_raw` encoded by
+/// the source's dictionary (`raw::Encoder`); the view of the table derives the rest.
 fn insert_rows(
     tx: &Connection,
+    codec: &RawCodec,
     source: SourceKind,
     rows: &[(Row, &str)],
-) -> Result<PageCommit, StoreError> {
+) -> Result<(PageCommit, usize), StoreError> {
     let mut commit = PageCommit::default();
+    let mut plain = 0;
     let columns = transform::columns(source);
-    let mut sql_text = format!("INSERT OR IGNORE INTO {} (", source.table());
-    for c in columns {
+    if let Some((row, _)) = rows
+        .iter()
+        .find(|(row, _)| row.cells.len() != columns.len())
+    {
+        return Err(StoreError::Sql {
+            what: "inserting a row",
+            cause: rusqlite::Error::InvalidColumnIndex(row.cells.len()),
+        });
+    }
+    let stored = stored_columns(source);
+    let indices: Vec<usize> = stored
+        .iter()
+        .map(|c| {
+            columns
+                .iter()
+                .position(|k| k == c)
+                .expect("a stored column is a table column")
+        })
+        .collect();
+    let mut sql_text = format!("INSERT OR IGNORE INTO {} (", raw::rows_table(source));
+    for c in stored {
         sql_text.push_str(c);
         sql_text.push_str(", ");
     }
     sql_text.push_str("_raw, _ingested_at) VALUES (");
-    for i in 1..=columns.len() + 2 {
+    for i in 1..=stored.len() + 2 {
         sql_text.push_str(&format!(
             "?{i}{}",
-            if i < columns.len() + 2 { ", " } else { ")" }
+            if i < stored.len() + 2 { ", " } else { ")" }
         ));
     }
     let mut stmt = tx
         .prepare_cached(&sql_text)
         .map_err(sql("preparing the row insert"))?;
     let ingested = UnixMs::now().to_iso();
+    let mut encoder = codec.encoder(source);
     for (row, raw) in rows {
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(columns.len() + 2);
-        for cell in &row.cells {
-            values.push(cell);
+        let encoded = match &mut encoder {
+            Some(encoder) => encoder.encode(raw),
+            None => rusqlite::types::Value::Text((*raw).to_string()),
+        };
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(stored.len() + 2);
+        for &i in &indices {
+            values.push(&row.cells[i]);
         }
-        values.push(raw);
+        values.push(&encoded);
         values.push(&ingested);
         let n = stmt
             .execute(values.as_slice())
             .map_err(sql("inserting a row"))?;
         if n == 1 {
             commit.inserted += 1;
+            if matches!(encoded, rusqlite::types::Value::Text(_)) {
+                plain += 1;
+            }
             if let Some(unread) = &row.partial {
                 commit.partial += 1;
                 tx.prepare_cached(
@@ -1251,8 +1355,35 @@ fn insert_rows(
             commit.duplicates += 1;
         }
     }
-    Ok(commit)
+    Ok((commit, plain))
 }
+
+/// The columns a source's stored table keeps (besides `_seq`, `_raw`, `_ingested_at`):
+/// the dedup key, the event time (indexed) and what the Sentinel sample queries group
+/// by; the view derives the others from `_raw` (schema step 10).
+fn stored_columns(source: SourceKind) -> &'static [&'static str] {
+    match source {
+        SourceKind::AuditLogs => &[
+            "TimeGenerated",
+            "id",
+            "event",
+            "category",
+            "createdBy_email",
+        ],
+        SourceKind::ContentLogs => &["TimeGenerated", "id", "actionType", "actor_email"],
+        // `storedAt`: the time the API's windows filter on (an index, like `TimeGenerated`).
+        SourceKind::AiInteractionLogs => &[
+            "TimeGenerated",
+            "id",
+            "storedAt",
+            "aiFeatureName",
+            "actor_email",
+        ],
+    }
+}
+
+/// Re-encoding this many rows at open (an upgraded store) is followed by a `VACUUM`.
+const COMPACT_VACUUM_ROWS: u64 = 10_000;
 
 /// Writes a slice's progress; its counts grow by `added`.
 fn write_slice(
@@ -1703,6 +1834,241 @@ mod tests {
         assert_eq!(again.cursor.as_deref(), Some("c"));
         assert_eq!(again.inserted, 2);
         assert_eq!(again.covered_ms(), 50);
+    }
+
+    /// An item of the audit log in several of the forms Miro sends (times with `+0000`,
+    /// big numbers, escapes, whitespace, a missing id, `details` nested past the parser).
+    fn varied_item(i: usize) -> String {
+        let user = i % 37;
+        match i % 9 {
+            0 => format!(
+                r#"{{"id":"2024-05-01T10:00:00.{i:06}Z#30744573{i:011}-DDB","event":"board_opened","category":"boards","type":"event","createdAt":"2024-05-01T10:{:02}:00.123+0000","createdBy":{{"type":"user","id":"30744573999{user:08}","name":"User {user}","email":"user{user}@example.com"}},"context":{{"ip":"192.0.2.{user}","team":{{"id":"3074457374711061589","name":"Product","type":"team"}},"organization":{{"id":"3074457345821141000","name":"Northwind","type":"organization"}}}},"object":{{"id":"uXjV{i}=","name":"Board {i}"}},"details":{{"role":"VIEWER"}}}}"#,
+                i % 60
+            ),
+            1 => format!(
+                r#"{{ "id" : "{i}", "event":"sign_in_succeeded", "createdAt":"2024-05-01T10:00:00Z", "details":{{"big":30744573469876543210123{i},"f":1e400}} }}"#
+            ),
+            2 => {
+                format!(r#"{{"event":"no_id","createdAt":"2024-05-01T10:00:00.5+02:00","n":{i}}}"#)
+            }
+            3 => format!(
+                r#"{{"id":"{i}","event":"café "quoted"","createdBy":{{"email":"üser{user}@example.com"}}}}"#
+            ),
+            4 => format!(
+                r#"{{"id":"{i}","details":{}{}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            ),
+            _ => format!(
+                r#"{{"id":"{i}","event":"board_exported","category":"boards","createdAt":"2024-05-01T11:00:{:02}.840687+0000","createdBy":{{"email":"user{user}@example.com","id":"{user}"}},"details":{{"format":"pdf"}}}}"#,
+                i % 60
+            ),
+        }
+    }
+
+    /// Every column of every row of a Sentinel table (or view), in `_seq` order.
+    fn all_rows(conn: &Connection, table: &str) -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY _seq"))
+            .unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn an_older_store_is_migrated_to_the_compact_layout_keeping_every_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let count = raw::TRAIN_ROWS + 700;
+        // A store as the release before the compact layout wrote it: every column stored.
+        let (before, old_columns) = {
+            let mut conn = Connection::open(&path).unwrap();
+            schema::migrate_to(&mut conn, 9).unwrap();
+            for source in SourceKind::ALL {
+                let columns = transform::columns(source);
+                let sql_text = format!(
+                    "INSERT OR IGNORE INTO {} ({}, _raw, _ingested_at) VALUES ({})",
+                    source.table(),
+                    columns.join(", "),
+                    (1..=columns.len() + 2)
+                        .map(|i| format!("?{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for i in 0..count {
+                    let raw = varied_item(i);
+                    let row = transform::to_row(source, &raw);
+                    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::new();
+                    for c in &row.cells {
+                        values.push(c);
+                    }
+                    values.push(&raw);
+                    values.push(&"2024-05-02T00:00:00.000Z");
+                    conn.execute(&sql_text, values.as_slice()).unwrap();
+                }
+            }
+            // Retention deleted the newest audit rows: `_seq` must still go on from the
+            // counter, not from the highest row left.
+            conn.execute_batch(
+                "DELETE FROM MiroAuditLogs_CL WHERE _seq > (SELECT max(_seq) - 5 FROM MiroAuditLogs_CL)",
+            )
+            .unwrap();
+            let before: Vec<_> = SourceKind::ALL
+                .iter()
+                .map(|s| all_rows(&conn, s.table()))
+                .collect();
+            let columns: Vec<Vec<String>> = SourceKind::ALL
+                .iter()
+                .map(|s| {
+                    conn.prepare(&format!("SELECT * FROM {}", s.table()))
+                        .unwrap()
+                        .column_names()
+                        .map(str::to_string)
+                        .collect()
+                })
+                .collect();
+            (before, columns)
+        };
+        let sequence_before: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'MiroAuditLogs_CL'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let raw_bytes = |conn: &Connection, table: &str| -> i64 {
+            conn.query_row(
+                &format!("SELECT sum(length(CAST(_raw AS BLOB))) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let raw_before = raw_bytes(&Connection::open(&path).unwrap(), "MiroAuditLogs_CL");
+
+        let store = Store::open(&path).unwrap();
+        drop(store);
+        let conn = Store::open_read_only(&path).unwrap();
+        for (i, source) in SourceKind::ALL.iter().enumerate() {
+            let columns: Vec<String> = conn
+                .prepare(&format!("SELECT * FROM {}", source.table()))
+                .unwrap()
+                .column_names()
+                .map(str::to_string)
+                .collect();
+            assert_eq!(
+                columns, old_columns[i],
+                "{source}: the same columns in the same order"
+            );
+            let after = all_rows(&conn, source.table());
+            assert_eq!(after.len(), before[i].len(), "{source}: every row kept");
+            for (a, b) in after.iter().zip(&before[i]) {
+                assert_eq!(a, b, "{source}: every value kept, `_raw` byte for byte");
+            }
+            // The items are compressed now.
+            let text: i64 = conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM {} WHERE typeof(_raw) = 'text'",
+                        raw::rows_table(*source)
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(text, 0, "{source}: every item compressed");
+        }
+        let raw_after = raw_bytes(&conn, "MiroAuditLogs_CL_rows");
+        assert!(
+            raw_after * 3 < raw_before,
+            "`_raw`: {raw_before} bytes before, {raw_after} after"
+        );
+        // New rows go on after the old counter, and the store opens again unchanged.
+        let store = Store::open(&path).unwrap();
+        commit(&store, &["new-1"], &cp(SourceKind::AuditLogs, 1, None));
+        let newest = store
+            .read_outbox(SourceKind::AuditLogs, sequence_before, 10)
+            .unwrap();
+        assert_eq!(newest.len(), 1);
+        assert!(newest[0].seq > sequence_before);
+        assert_eq!(
+            store.table_stats(SourceKind::AuditLogs).unwrap().rows,
+            i64::try_from(before[0].len()).unwrap() + 1
+        );
+    }
+
+    /// Any item, stored (before and after its source has a dictionary), reads back byte
+    /// for byte through the outbox and through the table's `_raw` column.
+    #[test]
+    fn any_item_reads_back_byte_exact() {
+        use proptest::prelude::*;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let seen = std::cell::Cell::new(0usize);
+        let check = |store: &Store, raw: &str| {
+            seen.set(seen.get() + 1);
+            let row = transform::to_row(SourceKind::AuditLogs, raw);
+            let c = store
+                .commit_page(
+                    SourceKind::AuditLogs,
+                    &[(row.clone(), raw)],
+                    &cp(SourceKind::AuditLogs, 1, None),
+                )
+                .unwrap();
+            if c.inserted == 0 {
+                return;
+            }
+            let stored: String = store
+                .reader
+                .lock()
+                .unwrap()
+                .query_row(
+                    "SELECT _raw FROM MiroAuditLogs_CL WHERE id = ?1",
+                    [&row.id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(stored, raw);
+            let seq: i64 = store
+                .reader
+                .lock()
+                .unwrap()
+                .query_row(
+                    "SELECT _seq FROM MiroAuditLogs_CL_rows WHERE id = ?1",
+                    [&row.id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let out = store
+                .read_outbox(SourceKind::AuditLogs, seq - 1, 1)
+                .unwrap();
+            assert_eq!(out[0].raw, raw);
+        };
+        // Enough items to train the dictionary, then arbitrary ones.
+        for i in 0..raw::TRAIN_ROWS + 10 {
+            check(&store, &varied_item(i));
+        }
+        assert!(store.codec.has_dictionary(SourceKind::AuditLogs));
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let items = prop_oneof![
+            any::<String>(),
+            ("[a-z0-9@. \\\"é\u{1F600}]{0,80}", any::<i64>(), any::<f64>()).prop_map(|(s, n, f)| format!(
+                r#"{{"id":"{}","event":"{}","n":{n},"f":{f},"createdAt":"2024-05-01T10:00:00.1234567+0530"}}"#,
+                s.replace(['\\', '"'], ""),
+                s.replace(['\\', '"'], "")
+            )),
+        ];
+        runner
+            .run(&items, |raw| {
+                check(&store, &raw);
+                Ok(())
+            })
+            .unwrap();
+        assert!(seen.get() > raw::TRAIN_ROWS);
     }
 
     #[test]

@@ -77,8 +77,143 @@ CREATE TABLE sink_offsets (
                 PRIMARY KEY (sink, source)
             );"#;
 
+/// Step 10, the compact store (`docs/store.md`): each source's rows (the AI interaction
+/// logs' as well) move to a stored table
+/// (`<table>_rows`) that keeps `_seq`, `id`, `TimeGenerated`, the columns the Sentinel
+/// sample queries group by, `_raw` and `_ingested_at`; the other columns are pure
+/// projections of `_raw` and are derived on read by a view with the Sentinel table's
+/// name and columns, in order (`mirotrail_column`, `mirotrail_raw`: `store/raw.rs`).
+/// `_raw` moves as it is (text); `raw::compact` compresses it once a dictionary is
+/// trained. The `_seq` counter moves with the rows (`sqlite_sequence`), so `_seq` keeps
+/// growing past every delivery offset. Deleting from a view deletes the stored rows.
+const STEP_10: &str = r#"CREATE TABLE raw_dictionaries (
+  id INTEGER PRIMARY KEY,
+  source TEXT NOT NULL,
+  dictionary BLOB NOT NULL,
+  trained_rows INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+CREATE TABLE MiroAuditLogs_CL_rows (
+  _seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  TimeGenerated TEXT,
+  id TEXT NOT NULL UNIQUE,
+  event TEXT NOT NULL DEFAULT '',
+  category TEXT NOT NULL DEFAULT '',
+  createdBy_email TEXT NOT NULL DEFAULT '',
+  _raw BLOB NOT NULL,
+  _ingested_at TEXT NOT NULL
+);
+INSERT INTO MiroAuditLogs_CL_rows (_seq, TimeGenerated, id, event, category, createdBy_email, _raw, _ingested_at)
+  SELECT _seq, TimeGenerated, id, event, category, createdBy_email, _raw, _ingested_at FROM MiroAuditLogs_CL ORDER BY _seq;
+DELETE FROM sqlite_sequence WHERE name = 'MiroAuditLogs_CL_rows';
+UPDATE sqlite_sequence SET name = 'MiroAuditLogs_CL_rows' WHERE name = 'MiroAuditLogs_CL';
+DROP TABLE MiroAuditLogs_CL;
+CREATE INDEX MiroAuditLogs_CL_rows_time ON MiroAuditLogs_CL_rows (TimeGenerated);
+CREATE INDEX MiroAuditLogs_CL_rows_text ON MiroAuditLogs_CL_rows (_seq) WHERE typeof(_raw) = 'text';
+CREATE VIEW MiroAuditLogs_CL AS SELECT
+  TimeGenerated,
+  id,
+  mirotrail_column('audit_logs', 'createdAt', _raw) AS createdAt,
+  event,
+  category,
+  mirotrail_column('audit_logs', 'logType', _raw) AS logType,
+  createdBy_email,
+  mirotrail_column('audit_logs', 'createdBy_id', _raw) AS createdBy_id,
+  mirotrail_column('audit_logs', 'createdBy_name', _raw) AS createdBy_name,
+  mirotrail_column('audit_logs', 'createdBy_type', _raw) AS createdBy_type,
+  mirotrail_column('audit_logs', 'object_id', _raw) AS object_id,
+  mirotrail_column('audit_logs', 'object_name', _raw) AS object_name,
+  mirotrail_column('audit_logs', 'context_ip', _raw) AS context_ip,
+  mirotrail_column('audit_logs', 'context_team_id', _raw) AS context_team_id,
+  mirotrail_column('audit_logs', 'context_team_name', _raw) AS context_team_name,
+  mirotrail_column('audit_logs', 'context_team_type', _raw) AS context_team_type,
+  mirotrail_column('audit_logs', 'context_organization_id', _raw) AS context_organization_id,
+  mirotrail_column('audit_logs', 'context_organization_name', _raw) AS context_organization_name,
+  mirotrail_column('audit_logs', 'context_organization_type', _raw) AS context_organization_type,
+  mirotrail_column('audit_logs', 'details', _raw) AS details,
+  mirotrail_raw(_raw) AS _raw,
+  _ingested_at,
+  _seq
+FROM MiroAuditLogs_CL_rows;
+CREATE TRIGGER MiroAuditLogs_CL_delete INSTEAD OF DELETE ON MiroAuditLogs_CL
+BEGIN DELETE FROM MiroAuditLogs_CL_rows WHERE _seq = OLD._seq; END;
+CREATE TABLE MiroContentLogs_CL_rows (
+  _seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  TimeGenerated TEXT,
+  id TEXT NOT NULL UNIQUE,
+  actionType TEXT NOT NULL DEFAULT '',
+  actor_email TEXT NOT NULL DEFAULT '',
+  _raw BLOB NOT NULL,
+  _ingested_at TEXT NOT NULL
+);
+INSERT INTO MiroContentLogs_CL_rows (_seq, TimeGenerated, id, actionType, actor_email, _raw, _ingested_at)
+  SELECT _seq, TimeGenerated, id, actionType, actor_email, _raw, _ingested_at FROM MiroContentLogs_CL ORDER BY _seq;
+DELETE FROM sqlite_sequence WHERE name = 'MiroContentLogs_CL_rows';
+UPDATE sqlite_sequence SET name = 'MiroContentLogs_CL_rows' WHERE name = 'MiroContentLogs_CL';
+DROP TABLE MiroContentLogs_CL;
+CREATE INDEX MiroContentLogs_CL_rows_time ON MiroContentLogs_CL_rows (TimeGenerated);
+CREATE INDEX MiroContentLogs_CL_rows_text ON MiroContentLogs_CL_rows (_seq) WHERE typeof(_raw) = 'text';
+CREATE VIEW MiroContentLogs_CL AS SELECT
+  TimeGenerated,
+  id,
+  mirotrail_column('content_logs', 'actionTime', _raw) AS actionTime,
+  actionType,
+  mirotrail_column('content_logs', 'actor_id', _raw) AS actor_id,
+  actor_email,
+  mirotrail_column('content_logs', 'actor_name', _raw) AS actor_name,
+  mirotrail_column('content_logs', 'contentId', _raw) AS contentId,
+  mirotrail_column('content_logs', 'itemId', _raw) AS itemId,
+  mirotrail_column('content_logs', 'itemType', _raw) AS itemType,
+  mirotrail_column('content_logs', 'relationships', _raw) AS relationships,
+  mirotrail_column('content_logs', 'state', _raw) AS state,
+  mirotrail_raw(_raw) AS _raw,
+  _ingested_at,
+  _seq
+FROM MiroContentLogs_CL_rows;
+CREATE TRIGGER MiroContentLogs_CL_delete INSTEAD OF DELETE ON MiroContentLogs_CL
+BEGIN DELETE FROM MiroContentLogs_CL_rows WHERE _seq = OLD._seq; END;
+CREATE TABLE MiroAiInteractionLogs_CL_rows (
+  _seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  TimeGenerated TEXT,
+  id TEXT NOT NULL UNIQUE,
+  storedAt TEXT,
+  aiFeatureName TEXT NOT NULL DEFAULT '',
+  actor_email TEXT NOT NULL DEFAULT '',
+  _raw BLOB NOT NULL,
+  _ingested_at TEXT NOT NULL
+);
+INSERT INTO MiroAiInteractionLogs_CL_rows (_seq, TimeGenerated, id, storedAt, aiFeatureName, actor_email, _raw, _ingested_at)
+  SELECT _seq, TimeGenerated, id, storedAt, aiFeatureName, actor_email, _raw, _ingested_at FROM MiroAiInteractionLogs_CL ORDER BY _seq;
+DELETE FROM sqlite_sequence WHERE name = 'MiroAiInteractionLogs_CL_rows';
+UPDATE sqlite_sequence SET name = 'MiroAiInteractionLogs_CL_rows' WHERE name = 'MiroAiInteractionLogs_CL';
+DROP TABLE MiroAiInteractionLogs_CL;
+CREATE INDEX MiroAiInteractionLogs_CL_rows_time ON MiroAiInteractionLogs_CL_rows (TimeGenerated);
+CREATE INDEX MiroAiInteractionLogs_CL_rows_stored ON MiroAiInteractionLogs_CL_rows (storedAt);
+CREATE INDEX MiroAiInteractionLogs_CL_rows_text ON MiroAiInteractionLogs_CL_rows (_seq) WHERE typeof(_raw) = 'text';
+CREATE VIEW MiroAiInteractionLogs_CL AS SELECT
+  TimeGenerated,
+  id,
+  mirotrail_column('ai_interaction_logs', 'createdAt', _raw) AS createdAt,
+  storedAt,
+  mirotrail_column('ai_interaction_logs', 'sessionId', _raw) AS sessionId,
+  mirotrail_column('ai_interaction_logs', 'messageId', _raw) AS messageId,
+  aiFeatureName,
+  mirotrail_column('ai_interaction_logs', 'logType', _raw) AS logType,
+  mirotrail_column('ai_interaction_logs', 'object_id', _raw) AS object_id,
+  mirotrail_column('ai_interaction_logs', 'object_type', _raw) AS object_type,
+  mirotrail_column('ai_interaction_logs', 'actor_id', _raw) AS actor_id,
+  actor_email,
+  mirotrail_column('ai_interaction_logs', 'actor_name', _raw) AS actor_name,
+  mirotrail_column('ai_interaction_logs', 'details', _raw) AS details,
+  mirotrail_raw(_raw) AS _raw,
+  _ingested_at,
+  _seq
+FROM MiroAiInteractionLogs_CL_rows;
+CREATE TRIGGER MiroAiInteractionLogs_CL_delete INSTEAD OF DELETE ON MiroAiInteractionLogs_CL
+BEGIN DELETE FROM MiroAiInteractionLogs_CL_rows WHERE _seq = OLD._seq; END;"#;
+
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 9] {
+fn migrations() -> [&'static str; 10] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -191,6 +326,8 @@ fn migrations() -> [&'static str; 9] {
             evaluated_seq INTEGER NOT NULL,
             updated_ms INTEGER NOT NULL
         );",
+        // 10: the compact store: derived columns on read, `_raw` compressed (see STEP_10).
+        STEP_10,
     ]
 }
 
@@ -198,7 +335,15 @@ fn migrations() -> [&'static str; 9] {
 /// processes at once (`run` beside `backfill`): each step reads the version inside an
 /// immediate (write-locked) transaction, so only one process applies it.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate_to(conn, latest_version())
+}
+
+/// Brings the schema up to `version` (tests make stores of an older version with it).
+pub(crate) fn migrate_to(conn: &mut Connection, version: i64) -> rusqlite::Result<()> {
     let steps = migrations();
+    let steps = &steps[..usize::try_from(version.max(0))
+        .unwrap_or(0)
+        .min(steps.len())];
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -286,6 +431,9 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
+        // The views derive columns with mirotrail's SQL functions.
+        crate::store::raw::register_functions(&conn, &crate::store::raw::RawCodec::new(None))
+            .unwrap();
         for source in crate::config::SourceKind::ALL {
             let stmt = conn
                 .prepare(&format!("SELECT * FROM {} LIMIT 0", source.table()))

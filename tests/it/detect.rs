@@ -87,9 +87,8 @@ fn expected_alert(org: &MiroOrg, scenario: Scenario) -> (&'static str, BTreeMap<
 
 /// Text columns of a query on the store, read-only.
 fn rows(env: &Env, sql: &str) -> Vec<Vec<String>> {
-    let conn =
-        rusqlite::Connection::open_with_flags(env.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
+    // The store's tables are views whose columns mirotrail's SQL functions derive.
+    let conn = mirotrail::store::Store::open_read_only(&env.db()).unwrap();
     let mut stmt = conn.prepare(sql).unwrap();
     let n = stmt.column_count();
     stmt.query_map([], |r| {

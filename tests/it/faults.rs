@@ -230,7 +230,7 @@ async fn fault_store_database_locked_by_another_process() {
             );
             // Start over for the long lock.
             let conn = rusqlite::Connection::open(env.db()).unwrap();
-            conn.execute_batch("DELETE FROM checkpoints; DELETE FROM MiroAuditLogs_CL;")
+            conn.execute_batch("DELETE FROM checkpoints; DELETE FROM MiroAuditLogs_CL_rows;")
                 .unwrap();
         } else {
             assert_eq!(out.status.code(), Some(1), "{}", text(&out));

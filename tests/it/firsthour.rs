@@ -78,9 +78,7 @@ fn table_line(out: &str, needles: &[&str]) -> Vec<String> {
 }
 
 fn max_seq(db: &std::path::Path, table: &str) -> i64 {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
+    let conn = mirotrail::store::Store::open_read_only(db).unwrap();
     conn.query_row(&format!("SELECT max(_seq) FROM {table}"), [], |r| r.get(0))
         .unwrap()
 }

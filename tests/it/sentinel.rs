@@ -319,7 +319,7 @@ fn local_rows(w: &World, source: SourceKind) -> HashMap<String, usize> {
     counted(
         stored(w, source)
             .iter()
-            .map(|r| table_row(crate::support::stream(source), &r.cells)),
+            .map(|r| table_row(crate::support::stream(source), &r.cells(source))),
     )
 }
 

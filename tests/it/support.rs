@@ -12,6 +12,15 @@ use mirotrail_emulator::miro::{MiroEmulator, MiroEmulatorConfig, MiroEmulatorHan
 pub(crate) use mirotrail_test_support::*;
 use serde_json::Value;
 
+/// All rows of a table of the store as column -> value, read through the store's own
+/// connection (the Sentinel tables are views that need its SQL functions).
+pub(crate) fn table(
+    db: &std::path::Path,
+    name: &str,
+) -> Vec<std::collections::BTreeMap<String, Option<String>>> {
+    mirotrail_test_support::table(&mirotrail::store::Store::open_read_only(db).unwrap(), name)
+}
+
 /// A test directory with a running emulator and a config file.
 pub(crate) struct Env {
     pub dir: tempfile::TempDir,

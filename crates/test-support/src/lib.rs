@@ -93,11 +93,10 @@ pub fn text(out: &Output) -> String {
     )
 }
 
-/// All rows of a table as column -> value (text or null).
-pub fn table(db: &Path, table: &str) -> Vec<BTreeMap<String, Option<String>>> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
+/// All rows of a table as column -> value (text or null). The Sentinel tables of the
+/// store are views that need the store's SQL functions: pass a connection from
+/// `mirotrail::store::Store::open_read_only`.
+pub fn table(conn: &rusqlite::Connection, table: &str) -> Vec<BTreeMap<String, Option<String>>> {
     let mut stmt = conn
         .prepare(&format!("SELECT * FROM {table} ORDER BY _seq"))
         .unwrap();
@@ -132,8 +131,43 @@ pub fn count(db: &Path, table: &str) -> i64 {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
+    // The Sentinel tables are views over `<table>_rows` (store schema step 7), which need
+    // the store's SQL functions; the stored table counts the same rows without them.
+    let table = stored_table(&conn, table);
     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
         .unwrap_or(0)
+}
+
+/// `<table>_rows` when the store keeps the Sentinel table `table` as a view over it.
+fn stored_table(conn: &rusqlite::Connection, table: &str) -> String {
+    let stored = format!("{table}_rows");
+    let has_stored: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = ?1",
+            [&stored],
+            |r| r.get(0),
+        )
+        .unwrap_or(false);
+    if has_stored {
+        stored
+    } else {
+        table.to_string()
+    }
+}
+
+/// The `id` of every row of a Sentinel table, in `_seq` order.
+fn ids(db: &Path, table: &str) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let table = stored_table(&conn, table);
+    let mut stmt = conn
+        .prepare(&format!("SELECT id FROM {table} ORDER BY _seq"))
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 /// The emulated audit events with `createdAt` in `[from, to)` and visible now, by id.
@@ -205,10 +239,10 @@ pub fn kql(v: &Value, pointer: &str) -> String {
 
 /// Asserts that each id in `ids` appears exactly once in the table and nothing else does.
 pub fn assert_exactly_once(db: &Path, table: &str, expected: &HashMap<String, Value>) {
-    let rows = self::table(db, table);
+    let rows = ids(db, table);
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for r in &rows {
-        *seen.entry(r["id"].clone().unwrap()).or_default() += 1;
+    for id in &rows {
+        *seen.entry(id.clone()).or_default() += 1;
     }
     let missing: Vec<&String> = expected
         .keys()

@@ -172,8 +172,7 @@ impl SentinelSink {
             .stats
             .long_values
             .fetch_add(long.len() as u64, Ordering::Relaxed);
-        let lengths: Vec<usize> = records.iter().map(|r| r.json.len()).collect();
-        let chunks = batch::chunks(&lengths, self.config.max_batch_bytes);
+        let chunks = batch::chunks(&records.lengths(), self.config.max_batch_bytes);
         let records = Arc::new(records);
 
         // Up to `max_concurrency` uploads in flight; after a failure no new one starts.

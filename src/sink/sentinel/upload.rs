@@ -18,7 +18,7 @@ use url::Url;
 
 use super::MAX_BATCH_BYTES;
 use super::auth::TokenProvider;
-use super::batch::{Record, gzip, json_array};
+use super::batch::{Records, gzip_array};
 use crate::net::{BodyError, MAX_AUXILIARY_BODY_BYTES, error_chain, read_body_capped};
 use crate::retry::{self, Decision, Exchange, GiveUp, Policy};
 use crate::sink::SinkError;
@@ -276,7 +276,7 @@ impl Uploader {
     pub(crate) async fn upload_chunk(
         self: Arc<Self>,
         target: Arc<Target>,
-        records: Arc<Vec<Record>>,
+        records: Arc<Records>,
         range: std::ops::Range<usize>,
     ) -> ChunkOutcome {
         let mut stack = vec![range.clone()];
@@ -285,21 +285,20 @@ impl Uploader {
         // the DCR that is wrong, not the record. (index in `results`, the error)
         let mut suspect: Option<(usize, SinkError)> = None;
         while let Some(r) = stack.pop() {
-            if r.len() == 1 && records[r.start].json.len() + 2 > MAX_BATCH_BYTES {
+            if r.len() == 1 && records.json(r.start).len() + 2 > MAX_BATCH_BYTES {
                 // Alone over the limit of one call: no request can carry it.
-                let record = &records[r.start];
                 results.push(Some(format!(
                     "row _seq {} (Miro id `{}`) is {} bytes of JSON, more than the {MAX_BATCH_BYTES} \
                      bytes Azure accepts in one call (DCR {}, stream {}); it was not sent",
-                    record.seq,
-                    record.id,
-                    record.json.len(),
+                    records.seq(r.start),
+                    records.id(r.start),
+                    records.json(r.start).len(),
                     target.dcr,
                     target.stream
                 )));
                 continue;
             }
-            match self.post(&target, &records[r.clone()]).await {
+            match self.post(&target, &records, r.clone()).await {
                 Ok(()) => {
                     results.extend(r.clone().map(|_| None));
                     self.stats
@@ -320,13 +319,12 @@ impl Uploader {
                     stack.push(r.start..mid);
                 }
                 Err(PostError::TooLarge) => {
-                    let record = &records[r.start];
                     results.push(Some(format!(
                         "row _seq {} (Miro id `{}`) is {} bytes of JSON, more than Azure accepts \
                          in one call (413 from DCR {}, stream {}); it was sent alone and refused",
-                        record.seq,
-                        record.id,
-                        record.json.len(),
+                        records.seq(r.start),
+                        records.id(r.start),
+                        records.json(r.start).len(),
                         target.dcr,
                         target.stream
                     )));
@@ -341,11 +339,11 @@ impl Uploader {
                             error: Some(first),
                         };
                     }
-                    let record = &records[r.start];
                     results.push(Some(format!(
                         "Azure refused row _seq {} (Miro id `{}`) alone as malformed while \
                          accepting the others: {e}",
-                        record.seq, record.id
+                        records.seq(r.start),
+                        records.id(r.start)
                     )));
                     suspect = Some((results.len() - 1, e));
                 }
@@ -394,8 +392,12 @@ impl Uploader {
             .contains(&key)
     }
 
-    async fn post(&self, target: &Target, records: &[Record]) -> Result<(), PostError> {
-        let json = json_array(records);
+    async fn post(
+        &self,
+        target: &Target,
+        records: &Records,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), PostError> {
         let url = target.url();
         let policy = Policy {
             max_retries: self.max_attempts.saturating_sub(1),
@@ -408,7 +410,7 @@ impl Uploader {
             uploader: self,
             target,
             url,
-            body: gzip(&json),
+            body: gzip_array(records, range),
             token: None,
             renewed: false,
             request_id: String::new(),

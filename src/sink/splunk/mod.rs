@@ -403,9 +403,10 @@ impl SplunkSink {
                 .expect("a JSON string")
         });
         // The event time: `createdAt` / `actionTime` (column 2), else `TimeGenerated`.
+        let cells = row.cells(source);
         let time = [2, 0]
             .iter()
-            .filter_map(|&i| row.cells.get(i).cloned().flatten())
+            .filter_map(|&i| cells.get(i).cloned().flatten())
             .find_map(|t| UnixMs::parse(&t));
         let mut envelope = serde_json::Map::new();
         if let Some(t) = time {
