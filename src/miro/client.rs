@@ -410,20 +410,21 @@ impl MiroClient {
                 }
                 other => other,
             },
-            Ok(body) => match classify(error_message(&body).as_deref()) {
-                Decision::Finish(Verdict::Success) => {
-                    return match parse(&body) {
-                        Ok(value) => Decision::Finish(Ok(value)),
-                        Err(e) => Decision::Retry {
-                            reason: format!("HTTP {status} with an unusable body: {e}"),
-                        },
-                    };
-                }
-                other => other,
-            },
+            // A 2xx body is parsed once, straight into the page (or token) type; only an
+            // error answer is read for Miro's `message`.
+            Ok(body) if (200..=299).contains(&status) => {
+                return match parse(&body) {
+                    Ok(value) => Decision::Finish(Ok(value)),
+                    Err(e) => Decision::Retry {
+                        reason: format!("HTTP {status} with an unusable body: {e}"),
+                    },
+                };
+            }
+            Ok(body) => classify(error_message(&body).as_deref()),
         };
         match decision {
-            Decision::Finish(Verdict::Success) => unreachable!("handled above"),
+            // `classify_status` says `Success` for 2xx only, which returned above.
+            Decision::Finish(Verdict::Success) => unreachable!("2xx is handled above"),
             Decision::Finish(Verdict::CursorRejected) => {
                 Decision::Finish(Err(FetchError::CursorRejected {
                     reason: "Miro refused the cursor (400; expired?)".into(),
