@@ -1,8 +1,9 @@
 //! The store: one SQLite file (WAL), the single source of truth.
 //!
 //! Invariants:
-//! - each page of items is committed in one transaction together with its source's
-//!   checkpoint, so a crash leaves either both or neither;
+//! - the items of a page (or of a group of consecutive pages, `collect::read_window`) are
+//!   committed in one transaction together with the source's checkpoint after the last
+//!   of them, so a crash leaves either both or neither;
 //! - rows are unique on the Miro `id` per table (`INSERT OR IGNORE`), so re-reading an
 //!   overlap or a page inserts nothing;
 //! - `_seq` only grows and is assigned in commit order (one writer), so a sink's delivery
@@ -10,8 +11,8 @@
 //!   acknowledged. A `backfill` process beside `run` is a second writer, but SQLite
 //!   lets one write transaction in at a time (the other waits, busy timeout), so `_seq`
 //!   is still assigned in commit order;
-//! - a backfill page is committed in one transaction together with its slice's progress
-//!   (`backfill_slices`), like a live page with its checkpoint;
+//! - a backfill page (or group of pages) is committed in one transaction together with
+//!   its slice's progress (`backfill_slices`), like live pages with their checkpoint;
 //! - a row a sink's destination will never accept is listed in `dead_letters` in the same
 //!   transaction that lets the sink's offset pass it; the row itself stays in its table,
 //!   and retention never deletes a row listed there.
@@ -387,7 +388,8 @@ impl Store {
         Ok(())
     }
 
-    /// Commits one page: its rows and the checkpoint after it, in one transaction.
+    /// Commits the rows of one page, or of a group of consecutive pages, and the
+    /// checkpoint after the last of them, in one transaction.
     pub fn commit_page(
         &self,
         source: SourceKind,
@@ -402,8 +404,8 @@ impl Store {
         Ok(commit)
     }
 
-    /// Commits one backfill page: its rows and its slice's progress (counts grow by what
-    /// this page inserted), in one transaction.
+    /// Commits one backfill page (or group of pages): its rows and its slice's progress
+    /// (counts grow by what these rows inserted), in one transaction.
     pub fn commit_backfill_page(
         &self,
         source: SourceKind,
