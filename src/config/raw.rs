@@ -246,6 +246,12 @@ impl RawConfig {
                 SourceKind::AuditLogs => (true, 500, 1000),
                 SourceKind::ContentLogs => (false, 1000, 1000),
             };
+            // Polling defaults per source: their calls cost 100 and 2,000 credits
+            // (README, "Freshness and the cost of polling").
+            let (poll_default, lag_default, every_default) = match kind {
+                SourceKind::AuditLogs => ("10s", "5s", "1m"),
+                SourceKind::ContentLogs => ("5m", "1m", "0s"),
+            };
             let page = raw.page_size.unwrap_or(page_default);
             let page_size = NonZeroU32::new(page)
                 .filter(|p| p.get() <= page_max)
@@ -261,11 +267,11 @@ impl RawConfig {
                 kind,
                 enabled: raw.enabled.unwrap_or(enabled_default),
                 initial_lookback: duration(&key("initial_lookback"), &raw.initial_lookback, "24h")?,
-                poll_interval: duration(&key("poll_interval"), &raw.poll_interval, "30s")?,
-                settle_lag: duration(&key("settle_lag"), &raw.settle_lag, "1m")?,
+                poll_interval: duration(&key("poll_interval"), &raw.poll_interval, poll_default)?,
+                settle_lag: duration(&key("settle_lag"), &raw.settle_lag, lag_default)?,
                 overlap: duration(&key("overlap"), &raw.overlap, "15m")?,
                 max_window: duration(&key("max_window"), &raw.max_window, "24h")?,
-                overlap_every: duration(&key("overlap_every"), &raw.overlap_every, "5m")?,
+                overlap_every: duration(&key("overlap_every"), &raw.overlap_every, every_default)?,
                 page_size,
             };
             if source.poll_interval < std::time::Duration::from_secs(1) {
@@ -466,11 +472,16 @@ mod tests {
         let audit = c.source(SourceKind::AuditLogs);
         assert!(audit.enabled);
         assert_eq!(audit.page_size.get(), 500);
-        assert_eq!(audit.settle_lag, Duration::from_secs(60));
+        assert_eq!(audit.poll_interval, Duration::from_secs(10));
+        assert_eq!(audit.settle_lag, Duration::from_secs(5));
         assert_eq!(audit.overlap, Duration::from_secs(15 * 60));
+        assert_eq!(audit.overlap_every, Duration::from_secs(60));
         let content = c.source(SourceKind::ContentLogs);
         assert!(!content.enabled);
         assert_eq!(content.page_size.get(), 1000);
+        assert_eq!(content.poll_interval, Duration::from_secs(300));
+        assert_eq!(content.settle_lag, Duration::from_secs(60));
+        assert_eq!(content.overlap_every, Duration::ZERO);
         assert_eq!(c.store_path, Path::new("/etc/mirotrail/mirotrail.db"));
         assert_eq!(c.budget.share, 0.5);
         assert_eq!(c.budget.backfill_share, 0.25);
