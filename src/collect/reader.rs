@@ -103,7 +103,7 @@ pub trait PageCommitter: Send + Sync + 'static {
 }
 
 /// When pages fetched but not yet committed are committed together: after this many
-/// pages, ...
+/// pages (a window's first group is one page, each next one twice the last), ...
 pub(crate) const GROUP_MAX_PAGES: usize = 64;
 /// ... this much item text (bounds memory: backfill reads several slices at once), ...
 pub(crate) const GROUP_MAX_BYTES: usize = 2 * 1024 * 1024;
@@ -150,8 +150,9 @@ impl PageGroup {
         self.pages.push(page);
     }
 
-    fn full(&self) -> bool {
-        self.pages.len() >= GROUP_MAX_PAGES
+    /// Whether the group holds `max_pages` pages, or enough bytes, or is old enough.
+    fn full(&self, max_pages: usize) -> bool {
+        self.pages.len() >= max_pages
             || self.bytes >= GROUP_MAX_BYTES
             || self.since.is_some_and(|t| t.elapsed() >= GROUP_MAX_AGE)
     }
@@ -187,8 +188,19 @@ pub async fn read_window<S: PageCommitter>(
     let started = Instant::now();
     let mut window_inserted = 0;
     let mut group = PageGroup::default();
-    // Commits the pending group (if any); `?` on its error.
+    // The first group of a window is its first page, and each group may hold twice as
+    // many pages as the one before, up to `GROUP_MAX_PAGES`: a window's first rows are
+    // stored at once, and a process stopped again and again still makes progress.
+    let mut group_pages = 1;
+    // Commits the pending group (if any); `?` on its error. `flush!(and_grow)` also lets
+    // the next group hold twice as many pages.
     macro_rules! flush {
+        (and_grow) => {
+            if !group.pages.is_empty() {
+                group_pages = (group_pages * 2).min(GROUP_MAX_PAGES);
+            }
+            flush!()
+        };
         () => {
             commit_group(
                 &w,
@@ -223,7 +235,7 @@ pub async fn read_window<S: PageCommitter>(
                 tokio::select! {
                     fetched = &mut fetch => break fetched,
                     () = tokio::time::sleep_until(deadline) => {
-                        flush!();
+                        flush!(and_grow);
                     }
                 }
             }
@@ -261,9 +273,9 @@ pub async fn read_window<S: PageCommitter>(
         if next_cursor.is_none()
             || repeated.is_some()
             || empty_pages >= MAX_EMPTY_PAGES
-            || group.full()
+            || group.full(group_pages)
         {
-            flush!();
+            flush!(and_grow);
         }
 
         if let Some(cursor) = repeated {
