@@ -1160,15 +1160,23 @@ fn insert_rows(
         .map_err(sql("preparing the row insert"))?;
     let ingested = UnixMs::now().to_iso();
     for (row, raw) in rows {
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(columns.len() + 2);
-        for cell in &row.cells {
-            values.push(cell);
-        }
-        values.push(raw);
-        values.push(&ingested);
-        let n = stmt
-            .execute(values.as_slice())
-            .map_err(sql("inserting a row"))?;
+        // Bound one by one: no list of parameters is built per row. Every parameter is
+        // bound again for each row, so none is left over from the row before.
+        let bind = |stmt: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<usize> {
+            if row.cells.len() != columns.len() {
+                return Err(rusqlite::Error::InvalidParameterCount(
+                    row.cells.len() + 2,
+                    columns.len() + 2,
+                ));
+            }
+            for (i, cell) in row.cells.iter().enumerate() {
+                stmt.raw_bind_parameter(i + 1, cell)?;
+            }
+            stmt.raw_bind_parameter(columns.len() + 1, raw)?;
+            stmt.raw_bind_parameter(columns.len() + 2, &ingested)?;
+            stmt.raw_execute()
+        };
+        let n = bind(&mut stmt).map_err(sql("inserting a row"))?;
         if n == 1 {
             commit.inserted += 1;
             if let Some(unread) = &row.partial {

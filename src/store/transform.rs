@@ -411,6 +411,15 @@ mod fast {
         }
     }
 
+    /// A JSON string's text: borrowed from the raw text when it holds no escape (the
+    /// item was parsed already, so the string is valid JSON), decoded otherwise.
+    fn string(t: &str) -> Option<Cow<'_, str>> {
+        match t.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+            _ => serde_json::from_str::<Cow<'_, str>>(t).ok(),
+        }
+    }
+
     /// KQL `tostring()` of a raw field, as the general path computes it.
     fn text(raw: Raw<'_>) -> Option<String> {
         let Some(r) = raw else {
@@ -418,9 +427,7 @@ mod fast {
         };
         let t = r.get();
         if t.starts_with('"') {
-            serde_json::from_str::<Cow<'_, str>>(t)
-                .ok()
-                .map(Cow::into_owned)
+            string(t).map(Cow::into_owned)
         } else {
             serde_json::from_str::<Value>(t)
                 .ok()
@@ -433,17 +440,21 @@ mod fast {
         if !t.starts_with('"') {
             return None;
         }
-        UnixMs::parse(&serde_json::from_str::<Cow<'_, str>>(t).ok()?)
+        UnixMs::parse(&string(t)?)
     }
 
     /// A dynamic column: compact JSON (keys sorted, as the general path writes it).
     fn dynamic(raw: Raw<'_>) -> Option<Option<String>> {
-        match raw {
-            None => Some(None),
-            Some(r) => serde_json::from_str::<Value>(r.get())
-                .ok()
-                .map(|v| Some(v.to_string())),
+        let Some(r) = raw else {
+            return Some(None);
+        };
+        let mut out = String::with_capacity(r.get().len());
+        if super::write_canonical(r.get(), &mut out, 0) {
+            return Some(Some(out));
         }
+        serde_json::from_str::<Value>(r.get())
+            .ok()
+            .map(|v| Some(v.to_string()))
     }
 
     /// The id as text; `None` (general path) when it is missing, empty or not a plain
@@ -451,7 +462,7 @@ mod fast {
     fn id(raw: Raw<'_>) -> Option<String> {
         let t = raw?.get();
         let id = if t.starts_with('"') {
-            serde_json::from_str::<Cow<'_, str>>(t).ok()?.into_owned()
+            string(t)?.into_owned()
         } else if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
             match serde_json::from_str::<Value>(t).ok()? {
                 Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
@@ -535,6 +546,119 @@ mod fast {
             }
         }
     }
+}
+
+/// Nesting beyond which [`write_canonical`] leaves the value to `serde_json::Value` (whose
+/// own limit, 128, then decides).
+const CANONICAL_MAX_DEPTH: u32 = 100;
+
+/// Writes the JSON text `raw` to `out` in the form `Value::to_string` gives it (compact,
+/// object keys sorted, the last of duplicate keys kept, strings escaped as serde_json
+/// escapes them), without building a `Value` tree: strings without escapes and integers
+/// are copied as they are, other strings and numbers go through serde_json one by one.
+/// `false` (and `out` in any state) when `raw` is not JSON or nests deeper than
+/// [`CANONICAL_MAX_DEPTH`]: the caller then parses it as a `Value`.
+fn write_canonical(raw: &str, out: &mut String, depth: u32) -> bool {
+    use serde_json::value::RawValue;
+    if depth >= CANONICAL_MAX_DEPTH {
+        return false;
+    }
+    let t = raw.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+    match t.as_bytes().first() {
+        Some(b'{') => {
+            let Ok(mut members) = members(t) else {
+                return false;
+            };
+            // Stable: of duplicate keys the last stays last, and is the one kept.
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push('{');
+            let mut first = true;
+            for (i, (key, value)) in members.iter().enumerate() {
+                if members.get(i + 1).is_some_and(|next| next.0 == *key) {
+                    continue;
+                }
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                if !write_string(key, out) {
+                    return false;
+                }
+                out.push(':');
+                if !write_canonical(value.get(), out, depth + 1) {
+                    return false;
+                }
+            }
+            out.push('}');
+            true
+        }
+        Some(b'[') => {
+            let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(t) else {
+                return false;
+            };
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if !write_canonical(item.get(), out, depth + 1) {
+                    return false;
+                }
+            }
+            out.push(']');
+            true
+        }
+        Some(b'"') if !t.contains('\\') && t.len() >= 2 && t.ends_with('"') => {
+            out.push_str(t);
+            true
+        }
+        Some(b'"') => match serde_json::from_str::<std::borrow::Cow<'_, str>>(t) {
+            Ok(text) => write_string(&text, out),
+            Err(_) => false,
+        },
+        Some(_) if matches!(t, "true" | "false" | "null") => {
+            out.push_str(t);
+            true
+        }
+        Some(_) if is_plain_integer(t) => {
+            out.push_str(t);
+            true
+        }
+        Some(_) => match serde_json::from_str::<Value>(t) {
+            Ok(v @ Value::Number(_)) => {
+                out.push_str(&v.to_string());
+                true
+            }
+            _ => false,
+        },
+        None => false,
+    }
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes it.
+fn write_string(text: &str, out: &mut String) -> bool {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+        return true;
+    }
+    match serde_json::to_string(text) {
+        Ok(quoted) => {
+            out.push_str(&quoted);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `-?(0|[1-9][0-9]*)`: an integer serde_json (with `arbitrary_precision`) writes back
+/// digit for digit.
+fn is_plain_integer(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
 }
 
 /// The `id` member's JSON text exactly as sent.
@@ -947,6 +1071,87 @@ mod tests {
         // Duplicate keys and derived ids go the general way.
         assert!(fast::to_row(SourceKind::AuditLogs, r#"{"id":"1","id":"2"}"#).is_none());
         assert!(fast::to_row(SourceKind::AuditLogs, r#"{"event":"x"}"#).is_none());
+    }
+
+    /// `value` as JSON text Miro could send: keys in reverse order, each object key also
+    /// sent once before with another value (the last one counts), whitespace around
+    /// everything, and every ASCII letter `a` in strings escaped as `\u0061`.
+    fn unusual_text(value: &Value, out: &mut String) {
+        let string = |s: &str, out: &mut String| {
+            let quoted = serde_json::to_string(s).unwrap();
+            out.push_str(&quoted.replace('a', "\\u0061"));
+        };
+        match value {
+            Value::Object(map) => {
+                out.push_str("{ ");
+                for (i, (k, v)) in map.iter().rev().enumerate() {
+                    if i > 0 {
+                        out.push_str(" ,\n");
+                    }
+                    string(k, out);
+                    out.push_str(" : [1, {\"x\": 2}] ,\t");
+                    string(k, out);
+                    out.push_str(" : ");
+                    unusual_text(v, out);
+                }
+                out.push_str(" }");
+            }
+            Value::Array(items) => {
+                out.push_str("[ ");
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(" , ");
+                    }
+                    unusual_text(v, out);
+                }
+                out.push_str(" ]");
+            }
+            Value::String(s) => string(s, out),
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    proptest! {
+        /// The dynamic columns' writer gives exactly what `Value::to_string` gives, for
+        /// canonical text and for text with unsorted and duplicate keys, whitespace and
+        /// escapes.
+        #[test]
+        fn canonical_writer_agrees_with_value_to_string(value in arb_json()) {
+            for text in [value.to_string(), { let mut t = String::new(); unusual_text(&value, &mut t); t }] {
+                let want = serde_json::from_str::<Value>(&text).unwrap().to_string();
+                let mut got = String::new();
+                prop_assert!(write_canonical(&text, &mut got, 0), "refused {text}");
+                prop_assert_eq!(got, want, "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_writer_numbers_and_limits() {
+        for text in [
+            "-0",
+            "0",
+            "-12",
+            "30744573469876543210123",
+            "1e400",
+            "-1E-400",
+            "1.50",
+            "0.1e1",
+            "[1.0,-0,2e5]",
+            r#"{"b":1,"a":{"d":[],"c":{}}}"#,
+            r#""\ud83d\ude00 \/ \u001f""#,
+        ] {
+            let want = serde_json::from_str::<Value>(text).unwrap().to_string();
+            let mut got = String::new();
+            assert!(write_canonical(text, &mut got, 0), "{text}");
+            assert_eq!(got, want, "{text}");
+        }
+        // Too deep for the writer: left to `Value`, which has its own limit.
+        let deep = format!("{}{}", "[".repeat(101), "]".repeat(101));
+        assert!(!write_canonical(&deep, &mut String::new(), 0));
+        for bad in ["", "[1,", r#"{"a"}"#, "01", "nul", r#""x"#] {
+            assert!(!write_canonical(bad, &mut String::new(), 0), "{bad}");
+        }
     }
 
     #[test]
