@@ -352,12 +352,12 @@ mod fast {
         category: Raw<'a>,
         #[serde(borrow, rename = "createdAt")]
         created_at: Raw<'a>,
-        #[serde(borrow, rename = "createdBy")]
-        created_by: Raw<'a>,
-        #[serde(borrow)]
-        object: Raw<'a>,
-        #[serde(borrow)]
-        context: Raw<'a>,
+        #[serde(borrow, default, rename = "createdBy")]
+        created_by: Obj<Entity<'a>>,
+        #[serde(borrow, default)]
+        object: Obj<Entity<'a>>,
+        #[serde(borrow, default)]
+        context: Obj<Context<'a>>,
         #[serde(borrow)]
         details: Raw<'a>,
     }
@@ -372,8 +372,8 @@ mod fast {
         action_type: Raw<'a>,
         #[serde(borrow, rename = "actionTime")]
         action_time: Raw<'a>,
-        #[serde(borrow)]
-        actor: Raw<'a>,
+        #[serde(borrow, default)]
+        actor: Obj<Entity<'a>>,
         #[serde(borrow, rename = "itemType")]
         item_type: Raw<'a>,
         #[serde(borrow, rename = "itemId")]
@@ -384,9 +384,9 @@ mod fast {
         relationships: Raw<'a>,
     }
 
-    /// `{id, name, email, type}` and `{ip, team, organization}` share this shape.
+    /// `createdBy`, `object`, `context.team`, `context.organization` and `actor`.
     #[derive(Deserialize, Default)]
-    struct Nested<'a> {
+    struct Entity<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
         #[serde(borrow)]
@@ -395,19 +395,71 @@ mod fast {
         email: Raw<'a>,
         #[serde(borrow, rename = "type")]
         kind: Raw<'a>,
-        #[serde(borrow)]
-        ip: Raw<'a>,
-        #[serde(borrow)]
-        team: Raw<'a>,
-        #[serde(borrow)]
-        organization: Raw<'a>,
     }
 
-    /// A nested object's fields; anything but an object has none (KQL: `""`).
-    fn nested(raw: Raw<'_>) -> Option<Nested<'_>> {
-        match raw {
-            Some(r) if r.get().starts_with('{') => serde_json::from_str(r.get()).ok(),
-            _ => Some(Nested::default()),
+    /// `context`.
+    #[derive(Deserialize, Default)]
+    struct Context<'a> {
+        #[serde(borrow)]
+        ip: Raw<'a>,
+        #[serde(borrow, default)]
+        team: Obj<Entity<'a>>,
+        #[serde(borrow, default)]
+        organization: Obj<Entity<'a>>,
+    }
+
+    /// A nested object's fields, read in the same pass as the item; anything but an
+    /// object has none (KQL: `""`). Arrays are skipped element by element as raw text, so
+    /// any depth is read, as it is for a raw field.
+    #[derive(Default)]
+    struct Obj<T>(T);
+
+    impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor<T>(std::marker::PhantomData<T>);
+            impl<'de, T: Deserialize<'de> + Default> serde::de::Visitor<'de> for Visitor<T> {
+                type Value = Obj<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    map: A,
+                ) -> Result<Obj<T>, A::Error> {
+                    // With `arbitrary_precision` a number also arrives as a map (of
+                    // serde_json's private key), whose one key no field matches: no fields.
+                    T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Obj)
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Obj<T>, A::Error> {
+                    while seq.next_element::<&'de RawValue>()?.is_some() {}
+                    Ok(Obj(T::default()))
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_unit<E>(self) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_none<E>(self) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+            }
+            d.deserialize_any(Visitor(std::marker::PhantomData))
         }
     }
 
@@ -481,11 +533,10 @@ mod fast {
                 let id = id(a.id)?;
                 let time = datetime(a.created_at);
                 let iso = time.map(UnixMs::to_iso);
-                let by = nested(a.created_by)?;
-                let object = nested(a.object)?;
-                let context = nested(a.context)?;
-                let team = nested(context.team)?;
-                let org = nested(context.organization)?;
+                let Obj(by) = a.created_by;
+                let Obj(object) = a.object;
+                let Obj(context) = a.context;
+                let (Obj(team), Obj(org)) = (context.team, context.organization);
                 let cells = vec![
                     iso.clone(),
                     Some(id.clone()),
@@ -521,7 +572,7 @@ mod fast {
                 let id = id(c.id)?;
                 let time = datetime(c.action_time);
                 let iso = time.map(UnixMs::to_iso);
-                let actor = nested(c.actor)?;
+                let Obj(actor) = c.actor;
                 let cells = vec![
                     iso.clone(),
                     Some(id.clone()),
@@ -1068,6 +1119,18 @@ mod tests {
             let fast = fast::to_row(SourceKind::AuditLogs, raw).unwrap();
             assert_eq!(fast, general_row(SourceKind::AuditLogs, raw).unwrap());
         }
+        // Nested objects are read in the item's pass: a deep array where an object is
+        // expected, or a deep member no column uses, is skipped at any depth.
+        let raw = format!(
+            r#"{{"id":"1","createdBy":{},"object":{{"id":"o","x":{}}},"context":{{"team":{}}}}}"#,
+            nested(300),
+            nested(300),
+            nested(300)
+        );
+        let row = fast::to_row(SourceKind::AuditLogs, &raw).expect("skipped at any depth");
+        assert_eq!(row.cells[10].as_deref(), Some("o"));
+        assert_eq!(row.cells[7].as_deref(), Some(""));
+        assert!(row.partial.is_none());
         // Duplicate keys and derived ids go the general way.
         assert!(fast::to_row(SourceKind::AuditLogs, r#"{"id":"1","id":"2"}"#).is_none());
         assert!(fast::to_row(SourceKind::AuditLogs, r#"{"event":"x"}"#).is_none());
