@@ -12,12 +12,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use super::{CollectError, CollectReport};
 use crate::config::SourceKind;
-use crate::miro::{FetchError, MiroClient, PageQuery};
+use crate::miro::{FetchError, MiroClient, Page, PageQuery};
 use crate::shutdown::Shutdown;
 use crate::store::{PageCommit, Row, StoreError, transform};
 use crate::timefmt::UnixMs;
@@ -105,7 +104,8 @@ pub trait PageCommitter: Send + Sync + 'static {
 /// When pages fetched but not yet committed are committed together: after this many
 /// pages (a window's first group is one page, each next one twice the last), ...
 pub(crate) const GROUP_MAX_PAGES: usize = 64;
-/// ... this much item text (bounds memory: backfill reads several slices at once), ...
+/// ... this many bytes of page bodies (bounds memory: backfill reads several slices at
+/// once), ...
 pub(crate) const GROUP_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// ... or once the oldest of them is this old, even while the next page is still being
 /// fetched (bounds how late rows and `status` are), whichever comes first. A window's
@@ -128,7 +128,7 @@ pub struct WindowRead<'a> {
 
 /// A page fetched but not yet committed.
 struct FetchedPage {
-    items: Vec<Box<RawValue>>,
+    page: Page,
     requests: u32,
     next_cursor: Option<String>,
     repeated: bool,
@@ -145,7 +145,7 @@ struct PageGroup {
 
 impl PageGroup {
     fn push(&mut self, page: FetchedPage) {
-        self.bytes += page.items.iter().map(|i| i.get().len()).sum::<usize>();
+        self.bytes += page.page.body_bytes();
         self.since.get_or_insert_with(Instant::now);
         self.pages.push(page);
     }
@@ -258,14 +258,14 @@ pub async fn read_window<S: PageCommitter>(
             .as_ref()
             .filter(|c| seen_cursors.contains(*c))
             .cloned();
-        if page.items.is_empty() && page.next_cursor.is_some() {
+        if page.is_empty() && page.next_cursor.is_some() {
             empty_pages += 1;
         } else {
             empty_pages = 0;
         }
-        let next_cursor = page.next_cursor;
+        let next_cursor = page.next_cursor.clone();
         group.push(FetchedPage {
-            items: page.items,
+            page,
             requests,
             next_cursor: next_cursor.clone(),
             repeated: repeated.is_some(),
@@ -332,17 +332,17 @@ async fn commit_group<S: PageCommitter>(
     let before = progress.clone();
     let (commit, outside, derived, partial, next) = tokio::task::spawn_blocking(move || {
         let mut rows: Vec<(Row, &str)> =
-            Vec::with_capacity(pages.iter().map(|p| p.items.len()).sum());
+            Vec::with_capacity(pages.iter().map(|p| p.page.len()).sum());
         let mut outside = 0u64;
         let mut derived = 0u64;
         let mut partial = 0u64;
         let mut next = before.clone();
         for page in &pages {
             let mut latest: Option<UnixMs> = None;
-            for item in &page.items {
+            for item in page.page.items() {
                 // Every item becomes a row: one whose columns cannot all be derived is
                 // stored with what can be, plus `_raw`, and reported.
-                let row = transform::to_row(kind, item.get());
+                let row = transform::to_row(kind, item);
                 if let Some(t) = row.time {
                     if t < from || t > to {
                         outside += 1;
@@ -357,7 +357,7 @@ async fn commit_group<S: PageCommitter>(
                     partial += 1;
                     tracing::warn!(source = %kind, id = %row.id, unread = %what, "item stored with only some columns derived; `_raw` keeps it whole");
                 }
-                rows.push((row, item.get()));
+                rows.push((row, item));
             }
             let step = PageStep {
                 requests: page.requests,

@@ -292,8 +292,8 @@ impl MiroClient {
                 .bearer_auth(self.token.expose_secret())
                 .header(ACCEPT, "application/json")
         };
-        let parse = |body: &[u8]| {
-            TokenInfo::parse(body).ok_or_else(|| "not a token description".to_string())
+        let parse = |body: Vec<u8>| {
+            TokenInfo::parse(&body).ok_or_else(|| "not a token description".to_string())
         };
         let (_trigger, mut never) = crate::shutdown::channel();
         self.call(&call, request, parse, &mut never)
@@ -313,7 +313,7 @@ impl MiroClient {
     ) -> Result<(T, u32), FetchError>
     where
         R: Fn() -> reqwest::RequestBuilder,
-        P: Fn(&[u8]) -> Result<T, String>,
+        P: Fn(Vec<u8>) -> Result<T, String>,
     {
         let policy = Policy {
             max_retries: self.max_retries,
@@ -338,7 +338,7 @@ impl MiroClient {
         &self,
         call: &Call,
         request: reqwest::RequestBuilder,
-        parse: impl Fn(&[u8]) -> Result<T, String>,
+        parse: impl Fn(Vec<u8>) -> Result<T, String>,
     ) -> Decision<Result<T, FetchError>> {
         let sent = request.send().await;
         // A request that cannot even be built (a cursor too long for a URL) fails
@@ -413,7 +413,7 @@ impl MiroClient {
             // A 2xx body is parsed once, straight into the page (or token) type; only an
             // error answer is read for Miro's `message`.
             Ok(body) if (200..=299).contains(&status) => {
-                return match parse(&body) {
+                return match parse(body) {
                     Ok(value) => Decision::Finish(Ok(value)),
                     Err(e) => Decision::Retry {
                         reason: format!("HTTP {status} with an unusable body: {e}"),
@@ -478,7 +478,7 @@ struct MiroExchange<'a, R, P> {
 impl<T, R, P> Exchange for MiroExchange<'_, R, P>
 where
     R: Fn() -> reqwest::RequestBuilder,
-    P: Fn(&[u8]) -> Result<T, String>,
+    P: Fn(Vec<u8>) -> Result<T, String>,
 {
     type Output = T;
     type Error = FetchError;
