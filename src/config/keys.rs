@@ -51,7 +51,8 @@ const fn example(
 /// The keys of one source (`sources.audit_logs` or `sources.content_logs`).
 macro_rules! source_keys {
     ($section:literal, $enabled:literal, $enabled_why:literal, $page:literal, $page_why:literal,
-     $poll:literal, $poll_why:literal, $lag:literal, $lag_why:literal, $every:literal, $every_why:literal $(,)?) => {
+     $poll:literal, $poll_why:literal, $lag:literal, $lag_why:literal, $overlap:literal,
+     $every:literal, $every_why:literal $(,)?) => {
         [
             key($section, "enabled", $enabled, $enabled_why),
             key(
@@ -62,12 +63,7 @@ macro_rules! source_keys {
             ),
             key($section, "poll_interval", $poll, $poll_why),
             key($section, "settle_lag", $lag, $lag_why),
-            key(
-                $section,
-                "overlap",
-                "\"15m\"",
-                "windows re-read this much before the watermark to catch late events; the store drops the duplicates",
-            ),
+            key($section, "overlap", $overlap, "windows re-read this much before the watermark to catch late events; the store drops the duplicates"),
             key($section, "overlap_every", $every, $every_why),
             key(
                 $section,
@@ -90,6 +86,7 @@ const AUDIT: [KeyDoc; 8] = source_keys!(
     "events are stored about 10 s after they appear, for 600 of the 100,000 credits a minute (0.6%)",
     "\"5s\"",
     "windows end this far before now; later arrivals are caught by the overlap",
+    "\"15m\"",
     "\"1m\"",
     "the overlap is re-read at most this often (\"0s\": every poll): events up to 13m55s late are caught",
 );
@@ -103,8 +100,9 @@ const CONTENT: [KeyDoc; 8] = source_keys!(
     "a call costs 2,000 credits: every 5 minutes is 400 credits a minute (0.4%); \"10s\" would be 12%",
     "\"1m\"",
     "windows end this far before now; later arrivals are caught by the overlap",
-    "\"0s\"",
-    "the overlap is re-read on every poll (\"0s\"): events up to 11 minutes late are caught",
+    "\"20m\"",
+    "\"5m\"",
+    "the overlap is re-read at most this often: with the defaults every poll, and events up to 11 minutes late are caught",
 );
 
 const MIRO: [KeyDoc; 8] = [

@@ -248,9 +248,9 @@ impl RawConfig {
             };
             // Polling defaults per source: their calls cost 100 and 2,000 credits
             // (README, "Freshness and the cost of polling").
-            let (poll_default, lag_default, every_default) = match kind {
-                SourceKind::AuditLogs => ("10s", "5s", "1m"),
-                SourceKind::ContentLogs => ("5m", "1m", "0s"),
+            let (poll_default, lag_default, overlap_default, every_default) = match kind {
+                SourceKind::AuditLogs => ("10s", "5s", "15m", "1m"),
+                SourceKind::ContentLogs => ("5m", "1m", "20m", "5m"),
             };
             let page = raw.page_size.unwrap_or(page_default);
             let page_size = NonZeroU32::new(page)
@@ -269,7 +269,7 @@ impl RawConfig {
                 initial_lookback: duration(&key("initial_lookback"), &raw.initial_lookback, "24h")?,
                 poll_interval: duration(&key("poll_interval"), &raw.poll_interval, poll_default)?,
                 settle_lag: duration(&key("settle_lag"), &raw.settle_lag, lag_default)?,
-                overlap: duration(&key("overlap"), &raw.overlap, "15m")?,
+                overlap: duration(&key("overlap"), &raw.overlap, overlap_default)?,
                 max_window: duration(&key("max_window"), &raw.max_window, "24h")?,
                 overlap_every: duration(&key("overlap_every"), &raw.overlap_every, every_default)?,
                 page_size,
@@ -481,7 +481,8 @@ mod tests {
         assert_eq!(content.page_size.get(), 1000);
         assert_eq!(content.poll_interval, Duration::from_secs(300));
         assert_eq!(content.settle_lag, Duration::from_secs(60));
-        assert_eq!(content.overlap_every, Duration::ZERO);
+        assert_eq!(content.overlap, Duration::from_secs(20 * 60));
+        assert_eq!(content.overlap_every, Duration::from_secs(300));
         assert_eq!(c.store_path, Path::new("/etc/mirotrail/mirotrail.db"));
         assert_eq!(c.budget.share, 0.5);
         assert_eq!(c.budget.backfill_share, 0.25);
