@@ -106,7 +106,7 @@ pub trait PageCommitter: Send + Sync + 'static {
 pub(crate) const GROUP_MAX_PAGES: usize = 64;
 /// ... this many bytes of page bodies (bounds memory: backfill reads several slices at
 /// once), ...
-pub(crate) const GROUP_MAX_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const GROUP_MAX_BYTES: usize = 1024 * 1024;
 /// ... or once the oldest of them is this old, even while the next page is still being
 /// fetched (bounds how late rows and `status` are), whichever comes first. A window's
 /// last page, and any page after which the window stops, is committed at once.

@@ -398,7 +398,7 @@ async fn kill_inside_a_group(env: &Env, args: &[&str], table: &str, column: &str
 }
 
 /// SIGKILL while a group of fetched pages is not committed yet (pages are committed up
-/// to 64, 2 MiB or 1 s at a time): rows and progress were committed together, and the
+/// to 64, 1 MiB or 1 s at a time): rows and progress were committed together, and the
 /// resumed backfill fetches exactly the pages it had not committed, losing and
 /// duplicating nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
