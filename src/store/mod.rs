@@ -19,6 +19,14 @@
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
 //!   columns could not all be derived is also listed in `partial_rows` (same transaction).
 //!
+//! Durability: WAL with `synchronous = NORMAL`. A commit is in the WAL when it returns, so
+//! killing the process at any point loses nothing committed; a power loss or OS crash may
+//! roll back the last transactions (with group commits, at most about a second of
+//! collection), never part of one: rows and the checkpoint or slice progress after them go
+//! back together and the collector fetches those pages again. `wal_autocheckpoint` stays
+//! at SQLite's 1,000 pages: the checkpoint is where `NORMAL` fsyncs, and fewer, larger
+//! transactions already make it rarer per row (RELIABILITY.md, "Durability of a commit").
+//!
 //! [`Store`] is synchronous (CLI commands, tests, code already on a blocking thread);
 //! async code uses [`StoreHandle`] (`handle.rs`), which keeps SQLite off the runtime's
 //! worker threads.
