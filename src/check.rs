@@ -303,7 +303,7 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
                     "a one-minute window ({} .. {}) with limit=1 was answered with {} item(s): collection works",
                     from.to_iso(),
                     to.to_iso(),
-                    page.items.len()
+                    page.len()
                 ),
             ),
             Err(e) => report.push(Verdict::Problem, subject, e.to_string()),

@@ -2,9 +2,10 @@
 //! concurrently with the collector's page loop, into the same store.
 //!
 //! Invariants:
-//! - a page's rows and its slice's progress (cursor, latest item time, done, counts) are
-//!   committed in one transaction, so an interrupted backfill resumes each slice at its
-//!   stored cursor and never reads a finished slice again;
+//! - the rows of a group of pages and its slice's progress after the last of them
+//!   (cursor, latest item time, done, counts) are committed in one transaction, so an
+//!   interrupted backfill resumes each slice at its stored cursor (fetching again only the
+//!   pages of the group it had not committed) and never reads a finished slice again;
 //! - a run only adds slices for the parts of the span no earlier slice covers, cut on a
 //!   fixed grid, so re-running the same command (whose `now` has moved) adds at most the
 //!   new edges;
@@ -319,11 +320,7 @@ async fn read_slice(
         progress: progress.clone(),
         span,
     });
-    let mut state = SliceProgress {
-        slice,
-        delta_ms: 0,
-        delta_requests: 0,
-    };
+    let mut state = SliceProgress { slice };
     let mut cursor_restarts = CursorRestarts::default();
     let mut attempts = 0;
     loop {
@@ -404,15 +401,13 @@ async fn read_slice(
     }
 }
 
-/// A slice and what the last page added to it (for the progress counters).
+/// A slice as the page loop moves it.
 #[derive(Debug, Clone)]
 struct SliceProgress {
     slice: BackfillSlice,
-    delta_ms: i64,
-    delta_requests: i64,
 }
 
-/// Backfill commits each page with its slice's progress.
+/// Backfill commits each group of pages with its slice's progress.
 struct SliceCommitter {
     store: StoreHandle,
     kind: SourceKind,
@@ -437,24 +432,31 @@ impl PageCommitter for SliceCommitter {
             s.cursor = step.next_cursor.clone();
         }
         s.read_through = s.read_through.max(step.latest);
-        let (since, until) = self.span;
-        SliceProgress {
-            delta_ms: covered_within(&s, since, until) - covered_within(&p.slice, since, until),
-            delta_requests: i64::from(step.requests),
-            slice: s,
-        }
+        SliceProgress { slice: s }
     }
 
-    fn commit(&self, rows: &[(Row, &str)], p: &SliceProgress) -> Result<PageCommit, StoreError> {
+    fn commit(
+        &self,
+        rows: &[(Row, &str)],
+        before: &SliceProgress,
+        after: &SliceProgress,
+    ) -> Result<PageCommit, StoreError> {
         // Called on a blocking thread (the page loop's transform task).
         let commit = self
             .store
             .blocking()
-            .commit_backfill_page(self.kind, rows, &p.slice)?;
+            .commit_backfill_page(self.kind, rows, &after.slice)?;
+        let (since, until) = self.span;
         let g = &self.progress;
-        g.covered_ms.fetch_add(p.delta_ms, Ordering::Relaxed);
-        g.requests
-            .fetch_add(p.delta_requests.unsigned_abs(), Ordering::Relaxed);
+        g.covered_ms.fetch_add(
+            covered_within(&after.slice, since, until)
+                - covered_within(&before.slice, since, until),
+            Ordering::Relaxed,
+        );
+        g.requests.fetch_add(
+            (after.slice.requests - before.slice.requests).unsigned_abs(),
+            Ordering::Relaxed,
+        );
         g.inserted.fetch_add(commit.inserted, Ordering::Relaxed);
         g.duplicates.fetch_add(commit.duplicates, Ordering::Relaxed);
         Ok(commit)

@@ -1,9 +1,10 @@
-//! Collection: one task per source reads time windows page by page and commits each page
-//! with its checkpoint.
+//! Collection: one task per source reads time windows page by page and commits the pages,
+//! in groups, with its checkpoint.
 //!
 //! Invariants:
-//! - a page's rows and the checkpoint that follows it (next cursor, or the new watermark
-//!   after the last page) are committed in one transaction;
+//! - the rows of a group of pages and the checkpoint that follows its last page (next
+//!   cursor, or the new watermark after the window's last page) are committed in one
+//!   transaction (`reader::read_window` bounds a group by pages, bytes and age);
 //! - a restart resumes at the stored cursor; a refused cursor restarts the window;
 //! - a cursor that repeats, or a run of empty pages that never ends, stops the window
 //!   with an error instead of looping;
@@ -366,7 +367,12 @@ impl PageCommitter for CheckpointCommitter {
         next
     }
 
-    fn commit(&self, rows: &[(Row, &str)], cp: &Checkpoint) -> Result<PageCommit, StoreError> {
+    fn commit(
+        &self,
+        rows: &[(Row, &str)],
+        _before: &Checkpoint,
+        cp: &Checkpoint,
+    ) -> Result<PageCommit, StoreError> {
         // Called on a blocking thread (the page loop's transform task).
         let commit = self.store.blocking().commit_page(self.kind, rows, cp)?;
         if let Some(t) = &self.telemetry {

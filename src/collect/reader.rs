@@ -2,9 +2,11 @@
 //! from a cursor to its last page, committing each page together with the progress that
 //! follows it (a source checkpoint, or a backfill slice) through a [`PageCommitter`].
 //!
-//! Invariants: a page's rows and its progress are committed in one transaction (the
-//! committer's `commit`); a cursor that repeats, or a run of empty pages that never ends, stops
-//! the window with an error instead of looping.
+//! Invariants: rows are committed in one transaction with the progress after the last
+//! page they came from (the committer's `commit`), a group of at most [`GROUP_MAX_PAGES`]
+//! pages, [`GROUP_MAX_BYTES`] of items and [`GROUP_MAX_AGE`] at a time, so a crash loses
+//! only pages that are fetched again; a cursor that repeats, or a run of empty pages that
+//! never ends, stops the window with an error instead of looping.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::{CollectError, CollectReport};
 use crate::config::SourceKind;
-use crate::miro::{FetchError, MiroClient, PageQuery};
+use crate::miro::{FetchError, MiroClient, Page, PageQuery};
 use crate::shutdown::Shutdown;
 use crate::store::{PageCommit, Row, StoreError, transform};
 use crate::timefmt::UnixMs;
@@ -82,20 +84,33 @@ impl PageStep {
 
 /// Where a window reader commits pages: the progress type and how a page moves it.
 pub trait PageCommitter: Send + Sync + 'static {
-    /// What is committed with each page (a checkpoint, a backfill slice).
+    /// What is committed with each group of pages (a checkpoint, a backfill slice).
     type Progress: Clone + Send + 'static;
 
     /// The progress after a page.
     fn advance(&self, progress: &Self::Progress, step: &PageStep) -> Self::Progress;
 
-    /// Commits the page's rows and `progress` in one transaction (called off the async
-    /// runtime).
+    /// Commits the rows of a group of pages and the progress after its last page
+    /// (`after`) in one transaction; `before` is the progress last committed (called off
+    /// the async runtime).
     fn commit(
         &self,
         rows: &[(Row, &str)],
-        progress: &Self::Progress,
+        before: &Self::Progress,
+        after: &Self::Progress,
     ) -> Result<PageCommit, StoreError>;
 }
+
+/// When pages fetched but not yet committed are committed together: after this many
+/// pages (a window's first group is one page, each next one twice the last), ...
+pub(crate) const GROUP_MAX_PAGES: usize = 64;
+/// ... this many bytes of page bodies (bounds memory: backfill reads several slices at
+/// once), ...
+pub(crate) const GROUP_MAX_BYTES: usize = 1024 * 1024;
+/// ... or once the oldest of them is this old, even while the next page is still being
+/// fetched (bounds how late rows and `status` are), whichever comes first. A window's
+/// last page, and any page after which the window stops, is committed at once.
+pub(crate) const GROUP_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// One window to read.
 #[derive(Debug, Clone)]
@@ -111,7 +126,53 @@ pub struct WindowRead<'a> {
     pub new_rows: Option<&'a Notify>,
 }
 
+/// A page fetched but not yet committed.
+struct FetchedPage {
+    page: Page,
+    requests: u32,
+    next_cursor: Option<String>,
+    repeated: bool,
+}
+
+/// Pages fetched but not yet committed (see [`GROUP_MAX_PAGES`]).
+#[derive(Default)]
+struct PageGroup {
+    pages: Vec<FetchedPage>,
+    bytes: usize,
+    /// When the oldest page of the group arrived.
+    since: Option<Instant>,
+}
+
+impl PageGroup {
+    fn push(&mut self, page: FetchedPage) {
+        self.bytes += page.page.body_bytes();
+        self.since.get_or_insert_with(Instant::now);
+        self.pages.push(page);
+    }
+
+    /// Whether the group holds `max_pages` pages, or enough bytes, or is old enough.
+    fn full(&self, max_pages: usize) -> bool {
+        self.pages.len() >= max_pages
+            || self.bytes >= GROUP_MAX_BYTES
+            || self.since.is_some_and(|t| t.elapsed() >= GROUP_MAX_AGE)
+    }
+
+    /// When the group must be committed even if no page arrives.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.since
+            .map(|t| tokio::time::Instant::from_std(t + GROUP_MAX_AGE))
+    }
+}
+
 /// Reads a window from its cursor to its last page; `progress` follows every commit.
+///
+/// Pages are committed in groups (bounded by [`GROUP_MAX_PAGES`], [`GROUP_MAX_BYTES`] and
+/// [`GROUP_MAX_AGE`]): the rows of every page of a group and the progress after its last
+/// page in one transaction. `progress` only ever holds what was committed, so a crash
+/// loses at most the group in memory, whose pages are fetched again from the committed
+/// cursor. Before any return the pending group is committed, so the caller's next step
+/// (restarting a refused cursor from the latest item stored, saving a stopped window)
+/// starts from everything fetched.
 pub async fn read_window<S: PageCommitter>(
     w: WindowRead<'_>,
     committer: &Arc<S>,
@@ -126,8 +187,35 @@ pub async fn read_window<S: PageCommitter>(
     let mut empty_pages = 0;
     let started = Instant::now();
     let mut window_inserted = 0;
+    let mut group = PageGroup::default();
+    // The first group of a window is its first page, and each group may hold twice as
+    // many pages as the one before, up to `GROUP_MAX_PAGES`: a window's first rows are
+    // stored at once, and a process stopped again and again still makes progress.
+    let mut group_pages = 1;
+    // Commits the pending group (if any); `?` on its error. `flush!(and_grow)` also lets
+    // the next group hold twice as many pages.
+    macro_rules! flush {
+        (and_grow) => {
+            if !group.pages.is_empty() {
+                group_pages = (group_pages * 2).min(GROUP_MAX_PAGES);
+            }
+            flush!()
+        };
+        () => {
+            commit_group(
+                &w,
+                committer,
+                std::mem::take(&mut group).pages,
+                progress,
+                report,
+                &mut window_inserted,
+            )
+            .await?
+        };
+    }
     loop {
         if shutdown.is_set() {
+            flush!();
             return Err(CollectError::Stopped);
         }
         let query = PageQuery {
@@ -137,14 +225,31 @@ pub async fn read_window<S: PageCommitter>(
             cursor: cursor.clone(),
             limit: w.page_size,
         };
-        let (page, requests) = w
-            .client
-            .fetch_page(&query, shutdown)
-            .await
-            .map_err(|error| match error {
-                FetchError::Stopped => CollectError::Stopped,
-                error => CollectError::Fetch { kind, error },
-            })?;
+        let fetched = {
+            let fetch = w.client.fetch_page(&query, shutdown);
+            tokio::pin!(fetch);
+            loop {
+                let Some(deadline) = group.deadline() else {
+                    break fetch.await;
+                };
+                tokio::select! {
+                    fetched = &mut fetch => break fetched,
+                    () = tokio::time::sleep_until(deadline) => {
+                        flush!(and_grow);
+                    }
+                }
+            }
+        };
+        let (page, requests) = match fetched {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                flush!();
+                return Err(match error {
+                    FetchError::Stopped => CollectError::Stopped,
+                    error => CollectError::Fetch { kind, error },
+                });
+            }
+        };
         report.pages += 1;
         report.requests += u64::from(requests);
 
@@ -153,81 +258,25 @@ pub async fn read_window<S: PageCommitter>(
             .as_ref()
             .filter(|c| seen_cursors.contains(*c))
             .cloned();
-        if page.items.is_empty() && page.next_cursor.is_some() {
+        if page.is_empty() && page.next_cursor.is_some() {
             empty_pages += 1;
         } else {
             empty_pages = 0;
         }
-        let next_cursor = page.next_cursor;
-        let step_cursor = next_cursor.clone();
-        let is_repeated = repeated.is_some();
-
-        let committer = committer.clone();
-        let items = page.items;
-        let before = progress.clone();
-        let (commit, outside, derived, partial, next) = tokio::task::spawn_blocking(move || {
-            let mut rows: Vec<(Row, &str)> = Vec::with_capacity(items.len());
-            let mut outside = 0u64;
-            let mut derived = 0u64;
-            let mut latest: Option<UnixMs> = None;
-            let mut partial = 0u64;
-            for item in &items {
-                // Every item becomes a row: one whose columns cannot all be derived is
-                // stored with what can be, plus `_raw`, and reported.
-                let row = transform::to_row(kind, item.get());
-                if let Some(t) = row.time {
-                    if t < from || t > to {
-                        outside += 1;
-                    } else if t < to {
-                        latest = latest.max(Some(t));
-                    }
-                }
-                if row.id_derived {
-                    derived += 1;
-                }
-                if let Some(what) = &row.partial {
-                    partial += 1;
-                    tracing::warn!(source = %kind, id = %row.id, unread = %what, "item stored with only some columns derived; `_raw` keeps it whole");
-                }
-                rows.push((row, item.get()));
-            }
-            let step = PageStep {
-                requests,
-                next_cursor: step_cursor,
-                repeated: is_repeated,
-                latest,
-            };
-            let next = committer.advance(&before, &step);
-            committer.commit(&rows, &next)
-                .map(|c| (c, outside, derived, partial, next))
-        })
-        .await
-        .expect("page commit task panicked")?;
-        *progress = next;
-        report.inserted += commit.inserted;
-        report.duplicates += commit.duplicates;
-        report.outside_window += outside;
-        report.derived_ids += derived;
-        report.partial_rows += partial;
-        window_inserted += commit.inserted;
-        if commit.inserted > 0
-            && let Some(n) = w.new_rows
+        let next_cursor = page.next_cursor.clone();
+        group.push(FetchedPage {
+            page,
+            requests,
+            next_cursor: next_cursor.clone(),
+            repeated: repeated.is_some(),
+        });
+        if next_cursor.is_none()
+            || repeated.is_some()
+            || empty_pages >= MAX_EMPTY_PAGES
+            || group.full(group_pages)
         {
-            n.notify_waiters();
+            flush!(and_grow);
         }
-        if outside > 0 {
-            tracing::warn!(source = %kind, outside, %from, %to, "Miro returned items outside the requested window; stored them anyway");
-        }
-        if derived > 0 {
-            tracing::warn!(source = %kind, derived, "items without an `id`: stored under an id derived from their content");
-        }
-        tracing::debug!(
-            source = %kind,
-            items = commit.inserted + commit.duplicates,
-            inserted = commit.inserted,
-            more = next_cursor.is_some(),
-            "page committed"
-        );
 
         if let Some(cursor) = repeated {
             return Err(CollectError::CursorRepeated {
@@ -263,4 +312,90 @@ pub async fn read_window<S: PageCommitter>(
             }
         }
     }
+}
+
+/// Transforms the pages of a group and commits their rows with the progress after the
+/// last of them; `progress` moves only once the transaction committed.
+async fn commit_group<S: PageCommitter>(
+    w: &WindowRead<'_>,
+    committer: &Arc<S>,
+    pages: Vec<FetchedPage>,
+    progress: &mut S::Progress,
+    report: &mut CollectReport,
+    window_inserted: &mut u64,
+) -> Result<(), CollectError> {
+    if pages.is_empty() {
+        return Ok(());
+    }
+    let (kind, from, to) = (w.kind, w.from, w.to);
+    let committer = committer.clone();
+    let before = progress.clone();
+    let (commit, outside, derived, partial, next) = tokio::task::spawn_blocking(move || {
+        let mut rows: Vec<(Row, &str)> =
+            Vec::with_capacity(pages.iter().map(|p| p.page.len()).sum());
+        let mut outside = 0u64;
+        let mut derived = 0u64;
+        let mut partial = 0u64;
+        let mut next = before.clone();
+        for page in &pages {
+            let mut latest: Option<UnixMs> = None;
+            for item in page.page.items() {
+                // Every item becomes a row: one whose columns cannot all be derived is
+                // stored with what can be, plus `_raw`, and reported.
+                let row = transform::to_row(kind, item);
+                if let Some(t) = row.time {
+                    if t < from || t > to {
+                        outside += 1;
+                    } else if t < to {
+                        latest = latest.max(Some(t));
+                    }
+                }
+                if row.id_derived {
+                    derived += 1;
+                }
+                if let Some(what) = &row.partial {
+                    partial += 1;
+                    tracing::warn!(source = %kind, id = %row.id, unread = %what, "item stored with only some columns derived; `_raw` keeps it whole");
+                }
+                rows.push((row, item));
+            }
+            let step = PageStep {
+                requests: page.requests,
+                next_cursor: page.next_cursor.clone(),
+                repeated: page.repeated,
+                latest,
+            };
+            next = committer.advance(&next, &step);
+        }
+        committer
+            .commit(&rows, &before, &next)
+            .map(|c| (c, outside, derived, partial, next))
+    })
+    .await
+    .expect("page commit task panicked")?;
+    *progress = next;
+    report.inserted += commit.inserted;
+    report.duplicates += commit.duplicates;
+    report.outside_window += outside;
+    report.derived_ids += derived;
+    report.partial_rows += partial;
+    *window_inserted += commit.inserted;
+    if commit.inserted > 0
+        && let Some(n) = w.new_rows
+    {
+        n.notify_waiters();
+    }
+    if outside > 0 {
+        tracing::warn!(source = %kind, outside, %from, %to, "Miro returned items outside the requested window; stored them anyway");
+    }
+    if derived > 0 {
+        tracing::warn!(source = %kind, derived, "items without an `id`: stored under an id derived from their content");
+    }
+    tracing::debug!(
+        source = %kind,
+        items = commit.inserted + commit.duplicates,
+        inserted = commit.inserted,
+        "pages committed"
+    );
+    Ok(())
 }

@@ -163,6 +163,73 @@ mod tests {
         assert_eq!(w, Some((UnixMs(100 * MIN), UnixMs(105 * MIN), false)));
     }
 
+    /// Live polling every `poll` ms from `start`: whether the event at `t`, visible at
+    /// `visible`, lies in a window read after it became visible.
+    fn caught(p: &WindowPolicy, poll: Duration, start: UnixMs, t: UnixMs, visible: UnixMs) -> bool {
+        let poll_ms = i64::try_from(poll.as_millis()).unwrap();
+        let (mut watermark, mut polled, mut now) = (start, start, start);
+        let mut last_sweep = None;
+        while now.0 < visible.0 + 4 * 3_600_000 {
+            now = UnixMs(now.0 + poll_ms);
+            if let Some((from, to, sweep)) = next_window(watermark, polled, now, p, last_sweep) {
+                if now >= visible && from <= t && t < to {
+                    return true;
+                }
+                if sweep {
+                    last_sweep = Some(now);
+                }
+                watermark = to;
+                polled = now;
+            }
+        }
+        false
+    }
+
+    /// The guarantee the README states for the default settings: an audit event that
+    /// reaches the API up to 13m55s after its timestamp, a content item up to 11 minutes,
+    /// is read after it appeared, wherever it falls between polls and sweeps.
+    #[test]
+    fn the_default_settings_catch_events_as_late_as_the_readme_says() {
+        let config =
+            crate::config::Config::from_toml("", std::path::Path::new("/tmp/mirotrail.toml"))
+                .unwrap();
+        for (kind, bound_s) in [
+            (crate::config::SourceKind::AuditLogs, 13 * 60 + 55_u64),
+            (crate::config::SourceKind::ContentLogs, 11 * 60),
+        ] {
+            let s = config.source(kind);
+            let p = WindowPolicy {
+                settle_lag: s.settle_lag,
+                overlap: s.overlap,
+                max_window: s.max_window,
+                overlap_every: s.overlap_every,
+            };
+            let bound = s.overlap + s.settle_lag - s.overlap_every - s.poll_interval;
+            assert_eq!(bound, Duration::from_secs(bound_s), "{kind}");
+            let start = UnixMs(10_000_000);
+            let poll_ms = i64::try_from(s.poll_interval.as_millis()).unwrap();
+            // Events at every offset within a few polls and a sweep period, each as late
+            // as the bound allows (and some less).
+            let span = 3 * poll_ms + i64::try_from(s.overlap_every.as_millis()).unwrap();
+            for offset in (0..span).step_by(997) {
+                let t = UnixMs(start.0 + 600_000 + offset);
+                for delay_ms in [
+                    0,
+                    4_000,
+                    30_000,
+                    300_000,
+                    i64::try_from(bound_s).unwrap() * 1000,
+                ] {
+                    let visible = UnixMs(t.0 + delay_ms);
+                    assert!(
+                        caught(&p, s.poll_interval, start, t, visible),
+                        "{kind}: event at +{offset} ms, {delay_ms} ms late, never read after it appeared"
+                    );
+                }
+            }
+        }
+    }
+
     proptest! {
         /// Consecutive windows cover time without a gap, never reach past now - lag,
         /// re-read at most `overlap`, and always advance.

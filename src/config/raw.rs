@@ -117,32 +117,34 @@ pub struct RawStore {
     pub retention: Option<String>,
 }
 
-/// The window defaults of a source, as duration text (`config/keys.rs` documents them).
-pub(crate) struct WindowDefaults {
+/// The polling defaults of a source, as duration text (`config/keys.rs` documents them;
+/// README, "Freshness and the cost of polling").
+pub(crate) struct PollDefaults {
+    pub poll_interval: &'static str,
     pub settle_lag: &'static str,
     pub overlap: &'static str,
     pub overlap_every: &'static str,
 }
 
-/// Audit and content logs filter on when the event happened, and events reach the API
-/// minutes late: a 1-minute settle lag and a 15-minute overlap (re-read every 5 minutes)
-/// catch them. AI interaction logs filter on `storedAt`, when Miro stored the entry, so
-/// nothing can appear behind a window once `now` is past its end: the lag and overlap
-/// only cover the clocks of this host and Miro disagreeing and the moment between a
-/// write and its being readable, and are re-read on every poll (it costs no request).
-pub(crate) fn window_defaults(kind: SourceKind) -> WindowDefaults {
-    if kind.windowed_on_storage_time() {
-        WindowDefaults {
-            settle_lag: "5s",
-            overlap: "30s",
-            overlap_every: "0s",
-        }
-    } else {
-        WindowDefaults {
-            settle_lag: "1m",
-            overlap: "15m",
-            overlap_every: "5m",
-        }
+/// Audit logs: one call costs 100 credits, so a 10 s poll (0.6% of the budget) with a 5 s
+/// settle lag keeps them fresh; late events are caught by the 15-minute overlap, re-read
+/// every minute. Content logs: one call costs 2,000 credits, so they are polled every 5
+/// minutes (0.4%), with a 1-minute lag and a 20-minute overlap. AI interaction logs also
+/// cost 2,000 credits a call (every 5 minutes) but filter on `storedAt`, when Miro stored
+/// the entry, so nothing can appear behind a window once `now` is past its end: the lag
+/// and overlap only cover clock differences and are re-read on every poll (no extra
+/// request).
+pub(crate) fn poll_defaults(kind: SourceKind) -> PollDefaults {
+    let (poll_interval, settle_lag, overlap, overlap_every) = match kind {
+        SourceKind::AuditLogs => ("10s", "5s", "15m", "1m"),
+        SourceKind::ContentLogs => ("5m", "1m", "20m", "5m"),
+        SourceKind::AiInteractionLogs => ("5m", "5s", "30s", "0s"),
+    };
+    PollDefaults {
+        poll_interval,
+        settle_lag,
+        overlap,
+        overlap_every,
     }
 }
 
@@ -282,7 +284,12 @@ impl RawConfig {
                 // Beta and Enterprise Guard: off unless asked for; `limit` is at most 100.
                 SourceKind::AiInteractionLogs => (false, 100, 100),
             };
-            let windows = window_defaults(kind);
+            let PollDefaults {
+                poll_interval: poll_default,
+                settle_lag: lag_default,
+                overlap: overlap_default,
+                overlap_every: every_default,
+            } = poll_defaults(kind);
             let page = raw.page_size.unwrap_or(page_default);
             let page_size = NonZeroU32::new(page)
                 .filter(|p| p.get() <= page_max)
@@ -298,15 +305,11 @@ impl RawConfig {
                 kind,
                 enabled: raw.enabled.unwrap_or(enabled_default),
                 initial_lookback: duration(&key("initial_lookback"), &raw.initial_lookback, "24h")?,
-                poll_interval: duration(&key("poll_interval"), &raw.poll_interval, "30s")?,
-                settle_lag: duration(&key("settle_lag"), &raw.settle_lag, windows.settle_lag)?,
-                overlap: duration(&key("overlap"), &raw.overlap, windows.overlap)?,
+                poll_interval: duration(&key("poll_interval"), &raw.poll_interval, poll_default)?,
+                settle_lag: duration(&key("settle_lag"), &raw.settle_lag, lag_default)?,
+                overlap: duration(&key("overlap"), &raw.overlap, overlap_default)?,
                 max_window: duration(&key("max_window"), &raw.max_window, "24h")?,
-                overlap_every: duration(
-                    &key("overlap_every"),
-                    &raw.overlap_every,
-                    windows.overlap_every,
-                )?,
+                overlap_every: duration(&key("overlap_every"), &raw.overlap_every, every_default)?,
                 page_size,
             };
             if source.poll_interval < std::time::Duration::from_secs(1) {
@@ -516,15 +519,22 @@ mod tests {
         let audit = c.source(SourceKind::AuditLogs);
         assert!(audit.enabled);
         assert_eq!(audit.page_size.get(), 500);
-        assert_eq!(audit.settle_lag, Duration::from_secs(60));
+        assert_eq!(audit.poll_interval, Duration::from_secs(10));
+        assert_eq!(audit.settle_lag, Duration::from_secs(5));
         assert_eq!(audit.overlap, Duration::from_secs(15 * 60));
+        assert_eq!(audit.overlap_every, Duration::from_secs(60));
         let content = c.source(SourceKind::ContentLogs);
         assert!(!content.enabled);
         assert_eq!(content.page_size.get(), 1000);
+        assert_eq!(content.poll_interval, Duration::from_secs(300));
+        assert_eq!(content.settle_lag, Duration::from_secs(60));
+        assert_eq!(content.overlap, Duration::from_secs(20 * 60));
+        assert_eq!(content.overlap_every, Duration::from_secs(300));
         // Windowed on `storedAt`: exact with a short lag and overlap, re-read every poll.
         let ai = c.source(SourceKind::AiInteractionLogs);
         assert!(!ai.enabled);
         assert_eq!(ai.page_size.get(), 100);
+        assert_eq!(ai.poll_interval, Duration::from_secs(300));
         assert_eq!(ai.settle_lag, Duration::from_secs(5));
         assert_eq!(ai.overlap, Duration::from_secs(30));
         assert_eq!(ai.overlap_every, Duration::ZERO);

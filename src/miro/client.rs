@@ -305,8 +305,8 @@ impl MiroClient {
                 .bearer_auth(self.token.expose_secret())
                 .header(ACCEPT, "application/json")
         };
-        let parse = |body: &[u8]| {
-            TokenInfo::parse(body).ok_or_else(|| "not a token description".to_string())
+        let parse = |body: Vec<u8>| {
+            TokenInfo::parse(&body).ok_or_else(|| "not a token description".to_string())
         };
         let (_trigger, mut never) = crate::shutdown::channel();
         self.call(&call, request, parse, &mut never)
@@ -326,7 +326,7 @@ impl MiroClient {
     ) -> Result<(T, u32), FetchError>
     where
         R: Fn() -> reqwest::RequestBuilder,
-        P: Fn(&[u8]) -> Result<T, String>,
+        P: Fn(Vec<u8>) -> Result<T, String>,
     {
         let policy = Policy {
             max_retries: self.max_retries,
@@ -351,7 +351,7 @@ impl MiroClient {
         &self,
         call: &Call,
         request: reqwest::RequestBuilder,
-        parse: impl Fn(&[u8]) -> Result<T, String>,
+        parse: impl Fn(Vec<u8>) -> Result<T, String>,
     ) -> Decision<Result<T, FetchError>> {
         let sent = request.send().await;
         // A request that cannot even be built (a cursor too long for a URL) fails
@@ -423,20 +423,21 @@ impl MiroClient {
                 }
                 other => other,
             },
-            Ok(body) => match classify(error_message(&body).as_deref()) {
-                Decision::Finish(Verdict::Success) => {
-                    return match parse(&body) {
-                        Ok(value) => Decision::Finish(Ok(value)),
-                        Err(e) => Decision::Retry {
-                            reason: format!("HTTP {status} with an unusable body: {e}"),
-                        },
-                    };
-                }
-                other => other,
-            },
+            // A 2xx body is parsed once, straight into the page (or token) type; only an
+            // error answer is read for Miro's `message`.
+            Ok(body) if (200..=299).contains(&status) => {
+                return match parse(body) {
+                    Ok(value) => Decision::Finish(Ok(value)),
+                    Err(e) => Decision::Retry {
+                        reason: format!("HTTP {status} with an unusable body: {e}"),
+                    },
+                };
+            }
+            Ok(body) => classify(error_message(&body).as_deref()),
         };
         match decision {
-            Decision::Finish(Verdict::Success) => unreachable!("handled above"),
+            // `classify_status` says `Success` for 2xx only, which returned above.
+            Decision::Finish(Verdict::Success) => unreachable!("2xx is handled above"),
             Decision::Finish(Verdict::CursorRejected) => {
                 Decision::Finish(Err(FetchError::CursorRejected {
                     reason: "Miro refused the cursor (400; expired?)".into(),
@@ -490,7 +491,7 @@ struct MiroExchange<'a, R, P> {
 impl<T, R, P> Exchange for MiroExchange<'_, R, P>
 where
     R: Fn() -> reqwest::RequestBuilder,
-    P: Fn(&[u8]) -> Result<T, String>,
+    P: Fn(Vec<u8>) -> Result<T, String>,
 {
     type Output = T;
     type Error = FetchError;

@@ -2,7 +2,11 @@
 //!
 //! The array may be called `data` (current API) or `content` (older SDK builds); each
 //! item is kept as the exact JSON text Miro sent, so that nothing (unknown fields
-//! included) is lost and the Sentinel stream records can be rebuilt from it.
+//! included) is lost and the Sentinel stream records can be rebuilt from it. The page
+//! keeps the body it was read from and each item as a slice of it: one parse, no copy
+//! per item.
+
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -10,8 +14,31 @@ use serde_json::value::RawValue;
 /// One page of items and the cursor of the next page (`None` on the last page).
 #[derive(Debug)]
 pub struct Page {
-    pub items: Vec<Box<RawValue>>,
+    /// The whole body.
+    text: String,
+    /// Where each item's JSON text lies in `text`.
+    items: Vec<Range<usize>>,
     pub next_cursor: Option<String>,
+}
+
+impl Page {
+    /// Each item's JSON text, exactly as sent.
+    pub fn items(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.items.iter().map(|r| &self.text[r.clone()])
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes of the body the page holds.
+    pub fn body_bytes(&self) -> usize {
+        self.text.len()
+    }
 }
 
 /// A body that is not a page. Treated as transient: a proxy's HTML error page or a
@@ -27,45 +54,72 @@ pub enum PageError {
 }
 
 #[derive(Deserialize)]
-struct RawPage {
-    data: Option<Vec<Box<RawValue>>>,
-    content: Option<Vec<Box<RawValue>>>,
+struct RawPage<'a> {
+    #[serde(borrow)]
+    data: Option<Vec<&'a RawValue>>,
+    #[serde(borrow)]
+    content: Option<Vec<&'a RawValue>>,
     cursor: Option<serde_json::Value>,
 }
 
 /// Parses a page body.
-pub fn parse_page(body: &[u8]) -> Result<Page, PageError> {
-    let page: RawPage = serde_json::from_slice(body).map_err(|e| {
+pub fn parse_page(body: Vec<u8>) -> Result<Page, PageError> {
+    let not_json = |e: String, body: &[u8]| {
         let start = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
-        PageError::NotJson(e.to_string(), start)
+        PageError::NotJson(e, start)
+    };
+    let text = String::from_utf8(body).map_err(|e| {
+        let reason = e.utf8_error().to_string();
+        not_json(reason, e.as_bytes())
     })?;
-    let items = page.data.or(page.content).ok_or(PageError::NoItems)?;
-    if let Some(i) = items.iter().position(|item| !item.get().starts_with('{')) {
+    let page: RawPage<'_> =
+        serde_json::from_str(&text).map_err(|e| not_json(e.to_string(), text.as_bytes()))?;
+    let raw_items = page.data.or(page.content).ok_or(PageError::NoItems)?;
+    if let Some(i) = raw_items
+        .iter()
+        .position(|item| !item.get().starts_with('{'))
+    {
         return Err(PageError::ItemNotObject(i));
     }
+    let base = text.as_ptr().addr();
+    let items = raw_items
+        .iter()
+        .map(|item| {
+            let start = item.get().as_ptr().addr() - base;
+            start..start + item.get().len()
+        })
+        .collect();
     let next_cursor = match page.cursor {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    Ok(Page { items, next_cursor })
+    Ok(Page {
+        text,
+        items,
+        next_cursor,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(body: &[u8]) -> Result<Page, PageError> {
+        parse_page(body.to_vec())
+    }
+
     #[test]
     fn reads_data_or_content_and_the_cursor() {
-        let p = parse_page(br#"{"type":"cursor-list","limit":2,"size":2,"cursor":"abc","data":[{"id":"1"},{"id":"2","x":{"y":1}}]}"#).unwrap();
-        assert_eq!(p.items.len(), 2);
-        assert_eq!(p.items[1].get(), r#"{"id":"2","x":{"y":1}}"#);
+        let p = parse(br#"{"type":"cursor-list","limit":2,"size":2,"cursor":"abc","data":[{"id":"1"},{"id":"2","x":{"y":1}}]}"#).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.items().nth(1).unwrap(), r#"{"id":"2","x":{"y":1}}"#);
         assert_eq!(p.next_cursor.as_deref(), Some("abc"));
-        let p = parse_page(br#"{"content":[{"id":"1"}],"cursor":""}"#).unwrap();
-        assert_eq!(p.items.len(), 1);
+        let p = parse(br#"{"content":[{"id":"1"}],"cursor":""}"#).unwrap();
+        assert_eq!(p.len(), 1);
         assert_eq!(p.next_cursor, None);
-        let p = parse_page(br#"{"data":[],"cursor":null}"#).unwrap();
-        assert!(p.items.is_empty() && p.next_cursor.is_none());
+        let p = parse(br#"{"data":[],"cursor":null}"#).unwrap();
+        assert!(p.is_empty() && p.next_cursor.is_none());
     }
 
     use proptest::prelude::*;
@@ -75,8 +129,8 @@ mod tests {
         /// error, never a panic; a page's items are always JSON objects.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            if let Ok(page) = parse_page(&bytes) {
-                let all_objects = page.items.iter().all(|i| i.get().starts_with('{'));
+            if let Ok(page) = parse(&bytes) {
+                let all_objects = page.items().all(|i| i.starts_with('{'));
                 prop_assert!(all_objects, "an item is not an object");
             }
         }
@@ -95,13 +149,13 @@ mod tests {
             array in prop_oneof![Just("data"), Just("content")],
         ) {
             let body = format!(r#"{{"type":"cursor-list","cursor":{cursor},"{array}":[{}]}}"#, items.join(","));
-            match parse_page(body.as_bytes()) {
+            match parse(body.as_bytes()) {
                 Ok(page) => {
                     let all_objects = items.iter().all(|i| i.starts_with('{'));
                     prop_assert!(all_objects, "a non-object item was accepted");
-                    prop_assert_eq!(page.items.len(), items.len());
-                    for (got, sent) in page.items.iter().zip(&items) {
-                        prop_assert_eq!(got.get(), sent.as_str());
+                    prop_assert_eq!(page.len(), items.len());
+                    for (got, sent) in page.items().zip(&items) {
+                        prop_assert_eq!(got, sent.as_str());
                     }
                     prop_assert_eq!(page.next_cursor.is_some(), cursor == "\"c1\"" || cursor == "17");
                 }
@@ -123,8 +177,8 @@ mod tests {
             let item = format!(r#"{{"id":"a#1","details":{{"d":{deep}}}}}"#);
             let body =
                 format!(r#"{{"type":"cursor-list","cursor":"c#2","data":[{{"id":"0"}},{item}]}}"#);
-            let page = parse_page(body.as_bytes()).unwrap();
-            assert_eq!(page.items[1].get(), item);
+            let page = parse(body.as_bytes()).unwrap();
+            assert_eq!(page.items().nth(1).unwrap(), item);
             assert_eq!(page.next_cursor.as_deref(), Some("c#2"));
         }
     }
@@ -132,19 +186,19 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_page() {
         assert!(matches!(
-            parse_page(b"<html>oops</html>"),
+            parse(b"<html>oops</html>"),
             Err(PageError::NotJson(..))
         ));
         assert!(matches!(
-            parse_page(br#"{"data":[{"id":"1"},{"id":"#),
+            parse(br#"{"data":[{"id":"1"},{"id":"#),
             Err(PageError::NotJson(..))
         ));
         assert_eq!(
-            parse_page(br#"{"type":"error"}"#).unwrap_err(),
+            parse(br#"{"type":"error"}"#).unwrap_err(),
             PageError::NoItems
         );
         assert_eq!(
-            parse_page(br#"{"data":[{"id":"1"}, 5]}"#).unwrap_err(),
+            parse(br#"{"data":[{"id":"1"}, 5]}"#).unwrap_err(),
             PageError::ItemNotObject(1)
         );
     }

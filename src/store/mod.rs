@@ -1,8 +1,9 @@
 //! The store: one SQLite file (WAL), the single source of truth.
 //!
 //! Invariants:
-//! - each page of items is committed in one transaction together with its source's
-//!   checkpoint, so a crash leaves either both or neither;
+//! - the items of a page (or of a group of consecutive pages, `collect::read_window`) are
+//!   committed in one transaction together with the source's checkpoint after the last
+//!   of them, so a crash leaves either both or neither;
 //! - rows are unique on the Miro `id` per table (`INSERT OR IGNORE`), so re-reading an
 //!   overlap or a page inserts nothing;
 //! - `_seq` only grows and is assigned in commit order (one writer), so a sink's delivery
@@ -10,13 +11,21 @@
 //!   acknowledged. A `backfill` process beside `run` is a second writer, but SQLite
 //!   lets one write transaction in at a time (the other waits, busy timeout), so `_seq`
 //!   is still assigned in commit order;
-//! - a backfill page is committed in one transaction together with its slice's progress
-//!   (`backfill_slices`), like a live page with its checkpoint;
+//! - a backfill page (or group of pages) is committed in one transaction together with
+//!   its slice's progress (`backfill_slices`), like live pages with their checkpoint;
 //! - a row a sink's destination will never accept is listed in `dead_letters` in the same
 //!   transaction that lets the sink's offset pass it; the row itself stays in its table,
 //!   and retention never deletes a row listed there.
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
 //!   columns could not all be derived is also listed in `partial_rows` (same transaction).
+//!
+//! Durability: WAL with `synchronous = NORMAL`. A commit is in the WAL when it returns, so
+//! killing the process at any point loses nothing committed; a power loss or OS crash may
+//! roll back the last transactions (with group commits, at most about a second of
+//! collection), never part of one: rows and the checkpoint or slice progress after them go
+//! back together and the collector fetches those pages again. `wal_autocheckpoint` stays
+//! at SQLite's 1,000 pages: the checkpoint is where `NORMAL` fsyncs, and fewer, larger
+//! transactions already make it rarer per row (RELIABILITY.md, "Durability of a commit").
 //!
 //! [`Store`] is synchronous (CLI commands, tests, code already on a blocking thread);
 //! async code uses [`StoreHandle`] (`handle.rs`), which keeps SQLite off the runtime's
@@ -452,7 +461,8 @@ impl Store {
         Ok(())
     }
 
-    /// Commits one page: its rows and the checkpoint after it, in one transaction.
+    /// Commits the rows of one page, or of a group of consecutive pages, and the
+    /// checkpoint after the last of them, in one transaction.
     pub fn commit_page(
         &self,
         source: SourceKind,
@@ -468,8 +478,8 @@ impl Store {
         Ok(commit)
     }
 
-    /// Commits one backfill page: its rows and its slice's progress (counts grow by what
-    /// this page inserted), in one transaction.
+    /// Commits one backfill page (or group of pages): its rows and its slice's progress
+    /// (counts grow by what these rows inserted), in one transaction.
     pub fn commit_backfill_page(
         &self,
         source: SourceKind,
@@ -1325,22 +1335,24 @@ fn insert_rows(
     let ingested = UnixMs::now().to_iso();
     let mut encoder = codec.encoder(source);
     for (row, raw) in rows {
-        let encoded = match &mut encoder {
-            Some(encoder) => encoder.encode(raw),
-            None => rusqlite::types::Value::Text((*raw).to_string()),
+        let encoded = encoder.as_mut().map(|encoder| encoder.encode(raw));
+        // Bound one by one: no list of parameters is built per row. Every parameter is
+        // bound again for each row, so none is left over from the row before.
+        let bind = |stmt: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<usize> {
+            for (k, &i) in indices.iter().enumerate() {
+                stmt.raw_bind_parameter(k + 1, &row.cells[i])?;
+            }
+            match &encoded {
+                Some(value) => stmt.raw_bind_parameter(stored.len() + 1, value)?,
+                None => stmt.raw_bind_parameter(stored.len() + 1, raw)?,
+            }
+            stmt.raw_bind_parameter(stored.len() + 2, &ingested)?;
+            stmt.raw_execute()
         };
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(stored.len() + 2);
-        for &i in &indices {
-            values.push(&row.cells[i]);
-        }
-        values.push(&encoded);
-        values.push(&ingested);
-        let n = stmt
-            .execute(values.as_slice())
-            .map_err(sql("inserting a row"))?;
+        let n = bind(&mut stmt).map_err(sql("inserting a row"))?;
         if n == 1 {
             commit.inserted += 1;
-            if matches!(encoded, rusqlite::types::Value::Text(_)) {
+            if !matches!(encoded, Some(rusqlite::types::Value::Blob(_))) {
                 plain += 1;
             }
             if let Some(unread) = &row.partial {

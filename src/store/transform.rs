@@ -424,12 +424,12 @@ mod fast {
         category: Raw<'a>,
         #[serde(borrow, rename = "createdAt")]
         created_at: Raw<'a>,
-        #[serde(borrow, rename = "createdBy")]
-        created_by: Raw<'a>,
-        #[serde(borrow)]
-        object: Raw<'a>,
-        #[serde(borrow)]
-        context: Raw<'a>,
+        #[serde(borrow, default, rename = "createdBy")]
+        created_by: Obj<Entity<'a>>,
+        #[serde(borrow, default)]
+        object: Obj<Entity<'a>>,
+        #[serde(borrow, default)]
+        context: Obj<Context<'a>>,
         #[serde(borrow)]
         details: Raw<'a>,
     }
@@ -444,8 +444,8 @@ mod fast {
         action_type: Raw<'a>,
         #[serde(borrow, rename = "actionTime")]
         action_time: Raw<'a>,
-        #[serde(borrow)]
-        actor: Raw<'a>,
+        #[serde(borrow, default)]
+        actor: Obj<Entity<'a>>,
         #[serde(borrow, rename = "itemType")]
         item_type: Raw<'a>,
         #[serde(borrow, rename = "itemId")]
@@ -472,17 +472,17 @@ mod fast {
         ai_feature_name: Raw<'a>,
         #[serde(borrow, rename = "logType")]
         log_type: Raw<'a>,
-        #[serde(borrow)]
-        object: Raw<'a>,
-        #[serde(borrow)]
-        actor: Raw<'a>,
+        #[serde(borrow, default)]
+        object: Obj<Entity<'a>>,
+        #[serde(borrow, default)]
+        actor: Obj<Entity<'a>>,
         #[serde(borrow)]
         details: Raw<'a>,
     }
 
-    /// `{id, name, email, type}` and `{ip, team, organization}` share this shape.
+    /// `createdBy`, `object`, `context.team`, `context.organization` and `actor`.
     #[derive(Deserialize, Default)]
-    struct Nested<'a> {
+    struct Entity<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
         #[serde(borrow)]
@@ -491,19 +491,80 @@ mod fast {
         email: Raw<'a>,
         #[serde(borrow, rename = "type")]
         kind: Raw<'a>,
-        #[serde(borrow)]
-        ip: Raw<'a>,
-        #[serde(borrow)]
-        team: Raw<'a>,
-        #[serde(borrow)]
-        organization: Raw<'a>,
     }
 
-    /// A nested object's fields; anything but an object has none (KQL: `""`).
-    fn nested(raw: Raw<'_>) -> Option<Nested<'_>> {
-        match raw {
-            Some(r) if r.get().starts_with('{') => serde_json::from_str(r.get()).ok(),
-            _ => Some(Nested::default()),
+    /// `context`.
+    #[derive(Deserialize, Default)]
+    struct Context<'a> {
+        #[serde(borrow)]
+        ip: Raw<'a>,
+        #[serde(borrow, default)]
+        team: Obj<Entity<'a>>,
+        #[serde(borrow, default)]
+        organization: Obj<Entity<'a>>,
+    }
+
+    /// A nested object's fields, read in the same pass as the item; anything but an
+    /// object has none (KQL: `""`). Arrays are skipped element by element as raw text, so
+    /// any depth is read, as it is for a raw field.
+    #[derive(Default)]
+    struct Obj<T>(T);
+
+    impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor<T>(std::marker::PhantomData<T>);
+            impl<'de, T: Deserialize<'de> + Default> serde::de::Visitor<'de> for Visitor<T> {
+                type Value = Obj<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    map: A,
+                ) -> Result<Obj<T>, A::Error> {
+                    // With `arbitrary_precision` a number also arrives as a map (of
+                    // serde_json's private key), whose one key no field matches: no fields.
+                    T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Obj)
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Obj<T>, A::Error> {
+                    while seq.next_element::<&'de RawValue>()?.is_some() {}
+                    Ok(Obj(T::default()))
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_unit<E>(self) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+                fn visit_none<E>(self) -> Result<Obj<T>, E> {
+                    Ok(Obj(T::default()))
+                }
+            }
+            d.deserialize_any(Visitor(std::marker::PhantomData))
+        }
+    }
+
+    /// A JSON string's text: borrowed from the raw text when it holds no escape (the
+    /// item was parsed already, so the string is valid JSON), decoded otherwise.
+    fn string(t: &str) -> Option<Cow<'_, str>> {
+        match t.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+            _ => serde_json::from_str::<Cow<'_, str>>(t).ok(),
         }
     }
 
@@ -514,9 +575,7 @@ mod fast {
         };
         let t = r.get();
         if t.starts_with('"') {
-            serde_json::from_str::<Cow<'_, str>>(t)
-                .ok()
-                .map(Cow::into_owned)
+            string(t).map(Cow::into_owned)
         } else {
             serde_json::from_str::<Value>(t)
                 .ok()
@@ -529,17 +588,21 @@ mod fast {
         if !t.starts_with('"') {
             return None;
         }
-        UnixMs::parse(&serde_json::from_str::<Cow<'_, str>>(t).ok()?)
+        UnixMs::parse(&string(t)?)
     }
 
     /// A dynamic column: compact JSON (keys sorted, as the general path writes it).
     fn dynamic(raw: Raw<'_>) -> Option<Option<String>> {
-        match raw {
-            None => Some(None),
-            Some(r) => serde_json::from_str::<Value>(r.get())
-                .ok()
-                .map(|v| Some(v.to_string())),
+        let Some(r) = raw else {
+            return Some(None);
+        };
+        let mut out = String::with_capacity(r.get().len());
+        if super::write_canonical(r.get(), &mut out, 0) {
+            return Some(Some(out));
         }
+        serde_json::from_str::<Value>(r.get())
+            .ok()
+            .map(|v| Some(v.to_string()))
     }
 
     /// The id as text; `None` (general path) when it is missing, empty or not a plain
@@ -547,7 +610,7 @@ mod fast {
     fn id(raw: Raw<'_>) -> Option<String> {
         let t = raw?.get();
         let id = if t.starts_with('"') {
-            serde_json::from_str::<Cow<'_, str>>(t).ok()?.into_owned()
+            string(t)?.into_owned()
         } else if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
             match serde_json::from_str::<Value>(t).ok()? {
                 Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
@@ -566,11 +629,10 @@ mod fast {
                 let id = id(a.id)?;
                 let time = datetime(a.created_at);
                 let iso = time.map(UnixMs::to_iso);
-                let by = nested(a.created_by)?;
-                let object = nested(a.object)?;
-                let context = nested(a.context)?;
-                let team = nested(context.team)?;
-                let org = nested(context.organization)?;
+                let Obj(by) = a.created_by;
+                let Obj(object) = a.object;
+                let Obj(context) = a.context;
+                let (Obj(team), Obj(org)) = (context.team, context.organization);
                 let cells = vec![
                     iso.clone(),
                     Some(id.clone()),
@@ -606,7 +668,7 @@ mod fast {
                 let id = id(c.id)?;
                 let time = datetime(c.action_time);
                 let iso = time.map(UnixMs::to_iso);
-                let actor = nested(c.actor)?;
+                let Obj(actor) = c.actor;
                 let cells = vec![
                     iso.clone(),
                     Some(id.clone()),
@@ -634,8 +696,8 @@ mod fast {
                 let id = id(a.id)?;
                 let created = datetime(a.created_at).map(UnixMs::to_iso);
                 let stored_at = datetime(a.stored_at);
-                let object = nested(a.object)?;
-                let actor = nested(a.actor)?;
+                let Obj(object) = a.object;
+                let Obj(actor) = a.actor;
                 let cells = vec![
                     created.clone(),
                     Some(id.clone()),
@@ -662,6 +724,119 @@ mod fast {
             }
         }
     }
+}
+
+/// Nesting beyond which [`write_canonical`] leaves the value to `serde_json::Value` (whose
+/// own limit, 128, then decides).
+const CANONICAL_MAX_DEPTH: u32 = 100;
+
+/// Writes the JSON text `raw` to `out` in the form `Value::to_string` gives it (compact,
+/// object keys sorted, the last of duplicate keys kept, strings escaped as serde_json
+/// escapes them), without building a `Value` tree: strings without escapes and integers
+/// are copied as they are, other strings and numbers go through serde_json one by one.
+/// `false` (and `out` in any state) when `raw` is not JSON or nests deeper than
+/// [`CANONICAL_MAX_DEPTH`]: the caller then parses it as a `Value`.
+fn write_canonical(raw: &str, out: &mut String, depth: u32) -> bool {
+    use serde_json::value::RawValue;
+    if depth >= CANONICAL_MAX_DEPTH {
+        return false;
+    }
+    let t = raw.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+    match t.as_bytes().first() {
+        Some(b'{') => {
+            let Ok(mut members) = members(t) else {
+                return false;
+            };
+            // Stable: of duplicate keys the last stays last, and is the one kept.
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push('{');
+            let mut first = true;
+            for (i, (key, value)) in members.iter().enumerate() {
+                if members.get(i + 1).is_some_and(|next| next.0 == *key) {
+                    continue;
+                }
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                if !write_string(key, out) {
+                    return false;
+                }
+                out.push(':');
+                if !write_canonical(value.get(), out, depth + 1) {
+                    return false;
+                }
+            }
+            out.push('}');
+            true
+        }
+        Some(b'[') => {
+            let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(t) else {
+                return false;
+            };
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if !write_canonical(item.get(), out, depth + 1) {
+                    return false;
+                }
+            }
+            out.push(']');
+            true
+        }
+        Some(b'"') if !t.contains('\\') && t.len() >= 2 && t.ends_with('"') => {
+            out.push_str(t);
+            true
+        }
+        Some(b'"') => match serde_json::from_str::<std::borrow::Cow<'_, str>>(t) {
+            Ok(text) => write_string(&text, out),
+            Err(_) => false,
+        },
+        Some(_) if matches!(t, "true" | "false" | "null") => {
+            out.push_str(t);
+            true
+        }
+        Some(_) if is_plain_integer(t) => {
+            out.push_str(t);
+            true
+        }
+        Some(_) => match serde_json::from_str::<Value>(t) {
+            Ok(v @ Value::Number(_)) => {
+                out.push_str(&v.to_string());
+                true
+            }
+            _ => false,
+        },
+        None => false,
+    }
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes it.
+fn write_string(text: &str, out: &mut String) -> bool {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+        return true;
+    }
+    match serde_json::to_string(text) {
+        Ok(quoted) => {
+            out.push_str(&quoted);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `-?(0|[1-9][0-9]*)`: an integer serde_json (with `arbitrary_precision`) writes back
+/// digit for digit.
+fn is_plain_integer(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
 }
 
 /// The `id` member's JSON text exactly as sent.
@@ -1134,9 +1309,102 @@ mod tests {
             let fast = fast::to_row(SourceKind::AuditLogs, raw).unwrap();
             assert_eq!(fast, general_row(SourceKind::AuditLogs, raw).unwrap());
         }
+        // Nested objects are read in the item's pass: a deep array where an object is
+        // expected, or a deep member no column uses, is skipped at any depth.
+        let raw = format!(
+            r#"{{"id":"1","createdBy":{},"object":{{"id":"o","x":{}}},"context":{{"team":{}}}}}"#,
+            nested(300),
+            nested(300),
+            nested(300)
+        );
+        let row = fast::to_row(SourceKind::AuditLogs, &raw).expect("skipped at any depth");
+        assert_eq!(row.cells[10].as_deref(), Some("o"));
+        assert_eq!(row.cells[7].as_deref(), Some(""));
+        assert!(row.partial.is_none());
         // Duplicate keys and derived ids go the general way.
         assert!(fast::to_row(SourceKind::AuditLogs, r#"{"id":"1","id":"2"}"#).is_none());
         assert!(fast::to_row(SourceKind::AuditLogs, r#"{"event":"x"}"#).is_none());
+    }
+
+    /// `value` as JSON text Miro could send: keys in reverse order, each object key also
+    /// sent once before with another value (the last one counts), whitespace around
+    /// everything, and every ASCII letter `a` in strings escaped as `\u0061`.
+    fn unusual_text(value: &Value, out: &mut String) {
+        let string = |s: &str, out: &mut String| {
+            let quoted = serde_json::to_string(s).unwrap();
+            out.push_str(&quoted.replace('a', "\\u0061"));
+        };
+        match value {
+            Value::Object(map) => {
+                out.push_str("{ ");
+                for (i, (k, v)) in map.iter().rev().enumerate() {
+                    if i > 0 {
+                        out.push_str(" ,\n");
+                    }
+                    string(k, out);
+                    out.push_str(" : [1, {\"x\": 2}] ,\t");
+                    string(k, out);
+                    out.push_str(" : ");
+                    unusual_text(v, out);
+                }
+                out.push_str(" }");
+            }
+            Value::Array(items) => {
+                out.push_str("[ ");
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(" , ");
+                    }
+                    unusual_text(v, out);
+                }
+                out.push_str(" ]");
+            }
+            Value::String(s) => string(s, out),
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    proptest! {
+        /// The dynamic columns' writer gives exactly what `Value::to_string` gives, for
+        /// canonical text and for text with unsorted and duplicate keys, whitespace and
+        /// escapes.
+        #[test]
+        fn canonical_writer_agrees_with_value_to_string(value in arb_json()) {
+            for text in [value.to_string(), { let mut t = String::new(); unusual_text(&value, &mut t); t }] {
+                let want = serde_json::from_str::<Value>(&text).unwrap().to_string();
+                let mut got = String::new();
+                prop_assert!(write_canonical(&text, &mut got, 0), "refused {text}");
+                prop_assert_eq!(got, want, "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_writer_numbers_and_limits() {
+        for text in [
+            "-0",
+            "0",
+            "-12",
+            "30744573469876543210123",
+            "1e400",
+            "-1E-400",
+            "1.50",
+            "0.1e1",
+            "[1.0,-0,2e5]",
+            r#"{"b":1,"a":{"d":[],"c":{}}}"#,
+            r#""\ud83d\ude00 \/ \u001f""#,
+        ] {
+            let want = serde_json::from_str::<Value>(text).unwrap().to_string();
+            let mut got = String::new();
+            assert!(write_canonical(text, &mut got, 0), "{text}");
+            assert_eq!(got, want, "{text}");
+        }
+        // Too deep for the writer: left to `Value`, which has its own limit.
+        let deep = format!("{}{}", "[".repeat(101), "]".repeat(101));
+        assert!(!write_canonical(&deep, &mut String::new(), 0));
+        for bad in ["", "[1,", r#"{"a"}"#, "01", "nul", r#""x"#] {
+            assert!(!write_canonical(bad, &mut String::new(), 0), "{bad}");
+        }
     }
 
     #[test]

@@ -548,3 +548,57 @@ async fn demo_files_are_private_under_umask_022() {
     }
     assert_eq!(not_private(&demo), Vec::<String>::new());
 }
+
+/// A 2xx body is parsed once, straight into the page: one that is not a usable page
+/// (Miro's error JSON with status 200, a non-object item, HTML, cut JSON) is retried
+/// with a message saying what is wrong, stores nothing, and never panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_2xx_pages_are_retried_with_what_is_wrong_and_store_nothing() {
+    for (body, says) in [
+        (
+            r#"{"type":"error","status":500,"code":"internalError","message":"Unexpected error"}"#,
+            "neither a `data` nor a `content` array",
+        ),
+        (
+            r#"{"type":"cursor-list","cursor":null,"data":[{"id":"1","event":"board_opened"},5]}"#,
+            "item 1 of the page is not a JSON object",
+        ),
+        ("<html><body>502 Bad Gateway</body></html>", "not JSON"),
+        (
+            r#"{"type":"cursor-list","data":[{"id":"1","eve"#,
+            "not JSON",
+        ),
+    ] {
+        let now = UnixMs::now();
+        let env = Env::start(org(50, 0, now.minus(minutes(30)), now.minus(minutes(5)))).await;
+        env.emu.set_body_fault(Some(BodyFault::Fixed(body)));
+        // Few, short retries: each attempt gets the same body.
+        let cfg = env.dir.path().join("hostile.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[miro]\napi_base = \"{}\"\nmax_retries = 2\nretry_initial_backoff = \"10ms\"\n\n\
+                 [store]\npath = \"mirotrail.db\"\n\n[sources.audit_logs]\ninitial_lookback = \"1h\"\n",
+                env.emu.base_url()
+            ),
+        )
+        .unwrap();
+        let out = env
+            .run(&["run", "--once", "--config", cfg.to_str().unwrap()], TOKEN)
+            .await;
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{body}: {all}");
+        assert!(
+            all.contains("HTTP 200 with an unusable body"),
+            "{body}: {all}"
+        );
+        assert!(all.contains(says), "{body}: {all}");
+        assert!(!all.contains("panicked"), "{body}: {all}");
+        let stats = env.emu.stats();
+        assert_eq!(
+            stats.audit_requests, 3,
+            "one try and two retries: {stats:?}"
+        );
+        assert_eq!(count(&env.db(), "MiroAuditLogs_CL"), 0, "{body}");
+    }
+}

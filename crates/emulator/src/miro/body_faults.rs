@@ -1,6 +1,7 @@
-//! Oversized answers to log requests, for the client's body cap: a gzip bomb (a small
-//! `Content-Encoding: gzip` body that decodes to gigabytes) and a very large page. Both
-//! are generated while they are sent, so the emulator itself stays small.
+//! Hostile answers to log requests: for the client's body cap, a gzip bomb (a small
+//! `Content-Encoding: gzip` body that decodes to gigabytes) and a very large page, both
+//! generated while they are sent so the emulator itself stays small; for the page
+//! parser, a fixed body of the test's choosing sent with status 200.
 
 use std::convert::Infallible;
 
@@ -12,10 +13,11 @@ use flate2::{Compress, Compression, Crc, FlushCompress};
 
 pub(super) const GZIP_BOMB: &str = "gzip_bomb";
 pub(super) const HUGE_BODY: &str = "huge_body";
+pub(super) const FIXED_BODY: &str = "fixed_body";
 
 const MIB: usize = 1024 * 1024;
 
-/// An oversized answer served instead of every 200 page (never to `/v1/oauth-token`).
+/// A hostile answer served instead of every 200 page (never to `/v1/oauth-token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFault {
     /// A gzip body of about 1 KB per MiB that decodes to `decoded_mib` MiB of JSON
@@ -24,6 +26,9 @@ pub enum BodyFault {
     /// A page of about `bytes` bytes of valid JSON, sent in 64 KiB chunks; with
     /// `announce_length` the exact `Content-Length` is sent first.
     Huge { bytes: u64, announce_length: bool },
+    /// Exactly this text as the body (say a page with a non-object item, or Miro's
+    /// error JSON), with the status and headers of the page it replaces.
+    Fixed(&'static str),
 }
 
 impl BodyFault {
@@ -31,6 +36,7 @@ impl BodyFault {
         match self {
             BodyFault::GzipBomb { .. } => GZIP_BOMB,
             BodyFault::Huge { .. } => HUGE_BODY,
+            BodyFault::Fixed(_) => FIXED_BODY,
         }
     }
 
@@ -52,6 +58,9 @@ impl BodyFault {
                     headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
                 }
                 Box::new(chunks)
+            }
+            BodyFault::Fixed(text) => {
+                Box::new(std::iter::once(Bytes::from_static(text.as_bytes())))
             }
         };
         let stream = futures_util::stream::iter(chunks.map(Ok::<Bytes, Infallible>));
