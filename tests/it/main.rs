@@ -14,3 +14,4 @@ mod limits;
 mod ops;
 mod sentinel;
 mod support;
+mod tokens;

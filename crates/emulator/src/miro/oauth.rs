@@ -3,7 +3,8 @@
 //!
 //! Invariants (see `docs/miro-api.md`, "Expiring tokens"):
 //! - A refresh token works once: using it returns a new access/refresh pair and the old
-//!   refresh token is invalid from then on (a second use gets 400 `invalid_grant`).
+//!   pair is invalid from then on (a second use of the refresh token gets 400
+//!   `invalid_grant`; the access token issued with it gets 401).
 //! - An authorisation code works once, only with the `redirect_uri` it was issued for.
 //! - An access token is accepted until `issued + access_lifetime`, then answers 401.
 //! - Wrong client credentials get 401 `invalid_client`; nothing is rotated then.
@@ -38,8 +39,8 @@ pub struct OAuthStats {
 #[derive(Default)]
 pub(super) struct OAuthState {
     app: Option<OAuthApp>,
-    /// Live refresh tokens (each usable once).
-    refresh_tokens: HashMap<String, ()>,
+    /// Live refresh tokens (each usable once) and the access token issued with each.
+    refresh_tokens: HashMap<String, Option<String>>,
     /// Live access tokens and when they stop working.
     access_tokens: HashMap<String, UnixMs>,
     /// Unused authorisation codes and the redirect URI each was issued for.
@@ -81,7 +82,7 @@ impl OAuthState {
     /// A refresh token as if a user had authorised the app (the start of a chain).
     pub(super) fn issue_refresh_token(&mut self) -> String {
         let token = new_secret("emu-rt");
-        self.refresh_tokens.insert(token.clone(), ());
+        self.refresh_tokens.insert(token.clone(), None);
         token
     }
 
@@ -114,13 +115,16 @@ impl OAuthState {
         }
         match field("grant_type") {
             "refresh_token" => {
-                if self.refresh_tokens.remove(field("refresh_token")).is_none() {
+                let Some(paired_access) = self.refresh_tokens.remove(field("refresh_token")) else {
                     self.stats.rejected_refresh_tokens += 1;
                     return oauth_error(
                         400,
                         "invalid_grant",
                         "The refresh token is invalid, expired or already used",
                     );
+                };
+                if let Some(access) = paired_access {
+                    self.access_tokens.remove(&access);
                 }
                 self.stats.refreshes += 1;
             }
@@ -147,7 +151,9 @@ impl OAuthState {
             _ => return oauth_error(400, "unsupported_grant_type", "Unsupported grant_type"),
         }
         let access = new_secret("emu-at");
-        let refresh = self.issue_refresh_token();
+        let refresh = new_secret("emu-rt");
+        self.refresh_tokens
+            .insert(refresh.clone(), Some(access.clone()));
         self.access_tokens
             .insert(access.clone(), now.plus(app.access_lifetime));
         let expires_in = app.access_lifetime.as_secs().saturating_sub(1);

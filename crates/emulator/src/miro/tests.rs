@@ -1282,11 +1282,19 @@ async fn refresh_rotates_the_pair_and_the_old_refresh_token_dies() {
     .await;
     assert_eq!(status, 401);
     assert_eq!(body["error"], "invalid_client");
-    let (status, _) = refresh(second).await;
+    let (status, body) = refresh(second).await;
     assert_eq!(
         status, 200,
         "a refused client does not spend the refresh token"
     );
+    let info = get(emu.addr(), "/v1/oauth-token", Some(&access)).await;
+    assert_eq!(
+        info.status, 401,
+        "a refresh invalidates the old access token too"
+    );
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let info = get(emu.addr(), "/v1/oauth-token", Some(&access)).await;
+    assert_eq!(info.status, 200);
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let info = get(emu.addr(), "/v1/oauth-token", Some(&access)).await;
