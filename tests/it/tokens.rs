@@ -181,3 +181,60 @@ async fn kills_around_refreshes_keep_the_refresh_chain() {
         "{breaks} broken chains in {kills_wanted} kills"
     );
 }
+
+/// Another client refreshes the chain under a running `run` (as `check` would): the
+/// process's access token dies with the old pair, Miro answers 401, and `run` refreshes
+/// once from the file, which already holds the new refresh token, and goes on.
+#[tokio::test]
+async fn a_401_after_a_refresh_elsewhere_is_ridden_out_by_one_refresh_from_the_file() {
+    let (env, cfg, _, _) = expiring_env(
+        200,
+        Duration::from_secs(3600),
+        "poll_interval = \"1s\"\nsettle_lag = \"0s\"\n",
+    )
+    .await;
+    let file = env.dir.path().join("refresh-token");
+    let mut child = env.spawn(command(&env, &["run", "--config", cfg.to_str().unwrap()]));
+    let wait_for = |n: u64| {
+        let emu = env.emu.clone();
+        async move {
+            for _ in 0..100 {
+                if emu.oauth_stats().refreshes >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no refresh number {n}");
+        }
+    };
+    wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let old = std::fs::read_to_string(&file).unwrap();
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/oauth/token", env.emu.base_url()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", old.trim()),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    std::fs::write(&file, reply["refresh_token"].as_str().unwrap()).unwrap();
+    let before = env.emu.stats().by_status.get(&401).copied().unwrap_or(0);
+    wait_for(3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(child.try_wait().unwrap().is_none(), "run goes on");
+    let stats = env.emu.oauth_stats();
+    assert_eq!((stats.refreshes, stats.rejected_refresh_tokens), (3, 0));
+    assert!(
+        env.emu.stats().by_status.get(&401).copied().unwrap_or(0) > before,
+        "the old access token was refused once"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
