@@ -1,6 +1,7 @@
 //! The command line: parse, set up logging, run the command, map errors to exit codes
 //! (0 success, 2 usage or config error, 1 runtime failure).
 
+mod auth;
 mod backfill;
 mod deadletter;
 mod demo;
@@ -89,6 +90,8 @@ enum Command {
     /// `deadletter retry --config F [--sink S] (--id N ... | --all)`. Works while `run` is
     /// running. Stored rows are never deleted by this.
     Deadletter(deadletter::DeadLetterArgs),
+    /// Obtain a refresh token for expiring Miro tokens (`auth login`).
+    Auth(auth::AuthArgs),
     /// Run an emulator of a service mirotrail talks to, on loopback.
     Emulate(emulate::EmulateArgs),
     /// Print a deployment template: `azure` prints the ARM template (JSON) deploying the
@@ -269,6 +272,7 @@ pub fn main() -> ExitCode {
             Command::Query(args) => query::run(args),
             Command::Deadletter(args) => deadletter::run(args),
             Command::Emulate(args) => emulate::run(args).await,
+            Command::Auth(args) => auth::run(args).await,
             Command::Template(args) => template(args),
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();

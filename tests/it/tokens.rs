@@ -238,3 +238,90 @@ async fn a_401_after_a_refresh_elsewhere_is_ridden_out_by_one_refresh_from_the_f
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+/// `auth login` end to end: the test plays the browser (follows the printed URL through
+/// the emulator's authorisation page to the loopback listener); the refresh token it
+/// writes then collects. `--paste` takes the address the browser ended on.
+#[tokio::test]
+async fn auth_login_writes_a_working_refresh_token_by_redirect_and_by_paste() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (env, cfg, _, _) = expiring_env(100, Duration::from_secs(3600), "").await;
+    let file = env.dir.path().join("refresh-token");
+    std::fs::remove_file(&file).unwrap();
+    let authorize = format!("{}/oauth/authorize", env.emu.base_url());
+    let login = |extra: &[&str]| {
+        let mut args = vec![
+            "auth",
+            "login",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--authorize-url",
+            &authorize,
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = command(&env, &args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let first_url = |child: &mut tokio::process::Child| {
+        let stdout = child.stdout.take().unwrap();
+        async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.starts_with("http") {
+                    // Keep reading, so the child's later lines have somewhere to go.
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                    return line;
+                }
+            }
+            panic!("no URL printed");
+        }
+    };
+
+    // Redirect to the loopback listener.
+    let mut child = login(&["--port", "0"]);
+    let url = first_url(&mut child).await;
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await.unwrap().contains("you can close"));
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(env.emu.oauth_stats().code_exchanges, 1);
+    let out = command(&env, &["run", "--config", cfg.to_str().unwrap(), "--once"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Paste the address the browser ended on.
+    let mut child = login(&["--paste", "--redirect-uri", "http://127.0.0.1:9/callback"]);
+    let url = first_url(&mut child).await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = no_follow.get(&url).send().await.unwrap();
+    let landed = answer.headers()["location"].to_str().unwrap().to_owned();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{landed}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.emu.oauth_stats().code_exchanges, 2);
+    let out = command(&env, &["run", "--config", cfg.to_str().unwrap(), "--once"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
