@@ -197,8 +197,32 @@ fn rows_for_new_sink(path: &std::path::Path, sink: &str) -> Option<i64> {
     )
 }
 
+/// `static`, or `expiring` with the access token's time left and the refresh token's age.
+fn describe_token(status: &crate::miro::TokenStatus) -> String {
+    use crate::miro::TokenStatus;
+    let mins = |d: Duration| format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60);
+    match status {
+        TokenStatus::Static => "static (does not expire)".to_string(),
+        TokenStatus::Expiring {
+            access_expires_in,
+            refresh_token_age,
+        } => format!(
+            "expiring: the access token expires in {}; the refresh token is {} old \
+             (Miro lets an unused one expire after 60 days; each refresh renews it)",
+            access_expires_in.map_or("(not obtained)".to_string(), mins),
+            refresh_token_age.map_or("(unknown)".to_string(), |d| {
+                if d.as_secs() >= 86_400 {
+                    format!("{} days", d.as_secs() / 86_400)
+                } else {
+                    mins(d)
+                }
+            }),
+        ),
+    }
+}
+
 async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckReport) {
-    let token = match config.load_miro_token() {
+    let token = match config.miro_token_provider() {
         Ok(t) => t,
         Err(e) => {
             report.push(Verdict::Problem, "miro token", e.to_string());
@@ -262,7 +286,11 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
             check_org(&info, config, report);
         }
         Err(FetchError::Permanent(p)) => {
-            let refused = matches!(p, crate::miro::status::Permanent::Unauthorized { .. });
+            let refused = matches!(
+                p,
+                crate::miro::status::Permanent::Unauthorized { .. }
+                    | crate::miro::status::Permanent::Token { .. }
+            );
             report.push(Verdict::Problem, "miro token", p.to_string());
             if refused {
                 for s in sources {
@@ -281,6 +309,11 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
             format!("{e}; check `miro.api_base` ({api}) and the network"),
         ),
     }
+    report.push(
+        Verdict::Ok,
+        "miro token type",
+        describe_token(&client.token_provider().status().await),
+    );
     // Held, never triggered: a dropped trigger would read as a shutdown.
     let (_trigger, mut shutdown) = crate::shutdown::channel();
     for &kind in sources {

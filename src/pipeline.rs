@@ -146,7 +146,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<RunReport, StartError> {
     let started = Instant::now();
-    let token = config.load_miro_token()?;
+    let token = config.miro_token_provider()?;
     let mut sinks = Vec::new();
     for sink in &config.sinks {
         let built = crate::sink::build(sink).map_err(|e| StartError::Sink {

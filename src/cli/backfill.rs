@@ -146,7 +146,7 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
         );
     }
 
-    let token = config.load_miro_token()?;
+    let token = config.miro_token_provider()?;
     let store = StoreHandle::open_backfill(&config.store_path)
         .await
         .map_err(Failure::runtime)?;

@@ -1,6 +1,7 @@
 //! The command line: parse, set up logging, run the command, map errors to exit codes
 //! (0 success, 2 usage or config error, 1 runtime failure).
 
+mod auth;
 mod backfill;
 mod deadletter;
 mod demo;
@@ -107,6 +108,8 @@ enum Command {
     /// The detection rules: `list`, `show NAME`, `test [NAME]`, `coverage` (for your
     /// store), `export sentinel --out DIR`.
     Rules(rules::RulesArgs),
+    /// Obtain a refresh token for expiring Miro tokens (`auth login`).
+    Auth(auth::AuthArgs),
     /// Run an emulator of a service mirotrail talks to, on loopback.
     Emulate(emulate::EmulateArgs),
     /// Print a deployment template: `azure` prints the ARM template (JSON) deploying the
@@ -293,6 +296,7 @@ pub fn main() -> ExitCode {
             Command::Detect(args) => rules::run_detect(args),
             Command::Rules(args) => rules::run(args),
             Command::Emulate(args) => emulate::run(args).await,
+            Command::Auth(args) => auth::run(args).await,
             Command::Template(args) => template(args),
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -120,7 +120,7 @@ const AI: [KeyDoc; 8] = source_keys!(
     "the small overlap is re-read on every poll (in the same request): an entry stored before a window's end is in that window, whenever it happened",
 );
 
-const MIRO: [KeyDoc; 8] = [
+const MIRO: [KeyDoc; 12] = [
     key(
         "miro",
         "api_base",
@@ -138,6 +138,30 @@ const MIRO: [KeyDoc; 8] = [
         "token_file",
         "\"/run/secrets/miro-token\"",
         "or a file holding the token (mode 600), instead of token_env",
+    ),
+    example(
+        "miro",
+        "client_id",
+        "\"3458764512345678901\"",
+        "expiring tokens instead of token_env/token_file: your OAuth app's client id; needs the client secret and refresh_token_file (`mirotrail auth login` creates it)",
+    ),
+    example(
+        "miro",
+        "client_secret_env",
+        "\"MIRO_CLIENT_SECRET\"",
+        "with client_id: the environment variable holding the app's client secret (default MIRO_CLIENT_SECRET)",
+    ),
+    example(
+        "miro",
+        "client_secret_file",
+        "\"/run/secrets/miro-client-secret\"",
+        "or a file holding the client secret (mode 600), instead of client_secret_env",
+    ),
+    example(
+        "miro",
+        "refresh_token_file",
+        "\"miro-refresh-token\"",
+        "with client_id: the refresh token; mirotrail replaces it atomically on every refresh (each refresh invalidates the previous one), so it must be writable",
     ),
     example(
         "miro",

@@ -30,14 +30,24 @@ pub use crate::secret::SecretSource;
 #[derive(Debug, Clone)]
 pub struct MiroConfig {
     pub api_base: Url,
-    /// Where the Miro token comes from.
+    /// Where the Miro token comes from (unused when `oauth` is set).
     pub token_source: SecretSource,
+    /// Expiring tokens refreshed with the app's credentials, instead of a static token.
+    pub oauth: Option<MiroOAuthConfig>,
     pub org_id: Option<String>,
     pub request_timeout: Duration,
     pub max_retries: u32,
     pub retry_initial_backoff: Duration,
     /// Largest Miro answer read, after gzip decoding (bytes).
     pub max_response_bytes: usize,
+}
+
+/// `[miro]`'s expiring-token keys, validated.
+#[derive(Debug, Clone)]
+pub struct MiroOAuthConfig {
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    pub refresh_token_file: std::path::PathBuf,
 }
 
 /// `[sources.*]`, validated.
@@ -236,6 +246,27 @@ impl Config {
     /// Loads the Miro token from its configured source.
     pub fn load_miro_token(&self) -> Result<SecretString, ConfigError> {
         load_secret(&self.miro.token_source, "Miro token")
+    }
+
+    /// The one token provider of this process: the static token, or expiring tokens
+    /// refreshed with the app's credentials (the client secret is loaded here).
+    pub fn miro_token_provider(&self) -> Result<crate::miro::TokenProvider, ConfigError> {
+        use crate::miro::{ExpiringTokenConfig, TokenProvider};
+        match &self.miro.oauth {
+            None => Ok(TokenProvider::fixed(self.load_miro_token()?)),
+            Some(o) => Ok(TokenProvider::expiring(
+                ExpiringTokenConfig {
+                    token_url: format!(
+                        "{}/v1/oauth/token",
+                        self.miro.api_base.as_str().trim_end_matches('/')
+                    ),
+                    client_id: o.client_id.clone(),
+                    client_secret: load_secret(&o.client_secret, "Miro client secret")?,
+                    refresh_token_file: o.refresh_token_file.clone(),
+                },
+                self.miro.request_timeout,
+            )),
+        }
     }
 }
 

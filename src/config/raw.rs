@@ -56,6 +56,14 @@ pub struct RawMiro {
     pub token_env: Option<String>,
     /// File holding the token (takes precedence over `token_env`).
     pub token_file: Option<PathBuf>,
+    /// Expiring tokens: the OAuth app's client id (instead of `token_env`/`token_file`).
+    pub client_id: Option<String>,
+    /// Environment variable holding the app's client secret (default `MIRO_CLIENT_SECRET`).
+    pub client_secret_env: Option<String>,
+    /// File holding the app's client secret (instead of `client_secret_env`).
+    pub client_secret_file: Option<PathBuf>,
+    /// File holding the current refresh token; mirotrail rewrites it on every refresh.
+    pub refresh_token_file: Option<PathBuf>,
     /// Organization id, required for content and AI interaction logs.
     pub org_id: Option<String>,
     /// Timeout of one HTTP request (default `30s`).
@@ -222,6 +230,75 @@ impl RawConfig {
                 SecretSource::Env(var)
             }
         };
+        let oauth = match (&self.miro.client_id, &self.miro.refresh_token_file) {
+            (None, None) => {
+                if self.miro.client_secret_env.is_some() || self.miro.client_secret_file.is_some() {
+                    return Err(invalid(
+                        "miro.client_id",
+                        "a client secret is set but no `client_id`: expiring tokens need `client_id`, the client secret and `refresh_token_file`"
+                            .into(),
+                    ));
+                }
+                None
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "miro.refresh_token_file",
+                    "expiring tokens need `refresh_token_file` beside `client_id`: the file `mirotrail auth login` writes"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "miro.client_id",
+                    "expiring tokens need `client_id` (your app's client id, in Miro's app settings) beside `refresh_token_file`"
+                        .into(),
+                ));
+            }
+            (Some(id), Some(file)) => {
+                if self.miro.token_env.is_some() || self.miro.token_file.is_some() {
+                    return Err(invalid(
+                        "miro.client_id",
+                        "set either a static token (`token_env`/`token_file`) or an expiring one (`client_id`, client secret, `refresh_token_file`), not both"
+                            .into(),
+                    ));
+                }
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(invalid(
+                        "miro.client_id",
+                        format!(
+                            "`{id}` is not a Miro client id (a long decimal number, written as a string; it is shown in your app's settings)"
+                        ),
+                    ));
+                }
+                let client_secret =
+                    match (&self.miro.client_secret_file, &self.miro.client_secret_env) {
+                        (Some(_), Some(_)) => {
+                            return Err(invalid(
+                                "miro.client_secret_file",
+                                "set either `client_secret_file` or `client_secret_env`, not both"
+                                    .into(),
+                            ));
+                        }
+                        (Some(f), None) => SecretSource::File(resolve(f)),
+                        (None, env) => {
+                            let var = env.clone().unwrap_or_else(|| "MIRO_CLIENT_SECRET".into());
+                            if var.is_empty() || var.contains('=') {
+                                return Err(invalid(
+                                    "miro.client_secret_env",
+                                    format!("`{var}` is not an environment variable name"),
+                                ));
+                            }
+                            SecretSource::Env(var)
+                        }
+                    };
+                Some(super::MiroOAuthConfig {
+                    client_id: id.clone(),
+                    client_secret,
+                    refresh_token_file: resolve(file),
+                })
+            }
+        };
         if let Some(org) = &self.miro.org_id
             && (org.is_empty() || !org.bytes().all(|b| b.is_ascii_digit()))
         {
@@ -257,6 +334,7 @@ impl RawConfig {
         let miro = MiroConfig {
             api_base,
             token_source,
+            oauth,
             org_id: self.miro.org_id.clone(),
             request_timeout,
             max_retries: self.miro.max_retries.unwrap_or(8),

@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::budget::CreditBudget;
 use super::page::{Page, parse_page};
 use super::status::{Permanent, Verdict, classify_status};
+use super::token::TokenProvider;
 use crate::config::{MiroConfig, SourceKind};
 use crate::net::{BodyError, USER_AGENT, read_body_capped, root_cause};
 use crate::retry::{self, Decision, Exchange, GiveUp, Policy};
@@ -157,7 +158,7 @@ impl ClientStats {
 pub struct MiroClient {
     http: reqwest::Client,
     api_base: String,
-    token: SecretString,
+    token: TokenProvider,
     org_id: String,
     max_retries: u32,
     budget: Arc<CreditBudget>,
@@ -170,7 +171,7 @@ pub struct MiroClient {
 impl MiroClient {
     pub fn new(
         config: &MiroConfig,
-        token: SecretString,
+        token: TokenProvider,
         budget: Arc<CreditBudget>,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
@@ -190,6 +191,10 @@ impl MiroClient {
             max_response_bytes: config.max_response_bytes,
             telemetry: None,
         })
+    }
+
+    pub fn token_provider(&self) -> &TokenProvider {
+        &self.token
     }
 
     /// Counts every page request by source and status.
@@ -212,7 +217,7 @@ impl MiroClient {
         &self.budget
     }
 
-    fn request(&self, q: &PageQuery) -> reqwest::RequestBuilder {
+    fn request(&self, q: &PageQuery, bearer: &str) -> reqwest::RequestBuilder {
         let limit = q.limit.to_string();
         let from = q.from.to_iso();
         let to = q.to.to_iso();
@@ -258,7 +263,7 @@ impl MiroClient {
         self.http
             .get(url)
             .query(&params)
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(bearer)
             .header(ACCEPT, "application/json")
     }
 
@@ -279,7 +284,7 @@ impl MiroClient {
         };
         self.call(
             &call,
-            || self.request(q),
+            |bearer: &str| self.request(q, bearer),
             |body| parse_page(body).map_err(|e| e.to_string()),
             shutdown,
         )
@@ -299,10 +304,10 @@ impl MiroClient {
             cursor_chars: 0,
             max_rate_limited: Some(3),
         };
-        let request = || {
+        let request = |bearer: &str| {
             self.http
                 .get(&url)
-                .bearer_auth(self.token.expose_secret())
+                .bearer_auth(bearer)
                 .header(ACCEPT, "application/json")
         };
         let parse = |body: Vec<u8>| {
@@ -325,7 +330,7 @@ impl MiroClient {
         shutdown: &mut Shutdown,
     ) -> Result<(T, u32), FetchError>
     where
-        R: Fn() -> reqwest::RequestBuilder,
+        R: Fn(&str) -> reqwest::RequestBuilder,
         P: Fn(Vec<u8>) -> Result<T, String>,
     {
         let policy = Policy {
@@ -341,6 +346,7 @@ impl MiroClient {
             parse,
             shutdown,
             requests: 0,
+            refreshed_on_401: false,
         };
         let value = retry::run(&policy, &mut exchange).await?;
         Ok((value, exchange.requests))
@@ -486,11 +492,13 @@ struct MiroExchange<'a, R, P> {
     parse: P,
     shutdown: &'a mut Shutdown,
     requests: u32,
+    /// A 401 already led to one refresh in this call (only one is tried).
+    refreshed_on_401: bool,
 }
 
 impl<T, R, P> Exchange for MiroExchange<'_, R, P>
 where
-    R: Fn() -> reqwest::RequestBuilder,
+    R: Fn(&str) -> reqwest::RequestBuilder,
     P: Fn(Vec<u8>) -> Result<T, String>,
 {
     type Output = T;
@@ -504,10 +512,39 @@ where
     }
 
     async fn send(&mut self) -> Decision<Result<T, FetchError>> {
+        let bearer = match self.client.token.bearer().await {
+            Ok(b) => b,
+            Err(e) if e.is_transient() => {
+                return Decision::Retry {
+                    reason: e.to_string(),
+                };
+            }
+            Err(e) => {
+                return Decision::Finish(Err(FetchError::Permanent(Permanent::Token {
+                    reason: e.to_string(),
+                })));
+            }
+        };
         self.requests += 1;
-        self.client
-            .send_once(self.call, (self.request)(), &self.parse)
-            .await
+        let decision = self
+            .client
+            .send_once(
+                self.call,
+                (self.request)(bearer.expose_secret()),
+                &self.parse,
+            )
+            .await;
+        // An expiring access token Miro refuses (revoked, or expired early): refresh
+        // once and send again before calling it permanent.
+        if let Decision::Finish(Err(FetchError::Permanent(Permanent::Unauthorized { .. }))) =
+            &decision
+            && !self.refreshed_on_401
+            && self.client.token.rejected(&bearer).await
+        {
+            self.refreshed_on_401 = true;
+            return Decision::Again;
+        }
+        decision
     }
 
     async fn throttled(&mut self, wait: Duration) -> Result<(), FetchError> {
@@ -584,7 +621,7 @@ fn error_message(body: &[u8]) -> Option<String> {
 
 /// A short description of a transport error, without the URL's query (no secrets are in
 /// it, but cursors are long).
-fn describe_reqwest_error(e: &reqwest::Error) -> String {
+pub(super) fn describe_reqwest_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -49,6 +49,9 @@ pub enum Permanent {
     BadRequest { detail: String },
     #[error("no request to Miro can be built ({reason}): check `miro.api_base` and `miro.org_id`")]
     Unsendable { reason: String },
+    /// The expiring access token could not be refreshed (see `miro::token`).
+    #[error("{reason}")]
+    Token { reason: String },
     #[error("Miro answered with unexpected status {status}{detail}")]
     Unexpected { status: u16, detail: String },
     /// Retrying would download the same oversized answer again, so the source stops

@@ -17,3 +17,4 @@ mod report;
 mod sentinel;
 mod splunk;
 mod support;
+mod tokens;

@@ -3,7 +3,8 @@
 //!
 //! Served: `GET /v2/audit/logs`, `GET /v2/orgs/{org_id}/content-logs/items`,
 //! `GET /v2/orgs/{org_id}/ai-interaction-logs` (windows on `storedAt`) and
-//! `GET /v1/oauth-token`, with Miro's auth, scopes, Enterprise Guard check, error shape,
+//! `GET /v1/oauth-token`, plus (when enabled) `POST /v1/oauth/token` and a test
+//! `GET /oauth/authorize` (see `oauth`), with Miro's auth, scopes, Enterprise Guard check, error shape,
 //! cursor paging and per-token credit rate limit (see `docs/miro-api.md`).
 //!
 //! Invariants:
@@ -23,6 +24,7 @@ mod config;
 mod cursor;
 mod faults;
 mod hash;
+mod oauth;
 mod org;
 mod paging;
 mod rate;
@@ -39,6 +41,7 @@ pub use config::{
     EmulatedToken, Faults, LastPageCursor, LateArrival, MARKUP_NAME_SUFFIX, MiroEmulatorConfig,
     RateLimit, StreamShape, TimeForm,
 };
+pub use oauth::{OAuthApp, OAuthStats};
 pub use org::MiroOrg;
 pub use scenario::Scenario;
 pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle, OVERSIZED_CURSOR_CHARS};

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::extract::{Form, Path, Query, RawQuery, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -24,6 +24,7 @@ use super::config::{Faults, LastPageCursor, MiroEmulatorConfig};
 use super::cursor;
 use super::faults::{self, FaultPlan};
 use super::hash::{hash, hash_str};
+use super::oauth::{OAuthApp, OAuthState, OAuthStats};
 use super::org::{MiroOrg, Stream, fingerprint_strings};
 use super::paging::{self, ContentFilter, PageRequest};
 use super::rate::{Charge, CreditBuckets, RateStatus};
@@ -252,6 +253,7 @@ struct Shared {
     stats: Mutex<EmulatorStats>,
     /// Pages left that hand out an oversized cursor instead of their real one.
     oversized_cursors: AtomicU64,
+    oauth: Mutex<OAuthState>,
 }
 
 /// What happened while answering, for the stats.
@@ -290,6 +292,7 @@ impl Shared {
             last_page_cursor: config.last_page_cursor,
             stats: Mutex::new(EmulatorStats::default()),
             oversized_cursors: AtomicU64::new(0),
+            oauth: Mutex::new(OAuthState::new(config.team_id.parse().unwrap_or(0))),
         }
     }
 
@@ -300,13 +303,24 @@ impl Shared {
             .clone()
     }
 
-    /// The scopes of a live token; `None` if unknown or revoked.
-    fn scopes(&self, token: &str) -> Option<&[String]> {
+    /// The scopes of a live token (configured, or an unexpired one issued by the OAuth
+    /// endpoint); `None` if unknown, expired or revoked.
+    fn scopes(&self, token: &str, now: UnixMs) -> Option<Vec<String>> {
         let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
         if revoked.contains(token) {
             return None;
         }
-        self.scopes_by_token.get(token).map(Vec::as_slice)
+        if let Some(scopes) = self.scopes_by_token.get(token) {
+            return Some(scopes.clone());
+        }
+        self.oauth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .access_scopes(token, now)
+    }
+
+    fn oauth(&self) -> std::sync::MutexGuard<'_, OAuthState> {
+        self.oauth.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn handle(
@@ -335,7 +349,7 @@ impl Shared {
                     "No authorization token was found",
                 );
             };
-            let Some(scopes) = self.scopes(token) else {
+            let Some(scopes) = self.scopes(token, now) else {
                 break 'reply Reply::error(
                     401,
                     "tokenNotFound",
@@ -371,7 +385,7 @@ impl Shared {
                 }
             }
             if endpoint == Endpoint::TokenInfo {
-                break 'reply self.token_info(scopes);
+                break 'reply self.token_info(&scopes);
             }
             if let Some(delay) = plan.slow {
                 outcome.faults.push(faults::SLOW);
@@ -379,7 +393,7 @@ impl Shared {
             }
             self.log_page(
                 endpoint,
-                scopes,
+                &scopes,
                 raw_query,
                 org_id,
                 &plan,
@@ -830,6 +844,47 @@ async fn oauth_token(State(s): State<AppState>, headers: HeaderMap) -> Response 
     s.handle(Endpoint::TokenInfo, &headers, "", None).await
 }
 
+/// `POST /v1/oauth/token` (form body): refresh or authorisation-code grant.
+async fn oauth_grant(
+    State(s): State<AppState>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let reply = s.oauth().token(&form, UnixMs::now());
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_REQUEST),
+        reply.body,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `GET /oauth/authorize?response_type=code&client_id=&redirect_uri=&state=`: for tests,
+/// grants at once (no login page) and redirects to `redirect_uri?code=…&state=…`.
+async fn oauth_authorize(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let redirect_uri = get("redirect_uri");
+    let Ok(mut target) = url::Url::parse(redirect_uri) else {
+        return (StatusCode::BAD_REQUEST, "redirect_uri is not a URL").into_response();
+    };
+    if get("response_type") != "code" {
+        return (StatusCode::BAD_REQUEST, "response_type must be code").into_response();
+    }
+    let Some(code) = s.oauth().authorize(get("client_id"), redirect_uri) else {
+        return (StatusCode::BAD_REQUEST, "unknown client_id").into_response();
+    };
+    target.query_pairs_mut().append_pair("code", &code);
+    if let Some(state) = q.get("state") {
+        target.query_pairs_mut().append_pair("state", state);
+    }
+    (StatusCode::FOUND, [(LOCATION, target.to_string())]).into_response()
+}
+
 async fn unknown(State(s): State<AppState>, headers: HeaderMap) -> Response {
     s.handle(Endpoint::Unknown, &headers, "", None).await
 }
@@ -843,6 +898,8 @@ fn router(shared: AppState) -> Router {
             get(ai_interaction_logs),
         )
         .route("/v1/oauth-token", get(oauth_token))
+        .route("/v1/oauth/token", post(oauth_grant))
+        .route("/oauth/authorize", get(oauth_authorize))
         .fallback(unknown)
         .with_state(shared)
 }
@@ -977,6 +1034,21 @@ impl MiroEmulatorHandle {
             .body_fault
             .write()
             .unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// Turns on the OAuth endpoints for `app` (expiring access tokens, rotating refresh
+    /// tokens, authorisation codes).
+    pub fn enable_oauth(&self, app: OAuthApp) {
+        self.shared.oauth().enable(app);
+    }
+
+    /// A fresh refresh token, as if a user had just authorised the app.
+    pub fn issue_refresh_token(&self) -> String {
+        self.shared.oauth().issue_refresh_token()
+    }
+
+    pub fn oauth_stats(&self) -> OAuthStats {
+        self.shared.oauth().stats.clone()
     }
 
     /// Stops accepting, lets requests in flight finish (at most 5 s), then stops.

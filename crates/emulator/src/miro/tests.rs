@@ -1212,3 +1212,150 @@ async fn ai_entries_are_served_once_stored() {
     assert!((60..=140).contains(&got.len()), "{}", got.len());
     emu.shutdown().await;
 }
+
+fn oauth_app(lifetime: Duration) -> OAuthApp {
+    OAuthApp {
+        client_id: "3458764500000000001".to_owned(),
+        client_secret: "emu-client-secret".to_owned(),
+        scopes: vec!["auditlogs:read".to_owned()],
+        access_lifetime: lifetime,
+    }
+}
+
+async fn token_request(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let reply = reqwest::Client::new()
+        .post(format!("{base}/v1/oauth/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status().as_u16();
+    (status, reply.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn refresh_rotates_the_pair_and_the_old_refresh_token_dies() {
+    let emu = start(config(UnixMs::now())).await;
+    let app = oauth_app(Duration::from_secs(2));
+    emu.enable_oauth(app.clone());
+    let base = emu.base_url();
+    let first = emu.issue_refresh_token();
+    let refresh = |rt: String| {
+        let (base, app) = (base.clone(), app.clone());
+        async move {
+            token_request(
+                &base,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &rt),
+                    ("client_id", &app.client_id),
+                    ("client_secret", &app.client_secret),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body) = refresh(first.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 1);
+    assert!(body["team_id"].is_u64(), "team_id is a number: {body}");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let second = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+
+    let info = get(emu.addr(), "/v1/oauth-token", Some(&access)).await;
+    assert_eq!(info.status, 200, "the new access token works");
+
+    let (status, body) = refresh(first).await;
+    assert_eq!(status, 400, "a used refresh token is refused");
+    assert_eq!(body["error"], "invalid_grant");
+
+    let (status, body) = token_request(
+        &base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &second),
+            ("client_id", &app.client_id),
+            ("client_secret", "wrong"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "invalid_client");
+    let (status, body) = refresh(second).await;
+    assert_eq!(
+        status, 200,
+        "a refused client does not spend the refresh token"
+    );
+    let info = get(emu.addr(), "/v1/oauth-token", Some(&access)).await;
+    assert_eq!(
+        info.status, 401,
+        "a refresh invalidates the old access token too"
+    );
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let info = get(emu.addr(), "/v1/oauth-token", Some(&access)).await;
+    assert_eq!(info.status, 200);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let info = get(emu.addr(), "/v1/oauth-token", Some(&access)).await;
+    assert_eq!(info.status, 401, "the access token expired");
+    let stats = emu.oauth_stats();
+    assert_eq!((stats.refreshes, stats.rejected_refresh_tokens), (2, 1));
+}
+
+#[tokio::test]
+async fn authorize_redirects_with_a_code_that_works_once_for_its_redirect_uri() {
+    let emu = start(config(UnixMs::now())).await;
+    let app = oauth_app(Duration::from_secs(3600));
+    emu.enable_oauth(app.clone());
+    let base = emu.base_url();
+    let redirect = "http://127.0.0.1:9/callback";
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let reply = client
+        .get(format!("{base}/oauth/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", app.client_id.as_str()),
+            ("redirect_uri", redirect),
+            ("state", "s1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 302);
+    let location = url::Url::parse(reply.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(location.path(), "/callback");
+    let pairs: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(pairs["state"], "s1");
+    let code = pairs["code"].clone();
+    let exchange = |uri: &'static str| {
+        let (base, app, code) = (base.clone(), app.clone(), code.clone());
+        async move {
+            token_request(
+                &base,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", uri),
+                    ("client_id", &app.client_id),
+                    ("client_secret", &app.client_secret),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body) = exchange("http://127.0.0.1:9/other").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, body) = exchange(redirect).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["refresh_token"].is_string());
+    let (status, _) = exchange(redirect).await;
+    assert_eq!(status, 400, "a code works once");
+}
