@@ -6,6 +6,7 @@ mod backfill;
 mod cli;
 mod collect;
 mod e2e;
+mod elastic;
 mod faults;
 mod firsthour;
 mod getting_started;

@@ -11,6 +11,7 @@
 //! checks mirotrail against the contracts rather than against mirotrail's own code.
 
 pub mod azure;
+pub mod elastic;
 pub mod miro;
 pub mod splunk;
 pub mod time;
