@@ -446,3 +446,89 @@ async fn bad_credentials_and_missing_privileges_give_one_clear_error_and_no_secr
     }
     w.es.shutdown().await;
 }
+
+/// The real binary: `run --once` from the Miro emulator to the Elasticsearch emulator
+/// (with lost answers and items refused with 429), then `check`, at trace level; every
+/// row stored once, and the API key in no output and no file (the key file aside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_delivers_to_elasticsearch_and_never_prints_the_key() {
+    use crate::support::{Env, TOKEN, minutes, org, text};
+    let now = mirotrail_emulator::UnixMs::now();
+    let (start, end) = (now.minus(minutes(90)), now.minus(minutes(5)));
+    let env = Env::start(org(800, 300, start, end)).await;
+    let es_config = ElasticEmulatorConfig {
+        api_key: "bWlyb3RyYWlsLWl0OnNlY3JldC1rZXktMDA0Mi1lbGFzdGlj".into(),
+        faults: ElasticFaults {
+            lost_response_share: 0.2,
+            item_reject_share: 0.1,
+            ..ElasticFaults::default()
+        },
+        ..ElasticEmulatorConfig::default()
+    };
+    let es = ElasticEmulator::start(es_config.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let key_file = env.dir.path().join("es-key");
+    std::fs::write(&key_file, &es_config.api_key).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let cfg = env.config(&format!(
+        "[sources.audit_logs]\ninitial_lookback = \"2h\"\n[sources.content_logs]\nenabled = true\n\
+         initial_lookback = \"2h\"\n[sinks.elastic]\ntype = \"elasticsearch\"\nendpoint = \"{}\"\n\
+         api_key_file = \"es-key\"\nmax_batch_bytes = 200000\n",
+        es.base_url()
+    ));
+    let cfg = cfg.to_str().unwrap();
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["run", "--config", cfg, "--once"],
+        vec!["check", "--config", cfg],
+    ] {
+        let mut cmd = env.command(&args, TOKEN);
+        cmd.env("RUST_LOG", "trace");
+        outputs.push(cmd.output().await.unwrap());
+    }
+    assert!(outputs[0].status.success(), "{}", text(&outputs[0]));
+    let check = text(&outputs[1]);
+    assert!(
+        check.contains("sink elastic") && check.contains("`create_doc`"),
+        "{check}"
+    );
+
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for (_, id, _) in es.stored() {
+        *ids.entry(id).or_default() += 1;
+    }
+    let db = env.db();
+    let stored = crate::support::count(&db, "MiroAuditLogs_CL")
+        + crate::support::count(&db, "MiroContentLogs_CL");
+    assert!(stored > 1000, "{stored}");
+    assert_eq!(
+        i64::try_from(ids.len()).unwrap(),
+        stored,
+        "every stored row in Elasticsearch"
+    );
+    assert!(ids.values().all(|&n| n == 1), "each once");
+
+    for out in &outputs {
+        assert!(!text(out).contains(&es_config.api_key), "{}", text(out));
+    }
+    let mut dirs = vec![env.dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p != key_file {
+                let bytes = std::fs::read(&p).unwrap();
+                let found = bytes
+                    .windows(es_config.api_key.len())
+                    .any(|w| w == es_config.api_key.as_bytes());
+                assert!(!found, "the API key in {}", p.display());
+            }
+        }
+    }
+    es.shutdown().await;
+}
