@@ -532,3 +532,32 @@ async fn the_binary_delivers_to_elasticsearch_and_never_prints_the_key() {
     }
     es.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_answer_is_passed_over_for_the_next() {
+    let w = world(ElasticEmulatorConfig::default()).await;
+    fill(&w, SourceKind::AuditLogs, 200);
+    // A port nothing listens on: bound, then released.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    std::fs::write(w.dir.path().join("es-key"), &w.es_config.api_key).unwrap();
+    let text = format!(
+        "[miro]\norg_id = \"1\"\n[sinks.{SINK}]\ntype = \"elasticsearch\"\n\
+         endpoint = [\"http://{dead}\", \"{}\"]\napi_key_file = \"es-key\"\nmax_batch_bytes = 20000\n",
+        w.es.base_url()
+    );
+    let config = Config::from_toml(&text, &w.dir.path().join("mirotrail.toml")).unwrap();
+    let report = drain(&w, elastic(&config), 500).await;
+    assert!(report.gave_up.is_none(), "{report:?}");
+    assert_exactly_once(&w);
+    assert!(
+        w.es.stats().bulk_by_status[&200] > 1,
+        "several requests, all to the live node"
+    );
+    // `check` names the node that does not answer.
+    let m = elastic(&config).check().await.unwrap_err();
+    assert!(m.contains(&dead.to_string()), "{m}");
+    w.es.shutdown().await;
+}

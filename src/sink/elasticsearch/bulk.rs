@@ -2,6 +2,7 @@
 //! answer (status) and of each item of a 200 (see `docs/elasticsearch.md`, "Answers"),
 //! and the request driven by the one retry loop (`crate::retry`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
@@ -177,9 +178,14 @@ pub(super) fn classify(
     }
 }
 
-/// One `_bulk` POST with retries of the whole request.
+/// One `_bulk` POST with retries of the whole request; a request not answered, or
+/// answered 5xx, goes to the next node the next time.
 pub(super) struct BulkPost<'a> {
     pub http: &'a reqwest::Client,
+    /// The node URLs + `/_bulk`.
+    pub urls: &'a [Url],
+    /// The node in use (shared by the sink's requests).
+    pub node: &'a AtomicUsize,
     pub url: Url,
     /// The whole `Authorization` header value.
     pub authorization: &'a SecretString,
@@ -197,6 +203,50 @@ impl Exchange for BulkPost<'_> {
     }
 
     async fn send(&mut self) -> Decision<Result<Answer, ElasticError>> {
+        let node = self.node.load(Ordering::Relaxed);
+        self.url = self.urls[node % self.urls.len()].clone();
+        let decision = self.send_once().await;
+        if matches!(decision, Decision::Retry { .. }) && self.urls.len() > 1 {
+            // Another node of the cluster may answer.
+            let _ = self.node.compare_exchange(
+                node,
+                node.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        decision
+    }
+
+    async fn throttled(&mut self, wait: Duration) -> Result<(), ElasticError> {
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    fn retrying(&mut self, failures: u32, wait: Duration, reason: &str) {
+        tracing::warn!(endpoint = %self.url, failures, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), reason, "Elasticsearch bulk request failed; retrying");
+    }
+
+    async fn sleep(&mut self, wait: Duration) -> Result<(), ElasticError> {
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    fn give_up(&mut self, why: GiveUp) -> ElasticError {
+        let message = match why {
+            GiveUp::Failures { failures, reason } => {
+                format!("failed {failures} times in a row; last: {reason}")
+            }
+            GiveUp::Throttled { throttled, .. } => {
+                format!("kept throttling (429, {throttled} times)")
+            }
+        };
+        self.error(message, false)
+    }
+}
+
+impl BulkPost<'_> {
+    async fn send_once(&mut self) -> Decision<Result<Answer, ElasticError>> {
         let mut request = self
             .http
             .post(self.url.clone())
@@ -239,34 +289,6 @@ impl Exchange for BulkPost<'_> {
         }
     }
 
-    async fn throttled(&mut self, wait: Duration) -> Result<(), ElasticError> {
-        tokio::time::sleep(wait).await;
-        Ok(())
-    }
-
-    fn retrying(&mut self, failures: u32, wait: Duration, reason: &str) {
-        tracing::warn!(endpoint = %self.url, failures, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), reason, "Elasticsearch bulk request failed; retrying");
-    }
-
-    async fn sleep(&mut self, wait: Duration) -> Result<(), ElasticError> {
-        tokio::time::sleep(wait).await;
-        Ok(())
-    }
-
-    fn give_up(&mut self, why: GiveUp) -> ElasticError {
-        let message = match why {
-            GiveUp::Failures { failures, reason } => {
-                format!("failed {failures} times in a row; last: {reason}")
-            }
-            GiveUp::Throttled { throttled, .. } => {
-                format!("kept throttling (429, {throttled} times)")
-            }
-        };
-        self.error(message, false)
-    }
-}
-
-impl BulkPost<'_> {
     fn error(&self, message: String, permanent: bool) -> ElasticError {
         ElasticError {
             endpoint: self.url.as_str().to_string(),

@@ -21,8 +21,9 @@ use crate::source::SourceKind;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawElasticSink {
-    /// The cluster URL, `https://HOST:9200` (a path prefix of a proxy is kept).
-    pub endpoint: Option<String>,
+    /// The cluster URL, `https://HOST:9200` (a path prefix of a proxy is kept), or a list
+    /// of node URLs of one cluster, tried in turn when one does not answer.
+    pub endpoint: Option<RawEndpoints>,
     /// Environment variable holding the API key, the base64 `id:api_key` form that
     /// Elasticsearch shows as `encoded` (default `ELASTICSEARCH_API_KEY`).
     pub api_key_env: Option<String>,
@@ -55,6 +56,14 @@ pub struct RawElasticSink {
     pub start: Option<String>,
 }
 
+/// `endpoint` as written: one URL or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawEndpoints {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// How the sink authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ElasticAuth {
@@ -70,8 +79,8 @@ pub enum ElasticAuth {
 /// A validated `elasticsearch` sink.
 #[derive(Debug, Clone)]
 pub struct ElasticConfig {
-    /// The cluster URL, without a trailing slash in its path.
-    pub endpoint: Url,
+    /// The node URLs (at least one), without a trailing slash in their paths.
+    pub endpoints: Vec<Url>,
     pub auth: ElasticAuth,
     pub audit_logs_target: String,
     pub content_logs_target: String,
@@ -92,9 +101,14 @@ impl ElasticConfig {
         }
     }
 
-    /// `endpoint` + `path` (`/_bulk`, `/`), keeping a proxy's path prefix.
+    /// The first `endpoint` + `path` (`/_bulk`, `/`), keeping a proxy's path prefix.
     pub fn url(&self, path: &str) -> Url {
-        let mut url = self.endpoint.clone();
+        self.node_url(0, path)
+    }
+
+    /// Node `node` (modulo their number) + `path`.
+    pub fn node_url(&self, node: usize, path: &str) -> Url {
+        let mut url = self.endpoints[node % self.endpoints.len()].clone();
         let prefix = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{prefix}{path}"));
         url
@@ -127,30 +141,46 @@ pub(in crate::sink) fn validate(
     raw: RawElasticSink,
     cx: &SinkContext<'_>,
 ) -> Result<ValidatedSink, ConfigError> {
-    let text = raw.endpoint.as_deref().ok_or_else(|| {
-        cx.invalid(
-            "endpoint",
-            "is required: the Elasticsearch or OpenSearch URL, like \
-             https://es.example.com:9200 (Elastic Cloud: the Elasticsearch endpoint of the \
-             deployment)"
-                .into(),
-        )
-    })?;
-    let mut endpoint = secure_url(text).map_err(|m| cx.invalid("endpoint", m))?;
-    if endpoint.query().is_some() {
-        return Err(cx.invalid(
-            "endpoint",
-            format!("`{text}` has a query: give the cluster URL only; mirotrail adds /_bulk"),
-        ));
+    let texts = match raw.endpoint {
+        None => {
+            return Err(cx.invalid(
+                "endpoint",
+                "is required: the Elasticsearch or OpenSearch URL, like \
+                 https://es.example.com:9200 (Elastic Cloud: the Elasticsearch endpoint of the \
+                 deployment), or a list of node URLs"
+                    .into(),
+            ));
+        }
+        Some(RawEndpoints::One(t)) => vec![t],
+        Some(RawEndpoints::Many(list)) if list.is_empty() => {
+            return Err(cx.invalid(
+                "endpoint",
+                "is an empty list: give at least one node URL".into(),
+            ));
+        }
+        Some(RawEndpoints::Many(list)) => list,
+    };
+    let mut endpoints = Vec::with_capacity(texts.len());
+    for text in &texts {
+        let mut endpoint = secure_url(text).map_err(|m| cx.invalid("endpoint", m))?;
+        if endpoint.query().is_some() {
+            return Err(cx.invalid(
+                "endpoint",
+                format!("`{text}` has a query: give the cluster URL only; mirotrail adds /_bulk"),
+            ));
+        }
+        let path = endpoint.path().trim_end_matches('/').to_string();
+        if path.ends_with("/_bulk") {
+            return Err(cx.invalid(
+                "endpoint",
+                format!(
+                    "`{text}` ends in /_bulk: give the cluster URL only; mirotrail adds /_bulk"
+                ),
+            ));
+        }
+        endpoint.set_path(&path);
+        endpoints.push(endpoint);
     }
-    let path = endpoint.path().trim_end_matches('/').to_string();
-    if path.ends_with("/_bulk") {
-        return Err(cx.invalid(
-            "endpoint",
-            format!("`{text}` ends in /_bulk: give the cluster URL only; mirotrail adds /_bulk"),
-        ));
-    }
-    endpoint.set_path(&path);
 
     let source = |env_key: &str,
                   env: &Option<String>,
@@ -269,7 +299,7 @@ pub(in crate::sink) fn validate(
     }
     Ok(ValidatedSink {
         kind: SinkKindConfig::Elastic(Box::new(ElasticConfig {
-            endpoint,
+            endpoints,
             auth,
             audit_logs_target,
             content_logs_target,
@@ -357,6 +387,9 @@ mod tests {
         );
         assert_eq!(c.target(SourceKind::AuditLogs), "miro-audit");
         assert!(!c.gzip);
+        let c = load("endpoint = [\"https://n1:9200\", \"https://n2:9200/\"]").unwrap();
+        assert_eq!(c.node_url(1, "/_bulk").as_str(), "https://n2:9200/_bulk");
+        assert_eq!(c.node_url(2, "/_bulk").as_str(), "https://n1:9200/_bulk");
     }
 
     #[test]
@@ -381,6 +414,11 @@ mod tests {
             ("max_batch_bytes = 10", "at least 1024"),
             ("ca_file = \"/nonexistent/ca.pem\"", "sinks.s.ca_file"),
             ("api_kye_env = \"X\"", "api_kye_env"),
+            ("endpoint = []", "empty list"),
+            (
+                "endpoint = [\"https://n1:9200\", \"http://n2:9200\"]",
+                "sinks.s.endpoint",
+            ),
         ] {
             let e = load(keys).unwrap_err();
             assert!(e.contains(words), "{keys}: {e}");

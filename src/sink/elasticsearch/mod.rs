@@ -25,6 +25,7 @@ mod doc;
 pub mod template;
 
 use std::io::Write;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -55,6 +56,10 @@ pub struct ElasticSink {
     http: reqwest::Client,
     /// The whole `Authorization` header value.
     authorization: SecretString,
+    /// Each node's `/_bulk` URL.
+    bulk_urls: Vec<url::Url>,
+    /// The node in use; the next one after a request it did not answer (or answered 5xx).
+    node: AtomicUsize,
     policy: Policy,
 }
 
@@ -118,10 +123,15 @@ impl ElasticSink {
             }
         }
         let http = builder.build().map_err(SinkError::HttpClient)?;
+        let bulk_urls = (0..config.endpoints.len())
+            .map(|i| config.node_url(i, "/_bulk"))
+            .collect();
         Ok(ElasticSink {
             config,
             http,
             authorization,
+            bulk_urls,
+            node: AtomicUsize::new(0),
             policy: Policy {
                 max_retries: 5,
                 max_throttled: Some(10),
@@ -142,17 +152,18 @@ impl ElasticSink {
     }
 
     /// One GET with the credential; the status and the body as JSON (or `Null`).
-    async fn get(&self, path: &str) -> Result<(u16, serde_json::Value), String> {
-        self.request(reqwest::Method::GET, path, None).await
+    async fn get(&self, node: usize, path: &str) -> Result<(u16, serde_json::Value), String> {
+        self.request(node, reqwest::Method::GET, path, None).await
     }
 
     async fn request(
         &self,
+        node: usize,
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(u16, serde_json::Value), String> {
-        let url = self.config.url(path);
+        let url = self.config.node_url(node, path);
         let mut request = self.http.request(method, url.clone()).header(
             reqwest::header::AUTHORIZATION,
             self.authorization.expose_secret(),
@@ -179,8 +190,17 @@ impl ElasticSink {
     /// definite problem.
     pub async fn check(&self) -> Result<Vec<CheckOutcome>, String> {
         let mut out = Vec::new();
-        let root = self.config.url("/");
-        let (status, body) = self.get("/").await?;
+        for node in 0..self.config.endpoints.len() {
+            self.check_node(node, &mut out).await?;
+        }
+        self.check_privileges(&mut out).await?;
+        Ok(out)
+    }
+
+    /// `GET /` on one node.
+    async fn check_node(&self, node: usize, out: &mut Vec<CheckOutcome>) -> Result<(), String> {
+        let root = self.config.node_url(node, "/");
+        let (status, body) = self.get(node, "/").await?;
         match status {
             200 => {
                 let product = if body["version"]["distribution"] == "opensearch" {
@@ -211,6 +231,11 @@ impl ElasticSink {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Whether the credential may `create_doc` on the targets.
+    async fn check_privileges(&self, out: &mut Vec<CheckOutcome>) -> Result<(), String> {
         let targets: Vec<&str> = SourceKind::ALL
             .iter()
             .map(|&s| self.config.target(s))
@@ -220,6 +245,7 @@ impl ElasticSink {
         });
         let (status, body) = self
             .request(
+                0,
                 reqwest::Method::POST,
                 "/_security/user/_has_privileges",
                 Some(ask),
@@ -256,7 +282,7 @@ impl ElasticSink {
                  first delivery shows it"
             ))),
         }
-        Ok(out)
+        Ok(())
     }
 
     /// One `create` action and its document, as two NDJSON lines.
@@ -317,7 +343,9 @@ impl ElasticSink {
                 let body = self.body(&chunk.iter().map(|&i| &lines[i]).collect::<Vec<_>>());
                 let answer = BulkPost {
                     http: &self.http,
-                    url: self.config.url("/_bulk"),
+                    urls: &self.bulk_urls,
+                    node: &self.node,
+                    url: self.bulk_urls[0].clone(),
                     authorization: &self.authorization,
                     body,
                     gzip: self.config.gzip,
@@ -366,7 +394,7 @@ impl ElasticSink {
                                 Item::Stop(m) => {
                                     flush(&mut run, verdict);
                                     failure.get_or_insert(ElasticError {
-                                        endpoint: self.config.endpoint.to_string(),
+                                        endpoint: self.config.url("").to_string(),
                                         message: m,
                                         permanent: true,
                                     });
@@ -407,7 +435,7 @@ impl ElasticSink {
             round += 1;
             if round > self.policy.max_retries {
                 failure = Some(ElasticError {
-                    endpoint: self.config.endpoint.to_string(),
+                    endpoint: self.config.url("").to_string(),
                     message: format!(
                         "{} document(s) still not stored after {} attempts; last: {reason}",
                         again.len(),
@@ -463,7 +491,7 @@ fn base64(bytes: &[u8]) -> String {
 /// A problem with the sink's own settings (permanent).
 fn config_error(config: &ElasticConfig, message: String) -> SinkError {
     SinkError::Elastic(Box::new(ElasticError {
-        endpoint: config.endpoint.to_string(),
+        endpoint: config.url("").to_string(),
         message,
         permanent: true,
     }))
