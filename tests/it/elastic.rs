@@ -561,3 +561,25 @@ async fn a_node_that_does_not_answer_is_passed_over_for_the_next() {
     assert!(m.contains(&dead.to_string()), "{m}");
     w.es.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_opensearch_says_the_privilege_is_not_verified_and_writes_nothing() {
+    use mirotrail::sink::elasticsearch::CheckOutcome;
+    let w = world(ElasticEmulatorConfig {
+        distribution: "opensearch".into(),
+        ..ElasticEmulatorConfig::default()
+    })
+    .await;
+    let outcomes = elastic(&sink_config(&w, &w.es_config.api_key, ""))
+        .check()
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcomes[..], [CheckOutcome::Ok(root), CheckOutcome::NotVerified(why)]
+            if root.contains("OpenSearch") && why.contains("OpenSearch")),
+        "{outcomes:?}"
+    );
+    assert!(w.es.stored().is_empty());
+    assert!(w.es.stats().bulk_by_status.is_empty(), "no bulk request");
+    w.es.shutdown().await;
+}
