@@ -131,6 +131,7 @@ pub async fn run_checks(config: &Config) -> CheckReport {
                 check_sentinel(&subject, (**c).clone(), &sent, &mut report).await
             }
             SinkKindConfig::Splunk(c) => check_splunk(&subject, (**c).clone(), &mut report).await,
+            SinkKindConfig::Elastic(c) => check_elastic(&subject, (**c).clone(), &mut report).await,
         }
         check_new_sink(config, sink, &mut report).await;
     }
@@ -518,6 +519,34 @@ async fn check_sentinel(
             ),
             Err(message) => report.push(Verdict::Problem, line, message),
         }
+    }
+}
+
+/// The cluster (`GET /`), then the credential's `create_doc` privilege on the targets
+/// (nothing is written).
+async fn check_elastic(
+    subject: &str,
+    config: crate::sink::elasticsearch::ElasticConfig,
+    report: &mut CheckReport,
+) {
+    use crate::sink::elasticsearch::{CheckOutcome, ElasticSink};
+    let sink = match ElasticSink::new(config) {
+        Ok(s) => s,
+        Err(e) => {
+            report.push(Verdict::Problem, subject, e.to_string());
+            return;
+        }
+    };
+    match sink.check().await {
+        Ok(outcomes) => {
+            for o in outcomes {
+                match o {
+                    CheckOutcome::Ok(m) => report.push(Verdict::Ok, subject, m),
+                    CheckOutcome::NotVerified(m) => report.push(Verdict::NotVerified, subject, m),
+                }
+            }
+        }
+        Err(message) => report.push(Verdict::Problem, subject, message),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `mirotrail emulate miro|azure|splunk`: the emulators, standalone on loopback. For the
+//! `mirotrail emulate miro|azure|splunk|elasticsearch`: the emulators, standalone on loopback. For the
 //! pipeline bench, which runs them as their own processes to measure each apart,
 //! `--stats-out` (miro, azure) and `--acks-out` (azure) write what they saw when they
 //! stop, and `--start-ms`/`--end-ms` give the Miro org an exact span the bench can rebuild.
@@ -16,6 +16,7 @@ use mirotrail_emulator::UnixMs;
 use mirotrail_emulator::azure::{
     AI_DCR, AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
+use mirotrail_emulator::elastic::{ElasticEmulator, ElasticEmulatorConfig, ElasticFaults};
 use mirotrail_emulator::miro::{
     BodyFault, Faults, MiroEmulator, MiroEmulatorConfig, RateLimit, Scenario, TimeForm,
 };
@@ -39,6 +40,29 @@ enum Service {
     /// (channels, `/services/collector/ack`) and the health endpoint; it keeps the indexed
     /// events in memory.
     Splunk(SplunkArgs),
+    /// Elasticsearch's `_bulk` API (also OpenSearch's): `create` with `_id`, per-item
+    /// results, data stream rules, API key and basic authentication, `GET /` and
+    /// `_security/user/_has_privileges`; it keeps the documents in memory.
+    Elasticsearch(ElasticArgs),
+}
+
+#[derive(Debug, Args)]
+struct ElasticArgs {
+    /// Address to listen on: IP:PORT or HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:9200")]
+    listen: String,
+    /// Share of `_bulk` requests answered 503 as a whole.
+    #[arg(long, default_value_t = 0.0)]
+    fault_busy: f64,
+    /// Share of items refused with 429 `es_rejected_execution_exception`.
+    #[arg(long, default_value_t = 0.0)]
+    fault_item_429: f64,
+    /// Share of `_bulk` requests whose documents are stored but whose answer is lost.
+    #[arg(long, default_value_t = 0.0)]
+    fault_lost_response: f64,
+    /// A document `_id` (Miro id) refused with a mapping error; repeat for more.
+    #[arg(long, value_name = "ID")]
+    fault_mapping_error: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +300,47 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 }
                 write_out(path, &lines)?;
             }
+            handle.shutdown().await;
+            Ok(())
+        }
+        Service::Elasticsearch(a) => {
+            for (name, v) in [
+                ("--fault-busy", a.fault_busy),
+                ("--fault-item-429", a.fault_item_429),
+                ("--fault-lost-response", a.fault_lost_response),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(Failure::usage(anyhow!(
+                        "{name} must be a share between 0 and 1, not {v}"
+                    )));
+                }
+            }
+            let config = ElasticEmulatorConfig {
+                faults: ElasticFaults {
+                    busy_share: a.fault_busy,
+                    item_reject_share: a.fault_item_429,
+                    lost_response_share: a.fault_lost_response,
+                    mapping_error_ids: a.fault_mapping_error,
+                },
+                ..ElasticEmulatorConfig::default()
+            };
+            let listen = listen_addr(&a.listen)?;
+            let handle = ElasticEmulator::start(config.clone(), listen)
+                .await
+                .map_err(|e| Failure::runtime(anyhow!("cannot listen on {listen}: {e}; choose another address or port with --listen")))?;
+            let base = handle.base_url();
+            eprintln!(
+                "Elasticsearch emulator {}. Use in [sinks.NAME] (type = \"elasticsearch\"):\n  \
+                 endpoint = \"{base}\"\n\
+                 and the API key `{}` in ELASTICSEARCH_API_KEY (or the variable named by \
+                 api_key_env), or username = \"{}\" with the password `{}`. Ctrl-C (or \
+                 SIGTERM) stops it.",
+                where_listening(handle.addr(), &base),
+                config.api_key,
+                config.user.0,
+                config.user.1
+            );
+            stopped().await;
             handle.shutdown().await;
             Ok(())
         }

@@ -114,7 +114,8 @@ enum Command {
     Emulate(emulate::EmulateArgs),
     /// Print a deployment template: `azure` prints the ARM template (JSON) deploying the
     /// Sentinel "Miro" tables, a data collection endpoint, the two DCRs, the ASIM parsers
-    /// and the workbook; `workbook` prints the workbook's content alone.
+    /// and the workbook; `workbook` prints the workbook's content alone; `elasticsearch` prints
+    /// the index template of the `elasticsearch` sink's default data streams.
     Template(TemplateArgs),
     /// Print a shell completion script, e.g.
     /// `mirotrail completions bash > /etc/bash_completion.d/mirotrail`.
@@ -155,6 +156,9 @@ enum TemplateTarget {
     Azure,
     /// The Sentinel workbook (JSON, as the workbook editor's Advanced editor shows it).
     Workbook,
+    /// Elasticsearch index template for the default data streams (`logs-miro.*-*`), the
+    /// body of `PUT _index_template/logs-miro`.
+    Elasticsearch,
 }
 
 #[derive(Debug, Args)]
@@ -487,6 +491,13 @@ fn template(args: TemplateArgs) -> Result<(), Failure> {
             let text =
                 serde_json::to_string_pretty(&crate::sink::sentinel::template::arm_template())
                     .map_err(Failure::runtime)?;
+            output::println(&text)
+        }
+        TemplateTarget::Elasticsearch => {
+            let text = serde_json::to_string_pretty(
+                &crate::sink::elasticsearch::template::index_template(),
+            )
+            .map_err(Failure::runtime)?;
             output::println(&text)
         }
         TemplateTarget::Workbook => {

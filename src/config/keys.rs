@@ -230,7 +230,7 @@ const REST: [KeyDoc; 17] = [
         "sinks.archive",
         "type",
         "\"file\"",
-        "a destination: \"file\" (rotating NDJSON), \"stdout\", \"azure_logs_ingestion\" (Sentinel) or \"splunk_hec\" (Splunk HTTP Event Collector); their keys in README.md",
+        "a destination: \"file\" (rotating NDJSON), \"stdout\", \"azure_logs_ingestion\" (Sentinel), \"splunk_hec\" (Splunk HTTP Event Collector) or \"elasticsearch\" (Elasticsearch or OpenSearch); their keys in README.md",
     ),
     example(
         "sinks.archive",

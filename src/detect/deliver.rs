@@ -44,10 +44,10 @@ pub enum AlertDeliveryError {
 pub fn deliver_alerts(store: &Store, sinks: &[SinkConfig]) -> Result<usize, AlertDeliveryError> {
     let mut written = 0;
     for sink in sinks {
-        // Sentinel and Splunk sinks take the streams only (README, "Detections").
+        // Sentinel, Splunk and Elasticsearch sinks take the streams only (README, "Detections").
         if matches!(
             sink.kind,
-            SinkKindConfig::Sentinel(_) | SinkKindConfig::Splunk(_)
+            SinkKindConfig::Sentinel(_) | SinkKindConfig::Splunk(_) | SinkKindConfig::Elastic(_)
         ) {
             continue;
         }
@@ -95,7 +95,9 @@ pub fn deliver_alerts(store: &Store, sinks: &[SinkConfig]) -> Result<usize, Aler
                         .and_then(|()| out.flush())
                         .map_err(|e| fail("standard output".into(), e))?;
                 }
-                SinkKindConfig::Sentinel(_) | SinkKindConfig::Splunk(_) => {
+                SinkKindConfig::Sentinel(_)
+                | SinkKindConfig::Splunk(_)
+                | SinkKindConfig::Elastic(_) => {
                     unreachable!("skipped above")
                 }
             }

@@ -32,6 +32,7 @@
 //! 3. `src/check.rs`: what `mirotrail check` verifies for it (one arm).
 
 mod ack;
+pub mod elasticsearch;
 mod file;
 mod line;
 pub mod sentinel;
@@ -55,6 +56,7 @@ use crate::source::SourceKind;
 use crate::store::{AckLane, OutboxRow, StoreError, StoreHandle};
 
 pub use ack::{AckLedger, AckUpdate};
+pub use elasticsearch::ElasticSink;
 pub use file::FileSink;
 pub use file::RawFileSink;
 pub use line::table_row_json;
@@ -95,6 +97,10 @@ pub enum SinkError {
     /// The Splunk HEC refused the request or could not be reached (remedy inside).
     #[error(transparent)]
     Splunk(Box<splunk::HecError>),
+    /// Elasticsearch or OpenSearch refused the request or could not be reached (remedy
+    /// inside).
+    #[error(transparent)]
+    Elastic(Box<elasticsearch::ElasticError>),
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
     #[error("no DCR is configured for {kind}: set `{}_dcr` in this sink's section", kind.name())]
@@ -131,6 +137,7 @@ impl SinkError {
             SinkError::Transient(_) | SinkError::Throttled { .. } => false,
             SinkError::Auth(e) => e.permanent,
             SinkError::Splunk(e) => e.permanent,
+            SinkError::Elastic(e) => e.permanent,
             SinkError::Azure(_)
             | SinkError::HttpClient(_)
             | SinkError::NoDcr { .. }
@@ -195,6 +202,9 @@ pub enum RawSink {
     /// Splunk's HTTP Event Collector.
     #[serde(rename = "splunk_hec")]
     SplunkHec(Box<splunk::RawSplunkSink>),
+    /// Elasticsearch or OpenSearch (the `_bulk` API).
+    #[serde(rename = "elasticsearch")]
+    Elasticsearch(Box<elasticsearch::RawElasticSink>),
 }
 
 /// One `[sinks.NAME]` section, validated.
@@ -247,6 +257,8 @@ pub enum SinkKindConfig {
     Sentinel(Box<SentinelConfig>),
     /// `splunk_hec`: Splunk's HTTP Event Collector.
     Splunk(Box<splunk::SplunkConfig>),
+    /// `elasticsearch`: Elasticsearch or OpenSearch.
+    Elastic(Box<elasticsearch::ElasticConfig>),
 }
 
 /// What validating a sink's keys may use.
@@ -287,6 +299,7 @@ impl RawSink {
             RawSink::File(raw) => file::validate(raw, cx),
             RawSink::Stdout(raw) => Ok(stdout::validate(raw)),
             RawSink::SplunkHec(raw) => splunk::validate(*raw, cx),
+            RawSink::Elasticsearch(raw) => elasticsearch::validate(*raw, cx),
             RawSink::AzureLogsIngestion(mut raw) => {
                 let batch_rows = raw.batch_rows;
                 let start = raw.start.take();
@@ -313,6 +326,7 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
         SinkKindConfig::Stdout => Box::new(StdoutSink),
         SinkKindConfig::Sentinel(c) => Box::new(SentinelSink::new((**c).clone())?),
         SinkKindConfig::Splunk(c) => Box::new(SplunkSink::new((**c).clone())?),
+        SinkKindConfig::Elastic(c) => Box::new(ElasticSink::new((**c).clone())?),
     })
 }
 

@@ -3,7 +3,9 @@
 //! uploads), restarted each time, then checked: every emulated event is in the store
 //! exactly once, every stored row reached Azure and Splunk HEC at least once, and duplicates
 //! in Azure are explained by lost acknowledgements or by batches in flight at a kill (in
-//! Splunk, by lost answers or by requests not yet confirmed indexed at a kill).
+//! Splunk, by lost answers or by requests not yet confirmed indexed at a kill). The
+//! Elasticsearch sink, whose `create` with the Miro id as `_id` makes resends harmless,
+//! must hold every stored row exactly once.
 //!
 //! Size it with `MIROTRAIL_HARNESS_KILLS` (default 20) and `MIROTRAIL_HARNESS_EVENTS`
 //! (default 20000 audit events, a quarter as many content items); `scripts/crash-harness`
@@ -16,6 +18,7 @@ use mirotrail_emulator::UnixMs;
 use mirotrail_emulator::azure::{
     AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureFaults, CONTENT_DCR,
 };
+use mirotrail_emulator::elastic::{ElasticEmulator, ElasticEmulatorConfig, ElasticFaults};
 use mirotrail_emulator::miro::Faults;
 use mirotrail_emulator::splunk::{SplunkEmulator, SplunkEmulatorConfig, SplunkFaults};
 
@@ -81,9 +84,22 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
     let splunk = SplunkEmulator::start(splunk_config.clone(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
+    let es_config = ElasticEmulatorConfig {
+        faults: ElasticFaults {
+            busy_share: 0.05,
+            item_reject_share: 0.05,
+            lost_response_share: 0.03,
+            ..ElasticFaults::default()
+        },
+        ..ElasticEmulatorConfig::default()
+    };
+    let es = ElasticEmulator::start(es_config.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     std::fs::write(env.dir.path().join("azure-secret"), secret).unwrap();
     std::fs::write(env.dir.path().join("hec-token"), &splunk_config.token).unwrap();
-    for file in ["azure-secret", "hec-token"] {
+    std::fs::write(env.dir.path().join("es-key"), &es_config.api_key).unwrap();
+    for file in ["azure-secret", "hec-token", "es-key"] {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
             env.dir.path().join(file),
@@ -100,11 +116,14 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
          client_secret_file = \"azure-secret\"\nbatch_rows = 1000\nmax_concurrency = 4\nmax_batch_bytes = 150000\n\
          [sinks.archive]\ntype = \"file\"\npath = \"archive\"\nbatch_rows = 700\n\
          [sinks.splunk]\ntype = \"splunk_hec\"\nendpoint = \"{hec}\"\ntoken_file = \"hec-token\"\n\
-         index = \"miro\"\nbatch_rows = 800\nmax_batch_bytes = 100000\nack_poll_interval = \"50ms\"\n",
+         index = \"miro\"\nbatch_rows = 800\nmax_batch_bytes = 100000\nack_poll_interval = \"50ms\"\n\
+         [sinks.elastic]\ntype = \"elasticsearch\"\nendpoint = \"{es}\"\napi_key_file = \"es-key\"\n\
+         batch_rows = 900\nmax_batch_bytes = 120000\n",
         azure_config.tenant_id,
         azure_config.client_id,
         base = azure.base_url(),
         hec = splunk.base_url(),
+        es = es.base_url(),
     ));
     let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
 
@@ -131,6 +150,7 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
     // Quiet the faults and let it finish.
     azure.set_faults(AzureFaults::default());
     splunk.set_faults(SplunkFaults::default());
+    es.set_faults(ElasticFaults::default());
     env.emu.set_faults(Faults::default());
     let out = env.run(&args, TOKEN).await;
     runs += 1;
@@ -193,10 +213,25 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
         "{splunk_dups} Splunk duplicates after {kills} kills and {} lost answers",
         splunk_stats.lost_acks
     );
+    // Elasticsearch: every stored row exactly once (`create` with the Miro id as `_id`).
+    let mut written: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (_, id, _) in es.stored() {
+        *written.entry(id).or_default() += 1;
+    }
+    for id in audit.keys().chain(content.keys()) {
+        assert_eq!(
+            written.get(id),
+            Some(&1),
+            "{id} not exactly once in Elasticsearch"
+        );
+    }
+    assert_eq!(written.len(), audit.len() + content.len());
+    let es_stats = es.stats();
     eprintln!(
         "crash harness (seed {seed}): {kills} SIGKILLs over {runs} runs{}, {} audit + {} content events stored exactly once; \
          Azure: {} rows, {azure_dups} duplicates ({by_lost_acks} from {} lost acknowledgements, {by_kills} from batches in flight at a kill); \
-         file sink: {file_lines} audit lines; Splunk HEC: {} events, {splunk_dups} duplicates ({} lost answers, {} busy answers); {:.1}s",
+         file sink: {file_lines} audit lines; Splunk HEC: {} events, {splunk_dups} duplicates ({} lost answers, {} busy answers); \
+         Elasticsearch: {} documents, 0 duplicates ({} resent items answered 409, {} items 429, {} lost answers); {:.1}s",
         if finished {
             " (a run finished before the last kill)"
         } else {
@@ -209,6 +244,10 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
         indexed.values().sum::<u64>(),
         splunk_stats.lost_acks,
         splunk_stats.events(503),
+        written.len(),
+        es_stats.items(409),
+        es_stats.items(429),
+        es_stats.lost_responses,
         began.elapsed().as_secs_f64(),
     );
 }

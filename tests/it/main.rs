@@ -7,6 +7,7 @@ mod cli;
 mod collect;
 mod detect;
 mod e2e;
+mod elastic;
 mod faults;
 mod firsthour;
 mod getting_started;
