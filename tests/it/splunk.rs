@@ -18,9 +18,9 @@ use mirotrail_emulator::splunk::{
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::support::{BIG, fill_store, sink_item as item};
+
 const SINK: &str = "splunk";
-/// An integer beyond 2^64, as Miro may send inside `details`.
-const BIG: &str = "30744573469876543210123";
 
 struct World {
     dir: TempDir,
@@ -43,51 +43,8 @@ async fn world(hec_config: SplunkEmulatorConfig) -> World {
     }
 }
 
-fn item(source: SourceKind, i: usize) -> String {
-    match source {
-        SourceKind::AuditLogs => format!(
-            r#"{{"id":"a{i:06}","type":"event","event":"board_opened","category":"boards","createdAt":"2024-05-01T10:{:02}:{:02}.{:03}+0000","createdBy":{{"type":"user","id":"u1","email":"u1@example.com"}},"details":{{"big":{BIG},"pad":"{}"}}}}"#,
-            i / 60 % 60,
-            i % 60,
-            i % 1000,
-            "x".repeat(100)
-        ),
-        SourceKind::ContentLogs => format!(
-            r#"{{"id":"c{i:06}","contentId":"b1","actionType":"update","actionTime":"2024-05-01T11:{:02}:{:02}.250Z","actor":{{"id":"u1"}},"itemType":"widget","itemId":"w{i}","state":{{"big":{BIG}}}}}"#,
-            i / 60 % 60,
-            i % 60
-        ),
-        SourceKind::AiInteractionLogs => format!(
-            r#"{{"id":"ai{i:06}","createdAt":"2024-05-01T12:{:02}:{:02}.000Z","storedAt":"2024-05-01T12:{:02}:{:02}.500Z","sessionId":"s1","messageId":"m{i}","aiFeatureName":"ai_generate_sticky_notes","logType":"request","actor":{{"id":"u1"}},"details":{{"big":{BIG}}}}}"#,
-            i / 60 % 60,
-            i % 60,
-            i / 60 % 60,
-            i % 60
-        ),
-    }
-}
-
 fn fill(w: &World, source: SourceKind, n: usize) {
-    let items: Vec<String> = (0..n).map(|i| item(source, i)).collect();
-    for page in items.chunks(500) {
-        let rows: Vec<(transform::Row, &str)> = page
-            .iter()
-            .map(|raw| (transform::to_row(source, raw), raw.as_str()))
-            .collect();
-        let checkpoint = Checkpoint {
-            source,
-            watermark: UnixMs(0),
-            watermark_polled: UnixMs(0),
-            last_sweep: None,
-            window: None,
-            pages_total: 0,
-            requests_total: 0,
-            last_success: None,
-            last_error: None,
-            last_error_at: None,
-        };
-        w.store.commit_page(source, &rows, &checkpoint).unwrap();
-    }
+    fill_store(&w.store, source, n);
 }
 
 fn stored(w: &World, source: SourceKind) -> Vec<OutboxRow> {

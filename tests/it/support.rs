@@ -168,3 +168,61 @@ pub(crate) fn stream(source: SourceKind) -> Stream {
         SourceKind::AiInteractionLogs => Stream::AiInteractionLogs,
     }
 }
+
+/// An integer beyond 2^64, as Miro may send inside `details`.
+pub(crate) const BIG: &str = "30744573469876543210123";
+
+/// The `i`-th test item of `source` for the sink tests (ids `a000001`, `c000001`,
+/// `ai000001`; `BIG` inside the dynamic member, so exact digits can be checked).
+pub(crate) fn sink_item(source: SourceKind, i: usize) -> String {
+    match source {
+        SourceKind::AuditLogs => format!(
+            r#"{{"id":"a{i:06}","type":"event","event":"board_opened","category":"boards","createdAt":"2024-05-01T10:{:02}:{:02}.{:03}+0000","createdBy":{{"type":"user","id":"u1","email":"u1@example.com"}},"details":{{"big":{BIG},"pad":"{}"}}}}"#,
+            i / 60 % 60,
+            i % 60,
+            i % 1000,
+            "x".repeat(100)
+        ),
+        SourceKind::ContentLogs => format!(
+            r#"{{"id":"c{i:06}","contentId":"b1","actionType":"update","actionTime":"2024-05-01T11:{:02}:{:02}.250Z","actor":{{"id":"u1"}},"itemType":"widget","itemId":"w{i}","state":{{"big":{BIG}}}}}"#,
+            i / 60 % 60,
+            i % 60
+        ),
+        SourceKind::AiInteractionLogs => format!(
+            r#"{{"id":"ai{i:06}","createdAt":"2024-05-01T12:{:02}:{:02}.000Z","storedAt":"2024-05-01T12:{:02}:{:02}.500Z","sessionId":"s1","messageId":"m{i}","aiFeatureName":"ai_generate_sticky_notes","logType":"request","actor":{{"id":"u1"}},"details":{{"big":{BIG}}}}}"#,
+            i / 60 % 60,
+            i % 60,
+            i / 60 % 60,
+            i % 60
+        ),
+    }
+}
+
+/// Stores `n` items of `source` (pages of 500) as the collector would, without a window.
+pub(crate) fn fill_store(store: &mirotrail::store::Store, source: SourceKind, n: usize) {
+    let items: Vec<String> = (0..n).map(|i| sink_item(source, i)).collect();
+    for page in items.chunks(500) {
+        let rows: Vec<(mirotrail::store::transform::Row, &str)> = page
+            .iter()
+            .map(|raw| {
+                (
+                    mirotrail::store::transform::to_row(source, raw),
+                    raw.as_str(),
+                )
+            })
+            .collect();
+        let checkpoint = mirotrail::store::Checkpoint {
+            source,
+            watermark: mirotrail::timefmt::UnixMs(0),
+            watermark_polled: mirotrail::timefmt::UnixMs(0),
+            last_sweep: None,
+            window: None,
+            pages_total: 0,
+            requests_total: 0,
+            last_success: None,
+            last_error: None,
+            last_error_at: None,
+        };
+        store.commit_page(source, &rows, &checkpoint).unwrap();
+    }
+}
