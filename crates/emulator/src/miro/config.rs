@@ -153,7 +153,7 @@ pub const MARKUP_NAME_SUFFIX: &str = "<script>document.title='markup ran'</scrip
 
 impl MiroEmulatorConfig {
     /// A realistic small org for `mirotrail demo`: the last `days` days up to `now`, about
-    /// `audit_count` audit events and `content_count` content items (and a fifth as many AI
+    /// `audit_count` audit events and `content_count` content items (and a fiftieth as many AI
     /// interaction entries), one token `token` with the three scopes, Enterprise Guard on, the real rate limit (100,000 credits/min), late share
     /// 2% with 30 s max delay, no faults.
     pub fn demo(now: UnixMs, days: u32, audit_count: u64, content_count: u64, token: &str) -> Self {
@@ -183,7 +183,9 @@ impl MiroEmulatorConfig {
                 end: now,
             },
             ai: StreamShape {
-                count: content_count / 5,
+                // Few: one AI interaction logs call costs 2,000 credits (Level 4), and a
+                // demo that used up the minute's budget would wait for the next one.
+                count: content_count / 50,
                 start,
                 end: now,
             },
