@@ -631,7 +631,8 @@ fn live(bins: &Bins, name: &str, sources: &str, secs: u64, tail: u64) -> LiveRun
         .collect();
 
     let db = dir.path().join("mirotrail.db");
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    // The tables are views whose columns mirotrail's SQL functions derive.
+    let conn = mirotrail::store::Store::open_read_only(&db).unwrap();
     let org = miro_org(audit, content, start, end, LIVE_LATE_SHARE);
     let lookback_start = t0.minus(LIVE_LOOKBACK);
     let fresh_until = stopped_at.minus(Duration::from_secs(tail));
