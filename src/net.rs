@@ -124,6 +124,24 @@ pub fn secure_url(text: &str) -> Result<Url, String> {
     }
 }
 
+/// `builder` with the credential header `name: value` marked sensitive, so the HTTP
+/// layer never shows it in logs or `Debug` output (as `bearer_auth` does for Sentinel).
+/// A value that is not a valid header (a newline in a token) is left to the builder,
+/// which reports it when the request is sent.
+pub fn credential_header(
+    builder: reqwest::RequestBuilder,
+    name: reqwest::header::HeaderName,
+    value: &str,
+) -> reqwest::RequestBuilder {
+    match reqwest::header::HeaderValue::from_str(value) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            builder.header(name, v)
+        }
+        Err(_) => builder.header(name, value),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

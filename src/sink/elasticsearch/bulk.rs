@@ -247,12 +247,13 @@ impl Exchange for BulkPost<'_> {
 
 impl BulkPost<'_> {
     async fn send_once(&mut self) -> Decision<Result<Answer, ElasticError>> {
-        let mut request = self
-            .http
-            .post(self.url.clone())
-            .header(AUTHORIZATION, self.authorization.expose_secret())
-            .header(CONTENT_TYPE, "application/x-ndjson")
-            .body(self.body.clone());
+        let mut request = crate::net::credential_header(
+            self.http.post(self.url.clone()),
+            AUTHORIZATION,
+            self.authorization.expose_secret(),
+        )
+        .header(CONTENT_TYPE, "application/x-ndjson")
+        .body(self.body.clone());
         if self.gzip {
             request = request.header(CONTENT_ENCODING, "gzip");
         }

@@ -164,7 +164,8 @@ impl ElasticSink {
         body: Option<serde_json::Value>,
     ) -> Result<(u16, serde_json::Value), String> {
         let url = self.config.node_url(node, path);
-        let mut request = self.http.request(method, url.clone()).header(
+        let mut request = crate::net::credential_header(
+            self.http.request(method, url.clone()),
             reqwest::header::AUTHORIZATION,
             self.authorization.expose_secret(),
         );

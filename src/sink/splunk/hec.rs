@@ -158,15 +158,13 @@ impl Exchange for Post<'_> {
     }
 
     async fn send(&mut self) -> Decision<Result<Posted, HecError>> {
-        let mut request = self
-            .http
-            .post(self.url.clone())
-            .header(
-                AUTHORIZATION,
-                format!("Splunk {}", self.token.expose_secret()),
-            )
-            .header(CONTENT_TYPE, "application/json")
-            .body(self.body.clone());
+        let mut request = crate::net::credential_header(
+            self.http.post(self.url.clone()),
+            AUTHORIZATION,
+            &format!("Splunk {}", self.token.expose_secret()),
+        )
+        .header(CONTENT_TYPE, "application/json")
+        .body(self.body.clone());
         if self.gzip {
             request = request.header(CONTENT_ENCODING, "gzip");
         }
