@@ -40,7 +40,7 @@ p.note { margin: 0 0 8px; color: #5b6475; font-size: 13px; }
 .totals { display: flex; gap: 24px; }
 .totals div { font-size: 13px; color: #c9cfdb; }
 .totals b { display: block; font-size: 20px; color: #fff; }
-svg.chart { display: block; max-width: 100%; }
+svg.chart { display: block; max-width: 100%; height: auto; }
 svg .tick { font-size: 12px; fill: #3b4354; }
 svg .label, svg .value { font-size: 16px; fill: #3b4354; }
 svg .empty { font-size: 14px; fill: #5b6475; }

@@ -34,11 +34,18 @@ fn fu(n: usize) -> f64 {
     n as f64
 }
 
-/// The opening tag of a chart.
+/// The opening tag of a chart. Time series stretch to the width of their card; bar charts
+/// keep their natural width (shrinking in a narrow card, never growing), so that a chart of
+/// two bars in a wide card does not scale its labels up with it.
 fn open(view: &str, title: &str, total: u64, width: f64, height: f64) -> String {
+    let shown_width = if width > BARS_WIDTH {
+        "100%".to_owned()
+    } else {
+        format!("{width}")
+    };
     format!(
         "<svg class=\"chart\" data-view=\"{}\" data-total=\"{total}\" role=\"img\" aria-label=\"{}\" \
-         viewBox=\"0 0 {width} {height}\" width=\"100%\" preserveAspectRatio=\"xMinYMin meet\" \
+         viewBox=\"0 0 {width} {height}\" width=\"{shown_width}\" preserveAspectRatio=\"xMinYMin meet\" \
          xmlns=\"http://www.w3.org/2000/svg\">",
         escape(view),
         escape(title)
@@ -194,6 +201,21 @@ mod tests {
         assert!(s.contains("data-count=\"5\""));
         assert!(!s.contains("<script>"));
         assert!(s.contains("&lt;script&gt;x&lt;/script&gt;"));
+    }
+
+    #[test]
+    fn bar_charts_keep_their_width_and_time_series_stretch() {
+        // A chart of two bars in a full-width card must not be scaled up to the card's
+        // width (its labels would grow with it); a time series fills its card.
+        let s = bars("v", "t", &[("a".into(), 4), ("b".into(), 2)]);
+        assert!(s.contains(&format!("width=\"{BARS_WIDTH}\"")), "{s}");
+        let s = time_series(
+            "v",
+            "t",
+            &["2024-05-01T00:00Z".into()],
+            &[("a".into(), vec![1])],
+        );
+        assert!(s.contains("width=\"100%\""), "{s}");
     }
 
     #[test]
