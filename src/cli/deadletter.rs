@@ -30,6 +30,10 @@ enum Action {
         /// Output format.
         #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// List at most this many rows, the oldest first, with a note on standard error
+        /// when there are more (default: 1000). 0: no limit.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ROWS)]
+        max_rows: u64,
     },
     /// Queue rows set aside for delivery again (after fixing the cause). The running
     /// `mirotrail run` sends them within a second, or the next run does.
@@ -59,7 +63,8 @@ pub(crate) fn run(args: DeadLetterArgs) -> Result<(), Failure> {
             config,
             sink,
             format,
-        } => list(&config, sink.as_deref(), format),
+            max_rows,
+        } => list(&config, sink.as_deref(), format, max_rows),
         Action::Retry {
             config,
             sink,
@@ -87,7 +92,15 @@ fn check_sink(config: &crate::config::Config, sink: Option<&str>) -> Result<(), 
     Ok(())
 }
 
-fn list(args: &ConfigArgs, sink: Option<&str>, format: Format) -> Result<(), Failure> {
+/// Rows `deadletter list` shows unless `--max-rows` says otherwise.
+const DEFAULT_MAX_ROWS: u64 = 1000;
+
+fn list(
+    args: &ConfigArgs,
+    sink: Option<&str>,
+    format: Format,
+    max_rows: u64,
+) -> Result<(), Failure> {
     let config = load_config(args)?;
     check_sink(&config, sink)?;
     let conn = Store::open_read_only(&config.store_path).map_err(|e| {
@@ -96,7 +109,13 @@ fn list(args: &ConfigArgs, sink: Option<&str>, format: Format) -> Result<(), Fai
             config.path.display()
         ))
     })?;
-    let rows = dead_letters(&conn, sink).map_err(Failure::runtime)?;
+    // One more than shown, to tell whether the list was cut.
+    let limit = (max_rows > 0).then(|| max_rows.saturating_add(1));
+    let mut rows = dead_letters(&conn, sink, limit).map_err(Failure::runtime)?;
+    let cut = limit.is_some_and(|n| rows.len() as u64 >= n);
+    if cut {
+        rows.truncate(usize::try_from(max_rows).unwrap_or(usize::MAX));
+    }
     let result = QueryResult {
         columns: [
             "id",
@@ -131,7 +150,14 @@ fn list(args: &ConfigArgs, sink: Option<&str>, format: Format) -> Result<(), Fai
             })
             .collect(),
     };
-    print_result(result, format)
+    print_result(result, format)?;
+    if cut {
+        eprintln!(
+            "listed the oldest {max_rows} rows set aside; there are more: raise --max-rows, \
+             pass --max-rows 0 for all, or narrow with --sink"
+        );
+    }
+    Ok(())
 }
 
 fn retry(args: &ConfigArgs, sink: Option<&str>, ids: Option<Vec<i64>>) -> Result<(), Failure> {

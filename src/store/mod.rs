@@ -1109,12 +1109,19 @@ pub fn dead_letter_counts(conn: &Connection) -> Result<Vec<DeadLetterCount>, Sto
     Ok(out)
 }
 
-/// Dead-lettered rows, of one sink or all, oldest first.
-pub fn dead_letters(conn: &Connection, sink: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+/// Dead-lettered rows, of one sink or all, oldest first; at most `limit` of them (the
+/// oldest), so that listing a stream whose every row was refused stays bounded in memory.
+pub fn dead_letters(
+    conn: &Connection,
+    sink: Option<&str>,
+    limit: Option<u64>,
+) -> Result<Vec<DeadLetter>, StoreError> {
     let what = "listing dead letters";
     if !has_dead_letters(conn)? {
         return Ok(Vec::new());
     }
+    // SQLite reads a negative LIMIT as "no limit".
+    let sql_limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
     let mut out = Vec::new();
     for source in SourceKind::ALL {
         let mut stmt = conn
@@ -1122,12 +1129,13 @@ pub fn dead_letters(conn: &Connection, sink: Option<&str>) -> Result<Vec<DeadLet
                 "SELECT d.id, d.sink, d.seq, t.id, d.reason, d.first_ms, d.last_ms, d.attempts,
                         d.requeued
                  FROM dead_letters d LEFT JOIN {} t ON t._seq = d.seq
-                 WHERE d.source = ?1 AND (?2 IS NULL OR d.sink = ?2)",
+                 WHERE d.source = ?1 AND (?2 IS NULL OR d.sink = ?2)
+                 ORDER BY d.first_ms, d.id LIMIT ?3",
                 source.table()
             ))
             .map_err(sql(what))?;
         let rows = stmt
-            .query_map(params![source.name(), sink], |r| {
+            .query_map(params![source.name(), sink, sql_limit], |r| {
                 Ok(DeadLetter {
                     id: r.get(0)?,
                     sink: r.get(1)?,
@@ -1147,6 +1155,9 @@ pub fn dead_letters(conn: &Connection, sink: Option<&str>) -> Result<Vec<DeadLet
         }
     }
     out.sort_by_key(|d| (d.first, d.id));
+    if let Some(n) = limit {
+        out.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+    }
     Ok(out)
 }
 

@@ -561,6 +561,29 @@ async fn a_10mb_record_is_set_aside_and_the_rest_is_delivered() {
     w.azure.shutdown().await;
 }
 
+/// `deadletter list` stays bounded when many rows were set aside: `--max-rows` shows the
+/// oldest, and 0 shows them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadletter_list_shows_the_oldest_rows_up_to_max_rows() {
+    let w = world(AzureEmulatorConfig::default()).await;
+    let items: Vec<String> = (0..6)
+        .map(|i| audit_item(i, if i % 2 == 0 { 1_100_000 } else { 100 }))
+        .collect();
+    commit(&w.store, SourceKind::AuditLogs, &items);
+    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let report = drain(&w, sentinel(&config), 5000).await;
+    assert!(report.gave_up.is_none(), "{report:?}");
+    assert_eq!(dead_letters(&w).len(), 3);
+    let two = cli(&w, &["deadletter", "list", "-f", "csv", "--max-rows", "2"]).await;
+    assert!(two.contains("a000000") && two.contains("a000002"), "{two}");
+    assert!(!two.contains("a000004"), "{two}");
+    let all = cli(&w, &["deadletter", "list", "-f", "csv", "--max-rows", "0"]).await;
+    for id in ["a000000", "a000002", "a000004"] {
+        assert!(all.contains(id), "{all}");
+    }
+    w.azure.shutdown().await;
+}
+
 /// A record Azure refuses alone as malformed (400) while taking the others is set aside;
 /// `deadletter retry` sends it again: refused again, it goes back with one more attempt;
 /// once Azure takes it, it leaves the list and is in Azure exactly once.
