@@ -81,7 +81,7 @@ impl RunReport {
     }
 }
 
-/// Store maintenance: deletes rows past `store.retention` that every sink has.
+/// Store maintenance: deletes rows and alerts past `store.retention` that every sink has.
 async fn maintain(store: &StoreHandle, config: &Config) {
     let cutoff = UnixMs::now().minus(config.retention);
     let sinks: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
@@ -93,6 +93,21 @@ async fn maintain(store: &StoreHandle, config: &Config) {
         }
         Err(e) => {
             tracing::warn!(error = %e, "retention could not run; it is tried again later")
+        }
+    }
+    let alert_sinks: Vec<String> = config
+        .sinks
+        .iter()
+        .filter(|s| s.kind.takes_alerts())
+        .map(|s| s.name.clone())
+        .collect();
+    match store.apply_alert_retention(cutoff, alert_sinks).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(alerts = n, before = %cutoff, "retention: deleted old alerts every sink has")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "alert retention could not run; it is tried again later")
         }
     }
 }

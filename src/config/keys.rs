@@ -224,7 +224,7 @@ const REST: [KeyDoc; 17] = [
         "store",
         "retention",
         "\"400d\"",
-        "rows older than this are deleted once every sink has them",
+        "rows and alerts older than this are deleted once every sink has them",
     ),
     example(
         "sinks.archive",

@@ -45,10 +45,7 @@ pub fn deliver_alerts(store: &Store, sinks: &[SinkConfig]) -> Result<usize, Aler
     let mut written = 0;
     for sink in sinks {
         // Sentinel, Splunk and Elasticsearch sinks take the streams only (README, "Detections").
-        if matches!(
-            sink.kind,
-            SinkKindConfig::Sentinel(_) | SinkKindConfig::Splunk(_) | SinkKindConfig::Elastic(_)
-        ) {
+        if !sink.kind.takes_alerts() {
             continue;
         }
         loop {

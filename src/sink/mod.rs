@@ -261,6 +261,15 @@ pub enum SinkKindConfig {
     Elastic(Box<elasticsearch::ElasticConfig>),
 }
 
+impl SinkKindConfig {
+    /// Whether the sink takes the detection alerts (`MiroAlerts`, `detect/deliver.rs`):
+    /// the file and stdout sinks do; a destination with its own detection (Sentinel's
+    /// exported analytic rules) or no place for them takes the Miro streams only.
+    pub fn takes_alerts(&self) -> bool {
+        matches!(self, Self::File { .. } | Self::Stdout)
+    }
+}
+
 /// What validating a sink's keys may use.
 pub(crate) struct SinkContext<'a> {
     /// The sink's name (`[sinks.NAME]`), for keys in errors.

@@ -224,6 +224,16 @@ impl StoreHandle {
         self.run(move |s| s.apply_retention(cutoff, &sinks)).await
     }
 
+    /// See [`Store::apply_alert_retention`].
+    pub async fn apply_alert_retention(
+        &self,
+        cutoff: UnixMs,
+        alert_sinks: Vec<String>,
+    ) -> Result<u64, StoreError> {
+        self.run(move |s| s.apply_alert_retention(cutoff, &alert_sinks))
+            .await
+    }
+
     /// An ordered lane of writes for one sink's batch (see the module doc). Must be called
     /// inside a tokio runtime.
     pub fn ack_lane(&self, sink: &str, source: SourceKind) -> AckLane {

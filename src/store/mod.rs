@@ -934,9 +934,48 @@ impl Store {
                     params![cutoff.to_iso(), limit, source.name()],
                 )
                 .map_err(sql("applying retention"))?;
+            // What `status` says of rows stored with some columns underived goes with them.
+            conn.execute(
+                &format!(
+                    "DELETE FROM partial_rows WHERE source = ?1 AND stored_ms < ?2
+                       AND id NOT IN (SELECT id FROM {})",
+                    raw::rows_table(source)
+                ),
+                params![source.name(), cutoff.0],
+            )
+            .map_err(sql("applying retention"))?;
             out.push((source, n as u64));
         }
         Ok(out)
+    }
+
+    /// Deletes alerts raised before `cutoff` that every sink in `alert_sinks` (the sinks
+    /// that take alerts) has had. Returns how many.
+    pub fn apply_alert_retention(
+        &self,
+        cutoff: UnixMs,
+        alert_sinks: &[String],
+    ) -> Result<u64, StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        let mut limit = i64::MAX;
+        for sink in alert_sinks {
+            let offset: Option<i64> = conn
+                .query_row(
+                    "SELECT delivered_seq FROM sink_offsets WHERE sink = ?1 AND source = ?2",
+                    params![sink, crate::detect::deliver::ALERTS_STREAM],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("applying alert retention"))?;
+            limit = limit.min(offset.unwrap_or(0));
+        }
+        let n = conn
+            .execute(
+                "DELETE FROM alerts WHERE raised_at < ?1 AND seq <= ?2",
+                params![cutoff.to_iso(), limit],
+            )
+            .map_err(sql("applying alert retention"))?;
+        Ok(n as u64)
     }
 }
 
@@ -1746,6 +1785,81 @@ mod tests {
             .unwrap();
         let deleted = store.apply_retention(cutoff, &["a".to_string()]).unwrap();
         assert_eq!(deleted[0], (SourceKind::AuditLogs, 1));
+    }
+
+    #[test]
+    fn retention_takes_the_partial_row_notes_of_deleted_rows_and_old_delivered_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        commit(&store, &["1", "2"], &cp(SourceKind::AuditLogs, 1, None));
+        let seqs: Vec<i64> = store
+            .read_outbox(SourceKind::AuditLogs, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        // Row "1" is delivered and old; row "2" is not delivered yet.
+        store
+            .advance_offset("a", SourceKind::AuditLogs, seqs[0])
+            .unwrap();
+        {
+            let conn = store.writer.lock().unwrap();
+            for id in ["1", "2"] {
+                conn.execute(
+                    "INSERT INTO partial_rows (source, id, unread, stored_ms) VALUES ('audit_logs', ?1, 'x', 0)",
+                    [id],
+                )
+                .unwrap();
+            }
+            for (window, raised) in [
+                ("w1", "2024-01-01T00:00:00Z"),
+                ("w2", "2024-01-02T00:00:00Z"),
+            ] {
+                conn.execute(
+                    "INSERT INTO alerts (rule_id, rule, rule_name, severity, source, group_key,
+                       window_start, window_end, hits, first_seen, last_seen, raised_at)
+                     VALUES ('r', 'r', 'R', 'High', 'audit_logs', 'g', ?1, ?1, 1, ?2, ?2, ?2)",
+                    [window, raised],
+                )
+                .unwrap();
+            }
+        }
+        let count = |sql: &str| -> i64 {
+            let conn = store.writer.lock().unwrap();
+            conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        };
+        let cutoff = UnixMs::parse("2025-01-01T00:00:00Z").unwrap();
+        store.apply_retention(cutoff, &["a".to_string()]).unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM partial_rows WHERE id = '1'"),
+            0,
+            "the note of the deleted row goes"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM partial_rows WHERE id = '2'"),
+            1,
+            "the note of a kept row stays"
+        );
+        // Alerts: none goes before every alert sink has it.
+        let sinks = vec!["f".to_string()];
+        assert_eq!(store.apply_alert_retention(cutoff, &sinks).unwrap(), 0);
+        let first: i64 = count("SELECT min(seq) FROM alerts");
+        {
+            let conn = store.writer.lock().unwrap();
+            conn.execute(
+                "INSERT INTO sink_offsets (sink, source, delivered_seq, updated_ms) VALUES ('f', 'alerts', ?1, 0)",
+                [first],
+            )
+            .unwrap();
+        }
+        assert_eq!(store.apply_alert_retention(cutoff, &sinks).unwrap(), 1);
+        let early = UnixMs::parse("2023-01-01T00:00:00Z").unwrap();
+        assert_eq!(
+            store.apply_alert_retention(early, &[]).unwrap(),
+            0,
+            "young enough"
+        );
+        assert_eq!(store.apply_alert_retention(cutoff, &[]).unwrap(), 1);
     }
 
     #[test]
