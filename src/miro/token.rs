@@ -5,7 +5,9 @@
 //! Invariants:
 //! - One `TokenProvider` (cloned) serves every Miro call of a process; its refreshes are
 //!   serialised by one async lock, so a process never refreshes one chain twice at once
-//!   (a refresh invalidates the old pair).
+//!   (a refresh invalidates the old pair); across processes sharing the refresh-token
+//!   file, a file lock (`<file>.lock`) held from reading the file to writing the new
+//!   token does the same.
 //! - The NEW refresh token is persisted (temp file 0600, fsync, rename, fsync of the
 //!   folder) BEFORE the new access token is used. A crash after Miro rotated the pair and
 //!   before the rename completes loses the chain: that window is one HTTP answer plus one
@@ -199,6 +201,14 @@ impl Refresher {
     /// then hand out the new access token. The caller holds the lock.
     async fn refresh(&self) -> Result<Current, TokenError> {
         let file = self.config.refresh_token_file.clone();
+        // Another process on this file (`check` beside `run`, two instances sharing an
+        // app) must not refresh the same chain at the same time: the second exchange would
+        // send a refresh token the first has just used up. The lock is held from reading
+        // the file to writing the new token, so the second reads the new one.
+        let lock_path = file.clone();
+        let _chain = tokio::task::spawn_blocking(move || lock_chain(&lock_path))
+            .await
+            .map_err(|e| TokenError::File(format!("locking the refresh token failed: {e}")))??;
         let old = read_refresh_token(&file)?;
         let sent = self
             .http
@@ -270,6 +280,29 @@ fn error_detail(body: &[u8]) -> String {
         }
         Err(_) => String::new(),
     }
+}
+
+/// Takes the exclusive lock of the refresh-token chain in `path` (`<path>.lock`, mode
+/// 0600), waiting for another process's refresh to end. Released when the file is dropped.
+fn lock_chain(path: &Path) -> Result<std::fs::File, TokenError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let fail = |e: std::io::Error| {
+        TokenError::File(format!(
+            "cannot lock {} ({e}): the folder of the refresh-token file must be writable by \
+             mirotrail",
+            lock_path.display()
+        ))
+    };
+    let file = crate::private::file_options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(fail)?;
+    file.lock().map_err(fail)?;
+    Ok(file)
 }
 
 /// Reads the refresh token (trimmed) from `path`.

@@ -325,3 +325,40 @@ async fn auth_login_writes_a_working_refresh_token_by_redirect_and_by_paste() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// Two processes on one refresh-token file (`check` beside `run`, or two instances of one
+/// app) refreshing at the same moment: without a lock across processes both would send the
+/// same refresh token and Miro would refuse the second, leaving one of them stopped. Each
+/// provider here stands for a process (the lock is a file lock, per open file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_refreshing_one_chain_at_once_both_succeed() {
+    use mirotrail::miro::{ExpiringTokenConfig, TokenProvider};
+    let (env, _cfg, _, _) = expiring_env(10, Duration::from_secs(3600), "").await;
+    let file = env.dir.path().join("refresh-token");
+    let provider = || {
+        TokenProvider::expiring(
+            ExpiringTokenConfig {
+                token_url: format!("{}/v1/oauth/token", env.emu.base_url()),
+                client_id: CLIENT_ID.to_owned(),
+                client_secret: secrecy::SecretString::from(CLIENT_SECRET),
+                refresh_token_file: file.clone(),
+            },
+            Duration::from_secs(10),
+        )
+    };
+    let (a, b) = (provider(), provider());
+    let rounds = 15;
+    for round in 0..rounds {
+        let (ta, tb) = tokio::join!(a.bearer(), b.bearer());
+        let ta = ta.unwrap_or_else(|e| panic!("round {round}, first: {e}"));
+        let tb = tb.unwrap_or_else(|e| panic!("round {round}, second: {e}"));
+        // Forget both access tokens, so that the next round refreshes in both again.
+        a.rejected(&ta).await;
+        b.rejected(&tb).await;
+    }
+    let stats = env.emu.oauth_stats();
+    assert_eq!(
+        (stats.refreshes, stats.rejected_refresh_tokens),
+        (2 * rounds, 0)
+    );
+}
