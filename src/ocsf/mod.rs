@@ -220,7 +220,8 @@ fn audit_event(item: &Map<String, Value>) -> Parts {
                     .iter()
                     .find_map(|k| d.get(*k).and_then(Value::as_str))
             });
-            if let (Some(email), Some(t)) = (email, target.as_object_mut()) {
+            if let (Some(email), Some(t)) = (email.filter(|e| is_email(e)), target.as_object_mut())
+            {
                 t.insert("email_addr".into(), json!(email));
             }
             fields.insert("user".into(), target);
@@ -255,6 +256,8 @@ fn audit_event(item: &Map<String, Value>) -> Parts {
         .get("context")
         .and_then(|c| c.get("ip"))
         .and_then(Value::as_str);
+    // OCSF's `ip_t` is an address; anything else stays in `unmapped.context`.
+    let ip = ip.filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
     if let (Some(ip), true) = (ip, class.has_src_endpoint()) {
         fields.insert("src_endpoint".into(), json!({"ip": ip}));
     }
@@ -379,7 +382,7 @@ fn user(value: &Value) -> Option<Value> {
         }
         _ => {}
     }
-    if let Some(email) = email {
+    if let Some(email) = email.filter(|e| is_email(e)) {
         user.insert("email_addr".into(), json!(email));
     }
     if user.is_empty() {
@@ -396,6 +399,24 @@ fn user(value: &Value) -> Option<Value> {
         user.insert("type".into(), json!(caption));
     }
     Some(Value::Object(user))
+}
+
+/// Whether `text` has the shape OCSF 1.1's `email_t` demands (`local@domain.tld`, ASCII
+/// letters, digits and `_.+-`). An address of another shape is left out of `email_addr`
+/// (an OCSF reader would refuse the event) and stays in `raw_data`.
+fn is_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    let Some((host, tld)) = domain.split_once('.') else {
+        return false;
+    };
+    let ok = |s: &str, extra: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    };
+    ok(local, "_.+-") && ok(host, "-") && ok(tld, "-.")
 }
 
 /// A required `user` Miro does not name.

@@ -206,3 +206,33 @@ fn an_item_without_a_time_or_not_an_object_is_refused_with_the_reason() {
     assert!(err.to_string().contains("an array"), "{err}");
     assert!(out.is_empty(), "nothing is written for a refused item");
 }
+
+#[test]
+fn an_address_or_email_ocsf_would_refuse_is_left_out_not_written() {
+    let raw = r#"{"id":"1","event":"sign_in_succeeded","createdAt":"2024-01-01T00:00:00Z","createdBy":{"email":"zoë@acme.example"},"context":{"ip":"unknown"}}"#;
+    let e = encoded(SourceKind::AuditLogs, raw);
+    assert!(e.get("src_endpoint").is_none());
+    assert_eq!(e["unmapped"]["context"]["ip"], "unknown");
+    assert!(e["user"].get("email_addr").is_none());
+    // An address alone still names the user, as OCSF requires one.
+    assert_eq!(e["user"]["name"], "zoë@acme.example");
+    for good in ["ada.berg+x@acme.example", "a_b-c@sub.acme.example"] {
+        assert!(is_email(good), "{good}");
+    }
+    for bad in [
+        "",
+        "ada",
+        "ada@",
+        "@acme.example",
+        "ada@acme",
+        "zoë@acme.example",
+        "a b@c.d",
+    ] {
+        assert!(!is_email(bad), "{bad}");
+    }
+    let raw = r#"{"id":"2","event":"board_opened","createdAt":"2024-01-01T00:00:00Z","context":{"ip":"2001:db8::7"}}"#;
+    assert_eq!(
+        encoded(SourceKind::AuditLogs, raw)["src_endpoint"]["ip"],
+        "2001:db8::7"
+    );
+}

@@ -176,6 +176,7 @@ async fn every_event_the_emulator_and_the_rules_know_is_valid_ocsf() {
     files.push(extra_path);
 
     let (summary, output) = validate(&files);
+    eprintln!("OCSF validation: {summary}");
     let total: usize = files.iter().map(|f| lines(f).len()).sum();
     assert_eq!(summary["invalid"], 0, "{output}");
     assert_eq!(summary["valid"].as_u64(), Some(total as u64), "{output}");
