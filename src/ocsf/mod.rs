@@ -134,7 +134,10 @@ pub fn event(source: SourceKind, raw_item: &str) -> Result<Value, OcsfError> {
         metadata.insert("profiles".into(), json!(["host"]));
     }
 
-    let activity_name = activity_name.unwrap_or_else(|| class.activity_name(activity_id).into());
+    // `type_name` is the caption of `type_uid` ("...: Other" for 99), whatever name of
+    // our own `activity_name` carries.
+    let caption = class.activity_name(activity_id);
+    let activity_name = activity_name.unwrap_or_else(|| caption.into());
     let type_uid = class.uid() * 100 + u32::from(activity_id);
     fields.insert("metadata".into(), Value::Object(metadata));
     fields.insert("class_uid".into(), json!(class.uid()));
@@ -144,7 +147,7 @@ pub fn event(source: SourceKind, raw_item: &str) -> Result<Value, OcsfError> {
     fields.insert("activity_id".into(), json!(activity_id));
     fields.insert(
         "type_name".into(),
-        json!(format!("{}: {activity_name}", class.name())),
+        json!(format!("{}: {caption}", class.name())),
     );
     fields.insert("activity_name".into(), json!(activity_name));
     fields.insert("type_uid".into(), json!(type_uid));

@@ -176,6 +176,7 @@ fn ai_entries_keep_when_they_happened_and_when_miro_logged_them() {
     assert_eq!(e["class_uid"], 6001);
     assert_eq!(e["activity_id"], 99);
     assert_eq!(e["activity_name"], "ai_generate_sticky_notes");
+    assert_eq!(e["type_name"], "Web Resources Activity: Other");
     assert_eq!(e["time"].as_i64(), Some(1_714_564_800_000));
     assert_eq!(
         e["metadata"]["logged_time"].as_i64(),
