@@ -162,11 +162,9 @@ pub fn event(source: SourceKind, raw_item: &str) -> Result<Value, OcsfError> {
         fields.insert("message".into(), json!(message));
     }
     fields.insert("time".into(), json!(time.0));
-    let unmapped: Map<String, Value> = item
-        .iter()
-        .filter(|(k, _)| !mapped.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    // What no attribute took, moved rather than copied.
+    let mut unmapped = item;
+    unmapped.retain(|k, _| !mapped.contains(&k.as_str()));
     if !unmapped.is_empty() {
         fields.insert("unmapped".into(), Value::Object(unmapped));
     }
