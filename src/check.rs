@@ -111,7 +111,7 @@ pub async fn run_checks(config: &Config) -> CheckReport {
     for sink in &config.sinks {
         let subject = format!("sink {}", sink.name);
         match &sink.kind {
-            SinkKindConfig::Stdout => report.push(
+            SinkKindConfig::Stdout { .. } => report.push(
                 Verdict::Ok,
                 subject,
                 "writes NDJSON to standard output; nothing to check",

@@ -14,6 +14,7 @@ pub mod config;
 pub mod detect;
 pub mod miro;
 pub mod net;
+pub mod ocsf;
 pub mod pipeline;
 pub mod private;
 pub mod report;

@@ -195,7 +195,7 @@ const MIRO: [KeyDoc; 12] = [
     ),
 ];
 
-const REST: [KeyDoc; 17] = [
+const REST: [KeyDoc; 18] = [
     key(
         "budget",
         "share",
@@ -243,6 +243,12 @@ const REST: [KeyDoc; 17] = [
         "max_file_bytes",
         "104857600",
         "a file sink rotates at this size (default 100 MiB)",
+    ),
+    example(
+        "sinks.archive",
+        "format",
+        "\"json\"",
+        "file and stdout sinks: \"json\" (table rows, the default) or \"ocsf\" (OCSF 1.1.0 events for Security Lake and other OCSF tools, in <table>.ocsf.ndjson; docs/ocsf.md)",
     ),
     example(
         "sinks.archive",

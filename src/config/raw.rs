@@ -562,6 +562,7 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::super::*;
+    use crate::sink::RecordFormat;
     use std::path::Path;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
@@ -797,6 +798,46 @@ mod tests {
         assert!(addr.ip().is_loopback() && addr.port() == 9100, "{addr}");
         let c = load("[service]\nlisten = \"0.0.0.0:9100\"\n").unwrap();
         assert_eq!(c.service.listen, Some("0.0.0.0:9100".parse().unwrap()));
+    }
+
+    #[test]
+    fn file_and_stdout_sinks_take_a_format_and_name_the_key_when_it_is_wrong() {
+        let c = load(
+            "[sinks.lake]\ntype = \"file\"\npath = \"lake\"\nformat = \"ocsf\"\n\
+             [sinks.out]\ntype = \"stdout\"\nformat = \"ocsf\"\n\
+             [sinks.archive]\ntype = \"file\"\npath = \"archive\"\n",
+        )
+        .unwrap();
+        let formats: Vec<(&str, RecordFormat)> = c
+            .sinks
+            .iter()
+            .map(|s| match &s.kind {
+                SinkKindConfig::File { format, .. } | SinkKindConfig::Stdout { format } => {
+                    (s.name.as_str(), *format)
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            formats,
+            [
+                ("archive", RecordFormat::Json),
+                ("lake", RecordFormat::Ocsf),
+                ("out", RecordFormat::Ocsf)
+            ]
+        );
+        for text in [
+            "[sinks.lake]\ntype = \"file\"\npath = \"lake\"\nformat = \"parquet\"\n",
+            "[sinks.lake]\ntype = \"stdout\"\nformat = \"parquet\"\n",
+        ] {
+            let msg = load(text).unwrap_err().to_string();
+            assert!(
+                msg.contains("sinks.lake.format")
+                    && msg.contains("parquet")
+                    && msg.contains("\"ocsf\""),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

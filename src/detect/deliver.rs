@@ -86,7 +86,7 @@ pub fn deliver_alerts(store: &Store, sinks: &[SinkConfig]) -> Result<usize, Aler
                         .and_then(|()| file.sync_data())
                         .map_err(|e| fail(shown, e))?;
                 }
-                SinkKindConfig::Stdout => {
+                SinkKindConfig::Stdout { .. } => {
                     let mut out = std::io::stdout().lock();
                     out.write_all(text.as_bytes())
                         .and_then(|()| out.flush())

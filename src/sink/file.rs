@@ -3,6 +3,10 @@
 //! flushed to disk (fsync) before it is acknowledged. The file work (repair, rotation,
 //! write, fsync) runs on the blocking pool, never on an async runtime thread.
 //!
+//! With `format = "ocsf"` the lines are OCSF events (`line.rs`, `docs/ocsf.md`) in files of
+//! their own, `<table>.ocsf.ndjson`, with the same rotation; a row that has no OCSF form is
+//! set aside as a dead letter (with the reason) instead of holding up the stream.
+//!
 //! Owns its config: `RawFileSink` is the section as written, `validate` checks it.
 
 use std::fs::{File, OpenOptions};
@@ -13,7 +17,7 @@ use serde::Deserialize;
 
 use super::{
     RowVerdict, SendFuture, Sink, SinkContext, SinkError, SinkKindConfig, ValidatedSink,
-    line::table_row_json,
+    line::{RecordFormat, encode_batch},
 };
 use crate::settings::ConfigError;
 use crate::source::SourceKind;
@@ -32,6 +36,8 @@ pub struct RawFileSink {
     /// `beginning` (default: the whole store) or `now` (rows stored from the sink's
     /// first start on); only read while the sink has no delivery offset.
     pub start: Option<String>,
+    /// `json` (default: table rows) or `ocsf` (OCSF 1.1.0 events).
+    pub format: Option<String>,
 }
 
 /// Checks a file sink's keys.
@@ -43,10 +49,12 @@ pub(super) fn validate(
     if max_file_bytes < 4096 {
         return Err(cx.invalid("max_file_bytes", "must be at least 4096".into()));
     }
+    let format = RecordFormat::parse(raw.format.as_deref()).map_err(|e| cx.invalid("format", e))?;
     Ok(ValidatedSink {
         kind: SinkKindConfig::File {
             dir: (cx.resolve)(&raw.path),
             max_file_bytes,
+            format,
         },
         batch_rows: raw.batch_rows,
         start: raw.start,
@@ -57,10 +65,11 @@ pub(super) fn validate(
 pub struct FileSink {
     dir: PathBuf,
     max_file_bytes: u64,
+    format: RecordFormat,
 }
 
 impl FileSink {
-    pub fn new(dir: PathBuf, max_file_bytes: u64) -> Result<Self, SinkError> {
+    pub fn new(dir: PathBuf, max_file_bytes: u64, format: RecordFormat) -> Result<Self, SinkError> {
         crate::private::create_dir_all(&dir).map_err(|source| SinkError::FileDir {
             dir: dir.clone(),
             source,
@@ -78,12 +87,22 @@ impl FileSink {
         Ok(FileSink {
             dir,
             max_file_bytes,
+            format,
         })
+    }
+
+    /// A stream's file name before `.ndjson`: the table, plus `.ocsf` for OCSF lines (so
+    /// the two formats never share a file).
+    fn stem(&self, source: SourceKind) -> String {
+        match self.format {
+            RecordFormat::Json => source.table().to_string(),
+            RecordFormat::Ocsf => format!("{}.ocsf", source.table()),
+        }
     }
 
     /// The file a stream is currently written to.
     pub fn current_path(&self, source: SourceKind) -> PathBuf {
-        self.dir.join(format!("{}.ndjson", source.table()))
+        self.dir.join(format!("{}.ndjson", self.stem(source)))
     }
 
     /// Appends rows of one source to its file, synced to disk, then acknowledges them.
@@ -93,17 +112,14 @@ impl FileSink {
         rows: &[OutboxRow],
         verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
     ) -> Result<(), SinkError> {
-        let mut buf = Vec::with_capacity(rows.len() * 512);
-        for row in rows {
-            buf.extend_from_slice(table_row_json(source, row).as_bytes());
-            buf.push(b'\n');
-        }
+        let batch = encode_batch(self.format, source, rows);
         let first = rows.first().map_or(0, |r| r.seq);
         let sink = self.clone();
+        let buf = batch.bytes;
         tokio::task::spawn_blocking(move || sink.append(source, first, &buf))
             .await
             .expect("file sink write task panicked")?;
-        super::ack_all(rows, verdict);
+        super::ack_all_but(rows, &batch.refused, verdict);
         Ok(())
     }
 
@@ -120,7 +136,7 @@ impl FileSink {
         if size > 0 && size + buf.len() as u64 > self.max_file_bytes {
             let rotated = self.dir.join(format!(
                 "{}-{}-{first}.ndjson",
-                source.table(),
+                self.stem(source),
                 UnixMs::now().to_iso().replace(':', "")
             ));
             std::fs::rename(&path, &rotated).map_err(|e| io_err("rotate", e))?;
@@ -213,7 +229,8 @@ mod tests {
     #[tokio::test]
     async fn a_partial_line_from_an_interrupted_write_is_dropped_before_appending() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = FileSink::new(dir.path().to_path_buf(), 1 << 20).unwrap();
+        let mut sink =
+            FileSink::new(dir.path().to_path_buf(), 1 << 20, RecordFormat::Json).unwrap();
         let source = SourceKind::AuditLogs;
         sink.write(source, &rows(source, 1..4), &mut |_| {})
             .await
@@ -246,10 +263,61 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
     }
 
+    /// An OCSF file sink writes its own files, one event per row, and sets aside (with
+    /// the reason) a row that has no OCSF form instead of blocking the stream.
+    #[tokio::test]
+    async fn an_ocsf_sink_writes_events_to_its_own_files_and_sets_aside_rows_without_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink =
+            FileSink::new(dir.path().to_path_buf(), 1 << 20, RecordFormat::Ocsf).unwrap();
+        let source = SourceKind::AuditLogs;
+        let rows: Vec<OutboxRow> = (1..=5)
+            .map(|i| OutboxRow {
+                seq: i,
+                raw: if i == 3 {
+                    format!(r#"{{"id":"{i}","event":"board_opened"}}"#)
+                } else {
+                    format!(
+                        r#"{{"id":"{i}","event":"board_opened","createdAt":"2024-01-01T00:00:0{i}.000+0000"}}"#
+                    )
+                },
+            })
+            .collect();
+        let mut verdicts = Vec::new();
+        sink.write(source, &rows, &mut |v| {
+            verdicts.push(match v {
+                RowVerdict::Acked { first, last } => format!("acked {first}..={last}"),
+                RowVerdict::Rejected { seq, reason } => {
+                    assert!(reason.contains("createdAt"), "{reason}");
+                    format!("rejected {seq}")
+                }
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(verdicts, ["acked 1..=2", "rejected 3", "acked 4..=5"]);
+        let path = sink.current_path(source);
+        assert_eq!(
+            path.file_name().unwrap().to_str(),
+            Some("MiroAuditLogs_CL.ocsf.ndjson")
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 4);
+        assert!(
+            events
+                .iter()
+                .all(|e| e["class_uid"] == 6001 && e["metadata"]["log_name"] == "audit_logs")
+        );
+    }
+
     #[tokio::test]
     async fn files_rotate_by_size_and_keep_every_line() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = FileSink::new(dir.path().to_path_buf(), 4096).unwrap();
+        let mut sink = FileSink::new(dir.path().to_path_buf(), 4096, RecordFormat::Json).unwrap();
         let source = SourceKind::ContentLogs;
         for start in (0..200).step_by(10) {
             sink.write(source, &rows(source, start..start + 10), &mut |_| {})

@@ -1,9 +1,74 @@
-//! The NDJSON line of a table row, shared by the file and stdout sinks: the table's
-//! columns in order (dynamic columns as JSON, null datetimes as null) and `Type`, the
-//! table name, as Log Analytics shows it.
+//! The lines the file and stdout sinks write, in the sink's [`RecordFormat`]: `json`, a
+//! table row (the table's columns in order, dynamic columns as JSON, null datetimes as
+//! null, and `Type`, the table name, as Log Analytics shows it), or `ocsf`, the row's
+//! Miro item as an OCSF event (`crate::ocsf`, `docs/ocsf.md`).
+//!
+//! Invariant: a batch's lines are in `_seq` order, one per row; a row with no line in the
+//! format (an OCSF event needs a time) is listed with the reason, never skipped silently.
 
+use crate::ocsf;
 use crate::source::SourceKind;
 use crate::store::{OutboxRow, transform};
+
+/// What a file or stdout sink writes for each row (`format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordFormat {
+    /// The table row as NDJSON (the default).
+    #[default]
+    Json,
+    /// The Miro item as an OCSF 1.1.0 event, one per line.
+    Ocsf,
+}
+
+impl RecordFormat {
+    /// Reads the `format` key (absent: `json`); the error says what is allowed.
+    pub fn parse(text: Option<&str>) -> Result<Self, String> {
+        match text {
+            None | Some("json") => Ok(RecordFormat::Json),
+            Some("ocsf") => Ok(RecordFormat::Ocsf),
+            Some(other) => Err(format!(
+                "`{other}` is not a format: use \"json\" (table rows, the default) or \"ocsf\" \
+                 (OCSF 1.1.0 events, docs/ocsf.md)"
+            )),
+        }
+    }
+}
+
+/// A batch's lines, and the rows that have none (`_seq`, why).
+#[derive(Debug, Default)]
+pub(super) struct EncodedBatch {
+    pub(super) bytes: Vec<u8>,
+    pub(super) refused: Vec<(i64, String)>,
+}
+
+/// The lines (each ending in a newline) of `rows` in `format`.
+pub(super) fn encode_batch(
+    format: RecordFormat,
+    source: SourceKind,
+    rows: &[OutboxRow],
+) -> EncodedBatch {
+    let mut batch = EncodedBatch {
+        bytes: Vec::with_capacity(rows.len() * 512),
+        refused: Vec::new(),
+    };
+    for row in rows {
+        match format {
+            RecordFormat::Json => {
+                batch
+                    .bytes
+                    .extend_from_slice(table_row_json(source, row).as_bytes());
+            }
+            RecordFormat::Ocsf => {
+                if let Err(e) = ocsf::encode(source, &row.raw, &mut batch.bytes) {
+                    batch.refused.push((row.seq, e.to_string()));
+                    continue;
+                }
+            }
+        }
+        batch.bytes.push(b'\n');
+    }
+    batch
+}
 
 /// One row as a JSON object text (no newline).
 pub fn table_row_json(source: SourceKind, row: &OutboxRow) -> String {
@@ -39,6 +104,56 @@ pub fn table_row_json(source: SourceKind, row: &OutboxRow) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ocsf_batch_has_a_line_per_row_and_lists_rows_without_one() {
+        let rows = [
+            OutboxRow {
+                seq: 1,
+                raw: r#"{"id":"1","event":"board_opened","createdAt":"2024-01-01T00:00:00+0000"}"#
+                    .into(),
+            },
+            OutboxRow {
+                seq: 2,
+                raw: r#"{"id":"2","event":"board_opened"}"#.into(),
+            },
+            OutboxRow {
+                seq: 3,
+                raw: r#"{"id":"3","event":"sign_in_failed","createdAt":"2024-01-01T00:00:01Z"}"#
+                    .into(),
+            },
+        ];
+        let batch = encode_batch(RecordFormat::Ocsf, SourceKind::AuditLogs, &rows);
+        let text = String::from_utf8(batch.bytes).unwrap();
+        let uids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["metadata"]["uid"].to_string()
+            })
+            .collect();
+        assert_eq!(uids, [r#""1""#, r#""3""#]);
+        assert_eq!(batch.refused.len(), 1);
+        assert_eq!(batch.refused[0].0, 2);
+        assert!(
+            batch.refused[0].1.contains("createdAt"),
+            "{:?}",
+            batch.refused
+        );
+        let json = encode_batch(RecordFormat::Json, SourceKind::AuditLogs, &rows);
+        assert_eq!(json.bytes.iter().filter(|&&b| b == b'\n').count(), 3);
+        assert!(json.refused.is_empty());
+    }
+
+    #[test]
+    fn the_format_key_takes_json_or_ocsf_and_says_so_otherwise() {
+        assert_eq!(RecordFormat::parse(None), Ok(RecordFormat::Json));
+        assert_eq!(RecordFormat::parse(Some("ocsf")), Ok(RecordFormat::Ocsf));
+        let err = RecordFormat::parse(Some("OCSF")).unwrap_err();
+        assert!(
+            err.contains("\"json\"") && err.contains("\"ocsf\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_row_is_one_json_object_in_column_order() {

@@ -59,7 +59,7 @@ pub use ack::{AckLedger, AckUpdate};
 pub use elasticsearch::ElasticSink;
 pub use file::FileSink;
 pub use file::RawFileSink;
-pub use line::table_row_json;
+pub use line::{RecordFormat, table_row_json};
 pub use sentinel::SentinelSink;
 use sentinel::{RawSentinelSink, SentinelConfig};
 pub use splunk::SplunkSink;
@@ -251,8 +251,11 @@ pub enum SinkKindConfig {
     File {
         dir: PathBuf,
         max_file_bytes: u64,
+        format: RecordFormat,
     },
-    Stdout,
+    Stdout {
+        format: RecordFormat,
+    },
     /// `azure_logs_ingestion`: Microsoft Sentinel.
     Sentinel(Box<SentinelConfig>),
     /// `splunk_hec`: Splunk's HTTP Event Collector.
@@ -306,7 +309,7 @@ impl RawSink {
     pub(crate) fn validate(self, cx: &SinkContext<'_>) -> Result<ValidatedSink, ConfigError> {
         match self {
             RawSink::File(raw) => file::validate(raw, cx),
-            RawSink::Stdout(raw) => Ok(stdout::validate(raw)),
+            RawSink::Stdout(raw) => stdout::validate(raw, cx),
             RawSink::SplunkHec(raw) => splunk::validate(*raw, cx),
             RawSink::Elasticsearch(raw) => elasticsearch::validate(*raw, cx),
             RawSink::AzureLogsIngestion(mut raw) => {
@@ -331,21 +334,36 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
         SinkKindConfig::File {
             dir,
             max_file_bytes,
-        } => Box::new(FileSink::new(dir.clone(), *max_file_bytes)?),
-        SinkKindConfig::Stdout => Box::new(StdoutSink),
+            format,
+        } => Box::new(FileSink::new(dir.clone(), *max_file_bytes, *format)?),
+        SinkKindConfig::Stdout { format } => Box::new(StdoutSink::new(*format)),
         SinkKindConfig::Sentinel(c) => Box::new(SentinelSink::new((**c).clone())?),
         SinkKindConfig::Splunk(c) => Box::new(SplunkSink::new((**c).clone())?),
         SinkKindConfig::Elastic(c) => Box::new(ElasticSink::new((**c).clone())?),
     })
 }
 
-/// Acknowledges all of `rows` at once (sinks that confirm a whole batch).
-fn ack_all(rows: &[OutboxRow], verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send)) {
-    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-        verdict(RowVerdict::Acked {
-            first: first.seq,
-            last: last.seq,
-        });
+/// Sets aside the rows listed in `refused` (`_seq`, why) and acknowledges the others, in
+/// runs between them (sinks that write a whole batch at once but cannot encode every row).
+fn ack_all_but(
+    rows: &[OutboxRow],
+    refused: &[(i64, String)],
+    verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
+) {
+    let mut run: Option<(i64, i64)> = None;
+    for row in rows {
+        match refused.iter().find(|(seq, _)| *seq == row.seq) {
+            Some((seq, reason)) => {
+                if let Some((first, last)) = run.take() {
+                    verdict(RowVerdict::Acked { first, last });
+                }
+                verdict(RowVerdict::Rejected { seq: *seq, reason });
+            }
+            None => run = Some((run.map_or(row.seq, |(first, _)| first), row.seq)),
+        }
+    }
+    if let Some((first, last)) = run {
+        verdict(RowVerdict::Acked { first, last });
     }
 }
 

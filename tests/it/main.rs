@@ -13,6 +13,7 @@ mod firsthour;
 mod getting_started;
 mod harness;
 mod limits;
+mod ocsf;
 mod ops;
 mod report;
 mod sentinel;

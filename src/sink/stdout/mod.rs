@@ -1,4 +1,6 @@
-//! The `stdout` sink: NDJSON table rows on standard output, for piping into any shipper.
+//! The `stdout` sink: NDJSON table rows on standard output, for piping into any shipper;
+//! OCSF events instead with `format = "ocsf"` (`line.rs`, `docs/ocsf.md`), where a row with
+//! no OCSF form is set aside as a dead letter.
 //!
 //! The smallest destination, and the model for a new one: its config (`RawStdoutSink`,
 //! `validate`), its `Sink` implementation, and its registration in `sink/mod.rs` (see
@@ -9,30 +11,47 @@ use std::io::Write;
 use serde::Deserialize;
 
 use super::{
-    RowVerdict, SendFuture, Sink, SinkError, SinkKindConfig, ValidatedSink, line::table_row_json,
+    RowVerdict, SendFuture, Sink, SinkError, SinkKindConfig, ValidatedSink,
+    line::{RecordFormat, encode_batch},
 };
+use crate::settings::ConfigError;
 use crate::source::SourceKind;
 use crate::store::OutboxRow;
 
-/// `[sinks.NAME]` with `type = "stdout"`, as written: only the keys every sink has.
+/// `[sinks.NAME]` with `type = "stdout"`, as written: the keys every sink has and the
+/// line format.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStdoutSink {
     pub batch_rows: Option<usize>,
     pub start: Option<String>,
+    /// `json` (default: table rows) or `ocsf` (OCSF 1.1.0 events).
+    pub format: Option<String>,
 }
 
-/// A stdout sink has no keys of its own to check.
-pub(super) fn validate(raw: RawStdoutSink) -> ValidatedSink {
-    ValidatedSink {
-        kind: SinkKindConfig::Stdout,
+/// Checks the line format.
+pub(super) fn validate(
+    raw: RawStdoutSink,
+    cx: &super::SinkContext<'_>,
+) -> Result<ValidatedSink, ConfigError> {
+    let format = RecordFormat::parse(raw.format.as_deref()).map_err(|e| cx.invalid("format", e))?;
+    Ok(ValidatedSink {
+        kind: SinkKindConfig::Stdout { format },
         batch_rows: raw.batch_rows,
         start: raw.start,
-    }
+    })
 }
 
 #[derive(Debug, Default)]
-pub struct StdoutSink;
+pub struct StdoutSink {
+    format: RecordFormat,
+}
+
+impl StdoutSink {
+    pub fn new(format: RecordFormat) -> Self {
+        StdoutSink { format }
+    }
+}
 
 impl Sink for StdoutSink {
     fn send<'a>(
@@ -41,24 +60,26 @@ impl Sink for StdoutSink {
         rows: &'a [OutboxRow],
         verdict: &'a mut (dyn FnMut(RowVerdict<'_>) + Send),
     ) -> SendFuture<'a> {
-        Box::pin(std::future::ready(write(source, rows, verdict)))
+        Box::pin(std::future::ready(write(
+            self.format,
+            source,
+            rows,
+            verdict,
+        )))
     }
 }
 
 /// Writes rows of one source as NDJSON lines, flushed, then acknowledges them.
 fn write(
+    format: RecordFormat,
     source: SourceKind,
     rows: &[OutboxRow],
     verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
 ) -> Result<(), SinkError> {
-    let mut out = String::new();
-    for row in rows {
-        out.push_str(&table_row_json(source, row));
-        out.push('\n');
-    }
+    let batch = encode_batch(format, source, rows);
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
-    lock.write_all(out.as_bytes())
+    lock.write_all(&batch.bytes)
         .and_then(|()| lock.flush())
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -68,6 +89,6 @@ fn write(
                 SinkError::transient(format!("cannot write to standard output: {e}"))
             }
         })?;
-    super::ack_all(rows, verdict);
+    super::ack_all_but(rows, &batch.refused, verdict);
     Ok(())
 }

@@ -45,3 +45,9 @@ pub use oauth::{OAuthApp, OAuthStats};
 pub use org::MiroOrg;
 pub use scenario::Scenario;
 pub use server::{EmulatorStats, MiroEmulator, MiroEmulatorHandle, OVERSIZED_CURSOR_CHARS};
+
+/// The audit event names of the generated organisation's everyday activity (the attack
+/// scenarios add their own), for tests that must cover the whole vocabulary.
+pub fn audit_event_names() -> Vec<&'static str> {
+    vocab::AUDIT_KINDS.iter().map(|k| k.event).collect()
+}
