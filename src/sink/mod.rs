@@ -269,7 +269,7 @@ impl SinkKindConfig {
     /// the file and stdout sinks do; a destination with its own detection (Sentinel's
     /// exported analytic rules) or no place for them takes the Miro streams only.
     pub fn takes_alerts(&self) -> bool {
-        matches!(self, Self::File { .. } | Self::Stdout)
+        matches!(self, Self::File { .. } | Self::Stdout { .. })
     }
 }
 
