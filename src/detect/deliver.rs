@@ -44,10 +44,13 @@ pub enum AlertDeliveryError {
 pub fn deliver_alerts(store: &Store, sinks: &[SinkConfig]) -> Result<usize, AlertDeliveryError> {
     let mut written = 0;
     for sink in sinks {
-        // Sentinel, Splunk and Elasticsearch sinks take the streams only (README, "Detections").
+        // Sentinel, Splunk, Elasticsearch and S3 sinks take the streams only (README, "Detections").
         if matches!(
             sink.kind,
-            SinkKindConfig::Sentinel(_) | SinkKindConfig::Splunk(_) | SinkKindConfig::Elastic(_)
+            SinkKindConfig::Sentinel(_)
+                | SinkKindConfig::Splunk(_)
+                | SinkKindConfig::Elastic(_)
+                | SinkKindConfig::S3(_)
         ) {
             continue;
         }
@@ -97,7 +100,8 @@ pub fn deliver_alerts(store: &Store, sinks: &[SinkConfig]) -> Result<usize, Aler
                 }
                 SinkKindConfig::Sentinel(_)
                 | SinkKindConfig::Splunk(_)
-                | SinkKindConfig::Elastic(_) => {
+                | SinkKindConfig::Elastic(_)
+                | SinkKindConfig::S3(_) => {
                     unreachable!("skipped above")
                 }
             }

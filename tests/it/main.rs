@@ -15,6 +15,7 @@ mod harness;
 mod limits;
 mod ops;
 mod report;
+mod s3;
 mod sentinel;
 mod splunk;
 mod support;
