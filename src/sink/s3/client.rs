@@ -32,7 +32,7 @@ pub struct S3Error {
 }
 
 /// The static keys, read (secrets in `secrecy` types until handed to the SDK).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct ReadKeys {
     id: secrecy::SecretString,
     secret: secrecy::SecretString,
@@ -83,7 +83,7 @@ pub(super) fn read_keys(
 const DEFAULT_COMPATIBLE_REGION: &str = "us-east-1";
 
 /// Builds the SDK client. `Err` is the remedy.
-pub(super) async fn build(config: &S3Config, keys: Option<ReadKeys>) -> Result<Client, String> {
+pub(super) async fn build(config: &S3Config, keys: Option<&ReadKeys>) -> Result<Client, String> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         // One retry loop for every destination: ours (`crate::retry`).
         .retry_config(RetryConfig::disabled())

@@ -90,7 +90,7 @@ impl Batch {
 #[derive(Debug)]
 pub struct S3Sink {
     config: S3Config,
-    /// Static keys until the client is built.
+    /// Static keys, if the config names any.
     keys: Option<client::ReadKeys>,
     client: Option<aws_sdk_s3::Client>,
     /// The store and the sink's name, from `prepare`.
@@ -138,7 +138,7 @@ impl S3Sink {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let c = client::build(&self.config, self.keys.take())
+        let c = client::build(&self.config, self.keys.as_ref())
             .await
             .map_err(|m| config_error(&self.config, m))?;
         self.client = Some(c.clone());
