@@ -344,7 +344,8 @@ fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    // The AWS SDK (the S3 sink) logs signed requests, session token included, below INFO.
+    // The AWS SDK (the S3 sink) logs requests being signed below INFO; its current
+    // versions redact them, this keeps a future one from printing a session token.
     for target in SILENCED_BELOW_INFO {
         filter = filter.add_directive(format!("{target}=info").parse().expect("a directive"));
     }

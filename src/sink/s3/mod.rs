@@ -13,7 +13,7 @@
 //! instead of being added again under new ones. Objects are at most `max_object_bytes`
 //! uncompressed (a single larger row alone), so memory is bounded by the batch. Secrets
 //! (static keys) are read into `secrecy` types and handed only to the SDK, whose logs
-//! below INFO are silenced (`cli::init_logging`) because they show signed requests.
+//! below INFO are silenced (`cli::init_logging`): they describe requests being signed.
 
 mod client;
 mod config;
