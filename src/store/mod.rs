@@ -1631,6 +1631,29 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_state_value_is_replaced_kept_across_reopening_and_apart_per_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.sink_state("s3", "k").unwrap(), None);
+            store.set_sink_state("s3", "k", "one").unwrap();
+            store.set_sink_state("s3", "k", "two").unwrap();
+            store.set_sink_state("other", "k", "three").unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.sink_state("s3", "k").unwrap().as_deref(), Some("two"));
+        assert_eq!(
+            store.sink_state("other", "k").unwrap().as_deref(),
+            Some("three")
+        );
+        assert_eq!(
+            store.sink_state_or_insert("s3", "k", "four").unwrap(),
+            "two"
+        );
+    }
+
+    #[test]
     fn offsets_only_move_forward() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.db")).unwrap();
