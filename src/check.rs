@@ -132,6 +132,7 @@ pub async fn run_checks(config: &Config) -> CheckReport {
             }
             SinkKindConfig::Splunk(c) => check_splunk(&subject, (**c).clone(), &mut report).await,
             SinkKindConfig::Elastic(c) => check_elastic(&subject, (**c).clone(), &mut report).await,
+            SinkKindConfig::S3(c) => check_s3(&subject, (**c).clone(), &mut report).await,
         }
         check_new_sink(config, sink, &mut report).await;
     }
@@ -566,6 +567,30 @@ async fn check_splunk(subject: &str, config: SplunkConfig, report: &mut CheckRep
                 match o {
                     CheckOutcome::Ok(m) => report.push(Verdict::Ok, subject, m),
                     CheckOutcome::NotVerified(m) => report.push(Verdict::NotVerified, subject, m),
+                }
+            }
+        }
+        Err(message) => report.push(Verdict::Problem, subject, message),
+    }
+}
+
+/// HeadBucket, then a one-key listing under the prefix (nothing is written).
+async fn check_s3(subject: &str, config: crate::sink::s3::S3Config, report: &mut CheckReport) {
+    let mut sink = match crate::sink::S3Sink::new(config) {
+        Ok(s) => s,
+        Err(e) => {
+            report.push(Verdict::Problem, subject, e.to_string());
+            return;
+        }
+    };
+    match sink.check().await {
+        Ok(outcomes) => {
+            for o in outcomes {
+                match o {
+                    crate::sink::s3::CheckOutcome::Ok(m) => report.push(Verdict::Ok, subject, m),
+                    crate::sink::s3::CheckOutcome::NotVerified(m) => {
+                        report.push(Verdict::NotVerified, subject, m)
+                    }
                 }
             }
         }

@@ -327,10 +327,28 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Crates whose DEBUG and TRACE lines may show secrets (the AWS SDK's signing and
+/// request logs); whatever `RUST_LOG` asks, they log from INFO up.
+const SILENCED_BELOW_INFO: [&str; 8] = [
+    "aws_sigv4",
+    "aws_runtime",
+    "aws_config",
+    "aws_credential_types",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http_client",
+    "aws_sdk_s3",
+];
+
 fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // The AWS SDK (the S3 sink) logs requests being signed below INFO; its current
+    // versions redact them, this keeps a future one from printing a session token.
+    for target in SILENCED_BELOW_INFO {
+        filter = filter.add_directive(format!("{target}=info").parse().expect("a directive"));
+    }
     use std::io::IsTerminal;
     // Colours only on a terminal: journald and log shippers get plain text.
     let builder = tracing_subscriber::fmt()

@@ -230,7 +230,7 @@ const REST: [KeyDoc; 18] = [
         "sinks.archive",
         "type",
         "\"file\"",
-        "a destination: \"file\" (rotating NDJSON), \"stdout\", \"azure_logs_ingestion\" (Sentinel), \"splunk_hec\" (Splunk HTTP Event Collector) or \"elasticsearch\" (Elasticsearch or OpenSearch); their keys in README.md",
+        "a destination: \"file\" (rotating NDJSON), \"stdout\", \"azure_logs_ingestion\" (Sentinel), \"splunk_hec\" (Splunk HTTP Event Collector), \"elasticsearch\" (Elasticsearch or OpenSearch) or \"s3\" (an S3 bucket: AWS, MinIO, R2); their keys in README.md",
     ),
     example(
         "sinks.archive",

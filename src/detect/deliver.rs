@@ -44,7 +44,7 @@ pub enum AlertDeliveryError {
 pub fn deliver_alerts(store: &Store, sinks: &[SinkConfig]) -> Result<usize, AlertDeliveryError> {
     let mut written = 0;
     for sink in sinks {
-        // Sentinel, Splunk and Elasticsearch sinks take the streams only (README, "Detections").
+        // Sentinel, Splunk, Elasticsearch and S3 sinks take the streams only (README, "Detections").
         if !sink.kind.takes_alerts() {
             continue;
         }
@@ -94,7 +94,8 @@ pub fn deliver_alerts(store: &Store, sinks: &[SinkConfig]) -> Result<usize, Aler
                 }
                 SinkKindConfig::Sentinel(_)
                 | SinkKindConfig::Splunk(_)
-                | SinkKindConfig::Elastic(_) => {
+                | SinkKindConfig::Elastic(_)
+                | SinkKindConfig::S3(_) => {
                     unreachable!("skipped above")
                 }
             }

@@ -70,6 +70,23 @@ pub(super) fn encode_batch(
     batch
 }
 
+/// One row as one line in `format` (no newline), or why it has none (OCSF needs what
+/// the item may lack, such as a readable time).
+pub(super) fn encode_line(
+    format: RecordFormat,
+    source: SourceKind,
+    row: &OutboxRow,
+) -> Result<String, String> {
+    match format {
+        RecordFormat::Json => Ok(table_row_json(source, row)),
+        RecordFormat::Ocsf => {
+            let mut out = Vec::with_capacity(2 * row.raw.len());
+            ocsf::encode(source, &row.raw, &mut out).map_err(|e| e.to_string())?;
+            String::from_utf8(out).map_err(|e| format!("the OCSF event is not UTF-8: {e}"))
+        }
+    }
+}
+
 /// One row as a JSON object text (no newline).
 pub fn table_row_json(source: SourceKind, row: &OutboxRow) -> String {
     let columns = transform::columns(source);

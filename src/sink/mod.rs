@@ -35,6 +35,7 @@ mod ack;
 pub mod elasticsearch;
 mod file;
 mod line;
+pub mod s3;
 pub mod sentinel;
 pub mod splunk;
 mod stdout;
@@ -60,6 +61,7 @@ pub use elasticsearch::ElasticSink;
 pub use file::FileSink;
 pub use file::RawFileSink;
 pub use line::{RecordFormat, table_row_json};
+pub use s3::S3Sink;
 pub use sentinel::SentinelSink;
 use sentinel::{RawSentinelSink, SentinelConfig};
 pub use splunk::SplunkSink;
@@ -101,6 +103,10 @@ pub enum SinkError {
     /// inside).
     #[error(transparent)]
     Elastic(Box<elasticsearch::ElasticError>),
+    /// S3 refused the request, could not be reached, or no credentials were found
+    /// (remedy inside).
+    #[error(transparent)]
+    S3(Box<s3::S3Error>),
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
     #[error("no DCR is configured for {kind}: set `{}_dcr` in this sink's section", kind.name())]
@@ -138,6 +144,7 @@ impl SinkError {
             SinkError::Auth(e) => e.permanent,
             SinkError::Splunk(e) => e.permanent,
             SinkError::Elastic(e) => e.permanent,
+            SinkError::S3(e) => e.permanent,
             SinkError::Azure(_)
             | SinkError::HttpClient(_)
             | SinkError::NoDcr { .. }
@@ -205,6 +212,9 @@ pub enum RawSink {
     /// Elasticsearch or OpenSearch (the `_bulk` API).
     #[serde(rename = "elasticsearch")]
     Elasticsearch(Box<elasticsearch::RawElasticSink>),
+    /// An S3 bucket (AWS or any S3-compatible server): gzip NDJSON objects.
+    #[serde(rename = "s3")]
+    S3(Box<s3::RawS3Sink>),
 }
 
 /// One `[sinks.NAME]` section, validated.
@@ -262,6 +272,8 @@ pub enum SinkKindConfig {
     Splunk(Box<splunk::SplunkConfig>),
     /// `elasticsearch`: Elasticsearch or OpenSearch.
     Elastic(Box<elasticsearch::ElasticConfig>),
+    /// `s3`: an S3 bucket.
+    S3(Box<s3::S3Config>),
 }
 
 impl SinkKindConfig {
@@ -312,6 +324,7 @@ impl RawSink {
             RawSink::Stdout(raw) => stdout::validate(raw, cx),
             RawSink::SplunkHec(raw) => splunk::validate(*raw, cx),
             RawSink::Elasticsearch(raw) => elasticsearch::validate(*raw, cx),
+            RawSink::S3(raw) => s3::validate(*raw, cx),
             RawSink::AzureLogsIngestion(mut raw) => {
                 let batch_rows = raw.batch_rows;
                 let start = raw.start.take();
@@ -340,6 +353,7 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
         SinkKindConfig::Sentinel(c) => Box::new(SentinelSink::new((**c).clone())?),
         SinkKindConfig::Splunk(c) => Box::new(SplunkSink::new((**c).clone())?),
         SinkKindConfig::Elastic(c) => Box::new(ElasticSink::new((**c).clone())?),
+        SinkKindConfig::S3(c) => Box::new(S3Sink::new((**c).clone())?),
     })
 }
 

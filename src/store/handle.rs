@@ -140,6 +140,24 @@ impl StoreHandle {
             .await
     }
 
+    /// See `Store::sink_state`.
+    pub async fn sink_state(&self, sink: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let (sink, key) = (sink.to_string(), key.to_string());
+        self.run(move |s| s.sink_state(&sink, &key)).await
+    }
+
+    /// See `Store::set_sink_state`.
+    pub async fn set_sink_state(
+        &self,
+        sink: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        let (sink, key, value) = (sink.to_string(), key.to_string(), value.to_string());
+        self.run(move |s| s.set_sink_state(&sink, &key, &value))
+            .await
+    }
+
     pub async fn delivered_offset(
         &self,
         sink: &str,

@@ -621,6 +621,31 @@ impl Store {
         .map_err(sql("reading a sink's state"))
     }
 
+    /// The value a sink keeps under `key` (`sink_state`), if any.
+    pub fn sink_state(&self, sink: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.query_row(
+            "SELECT value FROM sink_state WHERE sink = ?1 AND key = ?2",
+            params![sink, key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql("reading a sink's state"))
+    }
+
+    /// Stores `value` under `key` for `sink` (`sink_state`), replacing what was there;
+    /// committed (durable) when this returns.
+    pub fn set_sink_state(&self, sink: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        let conn = self.writer.lock().expect("store writer lock");
+        conn.execute(
+            "INSERT INTO sink_state (sink, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sink, key) DO UPDATE SET value = excluded.value",
+            params![sink, key, value],
+        )
+        .map_err(sql("writing a sink's state"))?;
+        Ok(())
+    }
+
     /// Starts a sink that has no delivery offset for `source` yet at the newest stored
     /// row, so it receives only rows stored from now on (`start = "now"`). Returns the
     /// rows it skips, or `None` when the sink already had an offset (nothing changes).
@@ -1653,6 +1678,29 @@ mod tests {
             seqs[2]
         );
         assert!(out[0].raw.contains("\"id\":\"1\""));
+    }
+
+    #[test]
+    fn a_sink_state_value_is_replaced_kept_across_reopening_and_apart_per_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.sink_state("s3", "k").unwrap(), None);
+            store.set_sink_state("s3", "k", "one").unwrap();
+            store.set_sink_state("s3", "k", "two").unwrap();
+            store.set_sink_state("other", "k", "three").unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.sink_state("s3", "k").unwrap().as_deref(), Some("two"));
+        assert_eq!(
+            store.sink_state("other", "k").unwrap().as_deref(),
+            Some("three")
+        );
+        assert_eq!(
+            store.sink_state_or_insert("s3", "k", "four").unwrap(),
+            "two"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! in Azure are explained by lost acknowledgements or by batches in flight at a kill (in
 //! Splunk, by lost answers or by requests not yet confirmed indexed at a kill). The
 //! Elasticsearch sink, whose `create` with the Miro id as `_id` makes resends harmless,
-//! must hold every stored row exactly once.
+//! must hold every stored row exactly once; so must the S3 bucket (moto's server), whose
+//! object keys come from the recorded batch ranges, so a resend rewrites the same objects.
 //!
 //! Size it with `MIROTRAIL_HARNESS_KILLS` (default 20) and `MIROTRAIL_HARNESS_EVENTS`
 //! (default 20000 audit events, a quarter as many content items); `scripts/crash-harness`
@@ -96,10 +97,14 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
     let es = ElasticEmulator::start(es_config.clone(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
+    let moto = crate::s3::Moto::start().await;
+    moto.create_bucket("harness").await;
+    std::fs::write(env.dir.path().join("s3-id"), "AKIAHARNESS0000001").unwrap();
+    std::fs::write(env.dir.path().join("s3-secret"), "harness-s3-secret-2c7e").unwrap();
     std::fs::write(env.dir.path().join("azure-secret"), secret).unwrap();
     std::fs::write(env.dir.path().join("hec-token"), &splunk_config.token).unwrap();
     std::fs::write(env.dir.path().join("es-key"), &es_config.api_key).unwrap();
-    for file in ["azure-secret", "hec-token", "es-key"] {
+    for file in ["azure-secret", "hec-token", "es-key", "s3-id", "s3-secret"] {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
             env.dir.path().join(file),
@@ -118,12 +123,16 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
          [sinks.splunk]\ntype = \"splunk_hec\"\nendpoint = \"{hec}\"\ntoken_file = \"hec-token\"\n\
          index = \"miro\"\nbatch_rows = 800\nmax_batch_bytes = 100000\nack_poll_interval = \"50ms\"\n\
          [sinks.elastic]\ntype = \"elasticsearch\"\nendpoint = \"{es}\"\napi_key_file = \"es-key\"\n\
-         batch_rows = 900\nmax_batch_bytes = 120000\n",
+         batch_rows = 900\nmax_batch_bytes = 120000\n\
+         [sinks.s3]\ntype = \"s3\"\nbucket = \"harness\"\nprefix = \"miro\"\nendpoint = \"{s3}\"\n\
+         region = \"us-east-1\"\nforce_path_style = true\naccess_key_id_file = \"s3-id\"\n\
+         secret_access_key_file = \"s3-secret\"\nbatch_rows = 600\nmax_object_bytes = 60000\n",
         azure_config.tenant_id,
         azure_config.client_id,
         base = azure.base_url(),
         hec = splunk.base_url(),
         es = es.base_url(),
+        s3 = moto.url,
     ));
     let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
 
@@ -226,12 +235,28 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
         );
     }
     assert_eq!(written.len(), audit.len() + content.len());
+    // S3: every stored row in exactly one object, once.
+    let objects = moto.objects("harness").await;
+    let mut in_s3: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for lines in objects.values() {
+        for line in lines {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            *in_s3
+                .entry(v["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    for id in audit.keys().chain(content.keys()) {
+        assert_eq!(in_s3.get(id), Some(&1), "{id} not exactly once in S3");
+    }
+    assert_eq!(in_s3.len(), audit.len() + content.len());
     let es_stats = es.stats();
     eprintln!(
         "crash harness (seed {seed}): {kills} SIGKILLs over {runs} runs{}, {} audit + {} content events stored exactly once; \
          Azure: {} rows, {azure_dups} duplicates ({by_lost_acks} from {} lost acknowledgements, {by_kills} from batches in flight at a kill); \
          file sink: {file_lines} audit lines; Splunk HEC: {} events, {splunk_dups} duplicates ({} lost answers, {} busy answers); \
-         Elasticsearch: {} documents, 0 duplicates ({} resent items answered 409, {} items 429, {} lost answers); {:.1}s",
+         Elasticsearch: {} documents, 0 duplicates ({} resent items answered 409, {} items 429, {} lost answers); \
+         S3: {} objects, {} rows, 0 duplicates; {:.1}s",
         if finished {
             " (a run finished before the last kill)"
         } else {
@@ -248,6 +273,8 @@ async fn crash_harness_kills_and_restarts_lose_and_duplicate_nothing() {
         es_stats.items(409),
         es_stats.items(429),
         es_stats.lost_responses,
+        objects.len(),
+        in_s3.len(),
         began.elapsed().as_secs_f64(),
     );
 }

@@ -16,6 +16,7 @@ mod limits;
 mod ocsf;
 mod ops;
 mod report;
+mod s3;
 mod sentinel;
 mod splunk;
 mod support;
