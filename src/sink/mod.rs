@@ -34,6 +34,7 @@
 mod ack;
 pub mod elasticsearch;
 mod file;
+mod http;
 mod line;
 pub mod sentinel;
 pub mod splunk;
@@ -59,6 +60,7 @@ pub use ack::{AckLedger, AckUpdate};
 pub use elasticsearch::ElasticSink;
 pub use file::FileSink;
 pub use file::RawFileSink;
+pub use http::HttpOptions;
 pub use line::table_row_json;
 pub use sentinel::SentinelSink;
 use sentinel::{RawSentinelSink, SentinelConfig};
