@@ -156,6 +156,33 @@ pub(in crate::sink) fn read_sink_secret(source: &SecretSource) -> Result<SecretS
     })
 }
 
+/// Validates the section `keys` (with `endpoint` when `keys` names none) as the config
+/// loader does, with paths relative to /etc/mirotrail and the sink named `s`: the unit
+/// tests of each HTTP sink's keys.
+#[cfg(test)]
+pub(in crate::sink) fn validate_section<R: serde::de::DeserializeOwned>(
+    keys: &str,
+    endpoint: &str,
+    validate: fn(R, &SinkContext<'_>) -> Result<crate::sink::ValidatedSink, ConfigError>,
+) -> Result<crate::sink::SinkKindConfig, String> {
+    use std::path::Path;
+    let endpoint = if keys.contains("endpoint") {
+        String::new()
+    } else {
+        format!("endpoint = \"{endpoint}\"\n")
+    };
+    let raw: R = toml::from_str(&format!("{endpoint}{keys}")).map_err(|e| e.to_string())?;
+    let resolve = |p: &Path| Path::new("/etc/mirotrail").join(p);
+    let cx = SinkContext {
+        name: "s",
+        enabled: &[],
+        path: Path::new("/etc/mirotrail/m.toml"),
+        env: &|_| None,
+        resolve: &resolve,
+    };
+    Ok(validate(raw, &cx).map_err(|e| e.to_string())?.kind)
+}
+
 /// Why [`client`] failed.
 #[derive(Debug)]
 pub(in crate::sink) enum ClientError {

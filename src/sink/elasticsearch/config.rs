@@ -277,28 +277,13 @@ pub(in crate::sink) fn validate(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
+    use crate::sink::http::validate_section;
 
     fn load(keys: &str) -> Result<ElasticConfig, String> {
-        let endpoint = if keys.contains("endpoint") {
-            ""
-        } else {
-            "endpoint = \"https://es.example.com:9200\"\n"
-        };
-        let raw: RawElasticSink =
-            toml::from_str(&format!("{endpoint}{keys}")).map_err(|e| e.to_string())?;
-        let resolve = |p: &Path| Path::new("/etc/mirotrail").join(p);
-        let cx = SinkContext {
-            name: "s",
-            enabled: &[],
-            path: Path::new("/etc/mirotrail/m.toml"),
-            env: &|_| None,
-            resolve: &resolve,
-        };
-        match validate(raw, &cx).map_err(|e| e.to_string())?.kind {
+        match validate_section(keys, "https://es.example.com:9200", validate)? {
             SinkKindConfig::Elastic(c) => Ok(*c),
             other => panic!("{other:?}"),
         }

@@ -255,29 +255,14 @@ pub(in crate::sink) fn validate(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
+    use crate::sink::http::validate_section;
 
     /// Validates a `[sinks.s]` section as the config loader does (keys relative to
     /// /etc/mirotrail).
     fn load(keys: &str) -> Result<SplunkConfig, String> {
-        let endpoint = if keys.contains("endpoint") {
-            ""
-        } else {
-            "endpoint = \"https://hec.example.com:8088\"\n"
-        };
-        let raw: RawSplunkSink =
-            toml::from_str(&format!("{endpoint}{keys}")).map_err(|e| e.to_string())?;
-        let resolve = |p: &Path| Path::new("/etc/mirotrail").join(p);
-        let cx = SinkContext {
-            name: "s",
-            enabled: &[],
-            path: Path::new("/etc/mirotrail/m.toml"),
-            env: &|_| None,
-            resolve: &resolve,
-        };
-        match validate(raw, &cx).map_err(|e| e.to_string())?.kind {
+        match validate_section(keys, "https://hec.example.com:8088", validate)? {
             SinkKindConfig::Splunk(c) => Ok(*c),
             other => panic!("{other:?}"),
         }
