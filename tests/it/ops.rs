@@ -709,19 +709,21 @@ fn the_packaged_config_is_valid_and_the_unit_is_hardened() {
         std::path::Path::new("/var/lib/mirotrail/mirotrail.db")
     );
     let unit = std::fs::read_to_string(dist.join("mirotrail.service")).unwrap();
-    for line in [
-        "DynamicUser=yes",
-        "StateDirectory=mirotrail",
-        "LoadCredential=miro-token:",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "CapabilityBoundingSet=\n",
-        "Restart=on-failure",
-    ] {
-        assert!(unit.contains(line), "{line:?} missing from the unit");
-    }
+    assert_holds(
+        &unit,
+        "the unit",
+        &[
+            "DynamicUser=yes",
+            "StateDirectory=mirotrail",
+            "LoadCredential=miro-token:",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "CapabilityBoundingSet=\n",
+            "Restart=on-failure",
+        ],
+    );
     // The token the unit hands over is where the config reads it.
     assert!(
         std::fs::read_to_string(dist.join("mirotrail.toml"))
@@ -737,18 +739,24 @@ fn the_packaged_config_is_valid_and_the_unit_is_hardened() {
     );
     assert_eq!(image.service.listen, Some("0.0.0.0:9464".parse().unwrap()));
     let containerfile = std::fs::read_to_string(dist.join("Containerfile")).unwrap();
-    for line in [
-        "VOLUME /var/lib/mirotrail\n",
-        "USER 10001:10001\n",
-        "STOPSIGNAL SIGTERM\n",
-        "cargo build --release --locked",
-        "COPY dist/container.toml /etc/mirotrail/mirotrail.toml\n",
-        "/dev/tcp/127.0.0.1/9464",
-    ] {
-        assert!(
-            containerfile.contains(line),
-            "{line:?} missing from the Containerfile"
-        );
+    assert_holds(
+        &containerfile,
+        "the Containerfile",
+        &[
+            "VOLUME /var/lib/mirotrail\n",
+            "USER 10001:10001\n",
+            "STOPSIGNAL SIGTERM\n",
+            "cargo build --release --locked",
+            "COPY dist/container.toml /etc/mirotrail/mirotrail.toml\n",
+            "/dev/tcp/127.0.0.1/9464",
+        ],
+    );
+}
+
+/// Each of `lines` is somewhere in `text` (the file named `what`).
+fn assert_holds(text: &str, what: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(text.contains(line), "{line:?} missing from {what}");
     }
 }
 
@@ -773,22 +781,21 @@ fn the_template_unit_runs_one_confined_instance_per_config() {
         confined,
         "the same hardening as mirotrail.service"
     );
-    for line in [
-        "ExecStart=/usr/local/bin/mirotrail run --config /etc/mirotrail/%i.toml\n",
-        "DynamicUser=yes\n",
-        "StateDirectory=mirotrail/%i\n",
-        "StateDirectoryMode=0700\n",
-        "WorkingDirectory=%S/mirotrail/%i\n",
-        "UMask=0077\n",
-        "LoadCredential=mirotrail:/etc/mirotrail/credentials/%i\n",
-        "Restart=on-failure\n",
-        "TimeoutStopSec=60s\n",
-    ] {
-        assert!(
-            template.contains(line),
-            "{line:?} missing from the template"
-        );
-    }
+    assert_holds(
+        &template,
+        "the template",
+        &[
+            "ExecStart=/usr/local/bin/mirotrail run --config /etc/mirotrail/%i.toml\n",
+            "DynamicUser=yes\n",
+            "StateDirectory=mirotrail/%i\n",
+            "StateDirectoryMode=0700\n",
+            "WorkingDirectory=%S/mirotrail/%i\n",
+            "UMask=0077\n",
+            "LoadCredential=mirotrail:/etc/mirotrail/credentials/%i\n",
+            "Restart=on-failure\n",
+            "TimeoutStopSec=60s\n",
+        ],
+    );
     // What the comments tell the admin to write matches what the unit hands over.
     assert!(
         template.contains(
