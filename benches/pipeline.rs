@@ -510,19 +510,42 @@ const DESTINATIONS: &[Destination] = &[
     },
 ];
 
-/// Lines in the files under `dir` (the file sink's NDJSON, one row a line).
+/// Lines in the files under `dir` (the file sink's NDJSON, one row a line), read in
+/// small pieces: this process's own peak RSS is a floor under every child's (see
+/// [`own_peak_rss_mb`]), so it must not hold a whole file.
 fn ndjson_lines(dir: &Path) -> u64 {
+    use std::io::Read as _;
     let mut n = 0;
+    let mut buf = vec![0u8; 64 * 1024];
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             n += ndjson_lines(&path);
-        } else {
-            let text = std::fs::read(&path).unwrap();
-            n += text.iter().filter(|b| **b == b'\n').count() as u64;
+            continue;
+        }
+        let mut file = std::fs::File::open(&path).unwrap();
+        loop {
+            let read = file.read(&mut buf).unwrap();
+            if read == 0 {
+                break;
+            }
+            n += buf[..read].iter().filter(|b| **b == b'\n').count() as u64;
         }
     }
     n
+}
+
+/// This process's peak RSS (`VmHWM`) in MB. Linux carries a process's high-water mark
+/// across `exec`, so a child started from here reports at least this much as its own
+/// peak RSS (`ru_maxrss`): its figure means something only above it.
+fn own_peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// One delivery of the whole store to one destination.
@@ -623,9 +646,11 @@ fn destinations_report(bins: &Bins, runs: &[Vec<DestinationRun>]) -> String {
     let _ = writeln!(
         t,
         "Store -> destination, {rows} rows ({} runs, `{}`, `run --once` with a new sink \
-         each run, detection off). min / median / max:",
+         each run, detection off). min / median / max; the bench process's own peak RSS \
+         ({:.1} MB) is a floor under every peak RSS figure:",
         runs.first().map_or(0, Vec::len),
-        bins.measured[0].1.display()
+        bins.measured[0].1.display(),
+        own_peak_rss_mb()
     );
     let _ = writeln!(t);
     let _ = writeln!(

@@ -40,6 +40,15 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
 }
 
+/// How patient an HTTP sink is with one request: up to 5 transient failures and 10
+/// throttled answers, backing off from 500 ms up to 30 s (Splunk HEC and Elasticsearch).
+pub(in crate::sink) const RETRY_POLICY: crate::retry::Policy = crate::retry::Policy {
+    max_retries: 5,
+    max_throttled: Some(10),
+    backoff_base: Duration::from_millis(500),
+    backoff_cap: Duration::from_secs(30),
+};
+
 /// The smallest `max_batch_bytes` accepted: one row of a few hundred bytes must fit.
 const MIN_BATCH_BYTES: usize = 1024;
 

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use mirotrail::config::{Config, SinkKindConfig, SourceKind};
 use mirotrail::sink::{DeliveryReport, ElasticSink};
-use mirotrail::store::{Checkpoint, transform};
-use mirotrail::timefmt::UnixMs;
 use mirotrail_emulator::elastic::{
     ElasticEmulator, ElasticEmulatorConfig, ElasticEmulatorHandle, ElasticFaults,
 };
 
-use crate::support::{BIG, SinkWorld, capture_logs, fill_store, sink_item as item};
+use crate::support::{BIG, SinkWorld, capture_logs, commit_items, fill_store, sink_item as item};
 
 const SINK: &str = "elastic";
 
@@ -245,29 +243,12 @@ async fn a_request_too_large_for_the_cluster_is_split() {
     w.server.shutdown().await;
 }
 
+/// `n` more audit items, after the first thousand.
 fn fill_more(w: &World, n: usize) {
     let items: Vec<String> = (1000..1000 + n)
         .map(|i| item(SourceKind::AuditLogs, i))
         .collect();
-    let rows: Vec<(transform::Row, &str)> = items
-        .iter()
-        .map(|raw| (transform::to_row(SourceKind::AuditLogs, raw), raw.as_str()))
-        .collect();
-    let checkpoint = Checkpoint {
-        source: SourceKind::AuditLogs,
-        watermark: UnixMs(0),
-        watermark_polled: UnixMs(0),
-        last_sweep: None,
-        window: None,
-        pages_total: 0,
-        requests_total: 0,
-        last_success: None,
-        last_error: None,
-        last_error_at: None,
-    };
-    w.store
-        .commit_page(SourceKind::AuditLogs, &rows, &checkpoint)
-        .unwrap();
+    commit_items(&w.store, SourceKind::AuditLogs, &items);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -8,15 +8,14 @@ use std::time::Duration;
 use mirotrail::config::{Config, SinkKindConfig, SourceKind};
 use mirotrail::sink::sentinel::SentinelSink;
 use mirotrail::sink::{AckLedger, DeliveryReport, RowVerdict, Sink, SinkError};
-use mirotrail::store::{Checkpoint, OutboxRow, Store, StoreHandle, transform};
-use mirotrail::timefmt::UnixMs;
+use mirotrail::store::{OutboxRow, StoreHandle};
 use mirotrail_emulator::azure::{
     AI_DCR, AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults,
     CONTENT_DCR, table_row,
 };
 use serde_json::Value;
 
-use crate::support::{SinkWorld, capture_logs};
+use crate::support::{SinkWorld, capture_logs, commit_items as commit};
 
 const SINK: &str = "sentinel";
 
@@ -76,29 +75,6 @@ fn ai_item(i: usize, pad: usize) -> String {
         "somethingNew": true
     })
     .to_string()
-}
-
-/// Commits raw items to the store the way the collector does, in pages.
-fn commit(store: &Store, source: SourceKind, items: &[String]) {
-    for page in items.chunks(500) {
-        let rows: Vec<(transform::Row, &str)> = page
-            .iter()
-            .map(|raw| (transform::to_row(source, raw), raw.as_str()))
-            .collect();
-        let checkpoint = Checkpoint {
-            source,
-            watermark: UnixMs(0),
-            watermark_polled: UnixMs(0),
-            last_sweep: None,
-            window: None,
-            pages_total: 0,
-            requests_total: 0,
-            last_success: None,
-            last_error: None,
-            last_error_at: None,
-        };
-        store.commit_page(source, &rows, &checkpoint).unwrap();
-    }
 }
 
 fn fill(w: &World, source: SourceKind, n: usize, pad: usize) {

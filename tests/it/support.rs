@@ -201,6 +201,12 @@ pub(crate) fn sink_item(source: SourceKind, i: usize) -> String {
 /// Stores `n` items of `source` (pages of 500) as the collector would, without a window.
 pub(crate) fn fill_store(store: &mirotrail::store::Store, source: SourceKind, n: usize) {
     let items: Vec<String> = (0..n).map(|i| sink_item(source, i)).collect();
+    commit_items(store, source, &items);
+}
+
+/// Commits raw `items` of `source` to the store in pages of 500, as the collector does,
+/// with a checkpoint that moves no watermark.
+pub(crate) fn commit_items(store: &mirotrail::store::Store, source: SourceKind, items: &[String]) {
     for page in items.chunks(500) {
         let rows: Vec<(mirotrail::store::transform::Row, &str)> = page
             .iter()

@@ -39,7 +39,7 @@ pub use doc::document;
 use super::{RowVerdict, SendFuture, Sink, SinkError};
 use crate::retry::{Policy, backoff};
 use crate::secret::SecretSource;
-use crate::sink::http::{ClientError, client, read_sink_secret};
+use crate::sink::http::{ClientError, RETRY_POLICY, client, read_sink_secret};
 use crate::source::SourceKind;
 use crate::store::OutboxRow;
 
@@ -101,12 +101,7 @@ impl ElasticSink {
             authorization,
             bulk_urls,
             node: AtomicUsize::new(0),
-            policy: Policy {
-                max_retries: 5,
-                max_throttled: Some(10),
-                backoff_base: Duration::from_millis(500),
-                backoff_cap: Duration::from_secs(30),
-            },
+            policy: RETRY_POLICY,
         })
     }
 

@@ -33,7 +33,7 @@ use hec::{Answer, Post, Posted};
 
 use super::{RowVerdict, SendFuture, Sink, SinkError};
 use crate::retry::Policy;
-use crate::sink::http::{ClientError, client, read_sink_secret};
+use crate::sink::http::{ClientError, RETRY_POLICY, client, read_sink_secret};
 use crate::source::SourceKind;
 use crate::store::{OutboxRow, StoreHandle};
 use crate::timefmt::UnixMs;
@@ -79,12 +79,7 @@ impl SplunkSink {
             http,
             token,
             channel: hec::new_channel(),
-            policy: Policy {
-                max_retries: 5,
-                max_throttled: Some(10),
-                backoff_base: Duration::from_millis(500),
-                backoff_cap: Duration::from_secs(30),
-            },
+            policy: RETRY_POLICY,
         })
     }
 
