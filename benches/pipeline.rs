@@ -12,7 +12,10 @@
 //! Phases, in each run: a backfill of a quarter of the org and of the whole org, delivery
 //! of the whole org's store to the Azure emulator, and the raw ceiling: a minimal client
 //! (paging requests, serde_json, one SQLite transaction per page) reading the same org from
-//! the same emulator. Then the live phase: mirotrail at its default settings and the CCF
+//! the same emulator. Then the destinations phase: one store delivered in full to each
+//! destination in [`DESTINATIONS`] (Sentinel, Splunk HEC with and without indexer
+//! acknowledgement, Elasticsearch, each against its emulator, and NDJSON files), a new
+//! sink each time. Then the live phase: mirotrail at its default settings and the CCF
 //! profile (5-minute polls of 5-minute windows, no lag, no overlap, `limit=100`) side by
 //! side, each against its own emulated org where events appear as the clock reaches them,
 //! 2% of them up to 30 s late.
@@ -29,8 +32,10 @@
 //!   chance to store them); an event visible before that and still not stored counts as
 //!   not stored (shown as `>`), never as dropped from the figure.
 //! - `BENCH_LIVE_RUNS` (`BENCH_RUNS`): live phases (each takes `BENCH_LIVE_SECS`).
-//! - `BENCH_PHASES` (`backfill,delivery,raw,live`): the phases to run (delivery needs
-//!   backfill).
+//! - `BENCH_DESTINATION_ROWS` (200,000): the store of the destinations phase (five
+//!   audit events to one content item).
+//! - `BENCH_PHASES` (`backfill,delivery,raw,destinations,live`): the phases to run
+//!   (delivery needs backfill).
 //! - `BENCH_BIN` (this build's `mirotrail`): the binary measured; `BENCH_BIN_B`: a second
 //!   binary compared with it, run for run (backfill and delivery); `BENCH_EMULATOR_BIN`
 //!   (this build's `mirotrail`): the binary whose `emulate` serves.
@@ -46,7 +51,9 @@ use std::time::{Duration, Instant};
 
 use mirotrail_emulator::UnixMs;
 use mirotrail_emulator::azure::{AUDIT_DCR, AzureEmulatorConfig, CONTENT_DCR};
+use mirotrail_emulator::elastic::ElasticEmulatorConfig;
 use mirotrail_emulator::miro::{MiroEmulatorConfig, MiroOrg};
+use mirotrail_emulator::splunk::SplunkEmulatorConfig;
 use mirotrail_test_support::{self as support, env_u64};
 use serde_json::Value;
 
@@ -278,9 +285,14 @@ fn miro_section(base: &str) -> String {
 }
 
 fn sentinel_section(base: &str) -> String {
+    format!("[sinks.sentinel]\n{}", sentinel_sink(base))
+}
+
+/// The keys of a Sentinel sink sending to the Azure emulator at `base`.
+fn sentinel_sink(base: &str) -> String {
     let a = AzureEmulatorConfig::default();
     format!(
-        "[sinks.sentinel]\ntype = \"azure_logs_ingestion\"\nendpoint = \"{base}\"\nauthority_host = \"{base}\"\n\
+        "type = \"azure_logs_ingestion\"\nendpoint = \"{base}\"\nauthority_host = \"{base}\"\n\
          audit_logs_dcr = \"{AUDIT_DCR}\"\ncontent_logs_dcr = \"{CONTENT_DCR}\"\n\
          tenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_env = \"AZURE_CLIENT_SECRET\"\n",
         a.tenant_id, a.client_id
@@ -416,6 +428,258 @@ fn deliver(bins: &Bins, bin: &Path, run: &BackfillRun) -> DeliveryRun {
         records,
         bytes: stat(&stats, "bytes_received"),
     }
+}
+
+/// One destination of the `destinations` phase. Adding one (an S3 bucket behind a local
+/// server, say) is a row in [`DESTINATIONS`]: the server to start, the sink section, and
+/// where the number of rows it accepted is read.
+struct Destination {
+    /// The row's name in the table, and the key the sink's name is made from.
+    name: &'static str,
+    key: &'static str,
+    /// `emulate SERVICE ARGS` of the server it delivers to; `None`: mirotrail writes
+    /// locally (its own CPU is then the whole cost).
+    server: Option<(&'static str, &'static [&'static str])>,
+    /// The body of the sink's `[sinks.NAME]` section for the server at `base`, in `dir`
+    /// (where a credential file may be written).
+    section: fn(base: &str, dir: &Path) -> String,
+    /// The rows the destination accepted: from the server's `--stats-out` JSON, or from
+    /// `dir` (the sink's folder) for a local one.
+    accepted: fn(stats: &Value, dir: &Path) -> u64,
+}
+
+/// A credential file `dir/name` for a sink, private to the user (as mirotrail asks); its
+/// path.
+fn credential(dir: &Path, name: &str, secret: &str) -> String {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    f.write_all(secret.as_bytes()).unwrap();
+    path.display().to_string()
+}
+
+fn splunk_section(base: &str, dir: &Path) -> String {
+    let token = credential(dir, "hec-token", &SplunkEmulatorConfig::default().token);
+    format!("type = \"splunk_hec\"\nendpoint = \"{base}\"\ntoken_file = \"{token}\"\n")
+}
+
+const DESTINATIONS: &[Destination] = &[
+    Destination {
+        name: "Sentinel (Azure emulator)",
+        key: "sentinel",
+        server: Some(("azure", &["--discard-rows"])),
+        section: |base, _| sentinel_sink(base),
+        accepted: |stats, _| stat(stats, "records_accepted"),
+    },
+    Destination {
+        name: "Splunk HEC, indexer acknowledgement (HEC emulator)",
+        key: "splunk_ack",
+        server: Some(("splunk", &[])),
+        section: splunk_section,
+        accepted: |stats, _| stat(stats, "events_indexed"),
+    },
+    Destination {
+        name: "Splunk HEC, no acknowledgement (HEC emulator)",
+        key: "splunk",
+        server: Some(("splunk", &["--no-ack"])),
+        section: splunk_section,
+        accepted: |stats, _| stat(stats, "events_indexed"),
+    },
+    Destination {
+        name: "Elasticsearch (emulator)",
+        key: "elasticsearch",
+        server: Some(("elasticsearch", &[])),
+        section: |base, dir| {
+            let key = credential(dir, "es-key", &ElasticEmulatorConfig::default().api_key);
+            format!("type = \"elasticsearch\"\nendpoint = \"{base}\"\napi_key_file = \"{key}\"\n")
+        },
+        accepted: |stats, _| stat(&stats["items_by_status"], "201"),
+    },
+    Destination {
+        name: "file (NDJSON)",
+        key: "file",
+        server: None,
+        section: |_, dir| format!("type = \"file\"\npath = \"{}\"\n", dir.display()),
+        accepted: |_, dir| ndjson_lines(dir),
+    },
+];
+
+/// Lines in the files under `dir` (the file sink's NDJSON, one row a line), read in
+/// small pieces: this process's own peak RSS is a floor under every child's (see
+/// [`own_peak_rss_mb`]), so it must not hold a whole file.
+fn ndjson_lines(dir: &Path) -> u64 {
+    use std::io::Read as _;
+    let mut n = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            n += ndjson_lines(&path);
+            continue;
+        }
+        let mut file = std::fs::File::open(&path).unwrap();
+        loop {
+            let read = file.read(&mut buf).unwrap();
+            if read == 0 {
+                break;
+            }
+            n += buf[..read].iter().filter(|b| **b == b'\n').count() as u64;
+        }
+    }
+    n
+}
+
+/// This process's peak RSS (`VmHWM`) in MB. Linux carries a process's high-water mark
+/// across `exec`, so a child started from here reports at least this much as its own
+/// peak RSS (`ru_maxrss`): its figure means something only above it.
+fn own_peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// One delivery of the whole store to one destination.
+struct DestinationRun {
+    rows: u64,
+    usage: ChildUsage,
+    /// The destination's server, when there is one.
+    server: Option<ChildUsage>,
+}
+
+/// Delivers every row of the backfilled store in `run` to `dest` by `run --once`, through
+/// a sink of its own (a new name each time, so it starts at the beginning of the store).
+/// Detection is off: only delivery is measured.
+fn deliver_to(
+    bins: &Bins,
+    bin: &Path,
+    run: &BackfillRun,
+    dest: &Destination,
+    n: u64,
+) -> DestinationRun {
+    let dir = run.dir.path();
+    let sink = format!("{}_{n}", dest.key);
+    let out = dir.join(format!("{sink}-out"));
+    std::fs::create_dir_all(&out).unwrap();
+    let server = dest.server.map(|(service, args)| {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Emulator::start(&bins.emulator, dir, &sink, service, &args)
+    });
+    let now = UnixMs::now();
+    let miro = Emulator::start(
+        &bins.emulator,
+        dir,
+        &format!("{sink}-miro"),
+        "miro",
+        &miro_args(0, 0, now.minus(days(3)), now.minus(days(2)), 0.0),
+    );
+    let base = server.as_ref().map_or("", |s| s.base.as_str());
+    let toml = format!(
+        "{}[sources.content_logs]\nenabled = true\n\n[detect]\nenabled = false\n\n[sinks.{sink}]\n{}",
+        miro_section(&miro.base),
+        (dest.section)(base, &out)
+    );
+    let config = format!("{sink}.toml");
+    std::fs::write(dir.join(&config), toml).unwrap();
+    let log = format!("{sink}-run.log");
+    let usage = run_child(bin, &["run", "--once", "--config", &config], dir, &log);
+    let (server, stats) = match server {
+        Some(s) => {
+            let (u, stats) = s.stop();
+            (Some(u), stats)
+        }
+        None => (None, Value::Null),
+    };
+    let _ = miro.stop();
+    assert!(
+        usage.success,
+        "delivery to {} failed: see {}",
+        dest.name,
+        dir.join(&log).display()
+    );
+    let rows = (dest.accepted)(&stats, &out);
+    assert_eq!(
+        rows, run.events,
+        "{}: every stored row delivered once",
+        dest.name
+    );
+    DestinationRun {
+        rows,
+        usage,
+        server,
+    }
+}
+
+/// The `destinations` phase: one store of `audit` + `content` events, then `runs`
+/// deliveries of all of it to each destination (interleaved: each run goes through the
+/// whole list).
+fn destinations(bins: &Bins, audit: u64, content: u64, runs: u64) -> Vec<Vec<DestinationRun>> {
+    let bin = &bins.measured[0].1;
+    log(&format!("destinations: backfill of {audit} + {content}"));
+    let store = backfill(bins, bin, audit, content);
+    let mut out: Vec<Vec<DestinationRun>> = DESTINATIONS.iter().map(|_| Vec::new()).collect();
+    for n in 1..=runs {
+        for (k, dest) in DESTINATIONS.iter().enumerate() {
+            log(&format!(
+                "destinations run {n}/{runs}: {} rows to {}",
+                store.events, dest.name
+            ));
+            out[k].push(deliver_to(bins, bin, &store, dest, n));
+        }
+    }
+    out
+}
+
+/// The table of the `destinations` phase.
+fn destinations_report(bins: &Bins, runs: &[Vec<DestinationRun>]) -> String {
+    let mut t = String::new();
+    let rows = runs.iter().flatten().next().map_or(0, |r| r.rows);
+    let _ = writeln!(
+        t,
+        "Store -> destination, {rows} rows ({} runs, `{}`, `run --once` with a new sink \
+         each run, detection off). min / median / max; the bench process's own peak RSS \
+         ({:.1} MB) is a floor under every peak RSS figure:",
+        runs.first().map_or(0, Vec::len),
+        bins.measured[0].1.display(),
+        own_peak_rss_mb()
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| destination | rows/s | mirotrail CPU s per 100k rows | destination CPU s per 100k rows | mirotrail peak RSS (MB) |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|");
+    for (dest, rs) in DESTINATIONS.iter().zip(runs) {
+        let f = |g: &dyn Fn(&DestinationRun) -> f64, d: usize| {
+            mmm(&rs.iter().map(g).collect::<Vec<_>>(), d)
+        };
+        let server = if dest.server.is_some() {
+            f(
+                &|r| r.server.map_or(f64::NAN, |s| s.cpu_per_100k(r.rows)),
+                2,
+            )
+        } else {
+            "- (in mirotrail)".into()
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {server} | {} |",
+            dest.name,
+            f(&|r| r.usage.rate(r.rows), 0),
+            f(&|r| r.usage.cpu_per_100k(r.rows), 2),
+            f(&|r| r.usage.rss_mb(), 1),
+        );
+    }
+    t
 }
 
 /// The raw ceiling: the minimal client (see [`raw_client`]) in its own process against
@@ -844,7 +1108,7 @@ fn main() {
     let live_runs = env_u64("BENCH_LIVE_RUNS", runs);
     let live_secs = env_u64("BENCH_LIVE_SECS", 1800);
     let tail = env_u64("BENCH_LIVE_TAIL", 600);
-    let phases = env_text("BENCH_PHASES", "backfill,delivery,raw,live");
+    let phases = env_text("BENCH_PHASES", "backfill,delivery,raw,destinations,live");
     let phase = |p: &str| phases.split(',').any(|x| x.trim() == p);
     let out_path = PathBuf::from(env_text("BENCH_OUT", "target/pipeline-bench.md"));
     let own = env!("CARGO_BIN_EXE_mirotrail");
@@ -898,6 +1162,14 @@ fn main() {
         }
     }
 
+    let dest_runs = if phase("destinations") {
+        let rows = env_u64("BENCH_DESTINATION_ROWS", 200_000);
+        let dest = destinations(&bins, rows - rows / 6, rows / 6, runs);
+        Some(destinations_report(&bins, &dest))
+    } else {
+        None
+    };
+
     let mut live_pairs: Vec<(LiveRun, LiveRun)> = Vec::new();
     if phase("live") {
         // mirotrail at its defaults (only the look-back is set, as for the CCF profile).
@@ -928,6 +1200,11 @@ fn main() {
         live_secs,
         tail,
     );
+    let t = match dest_runs {
+        Some(d) if t.is_empty() => d,
+        Some(d) => format!("{t}\n{d}"),
+        None => t,
+    };
     println!("{machine}\n\n{t}");
     let doc = format!(
         "Measured with `cargo bench --bench pipeline` on {machine}.\n\

@@ -63,6 +63,10 @@ struct ElasticArgs {
     /// A document `_id` (Miro id) refused with a mapping error; repeat for more.
     #[arg(long, value_name = "ID")]
     fault_mapping_error: Vec<String>,
+    /// On stop, write what the emulator saw to this file as JSON (`_bulk` requests and
+    /// items by status), for benchmarks.
+    #[arg(long, value_name = "PATH")]
+    stats_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +92,10 @@ struct SplunkArgs {
     /// Milliseconds between accepting events and reporting them indexed.
     #[arg(long, default_value_t = 0)]
     index_delay_ms: u64,
+    /// On stop, write what the emulator saw to this file as JSON (events indexed, event
+    /// requests by status, acknowledgement queries), for benchmarks.
+    #[arg(long, value_name = "PATH")]
+    stats_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +349,9 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 config.user.1
             );
             stopped().await;
+            if let Some(path) = &a.stats_out {
+                write_json(path, &handle.stats())?;
+            }
             handle.shutdown().await;
             Ok(())
         }
@@ -382,6 +393,9 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
                 if config.ack_enabled { "on" } else { "off" }
             );
             stopped().await;
+            if let Some(path) = &a.stats_out {
+                write_json(path, &handle.stats())?;
+            }
             handle.shutdown().await;
             Ok(())
         }
@@ -501,6 +515,13 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<(), Failure> {
 }
 
 /// Writes a `--stats-out` or `--acks-out` file.
+/// Writes `value` to `path` as JSON.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| Failure::runtime(anyhow!("cannot encode the stats as JSON: {e}")))?;
+    write_out(path, &text)
+}
+
 fn write_out(path: &Path, text: &str) -> Result<(), Failure> {
     std::fs::write(path, text).map_err(|e| {
         Failure::runtime(anyhow!(

@@ -34,6 +34,7 @@
 mod ack;
 pub mod elasticsearch;
 mod file;
+mod http;
 mod line;
 pub mod s3;
 pub mod sentinel;
@@ -60,6 +61,7 @@ pub use ack::{AckLedger, AckUpdate};
 pub use elasticsearch::ElasticSink;
 pub use file::FileSink;
 pub use file::RawFileSink;
+pub use http::HttpOptions;
 pub use line::{RecordFormat, table_row_json};
 pub use s3::S3Sink;
 pub use sentinel::SentinelSink;

@@ -231,18 +231,10 @@ async fn no_secret_appears_in_any_output_or_file() {
             );
         }
     }
-    let mut files = Vec::new();
-    let mut dirs = vec![env.dir.path().to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if !p.ends_with("mirotrail.toml") && !p.ends_with("azure-secret") {
-                files.push(p);
-            }
-        }
-    }
+    let files: Vec<_> = crate::support::files_under(env.dir.path())
+        .into_iter()
+        .filter(|p| !p.ends_with("mirotrail.toml") && !p.ends_with("azure-secret"))
+        .collect();
     assert!(files.iter().any(|f| f.ends_with("mirotrail.db")));
     assert!(
         files

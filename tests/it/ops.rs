@@ -709,25 +709,141 @@ fn the_packaged_config_is_valid_and_the_unit_is_hardened() {
         std::path::Path::new("/var/lib/mirotrail/mirotrail.db")
     );
     let unit = std::fs::read_to_string(dist.join("mirotrail.service")).unwrap();
-    for line in [
-        "DynamicUser=yes",
-        "StateDirectory=mirotrail",
-        "LoadCredential=miro-token:",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "CapabilityBoundingSet=\n",
-        "Restart=on-failure",
-    ] {
-        assert!(unit.contains(line), "{line:?} missing from the unit");
-    }
+    assert_holds(
+        &unit,
+        "the unit",
+        &[
+            "DynamicUser=yes",
+            "StateDirectory=mirotrail",
+            "LoadCredential=miro-token:",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "CapabilityBoundingSet=\n",
+            "Restart=on-failure",
+        ],
+    );
     // The token the unit hands over is where the config reads it.
     assert!(
         std::fs::read_to_string(dist.join("mirotrail.toml"))
             .unwrap()
             .contains("token_file = \"/run/credentials/mirotrail.service/miro-token\"")
     );
+    // The container image's config: the store on the volume, /healthz on the port the
+    // image's HEALTHCHECK asks.
+    let image = mirotrail::config::Config::load(&dist.join("container.toml")).unwrap();
+    assert_eq!(
+        image.store_path,
+        std::path::Path::new("/var/lib/mirotrail/mirotrail.db")
+    );
+    assert_eq!(image.service.listen, Some("0.0.0.0:9464".parse().unwrap()));
+    let containerfile = std::fs::read_to_string(dist.join("Containerfile")).unwrap();
+    assert_holds(
+        &containerfile,
+        "the Containerfile",
+        &[
+            "VOLUME /var/lib/mirotrail\n",
+            "USER 10001:10001\n",
+            "STOPSIGNAL SIGTERM\n",
+            "cargo build --release --locked",
+            "COPY dist/container.toml /etc/mirotrail/mirotrail.toml\n",
+            "/dev/tcp/127.0.0.1/9464",
+        ],
+    );
+}
+
+/// Each of `lines` is somewhere in `text` (the file named `what`).
+fn assert_holds(text: &str, what: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(text.contains(line), "{line:?} missing from {what}");
+    }
+}
+
+/// The `[Service]` lines of a unit from its `# Hardening` comment on: what confines it.
+fn hardening(unit: &str) -> Vec<&str> {
+    unit.lines()
+        .skip_while(|l| !l.starts_with("# Hardening"))
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| l.contains('=') && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn the_template_unit_runs_one_confined_instance_per_config() {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    let single = std::fs::read_to_string(dist.join("mirotrail.service")).unwrap();
+    let template = std::fs::read_to_string(dist.join("mirotrail@.service")).unwrap();
+    let confined = hardening(&single);
+    assert!(confined.len() > 20, "{confined:?}");
+    assert_eq!(
+        hardening(&template),
+        confined,
+        "the same hardening as mirotrail.service"
+    );
+    assert_holds(
+        &template,
+        "the template",
+        &[
+            "ExecStart=/usr/local/bin/mirotrail run --config /etc/mirotrail/%i.toml\n",
+            "DynamicUser=yes\n",
+            "StateDirectory=mirotrail/%i\n",
+            "StateDirectoryMode=0700\n",
+            "WorkingDirectory=%S/mirotrail/%i\n",
+            "UMask=0077\n",
+            "LoadCredential=mirotrail:/etc/mirotrail/credentials/%i\n",
+            "Restart=on-failure\n",
+            "TimeoutStopSec=60s\n",
+        ],
+    );
+    // What the comments tell the admin to write matches what the unit hands over.
+    assert!(
+        template.contains(
+            "token_file = \"/run/credentials/mirotrail@acme.service/mirotrail_miro-token\""
+        )
+    );
+}
+
+/// `systemd-analyze verify` on both units (each with `ExecStart` pointed at the built
+/// binary, since verify checks that it exists); any line it prints about a unit fails the
+/// test, since systemd ignores a key it cannot parse and says so only as a warning.
+#[test]
+fn systemd_analyze_verify_finds_nothing_to_say_about_the_units() {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-analyze is not installed: the units were not verified");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (file, verify_as) in [
+        ("mirotrail.service", "mirotrail.service"),
+        ("mirotrail@.service", "mirotrail@acme.service"),
+    ] {
+        let unit = std::fs::read_to_string(dist.join(file))
+            .unwrap()
+            .replace("/usr/local/bin/mirotrail", env!("CARGO_BIN_EXE_mirotrail"));
+        std::fs::write(dir.path().join(file), unit).unwrap();
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(dir.path().join(verify_as))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let about_unit: Vec<&str> = text.lines().filter(|l| l.contains("mirotrail")).collect();
+        assert!(
+            out.status.success() && about_unit.is_empty(),
+            "systemd-analyze verify {verify_as}: {:?}\n{text}",
+            out.status
+        );
+    }
 }
 
 /// Items stored with only some columns derived were invisible to monitoring (v0.1 lost

@@ -2,46 +2,30 @@
 //! real delivery loop over loopback HTTP, with faults injected on the Azure side.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mirotrail::config::{Config, SinkKindConfig, SourceKind};
 use mirotrail::sink::sentinel::SentinelSink;
-use mirotrail::sink::{
-    AckLedger, Delivery, DeliveryMode, DeliveryReport, RowVerdict, Sink, SinkError, deliver,
-};
-use mirotrail::store::{Checkpoint, OutboxRow, Store, StoreHandle, transform};
-use mirotrail::timefmt::UnixMs;
+use mirotrail::sink::{AckLedger, DeliveryReport, RowVerdict, Sink, SinkError};
+use mirotrail::store::{OutboxRow, StoreHandle};
 use mirotrail_emulator::azure::{
     AI_DCR, AUDIT_DCR, AzureEmulator, AzureEmulatorConfig, AzureEmulatorHandle, AzureFaults,
     CONTENT_DCR, table_row,
 };
 use serde_json::Value;
-use tempfile::TempDir;
+
+use crate::support::{SinkWorld, capture_logs, commit_items as commit};
 
 const SINK: &str = "sentinel";
 
-struct World {
-    dir: TempDir,
-    store: Arc<Store>,
-    azure: AzureEmulatorHandle,
-    azure_config: AzureEmulatorConfig,
-}
+type World = SinkWorld<AzureEmulatorHandle, AzureEmulatorConfig>;
 
 async fn world(azure_config: AzureEmulatorConfig) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("m.db")).unwrap());
     let azure = AzureEmulator::start(azure_config.clone(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    World {
-        dir,
-        store,
-        azure,
-        azure_config,
-    }
+    SinkWorld::new(azure, azure_config)
 }
 
 /// An integer beyond 2^64, as Miro may send inside `details` or `state`.
@@ -93,29 +77,6 @@ fn ai_item(i: usize, pad: usize) -> String {
     .to_string()
 }
 
-/// Commits raw items to the store the way the collector does, in pages.
-fn commit(store: &Store, source: SourceKind, items: &[String]) {
-    for page in items.chunks(500) {
-        let rows: Vec<(transform::Row, &str)> = page
-            .iter()
-            .map(|raw| (transform::to_row(source, raw), raw.as_str()))
-            .collect();
-        let checkpoint = Checkpoint {
-            source,
-            watermark: UnixMs(0),
-            watermark_polled: UnixMs(0),
-            last_sweep: None,
-            window: None,
-            pages_total: 0,
-            requests_total: 0,
-            last_success: None,
-            last_error: None,
-            last_error_at: None,
-        };
-        store.commit_page(source, &rows, &checkpoint).unwrap();
-    }
-}
-
 fn fill(w: &World, source: SourceKind, n: usize, pad: usize) {
     let items: Vec<String> = (0..n)
         .map(|i| match source {
@@ -125,10 +86,6 @@ fn fill(w: &World, source: SourceKind, n: usize, pad: usize) {
         })
         .collect();
     commit(&w.store, source, &items);
-}
-
-fn stored(w: &World, source: SourceKind) -> Vec<OutboxRow> {
-    w.store.read_outbox(source, 0, 1_000_000).unwrap()
 }
 
 /// The sink's config, through the real config file path. `extra` adds keys.
@@ -146,14 +103,14 @@ fn sink_config(w: &World, secret: &str, extra: &str) -> Config {
          audit_logs_dcr = \"{AUDIT_DCR}\"\ncontent_logs_dcr = \"{CONTENT_DCR}\"\n\
          ai_interaction_logs_dcr = \"{AI_DCR}\"\n\
          authority_host = \"{base}\"\nrequest_timeout = \"20s\"\n{extra}",
-        base = w.azure.base_url(),
+        base = w.server.base_url(),
     );
     let auth = if extra.contains("managed_identity") || extra.contains("federated_token_file") {
         String::new()
     } else {
         format!(
             "tenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"secret\"\n",
-            w.azure_config.tenant_id, w.azure_config.client_id
+            w.server_config.tenant_id, w.server_config.client_id
         )
     };
     // Also on disk, for the commands that read the store (`status`, `deadletter`).
@@ -246,29 +203,13 @@ impl Ledgered {
 }
 
 async fn drain(w: &World, sink: SentinelSink, batch_rows: usize) -> DeliveryReport {
-    let (_trigger, shutdown) = mirotrail::shutdown::channel();
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        deliver(
-            Delivery {
-                name: SINK.into(),
-                sink: Box::new(sink),
-                batch_rows,
-                store: StoreHandle::new(w.store.clone()),
-                sources: SourceKind::ALL.to_vec(),
-                mode: DeliveryMode::Drain {
-                    collectors_done: Arc::new(AtomicBool::new(true)),
-                    retry_for: mirotrail::sink::DEFAULT_ONCE_RETRY_FOR,
-                },
-                new_rows: Arc::new(tokio::sync::Notify::new()),
-                telemetry: None,
-            },
-            shutdown,
-        ),
+    w.drain(
+        SINK,
+        Box::new(sink),
+        batch_rows,
+        mirotrail::sink::DEFAULT_ONCE_RETRY_FOR,
     )
     .await
-    .expect("delivery finished in time")
-    .unwrap()
 }
 
 /// 60 audit rows, ten records per chunk (four uploads in flight), and an emulator that
@@ -285,7 +226,7 @@ async fn refused_third_chunk() -> (World, Vec<OutboxRow>, Config) {
     })
     .await;
     fill(&w, SourceKind::AuditLogs, 60, 100);
-    let rows = stored(&w, SourceKind::AuditLogs);
+    let rows = w.stored(SourceKind::AuditLogs);
     let len = serde_json::to_vec(
         &mirotrail::sink::sentinel::stream_record(SourceKind::AuditLogs, &rows[0].raw).unwrap(),
     )
@@ -293,17 +234,13 @@ async fn refused_third_chunk() -> (World, Vec<OutboxRow>, Config) {
     .len();
     let config = sink_config(
         &w,
-        &w.azure_config.client_secret,
+        &w.server_config.client_secret,
         &format!(
             "max_batch_bytes = {}\nmax_concurrency = 4\n",
             2 + 10 * len + 9
         ),
     );
     (w, rows, config)
-}
-
-fn offset(w: &World, source: SourceKind) -> i64 {
-    w.store.delivered_offset(SINK, source).unwrap()
 }
 
 /// Each row (as JSON text) with how often it occurs.
@@ -317,14 +254,14 @@ fn counted(rows: impl IntoIterator<Item = Value>) -> HashMap<String, usize> {
 
 fn local_rows(w: &World, source: SourceKind) -> HashMap<String, usize> {
     counted(
-        stored(w, source)
+        w.stored(source)
             .iter()
             .map(|r| table_row(crate::support::stream(source), &r.cells(source))),
     )
 }
 
 fn azure_rows(w: &World, source: SourceKind) -> HashMap<String, usize> {
-    counted(w.azure.rows(source.table()))
+    counted(w.server.rows(source.table()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,31 +272,31 @@ async fn every_row_arrives_equal_to_the_local_cells() {
     fill(&w, SourceKind::AiInteractionLogs, 200, 100);
     let config = sink_config(
         &w,
-        &w.azure_config.client_secret,
+        &w.server_config.client_secret,
         "max_batch_bytes = 50000\n",
     );
     let report = drain(&w, sentinel(&config), 500).await;
     assert!(report.gave_up.is_none(), "{report:?}");
     for source in SourceKind::ALL {
         assert_eq!(azure_rows(&w, source), local_rows(&w, source), "{source}");
-        assert_eq!(offset(&w, source), stored(&w, source).last().unwrap().seq);
+        assert_eq!(w.offset(SINK, source), w.stored(source).last().unwrap().seq);
         // Integers beyond 2^64 reach Azure digit for digit (they came out as 3.07e22).
         let column = match source {
             SourceKind::AuditLogs | SourceKind::AiInteractionLogs => "details",
             SourceKind::ContentLogs => "state",
         };
-        for row in w.azure.rows(source.table()) {
+        for row in w.server.rows(source.table()) {
             assert!(
                 row[column].to_string().contains(&format!(":{BIG}")),
                 "{row}"
             );
         }
     }
-    let stats = w.azure.stats();
+    let stats = w.server.stats();
     assert!(stats.max_body_bytes <= 50_000, "{stats:?}");
     assert_eq!(stats.records_accepted, 1700);
     assert!(stats.bytes_received < 1700 * 200, "gzip: {stats:?}");
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,13 +313,13 @@ async fn throttling_server_errors_and_expired_tokens_are_ridden_out() {
     fill(&w, SourceKind::AuditLogs, 800, 300);
     let config = sink_config(
         &w,
-        &w.azure_config.client_secret,
+        &w.server_config.client_secret,
         "max_batch_bytes = 20000\n",
     );
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
     // Tokens expire in Azure while the sink still holds one.
-    w.azure.expire_tokens();
+    w.server.expire_tokens();
     commit(
         &w.store,
         SourceKind::AuditLogs,
@@ -390,7 +327,7 @@ async fn throttling_server_errors_and_expired_tokens_are_ridden_out() {
     );
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
-    let stats = w.azure.stats();
+    let stats = w.server.stats();
     assert!(
         stats.ingestion(429) > 0 && stats.ingestion(503) > 0,
         "{stats:?}"
@@ -403,29 +340,29 @@ async fn throttling_server_errors_and_expired_tokens_are_ridden_out() {
         azure_rows(&w, SourceKind::AuditLogs),
         local_rows(&w, SourceKind::AuditLogs)
     );
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_expired_in_azure_is_renewed_once_on_401() {
     let w = world(AzureEmulatorConfig::default()).await;
     fill(&w, SourceKind::AuditLogs, 100, 10);
-    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let config = sink_config(&w, &w.server_config.client_secret, "");
     let mut sink = Ledgered::new(sentinel(&config));
-    let rows = stored(&w, SourceKind::AuditLogs);
+    let rows = w.stored(SourceKind::AuditLogs);
     let acked = sink.send(SourceKind::AuditLogs, &rows[..50]).await.unwrap();
     assert_eq!(acked, rows[49].seq);
-    w.azure.expire_tokens();
+    w.server.expire_tokens();
     let acked = sink.send(SourceKind::AuditLogs, &rows[50..]).await.unwrap();
     assert_eq!(acked, rows[99].seq);
-    let stats = w.azure.stats();
+    let stats = w.server.stats();
     assert_eq!(stats.ingestion(401), 1, "{stats:?}");
     assert_eq!(stats.token_by_status.get(&200), Some(&2), "{stats:?}");
     assert_eq!(
         azure_rows(&w, SourceKind::AuditLogs),
         local_rows(&w, SourceKind::AuditLogs)
     );
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,27 +373,27 @@ async fn chunks_over_the_azure_limit_are_split_on_413() {
     })
     .await;
     fill(&w, SourceKind::ContentLogs, 60, 30_000);
-    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let config = sink_config(&w, &w.server_config.client_secret, "");
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
-    let stats = w.azure.stats();
+    let stats = w.server.stats();
     assert!(stats.ingestion(413) > 0, "{stats:?}");
     assert_eq!(
         azure_rows(&w, SourceKind::ContentLogs),
         local_rows(&w, SourceKind::ContentLogs),
         "every row once: a 413 stores nothing"
     );
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_never_exceed_one_mb() {
     let w = world(AzureEmulatorConfig::default()).await;
     fill(&w, SourceKind::AuditLogs, 3000, 2000);
-    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let config = sink_config(&w, &w.server_config.client_secret, "");
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
-    let stats = w.azure.stats();
+    let stats = w.server.stats();
     assert!(stats.max_body_bytes <= 1_000_000, "{stats:?}");
     assert!(
         stats.max_body_bytes > 900_000,
@@ -465,7 +402,7 @@ async fn batches_never_exceed_one_mb() {
     assert!(stats.batches_accepted >= 6, "{stats:?}");
     assert_eq!(stats.ingestion(413), 0, "{stats:?}");
     assert_eq!(stats.records_accepted, 3000);
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,12 +418,12 @@ async fn lost_acknowledgements_duplicate_only_their_batches() {
     fill(&w, SourceKind::AuditLogs, 800, 300);
     let config = sink_config(
         &w,
-        &w.azure_config.client_secret,
+        &w.server_config.client_secret,
         "max_batch_bytes = 20000\n",
     );
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
-    let stats = w.azure.stats();
+    let stats = w.server.stats();
     assert!(stats.lost_acks > 0, "{stats:?}");
     let local = local_rows(&w, SourceKind::AuditLogs);
     let azure = azure_rows(&w, SourceKind::AuditLogs);
@@ -496,7 +433,7 @@ async fn lost_acknowledgements_duplicate_only_their_batches() {
     );
     let extra: usize = azure.values().map(|n| n - 1).sum();
     assert_eq!(extra as u64, stats.lost_ack_records, "{stats:?}");
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 /// A 10 MB record can never be sent (Azure takes 1 MB per call). It used to stop
@@ -509,13 +446,13 @@ async fn a_10mb_record_is_set_aside_and_the_rest_is_delivered() {
     items.push(audit_item(10, 10_000_000));
     items.extend((11..21).map(|i| audit_item(i, 100)));
     commit(&w.store, SourceKind::AuditLogs, &items);
-    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let config = sink_config(&w, &w.server_config.client_secret, "");
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
-    let rows = stored(&w, SourceKind::AuditLogs);
-    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[20].seq);
+    let rows = w.stored(SourceKind::AuditLogs);
+    assert_eq!(w.offset(SINK, SourceKind::AuditLogs), rows[20].seq);
     // The rows around it are in Azure, the big one is not.
-    let azure = w.azure.rows(SourceKind::AuditLogs.table());
+    let azure = w.server.rows(SourceKind::AuditLogs.table());
     assert_eq!(azure.len(), 20);
     assert!(azure.iter().all(|r| r["id"] != "a000010"));
     // It is set aside with a reason naming the row and the limit; still in the store.
@@ -558,7 +495,7 @@ async fn a_10mb_record_is_set_aside_and_the_rest_is_delivered() {
         list.contains("a000010") && list.contains("MiroAuditLogs_CL"),
         "{list}"
     );
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 /// `deadletter list` stays bounded when many rows were set aside: `--max-rows` shows the
@@ -570,7 +507,7 @@ async fn deadletter_list_shows_the_oldest_rows_up_to_max_rows() {
         .map(|i| audit_item(i, if i % 2 == 0 { 1_100_000 } else { 100 }))
         .collect();
     commit(&w.store, SourceKind::AuditLogs, &items);
-    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let config = sink_config(&w, &w.server_config.client_secret, "");
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
     assert_eq!(dead_letters(&w).len(), 3);
@@ -581,7 +518,7 @@ async fn deadletter_list_shows_the_oldest_rows_up_to_max_rows() {
     for id in ["a000000", "a000002", "a000004"] {
         assert!(all.contains(id), "{all}");
     }
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 /// A record Azure refuses alone as malformed (400) while taking the others is set aside;
@@ -598,12 +535,12 @@ async fn a_row_refused_alone_is_set_aside_and_delivered_by_retry_once_the_cause_
     })
     .await;
     fill(&w, SourceKind::AuditLogs, 60, 100);
-    let rows = stored(&w, SourceKind::AuditLogs);
-    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let rows = w.stored(SourceKind::AuditLogs);
+    let config = sink_config(&w, &w.server_config.client_secret, "");
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
-    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[59].seq);
-    assert_eq!(w.azure.rows("MiroAuditLogs_CL").len(), 59);
+    assert_eq!(w.offset(SINK, SourceKind::AuditLogs), rows[59].seq);
+    assert_eq!(w.server.rows("MiroAuditLogs_CL").len(), 59);
     let dead = dead_letters(&w);
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].0, rows[25].seq);
@@ -639,20 +576,20 @@ async fn a_row_refused_alone_is_set_aside_and_delivered_by_retry_once_the_cause_
     );
 
     // Fixed: the retry delivers it; the offset never moved back.
-    w.azure.set_faults(AzureFaults::default());
+    w.server.set_faults(AzureFaults::default());
     cli(&w, &["deadletter", "retry", "--sink", SINK, "--id", "1"]).await;
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
     assert!(dead_letters(&w).is_empty());
     let out = cli(&w, &["deadletter", "retry", "--all"]).await;
     assert!(out.contains("no rows set aside"), "{out}");
-    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[59].seq);
+    assert_eq!(w.offset(SINK, SourceKind::AuditLogs), rows[59].seq);
     assert_eq!(
         azure_rows(&w, SourceKind::AuditLogs),
         local_rows(&w, SourceKind::AuditLogs),
         "every row once"
     );
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 /// A refusal of the whole stream (every record refused) is not blamed on the rows: no
@@ -668,7 +605,7 @@ async fn a_stream_that_refuses_every_record_dead_letters_nothing() {
     })
     .await;
     fill(&w, SourceKind::AuditLogs, 40, 100);
-    let config = sink_config(&w, &w.azure_config.client_secret, "");
+    let config = sink_config(&w, &w.server_config.client_secret, "");
     let report = drain(&w, sentinel(&config), 5000).await;
     let message = report.gave_up.expect("a permanent error");
     assert!(
@@ -676,8 +613,8 @@ async fn a_stream_that_refuses_every_record_dead_letters_nothing() {
         "{message}"
     );
     assert!(dead_letters(&w).is_empty());
-    assert_eq!(offset(&w, SourceKind::AuditLogs), 0);
-    w.azure.shutdown().await;
+    assert_eq!(w.offset(SINK, SourceKind::AuditLogs), 0);
+    w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,7 +628,7 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
         "the prefix ends before the refused chunk"
     );
     let accepted: Vec<String> = w
-        .azure
+        .server
         .rows("MiroAuditLogs_CL")
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_string())
@@ -717,7 +654,7 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
         "{message}"
     );
     // Once Azure takes it, the chunks acknowledged earlier are not sent again.
-    w.azure.set_faults(AzureFaults::default());
+    w.server.set_faults(AzureFaults::default());
     let acked = sink.send(SourceKind::AuditLogs, &rows[20..]).await.unwrap();
     assert_eq!(acked, rows[59].seq);
     assert_eq!(
@@ -725,7 +662,7 @@ async fn a_refused_concurrent_batch_holds_the_offset_before_it() {
         local_rows(&w, SourceKind::AuditLogs),
         "no duplicates"
     );
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -734,14 +671,14 @@ async fn the_offset_stops_before_a_refused_batch_in_the_delivery_loop() {
     let (w, rows, config) = refused_third_chunk().await;
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.unwrap().contains("400"));
-    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[19].seq);
-    w.azure.shutdown().await;
+    assert_eq!(w.offset(SINK, SourceKind::AuditLogs), rows[19].seq);
+    w.server.shutdown().await;
 }
 
 async fn one_error(w: &World, config: &Config) -> String {
     let report = drain(w, sentinel(config), 5000).await;
-    assert_eq!(offset(w, SourceKind::AuditLogs), 0);
-    assert!(w.azure.rows("MiroAuditLogs_CL").is_empty());
+    assert_eq!(w.offset(SINK, SourceKind::AuditLogs), 0);
+    assert!(w.server.rows("MiroAuditLogs_CL").is_empty());
     let message = report.gave_up.expect("a permanent error");
     assert!(!message.contains('\n'), "one line: {message}");
     message
@@ -758,7 +695,7 @@ async fn bad_secret_wrong_dcr_and_missing_role_each_give_one_clear_error() {
         "{m}"
     );
 
-    let mut config = sink_config(&w, &w.azure_config.client_secret, "");
+    let mut config = sink_config(&w, &w.server_config.client_secret, "");
     if let SinkKindConfig::Sentinel(c) = &mut config.sinks[0].kind {
         c.audit_logs.as_mut().unwrap().dcr_immutable_id =
             "dcr-99999999999999999999999999999999".into();
@@ -770,19 +707,19 @@ async fn bad_secret_wrong_dcr_and_missing_role_each_give_one_clear_error() {
         "{m}"
     );
 
-    let mut config = sink_config(&w, &w.azure_config.client_secret, "");
+    let mut config = sink_config(&w, &w.server_config.client_secret, "");
     if let SinkKindConfig::Sentinel(c) = &mut config.sinks[0].kind {
         c.auth = mirotrail::sink::sentinel::AzureAuth::ClientSecret {
             tenant_id: "00000000-0000-0000-0000-00000000dead".into(),
-            client_id: w.azure_config.client_id.clone(),
+            client_id: w.server_config.client_id.clone(),
             secret: mirotrail::sink::sentinel::SecretSource::File(w.dir.path().join("secret")),
         };
     }
     let m = one_error(&w, &config).await;
     assert!(m.starts_with("wrong tenant"), "{m}");
 
-    w.azure.set_roles_granted(false);
-    let m = one_error(&w, &sink_config(&w, &w.azure_config.client_secret, "")).await;
+    w.server.set_roles_granted(false);
+    let m = one_error(&w, &sink_config(&w, &w.server_config.client_secret, "")).await;
     assert!(
         m.contains("\"Monitoring Metrics Publisher\"")
             && m.contains(AUDIT_DCR)
@@ -790,7 +727,7 @@ async fn bad_secret_wrong_dcr_and_missing_role_each_give_one_clear_error() {
             && m.contains("403"),
         "{m}"
     );
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -808,13 +745,13 @@ async fn federated_token_and_managed_identity_also_deliver() {
         "",
         &format!(
             "tenant_id = \"{}\"\nclient_id = \"{}\"\nfederated_token_file = \"{}\"\n",
-            w.azure_config.tenant_id,
-            w.azure_config.client_id,
+            w.server_config.tenant_id,
+            w.server_config.client_id,
             token_file.display()
         ),
     );
     let mut sink = Ledgered::new(sentinel(&federated));
-    let rows = stored(&w, SourceKind::AuditLogs);
+    let rows = w.stored(SourceKind::AuditLogs);
     assert_eq!(
         sink.send(SourceKind::AuditLogs, &rows[..15]).await.unwrap(),
         rows[14].seq
@@ -825,8 +762,8 @@ async fn federated_token_and_managed_identity_also_deliver() {
         "",
         &format!(
             "managed_identity = true\nmanaged_identity_client_id = \"{}\"\nmanaged_identity_endpoint = \"{}/metadata/identity/oauth2/token\"\n",
-            w.azure_config.client_id,
-            w.azure.base_url()
+            w.server_config.client_id,
+            w.server.base_url()
         ),
     );
     let mut sink = Ledgered::new(sentinel(&managed));
@@ -849,32 +786,12 @@ async fn federated_token_and_managed_identity_also_deliver() {
         err.is_permanent() && err.to_string().contains("federated credential"),
         "{err}"
     );
-    w.azure.shutdown().await;
-}
-
-/// A tracing writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    w.server.shutdown().await;
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn secrets_and_tokens_never_reach_logs_or_errors() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs();
 
     let w = world(AzureEmulatorConfig {
         faults: AzureFaults {
@@ -885,13 +802,13 @@ async fn secrets_and_tokens_never_reach_logs_or_errors() {
     })
     .await;
     fill(&w, SourceKind::AuditLogs, 200, 100);
-    let secret = w.azure_config.client_secret.clone();
+    let secret = w.server_config.client_secret.clone();
     let config = sink_config(&w, &secret, "max_batch_bytes = 10000\n");
     let sink = sentinel(&config);
     let debug = format!("{sink:?} {config:?}");
     assert!(!debug.contains(&secret), "{debug}");
     let mut sink = Ledgered::new(sink);
-    let rows = stored(&w, SourceKind::AuditLogs);
+    let rows = w.stored(SourceKind::AuditLogs);
     let mut errors = String::new();
     let mut from = 0;
     while from < rows.len() {
@@ -900,16 +817,16 @@ async fn secrets_and_tokens_never_reach_logs_or_errors() {
             Ok(acked) => from = rows.iter().position(|r| r.seq == acked).unwrap() + 1,
             Err(e) => errors.push_str(&e.to_string()),
         }
-        w.azure.expire_tokens();
+        w.server.expire_tokens();
     }
     let bad = sink_config(&w, "wrong-secret-value", "");
     let report = drain(&w, sentinel(&bad), 5000).await;
     errors.push_str(&report.gave_up.unwrap());
     drop(_guard);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("401"), "the renewal was logged: {logs}");
-    let tokens = w.azure.issued_tokens();
+    let tokens = w.server.issued_tokens();
     assert!(tokens.len() >= 2);
     for needle in tokens
         .iter()
@@ -924,7 +841,7 @@ async fn secrets_and_tokens_never_reach_logs_or_errors() {
             "leaked into errors: {needle}"
         );
     }
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }
 
 /// Chunks Azure acknowledged beyond a refused one are recorded in the store, so a new
@@ -937,21 +854,21 @@ async fn chunks_acknowledged_beyond_the_offset_are_not_resent_after_a_restart() 
     // First process: chunk 3 is refused, chunks after it land anyway.
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_some());
-    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[19].seq);
-    let before = w.azure.rows("MiroAuditLogs_CL").len();
+    assert_eq!(w.offset(SINK, SourceKind::AuditLogs), rows[19].seq);
+    let before = w.server.rows("MiroAuditLogs_CL").len();
     assert!(
         before > 20,
         "chunks beyond the refused one landed: {before}"
     );
     // The refusal is fixed; a new sink instance (as after a restart) delivers the rest.
-    w.azure.set_faults(AzureFaults::default());
+    w.server.set_faults(AzureFaults::default());
     let report = drain(&w, sentinel(&config), 5000).await;
     assert!(report.gave_up.is_none(), "{report:?}");
-    assert_eq!(offset(&w, SourceKind::AuditLogs), rows[59].seq);
+    assert_eq!(w.offset(SINK, SourceKind::AuditLogs), rows[59].seq);
     assert_eq!(
         azure_rows(&w, SourceKind::AuditLogs),
         local_rows(&w, SourceKind::AuditLogs),
         "every row once: nothing acknowledged was sent again"
     );
-    w.azure.shutdown().await;
+    w.server.shutdown().await;
 }

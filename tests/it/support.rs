@@ -201,6 +201,12 @@ pub(crate) fn sink_item(source: SourceKind, i: usize) -> String {
 /// Stores `n` items of `source` (pages of 500) as the collector would, without a window.
 pub(crate) fn fill_store(store: &mirotrail::store::Store, source: SourceKind, n: usize) {
     let items: Vec<String> = (0..n).map(|i| sink_item(source, i)).collect();
+    commit_items(store, source, &items);
+}
+
+/// Commits raw `items` of `source` to the store in pages of 500, as the collector does,
+/// with a checkpoint that moves no watermark.
+pub(crate) fn commit_items(store: &mirotrail::store::Store, source: SourceKind, items: &[String]) {
     for page in items.chunks(500) {
         let rows: Vec<(mirotrail::store::transform::Row, &str)> = page
             .iter()
@@ -225,4 +231,197 @@ pub(crate) fn fill_store(store: &mirotrail::store::Store, source: SourceKind, n:
         };
         store.commit_page(source, &rows, &checkpoint).unwrap();
     }
+}
+
+/// A store in a temporary folder beside a destination's emulator: the world of the sink
+/// tests (`sentinel.rs`, `splunk.rs`, `elastic.rs`). `server` is the emulator's handle,
+/// `server_config` what it was started with.
+pub(crate) struct SinkWorld<H, C> {
+    pub dir: tempfile::TempDir,
+    pub store: std::sync::Arc<mirotrail::store::Store>,
+    pub server: H,
+    pub server_config: C,
+}
+
+impl<H, C> SinkWorld<H, C> {
+    /// A new store (`m.db` in a new folder) beside the started `server`.
+    pub(crate) fn new(server: H, server_config: C) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = mirotrail::store::Store::open(&dir.path().join("m.db")).unwrap();
+        SinkWorld {
+            dir,
+            store: std::sync::Arc::new(store),
+            server,
+            server_config,
+        }
+    }
+
+    /// Every stored row of `source`, in order.
+    pub(crate) fn stored(&self, source: SourceKind) -> Vec<mirotrail::store::OutboxRow> {
+        self.store.read_outbox(source, 0, 1_000_000).unwrap()
+    }
+
+    /// The delivery offset of the sink `sink` for `source`.
+    pub(crate) fn offset(&self, sink: &str, source: SourceKind) -> i64 {
+        self.store.delivered_offset(sink, source).unwrap()
+    }
+
+    /// The Miro id of every stored row, all sources.
+    pub(crate) fn all_ids(&self) -> Vec<String> {
+        SourceKind::ALL
+            .iter()
+            .flat_map(|&s| self.stored(s))
+            .map(|r| {
+                serde_json::from_str::<Value>(&r.raw).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Runs the real delivery loop of the sink `name` over the store until it has
+    /// delivered everything (or given up), retrying transient failures for `retry_for`;
+    /// at most 120 s.
+    pub(crate) async fn drain(
+        &self,
+        name: &str,
+        sink: Box<dyn mirotrail::sink::Sink>,
+        batch_rows: usize,
+        retry_for: Duration,
+    ) -> mirotrail::sink::DeliveryReport {
+        use mirotrail::sink::{Delivery, DeliveryMode, deliver};
+        let (_trigger, shutdown) = mirotrail::shutdown::channel();
+        let delivery = Delivery {
+            name: name.into(),
+            sink,
+            batch_rows,
+            store: mirotrail::store::StoreHandle::new(self.store.clone()),
+            sources: SourceKind::ALL.to_vec(),
+            mode: DeliveryMode::Drain {
+                collectors_done: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                retry_for,
+            },
+            new_rows: std::sync::Arc::new(tokio::sync::Notify::new()),
+            telemetry: None,
+        };
+        tokio::time::timeout(Duration::from_secs(120), deliver(delivery, shutdown))
+            .await
+            .expect("delivery finished in time")
+            .unwrap()
+    }
+}
+
+/// What `tracing` logged while a [`capture_logs`] guard lived.
+#[derive(Clone, Default)]
+pub(crate) struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every `tracing` event of this thread (all levels) until the guard is dropped.
+pub(crate) fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// Writes `secret` to `name` in the test folder, readable by the user only (as mirotrail
+/// asks of a secret file); its path.
+pub(crate) fn private_file(env: &Env, name: &str, secret: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = env.dir.path().join(name);
+    std::fs::write(&path, secret).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The real binary, at trace level, with the audit and content logs of the last two
+/// hours and the sink section `sinks`: `run --once` (which must succeed), then `check`.
+/// Their outputs, in that order.
+pub(crate) async fn run_once_then_check(env: &Env, sinks: &str) -> Vec<Output> {
+    let cfg = env.config(&format!(
+        "[sources.audit_logs]\ninitial_lookback = \"2h\"\n[sources.content_logs]\nenabled = true\n\
+         initial_lookback = \"2h\"\n{sinks}"
+    ));
+    let cfg = cfg.to_str().unwrap();
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["run", "--config", cfg, "--once"],
+        vec!["check", "--config", cfg],
+    ] {
+        let mut cmd = env.command(&args, TOKEN);
+        cmd.env("RUST_LOG", "trace");
+        outputs.push(cmd.output().await.unwrap());
+    }
+    assert!(outputs[0].status.success(), "{}", text(&outputs[0]));
+    outputs
+}
+
+/// Every audit and content row of the store (more than 1000) is in `delivered` (Miro id
+/// -> times written), each once.
+pub(crate) fn assert_every_stored_row_once(env: &Env, delivered: &HashMap<String, usize>) {
+    let db = env.db();
+    let stored = count(&db, "MiroAuditLogs_CL") + count(&db, "MiroContentLogs_CL");
+    assert!(stored > 1000, "{stored}");
+    assert_eq!(
+        i64::try_from(delivered.len()).unwrap(),
+        stored,
+        "every stored row delivered"
+    );
+    assert!(delivered.values().all(|&n| n == 1), "each once");
+}
+
+/// `secret` is in none of `outputs` and in no file under the test folder but `holder`
+/// (the file it is read from).
+pub(crate) fn assert_secret_nowhere(
+    env: &Env,
+    outputs: &[Output],
+    secret: &str,
+    holder: &std::path::Path,
+) {
+    for out in outputs {
+        assert!(!text(out).contains(secret), "{}", text(out));
+    }
+    for p in files_under(env.dir.path()) {
+        if p != holder {
+            let bytes = std::fs::read(&p).unwrap();
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "the secret in {}", p.display());
+        }
+    }
+}
+
+/// Every file under `dir`, at any depth.
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files
 }

@@ -5,13 +5,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::net::{error_chain, read_body_capped};
 use crate::retry::{Decision, Exchange, GiveUp, Policy};
+use crate::sink::http::send;
 
 /// The most of a `_bulk` answer read (one item is ~200 bytes; far above any batch).
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
@@ -257,32 +257,14 @@ impl BulkPost<'_> {
         if self.gzip {
             request = request.header(CONTENT_ENCODING, "gzip");
         }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                // No answer: the cluster may hold some documents; `create` with the same
-                // `_id` makes sending them again harmless.
-                return Decision::Retry {
-                    reason: format!("no answer: {}", error_chain(&e.without_url())),
-                };
-            }
+        // No answer: the cluster may hold some documents; `create` with the same `_id`
+        // makes sending them again harmless.
+        let answer = match send(request, MAX_ANSWER_BYTES).await {
+            Ok(a) => a,
+            Err(reason) => return Decision::Retry { reason },
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = match read_body_capped(response, MAX_ANSWER_BYTES).await {
-            Ok(b) => b,
-            Err(e) => {
-                return Decision::Retry {
-                    reason: format!("the answer ({status}) could not be read: {e}"),
-                };
-            }
-        };
-        match classify(status, &body, retry_after, self.actions) {
+        let (status, body) = (answer.status, answer.body);
+        match classify(status, &body, answer.retry_after, self.actions) {
             Verdict::Answer(a) => Decision::Finish(Ok(a)),
             Verdict::Retry(reason) => Decision::Retry { reason },
             Verdict::Throttled(wait) => Decision::Throttled { wait },

@@ -6,15 +6,15 @@
 //! into a `SecretString`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
 
 use crate::net::secure_url;
 use crate::secret::SecretSource;
-use crate::settings::{ConfigError, parse_duration};
-use crate::sink::{SinkContext, SinkKindConfig, ValidatedSink};
+use crate::settings::ConfigError;
+use crate::sink::http::{HttpDefaults, http_keys, secret_source, validate_http};
+use crate::sink::{HttpOptions, SinkContext, SinkKindConfig, ValidatedSink};
 use crate::source::SourceKind;
 
 /// The keys of an `elasticsearch` sink.
@@ -85,10 +85,8 @@ pub struct ElasticConfig {
     pub audit_logs_target: String,
     pub content_logs_target: String,
     pub ai_interaction_logs_target: String,
-    pub gzip: bool,
-    pub ca_file: Option<PathBuf>,
-    pub max_batch_bytes: usize,
-    pub request_timeout: Duration,
+    /// `gzip`, `ca_file`, `max_batch_bytes`, `request_timeout`.
+    pub http: HttpOptions,
 }
 
 impl ElasticConfig {
@@ -119,6 +117,13 @@ impl ElasticConfig {
 pub(super) const DEFAULT_API_KEY_ENV: &str = "ELASTICSEARCH_API_KEY";
 /// The default password variable.
 pub(super) const DEFAULT_PASSWORD_ENV: &str = "ELASTICSEARCH_PASSWORD";
+/// The defaults of the keys every HTTP sink has.
+const HTTP_DEFAULTS: HttpDefaults = HttpDefaults {
+    max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+    request_timeout: "60s",
+    server: "the cluster",
+};
+
 /// The default uncompressed bytes per request: well under Elasticsearch's default
 /// `http.max_content_length` (100mb) and in the range its docs suggest for bulk requests.
 pub(super) const DEFAULT_MAX_BATCH_BYTES: usize = 5_000_000;
@@ -182,21 +187,6 @@ pub(in crate::sink) fn validate(
         endpoints.push(endpoint);
     }
 
-    let source = |env_key: &str,
-                  env: &Option<String>,
-                  file_key: &str,
-                  file: &Option<PathBuf>,
-                  default: &str| {
-        match (env, file) {
-            (Some(_), Some(_)) => Err(cx.invalid(
-                file_key,
-                format!("set either `{file_key}` or `{env_key}`, not both"),
-            )),
-            (_, Some(f)) => Ok(SecretSource::File((cx.resolve)(f))),
-            (Some(v), None) => Ok(SecretSource::Env(v.clone())),
-            (None, None) => Ok(SecretSource::Env(default.into())),
-        }
-    };
     let auth = match &raw.username {
         Some(user) => {
             if raw.api_key_env.is_some() || raw.api_key_file.is_some() {
@@ -215,11 +205,10 @@ pub(in crate::sink) fn validate(
             }
             ElasticAuth::Basic {
                 username: user.clone(),
-                password: source(
-                    "password_env",
-                    &raw.password_env,
-                    "password_file",
-                    &raw.password_file,
+                password: secret_source(
+                    cx,
+                    ("password_env", &raw.password_env),
+                    ("password_file", &raw.password_file),
                     DEFAULT_PASSWORD_ENV,
                 )?,
             }
@@ -233,15 +222,15 @@ pub(in crate::sink) fn validate(
                         .into(),
                 ));
             }
-            ElasticAuth::ApiKey(source(
-                "api_key_env",
-                &raw.api_key_env,
-                "api_key_file",
-                &raw.api_key_file,
+            ElasticAuth::ApiKey(secret_source(
+                cx,
+                ("api_key_env", &raw.api_key_env),
+                ("api_key_file", &raw.api_key_file),
                 DEFAULT_API_KEY_ENV,
             )?)
         }
     };
+    let http = validate_http(&HTTP_DEFAULTS, cx, http_keys!(raw))?;
 
     let target = |key: &str, value: Option<String>, default: &str| {
         let v = value.unwrap_or_else(|| default.to_string());
@@ -272,31 +261,6 @@ pub(in crate::sink) fn validate(
         raw.ai_interaction_logs_target,
         "logs-miro.ai-default",
     )?;
-    let request_timeout = parse_duration(raw.request_timeout.as_deref().unwrap_or("60s"))
-        .map_err(|m| cx.invalid("request_timeout", m))?;
-    if request_timeout.is_zero() {
-        return Err(cx.invalid("request_timeout", "must be longer than zero".into()));
-    }
-    let max_batch_bytes = raw.max_batch_bytes.unwrap_or(DEFAULT_MAX_BATCH_BYTES);
-    if max_batch_bytes < 1024 {
-        return Err(cx.invalid(
-            "max_batch_bytes",
-            format!("{max_batch_bytes} is too small: at least 1024 (default 5000000)"),
-        ));
-    }
-    let ca_file = raw.ca_file.map(|f| (cx.resolve)(&f));
-    if let Some(f) = &ca_file
-        && let Err(e) = std::fs::metadata(f)
-    {
-        return Err(cx.invalid(
-            "ca_file",
-            format!(
-                "cannot read {}: {e}; give the PEM file of the CA that signed the cluster's \
-                 certificate",
-                f.display()
-            ),
-        ));
-    }
     Ok(ValidatedSink {
         kind: SinkKindConfig::Elastic(Box::new(ElasticConfig {
             endpoints,
@@ -304,10 +268,7 @@ pub(in crate::sink) fn validate(
             audit_logs_target,
             content_logs_target,
             ai_interaction_logs_target,
-            gzip: raw.gzip.unwrap_or(true),
-            ca_file,
-            max_batch_bytes,
-            request_timeout,
+            http,
         })),
         batch_rows: raw.batch_rows,
         start: raw.start,
@@ -316,27 +277,13 @@ pub(in crate::sink) fn validate(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::time::Duration;
 
     use super::*;
+    use crate::sink::http::validate_section;
 
     fn load(keys: &str) -> Result<ElasticConfig, String> {
-        let endpoint = if keys.contains("endpoint") {
-            ""
-        } else {
-            "endpoint = \"https://es.example.com:9200\"\n"
-        };
-        let raw: RawElasticSink =
-            toml::from_str(&format!("{endpoint}{keys}")).map_err(|e| e.to_string())?;
-        let resolve = |p: &Path| Path::new("/etc/mirotrail").join(p);
-        let cx = SinkContext {
-            name: "s",
-            enabled: &[],
-            path: Path::new("/etc/mirotrail/m.toml"),
-            env: &|_| None,
-            resolve: &resolve,
-        };
-        match validate(raw, &cx).map_err(|e| e.to_string())?.kind {
+        match validate_section(keys, "https://es.example.com:9200", validate)? {
             SinkKindConfig::Elastic(c) => Ok(*c),
             other => panic!("{other:?}"),
         }
@@ -362,9 +309,9 @@ mod tests {
             c.target(SourceKind::AiInteractionLogs),
             "logs-miro.ai-default"
         );
-        assert!(c.gzip);
-        assert_eq!(c.max_batch_bytes, 5_000_000);
-        assert_eq!(c.request_timeout, Duration::from_secs(60));
+        assert!(c.http.gzip);
+        assert_eq!(c.http.max_batch_bytes, 5_000_000);
+        assert_eq!(c.http.request_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -386,7 +333,7 @@ mod tests {
             }
         );
         assert_eq!(c.target(SourceKind::AuditLogs), "miro-audit");
-        assert!(!c.gzip);
+        assert!(!c.http.gzip);
         let c = load("endpoint = [\"https://n1:9200\", \"https://n2:9200/\"]").unwrap();
         assert_eq!(c.node_url(1, "/_bulk").as_str(), "https://n2:9200/_bulk");
         assert_eq!(c.node_url(2, "/_bulk").as_str(), "https://n1:9200/_bulk");

@@ -38,7 +38,8 @@ pub use doc::document;
 
 use super::{RowVerdict, SendFuture, Sink, SinkError};
 use crate::retry::{Policy, backoff};
-use crate::secret::{ReadSecretError, SecretSource, read_secret};
+use crate::secret::SecretSource;
+use crate::sink::http::{ClientError, RETRY_POLICY, client, read_sink_secret};
 use crate::source::SourceKind;
 use crate::store::OutboxRow;
 
@@ -65,20 +66,9 @@ pub struct ElasticSink {
 
 impl ElasticSink {
     /// Builds the HTTP client (with the CA file) and reads the credential.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "config loading: the credential comes from the variable the sink config names"
-    )]
     pub fn new(config: ElasticConfig) -> Result<Self, SinkError> {
         let read = |source: &SecretSource, what: &str| {
-            read_secret(source, &|v| std::env::var(v).ok()).map_err(|e| {
-                let why = match e {
-                    ReadSecretError::NotSet => "is not set".to_string(),
-                    ReadSecretError::Unreadable(e) => format!("cannot be read ({e})"),
-                    ReadSecretError::Empty => "is empty".to_string(),
-                };
-                config_error(&config, format!("{what}: {source} {why}"))
-            })
+            read_sink_secret(source).map_err(|e| config_error(&config, format!("{what}: {e}")))
         };
         let authorization = match &config.auth {
             ElasticAuth::ApiKey(source) => {
@@ -98,31 +88,10 @@ impl ElasticSink {
                 SecretString::from(format!("Basic {}", base64(pair.as_bytes())))
             }
         };
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .user_agent(crate::net::USER_AGENT);
-        if let Some(file) = &config.ca_file {
-            let pem = std::fs::read(file).map_err(|e| {
-                config_error(
-                    &config,
-                    format!("cannot read `ca_file` {}: {e}", file.display()),
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                config_error(
-                    &config,
-                    format!(
-                        "`ca_file` {} holds no PEM certificate ({e}); give the CA certificate \
-                         in PEM form (-----BEGIN CERTIFICATE-----)",
-                        file.display()
-                    ),
-                )
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder.build().map_err(SinkError::HttpClient)?;
+        let http = client(&config.http).map_err(|e| match e {
+            ClientError::CaFile(message) => config_error(&config, message),
+            ClientError::Build(e) => SinkError::HttpClient(e),
+        })?;
         let bulk_urls = (0..config.endpoints.len())
             .map(|i| config.node_url(i, "/_bulk"))
             .collect();
@@ -132,12 +101,7 @@ impl ElasticSink {
             authorization,
             bulk_urls,
             node: AtomicUsize::new(0),
-            policy: Policy {
-                max_retries: 5,
-                max_throttled: Some(10),
-                backoff_base: Duration::from_millis(500),
-                backoff_cap: Duration::from_secs(30),
-            },
+            policy: RETRY_POLICY,
         })
     }
 
@@ -304,7 +268,7 @@ impl ElasticSink {
         for l in lines {
             plain.extend_from_slice(l.as_bytes());
         }
-        if !self.config.gzip {
+        if !self.config.http.gzip {
             return plain;
         }
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -330,7 +294,7 @@ impl ElasticSink {
             let mut chunk = Vec::new();
             let mut bytes = 0;
             for &i in &todo {
-                if !chunk.is_empty() && bytes + lines[i].len() > self.config.max_batch_bytes {
+                if !chunk.is_empty() && bytes + lines[i].len() > self.config.http.max_batch_bytes {
                     queue.push_back(std::mem::take(&mut chunk));
                     bytes = 0;
                 }
@@ -349,7 +313,7 @@ impl ElasticSink {
                     url: self.bulk_urls[0].clone(),
                     authorization: &self.authorization,
                     body,
-                    gzip: self.config.gzip,
+                    gzip: self.config.http.gzip,
                     actions: chunk.len(),
                 }
                 .run(&self.policy)

@@ -12,8 +12,9 @@ use url::Url;
 
 use crate::net::secure_url;
 use crate::secret::SecretSource;
-use crate::settings::{ConfigError, parse_duration};
-use crate::sink::{SinkContext, SinkKindConfig, ValidatedSink};
+use crate::settings::ConfigError;
+use crate::sink::http::{HttpDefaults, http_keys, positive_duration, secret_source, validate_http};
+use crate::sink::{HttpOptions, SinkContext, SinkKindConfig, ValidatedSink};
 use crate::source::SourceKind;
 
 /// `ack` as written: `true`, `false` or `"auto"`.
@@ -94,10 +95,8 @@ pub struct SplunkConfig {
     pub ack: AckMode,
     pub ack_timeout: Duration,
     pub ack_poll_interval: Duration,
-    pub gzip: bool,
-    pub ca_file: Option<PathBuf>,
-    pub max_batch_bytes: usize,
-    pub request_timeout: Duration,
+    /// `gzip`, `ca_file`, `max_batch_bytes`, `request_timeout`.
+    pub http: HttpOptions,
 }
 
 impl SplunkConfig {
@@ -119,6 +118,13 @@ impl SplunkConfig {
 
 /// The default token variable.
 pub(super) const DEFAULT_TOKEN_ENV: &str = "SPLUNK_HEC_TOKEN";
+/// The defaults of the keys every HTTP sink has.
+const HTTP_DEFAULTS: HttpDefaults = HttpDefaults {
+    max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+    request_timeout: "60s",
+    server: "the HEC",
+};
+
 /// The default uncompressed bytes per request: Splunk Cloud's documented request limit.
 pub(super) const DEFAULT_MAX_BATCH_BYTES: usize = 1_000_000;
 
@@ -153,17 +159,12 @@ pub(in crate::sink) fn validate(
     endpoint.set_path("");
     endpoint.set_query(None);
 
-    let token = match (&raw.token_env, &raw.token_file) {
-        (Some(_), Some(_)) => {
-            return Err(cx.invalid(
-                "token_file",
-                "set either `token_file` or `token_env`, not both".into(),
-            ));
-        }
-        (_, Some(file)) => SecretSource::File((cx.resolve)(file)),
-        (Some(var), None) => SecretSource::Env(var.clone()),
-        (None, None) => SecretSource::Env(DEFAULT_TOKEN_ENV.into()),
-    };
+    let token = secret_source(
+        cx,
+        ("token_env", &raw.token_env),
+        ("token_file", &raw.token_file),
+        DEFAULT_TOKEN_ENV,
+    )?;
 
     let name_value = |key: &str, value: Option<String>, default: Option<&str>| {
         let value = value.or_else(|| default.map(str::to_string));
@@ -221,16 +222,9 @@ pub(in crate::sink) fn validate(
             ));
         }
     };
-    let duration = |key: &str, value: Option<String>, default: &str| {
-        let d =
-            parse_duration(value.as_deref().unwrap_or(default)).map_err(|m| cx.invalid(key, m))?;
-        if d.is_zero() {
-            return Err(cx.invalid(key, "must be longer than zero".into()));
-        }
-        Ok(d)
-    };
-    let ack_timeout = duration("ack_timeout", raw.ack_timeout, "5m")?;
-    let ack_poll_interval = duration("ack_poll_interval", raw.ack_poll_interval, "1s")?;
+    let ack_timeout = positive_duration(cx, "ack_timeout", raw.ack_timeout, "5m")?;
+    let ack_poll_interval =
+        positive_duration(cx, "ack_poll_interval", raw.ack_poll_interval, "1s")?;
     if ack_poll_interval >= ack_timeout {
         return Err(cx.invalid(
             "ack_poll_interval",
@@ -238,26 +232,7 @@ pub(in crate::sink) fn validate(
                 .into(),
         ));
     }
-    let request_timeout = duration("request_timeout", raw.request_timeout, "60s")?;
-    let max_batch_bytes = raw.max_batch_bytes.unwrap_or(DEFAULT_MAX_BATCH_BYTES);
-    if max_batch_bytes < 1024 {
-        return Err(cx.invalid(
-            "max_batch_bytes",
-            format!("{max_batch_bytes} is too small: at least 1024 (default 1000000)"),
-        ));
-    }
-    let ca_file = raw.ca_file.map(|f| (cx.resolve)(&f));
-    if let Some(f) = &ca_file
-        && let Err(e) = std::fs::metadata(f)
-    {
-        return Err(cx.invalid(
-            "ca_file",
-            format!(
-                "cannot read {}: {e}; give the PEM file of the CA that signed the HEC's certificate",
-                f.display()
-            ),
-        ));
-    }
+    let http = validate_http(&HTTP_DEFAULTS, cx, http_keys!(raw))?;
     Ok(ValidatedSink {
         kind: SinkKindConfig::Splunk(Box::new(SplunkConfig {
             endpoint,
@@ -271,10 +246,7 @@ pub(in crate::sink) fn validate(
             ack,
             ack_timeout,
             ack_poll_interval,
-            gzip: raw.gzip.unwrap_or(true),
-            ca_file,
-            max_batch_bytes,
-            request_timeout,
+            http,
         })),
         batch_rows: raw.batch_rows,
         start: raw.start,
@@ -283,29 +255,14 @@ pub(in crate::sink) fn validate(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
+    use crate::sink::http::validate_section;
 
     /// Validates a `[sinks.s]` section as the config loader does (keys relative to
     /// /etc/mirotrail).
     fn load(keys: &str) -> Result<SplunkConfig, String> {
-        let endpoint = if keys.contains("endpoint") {
-            ""
-        } else {
-            "endpoint = \"https://hec.example.com:8088\"\n"
-        };
-        let raw: RawSplunkSink =
-            toml::from_str(&format!("{endpoint}{keys}")).map_err(|e| e.to_string())?;
-        let resolve = |p: &Path| Path::new("/etc/mirotrail").join(p);
-        let cx = SinkContext {
-            name: "s",
-            enabled: &[],
-            path: Path::new("/etc/mirotrail/m.toml"),
-            env: &|_| None,
-            resolve: &resolve,
-        };
-        match validate(raw, &cx).map_err(|e| e.to_string())?.kind {
+        match validate_section(keys, "https://hec.example.com:8088", validate)? {
             SinkKindConfig::Splunk(c) => Ok(*c),
             other => panic!("{other:?}"),
         }
@@ -324,9 +281,9 @@ mod tests {
         assert_eq!(c.ack, AckMode::Auto);
         assert_eq!(c.ack_timeout, Duration::from_secs(300));
         assert_eq!(c.ack_poll_interval, Duration::from_secs(1));
-        assert!(c.gzip);
-        assert_eq!(c.max_batch_bytes, 1_000_000);
-        assert_eq!(c.request_timeout, Duration::from_secs(60));
+        assert!(c.http.gzip);
+        assert_eq!(c.http.max_batch_bytes, 1_000_000);
+        assert_eq!(c.http.request_timeout, Duration::from_secs(60));
         assert_eq!(
             c.url("/services/collector/event").as_str(),
             "https://hec.example.com:8088/services/collector/event"
@@ -347,7 +304,7 @@ mod tests {
         assert_eq!(c.index.as_deref(), Some("miro_audit"));
         assert_eq!(c.sourcetype(SourceKind::AuditLogs), "a:b");
         assert_eq!(c.host.as_deref(), Some("collector-1"));
-        assert!(!c.gzip);
+        assert!(!c.http.gzip);
         assert_eq!(load("ack = false").unwrap().ack, AckMode::Off);
         assert_eq!(load("ack = \"auto\"").unwrap().ack, AckMode::Auto);
     }

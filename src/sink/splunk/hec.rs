@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::net::{MAX_AUXILIARY_BODY_BYTES, error_chain, read_body_capped};
+use crate::net::MAX_AUXILIARY_BODY_BYTES;
 use crate::retry::{Decision, Exchange, GiveUp, Policy};
+use crate::sink::http::send;
 
 /// The header naming the indexer acknowledgement channel.
 pub(super) const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
@@ -171,34 +172,16 @@ impl Exchange for Post<'_> {
         if let Some(c) = self.channel {
             request = request.header(CHANNEL_HEADER, c);
         }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                // No answer: the HEC may or may not have the events; they are sent again.
-                return Decision::Retry {
-                    reason: format!("no answer: {}", error_chain(&e.without_url())),
-                };
-            }
+        // No answer: the HEC may or may not have the events; they are sent again.
+        let answer = match send(request, MAX_AUXILIARY_BODY_BYTES).await {
+            Ok(a) => a,
+            Err(reason) => return Decision::Retry { reason },
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = match read_body_capped(response, MAX_AUXILIARY_BODY_BYTES).await {
-            Ok(b) => b,
-            Err(e) => {
-                return Decision::Retry {
-                    reason: format!("the answer ({status}) could not be read: {e}"),
-                };
-            }
-        };
+        let (status, body) = (answer.status, answer.body);
         if self.raw_answer && (200..300).contains(&status) {
             return Decision::Finish(Ok(Posted::Raw(body)));
         }
-        match classify(status, &body, retry_after, self.index) {
+        match classify(status, &body, answer.retry_after, self.index) {
             Verdict::Answer(a) => Decision::Finish(Ok(Posted::Event(a))),
             Verdict::Retry(reason) => Decision::Retry { reason },
             Verdict::Throttled(wait) => Decision::Throttled { wait },

@@ -33,7 +33,7 @@ use hec::{Answer, Post, Posted};
 
 use super::{RowVerdict, SendFuture, Sink, SinkError};
 use crate::retry::Policy;
-use crate::secret::{ReadSecretError, read_secret};
+use crate::sink::http::{ClientError, RETRY_POLICY, client, read_sink_secret};
 use crate::source::SourceKind;
 use crate::store::{OutboxRow, StoreHandle};
 use crate::timefmt::UnixMs;
@@ -60,62 +60,26 @@ pub struct SplunkSink {
 
 impl SplunkSink {
     /// Builds the HTTP client (with the CA file) and reads the token.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "config loading: the token comes from the variable the sink config names"
-    )]
     pub fn new(config: SplunkConfig) -> Result<Self, SinkError> {
-        let token = read_secret(&config.token, &|v| std::env::var(v).ok()).map_err(|e| {
-            let why = match e {
-                ReadSecretError::NotSet => "is not set".to_string(),
-                ReadSecretError::Unreadable(e) => format!("cannot be read ({e})"),
-                ReadSecretError::Empty => "is empty".to_string(),
-            };
+        let token = read_sink_secret(&config.token).map_err(|e| {
             config_error(
                 &config,
                 format!(
-                    "the token: {} {why}; put the HEC token there (Splunk: Settings > Data \
-                     inputs > HTTP Event Collector), or name another with `token_env`/`token_file`",
-                    config.token
+                    "the token: {e}; put the HEC token there (Splunk: Settings > Data \
+                     inputs > HTTP Event Collector), or name another with `token_env`/`token_file`"
                 ),
             )
         })?;
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .user_agent(crate::net::USER_AGENT);
-        if let Some(file) = &config.ca_file {
-            let pem = std::fs::read(file).map_err(|e| {
-                config_error(
-                    &config,
-                    format!("cannot read `ca_file` {}: {e}", file.display()),
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                config_error(
-                    &config,
-                    format!(
-                        "`ca_file` {} holds no PEM certificate ({e}); give the CA certificate in \
-                     PEM form (-----BEGIN CERTIFICATE-----)",
-                        file.display()
-                    ),
-                )
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder.build().map_err(SinkError::HttpClient)?;
+        let http = client(&config.http).map_err(|e| match e {
+            ClientError::CaFile(message) => config_error(&config, message),
+            ClientError::Build(e) => SinkError::HttpClient(e),
+        })?;
         Ok(SplunkSink {
             config,
             http,
             token,
             channel: hec::new_channel(),
-            policy: Policy {
-                max_retries: 5,
-                max_throttled: Some(10),
-                backoff_base: Duration::from_millis(500),
-                backoff_cap: Duration::from_secs(30),
-            },
+            policy: RETRY_POLICY,
         })
     }
 
@@ -237,14 +201,19 @@ impl SplunkSink {
             let mut end = start;
             let mut bytes = 0;
             while end < rows.len()
-                && (end == start || bytes + lines[end].len() <= self.config.max_batch_bytes)
+                && (end == start || bytes + lines[end].len() <= self.config.http.max_batch_bytes)
             {
                 bytes += lines[end].len();
                 end += 1;
             }
             let body = self.body(&lines[start..end]);
             let answer = self
-                .post("/services/collector/event", body, self.config.gzip, false)
+                .post(
+                    "/services/collector/event",
+                    body,
+                    self.config.http.gzip,
+                    false,
+                )
                 .run(&self.policy)
                 .await;
             match answer {
@@ -446,7 +415,7 @@ impl SplunkSink {
             plain.extend_from_slice(l.as_bytes());
             plain.push(b'\n');
         }
-        if !self.config.gzip {
+        if !self.config.http.gzip {
             return plain;
         }
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -3,8 +3,8 @@
 //! lost acknowledgement).
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -82,8 +82,74 @@ impl Response {
 /// Largest request accepted (gzip bodies are far smaller than what they hold).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
+/// An emulator's server started by [`start`]: where it listens, the state its handler
+/// shares with the emulator's handle, and how to stop it.
+#[derive(Debug)]
+pub(crate) struct Running<S> {
+    addr: SocketAddr,
+    pub(crate) state: Arc<Mutex<S>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Listens on `addr` (port 0: any free port) and answers each request with
+/// `route(state, request)` until shut down.
+pub(crate) async fn start<S, R, F>(
+    addr: SocketAddr,
+    state: S,
+    route: R,
+) -> std::io::Result<Running<S>>
+where
+    S: Send + 'static,
+    R: Fn(Arc<Mutex<S>>, Request) -> F + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(Mutex::new(state));
+    let (stop, stopped) = watch::channel(false);
+    let shared = state.clone();
+    let handler = Arc::new(move |request: Request| route(shared.clone(), request));
+    let task = serve(listener, handler, stopped);
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        task,
+    })
+}
+
+impl<S> Running<S> {
+    /// The address it is bound to.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`; bound to every interface (`0.0.0.0`, `::`), it is reached on
+    /// loopback from this host.
+    pub(crate) fn base_url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// The shared state, locked.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        self.state.lock().expect("emulator state")
+    }
+
+    /// Stops serving and closes every connection.
+    pub(crate) async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 /// Serves `handler` on `listener` until `stop` is set.
-pub(crate) fn serve<H, F>(
+fn serve<H, F>(
     listener: TcpListener,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tokio::sync::watch;
 
 pub use dcr::{Stream, kql_tostring};
 
@@ -160,10 +159,7 @@ pub struct AzureEmulator;
 /// A running emulator.
 #[derive(Debug)]
 pub struct AzureEmulatorHandle {
-    addr: SocketAddr,
-    state: Shared,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    server: http::Running<State>,
 }
 
 impl AzureEmulator {
@@ -172,28 +168,15 @@ impl AzureEmulator {
         config: AzureEmulatorConfig,
         addr: SocketAddr,
     ) -> std::io::Result<AzureEmulatorHandle> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let state: Shared = Arc::new(Mutex::new(State {
+        let state = State {
             config,
             tokens: HashMap::new(),
             tables: BTreeMap::new(),
             acked: Vec::new(),
             stats: AzureStats::default(),
-        }));
-        let (stop, stopped) = watch::channel(false);
-        let handler_state = state.clone();
-        let handler = Arc::new(move |request: http::Request| {
-            let state = handler_state.clone();
-            async move { route(state, request).await }
-        });
-        let task = http::serve(listener, handler, stopped);
-        Ok(AzureEmulatorHandle {
-            addr,
-            state,
-            stop,
-            task,
-        })
+        };
+        let server = http::start(addr, state, route).await?;
+        Ok(AzureEmulatorHandle { server })
     }
 }
 
@@ -223,55 +206,42 @@ impl AzureEmulatorHandle {
     /// `http://127.0.0.1:PORT`: the authority host, the managed identity host and the DCE.
     /// Bound to every interface (`0.0.0.0`, `::`), it is reached on loopback from this host.
     pub fn base_url(&self) -> String {
-        let ip = match self.addr.ip() {
-            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-            }
-            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
-            }
-            ip => ip,
-        };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        self.server.base_url()
     }
 
     /// The address it is bound to.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The rows of a Log Analytics table (`MiroAuditLogs_CL`, `MiroContentLogs_CL`) after
     /// the DCR transformation, in arrival order; see `table_row`.
     pub fn rows(&self, table: &str) -> Vec<Value> {
-        let state = self.state.lock().expect("emulator state");
+        let state = self.server.lock();
         state.tables.get(table).cloned().unwrap_or_default()
     }
 
     /// `(id, when)` of every record acknowledged (stored and answered 204), when
     /// `record_ack_times` is on.
     pub fn acknowledged(&self) -> Vec<(String, crate::time::UnixMs)> {
-        self.state.lock().expect("emulator state").acked.clone()
+        self.server.lock().acked.clone()
     }
 
     pub fn stats(&self) -> AzureStats {
-        self.state.lock().expect("emulator state").stats.clone()
+        self.server.lock().stats.clone()
     }
 
     pub fn set_faults(&self, faults: AzureFaults) {
-        self.state.lock().expect("emulator state").config.faults = faults;
+        self.server.lock().config.faults = faults;
     }
 
     pub fn set_roles_granted(&self, granted: bool) {
-        self.state
-            .lock()
-            .expect("emulator state")
-            .config
-            .roles_granted = granted;
+        self.server.lock().config.roles_granted = granted;
     }
 
     /// Makes every token issued so far expired (the next ingestion with one gets a 401).
     pub fn expire_tokens(&self) {
-        let mut state = self.state.lock().expect("emulator state");
+        let mut state = self.server.lock();
         let now = Instant::now();
         for expiry in state.tokens.values_mut() {
             *expiry = now;
@@ -280,14 +250,13 @@ impl AzureEmulatorHandle {
 
     /// Every access token issued so far (to check that none leaks into logs).
     pub fn issued_tokens(&self) -> Vec<String> {
-        let state = self.state.lock().expect("emulator state");
+        let state = self.server.lock();
         state.tokens.keys().cloned().collect()
     }
 
     /// Stops serving and closes every connection.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.server.shutdown().await;
     }
 }
 

@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::azure::http::{self, Reply, Request, Response};
 
@@ -67,8 +66,8 @@ impl Default for ElasticEmulatorConfig {
     }
 }
 
-/// What the emulator saw.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the emulator saw (`emulate elasticsearch --stats-out` writes it as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ElasticStats {
     /// `_bulk` requests by the status answered (lost answers not included).
     pub bulk_by_status: BTreeMap<u16, u64>,
@@ -103,10 +102,7 @@ pub struct ElasticEmulator;
 /// A running emulator.
 #[derive(Debug)]
 pub struct ElasticEmulatorHandle {
-    addr: SocketAddr,
-    state: Shared,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    server: http::Running<State>,
 }
 
 impl ElasticEmulator {
@@ -115,63 +111,46 @@ impl ElasticEmulator {
         config: ElasticEmulatorConfig,
         addr: SocketAddr,
     ) -> std::io::Result<ElasticEmulatorHandle> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let state: Shared = Arc::new(Mutex::new(State {
+        let state = State {
             config,
             targets: HashMap::new(),
             stored: Vec::new(),
             stats: ElasticStats::default(),
-        }));
-        let (stop, stopped) = watch::channel(false);
-        let handler_state = state.clone();
-        let handler = Arc::new(move |request: Request| {
-            let state = handler_state.clone();
-            async move { route(&state, &request) }
-        });
-        let task = http::serve(listener, handler, stopped);
-        Ok(ElasticEmulatorHandle {
-            addr,
-            state,
-            stop,
-            task,
+        };
+        let server = http::start(addr, state, |state, request| async move {
+            route(&state, &request)
         })
+        .await?;
+        Ok(ElasticEmulatorHandle { server })
     }
 }
 
 impl ElasticEmulatorHandle {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (an emulator bound to every interface is reached on loopback).
     pub fn base_url(&self) -> String {
-        let ip = match self.addr.ip() {
-            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-            }
-            ip => ip,
-        };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        self.server.base_url()
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every stored document as (target, `_id`, document), in storing order.
     pub fn stored(&self) -> Vec<(String, String, Value)> {
-        self.state.lock().expect("emulator state").stored.clone()
+        self.server.lock().stored.clone()
     }
 
     pub fn stats(&self) -> ElasticStats {
-        self.state.lock().expect("emulator state").stats.clone()
+        self.server.lock().stats.clone()
     }
 
     pub fn set_faults(&self, faults: ElasticFaults) {
-        self.state.lock().expect("emulator state").config.faults = faults;
+        self.server.lock().config.faults = faults;
     }
 
     /// Stops serving and closes every connection.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.server.shutdown().await;
     }
 }
 

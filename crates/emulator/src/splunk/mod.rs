@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::azure::http::{self, Reply, Request, Response};
 
@@ -100,8 +99,8 @@ impl Default for SplunkEmulatorConfig {
     }
 }
 
-/// What the emulator saw.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the emulator saw (`emulate splunk --stats-out` writes it as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SplunkStats {
     /// Event requests by the status answered (lost acknowledgements not included).
     pub events_by_status: BTreeMap<u16, u64>,
@@ -154,10 +153,7 @@ pub struct SplunkEmulator;
 /// A running emulator.
 #[derive(Debug)]
 pub struct SplunkEmulatorHandle {
-    addr: SocketAddr,
-    state: Shared,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    server: http::Running<State>,
 }
 
 impl SplunkEmulator {
@@ -166,77 +162,53 @@ impl SplunkEmulator {
         config: SplunkEmulatorConfig,
         addr: SocketAddr,
     ) -> std::io::Result<SplunkEmulatorHandle> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let state: Shared = Arc::new(Mutex::new(State {
+        let state = State {
             config,
             channels: HashMap::new(),
             indexed: Vec::new(),
             stats: SplunkStats::default(),
-        }));
-        let (stop, stopped) = watch::channel(false);
-        let handler_state = state.clone();
-        let handler = Arc::new(move |request: Request| {
-            let state = handler_state.clone();
-            async move { route(&state, &request) }
-        });
-        let task = http::serve(listener, handler, stopped);
-        Ok(SplunkEmulatorHandle {
-            addr,
-            state,
-            stop,
-            task,
+        };
+        let server = http::start(addr, state, |state, request| async move {
+            route(&state, &request)
         })
+        .await?;
+        Ok(SplunkEmulatorHandle { server })
     }
 }
 
 impl SplunkEmulatorHandle {
     /// `http://127.0.0.1:PORT` (an emulator bound to every interface is reached on loopback).
     pub fn base_url(&self) -> String {
-        let ip = match self.addr.ip() {
-            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-            }
-            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
-            }
-            ip => ip,
-        };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        self.server.base_url()
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every indexed event envelope (`time`, `host`, `source`, `sourcetype`, `index`,
     /// `event`), in indexing order.
     pub fn indexed(&self) -> Vec<Value> {
-        let mut state = self.state.lock().expect("emulator state");
+        let mut state = self.server.lock();
         settle(&mut state);
         state.indexed.clone()
     }
 
     pub fn stats(&self) -> SplunkStats {
-        self.state.lock().expect("emulator state").stats.clone()
+        self.server.lock().stats.clone()
     }
 
     pub fn set_faults(&self, faults: SplunkFaults) {
-        self.state.lock().expect("emulator state").config.faults = faults;
+        self.server.lock().config.faults = faults;
     }
 
     pub fn set_token_enabled(&self, enabled: bool) {
-        self.state
-            .lock()
-            .expect("emulator state")
-            .config
-            .token_enabled = enabled;
+        self.server.lock().config.token_enabled = enabled;
     }
 
     /// Stops serving and closes every connection.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.server.shutdown().await;
     }
 }
 
