@@ -310,6 +310,7 @@ fn fill_more(w: &World, n: usize) {
         .map(|raw| (transform::to_row(SourceKind::AuditLogs, raw), raw.as_str()))
         .collect();
     let checkpoint = Checkpoint {
+        org: mirotrail::store::OrgKey::DEFAULT,
         source: SourceKind::AuditLogs,
         watermark: UnixMs(0),
         watermark_polled: UnixMs(0),

@@ -101,6 +101,7 @@ fn commit(store: &Store, source: SourceKind, items: &[String]) {
             .map(|raw| (transform::to_row(source, raw), raw.as_str()))
             .collect();
         let checkpoint = Checkpoint {
+            org: mirotrail::store::OrgKey::DEFAULT,
             source,
             watermark: UnixMs(0),
             watermark_polled: UnixMs(0),

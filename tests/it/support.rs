@@ -212,6 +212,7 @@ pub(crate) fn fill_store(store: &mirotrail::store::Store, source: SourceKind, n:
             })
             .collect();
         let checkpoint = mirotrail::store::Checkpoint {
+            org: mirotrail::store::OrgKey::DEFAULT,
             source,
             watermark: mirotrail::timefmt::UnixMs(0),
             watermark_polled: mirotrail::timefmt::UnixMs(0),
