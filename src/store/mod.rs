@@ -1247,6 +1247,24 @@ pub fn partial_row_count(conn: &Connection, source: SourceKind) -> Result<i64, S
     .map_err(sql("counting partly derived rows"))
 }
 
+/// Rows of a source stored for one organisation (a scan of the table: `status` with
+/// `[[orgs]]`).
+pub fn org_row_count(
+    conn: &Connection,
+    source: SourceKind,
+    org: OrgKey,
+) -> Result<i64, StoreError> {
+    conn.query_row(
+        &format!(
+            "SELECT count(*) FROM {} WHERE _org = ?1",
+            raw::rows_table(source)
+        ),
+        [org.0],
+        |r| r.get(0),
+    )
+    .map_err(sql("counting an organisation's rows"))
+}
+
 /// Rows, highest `_seq` and newest event time of a source's table.
 pub fn table_stats(conn: &Connection, source: SourceKind) -> Result<TableStats, StoreError> {
     conn.query_row(

@@ -14,6 +14,7 @@ mod getting_started;
 mod harness;
 mod limits;
 mod ops;
+mod orgs;
 mod report;
 mod sentinel;
 mod splunk;

@@ -1,0 +1,209 @@
+//! Several Miro organisations in one deployment (`[[orgs]]`): one emulator per
+//! organisation (one token is one organisation, as in Miro), one store, one sink.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::miro::{EmulatedToken, Faults, MiroEmulator, MiroEmulatorHandle};
+
+use crate::support::*;
+
+/// An organisation of the test: its emulator, id, name and token.
+struct EmulatedOrg {
+    name: &'static str,
+    id: &'static str,
+    token: &'static str,
+    emu: MiroEmulatorHandle,
+}
+
+/// Starts three emulated organisations: `alpha` and `beta` generate the same item ids
+/// (same seed), which must be stored once for each; `gamma` has its own.
+async fn three_orgs(start: UnixMs, end: UnixMs, audit: u64, content: u64) -> Vec<EmulatedOrg> {
+    let mut out = Vec::new();
+    for (name, id, token, seed_offset, audit) in [
+        ("alpha", "3074457345000000001", "tok-alpha-1c2d3e", 0, audit),
+        ("beta", "3074457345000000002", "tok-beta-4f5a6b", 0, audit),
+        (
+            "gamma",
+            "3074457345000000003",
+            "tok-gamma-7c8d9e",
+            7,
+            audit / 2,
+        ),
+    ] {
+        let mut c = org(audit, content, start, end);
+        c.org_id = id.into();
+        c.seed += seed_offset;
+        c.tokens = vec![EmulatedToken {
+            token: token.into(),
+            scopes: vec!["auditlogs:read".into(), "contentlogs:export".into()],
+        }];
+        c.faults = Faults {
+            server_error_share: 0.03,
+            expire_cursor_share: 0.02,
+            slow_share: 0.2,
+            slow_delay: Duration::from_millis(20),
+            ..Faults::default()
+        };
+        let emu = MiroEmulator::start(c, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        out.push(EmulatedOrg {
+            name,
+            id,
+            token,
+            emu,
+        });
+    }
+    out
+}
+
+/// The config: the three organisations (tokens from `MIRO_TOKEN_<NAME>`), one store, a
+/// file sink.
+fn config(env: &Env, orgs: &[EmulatedOrg]) -> std::path::PathBuf {
+    let mut text = String::from(
+        "[store]\npath = \"mirotrail.db\"\n\n[sources.audit_logs]\ninitial_lookback = \"7h\"\n\
+         page_size = 100\nmax_window = \"2h\"\n[sources.content_logs]\nenabled = true\n\
+         initial_lookback = \"7h\"\npage_size = 100\n\n\
+         [sinks.archive]\ntype = \"file\"\npath = \"archive\"\nbatch_rows = 300\n\n",
+    );
+    for o in orgs {
+        text.push_str(&format!(
+            "[[orgs]]\nname = \"{}\"\norg_id = \"{}\"\napi_base = \"{}\"\n\
+             token_env = \"MIRO_TOKEN_{}\"\nmax_retries = 12\nretry_initial_backoff = \"20ms\"\n\n",
+            o.name,
+            o.id,
+            o.emu.base_url(),
+            o.name.to_uppercase()
+        ));
+    }
+    let path = env.dir.path().join("orgs.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn command(env: &Env, orgs: &[EmulatedOrg], args: &[&str]) -> tokio::process::Command {
+    let mut cmd = env.command(args, "unused");
+    for o in orgs {
+        cmd.env(format!("MIRO_TOKEN_{}", o.name.to_uppercase()), o.token);
+    }
+    cmd
+}
+
+/// Ids stored for the organisation `org_id`, with how often each is stored.
+fn stored_ids(env: &Env, table: &str, org_id: &str) -> HashMap<String, usize> {
+    let conn = mirotrail::store::Store::open_read_only(&env.db()).unwrap();
+    let mut stmt = conn
+        .prepare(&format!("SELECT id FROM {table} WHERE _org_id = ?1"))
+        .unwrap();
+    let mut out: HashMap<String, usize> = HashMap::new();
+    for id in stmt.query_map([org_id], |r| r.get::<_, String>(0)).unwrap() {
+        *out.entry(id.unwrap()).or_default() += 1;
+    }
+    out
+}
+
+fn assert_once(stored: &HashMap<String, usize>, expected: &HashSet<String>, what: &str) {
+    let missing = expected
+        .iter()
+        .filter(|id| !stored.contains_key(*id))
+        .count();
+    let extra = stored.keys().filter(|id| !expected.contains(*id)).count();
+    let dup = stored.values().filter(|n| **n > 1).count();
+    assert_eq!(
+        (missing, extra, dup),
+        (0, 0, 0),
+        "{what}: {} expected, {} stored: missing, extra, duplicated",
+        expected.len(),
+        stored.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_organisations_killed_and_resumed_lose_and_duplicate_nothing() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(6 * 60)), now.minus(minutes(5)));
+    let orgs = three_orgs(start, end, 3_000, 600).await;
+    let env = Env::start(org(0, 0, start, end)).await;
+    let cfg = config(&env, &orgs);
+    let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
+
+    let mut kills = 0;
+    let mut wait_ms = 150u64;
+    while kills < 8 {
+        let mut child = env.spawn(command(&env, &orgs, &args));
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        wait_ms = 150 + (wait_ms * 7 + 131) % 700;
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "a run failed on its own: {status:?}");
+            break;
+        }
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+        kills += 1;
+    }
+    for o in &orgs {
+        o.emu.set_faults(Faults::default());
+    }
+    let out = command(&env, &orgs, &args).output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let mut audit_sets = Vec::new();
+    for o in &orgs {
+        let audit: HashSet<String> = expected_audit(&o.emu, start, end).into_keys().collect();
+        let content: HashSet<String> = expected_content(&o.emu, start, end).into_keys().collect();
+        assert!(!audit.is_empty() && !content.is_empty());
+        assert_once(
+            &stored_ids(&env, "MiroAuditLogs_CL", o.id),
+            &audit,
+            &format!("{} audit logs", o.name),
+        );
+        assert_once(
+            &stored_ids(&env, "MiroContentLogs_CL", o.id),
+            &content,
+            &format!("{} content logs", o.name),
+        );
+        audit_sets.push(audit);
+    }
+    // alpha and beta sent the same ids: each organisation keeps its own row.
+    let shared = audit_sets[0].intersection(&audit_sets[1]).count();
+    assert_eq!(
+        shared,
+        audit_sets[0].len(),
+        "alpha and beta share their ids"
+    );
+    assert!(audit_sets[0].intersection(&audit_sets[2]).count() < audit_sets[0].len());
+
+    // Checkpoints are per organisation: three per source.
+    let conn = mirotrail::store::Store::open_read_only(&env.db()).unwrap();
+    let checkpoints: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM checkpoints WHERE source = 'audit_logs'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(checkpoints, 3);
+    // Each emulator only ever saw its own token (one budget each): every one served.
+    for o in &orgs {
+        assert!(o.emu.stats().requests > 0, "{} was polled", o.name);
+    }
+    eprintln!(
+        "three organisations: {kills} SIGKILLs; {} + {} + {} audit events stored exactly once per organisation ({shared} ids shared by alpha and beta, stored for each)",
+        audit_sets[0].len(),
+        audit_sets[1].len(),
+        audit_sets[2].len()
+    );
+
+    // `status` names each organisation's sources.
+    let out = command(&env, &orgs, &["status", "--config", cfg.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    for o in &orgs {
+        assert!(status.contains(o.name), "{status}");
+    }
+}
