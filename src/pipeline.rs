@@ -117,7 +117,7 @@ pub async fn detect_new(
         Ok(alerts) => {
             for a in &alerts {
                 let group: Vec<String> = a.keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                tracing::warn!(rule = %a.rule, severity = %a.severity, group = %group.join(" "), window_start = %a.window_start, hits = a.hits, "alert: {}", a.rule_name);
+                tracing::warn!(org_id = a.org_id.as_deref().unwrap_or("-"), rule = %a.rule, severity = %a.severity, group = %group.join(" "), window_start = %a.window_start, hits = a.hits, "alert: {}", a.rule_name);
             }
             let handle = store.clone();
             let delivered = tokio::task::spawn_blocking(move || {

@@ -1493,13 +1493,23 @@ pub fn insert_items(
     source: SourceKind,
     raws: &[String],
 ) -> Result<PageCommit, StoreError> {
+    insert_org_items(conn, OrgKey::DEFAULT, source, raws)
+}
+
+/// [`insert_items`] for organisation `org` (an `orgs` row with that key must exist).
+pub fn insert_org_items(
+    conn: &mut Connection,
+    org: OrgKey,
+    source: SourceKind,
+    raws: &[String],
+) -> Result<PageCommit, StoreError> {
     let rows: Vec<(Row, &str)> = raws
         .iter()
         .map(|raw| (transform::to_row(source, raw), raw.as_str()))
         .collect();
     let tx = conn.transaction().map_err(sql("storing items"))?;
     // Items stay text (no dictionary is trained here): the views read either form.
-    let (commit, _) = insert_rows(&tx, &RawCodec::new(None), OrgKey::DEFAULT, source, &rows)?;
+    let (commit, _) = insert_rows(&tx, &RawCodec::new(None), org, source, &rows)?;
     tx.commit().map_err(sql("storing items"))?;
     Ok(commit)
 }
