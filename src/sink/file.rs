@@ -205,7 +205,11 @@ mod tests {
     fn rows(_source: SourceKind, ids: std::ops::Range<i64>) -> Vec<OutboxRow> {
         ids.map(|i| {
             let raw = format!(r#"{{"id":"{i}","event":"board_opened"}}"#);
-            OutboxRow { seq: i, raw }
+            OutboxRow {
+                seq: i,
+                raw,
+                org_id: None,
+            }
         })
         .collect()
     }

@@ -1,6 +1,7 @@
 //! The NDJSON line of a table row, shared by the file and stdout sinks: the table's
-//! columns in order (dynamic columns as JSON, null datetimes as null) and `Type`, the
-//! table name, as Log Analytics shows it.
+//! columns in order (dynamic columns as JSON, null datetimes as null), `Type`, the
+//! table name, as Log Analytics shows it, and `_org_id`, the Miro organisation the row
+//! came from (null when the config does not give it), as the store's views show it.
 
 use crate::source::SourceKind;
 use crate::store::{OutboxRow, transform};
@@ -32,7 +33,12 @@ pub fn table_row_json(source: SourceKind, row: &OutboxRow) -> String {
     }
     out.push_str(",\"Type\":\"");
     out.push_str(source.table());
-    out.push_str("\"}");
+    out.push_str("\",\"_org_id\":");
+    match &row.org_id {
+        Some(id) => out.push_str(&serde_json::Value::String(id.clone()).to_string()),
+        None => out.push_str("null"),
+    }
+    out.push('}');
     out
 }
 
@@ -48,6 +54,7 @@ mod tests {
             &OutboxRow {
                 seq: 1,
                 raw: raw.into(),
+                org_id: None,
             },
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -67,6 +74,7 @@ mod tests {
             &OutboxRow {
                 seq: 1,
                 raw: raw.into(),
+                org_id: None,
             },
         );
         assert!(

@@ -174,6 +174,9 @@ pub struct OutboxRow {
     pub seq: i64,
     /// The item exactly as Miro sent it.
     pub raw: String,
+    /// The Miro organisation the item came from (`_org_id`; unknown for a `[miro]`
+    /// without `org_id`).
+    pub org_id: Option<String>,
 }
 
 impl OutboxRow {
@@ -826,7 +829,8 @@ impl Store {
         let conn = self.writer.lock().expect("store writer lock");
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT t._seq, t._raw FROM dead_letters d JOIN {} t ON t._seq = d.seq
+                "SELECT t._seq, t._raw, (SELECT org_id FROM orgs WHERE orgs.key = t._org)
+                 FROM dead_letters d JOIN {} t ON t._seq = d.seq
                  WHERE d.sink = ?1 AND d.source = ?2 AND d.requeued = 1
                  ORDER BY t._seq LIMIT ?3",
                 raw::rows_table(source)
@@ -908,7 +912,8 @@ impl Store {
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let conn = self.reader.lock().expect("store reader lock");
         let sql_text = format!(
-            "SELECT _seq, _raw FROM {} WHERE _seq > ?1 ORDER BY _seq LIMIT ?2",
+            "SELECT _seq, _raw, (SELECT org_id FROM orgs WHERE orgs.key = _org)
+             FROM {} WHERE _seq > ?1 ORDER BY _seq LIMIT ?2",
             raw::rows_table(source)
         );
         let mut stmt = conn
@@ -1216,14 +1221,16 @@ fn read_checkpoint(
     .map_err(sql("reading a checkpoint"))
 }
 
-/// An outbox row from a statement selecting `_seq` and the stored `_raw`.
+/// An outbox row from a statement selecting `_seq`, the stored `_raw` and the
+/// organisation id.
 fn outbox_row(r: &rusqlite::Row<'_>, decoder: &mut raw::Decoder) -> Result<OutboxRow, StoreError> {
     let seq: i64 = r.get(0).map_err(sql("reading the outbox"))?;
     let stored = r.get_ref(1).map_err(sql("reading the outbox"))?;
     let raw = decoder
         .decode(stored)
         .map_err(|cause| StoreError::Raw { seq, cause })?;
-    Ok(OutboxRow { seq, raw })
+    let org_id = r.get(2).map_err(sql("reading the outbox"))?;
+    Ok(OutboxRow { seq, raw, org_id })
 }
 
 /// How many stored rows of a source have only some columns derived.

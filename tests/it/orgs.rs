@@ -196,6 +196,74 @@ async fn three_organisations_killed_and_resumed_lose_and_duplicate_nothing() {
         audit_sets[2].len()
     );
 
+    // The file sink's lines say which organisation each row came from.
+    let mut lines_per_org: HashMap<String, usize> = HashMap::new();
+    for entry in std::fs::read_dir(env.dir.path().join("archive")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().contains("MiroAuditLogs_CL") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            *lines_per_org
+                .entry(v["_org_id"].as_str().unwrap_or("none").to_string())
+                .or_default() += 1;
+        }
+    }
+    for (o, audit) in orgs.iter().zip(&audit_sets) {
+        // At least once (the file sink rewrites a batch in flight at a kill).
+        let lines = lines_per_org.get(o.id).copied().unwrap_or(0);
+        assert!(lines >= audit.len(), "{}: {lines} lines", o.name);
+    }
+    assert_eq!(lines_per_org.len(), 3, "{lines_per_org:?}");
+
+    // `/metrics`: per-source series and the credit budget are labelled by organisation.
+    let config = mirotrail::config::Config::load(&cfg).unwrap();
+    let store = mirotrail::store::Store::open(&env.db()).unwrap();
+    let identities: Vec<_> = config.orgs.iter().map(|o| o.identity()).collect();
+    let keys = store.register_orgs(&identities, true).unwrap();
+    let telemetry = mirotrail::service::Telemetry::for_orgs(
+        &config,
+        mirotrail::store::StoreHandle::new(std::sync::Arc::new(store)),
+        config
+            .orgs
+            .iter()
+            .zip(keys)
+            .map(|(o, key)| mirotrail::service::OrgTelemetry {
+                name: o.name.clone(),
+                key,
+                budget: std::sync::Arc::new(mirotrail::miro::CreditBudget::new(
+                    o.budget.credits_per_minute,
+                    o.budget.share,
+                )),
+            })
+            .collect(),
+    );
+    let metrics = telemetry.render();
+    for o in &orgs {
+        for series in [
+            format!(
+                "mirotrail_watermark_lag_seconds{{org=\"{}\",source=\"audit_logs\"}}",
+                o.name
+            ),
+            format!(
+                "mirotrail_watermark_lag_seconds{{org=\"{}\",source=\"content_logs\"}}",
+                o.name
+            ),
+            format!(
+                "mirotrail_events_collected_total{{org=\"{}\",source=\"audit_logs\"}}",
+                o.name
+            ),
+            format!(
+                "mirotrail_miro_credits_allowance_per_minute{{org=\"{}\"}}",
+                o.name
+            ),
+        ] {
+            assert!(metrics.contains(&series), "{series} in\n{metrics}");
+        }
+    }
+    drop(telemetry);
+
     // `status` names each organisation's sources.
     let out = command(&env, &orgs, &["status", "--config", cfg.to_str().unwrap()])
         .output()
