@@ -275,3 +275,47 @@ async fn three_organisations_killed_and_resumed_lose_and_duplicate_nothing() {
         assert!(status.contains(o.name), "{status}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_verifies_each_organisation_with_its_own_token_and_id() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(60)), now.minus(minutes(5)));
+    let orgs = three_orgs(start, end, 10, 5).await;
+    for o in &orgs {
+        o.emu.set_faults(Faults::default());
+    }
+    let env = Env::start(org(0, 0, start, end)).await;
+    let cfg = config(&env, &orgs);
+    let out = command(&env, &orgs, &["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    for o in &orgs {
+        assert!(
+            report.contains(&format!("miro {} organization", o.name)),
+            "{report}"
+        );
+    }
+    // gamma's entry names beta's organisation: check says which entry to fix.
+    let text_cfg = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(orgs[2].id, "3074457345000000009");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let out = command(&env, &orgs, &["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{}", text(&out));
+    let line = report
+        .lines()
+        .find(|l| l.contains("miro gamma organization"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        line.contains("orgs[2].org_id") && line.contains(orgs[2].id),
+        "{report}"
+    );
+    assert!(!report.contains(orgs[0].token), "no token in the output");
+}
