@@ -1,5 +1,5 @@
-//! Collection: one task per source reads time windows page by page and commits the pages,
-//! in groups, with its checkpoint.
+//! Collection: one task per organisation and source reads time windows page by page and
+//! commits the pages, in groups, with its checkpoint (the organisation's: `Collector::with_org`).
 //!
 //! Invariants:
 //! - the rows of a group of pages and the checkpoint that follows its last page (next

@@ -4,6 +4,11 @@
 //! and the file; step two turns strings into types that rule out bad values (durations,
 //! URLs, non-zero page sizes) and loads secrets into redacting types. Relative paths are
 //! resolved against the directory of the config file.
+//!
+//! Organisations: `[miro]` (with `[sources.*]` and `[budget]`) is one organisation named
+//! `default`; `[[orgs]]` entries are several, each with its own token keys, and
+//! `[orgs.sources.*]` / `[orgs.budget]` overriding the top-level sections key by key
+//! ([`OrgConfig`]). The two cannot be mixed; errors name `orgs[N].key`.
 
 pub mod keys;
 mod raw;

@@ -4,8 +4,10 @@
 //! - the items of a page (or of a group of consecutive pages, `collect::read_window`) are
 //!   committed in one transaction together with the source's checkpoint after the last
 //!   of them, so a crash leaves either both or neither;
-//! - rows are unique on the Miro `id` per table (`INSERT OR IGNORE`), so re-reading an
-//!   overlap or a page inserts nothing;
+//! - rows are unique on the Miro `id` and the organisation per table (`INSERT OR
+//!   IGNORE`, `UNIQUE (id, _org)`), so re-reading an overlap or a page inserts nothing,
+//!   and two organisations' items never deduplicate against each other; checkpoints and
+//!   backfill slices are per organisation too (`docs/store.md`, "Organisations");
 //! - `_seq` only grows and is assigned in commit order (one writer), so a sink's delivery
 //!   offset (`sink_offsets.delivered_seq`) marks exactly what it has been handed and
 //!   acknowledged. A `backfill` process beside `run` is a second writer, but SQLite
