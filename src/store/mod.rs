@@ -1003,9 +1003,9 @@ impl Store {
     /// Finds (or adds) the store's key of each organisation of the config, in order.
     ///
     /// An organisation is the same one as before when its `org_id` is, whatever its
-    /// `name` now (the name is then updated); an organisation stored without an id (a
-    /// store from before organisations, or a `[miro]` without `org_id`) is the config's
-    /// organisation of the same name, and gets its id now. `named` (the config has
+    /// `name` now (the name is then updated); otherwise it is the stored organisation of
+    /// the same name, whose id is set (a store from before organisations, a `[miro]`
+    /// without `org_id`) or corrected (with a warning) now. `named` (the config has
     /// `[[orgs]]`): an organisation without an id that already collected must be claimed
     /// by name, or its items would be collected again under another key.
     pub fn register_orgs(
@@ -1092,14 +1092,21 @@ fn register_orgs(
                         )?;
                         key
                     }
-                    Some((_, Some(stored))) => {
-                        return Err(RegisterError::Mismatch(format!(
-                            "the organisation named `{}` was collected from organisation \
-                             {stored}, but the config gives it org_id {id}; a name stays \
-                             with its organisation: give this one another name (or its own \
-                             store.path)",
-                            org.name
-                        )));
+                    Some((key, Some(stored))) => {
+                        // The name stays with its rows: a corrected `org_id` (a typo, or
+                        // `[miro]`'s id set right) relabels them. The token decides which
+                        // organisation is read; `check` compares the two.
+                        tracing::warn!(
+                            org = %org.name,
+                            was = %stored,
+                            now = %id,
+                            "the organisation's org_id changed in the config; its stored rows now show the new id"
+                        );
+                        tx.execute(
+                            "UPDATE orgs SET org_id = ?2 WHERE key = ?1",
+                            params![key, id],
+                        )?;
+                        key
                     }
                     None => {
                         tx.execute(
@@ -1921,12 +1928,17 @@ mod tests {
             .unwrap();
         assert_eq!(keys[1], OrgKey::DEFAULT);
         assert_ne!(keys[0], OrgKey::DEFAULT);
-        // A name given to another organisation is refused.
+        // A corrected id keeps the name's rows (a typo fixed in the config).
+        let fixed = store
+            .register_orgs(&[org("hq", Some("444")), org("emea", Some("333"))], true)
+            .unwrap();
+        assert_eq!(fixed, vec![keys[1], keys[0]]);
+        // A name already taken by another stored organisation cannot be moved onto this id.
         let err = store
-            .register_orgs(&[org("hq", Some("444"))], true)
+            .register_orgs(&[org("emea", Some("444"))], true)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`hq`") && err.contains("222"), "{err}");
+        assert!(err.contains("`emea`") && err.contains("444"), "{err}");
     }
 
     #[test]

@@ -319,3 +319,176 @@ async fn check_verifies_each_organisation_with_its_own_token_and_id() {
     );
     assert!(!report.contains(orgs[0].token), "no token in the output");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reads_one_organisation_with_its_own_slices_and_budget() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(5 * 60)), now.minus(minutes(10)));
+    let orgs = three_orgs(start, end, 600, 100).await;
+    for o in &orgs {
+        o.emu.set_faults(Faults::default());
+    }
+    let env = Env::start(org(0, 0, start, end)).await;
+    let cfg = config(&env, &orgs);
+    let cfg_arg = cfg.to_str().unwrap();
+    // Several organisations: backfill asks which one.
+    let out = command(
+        &env,
+        &orgs,
+        &["backfill", "--config", cfg_arg, "--since", "6h"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--org") && stderr.contains("alpha, beta, gamma"),
+        "{stderr}"
+    );
+    let args = [
+        "backfill",
+        "--config",
+        cfg_arg,
+        "--since",
+        "6h",
+        "--source",
+        "audit_logs",
+        "--org",
+        "beta",
+        "--slice",
+        "1h",
+    ];
+    let out = command(&env, &orgs, &args).output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // Only beta was asked, with beta's token; its rows carry its id.
+    assert_eq!(orgs[0].emu.stats().audit_requests, 0);
+    assert_eq!(orgs[2].emu.stats().audit_requests, 0);
+    let beta: HashSet<String> = expected_audit(&orgs[1].emu, start, end)
+        .into_keys()
+        .collect();
+    assert_once(
+        &stored_ids(&env, "MiroAuditLogs_CL", orgs[1].id),
+        &beta,
+        "beta after its backfill",
+    );
+    assert!(stored_ids(&env, "MiroAuditLogs_CL", orgs[0].id).is_empty());
+    // Its slices are beta's: alpha's backfill of the same span reads every slice again,
+    // and stores alpha's rows (the same ids) beside beta's.
+    let args_alpha = [
+        "backfill",
+        "--config",
+        cfg_arg,
+        "--since",
+        "6h",
+        "--source",
+        "audit_logs",
+        "--org",
+        "alpha",
+        "--slice",
+        "1h",
+    ];
+    let out = command(&env, &orgs, &args_alpha).output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(orgs[0].emu.stats().audit_requests > 0);
+    let alpha: HashSet<String> = expected_audit(&orgs[0].emu, start, end)
+        .into_keys()
+        .collect();
+    assert_once(
+        &stored_ids(&env, "MiroAuditLogs_CL", orgs[0].id),
+        &alpha,
+        "alpha after its backfill",
+    );
+    let conn = mirotrail::store::Store::open_read_only(&env.db()).unwrap();
+    let per_org: Vec<(i64, i64)> = conn
+        .prepare("SELECT org, count(*) FROM backfill_slices GROUP BY org ORDER BY org")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(per_org.len(), 2, "{per_org:?}");
+    assert_eq!(per_org[0].1, per_org[1].1, "{per_org:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_organisation_has_its_own_credit_budget_and_metrics() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(60)), now.minus(minutes(5)));
+    let orgs = three_orgs(start, end, 200, 20).await;
+    for o in &orgs {
+        o.emu.set_faults(Faults::default());
+    }
+    let env = Env::start(org(0, 0, start, end)).await;
+    // Tokens from files here (`run` is started with one variable only).
+    let mut text = String::from(
+        "[store]\npath = \"mirotrail.db\"\n[service]\nlisten = \"127.0.0.1:0\"\n\
+         [sources.audit_logs]\ninitial_lookback = \"2h\"\n\n",
+    );
+    for (o, share) in orgs.iter().zip(["0.3", "0.5", "0.1"]) {
+        let file = env.dir.path().join(format!("token-{}", o.name));
+        std::fs::write(&file, o.token).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        text.push_str(&format!(
+            "[[orgs]]\nname = \"{}\"\norg_id = \"{}\"\napi_base = \"{}\"\ntoken_file = \"token-{}\"\n\
+             [orgs.budget]\nshare = {share}\n\n",
+            o.name,
+            o.id,
+            o.emu.base_url(),
+            o.name
+        ));
+    }
+    let cfg = env.dir.path().join("budget.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let run = crate::ops::Running::start(&env, &cfg, "unused").await;
+    let (_, m) = run
+        .wait_for("/metrics", |_, m| {
+            orgs.iter().all(|o| {
+                crate::ops::sample(
+                    m,
+                    &format!(
+                        "mirotrail_source_last_success_timestamp_seconds{{org=\"{}\",source=\"audit_logs\"}}",
+                        o.name
+                    ),
+                )
+                .is_some_and(|v| v > 0.0)
+            })
+        })
+        .await;
+    // Each budget is its share of its own token's limit (the emulators announce the same
+    // limit in `X-RateLimit-Limit`): 0.3, 0.5 and 0.1 of it.
+    let allowance = |o: &EmulatedOrg| {
+        crate::ops::sample(
+            &m,
+            &format!(
+                "mirotrail_miro_credits_allowance_per_minute{{org=\"{}\"}}",
+                o.name
+            ),
+        )
+        .unwrap_or_else(|| panic!("{}: {m}", o.name))
+    };
+    let beta = allowance(&orgs[1]);
+    assert!(beta > 0.0);
+    assert!((allowance(&orgs[0]) / beta - 0.6).abs() < 1e-9, "{m}");
+    assert!((allowance(&orgs[2]) / beta - 0.2).abs() < 1e-9, "{m}");
+    for o in &orgs {
+        let spent = crate::ops::sample(
+            &m,
+            &format!(
+                "mirotrail_miro_requests_total{{org=\"{}\",source=\"audit_logs\",status=\"200\"}}",
+                o.name
+            ),
+        )
+        .unwrap_or(0.0);
+        // Each organisation's requests went to its own emulator, with its own token (the
+        // emulator may have served more since the scrape).
+        let served = o.emu.stats().by_status.get(&200).copied().unwrap_or(0) as f64;
+        assert!(
+            spent > 0.0 && spent <= served,
+            "{}: {spent} of {served}",
+            o.name
+        );
+    }
+    assert!(run.stop().await.success());
+}
