@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, MiroConfig, SinkKindConfig, SourceKind};
+use crate::config::{Config, MiroConfig, OrgConfig, SinkKindConfig, SourceKind};
 use crate::miro::status::{forbidden_advice, scope_of};
 use crate::miro::{CreditBudget, FetchError, MiroClient, PageQuery, TokenInfo};
 use crate::sink::sentinel::{ProbeOutcome, SentinelSink};
@@ -80,7 +80,7 @@ impl CheckReport {
 /// Runs every check of a validated configuration.
 pub async fn run_checks(config: &Config) -> CheckReport {
     let mut report = CheckReport::default();
-    let sources: Vec<SourceKind> = config.enabled_sources().map(|s| s.kind).collect();
+    let sources: Vec<SourceKind> = config.enabled_kinds();
     let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
     let sinks: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
     report.push(
@@ -97,7 +97,16 @@ pub async fn run_checks(config: &Config) -> CheckReport {
             }
         ),
     );
-    check_miro(config, &sources, &mut report).await;
+    // Each organisation: its token, scopes and org id.
+    for (n, org) in config.orgs.iter().enumerate() {
+        let (section, label) = if config.named_orgs {
+            (format!("orgs[{n}]"), format!("miro {}", org.name))
+        } else {
+            ("miro".to_string(), "miro".to_string())
+        };
+        let org_sources: Vec<SourceKind> = org.enabled_sources().map(|s| s.kind).collect();
+        check_miro(org, &section, &label, &org_sources, &mut report).await;
+    }
     check_dir(
         &mut report,
         "store",
@@ -223,15 +232,21 @@ fn describe_token(status: &crate::miro::TokenStatus) -> String {
     }
 }
 
-async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckReport) {
-    let token = match config.miro_token_provider() {
+async fn check_miro(
+    org: &OrgConfig,
+    section: &str,
+    label: &str,
+    sources: &[SourceKind],
+    report: &mut CheckReport,
+) {
+    let token = match org.token_provider() {
         Ok(t) => t,
         Err(e) => {
-            report.push(Verdict::Problem, "miro token", e.to_string());
+            report.push(Verdict::Problem, format!("{label} token"), e.to_string());
             for s in sources {
                 report.push(
                     Verdict::NotVerified,
-                    format!("miro {s}"),
+                    format!("{label} {s}"),
                     "skipped: there is no token to ask Miro with",
                 );
             }
@@ -240,23 +255,23 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
     };
     // A check should answer within seconds: few retries, short backoff.
     let miro = MiroConfig {
-        max_retries: config.miro.max_retries.min(2),
-        retry_initial_backoff: config
+        max_retries: org.miro.max_retries.min(2),
+        retry_initial_backoff: org
             .miro
             .retry_initial_backoff
             .min(Duration::from_millis(500)),
-        ..config.miro.clone()
+        ..org.miro.clone()
     };
     let budget = Arc::new(CreditBudget::new(
-        config.budget.credits_per_minute,
-        config.budget.share,
+        org.budget.credits_per_minute,
+        org.budget.share,
     ));
     let client = match MiroClient::new(&miro, token, budget) {
         Ok(c) => c,
         Err(e) => {
             report.push(
                 Verdict::Problem,
-                "miro token",
+                format!("{label} token"),
                 format!("cannot set up the HTTP client: {e}"),
             );
             return;
@@ -268,7 +283,7 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
         Ok(info) => {
             report.push(
                 Verdict::Ok,
-                "miro token",
+                format!("{label} token"),
                 format!(
                     "{api} accepted it (GET /v1/oauth-token): scopes {}; team {}; organization {}",
                     if info.scopes.is_empty() {
@@ -284,8 +299,8 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
                         .map_or("(not named)".to_string(), |o| o.to_string()),
                 ),
             );
-            check_scopes(&info, sources, report);
-            check_org(&info, config, report);
+            check_scopes(&info, sources, label, report);
+            check_org(&info, org, section, label, report);
         }
         Err(FetchError::Permanent(p)) => {
             let refused = matches!(
@@ -293,12 +308,12 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
                 crate::miro::status::Permanent::Unauthorized { .. }
                     | crate::miro::status::Permanent::Token { .. }
             );
-            report.push(Verdict::Problem, "miro token", p.to_string());
+            report.push(Verdict::Problem, format!("{label} token"), p.to_string());
             if refused {
                 for s in sources {
                     report.push(
                         Verdict::NotVerified,
-                        format!("miro {s}"),
+                        format!("{label} {s}"),
                         "skipped: Miro refused the token",
                     );
                 }
@@ -307,19 +322,19 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
         }
         Err(e) => report.push(
             Verdict::Problem,
-            "miro token",
-            format!("{e}; check `miro.api_base` ({api}) and the network"),
+            format!("{label} token"),
+            format!("{e}; check `{section}.api_base` ({api}) and the network"),
         ),
     }
     report.push(
         Verdict::Ok,
-        "miro token type",
+        format!("{label} token type"),
         describe_token(&client.token_provider().status().await),
     );
     // Held, never triggered: a dropped trigger would read as a shutdown.
     let (_trigger, mut shutdown) = crate::shutdown::channel();
     for &kind in sources {
-        let source = config.source(kind);
+        let source = org.source(kind);
         let to = UnixMs::now().minus(source.settle_lag);
         let from = to.minus(Duration::from_secs(60));
         let query = PageQuery {
@@ -329,7 +344,7 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
             cursor: None,
             limit: 1,
         };
-        let subject = format!("miro {kind}");
+        let subject = format!("{label} {kind}");
         match client.fetch_page(&query, &mut shutdown).await {
             Ok((page, _)) => report.push(
                 Verdict::Ok,
@@ -346,7 +361,7 @@ async fn check_miro(config: &Config, sources: &[SourceKind], report: &mut CheckR
     }
 }
 
-fn check_scopes(info: &TokenInfo, sources: &[SourceKind], report: &mut CheckReport) {
+fn check_scopes(info: &TokenInfo, sources: &[SourceKind], label: &str, report: &mut CheckReport) {
     let missing: Vec<SourceKind> = sources
         .iter()
         .copied()
@@ -359,14 +374,14 @@ fn check_scopes(info: &TokenInfo, sources: &[SourceKind], report: &mut CheckRepo
             .collect();
         report.push(
             Verdict::Ok,
-            "miro scopes",
+            format!("{label} scopes"),
             format!("the token has {}", have.join(", ")),
         );
     } else {
         for s in missing {
             report.push(
                 Verdict::Problem,
-                "miro scopes",
+                format!("{label} scopes"),
                 format!(
                     "the token lacks `{}`, needed for {s}: {}",
                     scope_of(s),
@@ -377,41 +392,54 @@ fn check_scopes(info: &TokenInfo, sources: &[SourceKind], report: &mut CheckRepo
     }
 }
 
-fn check_org(info: &TokenInfo, config: &Config, report: &mut CheckReport) {
+fn check_org(
+    info: &TokenInfo,
+    org: &OrgConfig,
+    section: &str,
+    label: &str,
+    report: &mut CheckReport,
+) {
+    let config = org;
+    // Where the id is set: `[miro]`, or the organisation's `[[orgs]]` entry.
+    let under = if section == "miro" {
+        "[miro]".to_string()
+    } else {
+        format!("the `[[orgs]]` entry `{}` ({section})", org.name)
+    };
     let content = config.enabled_sources().any(|s| s.kind.needs_org_id());
-    match (&info.organization, &config.miro.org_id) {
+    match (&info.organization, &org.miro.org_id) {
         (Some(org), Some(configured)) if &org.id == configured => report.push(
             Verdict::Ok,
-            "miro organization",
-            format!("`miro.org_id` matches the token's organization {org}"),
+            format!("{label} organization"),
+            format!("`{section}.org_id` matches the token's organization {org}"),
         ),
         (Some(org), Some(configured)) => report.push(
             Verdict::Problem,
-            "miro organization",
+            format!("{label} organization"),
             format!(
-                "`miro.org_id` is `{configured}` but the token belongs to organization {org}: \
-                 set `org_id = \"{}\"` under [miro]",
+                "`{section}.org_id` is `{configured}` but the token belongs to organization {org}: \
+                 set `org_id = \"{}\"` under {under}",
                 org.id
             ),
         ),
         (Some(org), None) => report.push(
             Verdict::Ok,
-            "miro organization",
+            format!("{label} organization"),
             format!(
                 "the token belongs to organization {org}; to collect content or AI \
-                 interaction logs, set `org_id = \"{}\"` under [miro]",
+                 interaction logs, set `org_id = \"{}\"` under {under}",
                 org.id
             ),
         ),
         (None, _) if content => report.push(
             Verdict::NotVerified,
-            "miro organization",
-            "the token introspection names no organization, so `miro.org_id` could not be \
+            format!("{label} organization"),
+            "the token introspection names no organization, so `{section}.org_id` could not be \
              compared; the requests below tell whether Miro knows it",
         ),
         (None, _) => report.push(
             Verdict::NotVerified,
-            "miro organization",
+            format!("{label} organization"),
             "the token introspection names no organization (only needed for content and AI \
              interaction logs)",
         ),

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use crate::collect::{CollectError, CollectReport, Collector};
 use crate::config::{Config, ConfigError, SinkStart, SourceKind};
 use crate::miro::{CreditBudget, MiroClient};
-use crate::service::{self, Telemetry};
+use crate::service::{self, OrgTelemetry, Telemetry};
 use crate::shutdown::Shutdown;
 use crate::sink::{Delivery, DeliveryMode, DeliveryReport, deliver};
 use crate::store::{StoreError, StoreHandle};
@@ -58,7 +58,8 @@ impl From<reqwest::Error> for StartError {
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct RunReport {
-    pub sources: BTreeMap<SourceKind, Result<CollectReport, String>>,
+    /// Per organisation name and source.
+    pub sources: BTreeMap<(String, SourceKind), Result<CollectReport, String>>,
     pub sinks: BTreeMap<String, Result<DeliveryReport, String>>,
     pub requests: u64,
     pub by_status: BTreeMap<u16, u64>,
@@ -131,7 +132,7 @@ pub async fn detect_new(
         Ok(alerts) => {
             for a in &alerts {
                 let group: Vec<String> = a.keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                tracing::warn!(rule = %a.rule, severity = %a.severity, group = %group.join(" "), window_start = %a.window_start, hits = a.hits, "alert: {}", a.rule_name);
+                tracing::warn!(org_id = a.org_id.as_deref().unwrap_or("-"), rule = %a.rule, severity = %a.severity, group = %group.join(" "), window_start = %a.window_start, hits = a.hits, "alert: {}", a.rule_name);
             }
             let handle = store.clone();
             let delivered = tokio::task::spawn_blocking(move || {
@@ -161,7 +162,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<RunReport, StartError> {
     let started = Instant::now();
-    let token = config.miro_token_provider()?;
+    let mut tokens = Vec::new();
+    for org in &config.orgs {
+        tokens.push(org.token_provider()?);
+    }
     let mut sinks = Vec::new();
     for sink in &config.sinks {
         let built = crate::sink::build(sink).map_err(|e| StartError::Sink {
@@ -178,15 +182,46 @@ pub async fn run(
             }
         }
     }
-    let budget = Arc::new(CreditBudget::new(
-        config.budget.credits_per_minute,
-        config.budget.share,
+    let identities: Vec<_> = config.orgs.iter().map(|o| o.identity()).collect();
+    let named = config.named_orgs;
+    let keys = store
+        .run(move |s| s.register_orgs(&identities, named))
+        .await?;
+    // One credit budget per token: two organisations never share credits.
+    let budgets: Vec<Arc<CreditBudget>> = config
+        .orgs
+        .iter()
+        .map(|o| {
+            Arc::new(CreditBudget::new(
+                o.budget.credits_per_minute,
+                o.budget.share,
+            ))
+        })
+        .collect();
+    let telemetry = Arc::new(Telemetry::for_orgs(
+        config,
+        store.clone(),
+        config
+            .orgs
+            .iter()
+            .zip(&keys)
+            .zip(&budgets)
+            .map(|((o, key), budget)| OrgTelemetry {
+                name: o.name.clone(),
+                key: *key,
+                budget: budget.clone(),
+            })
+            .collect(),
     ));
-    let telemetry = Arc::new(Telemetry::new(config, store.clone(), budget.clone()));
-    let mut client =
-        MiroClient::new(&config.miro, token, budget.clone())?.with_telemetry(telemetry.clone());
-    if let Some(base) = opts.backoff_base {
-        client = client.with_backoff_base(base);
+    let mut clients = Vec::new();
+    for ((org, token), budget) in config.orgs.iter().zip(tokens).zip(&budgets) {
+        let mut client = MiroClient::new(&org.miro, token, budget.clone())?
+            .with_telemetry(telemetry.clone())
+            .with_org_name(&org.name);
+        if let Some(base) = opts.backoff_base {
+            client = client.with_backoff_base(base);
+        }
+        clients.push(client);
     }
     let server = match config.service.listen {
         Some(addr) => Some(service::serve(addr, telemetry.clone(), shutdown.clone()).await?),
@@ -196,22 +231,25 @@ pub async fn run(
     let collectors_done = Arc::new(AtomicBool::new(false));
 
     let mut collector_tasks = Vec::new();
-    for source in config.enabled_sources() {
-        let mut collector = Collector::new(source.clone(), client.clone(), store.clone())
-            .with_notify(new_rows.clone())
-            .with_telemetry(telemetry.clone());
-        if let Some(start) = opts.start {
-            collector = collector.with_start(start);
+    for ((org, key), client) in config.orgs.iter().zip(&keys).zip(&clients) {
+        for source in org.enabled_sources() {
+            let mut collector = Collector::new(source.clone(), client.clone(), store.clone())
+                .with_org(*key, &org.name)
+                .with_notify(new_rows.clone())
+                .with_telemetry(telemetry.clone());
+            if let Some(start) = opts.start {
+                collector = collector.with_start(start);
+            }
+            let shutdown = shutdown.clone();
+            let once = opts.once;
+            tracing::info!(org = %org.name, source = %source.kind, "collector started");
+            collector_tasks.push((
+                (org.name.clone(), source.kind),
+                tokio::spawn(async move { collector.run(once, shutdown).await }),
+            ));
         }
-        let shutdown = shutdown.clone();
-        let once = opts.once;
-        tracing::info!(source = %source.kind, "collector started");
-        collector_tasks.push((
-            source.kind,
-            tokio::spawn(async move { collector.run(once, shutdown).await }),
-        ));
     }
-    let sources: Vec<SourceKind> = config.enabled_sources().map(|s| s.kind).collect();
+    let sources: Vec<SourceKind> = config.enabled_kinds();
     let mut sink_tasks = Vec::new();
     for (name, batch_rows, sink, sink_config) in sinks {
         // A source this sink does not take (a Sentinel sink without the optional AI
@@ -348,12 +386,16 @@ pub async fn run(
         // With `--once` the pipeline ends without a signal: the listener ends with it.
         service::stop(task, Duration::from_secs(2)).await;
     }
-    let stats = client.stats();
-    report.requests = stats.requests.load(Ordering::Relaxed);
-    report.rate_limited = stats.rate_limited.load(Ordering::Relaxed);
-    report.retries = stats.retries.load(Ordering::Relaxed);
-    report.by_status = stats.by_status();
-    report.credits_used = budget.snapshot().credits_used_total;
+    for (client, budget) in clients.iter().zip(&budgets) {
+        let stats = client.stats();
+        report.requests += stats.requests.load(Ordering::Relaxed);
+        report.rate_limited += stats.rate_limited.load(Ordering::Relaxed);
+        report.retries += stats.retries.load(Ordering::Relaxed);
+        for (status, n) in stats.by_status() {
+            *report.by_status.entry(status).or_default() += n;
+        }
+        report.credits_used += budget.snapshot().credits_used_total;
+    }
     report.elapsed = started.elapsed();
     Ok(report)
 }

@@ -56,6 +56,9 @@ struct LoginArgs {
         default_value = "https://miro.com/oauth/authorize"
     )]
     authorize_url: String,
+    /// The `[[orgs]]` entry whose app to authorise (needed when the config has several).
+    #[arg(long, value_name = "NAME")]
+    org: Option<String>,
 }
 
 pub(crate) async fn run(args: AuthArgs) -> Result<(), Failure> {
@@ -66,7 +69,35 @@ pub(crate) async fn run(args: AuthArgs) -> Result<(), Failure> {
 
 async fn login(args: LoginArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
-    let Some(oauth) = config.miro.oauth.clone() else {
+    let names = || {
+        config
+            .orgs
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let miro = match (&args.org, config.orgs.as_slice()) {
+        (None, [only]) => &only.miro,
+        (None, _) => {
+            return Err(Failure::usage(anyhow!(
+                "{} names several organisations; say whose app to authorise with --org NAME ({})",
+                config.path.display(),
+                names()
+            )));
+        }
+        (Some(name), orgs) => match orgs.iter().find(|o| &o.name == name) {
+            Some(o) => &o.miro,
+            None => {
+                return Err(Failure::usage(anyhow!(
+                    "--org `{name}` is not an organisation of {} ({})",
+                    config.path.display(),
+                    names()
+                )));
+            }
+        },
+    };
+    let Some(oauth) = miro.oauth.clone() else {
         return Err(Failure::usage(anyhow!(
             "`auth login` needs `miro.client_id` and `miro.refresh_token_file` in the config \
              (and the client secret in MIRO_CLIENT_SECRET or `miro.client_secret_file`)"
@@ -117,12 +148,12 @@ async fn login(args: LoginArgs) -> Result<(), Failure> {
         }
     };
     let refresh = exchange(
-        &config.miro.api_base,
+        &miro.api_base,
         &oauth.client_id,
         &secret,
         &code,
         &redirect_uri,
-        config.miro.request_timeout,
+        miro.request_timeout,
     )
     .await
     .map_err(Failure::runtime)?;

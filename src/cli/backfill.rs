@@ -40,6 +40,10 @@ pub(crate) struct BackfillArgs {
     /// Length of one slice (the unit of progress and of resumption).
     #[arg(long, default_value = "1d", value_name = "DURATION")]
     slice: String,
+    /// The organisation to backfill, by its `[[orgs]]` name (needed when the config has
+    /// several; each has its own token and credit budget).
+    #[arg(long, value_name = "NAME")]
+    org: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -92,13 +96,32 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
                 args.slice
             ))
         })?;
+    let org = match (&args.org, config.orgs.as_slice()) {
+        (None, [only]) => only,
+        (None, _) => {
+            let names: Vec<&str> = config.orgs.iter().map(|o| o.name.as_str()).collect();
+            return Err(Failure::usage(anyhow!(
+                "{} names several organisations; say which to backfill with --org NAME ({})",
+                config.path.display(),
+                names.join(", ")
+            )));
+        }
+        (Some(name), orgs) => orgs.iter().find(|o| &o.name == name).ok_or_else(|| {
+            let names: Vec<&str> = config.orgs.iter().map(|o| o.name.as_str()).collect();
+            Failure::usage(anyhow!(
+                "--org `{name}` is not an organisation of {} ({})",
+                config.path.display(),
+                names.join(", ")
+            ))
+        })?,
+    };
     let sources: Vec<_> = match args.source {
-        Some(s) => vec![config.source(s.into()).clone()],
-        None => config.enabled_sources().cloned().collect(),
+        Some(s) => vec![org.source(s.into()).clone()],
+        None => org.enabled_sources().cloned().collect(),
     };
     if let Some(s) = sources
         .iter()
-        .find(|s| s.kind.needs_org_id() && config.miro.org_id.is_none())
+        .find(|s| s.kind.needs_org_id() && org.miro.org_id.is_none())
     {
         return Err(Failure::usage(anyhow!(
             "{} need `miro.org_id` in {}",
@@ -137,24 +160,36 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
             until,
         });
     }
-    if config.budget.share + config.budget.backfill_share > 1.0 {
+    if org.budget.share + org.budget.backfill_share > 1.0 {
         tracing::warn!(
-            share = config.budget.share,
-            backfill_share = config.budget.backfill_share,
+            share = org.budget.share,
+            backfill_share = org.budget.backfill_share,
             "budget.share + budget.backfill_share is above 1: `run` and `backfill` together may \
              exceed the token's budget and meet 429s (they slow down, nothing is lost)"
         );
     }
 
-    let token = config.miro_token_provider()?;
+    let token = org.token_provider()?;
     let store = StoreHandle::open_backfill(&config.store_path)
         .await
         .map_err(Failure::runtime)?;
+    let identities: Vec<_> = config.orgs.iter().map(|o| o.identity()).collect();
+    let named = config.named_orgs;
+    let keys = store
+        .run(move |s| s.register_orgs(&identities, named))
+        .await
+        .map_err(Failure::runtime)?;
+    let org_key = config
+        .orgs
+        .iter()
+        .position(|o| o.name == org.name)
+        .map_or(crate::store::OrgKey::DEFAULT, |i| keys[i]);
+    // One budget per token: the backfill's share of this organisation's credits.
     let budget = Arc::new(CreditBudget::new(
-        config.budget.credits_per_minute,
-        config.budget.backfill_share,
+        org.budget.credits_per_minute,
+        org.budget.backfill_share,
     ));
-    let client = MiroClient::new(&config.miro, token, budget.clone()).map_err(Failure::runtime)?;
+    let client = MiroClient::new(&org.miro, token, budget.clone()).map_err(Failure::runtime)?;
     let progress: BTreeMap<SourceKind, Arc<SourceProgress>> = spans
         .iter()
         .map(|s| (s.source.kind, Arc::new(SourceProgress::default())))
@@ -163,6 +198,7 @@ pub(crate) async fn run(args: BackfillArgs) -> Result<(), Failure> {
     let display = Display::start(progress.clone(), budget);
     let started = Instant::now();
     let result = Backfill {
+        org: org_key,
         client,
         store,
         spans,

@@ -140,7 +140,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Failure> {
         "stream", "events", "pages", "requests", "duplicates"
     );
     let mut total = 0;
-    for (source, result) in &report.sources {
+    for ((_, source), result) in &report.sources {
         match result {
             Ok(r) => {
                 total += r.inserted;

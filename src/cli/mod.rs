@@ -539,16 +539,24 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         shutdown,
     )
     .await?;
-    for (source, result) in &report.sources {
+    for ((org, source), result) in &report.sources {
         // A failure is logged by the collector and ends the run's error message below.
         if let Ok(r) = result {
-            tracing::info!(source = %source, new_events = r.inserted, pages = r.pages, requests = r.requests, "collection finished")
+            tracing::info!(org = %org, source = %source, new_events = r.inserted, pages = r.pages, requests = r.requests, "collection finished")
         }
     }
     let failed: Vec<String> = report
         .sources
         .iter()
-        .filter_map(|(s, r)| r.as_ref().err().map(|e| format!("{s}: {e}")))
+        .filter_map(|((org, s), r)| {
+            r.as_ref().err().map(|e| {
+                if config.named_orgs {
+                    format!("{org} {s}: {e}")
+                } else {
+                    format!("{s}: {e}")
+                }
+            })
+        })
         .chain(report.sinks.iter().filter_map(|(name, r)| match r {
             Err(e) => Some(format!("sink {name}: {e}")),
             Ok(d) => d.gave_up.as_ref().map(|e| {

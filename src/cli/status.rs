@@ -7,7 +7,10 @@ use serde_json::json;
 
 use super::{ConfigArgs, Failure, load_config};
 use crate::config::SourceKind;
-use crate::store::{Store, dead_letter_counts, partial_row_count, sink_progress, table_stats};
+use crate::store::{
+    OrgKey, Store, dead_letter_counts, org_row_count, partial_row_count, sink_progress,
+    stored_orgs, table_stats,
+};
 use crate::timefmt::UnixMs;
 
 /// Errors longer than this are cut in the table (`--format json` has them in full).
@@ -30,6 +33,8 @@ pub(crate) enum StatusFormat {
 
 /// One source's line.
 struct SourceStatus {
+    /// The organisation's name (`default` without `[[orgs]]`).
+    org: String,
     kind: SourceKind,
     enabled: bool,
     watermark: Option<UnixMs>,
@@ -53,14 +58,41 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
         ))
     })?;
     let now = UnixMs::now();
+    let stored_orgs = stored_orgs(&conn).map_err(Failure::runtime)?;
     let mut sources = Vec::new();
-    for kind in SourceKind::ALL {
-        let stats = table_stats(&conn, kind).map_err(Failure::runtime)?;
+    for (org, kind) in config
+        .orgs
+        .iter()
+        .flat_map(|o| SourceKind::ALL.map(|k| (o, k)))
+    {
+        // The store's key of the organisation: by name (a store before organisations
+        // has none: its one organisation is the default one).
+        let key = if stored_orgs.is_empty() {
+            Some(OrgKey::DEFAULT)
+        } else {
+            stored_orgs
+                .iter()
+                .find(|s| s.name == org.name)
+                .map(|s| s.key)
+        };
+        let events_stored = match key {
+            None => 0,
+            Some(_) if !config.named_orgs => {
+                table_stats(&conn, kind).map_err(Failure::runtime)?.rows
+            }
+            Some(key) => org_row_count(&conn, kind, key).map_err(Failure::runtime)?,
+        };
+        let cp_sql = if stored_orgs.is_empty() {
+            "SELECT watermark_ms, pages_total, requests_total, last_success_ms, last_error, last_error_ms
+             FROM checkpoints WHERE source = ?1 AND ?2 = ?2"
+        } else {
+            "SELECT watermark_ms, pages_total, requests_total, last_success_ms, last_error, last_error_ms
+             FROM checkpoints WHERE source = ?1 AND org = ?2"
+        };
         let cp = conn
             .query_row(
-                "SELECT watermark_ms, pages_total, requests_total, last_success_ms, last_error, last_error_ms
-                 FROM checkpoints WHERE source = ?1",
-                [kind.name()],
+                cp_sql,
+                rusqlite::params![kind.name(), key.map_or(-1, |k| k.0)],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
@@ -84,10 +116,11 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
             None => (None, 0, 0, None, None),
         };
         sources.push(SourceStatus {
+            org: org.name.clone(),
             kind,
-            enabled: config.source(kind).enabled,
+            enabled: org.source(kind).enabled,
             watermark,
-            events_stored: stats.rows,
+            events_stored,
             pages,
             requests,
             last_poll_completed: success,
@@ -99,7 +132,9 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
     for sink in &config.sinks {
         for kind in SourceKind::ALL {
             let progress = sink_progress(&conn, &sink.name, kind).map_err(Failure::runtime)?;
-            let not_sent = sink.skips(kind).filter(|_| config.source(kind).enabled);
+            let not_sent = sink
+                .skips(kind)
+                .filter(|_| config.enabled_kinds().contains(&kind));
             sinks.push(SinkLine {
                 sink: sink.name.clone(),
                 kind,
@@ -115,6 +150,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
             let iso = |t: Option<UnixMs>| t.map(|t| t.to_iso());
             let value = json!({
                 "sources": sources.iter().map(|s| json!({
+                    "org": s.org,
                     "source": s.kind.name(),
                     "enabled": s.enabled,
                     "watermark": iso(s.watermark),
@@ -146,8 +182,13 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
             serde_json::to_string_pretty(&value).map_err(Failure::runtime)? + "\n"
         }
         StatusFormat::Table => {
-            render_tables(&sources, &sinks, now, config.sinks.is_empty())
-                + &render_partial_rows(&sources, &config.path)
+            render_tables(
+                &sources,
+                &sinks,
+                now,
+                config.sinks.is_empty(),
+                config.named_orgs,
+            ) + &render_partial_rows(&sources, &config.path)
                 + &render_dead_letters(&dead_letters, &config.path)
                 + &render_alerts(&alerts)
         }
@@ -186,6 +227,7 @@ fn render_tables(
     sinks: &[SinkLine],
     now: UnixMs,
     no_sinks: bool,
+    named_orgs: bool,
 ) -> String {
     let ago = |t: Option<UnixMs>| {
         t.map_or("never".to_string(), |t| {
@@ -213,7 +255,12 @@ fn render_tables(
             format!("{text} ({})", ago(*at))
         });
         table.add_row([
-            s.kind.name().to_string(),
+            if named_orgs {
+                // `[[orgs]]`: which organisation's source.
+                format!("{} {}", s.org, s.kind.name())
+            } else {
+                s.kind.name().to_string()
+            },
             s.enabled.to_string(),
             s.watermark.map_or("-".into(), |w| w.to_iso()),
             s.watermark.map_or("-".into(), |w| human(now.since(w))),

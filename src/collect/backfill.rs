@@ -23,7 +23,7 @@ use super::{CollectError, CollectReport};
 use crate::config::{SourceConfig, SourceKind};
 use crate::miro::{FetchError, MiroClient};
 use crate::shutdown::Shutdown;
-use crate::store::{BackfillSlice, PageCommit, Row, StoreError, StoreHandle};
+use crate::store::{BackfillSlice, OrgKey, PageCommit, Row, StoreError, StoreHandle};
 use crate::timefmt::UnixMs;
 
 /// Attempts at one slice (each after the client's own request retries) before it is left
@@ -139,6 +139,8 @@ pub fn plan_slices(
 /// A backfill over one store and one client (with the backfill's budget).
 #[derive(Debug)]
 pub struct Backfill {
+    /// The organisation backfilled (the client holds its token and budget).
+    pub org: OrgKey,
     pub client: MiroClient,
     pub store: StoreHandle,
     pub spans: Vec<BackfillSpan>,
@@ -173,12 +175,12 @@ impl Backfill {
         let mut jobs: Vec<Job> = Vec::new();
         for span in &self.spans {
             let kind = span.source.kind;
-            let existing = self.store.backfill_slices(kind).await?;
+            let existing = self.store.backfill_slices(self.org, kind).await?;
             let new = plan_slices(&existing, span.since, span.until, self.options.slice);
-            self.store.add_backfill_slices(kind, &new).await?;
+            self.store.add_backfill_slices(self.org, kind, &new).await?;
             let slices: Vec<BackfillSlice> = self
                 .store
-                .backfill_slices(kind)
+                .backfill_slices(self.org, kind)
                 .await?
                 .into_iter()
                 .filter(|s| s.to > span.since && s.from < span.until)
@@ -471,6 +473,7 @@ mod tests {
 
     fn slice(from: i64, to: i64, done: bool) -> BackfillSlice {
         BackfillSlice {
+            org: OrgKey::DEFAULT,
             id: 0,
             source: SourceKind::AuditLogs,
             from: UnixMs(from),

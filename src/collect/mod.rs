@@ -1,5 +1,5 @@
-//! Collection: one task per source reads time windows page by page and commits the pages,
-//! in groups, with its checkpoint.
+//! Collection: one task per organisation and source reads time windows page by page and
+//! commits the pages, in groups, with its checkpoint (the organisation's: `Collector::with_org`).
 //!
 //! Invariants:
 //! - the rows of a group of pages and the checkpoint that follows its last page (next
@@ -21,7 +21,7 @@ use crate::config::{SourceConfig, SourceKind};
 use crate::miro::{FetchError, MiroClient};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
-use crate::store::{Checkpoint, PageCommit, Row, StoreError, StoreHandle, WindowProgress};
+use crate::store::{Checkpoint, OrgKey, PageCommit, Row, StoreError, StoreHandle, WindowProgress};
 use crate::timefmt::UnixMs;
 
 use reader::CursorRestarts;
@@ -114,6 +114,10 @@ impl CollectReport {
 #[derive(Debug, Clone)]
 pub struct Collector {
     source: SourceConfig,
+    /// The organisation collected (its rows and checkpoint carry its key).
+    org: OrgKey,
+    /// Its name (log fields, metrics labels).
+    org_name: Arc<str>,
     client: MiroClient,
     store: StoreHandle,
     /// Where a fresh store starts, instead of `now - initial_lookback` (tests, demo).
@@ -128,12 +132,21 @@ impl Collector {
     pub fn new(source: SourceConfig, client: MiroClient, store: StoreHandle) -> Self {
         Collector {
             source,
+            org: OrgKey::DEFAULT,
+            org_name: Arc::from(crate::config::DEFAULT_ORG_NAME),
             client,
             store,
             start_override: None,
             new_rows: None,
             telemetry: None,
         }
+    }
+
+    /// Collects for organisation `org` (named `name`) rather than the default one.
+    pub fn with_org(mut self, org: OrgKey, name: &str) -> Self {
+        self.org = org;
+        self.org_name = Arc::from(name);
+        self
     }
 
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
@@ -177,24 +190,29 @@ impl Collector {
                 Ok(report) => {
                     total.add(&report);
                     if let Some(t) = &self.telemetry {
-                        t.poll_completed(self.source.kind);
+                        t.poll_completed(&self.org_name, self.source.kind);
                     }
                 }
                 Err(CollectError::Stopped) => return Ok(total),
                 Err(e) => {
                     if let Some(t) = &self.telemetry {
-                        t.poll_failed(self.source.kind, &e.to_string(), e.is_permanent());
+                        t.poll_failed(
+                            &self.org_name,
+                            self.source.kind,
+                            &e.to_string(),
+                            e.is_permanent(),
+                        );
                     }
                     if e.is_permanent() {
-                        tracing::error!(source = %self.source.kind, error = %e, "collection is blocked until this is fixed");
+                        tracing::error!(org = %self.org_name, source = %self.source.kind, error = %e, "collection is blocked until this is fixed");
                     } else if once {
-                        tracing::error!(source = %self.source.kind, error = %e, "collection cycle failed");
+                        tracing::error!(org = %self.org_name, source = %self.source.kind, error = %e, "collection cycle failed");
                     } else {
-                        tracing::error!(source = %self.source.kind, error = %e, "collection cycle failed; trying again next cycle");
+                        tracing::error!(org = %self.org_name, source = %self.source.kind, error = %e, "collection cycle failed; trying again next cycle");
                     }
                     if let Err(store_err) = self
                         .store
-                        .record_error(self.source.kind, &e.to_string())
+                        .record_error(self.org, self.source.kind, &e.to_string())
                         .await
                     {
                         tracing::error!(source = %self.source.kind, error = %store_err, "cannot record the error in the store");
@@ -214,7 +232,7 @@ impl Collector {
     pub async fn cycle(&self, shutdown: &mut Shutdown) -> Result<CollectReport, CollectError> {
         let kind = self.source.kind;
         let mut report = CollectReport::default();
-        let mut cp = match self.store.load_checkpoint(kind).await? {
+        let mut cp = match self.store.load_checkpoint(self.org, kind).await? {
             Some(cp) => cp,
             None => {
                 let now = UnixMs::now();
@@ -222,6 +240,7 @@ impl Collector {
                     .start_override
                     .unwrap_or_else(|| now.minus(self.source.initial_lookback));
                 Checkpoint {
+                    org: self.org,
                     source: kind,
                     watermark: start,
                     watermark_polled: now,
@@ -317,6 +336,7 @@ impl Collector {
         let committer = Arc::new(CheckpointCommitter {
             store: self.store.clone(),
             kind: self.source.kind,
+            org_name: self.org_name.clone(),
             telemetry: self.telemetry.clone(),
         });
         reader::read_window(
@@ -342,6 +362,7 @@ impl Collector {
 struct CheckpointCommitter {
     store: StoreHandle,
     kind: SourceKind,
+    org_name: Arc<str>,
     telemetry: Option<Arc<Telemetry>>,
 }
 
@@ -376,7 +397,7 @@ impl PageCommitter for CheckpointCommitter {
         // Called on a blocking thread (the page loop's transform task).
         let commit = self.store.blocking().commit_page(self.kind, rows, cp)?;
         if let Some(t) = &self.telemetry {
-            t.page_committed(self.kind, commit.inserted, commit.partial);
+            t.page_committed(&self.org_name, self.kind, commit.inserted, commit.partial);
         }
         Ok(commit)
     }

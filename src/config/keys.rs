@@ -306,6 +306,29 @@ const REST: [KeyDoc; 18] = [
     ),
 ];
 
+/// `[[orgs]]`: several organisations instead of `[miro]` (the other `[miro]` keys work in
+/// an entry too; README, "Several organisations").
+const ORGS: [KeyDoc; 3] = [
+    example(
+        "orgs",
+        "name",
+        "\"emea\"",
+        "several organisations: one [[orgs]] entry each instead of [miro]; a short label for status, /metrics and alerts",
+    ),
+    example(
+        "orgs",
+        "org_id",
+        "\"3074457345821141000\"",
+        "the entry's organization id (required)",
+    ),
+    example(
+        "orgs",
+        "token_env",
+        "\"MIRO_TOKEN_EMEA\"",
+        "the entry's own token (each [miro] key works here); [orgs.sources.*] and [orgs.budget] change the top-level sections for this organisation",
+    ),
+];
+
 /// The example section of a per-rule override (any rule name works the same way).
 const RULE_SECTION: &str = "detect.rules.mass-board-export";
 
@@ -316,6 +339,7 @@ pub fn all() -> Vec<KeyDoc> {
         .chain(CONTENT.iter())
         .chain(AI.iter())
         .chain(REST.iter())
+        .chain(ORGS.iter())
         .copied()
         .collect()
 }
@@ -350,6 +374,10 @@ pub fn starter_config() -> String {
                     "# Per-rule overrides, [detect.rules.NAME] (names: `mirotrail rules list`).\n\
                      # [detect.rules.mass-board-export]\n",
                 ),
+                "orgs" => out.push_str(
+                    "# Several Miro organisations: delete [miro] and write one [[orgs]] entry each.\n\
+                     # [[orgs]]\n",
+                ),
                 _ => out.push_str(&format!("[{section}]\n")),
             }
         }
@@ -376,6 +404,8 @@ pub fn man_section() -> String {
             section = k.section;
             let title = if section == "sinks.archive" {
                 "[sinks.NAME]"
+            } else if section == "orgs" {
+                "[[orgs]]"
             } else if section == RULE_SECTION {
                 "[detect.rules.NAME]"
             } else {

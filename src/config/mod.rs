@@ -4,6 +4,11 @@
 //! and the file; step two turns strings into types that rule out bad values (durations,
 //! URLs, non-zero page sizes) and loads secrets into redacting types. Relative paths are
 //! resolved against the directory of the config file.
+//!
+//! Organisations: `[miro]` (with `[sources.*]` and `[budget]`) is one organisation named
+//! `default`; `[[orgs]]` entries are several, each with its own token keys, and
+//! `[orgs.sources.*]` / `[orgs.budget]` overriding the top-level sections key by key
+//! ([`OrgConfig`]). The two cannot be mixed; errors name `orgs[N].key`.
 
 pub mod keys;
 mod raw;
@@ -90,13 +95,67 @@ pub struct ServiceConfig {
     pub log_format: Option<LogFormat>,
 }
 
+/// The label of the one organisation of a config with `[miro]` (and of every row stored
+/// before organisations were named).
+pub const DEFAULT_ORG_NAME: &str = "default";
+
+/// One Miro organisation: `[miro]` with `[sources.*]` and `[budget]`, or one `[[orgs]]`
+/// entry (its sources and budget keys default to the top-level sections).
+#[derive(Debug, Clone)]
+pub struct OrgConfig {
+    /// `default` for `[miro]`; the entry's `name` for `[[orgs]]`.
+    pub name: String,
+    pub miro: MiroConfig,
+    /// Every source, enabled or not, in `SourceKind::ALL` order.
+    pub sources: Vec<SourceConfig>,
+    /// The share of this organisation's token's credits (one budget per token).
+    pub budget: BudgetConfig,
+}
+
+impl OrgConfig {
+    /// The enabled source configurations of the first organisation (see `miro`).
+    pub fn enabled_sources(&self) -> impl Iterator<Item = &SourceConfig> {
+        self.sources.iter().filter(|s| s.enabled)
+    }
+
+    /// The configuration of one source.
+    pub fn source(&self, kind: SourceKind) -> &SourceConfig {
+        self.sources
+            .iter()
+            .find(|s| s.kind == kind)
+            .expect("every source is always configured")
+    }
+
+    /// What the store knows this organisation by.
+    pub fn identity(&self) -> crate::store::OrgIdentity {
+        crate::store::OrgIdentity {
+            name: self.name.clone(),
+            org_id: self.miro.org_id.clone(),
+        }
+    }
+
+    /// This organisation's token provider: its static token, or expiring tokens
+    /// refreshed with its app's credentials (the client secret is loaded here).
+    pub fn token_provider(&self) -> Result<crate::miro::TokenProvider, ConfigError> {
+        token_provider(&self.miro)
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    /// The first organisation's `[miro]` keys (the only one's, without `[[orgs]]`); code
+    /// that collects goes through `orgs`.
     pub miro: MiroConfig,
+    /// The first organisation's sources (see `miro`).
     pub sources: Vec<SourceConfig>,
+    /// The first organisation's budget (see `miro`).
     pub budget: BudgetConfig,
+    /// Every organisation collected, in the config's order (one for `[miro]`).
+    pub orgs: Vec<OrgConfig>,
+    /// True when the config names its organisations with `[[orgs]]` (labels are shown).
+    pub named_orgs: bool,
     pub store_path: PathBuf,
     /// Rows older than this are deleted once every sink has them.
     pub retention: Duration,
@@ -230,12 +289,20 @@ impl Config {
         raw.validate(path)
     }
 
-    /// The enabled source configurations.
+    /// The enabled source configurations of the first organisation (see `miro`).
     pub fn enabled_sources(&self) -> impl Iterator<Item = &SourceConfig> {
         self.sources.iter().filter(|s| s.enabled)
     }
 
-    /// The configuration of one source.
+    /// The sources enabled in at least one organisation.
+    pub fn enabled_kinds(&self) -> Vec<SourceKind> {
+        SourceKind::ALL
+            .into_iter()
+            .filter(|k| self.orgs.iter().any(|o| o.source(*k).enabled))
+            .collect()
+    }
+
+    /// The configuration of one source of the first organisation (see `miro`).
     pub fn source(&self, kind: SourceKind) -> &SourceConfig {
         self.sources
             .iter()
@@ -248,25 +315,32 @@ impl Config {
         load_secret(&self.miro.token_source, "Miro token")
     }
 
-    /// The one token provider of this process: the static token, or expiring tokens
-    /// refreshed with the app's credentials (the client secret is loaded here).
+    /// The first organisation's token provider (see `miro`).
     pub fn miro_token_provider(&self) -> Result<crate::miro::TokenProvider, ConfigError> {
-        use crate::miro::{ExpiringTokenConfig, TokenProvider};
-        match &self.miro.oauth {
-            None => Ok(TokenProvider::fixed(self.load_miro_token()?)),
-            Some(o) => Ok(TokenProvider::expiring(
-                ExpiringTokenConfig {
-                    token_url: format!(
-                        "{}/v1/oauth/token",
-                        self.miro.api_base.as_str().trim_end_matches('/')
-                    ),
-                    client_id: o.client_id.clone(),
-                    client_secret: load_secret(&o.client_secret, "Miro client secret")?,
-                    refresh_token_file: o.refresh_token_file.clone(),
-                },
-                self.miro.request_timeout,
-            )),
-        }
+        token_provider(&self.miro)
+    }
+}
+
+/// The token provider of one organisation's `[miro]` keys.
+fn token_provider(miro: &MiroConfig) -> Result<crate::miro::TokenProvider, ConfigError> {
+    use crate::miro::{ExpiringTokenConfig, TokenProvider};
+    match &miro.oauth {
+        None => Ok(TokenProvider::fixed(load_secret(
+            &miro.token_source,
+            "Miro token",
+        )?)),
+        Some(o) => Ok(TokenProvider::expiring(
+            ExpiringTokenConfig {
+                token_url: format!(
+                    "{}/v1/oauth/token",
+                    miro.api_base.as_str().trim_end_matches('/')
+                ),
+                client_id: o.client_id.clone(),
+                client_secret: load_secret(&o.client_secret, "Miro client secret")?,
+                refresh_token_file: o.refresh_token_file.clone(),
+            },
+            miro.request_timeout,
+        )),
     }
 }
 

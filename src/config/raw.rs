@@ -11,15 +11,18 @@ use crate::sink::RawSink;
 use crate::sink::SinkContext;
 
 use super::{
-    BudgetConfig, Config, ConfigError, LogFormat, MiroConfig, SecretSource, ServiceConfig,
-    SinkConfig, SourceConfig, SourceKind, parse_duration,
+    BudgetConfig, Config, ConfigError, DEFAULT_ORG_NAME, LogFormat, MiroConfig, OrgConfig,
+    SecretSource, ServiceConfig, SinkConfig, SourceConfig, SourceKind, parse_duration,
 };
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// One organisation (absent: the defaults, unless `[[orgs]]` name several).
+    pub miro: Option<RawMiro>,
+    /// Several organisations in one deployment, instead of `[miro]`.
     #[serde(default)]
-    pub miro: RawMiro,
+    pub orgs: Vec<RawOrg>,
     #[serde(default)]
     pub sources: RawSources,
     #[serde(default)]
@@ -77,7 +80,56 @@ pub struct RawMiro {
     pub max_response_bytes: Option<u64>,
 }
 
+/// `[[orgs]]`: one Miro organisation among several, with its own token, sources (each
+/// key defaults to the top-level `[sources.*]`) and credit budget (each key defaults to
+/// the top-level `[budget]`). The other keys are `[miro]`'s.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrg {
+    /// Short label shown by `status`, `/metrics` and alerts (letters, digits, `_`, `-`).
+    pub name: Option<String>,
+    /// The Miro organization id (required).
+    pub org_id: Option<String>,
+    pub api_base: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub refresh_token_file: Option<PathBuf>,
+    pub request_timeout: Option<String>,
+    pub max_retries: Option<u32>,
+    pub retry_initial_backoff: Option<String>,
+    pub max_response_bytes: Option<u64>,
+    /// Overrides of the top-level `[sources.*]` keys for this organisation.
+    #[serde(default)]
+    pub sources: RawSources,
+    /// Overrides of the top-level `[budget]` keys for this organisation's token.
+    #[serde(default)]
+    pub budget: RawBudget,
+}
+
+impl RawOrg {
+    /// The `[miro]` keys of this entry.
+    fn miro(&self) -> RawMiro {
+        RawMiro {
+            api_base: self.api_base.clone(),
+            token_env: self.token_env.clone(),
+            token_file: self.token_file.clone(),
+            client_id: self.client_id.clone(),
+            client_secret_env: self.client_secret_env.clone(),
+            client_secret_file: self.client_secret_file.clone(),
+            refresh_token_file: self.refresh_token_file.clone(),
+            org_id: self.org_id.clone(),
+            request_timeout: self.request_timeout.clone(),
+            max_retries: self.max_retries,
+            retry_initial_backoff: self.retry_initial_backoff.clone(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSources {
     pub audit_logs: Option<RawSource>,
@@ -86,7 +138,7 @@ pub struct RawSources {
 }
 
 /// `[sources.audit_logs]`, `[sources.content_logs]` and `[sources.ai_interaction_logs]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub enabled: Option<bool>,
@@ -106,8 +158,63 @@ pub struct RawSource {
     pub page_size: Option<u32>,
 }
 
+impl RawSource {
+    /// Each key of `self`, else of `base`.
+    fn or(&self, base: &RawSource) -> RawSource {
+        RawSource {
+            enabled: self.enabled.or(base.enabled),
+            initial_lookback: self
+                .initial_lookback
+                .clone()
+                .or(base.initial_lookback.clone()),
+            poll_interval: self.poll_interval.clone().or(base.poll_interval.clone()),
+            settle_lag: self.settle_lag.clone().or(base.settle_lag.clone()),
+            overlap: self.overlap.clone().or(base.overlap.clone()),
+            max_window: self.max_window.clone().or(base.max_window.clone()),
+            overlap_every: self.overlap_every.clone().or(base.overlap_every.clone()),
+            page_size: self.page_size.or(base.page_size),
+        }
+    }
+}
+
+impl RawSources {
+    fn get(&self, kind: SourceKind) -> Option<&RawSource> {
+        match kind {
+            SourceKind::AuditLogs => self.audit_logs.as_ref(),
+            SourceKind::ContentLogs => self.content_logs.as_ref(),
+            SourceKind::AiInteractionLogs => self.ai_interaction_logs.as_ref(),
+        }
+    }
+
+    /// Each source's keys of `self`, else of `base`.
+    fn or(&self, base: &RawSources) -> RawSources {
+        let merge = |kind| match (self.get(kind), base.get(kind)) {
+            (None, None) => None,
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(b)) => Some(b.clone()),
+            (Some(s), Some(b)) => Some(s.or(b)),
+        };
+        RawSources {
+            audit_logs: merge(SourceKind::AuditLogs),
+            content_logs: merge(SourceKind::ContentLogs),
+            ai_interaction_logs: merge(SourceKind::AiInteractionLogs),
+        }
+    }
+}
+
+impl RawBudget {
+    /// Each key of `self`, else of `base`.
+    fn or(&self, base: &RawBudget) -> RawBudget {
+        RawBudget {
+            share: self.share.or(base.share),
+            backfill_share: self.backfill_share.or(base.backfill_share),
+            credits_per_minute: self.credits_per_minute.or(base.credits_per_minute),
+        }
+    }
+}
+
 /// `[budget]`: the share of the token's credits mirotrail may use.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
     /// Share of the token's credits per minute `run` may use (default 0.5).
@@ -203,247 +310,107 @@ impl RawConfig {
             parse_duration(value.as_deref().unwrap_or(default)).map_err(|m| invalid(key, m))
         };
 
-        let api_base_text = self.miro.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
-        // The token travels with every request: https, or plain http to loopback only.
-        let api_base = crate::net::secure_url(api_base_text).map_err(|m| {
-            invalid(
-                "miro.api_base",
-                format!("{m} (the default is {DEFAULT_API_BASE})"),
+        let ctx = Ctx {
+            invalid: &invalid,
+            resolve: &resolve,
+            duration: &duration,
+        };
+        let (orgs, named_orgs) = if self.orgs.is_empty() {
+            let m = self.miro.unwrap_or_default();
+            let miro = validate_miro(&m, "miro", &ctx)?;
+            let org_id_key = miro.org_id.is_none().then_some("miro.org_id");
+            let sources = validate_sources(&self.sources, "sources", org_id_key, &ctx)?;
+            let budget = validate_budget(&self.budget, "budget", &ctx)?;
+            (
+                vec![OrgConfig {
+                    name: DEFAULT_ORG_NAME.to_string(),
+                    miro,
+                    sources,
+                    budget,
+                }],
+                false,
             )
-        })?;
-        let token_source = match (&self.miro.token_file, &self.miro.token_env) {
-            (Some(_), Some(_)) => {
+        } else {
+            if self.miro.is_some() {
                 return Err(invalid(
-                    "miro.token_file",
-                    "set either `token_file` or `token_env`, not both".into(),
-                ));
-            }
-            (Some(file), None) => SecretSource::File(resolve(file)),
-            (None, env) => {
-                let var = env.clone().unwrap_or_else(|| "MIRO_TOKEN".into());
-                if var.is_empty() || var.contains('=') {
-                    return Err(invalid(
-                        "miro.token_env",
-                        format!("`{var}` is not an environment variable name"),
-                    ));
-                }
-                SecretSource::Env(var)
-            }
-        };
-        let oauth = match (&self.miro.client_id, &self.miro.refresh_token_file) {
-            (None, None) => {
-                if self.miro.client_secret_env.is_some() || self.miro.client_secret_file.is_some() {
-                    return Err(invalid(
-                        "miro.client_id",
-                        "a client secret is set but no `client_id`: expiring tokens need `client_id`, the client secret and `refresh_token_file`"
-                            .into(),
-                    ));
-                }
-                None
-            }
-            (Some(_), None) => {
-                return Err(invalid(
-                    "miro.refresh_token_file",
-                    "expiring tokens need `refresh_token_file` beside `client_id`: the file `mirotrail auth login` writes"
+                    "miro",
+                    "`[miro]` and `[[orgs]]` cannot be mixed: with several organisations, move \
+                     the `[miro]` keys (token, org_id, api_base, ...) into each `[[orgs]]` entry \
+                     and delete `[miro]`"
                         .into(),
                 ));
             }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "miro.client_id",
-                    "expiring tokens need `client_id` (your app's client id, in Miro's app settings) beside `refresh_token_file`"
-                        .into(),
-                ));
-            }
-            (Some(id), Some(file)) => {
-                if self.miro.token_env.is_some() || self.miro.token_file.is_some() {
+            // The top-level sections are every organisation's defaults: a bad value there
+            // is named there.
+            validate_sources(&self.sources, "sources", None, &ctx)?;
+            validate_budget(&self.budget, "budget", &ctx)?;
+            let mut orgs: Vec<OrgConfig> = Vec::new();
+            for (n, raw) in self.orgs.iter().enumerate() {
+                let prefix = format!("orgs[{n}]");
+                let key = |k: &str| format!("{prefix}.{k}");
+                let name = match raw.name.as_deref() {
+                    None => {
+                        return Err(invalid(
+                            &key("name"),
+                            "every `[[orgs]]` entry needs a short `name` (shown by `status`, \
+                             `/metrics` and alerts), like \"emea\""
+                                .into(),
+                        ));
+                    }
+                    Some(name) => name,
+                };
+                if name.is_empty()
+                    || name.len() > 32
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
                     return Err(invalid(
-                        "miro.client_id",
-                        "set either a static token (`token_env`/`token_file`) or an expiring one (`client_id`, client secret, `refresh_token_file`), not both"
+                        &key("name"),
+                        format!(
+                            "`{name}` is not an organisation name; use 1 to 32 letters, digits, \
+                             `_` and `-`"
+                        ),
+                    ));
+                }
+                if let Some(other) = orgs.iter().position(|o| o.name == name) {
+                    return Err(invalid(
+                        &key("name"),
+                        format!(
+                            "`{name}` is already the name of orgs[{other}]; names must be unique"
+                        ),
+                    ));
+                }
+                if raw.org_id.is_none() {
+                    return Err(invalid(
+                        &key("org_id"),
+                        "every `[[orgs]]` entry needs its `org_id` (find it in Miro under \
+                         Company settings, or with `mirotrail check`)"
                             .into(),
                     ));
                 }
-                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                let miro = validate_miro(&raw.miro(), &prefix, &ctx)?;
+                if let Some(other) = orgs.iter().position(|o| o.miro.org_id == miro.org_id) {
                     return Err(invalid(
-                        "miro.client_id",
+                        &key("org_id"),
                         format!(
-                            "`{id}` is not a Miro client id (a long decimal number, written as a string; it is shown in your app's settings)"
+                            "orgs[{other}] has the same org_id; each organisation is collected once"
                         ),
                     ));
                 }
-                let client_secret =
-                    match (&self.miro.client_secret_file, &self.miro.client_secret_env) {
-                        (Some(_), Some(_)) => {
-                            return Err(invalid(
-                                "miro.client_secret_file",
-                                "set either `client_secret_file` or `client_secret_env`, not both"
-                                    .into(),
-                            ));
-                        }
-                        (Some(f), None) => SecretSource::File(resolve(f)),
-                        (None, env) => {
-                            let var = env.clone().unwrap_or_else(|| "MIRO_CLIENT_SECRET".into());
-                            if var.is_empty() || var.contains('=') {
-                                return Err(invalid(
-                                    "miro.client_secret_env",
-                                    format!("`{var}` is not an environment variable name"),
-                                ));
-                            }
-                            SecretSource::Env(var)
-                        }
-                    };
-                Some(super::MiroOAuthConfig {
-                    client_id: id.clone(),
-                    client_secret,
-                    refresh_token_file: resolve(file),
-                })
+                let sources =
+                    validate_sources(&raw.sources.or(&self.sources), &key("sources"), None, &ctx)?;
+                let budget = validate_budget(&raw.budget.or(&self.budget), &key("budget"), &ctx)?;
+                orgs.push(OrgConfig {
+                    name: name.to_string(),
+                    miro,
+                    sources,
+                    budget,
+                });
             }
+            (orgs, true)
         };
-        if let Some(org) = &self.miro.org_id
-            && (org.is_empty() || !org.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(invalid(
-                "miro.org_id",
-                format!(
-                    "`{org}` is not a Miro organization id (a long decimal number, written as a string)"
-                ),
-            ));
-        }
-        let request_timeout = duration("miro.request_timeout", &self.miro.request_timeout, "30s")?;
-        if request_timeout.is_zero() {
-            return Err(invalid(
-                "miro.request_timeout",
-                "must be more than zero".into(),
-            ));
-        }
-        let max_response_bytes = match self.miro.max_response_bytes {
-            None => DEFAULT_MAX_RESPONSE_BYTES,
-            Some(n) if (MIN_MAX_RESPONSE_BYTES..=MAX_MAX_RESPONSE_BYTES).contains(&n) => {
-                usize::try_from(n).unwrap_or(usize::MAX)
-            }
-            Some(n) => {
-                return Err(invalid(
-                    "miro.max_response_bytes",
-                    format!(
-                        "{n} is out of range; use {MIN_MAX_RESPONSE_BYTES}..={MAX_MAX_RESPONSE_BYTES} \
-                         bytes (default {DEFAULT_MAX_RESPONSE_BYTES}, 64 MiB)"
-                    ),
-                ));
-            }
-        };
-        let miro = MiroConfig {
-            api_base,
-            token_source,
-            oauth,
-            org_id: self.miro.org_id.clone(),
-            request_timeout,
-            max_retries: self.miro.max_retries.unwrap_or(8),
-            retry_initial_backoff: duration(
-                "miro.retry_initial_backoff",
-                &self.miro.retry_initial_backoff,
-                "500ms",
-            )?,
-            max_response_bytes,
-        };
-
-        let mut sources = Vec::new();
-        for kind in SourceKind::ALL {
-            let raw = match kind {
-                SourceKind::AuditLogs => self.sources.audit_logs.as_ref(),
-                SourceKind::ContentLogs => self.sources.content_logs.as_ref(),
-                SourceKind::AiInteractionLogs => self.sources.ai_interaction_logs.as_ref(),
-            };
-            let empty = RawSource::default();
-            let raw = raw.unwrap_or(&empty);
-            let key = |k: &str| format!("sources.{}.{k}", kind.name());
-            let (enabled_default, page_default, page_max) = match kind {
-                SourceKind::AuditLogs => (true, 500, 1000),
-                SourceKind::ContentLogs => (false, 1000, 1000),
-                // Beta and Enterprise Guard: off unless asked for; `limit` is at most 100.
-                SourceKind::AiInteractionLogs => (false, 100, 100),
-            };
-            let PollDefaults {
-                poll_interval: poll_default,
-                settle_lag: lag_default,
-                overlap: overlap_default,
-                overlap_every: every_default,
-            } = poll_defaults(kind);
-            let page = raw.page_size.unwrap_or(page_default);
-            let page_size = NonZeroU32::new(page)
-                .filter(|p| p.get() <= page_max)
-                .ok_or_else(|| {
-                    invalid(
-                        &key("page_size"),
-                        format!(
-                            "{page} is out of range; use 1..={page_max} (default {page_default})"
-                        ),
-                    )
-                })?;
-            let source = SourceConfig {
-                kind,
-                enabled: raw.enabled.unwrap_or(enabled_default),
-                initial_lookback: duration(&key("initial_lookback"), &raw.initial_lookback, "24h")?,
-                poll_interval: duration(&key("poll_interval"), &raw.poll_interval, poll_default)?,
-                settle_lag: duration(&key("settle_lag"), &raw.settle_lag, lag_default)?,
-                overlap: duration(&key("overlap"), &raw.overlap, overlap_default)?,
-                max_window: duration(&key("max_window"), &raw.max_window, "24h")?,
-                overlap_every: duration(&key("overlap_every"), &raw.overlap_every, every_default)?,
-                page_size,
-            };
-            if source.poll_interval < std::time::Duration::from_secs(1) {
-                return Err(invalid(&key("poll_interval"), "must be at least 1s".into()));
-            }
-            if source.max_window < std::time::Duration::from_secs(1) {
-                return Err(invalid(&key("max_window"), "must be at least 1s".into()));
-            }
-            if kind.needs_org_id() && source.enabled && miro.org_id.is_none() {
-                return Err(invalid(
-                    "miro.org_id",
-                    format!(
-                        "{kind} is enabled but `org_id` is not set; find it in Miro under \
-                         Company settings, or with `mirotrail check`"
-                    ),
-                ));
-            }
-            sources.push(source);
-        }
-        if !sources.iter().any(|s| s.enabled) {
-            return Err(invalid(
-                "sources",
-                "no source is enabled; set `enabled = true` under [sources.audit_logs], \
-                 [sources.content_logs] or [sources.ai_interaction_logs]"
-                    .into(),
-            ));
-        }
-
-        let share = self.budget.share.unwrap_or(0.5);
-        if !(share > 0.0 && share <= 1.0) {
-            return Err(invalid(
-                "budget.share",
-                format!("{share} is out of range; use a share above 0 and at most 1 (default 0.5)"),
-            ));
-        }
-        let backfill_share = self.budget.backfill_share.unwrap_or(0.25);
-        if !(backfill_share > 0.0 && backfill_share <= 1.0) {
-            return Err(invalid(
-                "budget.backfill_share",
-                format!(
-                    "{backfill_share} is out of range; use a share above 0 and at most 1 (default 0.25)"
-                ),
-            ));
-        }
-        let credits_per_minute = self.budget.credits_per_minute.unwrap_or(100_000);
-        if credits_per_minute < SourceKind::ContentLogs.credits_per_call() {
-            return Err(invalid(
-                "budget.credits_per_minute",
-                format!("{credits_per_minute} is less than one content-logs call (2000 credits)"),
-            ));
-        }
-        let budget = BudgetConfig {
-            share,
-            backfill_share,
-            credits_per_minute,
-        };
+        let first = orgs.first().expect("at least one organisation").clone();
 
         let store_path = resolve(
             self.store
@@ -472,10 +439,9 @@ impl RawConfig {
                     "sink names use letters, digits, `_` and `-` only".into(),
                 ));
             }
-            let enabled: Vec<SourceKind> = sources
-                .iter()
-                .filter(|s| s.enabled)
-                .map(|s| s.kind)
+            let enabled: Vec<SourceKind> = SourceKind::ALL
+                .into_iter()
+                .filter(|k| orgs.iter().any(|o| o.source(*k).enabled))
                 .collect();
             let crate::sink::ValidatedSink {
                 kind,
@@ -547,9 +513,11 @@ impl RawConfig {
 
         Ok(Config {
             path: path.to_path_buf(),
-            miro,
-            sources,
-            budget,
+            miro: first.miro,
+            sources: first.sources,
+            budget: first.budget,
+            orgs,
+            named_orgs,
             store_path,
             retention,
             sinks,
@@ -557,6 +525,279 @@ impl RawConfig {
             detect,
         })
     }
+}
+
+/// What the validation of one section needs from the file's: errors naming the key, paths
+/// resolved against the file's directory, durations.
+struct Ctx<'a> {
+    invalid: &'a dyn Fn(&str, String) -> ConfigError,
+    resolve: &'a dyn Fn(&Path) -> PathBuf,
+    duration: &'a DurationFn<'a>,
+}
+
+/// Parses the duration at a key, or the default when the key is not set.
+type DurationFn<'a> =
+    dyn Fn(&str, &Option<String>, &str) -> Result<std::time::Duration, ConfigError> + 'a;
+
+/// `[miro]`, or the `[miro]` keys of an `[[orgs]]` entry (`prefix`: `miro` or `orgs[N]`).
+fn validate_miro(m: &RawMiro, prefix: &str, ctx: &Ctx<'_>) -> Result<MiroConfig, ConfigError> {
+    let (invalid, resolve, duration) = (ctx.invalid, ctx.resolve, ctx.duration);
+    let api_base_text = m.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
+    // The token travels with every request: https, or plain http to loopback only.
+    let api_base = crate::net::secure_url(api_base_text).map_err(|m| {
+        invalid(
+            &format!("{prefix}.api_base"),
+            format!("{m} (the default is {DEFAULT_API_BASE})"),
+        )
+    })?;
+    let token_source = match (&m.token_file, &m.token_env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                &format!("{prefix}.token_file"),
+                "set either `token_file` or `token_env`, not both".into(),
+            ));
+        }
+        (Some(file), None) => SecretSource::File(resolve(file)),
+        (None, env) => {
+            let var = env.clone().unwrap_or_else(|| "MIRO_TOKEN".into());
+            if var.is_empty() || var.contains('=') {
+                return Err(invalid(
+                    &format!("{prefix}.token_env"),
+                    format!("`{var}` is not an environment variable name"),
+                ));
+            }
+            SecretSource::Env(var)
+        }
+    };
+    let oauth = match (&m.client_id, &m.refresh_token_file) {
+        (None, None) => {
+            if m.client_secret_env.is_some() || m.client_secret_file.is_some() {
+                return Err(invalid(
+                    &format!("{prefix}.client_id"),
+                    "a client secret is set but no `client_id`: expiring tokens need `client_id`, the client secret and `refresh_token_file`"
+                        .into(),
+                ));
+            }
+            None
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                &format!("{prefix}.refresh_token_file"),
+                "expiring tokens need `refresh_token_file` beside `client_id`: the file `mirotrail auth login` writes"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                &format!("{prefix}.client_id"),
+                "expiring tokens need `client_id` (your app's client id, in Miro's app settings) beside `refresh_token_file`"
+                    .into(),
+            ));
+        }
+        (Some(id), Some(file)) => {
+            if m.token_env.is_some() || m.token_file.is_some() {
+                return Err(invalid(
+                    &format!("{prefix}.client_id"),
+                    "set either a static token (`token_env`/`token_file`) or an expiring one (`client_id`, client secret, `refresh_token_file`), not both"
+                        .into(),
+                ));
+            }
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    &format!("{prefix}.client_id"),
+                    format!(
+                        "`{id}` is not a Miro client id (a long decimal number, written as a string; it is shown in your app's settings)"
+                    ),
+                ));
+            }
+            let client_secret = match (&m.client_secret_file, &m.client_secret_env) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        &format!("{prefix}.client_secret_file"),
+                        "set either `client_secret_file` or `client_secret_env`, not both".into(),
+                    ));
+                }
+                (Some(f), None) => SecretSource::File(resolve(f)),
+                (None, env) => {
+                    let var = env.clone().unwrap_or_else(|| "MIRO_CLIENT_SECRET".into());
+                    if var.is_empty() || var.contains('=') {
+                        return Err(invalid(
+                            &format!("{prefix}.client_secret_env"),
+                            format!("`{var}` is not an environment variable name"),
+                        ));
+                    }
+                    SecretSource::Env(var)
+                }
+            };
+            Some(super::MiroOAuthConfig {
+                client_id: id.clone(),
+                client_secret,
+                refresh_token_file: resolve(file),
+            })
+        }
+    };
+    if let Some(org) = &m.org_id
+        && (org.is_empty() || !org.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(invalid(
+            &format!("{prefix}.org_id"),
+            format!(
+                "`{org}` is not a Miro organization id (a long decimal number, written as a string)"
+            ),
+        ));
+    }
+    let request_timeout = duration(
+        &format!("{prefix}.request_timeout"),
+        &m.request_timeout,
+        "30s",
+    )?;
+    if request_timeout.is_zero() {
+        return Err(invalid(
+            &format!("{prefix}.request_timeout"),
+            "must be more than zero".into(),
+        ));
+    }
+    let max_response_bytes = match m.max_response_bytes {
+        None => DEFAULT_MAX_RESPONSE_BYTES,
+        Some(n) if (MIN_MAX_RESPONSE_BYTES..=MAX_MAX_RESPONSE_BYTES).contains(&n) => {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }
+        Some(n) => {
+            return Err(invalid(
+                &format!("{prefix}.max_response_bytes"),
+                format!(
+                    "{n} is out of range; use {MIN_MAX_RESPONSE_BYTES}..={MAX_MAX_RESPONSE_BYTES} \
+                     bytes (default {DEFAULT_MAX_RESPONSE_BYTES}, 64 MiB)"
+                ),
+            ));
+        }
+    };
+    Ok(MiroConfig {
+        api_base,
+        token_source,
+        oauth,
+        org_id: m.org_id.clone(),
+        request_timeout,
+        max_retries: m.max_retries.unwrap_or(8),
+        retry_initial_backoff: duration(
+            &format!("{prefix}.retry_initial_backoff"),
+            &m.retry_initial_backoff,
+            "500ms",
+        )?,
+        max_response_bytes,
+    })
+}
+
+/// `[sources.*]` (`prefix`: `sources` or `orgs[N].sources`). `org_id_key`: the key to
+/// name when a source that needs the organization id is enabled without one.
+fn validate_sources(
+    raw_sources: &RawSources,
+    prefix: &str,
+    org_id_key: Option<&str>,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<SourceConfig>, ConfigError> {
+    let (invalid, duration) = (ctx.invalid, ctx.duration);
+    let mut sources = Vec::new();
+    for kind in SourceKind::ALL {
+        let raw = raw_sources.get(kind);
+        let empty = RawSource::default();
+        let raw = raw.unwrap_or(&empty);
+        let key = |k: &str| format!("{prefix}.{}.{k}", kind.name());
+        let (enabled_default, page_default, page_max) = match kind {
+            SourceKind::AuditLogs => (true, 500, 1000),
+            SourceKind::ContentLogs => (false, 1000, 1000),
+            // Beta and Enterprise Guard: off unless asked for; `limit` is at most 100.
+            SourceKind::AiInteractionLogs => (false, 100, 100),
+        };
+        let PollDefaults {
+            poll_interval: poll_default,
+            settle_lag: lag_default,
+            overlap: overlap_default,
+            overlap_every: every_default,
+        } = poll_defaults(kind);
+        let page = raw.page_size.unwrap_or(page_default);
+        let page_size = NonZeroU32::new(page)
+            .filter(|p| p.get() <= page_max)
+            .ok_or_else(|| {
+                invalid(
+                    &key("page_size"),
+                    format!("{page} is out of range; use 1..={page_max} (default {page_default})"),
+                )
+            })?;
+        let source = SourceConfig {
+            kind,
+            enabled: raw.enabled.unwrap_or(enabled_default),
+            initial_lookback: duration(&key("initial_lookback"), &raw.initial_lookback, "24h")?,
+            poll_interval: duration(&key("poll_interval"), &raw.poll_interval, poll_default)?,
+            settle_lag: duration(&key("settle_lag"), &raw.settle_lag, lag_default)?,
+            overlap: duration(&key("overlap"), &raw.overlap, overlap_default)?,
+            max_window: duration(&key("max_window"), &raw.max_window, "24h")?,
+            overlap_every: duration(&key("overlap_every"), &raw.overlap_every, every_default)?,
+            page_size,
+        };
+        if source.poll_interval < std::time::Duration::from_secs(1) {
+            return Err(invalid(&key("poll_interval"), "must be at least 1s".into()));
+        }
+        if source.max_window < std::time::Duration::from_secs(1) {
+            return Err(invalid(&key("max_window"), "must be at least 1s".into()));
+        }
+        if kind.needs_org_id() && source.enabled && org_id_key.is_some() {
+            return Err(invalid(
+                org_id_key.unwrap_or_default(),
+                format!(
+                    "{kind} is enabled but `org_id` is not set; find it in Miro under \
+                     Company settings, or with `mirotrail check`"
+                ),
+            ));
+        }
+        sources.push(source);
+    }
+    if !sources.iter().any(|s| s.enabled) {
+        return Err(invalid(
+            prefix,
+            "no source is enabled; set `enabled = true` under [sources.audit_logs], \
+             [sources.content_logs] or [sources.ai_interaction_logs]"
+                .into(),
+        ));
+    }
+    Ok(sources)
+}
+
+/// `[budget]` (`prefix`: `budget` or `orgs[N].budget`).
+fn validate_budget(
+    b: &RawBudget,
+    prefix: &str,
+    ctx: &Ctx<'_>,
+) -> Result<BudgetConfig, ConfigError> {
+    let invalid = ctx.invalid;
+    let share = b.share.unwrap_or(0.5);
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(invalid(
+            &format!("{prefix}.share"),
+            format!("{share} is out of range; use a share above 0 and at most 1 (default 0.5)"),
+        ));
+    }
+    let backfill_share = b.backfill_share.unwrap_or(0.25);
+    if !(backfill_share > 0.0 && backfill_share <= 1.0) {
+        return Err(invalid(
+            &format!("{prefix}.backfill_share"),
+            format!(
+                "{backfill_share} is out of range; use a share above 0 and at most 1 (default 0.25)"
+            ),
+        ));
+    }
+    let credits_per_minute = b.credits_per_minute.unwrap_or(100_000);
+    if credits_per_minute < SourceKind::ContentLogs.credits_per_call() {
+        return Err(invalid(
+            &format!("{prefix}.credits_per_minute"),
+            format!("{credits_per_minute} is less than one content-logs call (2000 credits)"),
+        ));
+    }
+    Ok(BudgetConfig {
+        share,
+        backfill_share,
+        credits_per_minute,
+    })
 }
 
 #[cfg(test)]
@@ -587,6 +828,150 @@ mod tests {
         ] {
             let c = load(&format!("[miro]\napi_base = \"{ok}\"")).unwrap();
             assert!(c.miro.api_base.as_str().starts_with(ok), "{ok}");
+        }
+    }
+
+    const TWO_ORGS: &str = r#"
+[sources.audit_logs]
+page_size = 200
+[budget]
+share = 0.4
+
+[[orgs]]
+name = "emea"
+org_id = "3074457345821141000"
+token_env = "MIRO_TOKEN_EMEA"
+
+[[orgs]]
+name = "us-east"
+org_id = "3074457345821142000"
+token_file = "secrets/us"
+api_base = "http://127.0.0.1:9000"
+[orgs.sources.audit_logs]
+page_size = 50
+[orgs.sources.content_logs]
+enabled = true
+[orgs.budget]
+share = 0.2
+"#;
+
+    #[test]
+    fn several_orgs_each_have_their_token_sources_and_budget() {
+        let c = load(TWO_ORGS).unwrap();
+        assert!(c.named_orgs);
+        let names: Vec<&str> = c.orgs.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["emea", "us-east"]);
+        let (emea, us) = (&c.orgs[0], &c.orgs[1]);
+        assert_eq!(
+            emea.miro.token_source,
+            SecretSource::Env("MIRO_TOKEN_EMEA".into())
+        );
+        assert_eq!(
+            us.miro.token_source,
+            SecretSource::File(Path::new("/etc/mirotrail/secrets/us").into())
+        );
+        assert_eq!(emea.miro.org_id.as_deref(), Some("3074457345821141000"));
+        assert!(
+            us.miro
+                .api_base
+                .as_str()
+                .starts_with("http://127.0.0.1:9000")
+        );
+        // Top-level sections are the defaults; an entry's own keys win.
+        assert_eq!(emea.source(SourceKind::AuditLogs).page_size.get(), 200);
+        assert_eq!(us.source(SourceKind::AuditLogs).page_size.get(), 50);
+        assert!(!emea.source(SourceKind::ContentLogs).enabled);
+        assert!(us.source(SourceKind::ContentLogs).enabled);
+        assert_eq!((emea.budget.share, us.budget.share), (0.4, 0.2));
+        assert_eq!(
+            c.enabled_kinds(),
+            vec![SourceKind::AuditLogs, SourceKind::ContentLogs]
+        );
+        // One `[miro]` is one organisation named `default`, as before.
+        let single = load("[miro]\norg_id = \"42\"").unwrap();
+        assert!(!single.named_orgs);
+        assert_eq!(single.orgs.len(), 1);
+        assert_eq!(single.orgs[0].name, DEFAULT_ORG_NAME);
+        assert_eq!(single.orgs[0].miro.org_id.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn bad_orgs_name_the_entry_and_the_fix() {
+        let entry =
+            |body: &str| format!("[[orgs]]\nname = \"a\"\norg_id = \"1\"\n[[orgs]]\n{body}");
+        for (text, key, words) in [
+            (
+                format!(
+                    "[miro]\ntoken_env = \"T\"\n{}",
+                    entry("name = \"b\"\norg_id = \"2\"")
+                ),
+                "`miro`",
+                "cannot be mixed",
+            ),
+            (
+                entry("org_id = \"2\""),
+                "`orgs[1].name`",
+                "needs a short `name`",
+            ),
+            (
+                entry("name = \"a\"\norg_id = \"2\""),
+                "`orgs[1].name`",
+                "orgs[0]",
+            ),
+            (
+                entry("name = \"b c\"\norg_id = \"2\""),
+                "`orgs[1].name`",
+                "letters",
+            ),
+            (
+                entry("name = \"b\""),
+                "`orgs[1].org_id`",
+                "needs its `org_id`",
+            ),
+            (
+                entry("name = \"b\"\norg_id = \"1\""),
+                "`orgs[1].org_id`",
+                "same org_id",
+            ),
+            (
+                entry("name = \"b\"\norg_id = \"x1\""),
+                "`orgs[1].org_id`",
+                "not a Miro organization id",
+            ),
+            (
+                entry("name = \"b\"\norg_id = \"2\"\ntoken_env = \"A\"\ntoken_file = \"f\""),
+                "`orgs[1].token_file`",
+                "not both",
+            ),
+            (
+                entry("name = \"b\"\norg_id = \"2\"\n[orgs.sources.audit_logs]\npage_size = 0"),
+                "`orgs[1].sources.audit_logs.page_size`",
+                "out of range",
+            ),
+            (
+                entry("name = \"b\"\norg_id = \"2\"\n[orgs.budget]\nshare = 2.0"),
+                "`orgs[1].budget.share`",
+                "out of range",
+            ),
+            (
+                format!(
+                    "[budget]\nshare = 0\n{}",
+                    entry("name = \"b\"\norg_id = \"2\"")
+                ),
+                "`budget.share`",
+                "out of range",
+            ),
+            (
+                entry("name = \"b\"\norg_id = \"2\"\ncolour = 1"),
+                "colour",
+                "unknown field",
+            ),
+        ] {
+            let msg = load(&text).unwrap_err().to_string();
+            assert!(
+                msg.contains(key) && msg.contains(words),
+                "{text}\n-> {msg}\n(expected {key} and {words})"
+            );
         }
     }
 

@@ -135,7 +135,10 @@ fn kql_predicate(p: &Predicate) -> String {
 /// The SQL over the local store. Parameters: `?1` and `?2`, the ISO 8601 UTC bounds
 /// `[from, to)` of `TimeGenerated` (whole windows); one result row per alert, columns:
 /// the keys (as `k_<key>`), `window_start` (UNIX seconds), `hits`, `first_seen`,
-/// `last_seen`.
+/// `last_seen`, `then_seen`, `org` (the Miro organisation id, `_org_id`). Groups are
+/// also split by organisation: the rows of two organisations never make one alert (a
+/// store may hold several, `[[orgs]]`; in Sentinel each organisation's rows are told
+/// apart only where the table has a column for it).
 pub fn sql(plan: &Plan) -> String {
     let w = plan.window_secs;
     let mut parts = Vec::new();
@@ -147,6 +150,7 @@ pub fn sql(plan: &Plan) -> String {
             .collect();
         select.push("TimeGenerated AS t".into());
         select.push(format!("{} AS step", i + 1));
+        select.push("_org_id AS o".into());
         let mut conditions = vec![
             "TimeGenerated >= ?1".to_string(),
             "TimeGenerated < ?2".to_string(),
@@ -162,6 +166,7 @@ pub fn sql(plan: &Plan) -> String {
     let key_cols: Vec<String> = plan.keys.iter().map(|k| format!("k_{k}")).collect();
     let mut group = key_cols.clone();
     group.push("window_start".into());
+    group.push("o".into());
     let mut having = vec![format!("hits >= {}", plan.threshold)];
     if plan.steps.len() > 1 {
         having.push("then_seen > first_seen".into());
@@ -174,6 +179,7 @@ pub fn sql(plan: &Plan) -> String {
         "min(CASE WHEN step = 1 THEN t END) AS first_seen".into(),
         "max(CASE WHEN step = 1 THEN t END) AS last_seen".into(),
         "max(CASE WHEN step = 2 THEN t END) AS then_seen".into(),
+        "o AS org".into(),
     ]);
     format!(
         "WITH m AS ({}) SELECT {} FROM m{} GROUP BY {} HAVING {} ORDER BY window_start, {}",

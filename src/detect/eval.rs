@@ -36,6 +36,9 @@ pub struct Alert {
     pub hits: i64,
     pub first_seen: String,
     pub last_seen: String,
+    /// The Miro organisation of the rows (`_org_id`; unknown for a `[miro]` without
+    /// `org_id`).
+    pub org_id: Option<String>,
 }
 
 impl Alert {
@@ -87,6 +90,7 @@ pub fn find(
                 hits: r.get(n + 1)?,
                 first_seen: r.get(n + 2)?,
                 last_seen: r.get(n + 3)?,
+                org_id: r.get(n + 5)?,
             })
         },
     )?;
@@ -97,8 +101,9 @@ pub fn find(
 pub fn insert_alert(conn: &Connection, alert: &Alert, raised_at: UnixMs) -> rusqlite::Result<bool> {
     let n = conn.execute(
         "INSERT OR IGNORE INTO alerts (rule_id, rule, rule_name, severity, source, group_key,
-             window_start, window_end, hits, first_seen, last_seen, raised_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             window_start, window_end, hits, first_seen, last_seen, raised_at, org)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                 coalesce((SELECT key FROM orgs WHERE org_id = ?13), 1))",
         params![
             alert.rule_id,
             alert.rule,
@@ -112,6 +117,7 @@ pub fn insert_alert(conn: &Connection, alert: &Alert, raised_at: UnixMs) -> rusq
             alert.first_seen,
             alert.last_seen,
             raised_at.to_iso(),
+            alert.org_id,
         ],
     )?;
     Ok(n == 1)
@@ -197,8 +203,9 @@ pub fn stored_alerts(
 ) -> rusqlite::Result<Vec<(i64, String, Value)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, raised_at, rule_id, rule, rule_name, severity, source, group_key,
-                window_start, window_end, hits, first_seen, last_seen
-         FROM alerts WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                window_start, window_end, hits, first_seen, last_seen, orgs.org_id, orgs.name
+         FROM alerts LEFT JOIN orgs ON orgs.key = alerts.org
+         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after, limit], |r| {
         let group: String = r.get(7)?;
@@ -218,6 +225,8 @@ pub fn stored_alerts(
             "Hits": r.get::<_, i64>(10)?,
             "FirstSeen": r.get::<_, String>(11)?,
             "LastSeen": r.get::<_, String>(12)?,
+            "OrgId": r.get::<_, Option<String>>(13)?,
+            "Org": r.get::<_, Option<String>>(14)?,
         });
         Ok((r.get(0)?, raised, value))
     })?;
@@ -264,6 +273,59 @@ mod tests {
             .expect("query")
             .collect::<Result<_, _>>()
             .expect("rows")
+    }
+
+    #[test]
+    fn the_same_activity_in_two_organisations_raises_an_alert_for_each_never_one_together() {
+        let rules = crate::detect::pack().expect("pack");
+        let items = items();
+        let now = UnixMs(1_767_700_000_000);
+        let mut one = store::scratch().expect("store");
+        store::insert_items(&mut one, SourceKind::AuditLogs, &items).expect("insert");
+        let tx = one.transaction().expect("tx");
+        let alone = evaluate_new(&tx, &rules, now).expect("evaluate");
+        tx.commit().expect("commit");
+        assert!(!alone.is_empty());
+
+        // The same items (same ids) from a second organisation, and half of them only
+        // from a third: no group may add up rows of two organisations.
+        let mut two = store::scratch().expect("store");
+        two.execute_batch(
+            "UPDATE orgs SET org_id = '100' WHERE key = 1;
+             INSERT INTO orgs (key, name, org_id, created_ms) VALUES (2, 'b', '200', 0);",
+        )
+        .expect("orgs");
+        store::insert_items(&mut two, SourceKind::AuditLogs, &items).expect("insert");
+        store::insert_org_items(&mut two, store::OrgKey(2), SourceKind::AuditLogs, &items)
+            .expect("insert");
+        let tx = two.transaction().expect("tx");
+        let both = evaluate_new(&tx, &rules, now).expect("evaluate");
+        tx.commit().expect("commit");
+        assert_eq!(both.len(), alone.len() * 2, "one alert per organisation");
+        for org in ["100", "200"] {
+            let mine: Vec<_> = both
+                .iter()
+                .filter(|a| a.org_id.as_deref() == Some(org))
+                .collect();
+            assert_eq!(mine.len(), alone.len(), "{org}");
+            for (a, b) in mine.iter().zip(&alone) {
+                assert_eq!(
+                    (a.hits, &a.keys),
+                    (b.hits, &b.keys),
+                    "{org}: the same counts"
+                );
+            }
+        }
+        // The stored and delivered alert names its organisation.
+        let delivered = stored_alerts(&two, 0, 1000).expect("alerts");
+        let orgs: std::collections::BTreeSet<String> = delivered
+            .iter()
+            .map(|(_, _, v)| format!("{}/{}", v["Org"], v["OrgId"]))
+            .collect();
+        assert_eq!(
+            orgs.into_iter().collect::<Vec<_>>(),
+            vec!["\"b\"/\"200\"", "\"default\"/\"100\""]
+        );
     }
 
     #[test]

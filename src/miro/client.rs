@@ -166,6 +166,8 @@ pub struct MiroClient {
     backoff_base: Duration,
     max_response_bytes: usize,
     telemetry: Option<Arc<Telemetry>>,
+    /// The organisation's name in metrics labels.
+    org_name: Arc<str>,
 }
 
 impl MiroClient {
@@ -190,6 +192,7 @@ impl MiroClient {
             backoff_base: config.retry_initial_backoff,
             max_response_bytes: config.max_response_bytes,
             telemetry: None,
+            org_name: Arc::from(crate::config::DEFAULT_ORG_NAME),
         })
     }
 
@@ -200,6 +203,12 @@ impl MiroClient {
     /// Counts every page request by source and status.
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
         self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Labels this client's requests with its organisation's name (`[[orgs]]`).
+    pub fn with_org_name(mut self, name: &str) -> Self {
+        self.org_name = Arc::from(name);
         self
     }
 
@@ -378,7 +387,11 @@ impl MiroClient {
             }));
         }
         if let Some(t) = &self.telemetry {
-            t.miro_request(call.source, sent.as_ref().ok().map(|r| r.status().as_u16()));
+            t.miro_request(
+                &self.org_name,
+                call.source,
+                sent.as_ref().ok().map(|r| r.status().as_u16()),
+            );
         }
         let resp = match sent {
             Err(e) => {

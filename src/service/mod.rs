@@ -30,24 +30,41 @@ pub use health::{READY_POLLS, SLACK, SinkHealth, SourceHealth};
 use crate::config::{Config, SourceKind};
 use crate::miro::CreditBudget;
 use crate::shutdown::Shutdown;
-use crate::store::StoreHandle;
+use crate::store::{OrgKey, StoreHandle};
 use crate::timefmt::UnixMs;
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
+    org: String,
     source: String,
+}
+
+impl SourceLabel {
+    fn new(org: &str, source: SourceKind) -> Self {
+        SourceLabel {
+            org: org.into(),
+            source: source.name().into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrgLabel {
+    org: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
+    org: String,
     source: String,
     status: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CauseLabels {
+    org: String,
     source: String,
     cause: String,
 }
@@ -89,8 +106,8 @@ struct Families {
     cycle_failures: Family<CauseLabels, Counter>,
     source_last_success: Family<SourceLabel, FloatGauge>,
     watermark_lag: Family<SourceLabel, FloatGauge>,
-    credits_remaining: FloatGauge,
-    credits_allowance: FloatGauge,
+    credits_remaining: Family<OrgLabel, FloatGauge>,
+    credits_allowance: Family<OrgLabel, FloatGauge>,
     delivered_rows: Family<SinkSourceLabels, Counter>,
     pending_rows: Family<SinkSourceLabels, Gauge>,
     dead_letter_rows: Family<SinkSourceLabels, Gauge>,
@@ -103,7 +120,8 @@ struct Families {
 
 #[derive(Debug)]
 struct HealthState {
-    sources: Vec<(SourceKind, SourceHealth)>,
+    /// Per organisation name and source.
+    sources: Vec<((String, SourceKind), SourceHealth)>,
     sinks: Vec<(String, SinkHealth)>,
 }
 
@@ -114,9 +132,12 @@ pub struct Telemetry {
     families: Families,
     health: Mutex<HealthState>,
     store: StoreHandle,
-    budget: Arc<CreditBudget>,
+    orgs: Vec<OrgTelemetry>,
     sink_names: Vec<String>,
+    /// The sources enabled in at least one organisation.
     source_kinds: Vec<SourceKind>,
+    /// (organisation, source) pairs collected.
+    feeds: Vec<(usize, SourceKind)>,
     /// (sink, source) pairs the sink does not take (`SinkConfig::skips`): no delivery
     /// series, so a backlog that is never sent does not look like one that is stuck.
     skipped: Vec<(String, SourceKind)>,
@@ -126,9 +147,38 @@ fn unix_secs(t: UnixMs) -> f64 {
     t.0 as f64 / 1000.0
 }
 
+/// One organisation as the metrics see it: its label, its key in the store, its token's
+/// credit budget.
+#[derive(Debug, Clone)]
+pub struct OrgTelemetry {
+    pub name: String,
+    pub key: OrgKey,
+    pub budget: Arc<CreditBudget>,
+}
+
 impl Telemetry {
-    /// Registers the metrics of the enabled sources and configured sinks of `config`.
+    /// Registers the metrics of the enabled sources and configured sinks of a config
+    /// with one organisation (its first, with the default key).
     pub fn new(config: &Config, store: StoreHandle, budget: Arc<CreditBudget>) -> Self {
+        let name = config
+            .orgs
+            .first()
+            .map_or(crate::config::DEFAULT_ORG_NAME, |o| o.name.as_str())
+            .to_string();
+        Telemetry::for_orgs(
+            config,
+            store,
+            vec![OrgTelemetry {
+                name,
+                key: OrgKey::DEFAULT,
+                budget,
+            }],
+        )
+    }
+
+    /// Registers the metrics of every organisation in `orgs` (in the config's order), their
+    /// enabled sources, and the configured sinks of `config`.
+    pub fn for_orgs(config: &Config, store: StoreHandle, orgs: Vec<OrgTelemetry>) -> Self {
         let mut registry = Registry::default();
         let f = Families::default();
         registry.register(
@@ -222,9 +272,26 @@ impl Telemetry {
                 version: env!("CARGO_PKG_VERSION").into(),
             })
             .set(1);
-        f.credits_remaining.set(-1.0);
         let now = Instant::now();
-        let source_kinds: Vec<SourceKind> = config.enabled_sources().map(|s| s.kind).collect();
+        let mut feeds: Vec<(usize, SourceKind)> = Vec::new();
+        let mut health_sources = Vec::new();
+        for (i, org) in orgs.iter().enumerate() {
+            f.credits_remaining
+                .get_or_create(&OrgLabel {
+                    org: org.name.clone(),
+                })
+                .set(-1.0);
+            if let Some(oc) = config.orgs.iter().find(|o| o.name == org.name) {
+                for s in oc.enabled_sources() {
+                    feeds.push((i, s.kind));
+                    health_sources.push((
+                        (org.name.clone(), s.kind),
+                        SourceHealth::new(s.poll_interval, now),
+                    ));
+                }
+            }
+        }
+        let source_kinds: Vec<SourceKind> = config.enabled_kinds();
         let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
         let skipped: Vec<(String, SourceKind)> = config
             .sinks
@@ -237,15 +304,14 @@ impl Telemetry {
             })
             .collect();
         // Every series exists from the start, at zero, so rates and alerts work at once.
-        for kind in &source_kinds {
-            let l = SourceLabel {
-                source: kind.name().into(),
-            };
+        for (i, kind) in &feeds {
+            let l = SourceLabel::new(&orgs[*i].name, *kind);
             let _ = f.events_collected.get_or_create(&l);
             let _ = f.items_partially_derived.get_or_create(&l);
             let _ = f.pages.get_or_create(&l);
             for cause in ["permanent", "transient"] {
                 let _ = f.cycle_failures.get_or_create(&CauseLabels {
+                    org: orgs[*i].name.clone(),
                     source: kind.name().into(),
                     cause: cause.into(),
                 });
@@ -274,19 +340,17 @@ impl Telemetry {
             registry,
             families: f,
             health: Mutex::new(HealthState {
-                sources: config
-                    .enabled_sources()
-                    .map(|s| (s.kind, SourceHealth::new(s.poll_interval, now)))
-                    .collect(),
+                sources: health_sources,
                 sinks: sink_names
                     .iter()
                     .map(|n| (n.clone(), SinkHealth::default()))
                     .collect(),
             }),
             store,
-            budget,
+            orgs,
             sink_names,
             source_kinds,
+            feeds,
             skipped,
         }
     }
@@ -296,10 +360,11 @@ impl Telemetry {
     }
 
     /// A Miro response (`status`) or a request without one (`None`).
-    pub fn miro_request(&self, source: SourceKind, status: Option<u16>) {
+    pub fn miro_request(&self, org: &str, source: SourceKind, status: Option<u16>) {
         self.families
             .requests
             .get_or_create(&RequestLabels {
+                org: org.into(),
                 source: source.name().into(),
                 status: status.map_or("error".into(), |s| s.to_string()),
             })
@@ -307,10 +372,8 @@ impl Telemetry {
     }
 
     /// A page committed with `inserted` new rows, `partial` of them partly derived.
-    pub fn page_committed(&self, source: SourceKind, inserted: u64, partial: u64) {
-        let l = SourceLabel {
-            source: source.name().into(),
-        };
+    pub fn page_committed(&self, org: &str, source: SourceKind, inserted: u64, partial: u64) {
+        let l = SourceLabel::new(org, source);
         self.families.pages.get_or_create(&l).inc();
         self.families
             .events_collected
@@ -323,30 +386,39 @@ impl Telemetry {
     }
 
     /// A poll cycle that caught up.
-    pub fn poll_completed(&self, source: SourceKind) {
+    pub fn poll_completed(&self, org: &str, source: SourceKind) {
         self.families
             .source_last_success
-            .get_or_create(&SourceLabel {
-                source: source.name().into(),
-            })
+            .get_or_create(&SourceLabel::new(org, source))
             .set(unix_secs(UnixMs::now()));
         let now = Instant::now();
-        if let Some((_, h)) = self.health().sources.iter_mut().find(|(k, _)| *k == source) {
+        if let Some((_, h)) = self
+            .health()
+            .sources
+            .iter_mut()
+            .find(|((o, k), _)| o == org && *k == source)
+        {
             h.last_poll_completed = Some(now);
             h.error = None;
         }
     }
 
     /// A poll cycle that failed; `permanent` when only a human can fix it.
-    pub fn poll_failed(&self, source: SourceKind, message: &str, permanent: bool) {
+    pub fn poll_failed(&self, org: &str, source: SourceKind, message: &str, permanent: bool) {
         self.families
             .cycle_failures
             .get_or_create(&CauseLabels {
+                org: org.into(),
                 source: source.name().into(),
                 cause: if permanent { "permanent" } else { "transient" }.into(),
             })
             .inc();
-        if let Some((_, h)) = self.health().sources.iter_mut().find(|(k, _)| *k == source) {
+        if let Some((_, h)) = self
+            .health()
+            .sources
+            .iter_mut()
+            .find(|((o, k), _)| o == org && *k == source)
+        {
             h.error = Some((message.to_string(), permanent));
         }
     }
@@ -391,7 +463,15 @@ impl Telemetry {
         let mut reasons: Vec<String> = h
             .sources
             .iter()
-            .filter_map(|(k, s)| s.not_ready(now).map(|r| format!("source {k}: {r}")))
+            .filter_map(|((o, k), s)| {
+                s.not_ready(now).map(|r| {
+                    if self.orgs.len() > 1 {
+                        format!("source {k} of {o}: {r}")
+                    } else {
+                        format!("source {k}: {r}")
+                    }
+                })
+            })
             .collect();
         reasons.extend(
             h.sinks
@@ -407,18 +487,19 @@ impl Telemetry {
         let store = self.store.blocking();
         let f = &self.families;
         let now = UnixMs::now();
-        for &kind in &self.source_kinds {
-            match store.observe_checkpoint(kind) {
+        for &(i, kind) in &self.feeds {
+            let org = &self.orgs[i];
+            match store.observe_checkpoint(org.key, kind) {
                 Ok(Some(cp)) => {
                     f.watermark_lag
-                        .get_or_create(&SourceLabel {
-                            source: kind.name().into(),
-                        })
+                        .get_or_create(&SourceLabel::new(&org.name, kind))
                         .set(now.since(cp.watermark).as_secs_f64());
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "metrics: cannot read a checkpoint"),
             }
+        }
+        for &kind in &self.source_kinds {
             for sink in &self.sink_names {
                 if self.skipped.contains(&(sink.clone(), kind)) {
                     continue;
@@ -463,11 +544,18 @@ impl Telemetry {
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot count alerts"),
         }
-        let b = self.budget.snapshot();
-        if let Some(r) = b.server_remaining {
-            f.credits_remaining.set(r as f64);
+        for org in &self.orgs {
+            let b = org.budget.snapshot();
+            let l = OrgLabel {
+                org: org.name.clone(),
+            };
+            if let Some(r) = b.server_remaining {
+                f.credits_remaining.get_or_create(&l).set(r as f64);
+            }
+            f.credits_allowance
+                .get_or_create(&l)
+                .set(b.allowance_per_minute as f64);
         }
-        f.credits_allowance.set(b.allowance_per_minute as f64);
         f.ready.set(i64::from(self.not_ready().is_empty()));
     }
 

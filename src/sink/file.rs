@@ -221,7 +221,11 @@ mod tests {
     fn rows(_source: SourceKind, ids: std::ops::Range<i64>) -> Vec<OutboxRow> {
         ids.map(|i| {
             let raw = format!(r#"{{"id":"{i}","event":"board_opened"}}"#);
-            OutboxRow { seq: i, raw }
+            OutboxRow {
+                seq: i,
+                raw,
+                org_id: None,
+            }
         })
         .collect()
     }
@@ -273,6 +277,7 @@ mod tests {
         let source = SourceKind::AuditLogs;
         let rows: Vec<OutboxRow> = (1..=5)
             .map(|i| OutboxRow {
+                org_id: None,
                 seq: i,
                 raw: if i == 3 {
                     format!(r#"{{"id":"{i}","event":"board_opened"}}"#)

@@ -1,7 +1,9 @@
 //! The lines the file and stdout sinks write, in the sink's [`RecordFormat`]: `json`, a
 //! table row (the table's columns in order, dynamic columns as JSON, null datetimes as
-//! null, and `Type`, the table name, as Log Analytics shows it), or `ocsf`, the row's
-//! Miro item as an OCSF event (`crate::ocsf`, `docs/ocsf.md`).
+//! null, `Type`, the table name, as Log Analytics shows it, and `_org_id`, the Miro
+//! organisation the row came from (null when the config does not give it), as the store's
+//! views show it), or `ocsf`, the row's Miro item as an OCSF event (`crate::ocsf`,
+//! `docs/ocsf.md`).
 //!
 //! Invariant: a batch's lines are in `_seq` order, one per row; a row with no line in the
 //! format (an OCSF event needs a time) is listed with the reason, never skipped silently.
@@ -114,7 +116,12 @@ pub fn table_row_json(source: SourceKind, row: &OutboxRow) -> String {
     }
     out.push_str(",\"Type\":\"");
     out.push_str(source.table());
-    out.push_str("\"}");
+    out.push_str("\",\"_org_id\":");
+    match &row.org_id {
+        Some(id) => out.push_str(&serde_json::Value::String(id.clone()).to_string()),
+        None => out.push_str("null"),
+    }
+    out.push('}');
     out
 }
 
@@ -126,15 +133,18 @@ mod tests {
     fn an_ocsf_batch_has_a_line_per_row_and_lists_rows_without_one() {
         let rows = [
             OutboxRow {
+                org_id: None,
                 seq: 1,
                 raw: r#"{"id":"1","event":"board_opened","createdAt":"2024-01-01T00:00:00+0000"}"#
                     .into(),
             },
             OutboxRow {
+                org_id: None,
                 seq: 2,
                 raw: r#"{"id":"2","event":"board_opened"}"#.into(),
             },
             OutboxRow {
+                org_id: None,
                 seq: 3,
                 raw: r#"{"id":"3","event":"sign_in_failed","createdAt":"2024-01-01T00:00:01Z"}"#
                     .into(),
@@ -180,6 +190,7 @@ mod tests {
             &OutboxRow {
                 seq: 1,
                 raw: raw.into(),
+                org_id: None,
             },
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -199,6 +210,7 @@ mod tests {
             &OutboxRow {
                 seq: 1,
                 raw: raw.into(),
+                org_id: None,
             },
         );
         assert!(

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{BackfillSlice, Checkpoint, OutboxRow, Store, StoreError};
+use super::{BackfillSlice, Checkpoint, OrgKey, OutboxRow, Store, StoreError};
 use crate::config::SourceKind;
 use crate::timefmt::UnixMs;
 
@@ -91,9 +91,10 @@ impl StoreHandle {
 
     pub async fn load_checkpoint(
         &self,
+        org: OrgKey,
         source: SourceKind,
     ) -> Result<Option<Checkpoint>, StoreError> {
-        self.run(move |s| s.load_checkpoint(source)).await
+        self.run(move |s| s.load_checkpoint(org, source)).await
     }
 
     pub async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), StoreError> {
@@ -101,25 +102,33 @@ impl StoreHandle {
         self.run(move |s| s.save_checkpoint(&cp)).await
     }
 
-    pub async fn record_error(&self, source: SourceKind, message: &str) -> Result<(), StoreError> {
+    pub async fn record_error(
+        &self,
+        org: OrgKey,
+        source: SourceKind,
+        message: &str,
+    ) -> Result<(), StoreError> {
         let message = message.to_string();
-        self.run(move |s| s.record_error(source, &message)).await
+        self.run(move |s| s.record_error(org, source, &message))
+            .await
     }
 
     pub async fn backfill_slices(
         &self,
+        org: OrgKey,
         source: SourceKind,
     ) -> Result<Vec<BackfillSlice>, StoreError> {
-        self.run(move |s| s.backfill_slices(source)).await
+        self.run(move |s| s.backfill_slices(org, source)).await
     }
 
     pub async fn add_backfill_slices(
         &self,
+        org: OrgKey,
         source: SourceKind,
         ranges: &[(UnixMs, UnixMs)],
     ) -> Result<(), StoreError> {
         let ranges = ranges.to_vec();
-        self.run(move |s| s.add_backfill_slices(source, &ranges))
+        self.run(move |s| s.add_backfill_slices(org, source, &ranges))
             .await
     }
 

@@ -212,8 +212,235 @@ FROM MiroAiInteractionLogs_CL_rows;
 CREATE TRIGGER MiroAiInteractionLogs_CL_delete INSTEAD OF DELETE ON MiroAiInteractionLogs_CL
 BEGIN DELETE FROM MiroAiInteractionLogs_CL_rows WHERE _seq = OLD._seq; END;"#;
 
+/// Step 11, several organisations in one store (`docs/store.md`, "Organisations"): an
+/// `orgs` table (a small integer `key`, the config's `name`, the Miro `org_id`), and the
+/// organisation's key on every stored row (`_org`), checkpoint, backfill slice and alert.
+/// Ids are unique per organisation (`UNIQUE (id, _org)`): two organisations' items never
+/// deduplicate against each other. The views gain `_org_id` (the Miro organisation id)
+/// after `_seq`. Everything already stored belongs to organisation 1, `default`, whose
+/// `org_id` is unknown to SQL: the first `run` fills it from the config
+/// (`Store::register_orgs`). `_seq` and the alerts' `seq` counters move with their rows.
+/// The views are dropped first and created last: renaming a table makes SQLite parse the
+/// schema's views and triggers, and a migration may run before mirotrail's SQL functions
+/// are registered.
+const STEP_11: &str = r#"CREATE TABLE orgs (
+  key INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  org_id TEXT UNIQUE,
+  created_ms INTEGER NOT NULL
+);
+INSERT INTO orgs (key, name, org_id, created_ms) VALUES (1, 'default', NULL, 0);
+DROP VIEW MiroAuditLogs_CL;
+DROP VIEW MiroContentLogs_CL;
+DROP VIEW MiroAiInteractionLogs_CL;
+ALTER TABLE MiroAuditLogs_CL_rows RENAME TO MiroAuditLogs_CL_rows_v10;
+CREATE TABLE MiroAuditLogs_CL_rows (
+  _seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  _org INTEGER NOT NULL DEFAULT 1 REFERENCES orgs (key),
+  TimeGenerated TEXT,
+  id TEXT NOT NULL,
+  event TEXT NOT NULL DEFAULT '',
+  category TEXT NOT NULL DEFAULT '',
+  createdBy_email TEXT NOT NULL DEFAULT '',
+  _raw BLOB NOT NULL,
+  _ingested_at TEXT NOT NULL,
+  UNIQUE (id, _org)
+);
+INSERT INTO MiroAuditLogs_CL_rows (_seq, TimeGenerated, id, event, category, createdBy_email, _raw, _ingested_at)
+  SELECT _seq, TimeGenerated, id, event, category, createdBy_email, _raw, _ingested_at FROM MiroAuditLogs_CL_rows_v10 ORDER BY _seq;
+DELETE FROM sqlite_sequence WHERE name = 'MiroAuditLogs_CL_rows';
+UPDATE sqlite_sequence SET name = 'MiroAuditLogs_CL_rows' WHERE name = 'MiroAuditLogs_CL_rows_v10';
+DROP TABLE MiroAuditLogs_CL_rows_v10;
+CREATE INDEX MiroAuditLogs_CL_rows_time ON MiroAuditLogs_CL_rows (TimeGenerated);
+CREATE INDEX MiroAuditLogs_CL_rows_text ON MiroAuditLogs_CL_rows (_seq) WHERE typeof(_raw) = 'text';
+ALTER TABLE MiroContentLogs_CL_rows RENAME TO MiroContentLogs_CL_rows_v10;
+CREATE TABLE MiroContentLogs_CL_rows (
+  _seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  _org INTEGER NOT NULL DEFAULT 1 REFERENCES orgs (key),
+  TimeGenerated TEXT,
+  id TEXT NOT NULL,
+  actionType TEXT NOT NULL DEFAULT '',
+  actor_email TEXT NOT NULL DEFAULT '',
+  _raw BLOB NOT NULL,
+  _ingested_at TEXT NOT NULL,
+  UNIQUE (id, _org)
+);
+INSERT INTO MiroContentLogs_CL_rows (_seq, TimeGenerated, id, actionType, actor_email, _raw, _ingested_at)
+  SELECT _seq, TimeGenerated, id, actionType, actor_email, _raw, _ingested_at FROM MiroContentLogs_CL_rows_v10 ORDER BY _seq;
+DELETE FROM sqlite_sequence WHERE name = 'MiroContentLogs_CL_rows';
+UPDATE sqlite_sequence SET name = 'MiroContentLogs_CL_rows' WHERE name = 'MiroContentLogs_CL_rows_v10';
+DROP TABLE MiroContentLogs_CL_rows_v10;
+CREATE INDEX MiroContentLogs_CL_rows_time ON MiroContentLogs_CL_rows (TimeGenerated);
+CREATE INDEX MiroContentLogs_CL_rows_text ON MiroContentLogs_CL_rows (_seq) WHERE typeof(_raw) = 'text';
+ALTER TABLE MiroAiInteractionLogs_CL_rows RENAME TO MiroAiInteractionLogs_CL_rows_v10;
+CREATE TABLE MiroAiInteractionLogs_CL_rows (
+  _seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  _org INTEGER NOT NULL DEFAULT 1 REFERENCES orgs (key),
+  TimeGenerated TEXT,
+  id TEXT NOT NULL,
+  storedAt TEXT,
+  aiFeatureName TEXT NOT NULL DEFAULT '',
+  actor_email TEXT NOT NULL DEFAULT '',
+  _raw BLOB NOT NULL,
+  _ingested_at TEXT NOT NULL,
+  UNIQUE (id, _org)
+);
+INSERT INTO MiroAiInteractionLogs_CL_rows (_seq, TimeGenerated, id, storedAt, aiFeatureName, actor_email, _raw, _ingested_at)
+  SELECT _seq, TimeGenerated, id, storedAt, aiFeatureName, actor_email, _raw, _ingested_at FROM MiroAiInteractionLogs_CL_rows_v10 ORDER BY _seq;
+DELETE FROM sqlite_sequence WHERE name = 'MiroAiInteractionLogs_CL_rows';
+UPDATE sqlite_sequence SET name = 'MiroAiInteractionLogs_CL_rows' WHERE name = 'MiroAiInteractionLogs_CL_rows_v10';
+DROP TABLE MiroAiInteractionLogs_CL_rows_v10;
+CREATE INDEX MiroAiInteractionLogs_CL_rows_time ON MiroAiInteractionLogs_CL_rows (TimeGenerated);
+CREATE INDEX MiroAiInteractionLogs_CL_rows_stored ON MiroAiInteractionLogs_CL_rows (storedAt);
+CREATE INDEX MiroAiInteractionLogs_CL_rows_text ON MiroAiInteractionLogs_CL_rows (_seq) WHERE typeof(_raw) = 'text';
+ALTER TABLE checkpoints RENAME TO checkpoints_v10;
+CREATE TABLE checkpoints (
+  org INTEGER NOT NULL DEFAULT 1 REFERENCES orgs (key),
+  source TEXT NOT NULL,
+  watermark_ms INTEGER NOT NULL,
+  watermark_polled_ms INTEGER NOT NULL,
+  window_from_ms INTEGER,
+  window_to_ms INTEGER,
+  window_started_ms INTEGER,
+  window_read_through_ms INTEGER,
+  cursor TEXT,
+  pages_total INTEGER NOT NULL DEFAULT 0,
+  requests_total INTEGER NOT NULL DEFAULT 0,
+  last_success_ms INTEGER,
+  last_error TEXT,
+  last_error_ms INTEGER,
+  last_sweep_ms INTEGER,
+  PRIMARY KEY (org, source)
+);
+INSERT INTO checkpoints (org, source, watermark_ms, watermark_polled_ms, window_from_ms, window_to_ms,
+    window_started_ms, window_read_through_ms, cursor, pages_total, requests_total, last_success_ms,
+    last_error, last_error_ms, last_sweep_ms)
+  SELECT 1, source, watermark_ms, watermark_polled_ms, window_from_ms, window_to_ms,
+    window_started_ms, window_read_through_ms, cursor, pages_total, requests_total, last_success_ms,
+    last_error, last_error_ms, last_sweep_ms FROM checkpoints_v10;
+DROP TABLE checkpoints_v10;
+ALTER TABLE backfill_slices RENAME TO backfill_slices_v10;
+CREATE TABLE backfill_slices (
+  id INTEGER PRIMARY KEY,
+  org INTEGER NOT NULL DEFAULT 1 REFERENCES orgs (key),
+  source TEXT NOT NULL,
+  from_ms INTEGER NOT NULL,
+  to_ms INTEGER NOT NULL,
+  read_from_ms INTEGER NOT NULL,
+  read_through_ms INTEGER,
+  cursor TEXT,
+  done INTEGER NOT NULL DEFAULT 0,
+  pages INTEGER NOT NULL DEFAULT 0,
+  requests INTEGER NOT NULL DEFAULT 0,
+  inserted INTEGER NOT NULL DEFAULT 0,
+  duplicates INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL,
+  done_ms INTEGER,
+  UNIQUE (org, source, from_ms, to_ms)
+);
+INSERT INTO backfill_slices (id, org, source, from_ms, to_ms, read_from_ms, read_through_ms, cursor,
+    done, pages, requests, inserted, duplicates, created_ms, done_ms)
+  SELECT id, 1, source, from_ms, to_ms, read_from_ms, read_through_ms, cursor,
+    done, pages, requests, inserted, duplicates, created_ms, done_ms FROM backfill_slices_v10;
+DROP TABLE backfill_slices_v10;
+ALTER TABLE alerts RENAME TO alerts_v10;
+CREATE TABLE alerts (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  org INTEGER NOT NULL DEFAULT 1 REFERENCES orgs (key),
+  rule_id TEXT NOT NULL,
+  rule TEXT NOT NULL,
+  rule_name TEXT NOT NULL,
+  severity TEXT NOT NULL,
+  source TEXT NOT NULL,
+  group_key TEXT NOT NULL,
+  window_start TEXT NOT NULL,
+  window_end TEXT NOT NULL,
+  hits INTEGER NOT NULL,
+  first_seen TEXT NOT NULL,
+  last_seen TEXT NOT NULL,
+  raised_at TEXT NOT NULL,
+  UNIQUE (org, rule_id, group_key, window_start)
+);
+INSERT INTO alerts (seq, org, rule_id, rule, rule_name, severity, source, group_key, window_start,
+    window_end, hits, first_seen, last_seen, raised_at)
+  SELECT seq, 1, rule_id, rule, rule_name, severity, source, group_key, window_start,
+    window_end, hits, first_seen, last_seen, raised_at FROM alerts_v10 ORDER BY seq;
+DELETE FROM sqlite_sequence WHERE name = 'alerts';
+UPDATE sqlite_sequence SET name = 'alerts' WHERE name = 'alerts_v10';
+DROP TABLE alerts_v10;
+CREATE VIEW MiroAuditLogs_CL AS SELECT
+  TimeGenerated,
+  id,
+  mirotrail_column('audit_logs', 'createdAt', _raw) AS createdAt,
+  event,
+  category,
+  mirotrail_column('audit_logs', 'logType', _raw) AS logType,
+  createdBy_email,
+  mirotrail_column('audit_logs', 'createdBy_id', _raw) AS createdBy_id,
+  mirotrail_column('audit_logs', 'createdBy_name', _raw) AS createdBy_name,
+  mirotrail_column('audit_logs', 'createdBy_type', _raw) AS createdBy_type,
+  mirotrail_column('audit_logs', 'object_id', _raw) AS object_id,
+  mirotrail_column('audit_logs', 'object_name', _raw) AS object_name,
+  mirotrail_column('audit_logs', 'context_ip', _raw) AS context_ip,
+  mirotrail_column('audit_logs', 'context_team_id', _raw) AS context_team_id,
+  mirotrail_column('audit_logs', 'context_team_name', _raw) AS context_team_name,
+  mirotrail_column('audit_logs', 'context_team_type', _raw) AS context_team_type,
+  mirotrail_column('audit_logs', 'context_organization_id', _raw) AS context_organization_id,
+  mirotrail_column('audit_logs', 'context_organization_name', _raw) AS context_organization_name,
+  mirotrail_column('audit_logs', 'context_organization_type', _raw) AS context_organization_type,
+  mirotrail_column('audit_logs', 'details', _raw) AS details,
+  mirotrail_raw(_raw) AS _raw,
+  _ingested_at,
+  _seq,
+  (SELECT org_id FROM orgs WHERE orgs.key = _org) AS _org_id
+FROM MiroAuditLogs_CL_rows;
+CREATE TRIGGER MiroAuditLogs_CL_delete INSTEAD OF DELETE ON MiroAuditLogs_CL
+BEGIN DELETE FROM MiroAuditLogs_CL_rows WHERE _seq = OLD._seq; END;
+CREATE VIEW MiroContentLogs_CL AS SELECT
+  TimeGenerated,
+  id,
+  mirotrail_column('content_logs', 'actionTime', _raw) AS actionTime,
+  actionType,
+  mirotrail_column('content_logs', 'actor_id', _raw) AS actor_id,
+  actor_email,
+  mirotrail_column('content_logs', 'actor_name', _raw) AS actor_name,
+  mirotrail_column('content_logs', 'contentId', _raw) AS contentId,
+  mirotrail_column('content_logs', 'itemId', _raw) AS itemId,
+  mirotrail_column('content_logs', 'itemType', _raw) AS itemType,
+  mirotrail_column('content_logs', 'relationships', _raw) AS relationships,
+  mirotrail_column('content_logs', 'state', _raw) AS state,
+  mirotrail_raw(_raw) AS _raw,
+  _ingested_at,
+  _seq,
+  (SELECT org_id FROM orgs WHERE orgs.key = _org) AS _org_id
+FROM MiroContentLogs_CL_rows;
+CREATE TRIGGER MiroContentLogs_CL_delete INSTEAD OF DELETE ON MiroContentLogs_CL
+BEGIN DELETE FROM MiroContentLogs_CL_rows WHERE _seq = OLD._seq; END;
+CREATE VIEW MiroAiInteractionLogs_CL AS SELECT
+  TimeGenerated,
+  id,
+  mirotrail_column('ai_interaction_logs', 'createdAt', _raw) AS createdAt,
+  storedAt,
+  mirotrail_column('ai_interaction_logs', 'sessionId', _raw) AS sessionId,
+  mirotrail_column('ai_interaction_logs', 'messageId', _raw) AS messageId,
+  aiFeatureName,
+  mirotrail_column('ai_interaction_logs', 'logType', _raw) AS logType,
+  mirotrail_column('ai_interaction_logs', 'object_id', _raw) AS object_id,
+  mirotrail_column('ai_interaction_logs', 'object_type', _raw) AS object_type,
+  mirotrail_column('ai_interaction_logs', 'actor_id', _raw) AS actor_id,
+  actor_email,
+  mirotrail_column('ai_interaction_logs', 'actor_name', _raw) AS actor_name,
+  mirotrail_column('ai_interaction_logs', 'details', _raw) AS details,
+  mirotrail_raw(_raw) AS _raw,
+  _ingested_at,
+  _seq,
+  (SELECT org_id FROM orgs WHERE orgs.key = _org) AS _org_id
+FROM MiroAiInteractionLogs_CL_rows;
+CREATE TRIGGER MiroAiInteractionLogs_CL_delete INSTEAD OF DELETE ON MiroAiInteractionLogs_CL
+BEGIN DELETE FROM MiroAiInteractionLogs_CL_rows WHERE _seq = OLD._seq; END;"#;
+
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 10] {
+fn migrations() -> [&'static str; 11] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -328,6 +555,9 @@ fn migrations() -> [&'static str; 10] {
         );",
         // 10: the compact store: derived columns on read, `_raw` compressed (see STEP_10).
         STEP_10,
+        // 11: organisations: `orgs`, and the organisation on every row, checkpoint,
+        // backfill slice and alert (see STEP_11).
+        STEP_11,
     ]
 }
 
@@ -354,6 +584,17 @@ pub(crate) fn migrate_to(conn: &mut Connection, version: i64) -> rusqlite::Resul
         tx.pragma_update(None, "user_version", current.max(0) + 1)?;
         tx.commit()?;
     }
+}
+
+/// The version of a store just before the organisations step (tests convert such a
+/// store; the step's number is found, not written, so steps can be renumbered).
+#[cfg(test)]
+pub(crate) fn version_before_orgs() -> i64 {
+    let index = migrations()
+        .iter()
+        .position(|step| *step == STEP_11)
+        .expect("the organisations step is a migration");
+    i64::try_from(index).expect("a few steps")
 }
 
 /// The schema version this build writes.
@@ -440,7 +681,7 @@ mod tests {
                 .unwrap();
             let names: Vec<&str> = stmt.column_names().collect();
             let mut expected: Vec<&str> = crate::store::transform::columns(source).to_vec();
-            expected.extend(["_raw", "_ingested_at", "_seq"]);
+            expected.extend(["_raw", "_ingested_at", "_seq", "_org_id"]);
             assert_eq!(names, expected, "{source}");
             drop(stmt);
         }

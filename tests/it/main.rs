@@ -15,6 +15,7 @@ mod harness;
 mod limits;
 mod ocsf;
 mod ops;
+mod orgs;
 mod report;
 mod s3;
 mod sentinel;

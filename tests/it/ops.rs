@@ -325,14 +325,14 @@ async fn check_reports_each_azure_fault_with_its_fix() {
 }
 
 /// A running `mirotrail run` whose standard error is collected line by line.
-struct Running {
+pub(crate) struct Running {
     child: tokio::process::Child,
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     base: String,
 }
 
 impl Running {
-    async fn start(env: &Env, cfg: &std::path::Path, token: &str) -> Running {
+    pub(crate) async fn start(env: &Env, cfg: &std::path::Path, token: &str) -> Running {
         use tokio::io::AsyncBufReadExt;
         let mut child = env
             .command(&["run", "--config", cfg.to_str().unwrap()], token)
@@ -377,7 +377,11 @@ impl Running {
     }
 
     /// Polls `path` until `pred` holds (30 s at most).
-    async fn wait_for(&self, path: &str, pred: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    pub(crate) async fn wait_for(
+        &self,
+        path: &str,
+        pred: impl Fn(u16, &str) -> bool,
+    ) -> (u16, String) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let (status, body) = self.get(path).await;
@@ -397,7 +401,7 @@ impl Running {
         self.stderr.lock().unwrap().join("\n")
     }
 
-    async fn stop(mut self) -> std::process::ExitStatus {
+    pub(crate) async fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().unwrap();
         std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -411,7 +415,7 @@ impl Running {
 }
 
 /// The value of the sample `name{labels}` (exactly as rendered), if present.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| {
         let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
         rest.split_whitespace().next()?.parse().ok()
@@ -466,19 +470,21 @@ async fn run_serves_metrics_and_readiness_and_reports_a_revoked_token_and_a_miss
         .await;
     for source in ["audit_logs", "content_logs"] {
         let l = format!("source=\"{source}\"");
-        assert!(must(&m, &format!("mirotrail_events_collected_total{{{l}}}")) > 0.0);
-        assert!(must(&m, &format!("mirotrail_miro_pages_total{{{l}}}")) > 0.0);
+        // Per-source series carry the organisation (`default` with `[miro]`).
+        let o = format!("org=\"default\",{l}");
+        assert!(must(&m, &format!("mirotrail_events_collected_total{{{o}}}")) > 0.0);
+        assert!(must(&m, &format!("mirotrail_miro_pages_total{{{o}}}")) > 0.0);
         assert!(
             must(
                 &m,
-                &format!("mirotrail_miro_requests_total{{{l},status=\"200\"}}")
+                &format!("mirotrail_miro_requests_total{{{o},status=\"200\"}}")
             ) > 0.0
         );
-        let lag = must(&m, &format!("mirotrail_watermark_lag_seconds{{{l}}}"));
+        let lag = must(&m, &format!("mirotrail_watermark_lag_seconds{{{o}}}"));
         assert!((0.0..60.0).contains(&lag), "{lag}");
         let last = must(
             &m,
-            &format!("mirotrail_source_last_success_timestamp_seconds{{{l}}}"),
+            &format!("mirotrail_source_last_success_timestamp_seconds{{{o}}}"),
         );
         assert!(
             (last - UnixMs::now().0 as f64 / 1000.0).abs() < 60.0,
@@ -498,9 +504,17 @@ async fn run_serves_metrics_and_readiness_and_reports_a_revoked_token_and_a_miss
             ) > 0.0
         );
     }
-    assert!(must(&m, "mirotrail_miro_credits_remaining") >= 0.0, "{m}");
+    assert!(
+        must(&m, "mirotrail_miro_credits_remaining{org=\"default\"}") >= 0.0,
+        "{m}"
+    );
     // Half of what X-RateLimit-Limit says (the emulator without a limit sends a huge one).
-    assert!(must(&m, "mirotrail_miro_credits_allowance_per_minute") >= 50_000.0);
+    assert!(
+        must(
+            &m,
+            "mirotrail_miro_credits_allowance_per_minute{org=\"default\"}"
+        ) >= 50_000.0
+    );
     assert_eq!(must(&m, "mirotrail_ready"), 1.0);
     assert!(m.contains("mirotrail_build_info{version="), "{m}");
     // Failure series exist at zero from the start, so alerts on their rate work.
@@ -515,7 +529,7 @@ async fn run_serves_metrics_and_readiness_and_reports_a_revoked_token_and_a_miss
     assert_eq!(
         must(
             &m,
-            "mirotrail_source_cycle_failures_total{source=\"audit_logs\",cause=\"permanent\"}"
+            "mirotrail_source_cycle_failures_total{org=\"default\",source=\"audit_logs\",cause=\"permanent\"}"
         ),
         0.0
     );
@@ -575,13 +589,13 @@ async fn run_serves_metrics_and_readiness_and_reports_a_revoked_token_and_a_miss
     assert!(
         must(
             &m,
-            "mirotrail_source_cycle_failures_total{source=\"audit_logs\",cause=\"permanent\"}"
+            "mirotrail_source_cycle_failures_total{org=\"default\",source=\"audit_logs\",cause=\"permanent\"}"
         ) >= 3.0
     );
     assert!(
         must(
             &m,
-            "mirotrail_miro_requests_total{source=\"audit_logs\",status=\"401\"}"
+            "mirotrail_miro_requests_total{org=\"default\",source=\"audit_logs\",status=\"401\"}"
         ) >= 3.0
     );
 
@@ -868,11 +882,14 @@ async fn metrics_count_items_stored_partially_derived() {
          poll_interval = \"1s\"\noverlap = \"1h\"\n",
     );
     let run = Running::start(&env, &cfg, TOKEN).await;
-    let series = "mirotrail_items_partially_derived_total{source=\"audit_logs\"}";
+    let series = "mirotrail_items_partially_derived_total{org=\"default\",source=\"audit_logs\"}";
     let (_, m) = run
         .wait_for("/metrics", |_, m| {
-            sample(m, "mirotrail_events_collected_total{source=\"audit_logs\"}")
-                .is_some_and(|v| v >= audit as f64)
+            sample(
+                m,
+                "mirotrail_events_collected_total{org=\"default\",source=\"audit_logs\"}",
+            )
+            .is_some_and(|v| v >= audit as f64)
         })
         .await;
     assert_eq!(must(&m, series), hostile as f64, "{m}");

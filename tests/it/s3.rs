@@ -186,6 +186,7 @@ fn fill_audit(w: &World, from: usize, to: usize) {
         .map(|raw| (transform::to_row(SourceKind::AuditLogs, raw), raw.as_str()))
         .collect();
     let checkpoint = mirotrail::store::Checkpoint {
+        org: mirotrail::store::OrgKey::DEFAULT,
         source: SourceKind::AuditLogs,
         watermark: mirotrail::timefmt::UnixMs(0),
         watermark_polled: mirotrail::timefmt::UnixMs(0),
@@ -371,7 +372,7 @@ async fn ocsf_objects_hold_one_event_per_row_and_set_aside_what_ocsf_refuses() {
     let row = transform::to_row(SourceKind::AuditLogs, bad);
     let checkpoint = w
         .store
-        .load_checkpoint(SourceKind::AuditLogs)
+        .load_checkpoint(mirotrail::store::OrgKey::DEFAULT, SourceKind::AuditLogs)
         .unwrap()
         .unwrap();
     w.store

@@ -218,6 +218,7 @@ pub(crate) fn commit_items(store: &mirotrail::store::Store, source: SourceKind, 
             })
             .collect();
         let checkpoint = mirotrail::store::Checkpoint {
+            org: mirotrail::store::OrgKey::DEFAULT,
             source,
             watermark: mirotrail::timefmt::UnixMs(0),
             watermark_polled: mirotrail::timefmt::UnixMs(0),

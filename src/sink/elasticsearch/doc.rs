@@ -123,6 +123,10 @@ pub fn document(source: SourceKind, row: &OutboxRow) -> String {
     if !related.is_empty() {
         doc.insert("related".into(), Value::Object(related));
     }
+    // ECS `organization.id`: the Miro organisation the row came from (`[[orgs]]`).
+    if let Some(id) = &row.org_id {
+        doc.insert("organization".into(), json!({ "id": id }));
+    }
     doc.insert("ecs".into(), json!({ "version": ECS_VERSION }));
     let mut text = Value::Object(doc).to_string();
     // Append `"miro": <item>` without re-encoding it; an item that is not a JSON object
@@ -146,6 +150,7 @@ mod tests {
         let out = OutboxRow {
             seq: 1,
             raw: raw.to_string(),
+            org_id: None,
         };
         let text = document(source, &out);
         assert!(text.contains(raw), "the item is embedded as stored: {text}");

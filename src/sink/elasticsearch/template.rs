@@ -92,6 +92,7 @@ mod tests {
             &OutboxRow {
                 seq: 1,
                 raw: raw.into(),
+                org_id: None,
             },
         ))
         .unwrap();

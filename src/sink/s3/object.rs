@@ -152,6 +152,7 @@ mod tests {
 
     fn row(seq: i64, time: &str) -> OutboxRow {
         OutboxRow {
+            org_id: None,
             seq,
             raw: format!(
                 r#"{{"id":"{seq}","event":"board_opened","createdAt":"{time}","details":{{"pad":"{}"}}}}"#,

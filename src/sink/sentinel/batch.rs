@@ -277,6 +277,7 @@ mod tests {
         OutboxRow {
             seq,
             raw: raw.into(),
+            org_id: None,
         }
     }
 

@@ -396,6 +396,10 @@ impl SplunkSink {
         if let Some(i) = &self.config.index {
             envelope.insert("index".into(), i.clone().into());
         }
+        // An indexed field (HEC `fields`): the Miro organisation the row came from.
+        if let Some(id) = &row.org_id {
+            envelope.insert("fields".into(), serde_json::json!({ "miro_org_id": id }));
+        }
         let mut text = serde_json::Value::Object(envelope).to_string();
         // Append `"event": <raw>` without re-encoding the item.
         text.pop();

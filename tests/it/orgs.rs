@@ -1,0 +1,494 @@
+//! Several Miro organisations in one deployment (`[[orgs]]`): one emulator per
+//! organisation (one token is one organisation, as in Miro), one store, one sink.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use mirotrail_emulator::UnixMs;
+use mirotrail_emulator::miro::{EmulatedToken, Faults, MiroEmulator, MiroEmulatorHandle};
+
+use crate::support::*;
+
+/// An organisation of the test: its emulator, id, name and token.
+struct EmulatedOrg {
+    name: &'static str,
+    id: &'static str,
+    token: &'static str,
+    emu: MiroEmulatorHandle,
+}
+
+/// Starts three emulated organisations: `alpha` and `beta` generate the same item ids
+/// (same seed), which must be stored once for each; `gamma` has its own.
+async fn three_orgs(start: UnixMs, end: UnixMs, audit: u64, content: u64) -> Vec<EmulatedOrg> {
+    let mut out = Vec::new();
+    for (name, id, token, seed_offset, audit) in [
+        ("alpha", "3074457345000000001", "tok-alpha-1c2d3e", 0, audit),
+        ("beta", "3074457345000000002", "tok-beta-4f5a6b", 0, audit),
+        (
+            "gamma",
+            "3074457345000000003",
+            "tok-gamma-7c8d9e",
+            7,
+            audit / 2,
+        ),
+    ] {
+        let mut c = org(audit, content, start, end);
+        c.org_id = id.into();
+        c.seed += seed_offset;
+        c.tokens = vec![EmulatedToken {
+            token: token.into(),
+            scopes: vec!["auditlogs:read".into(), "contentlogs:export".into()],
+        }];
+        c.faults = Faults {
+            server_error_share: 0.03,
+            expire_cursor_share: 0.02,
+            slow_share: 0.2,
+            slow_delay: Duration::from_millis(20),
+            ..Faults::default()
+        };
+        let emu = MiroEmulator::start(c, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        out.push(EmulatedOrg {
+            name,
+            id,
+            token,
+            emu,
+        });
+    }
+    out
+}
+
+/// The config: the three organisations (tokens from `MIRO_TOKEN_<NAME>`), one store, a
+/// file sink.
+fn config(env: &Env, orgs: &[EmulatedOrg]) -> std::path::PathBuf {
+    let mut text = String::from(
+        "[store]\npath = \"mirotrail.db\"\n\n[sources.audit_logs]\ninitial_lookback = \"7h\"\n\
+         page_size = 100\nmax_window = \"2h\"\n[sources.content_logs]\nenabled = true\n\
+         initial_lookback = \"7h\"\npage_size = 100\n\n\
+         [sinks.archive]\ntype = \"file\"\npath = \"archive\"\nbatch_rows = 300\n\n",
+    );
+    for o in orgs {
+        text.push_str(&format!(
+            "[[orgs]]\nname = \"{}\"\norg_id = \"{}\"\napi_base = \"{}\"\n\
+             token_env = \"MIRO_TOKEN_{}\"\nmax_retries = 12\nretry_initial_backoff = \"20ms\"\n\n",
+            o.name,
+            o.id,
+            o.emu.base_url(),
+            o.name.to_uppercase()
+        ));
+    }
+    let path = env.dir.path().join("orgs.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn command(env: &Env, orgs: &[EmulatedOrg], args: &[&str]) -> tokio::process::Command {
+    let mut cmd = env.command(args, "unused");
+    for o in orgs {
+        cmd.env(format!("MIRO_TOKEN_{}", o.name.to_uppercase()), o.token);
+    }
+    cmd
+}
+
+/// Ids stored for the organisation `org_id`, with how often each is stored.
+fn stored_ids(env: &Env, table: &str, org_id: &str) -> HashMap<String, usize> {
+    let conn = mirotrail::store::Store::open_read_only(&env.db()).unwrap();
+    let mut stmt = conn
+        .prepare(&format!("SELECT id FROM {table} WHERE _org_id = ?1"))
+        .unwrap();
+    let mut out: HashMap<String, usize> = HashMap::new();
+    for id in stmt.query_map([org_id], |r| r.get::<_, String>(0)).unwrap() {
+        *out.entry(id.unwrap()).or_default() += 1;
+    }
+    out
+}
+
+fn assert_once(stored: &HashMap<String, usize>, expected: &HashSet<String>, what: &str) {
+    let missing = expected
+        .iter()
+        .filter(|id| !stored.contains_key(*id))
+        .count();
+    let extra = stored.keys().filter(|id| !expected.contains(*id)).count();
+    let dup = stored.values().filter(|n| **n > 1).count();
+    assert_eq!(
+        (missing, extra, dup),
+        (0, 0, 0),
+        "{what}: {} expected, {} stored: missing, extra, duplicated",
+        expected.len(),
+        stored.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_organisations_killed_and_resumed_lose_and_duplicate_nothing() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(6 * 60)), now.minus(minutes(5)));
+    let orgs = three_orgs(start, end, 3_000, 600).await;
+    let env = Env::start(org(0, 0, start, end)).await;
+    let cfg = config(&env, &orgs);
+    let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
+
+    let mut kills = 0;
+    let mut wait_ms = 150u64;
+    while kills < 8 {
+        let mut child = env.spawn(command(&env, &orgs, &args));
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        wait_ms = 150 + (wait_ms * 7 + 131) % 700;
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "a run failed on its own: {status:?}");
+            break;
+        }
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+        kills += 1;
+    }
+    for o in &orgs {
+        o.emu.set_faults(Faults::default());
+    }
+    let out = command(&env, &orgs, &args).output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let mut audit_sets = Vec::new();
+    for o in &orgs {
+        let audit: HashSet<String> = expected_audit(&o.emu, start, end).into_keys().collect();
+        let content: HashSet<String> = expected_content(&o.emu, start, end).into_keys().collect();
+        assert!(!audit.is_empty() && !content.is_empty());
+        assert_once(
+            &stored_ids(&env, "MiroAuditLogs_CL", o.id),
+            &audit,
+            &format!("{} audit logs", o.name),
+        );
+        assert_once(
+            &stored_ids(&env, "MiroContentLogs_CL", o.id),
+            &content,
+            &format!("{} content logs", o.name),
+        );
+        audit_sets.push(audit);
+    }
+    // alpha and beta sent the same ids: each organisation keeps its own row.
+    let shared = audit_sets[0].intersection(&audit_sets[1]).count();
+    assert_eq!(
+        shared,
+        audit_sets[0].len(),
+        "alpha and beta share their ids"
+    );
+    assert!(audit_sets[0].intersection(&audit_sets[2]).count() < audit_sets[0].len());
+
+    // Checkpoints are per organisation: three per source.
+    let conn = mirotrail::store::Store::open_read_only(&env.db()).unwrap();
+    let checkpoints: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM checkpoints WHERE source = 'audit_logs'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(checkpoints, 3);
+    // Each emulator only ever saw its own token (one budget each): every one served.
+    for o in &orgs {
+        assert!(o.emu.stats().requests > 0, "{} was polled", o.name);
+    }
+    eprintln!(
+        "three organisations: {kills} SIGKILLs; {} + {} + {} audit events stored exactly once per organisation ({shared} ids shared by alpha and beta, stored for each)",
+        audit_sets[0].len(),
+        audit_sets[1].len(),
+        audit_sets[2].len()
+    );
+
+    // The file sink's lines say which organisation each row came from.
+    let mut lines_per_org: HashMap<String, usize> = HashMap::new();
+    for entry in std::fs::read_dir(env.dir.path().join("archive")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().contains("MiroAuditLogs_CL") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            *lines_per_org
+                .entry(v["_org_id"].as_str().unwrap_or("none").to_string())
+                .or_default() += 1;
+        }
+    }
+    for (o, audit) in orgs.iter().zip(&audit_sets) {
+        // At least once (the file sink rewrites a batch in flight at a kill).
+        let lines = lines_per_org.get(o.id).copied().unwrap_or(0);
+        assert!(lines >= audit.len(), "{}: {lines} lines", o.name);
+    }
+    assert_eq!(lines_per_org.len(), 3, "{lines_per_org:?}");
+
+    // `/metrics`: per-source series and the credit budget are labelled by organisation.
+    let config = mirotrail::config::Config::load(&cfg).unwrap();
+    let store = mirotrail::store::Store::open(&env.db()).unwrap();
+    let identities: Vec<_> = config.orgs.iter().map(|o| o.identity()).collect();
+    let keys = store.register_orgs(&identities, true).unwrap();
+    let telemetry = mirotrail::service::Telemetry::for_orgs(
+        &config,
+        mirotrail::store::StoreHandle::new(std::sync::Arc::new(store)),
+        config
+            .orgs
+            .iter()
+            .zip(keys)
+            .map(|(o, key)| mirotrail::service::OrgTelemetry {
+                name: o.name.clone(),
+                key,
+                budget: std::sync::Arc::new(mirotrail::miro::CreditBudget::new(
+                    o.budget.credits_per_minute,
+                    o.budget.share,
+                )),
+            })
+            .collect(),
+    );
+    let metrics = telemetry.render();
+    for o in &orgs {
+        for series in [
+            format!(
+                "mirotrail_watermark_lag_seconds{{org=\"{}\",source=\"audit_logs\"}}",
+                o.name
+            ),
+            format!(
+                "mirotrail_watermark_lag_seconds{{org=\"{}\",source=\"content_logs\"}}",
+                o.name
+            ),
+            format!(
+                "mirotrail_events_collected_total{{org=\"{}\",source=\"audit_logs\"}}",
+                o.name
+            ),
+            format!(
+                "mirotrail_miro_credits_allowance_per_minute{{org=\"{}\"}}",
+                o.name
+            ),
+        ] {
+            assert!(metrics.contains(&series), "{series} in\n{metrics}");
+        }
+    }
+    drop(telemetry);
+
+    // `status` names each organisation's sources.
+    let out = command(&env, &orgs, &["status", "--config", cfg.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    for o in &orgs {
+        assert!(status.contains(o.name), "{status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_verifies_each_organisation_with_its_own_token_and_id() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(60)), now.minus(minutes(5)));
+    let orgs = three_orgs(start, end, 10, 5).await;
+    for o in &orgs {
+        o.emu.set_faults(Faults::default());
+    }
+    let env = Env::start(org(0, 0, start, end)).await;
+    let cfg = config(&env, &orgs);
+    let out = command(&env, &orgs, &["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    for o in &orgs {
+        assert!(
+            report.contains(&format!("miro {} organization", o.name)),
+            "{report}"
+        );
+    }
+    // gamma's entry names beta's organisation: check says which entry to fix.
+    let text_cfg = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(orgs[2].id, "3074457345000000009");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let out = command(&env, &orgs, &["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{}", text(&out));
+    let line = report
+        .lines()
+        .find(|l| l.contains("miro gamma organization"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        line.contains("orgs[2].org_id") && line.contains(orgs[2].id),
+        "{report}"
+    );
+    assert!(!report.contains(orgs[0].token), "no token in the output");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reads_one_organisation_with_its_own_slices_and_budget() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(5 * 60)), now.minus(minutes(10)));
+    let orgs = three_orgs(start, end, 600, 100).await;
+    for o in &orgs {
+        o.emu.set_faults(Faults::default());
+    }
+    let env = Env::start(org(0, 0, start, end)).await;
+    let cfg = config(&env, &orgs);
+    let cfg_arg = cfg.to_str().unwrap();
+    // Several organisations: backfill asks which one.
+    let out = command(
+        &env,
+        &orgs,
+        &["backfill", "--config", cfg_arg, "--since", "6h"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--org") && stderr.contains("alpha, beta, gamma"),
+        "{stderr}"
+    );
+    let args = [
+        "backfill",
+        "--config",
+        cfg_arg,
+        "--since",
+        "6h",
+        "--source",
+        "audit_logs",
+        "--org",
+        "beta",
+        "--slice",
+        "1h",
+    ];
+    let out = command(&env, &orgs, &args).output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // Only beta was asked, with beta's token; its rows carry its id.
+    assert_eq!(orgs[0].emu.stats().audit_requests, 0);
+    assert_eq!(orgs[2].emu.stats().audit_requests, 0);
+    let beta: HashSet<String> = expected_audit(&orgs[1].emu, start, end)
+        .into_keys()
+        .collect();
+    assert_once(
+        &stored_ids(&env, "MiroAuditLogs_CL", orgs[1].id),
+        &beta,
+        "beta after its backfill",
+    );
+    assert!(stored_ids(&env, "MiroAuditLogs_CL", orgs[0].id).is_empty());
+    // Its slices are beta's: alpha's backfill of the same span reads every slice again,
+    // and stores alpha's rows (the same ids) beside beta's.
+    let args_alpha = [
+        "backfill",
+        "--config",
+        cfg_arg,
+        "--since",
+        "6h",
+        "--source",
+        "audit_logs",
+        "--org",
+        "alpha",
+        "--slice",
+        "1h",
+    ];
+    let out = command(&env, &orgs, &args_alpha).output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(orgs[0].emu.stats().audit_requests > 0);
+    let alpha: HashSet<String> = expected_audit(&orgs[0].emu, start, end)
+        .into_keys()
+        .collect();
+    assert_once(
+        &stored_ids(&env, "MiroAuditLogs_CL", orgs[0].id),
+        &alpha,
+        "alpha after its backfill",
+    );
+    let conn = mirotrail::store::Store::open_read_only(&env.db()).unwrap();
+    let per_org: Vec<(i64, i64)> = conn
+        .prepare("SELECT org, count(*) FROM backfill_slices GROUP BY org ORDER BY org")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(per_org.len(), 2, "{per_org:?}");
+    assert_eq!(per_org[0].1, per_org[1].1, "{per_org:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_organisation_has_its_own_credit_budget_and_metrics() {
+    let now = UnixMs::now();
+    let (start, end) = (now.minus(minutes(60)), now.minus(minutes(5)));
+    let orgs = three_orgs(start, end, 200, 20).await;
+    for o in &orgs {
+        o.emu.set_faults(Faults::default());
+    }
+    let env = Env::start(org(0, 0, start, end)).await;
+    // Tokens from files here (`run` is started with one variable only).
+    let mut text = String::from(
+        "[store]\npath = \"mirotrail.db\"\n[service]\nlisten = \"127.0.0.1:0\"\n\
+         [sources.audit_logs]\ninitial_lookback = \"2h\"\n\n",
+    );
+    for (o, share) in orgs.iter().zip(["0.3", "0.5", "0.1"]) {
+        let file = env.dir.path().join(format!("token-{}", o.name));
+        std::fs::write(&file, o.token).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        text.push_str(&format!(
+            "[[orgs]]\nname = \"{}\"\norg_id = \"{}\"\napi_base = \"{}\"\ntoken_file = \"token-{}\"\n\
+             [orgs.budget]\nshare = {share}\n\n",
+            o.name,
+            o.id,
+            o.emu.base_url(),
+            o.name
+        ));
+    }
+    let cfg = env.dir.path().join("budget.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let run = crate::ops::Running::start(&env, &cfg, "unused").await;
+    let (_, m) = run
+        .wait_for("/metrics", |_, m| {
+            orgs.iter().all(|o| {
+                crate::ops::sample(
+                    m,
+                    &format!(
+                        "mirotrail_source_last_success_timestamp_seconds{{org=\"{}\",source=\"audit_logs\"}}",
+                        o.name
+                    ),
+                )
+                .is_some_and(|v| v > 0.0)
+            })
+        })
+        .await;
+    // Each budget is its share of its own token's limit (the emulators announce the same
+    // limit in `X-RateLimit-Limit`): 0.3, 0.5 and 0.1 of it.
+    let allowance = |o: &EmulatedOrg| {
+        crate::ops::sample(
+            &m,
+            &format!(
+                "mirotrail_miro_credits_allowance_per_minute{{org=\"{}\"}}",
+                o.name
+            ),
+        )
+        .unwrap_or_else(|| panic!("{}: {m}", o.name))
+    };
+    let beta = allowance(&orgs[1]);
+    assert!(beta > 0.0);
+    assert!((allowance(&orgs[0]) / beta - 0.6).abs() < 1e-9, "{m}");
+    assert!((allowance(&orgs[2]) / beta - 0.2).abs() < 1e-9, "{m}");
+    for o in &orgs {
+        let spent = crate::ops::sample(
+            &m,
+            &format!(
+                "mirotrail_miro_requests_total{{org=\"{}\",source=\"audit_logs\",status=\"200\"}}",
+                o.name
+            ),
+        )
+        .unwrap_or(0.0);
+        // Each organisation's requests went to its own emulator, with its own token (the
+        // emulator may have served more since the scrape).
+        let served = o.emu.stats().by_status.get(&200).copied().unwrap_or(0) as f64;
+        assert!(
+            spent > 0.0 && spent <= served,
+            "{}: {spent} of {served}",
+            o.name
+        );
+    }
+    assert!(run.stop().await.success());
+}
