@@ -188,13 +188,15 @@ pub(crate) struct ItemCells {
 
 impl ItemCells {
     pub(crate) fn new(source: SourceKind, item: String) -> ItemCells {
-        let cells = fast::specs(source, &item).unwrap_or_else(|| {
-            to_row(source, &item)
-                .cells
-                .into_iter()
-                .map(fast::Spec::Done)
-                .collect()
-        });
+        let cells = fast::specs(source, &item)
+            .map(|(_, cells)| cells)
+            .unwrap_or_else(|| {
+                to_row(source, &item)
+                    .cells
+                    .into_iter()
+                    .map(fast::Spec::Done)
+                    .collect()
+            });
         ItemCells { item, cells }
     }
 
@@ -204,6 +206,37 @@ impl ItemCells {
             fast::Spec::Str(start, end) => self.item.get(*start..*end),
             fast::Spec::Done(cell) => cell.as_deref(),
         }
+    }
+}
+
+/// [`to_row`] for a store that keeps only some columns and derives the others on read:
+/// the same `id`, `time`, `id_derived` and `partial`, and the same cells at the column
+/// indices in `keep`; the other cells are `None`. An item is read as [`to_row`] reads it
+/// (every cell that can fail is still checked, so the same items take the general path),
+/// but the text of a plain string cell not kept is never copied.
+pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> Row {
+    let Some((time, specs)) = fast::specs(source, raw) else {
+        return to_row(source, raw);
+    };
+    // Cell 1 is the id, which the fast path always renders.
+    let Some(fast::Spec::Done(Some(id))) = specs.get(1).cloned() else {
+        return to_row(source, raw);
+    };
+    let cells: Vec<Option<String>> = specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| match spec {
+            _ if !keep.contains(&i) => None,
+            fast::Spec::Str(start, end) => raw.get(start..end).map(str::to_string),
+            fast::Spec::Done(cell) => cell,
+        })
+        .collect();
+    Row {
+        id,
+        time,
+        cells,
+        id_derived: false,
+        partial: None,
     }
 }
 
@@ -787,59 +820,68 @@ mod fast {
     /// The cells of [`to_row`] without rendering the plain strings: `None` exactly when
     /// [`to_row`] is `None` (every cell that can fail is checked here), otherwise the
     /// rendered cells equal `to_row`'s (the property test `lazy_cells_equal_the_row`).
-    pub(super) fn specs(source: SourceKind, raw: &str) -> Option<Vec<Spec>> {
+    /// Also returns the row's `time`, as [`to_row`] gives it.
+    pub(super) fn specs(source: SourceKind, raw: &str) -> Option<(Option<UnixMs>, Vec<Spec>)> {
         let t = |field: Raw<'_>| text_spec(raw, field);
         Some(match source {
             SourceKind::AuditLogs => {
                 let a: Audit<'_> = serde_json::from_str(raw).ok()?;
                 let id = id(a.id)?;
-                let iso = datetime(a.created_at).map(UnixMs::to_iso);
+                let time = datetime(a.created_at);
+                let iso = time.map(UnixMs::to_iso);
                 let Obj(by) = a.created_by;
                 let Obj(object) = a.object;
                 let Obj(context) = a.context;
                 let (Obj(team), Obj(org)) = (context.team, context.organization);
-                vec![
-                    Spec::Done(iso.clone()),
-                    Spec::Done(Some(id)),
-                    Spec::Done(iso),
-                    t(a.event)?,
-                    t(a.category)?,
-                    t(a.kind)?,
-                    t(by.email)?,
-                    t(by.id)?,
-                    t(by.name)?,
-                    t(by.kind)?,
-                    t(object.id)?,
-                    t(object.name)?,
-                    t(context.ip)?,
-                    t(team.id)?,
-                    t(team.name)?,
-                    t(team.kind)?,
-                    t(org.id)?,
-                    t(org.name)?,
-                    t(org.kind)?,
-                    Spec::Done(dynamic(a.details)?),
-                ]
+                (
+                    time,
+                    vec![
+                        Spec::Done(iso.clone()),
+                        Spec::Done(Some(id)),
+                        Spec::Done(iso),
+                        t(a.event)?,
+                        t(a.category)?,
+                        t(a.kind)?,
+                        t(by.email)?,
+                        t(by.id)?,
+                        t(by.name)?,
+                        t(by.kind)?,
+                        t(object.id)?,
+                        t(object.name)?,
+                        t(context.ip)?,
+                        t(team.id)?,
+                        t(team.name)?,
+                        t(team.kind)?,
+                        t(org.id)?,
+                        t(org.name)?,
+                        t(org.kind)?,
+                        Spec::Done(dynamic(a.details)?),
+                    ],
+                )
             }
             SourceKind::ContentLogs => {
                 let c: Content<'_> = serde_json::from_str(raw).ok()?;
                 let id = id(c.id)?;
-                let iso = datetime(c.action_time).map(UnixMs::to_iso);
+                let time = datetime(c.action_time);
+                let iso = time.map(UnixMs::to_iso);
                 let Obj(actor) = c.actor;
-                vec![
-                    Spec::Done(iso.clone()),
-                    Spec::Done(Some(id)),
-                    Spec::Done(iso),
-                    t(c.action_type)?,
-                    t(actor.id)?,
-                    t(actor.email)?,
-                    t(actor.name)?,
-                    t(c.content_id)?,
-                    t(c.item_id)?,
-                    t(c.item_type)?,
-                    Spec::Done(dynamic(c.relationships)?),
-                    Spec::Done(dynamic(c.state)?),
-                ]
+                (
+                    time,
+                    vec![
+                        Spec::Done(iso.clone()),
+                        Spec::Done(Some(id)),
+                        Spec::Done(iso),
+                        t(c.action_type)?,
+                        t(actor.id)?,
+                        t(actor.email)?,
+                        t(actor.name)?,
+                        t(c.content_id)?,
+                        t(c.item_id)?,
+                        t(c.item_type)?,
+                        Spec::Done(dynamic(c.relationships)?),
+                        Spec::Done(dynamic(c.state)?),
+                    ],
+                )
             }
             SourceKind::AiInteractionLogs => {
                 let a: Ai<'_> = serde_json::from_str(raw).ok()?;
@@ -848,22 +890,25 @@ mod fast {
                 let stored_at = datetime(a.stored_at);
                 let Obj(object) = a.object;
                 let Obj(actor) = a.actor;
-                vec![
-                    Spec::Done(created.clone()),
-                    Spec::Done(Some(id)),
-                    Spec::Done(created),
-                    Spec::Done(stored_at.map(UnixMs::to_iso)),
-                    t(a.session_id)?,
-                    t(a.message_id)?,
-                    t(a.ai_feature_name)?,
-                    t(a.log_type)?,
-                    t(object.id)?,
-                    t(object.kind)?,
-                    t(actor.id)?,
-                    t(actor.email)?,
-                    t(actor.name)?,
-                    Spec::Done(dynamic(a.details)?),
-                ]
+                (
+                    stored_at,
+                    vec![
+                        Spec::Done(created.clone()),
+                        Spec::Done(Some(id)),
+                        Spec::Done(created),
+                        Spec::Done(stored_at.map(UnixMs::to_iso)),
+                        t(a.session_id)?,
+                        t(a.message_id)?,
+                        t(a.ai_feature_name)?,
+                        t(a.log_type)?,
+                        t(object.id)?,
+                        t(object.kind)?,
+                        t(actor.id)?,
+                        t(actor.email)?,
+                        t(actor.name)?,
+                        Spec::Done(dynamic(a.details)?),
+                    ],
+                )
             }
         })
     }
@@ -1419,6 +1464,7 @@ mod tests {
             let source = SourceKind::ALL[which];
             let raw = value.to_string();
             assert_lazy_cells_equal_the_row(source, &raw);
+            assert_kept_cells_equal_the_row(source, &raw);
         }
 
         /// Arbitrary text, including invalid JSON and huge nesting, never panics.
@@ -1442,6 +1488,22 @@ mod tests {
             );
         }
         assert_eq!(lazy.get(row.cells.len()), None);
+    }
+
+    fn assert_kept_cells_equal_the_row(source: SourceKind, raw: &str) {
+        let row = to_row(source, raw);
+        let keep = [0, 1, 3, 6];
+        let kept = to_row_keeping(source, raw, &keep);
+        assert_eq!(kept.id, row.id, "{raw}");
+        assert_eq!(kept.time, row.time, "{raw}");
+        assert_eq!(kept.id_derived, row.id_derived, "{raw}");
+        assert_eq!(kept.partial, row.partial, "{raw}");
+        assert_eq!(kept.cells.len(), row.cells.len(), "{raw}");
+        for (i, cell) in row.cells.iter().enumerate() {
+            if keep.contains(&i) {
+                assert_eq!(&kept.cells[i], cell, "{source:?} column {i} of {raw}");
+            }
+        }
     }
 
     #[test]
@@ -1473,6 +1535,7 @@ mod tests {
         for raw in &items {
             for source in SourceKind::ALL {
                 assert_lazy_cells_equal_the_row(source, raw);
+                assert_kept_cells_equal_the_row(source, raw);
             }
         }
     }
@@ -1495,6 +1558,7 @@ mod tests {
             ] {
                 let raw = item.to_string();
                 assert_lazy_cells_equal_the_row(source, &raw);
+                assert_kept_cells_equal_the_row(source, &raw);
                 let fast =
                     fast::to_row(source, &raw).expect("a realistic item takes the fast path");
                 assert_eq!(fast, general_row(source, &raw).unwrap(), "{raw}");
