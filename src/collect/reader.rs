@@ -18,7 +18,7 @@ use super::{CollectError, CollectReport};
 use crate::config::SourceKind;
 use crate::miro::{FetchError, MiroClient, Page, PageQuery};
 use crate::shutdown::Shutdown;
-use crate::store::{PageCommit, Row, StoreError, transform};
+use crate::store::{PageCommit, Row, StoreError};
 use crate::timefmt::UnixMs;
 
 /// Consecutive empty pages that still carry a cursor before a window is declared stalled.
@@ -342,7 +342,7 @@ async fn commit_group<S: PageCommitter>(
             for item in page.page.items() {
                 // Every item becomes a row: one whose columns cannot all be derived is
                 // stored with what can be, plus `_raw`, and reported.
-                let row = transform::to_row(kind, item);
+                let row = crate::store::stored_row(kind, item);
                 if let Some(t) = row.time {
                     if t < from || t > to {
                         outside += 1;

@@ -1723,6 +1723,23 @@ fn insert_rows(
     Ok((commit, plain))
 }
 
+/// An API item as the store inserts it: [`transform::to_row`]'s id, time and flags, with
+/// only the cells of [`stored_columns`] (the views derive the others from `_raw`). What
+/// the collector builds for each item of a page before [`insert_rows`].
+pub fn stored_row(source: SourceKind, raw: &str) -> Row {
+    let keep: &[usize] = match source {
+        SourceKind::AuditLogs => &STORED_AUDIT_INDICES,
+        SourceKind::ContentLogs => &STORED_CONTENT_INDICES,
+        SourceKind::AiInteractionLogs => &STORED_AI_INDICES,
+    };
+    transform::to_row_keeping(source, raw, keep)
+}
+
+/// The indices of [`stored_columns`] in each table's columns (checked by a test).
+const STORED_AUDIT_INDICES: [usize; 5] = [0, 1, 3, 4, 6];
+const STORED_CONTENT_INDICES: [usize; 4] = [0, 1, 3, 5];
+const STORED_AI_INDICES: [usize; 5] = [0, 1, 3, 6, 11];
+
 /// The columns a source's stored table keeps (besides `_seq`, `_raw`, `_ingested_at`):
 /// the dedup key, the event time (indexed) and what the Sentinel sample queries group
 /// by; the view derives the others from `_raw` (schema step 10).
@@ -1855,6 +1872,30 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_rows_keep_the_stored_columns_as_the_transform_derives_them() {
+        let item = r#"{"id":"e1","createdAt":"2023-09-01T09:30:10.840+0000","storedAt":"2023-09-01T09:31:00Z","actionTime":"2023-09-01T09:30:10Z","event":"sign_in_failed","category":"authentication","actionType":"delete","aiFeatureName":"summarize","createdBy":{"email":"ada@acme.example","id":"1"},"actor":{"email":"bo@acme.example"},"context":{"ip":"198.18.0.1"}}"#;
+        for source in SourceKind::ALL {
+            let columns = transform::columns(source);
+            let row = transform::to_row(source, item);
+            let stored = stored_row(source, item);
+            let mut kept = 0;
+            for (i, column) in columns.iter().enumerate() {
+                if stored_columns(source).contains(column) {
+                    assert_eq!(stored.cells[i], row.cells[i], "{source:?} {column}");
+                    kept += 1;
+                } else {
+                    assert_eq!(
+                        stored.cells[i], None,
+                        "{source:?} {column} is derived on read"
+                    );
+                }
+            }
+            assert_eq!(kept, stored_columns(source).len(), "{source:?}");
+            assert_eq!((stored.id, stored.time), (row.id, row.time));
+        }
+    }
 
     fn cp(source: SourceKind, watermark: i64, cursor: Option<&str>) -> Checkpoint {
         Checkpoint {

@@ -459,33 +459,38 @@ pub(crate) fn register_functions(conn: &Connection, codec: &Arc<RawCodec>) -> ru
             .decode(ctx.get_raw(0))
             .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
     })?;
-    // A row's columns are read one call each: the last row's cells are kept, keyed by its
-    // stored bytes, so a row is decoded and transformed once.
+    // A row's columns are read one call each: the last row's item is kept, read once and
+    // keyed by its stored bytes, so a row is decoded and parsed once, and only the columns
+    // asked for are rendered (`transform::ItemCells`).
     struct LastRow {
         source: Option<SourceKind>,
         key: Vec<u8>,
-        cells: Vec<Option<String>>,
+        cells: Option<transform::ItemCells>,
     }
     let state = Mutex::new((
         codec.decoder(),
         LastRow {
             source: None,
             key: Vec::new(),
-            cells: Vec::new(),
+            cells: None,
         },
     ));
+    let user_error = |what: String| rusqlite::Error::UserFunctionError(what.into());
     conn.create_scalar_function("mirotrail_column", 3, flags, move |ctx| {
-        let source: String = ctx.get(0)?;
-        let column: String = ctx.get(1)?;
-        let source = SourceKind::from_name(&source).ok_or_else(|| {
-            rusqlite::Error::UserFunctionError(format!("unknown source {source}").into())
-        })?;
+        let source = ctx
+            .get_raw(0)
+            .as_str()
+            .map_err(|e| user_error(e.to_string()))?;
+        let source = SourceKind::from_name(source)
+            .ok_or_else(|| user_error(format!("unknown source {source}")))?;
+        let column = ctx
+            .get_raw(1)
+            .as_str()
+            .map_err(|e| user_error(e.to_string()))?;
         let index = transform::columns(source)
             .iter()
             .position(|c| *c == column)
-            .ok_or_else(|| {
-                rusqlite::Error::UserFunctionError(format!("unknown column {column}").into())
-            })?;
+            .ok_or_else(|| user_error(format!("unknown column {column}")))?;
         let stored = ctx.get_raw(2);
         let key = match stored {
             ValueRef::Text(b) | ValueRef::Blob(b) => b,
@@ -493,16 +498,21 @@ pub(crate) fn register_functions(conn: &Connection, codec: &Arc<RawCodec>) -> ru
         };
         let mut guard = state.lock().expect("column cache lock");
         let (decoder, last) = &mut *guard;
-        if last.source != Some(source) || last.key != key {
+        if last.source != Some(source) || last.key != key || last.cells.is_none() {
+            last.cells = None;
             let raw = decoder
                 .decode(stored)
                 .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
-            last.cells = transform::to_row(source, &raw).cells;
+            last.cells = Some(transform::ItemCells::new(source, raw));
             last.key.clear();
             last.key.extend_from_slice(key);
             last.source = Some(source);
         }
-        Ok(last.cells.get(index).cloned().flatten())
+        Ok(last
+            .cells
+            .as_ref()
+            .and_then(|cells| cells.get(index))
+            .map(str::to_owned))
     })?;
     Ok(())
 }

@@ -176,6 +176,70 @@ pub fn to_row(source: SourceKind, raw: &str) -> Row {
     general_row(source, raw).unwrap_or_else(|| partial_row(source, raw))
 }
 
+/// One stored item's cells for reading a few columns of it (the views' `mirotrail_column`):
+/// the item is read once, as [`to_row`] reads it, and a cell that is a plain JSON string
+/// stays a range of the item until it is asked for, so reading one column of a row makes
+/// no string for the others. Every cell equals `to_row(source, item).cells[i]`.
+#[derive(Debug)]
+pub(crate) struct ItemCells {
+    item: String,
+    cells: Vec<fast::Spec>,
+}
+
+impl ItemCells {
+    pub(crate) fn new(source: SourceKind, item: String) -> ItemCells {
+        let cells = fast::specs(source, &item)
+            .map(|(_, cells)| cells)
+            .unwrap_or_else(|| {
+                to_row(source, &item)
+                    .cells
+                    .into_iter()
+                    .map(fast::Spec::Done)
+                    .collect()
+            });
+        ItemCells { item, cells }
+    }
+
+    /// Cell `index` (the table's column order; `None` for null or no such column).
+    pub(crate) fn get(&self, index: usize) -> Option<&str> {
+        match self.cells.get(index)? {
+            fast::Spec::Str(start, end) => self.item.get(*start..*end),
+            fast::Spec::Done(cell) => cell.as_deref(),
+        }
+    }
+}
+
+/// [`to_row`] for a store that keeps only some columns and derives the others on read:
+/// the same `id`, `time`, `id_derived` and `partial`, and the same cells at the column
+/// indices in `keep`; the other cells are `None`. An item is read as [`to_row`] reads it
+/// (every cell that can fail is still checked, so the same items take the general path),
+/// but the text of a plain string cell not kept is never copied.
+pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> Row {
+    let Some((time, specs)) = fast::specs(source, raw) else {
+        return to_row(source, raw);
+    };
+    // Cell 1 is the id, which the fast path always renders.
+    let Some(fast::Spec::Done(Some(id))) = specs.get(1).cloned() else {
+        return to_row(source, raw);
+    };
+    let cells: Vec<Option<String>> = specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| match spec {
+            _ if !keep.contains(&i) => None,
+            fast::Spec::Str(start, end) => raw.get(start..end).map(str::to_string),
+            fast::Spec::Done(cell) => cell,
+        })
+        .collect();
+    Row {
+        id,
+        time,
+        cells,
+        id_derived: false,
+        partial: None,
+    }
+}
+
 /// The general path: the whole item as a `serde_json::Value`; `None` if it does not parse
 /// as a JSON object.
 fn general_row(source: SourceKind, raw: &str) -> Option<Row> {
@@ -724,6 +788,130 @@ mod fast {
             }
         }
     }
+
+    /// A cell of an item read by [`specs`]: where its text is in the item, or its value.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(super) enum Spec {
+        /// The bytes `start..end` of the item: a JSON string without escapes, whose text
+        /// is the cell.
+        Str(usize, usize),
+        /// The cell, rendered when the item was read.
+        Done(Option<String>),
+    }
+
+    /// A text cell: a string without escapes stays a range of the item (rendered when it
+    /// is read); anything else is rendered now, exactly as [`text`] does (it can fail).
+    fn text_spec(item: &str, raw: Raw<'_>) -> Option<Spec> {
+        let plain = raw.and_then(|r| {
+            r.get()
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|inner| !inner.contains('\\'))
+        });
+        match plain {
+            Some(inner) => {
+                let start = inner.as_ptr().addr() - item.as_ptr().addr();
+                Some(Spec::Str(start, start + inner.len()))
+            }
+            None => text(raw).map(|t| Spec::Done(Some(t))),
+        }
+    }
+
+    /// The cells of [`to_row`] without rendering the plain strings: `None` exactly when
+    /// [`to_row`] is `None` (every cell that can fail is checked here), otherwise the
+    /// rendered cells equal `to_row`'s (the property test `lazy_cells_equal_the_row`).
+    /// Also returns the row's `time`, as [`to_row`] gives it.
+    pub(super) fn specs(source: SourceKind, raw: &str) -> Option<(Option<UnixMs>, Vec<Spec>)> {
+        let t = |field: Raw<'_>| text_spec(raw, field);
+        Some(match source {
+            SourceKind::AuditLogs => {
+                let a: Audit<'_> = serde_json::from_str(raw).ok()?;
+                let id = id(a.id)?;
+                let time = datetime(a.created_at);
+                let iso = time.map(UnixMs::to_iso);
+                let Obj(by) = a.created_by;
+                let Obj(object) = a.object;
+                let Obj(context) = a.context;
+                let (Obj(team), Obj(org)) = (context.team, context.organization);
+                (
+                    time,
+                    vec![
+                        Spec::Done(iso.clone()),
+                        Spec::Done(Some(id)),
+                        Spec::Done(iso),
+                        t(a.event)?,
+                        t(a.category)?,
+                        t(a.kind)?,
+                        t(by.email)?,
+                        t(by.id)?,
+                        t(by.name)?,
+                        t(by.kind)?,
+                        t(object.id)?,
+                        t(object.name)?,
+                        t(context.ip)?,
+                        t(team.id)?,
+                        t(team.name)?,
+                        t(team.kind)?,
+                        t(org.id)?,
+                        t(org.name)?,
+                        t(org.kind)?,
+                        Spec::Done(dynamic(a.details)?),
+                    ],
+                )
+            }
+            SourceKind::ContentLogs => {
+                let c: Content<'_> = serde_json::from_str(raw).ok()?;
+                let id = id(c.id)?;
+                let time = datetime(c.action_time);
+                let iso = time.map(UnixMs::to_iso);
+                let Obj(actor) = c.actor;
+                (
+                    time,
+                    vec![
+                        Spec::Done(iso.clone()),
+                        Spec::Done(Some(id)),
+                        Spec::Done(iso),
+                        t(c.action_type)?,
+                        t(actor.id)?,
+                        t(actor.email)?,
+                        t(actor.name)?,
+                        t(c.content_id)?,
+                        t(c.item_id)?,
+                        t(c.item_type)?,
+                        Spec::Done(dynamic(c.relationships)?),
+                        Spec::Done(dynamic(c.state)?),
+                    ],
+                )
+            }
+            SourceKind::AiInteractionLogs => {
+                let a: Ai<'_> = serde_json::from_str(raw).ok()?;
+                let id = id(a.id)?;
+                let created = datetime(a.created_at).map(UnixMs::to_iso);
+                let stored_at = datetime(a.stored_at);
+                let Obj(object) = a.object;
+                let Obj(actor) = a.actor;
+                (
+                    stored_at,
+                    vec![
+                        Spec::Done(created.clone()),
+                        Spec::Done(Some(id)),
+                        Spec::Done(created),
+                        Spec::Done(stored_at.map(UnixMs::to_iso)),
+                        t(a.session_id)?,
+                        t(a.message_id)?,
+                        t(a.ai_feature_name)?,
+                        t(a.log_type)?,
+                        t(object.id)?,
+                        t(object.kind)?,
+                        t(actor.id)?,
+                        t(actor.email)?,
+                        t(actor.name)?,
+                        Spec::Done(dynamic(a.details)?),
+                    ],
+                )
+            }
+        })
+    }
 }
 
 /// Nesting beyond which [`write_canonical`] leaves the value to `serde_json::Value` (whose
@@ -1270,6 +1458,15 @@ mod tests {
             }
         }
 
+        /// Reading a row's cells one at a time (the views) gives the cells of the row.
+        #[test]
+        fn lazy_cells_equal_the_row(value in arb_json(), which in 0usize..3) {
+            let source = SourceKind::ALL[which];
+            let raw = value.to_string();
+            assert_lazy_cells_equal_the_row(source, &raw);
+            assert_kept_cells_equal_the_row(source, &raw);
+        }
+
         /// Arbitrary text, including invalid JSON and huge nesting, never panics.
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,200}", depth in 0usize..2000) {
@@ -1277,6 +1474,69 @@ mod tests {
             let nested = format!("{{\"id\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
             let _ = to_row(SourceKind::AuditLogs, &nested);
             let _ = stream_record(SourceKind::ContentLogs, &nested);
+        }
+    }
+
+    fn assert_lazy_cells_equal_the_row(source: SourceKind, raw: &str) {
+        let row = to_row(source, raw);
+        let lazy = ItemCells::new(source, raw.to_string());
+        for (i, cell) in row.cells.iter().enumerate() {
+            assert_eq!(
+                lazy.get(i),
+                cell.as_deref(),
+                "{source:?} column {i} of {raw}"
+            );
+        }
+        assert_eq!(lazy.get(row.cells.len()), None);
+    }
+
+    fn assert_kept_cells_equal_the_row(source: SourceKind, raw: &str) {
+        let row = to_row(source, raw);
+        let keep = [0, 1, 3, 6];
+        let kept = to_row_keeping(source, raw, &keep);
+        assert_eq!(kept.id, row.id, "{raw}");
+        assert_eq!(kept.time, row.time, "{raw}");
+        assert_eq!(kept.id_derived, row.id_derived, "{raw}");
+        assert_eq!(kept.partial, row.partial, "{raw}");
+        assert_eq!(kept.cells.len(), row.cells.len(), "{raw}");
+        for (i, cell) in row.cells.iter().enumerate() {
+            if keep.contains(&i) {
+                assert_eq!(&kept.cells[i], cell, "{source:?} column {i} of {raw}");
+            }
+        }
+    }
+
+    #[test]
+    fn lazy_cells_equal_the_row_on_hostile_items() {
+        let deep = nested(300);
+        let items = [
+            FULL.to_string(),
+            // Numbers beyond 2^53 and 64 bits, as ids and as text fields.
+            r#"{"id":9007199254740993,"event":12345678901234567890123,"createdBy":{"id":9007199254740993,"email":1e400},"context":{"ip":-0.0}}"#.into(),
+            r#"{"id":"30744573469876543210123","actionType":18446744073709551616,"actor":{"id":9007199254740993}}"#.into(),
+            // Times with `+0000` and other offsets, and ones that do not parse.
+            r#"{"id":"t1","createdAt":"2023-09-01T09:30:10.840+0000","actionTime":"2023-09-01T09:30:10.840687-05:30","storedAt":"2023-09-01T09:30:10Z"}"#.into(),
+            r#"{"id":"t2","createdAt":"yesterday","actionTime":42,"storedAt":null}"#.into(),
+            // `#` ids (content logs) and escapes in every kind of field.
+            r#"{"id":"2023-09-01T09:30:10.840687Z#1234567890123456789-DDB","contentId":"c\"1","actor":{"email":"a\u00e9@x","name":"\ud83d\ude00"},"state":{"b":1,"a":[true,null]}}"#.into(),
+            r#"{"id":"e1","event":"a\\b","object":{"name":"tab\tand\nnewline"},"details":{"z":"\u0000","a":1.50}}"#.into(),
+            // A lone surrogate escape, duplicate keys, missing and wrong-typed ids, objects
+            // where text is expected.
+            r#"{"id":"s","event":"\ud800","createdBy":{"name":"x\udc00y"}}"#.into(),
+            r#"{"id":"d","id":"d2","event":"x","event":"y"}"#.into(),
+            r#"{"event":"no id","createdBy":{"id":"u"}}"#.into(),
+            r#"{"id":["x"],"createdBy":"weird","context":{"team":[1]}}"#.into(),
+            r#"{"id":"o","createdBy":{"id":{"nested":true},"type":false},"context":{"ip":null}}"#.into(),
+            // Too deep for the parser, and not an object at all.
+            format!(r#"{{"id":"deep","details":{deep},"createdBy":{{"id":"u"}}}}"#),
+            "[1,2]".into(),
+            "not json".into(),
+        ];
+        for raw in &items {
+            for source in SourceKind::ALL {
+                assert_lazy_cells_equal_the_row(source, raw);
+                assert_kept_cells_equal_the_row(source, raw);
+            }
         }
     }
 
@@ -1297,6 +1557,8 @@ mod tests {
                 (SourceKind::AiInteractionLogs, org.ai_entry(i)),
             ] {
                 let raw = item.to_string();
+                assert_lazy_cells_equal_the_row(source, &raw);
+                assert_kept_cells_equal_the_row(source, &raw);
                 let fast =
                     fast::to_row(source, &raw).expect("a realistic item takes the fast path");
                 assert_eq!(fast, general_row(source, &raw).unwrap(), "{raw}");
