@@ -194,6 +194,28 @@ pub fn sql(plan: &Plan) -> String {
     )
 }
 
+/// The SQL that finds when the rows stored in a `_seq` range that match any step of the
+/// plan happened. Parameters: `?1` and `?2`, the range `(after, through]` of `_seq`; one
+/// result row: the least and the greatest `TimeGenerated` (both NULL when no row
+/// matches). Only such rows can change a window's alert, so the evaluator re-reads the
+/// windows between the two, not every window the new rows fall in (`eval::evaluate_new`).
+pub fn sql_new_matches(plan: &Plan) -> String {
+    let parts: Vec<String> = plan
+        .steps
+        .iter()
+        .map(|step| {
+            let mut conditions = vec!["_seq > ?1".to_string(), "_seq <= ?2".to_string()];
+            conditions.extend(step.predicates.iter().map(sql_predicate));
+            format!(
+                "SELECT TimeGenerated AS t FROM {} WHERE {}",
+                plan.table,
+                conditions.join(" AND ")
+            )
+        })
+        .collect();
+    format!("SELECT min(t), max(t) FROM ({})", parts.join(" UNION ALL "))
+}
+
 /// The KQL duration literal of whole seconds (`10m`, `1h`, `90s`).
 pub fn kql_timespan(secs: i64) -> String {
     if secs % 86_400 == 0 {

@@ -8,9 +8,11 @@
 //! - `detect_offsets.evaluated_seq` moves in the same transaction as the alerts the
 //!   evaluation of those rows raised: a crash before the commit re-evaluates the same
 //!   rows (nothing lost), after it nothing is evaluated twice into a second alert;
-//! - new rows are evaluated together with every stored row of the windows they fall in,
-//!   so a late row completes the window it belongs to (a window that already alerted
-//!   stays one alert).
+//! - new rows a rule counts (matching one of its steps) are evaluated together with every
+//!   stored row of the windows they fall in, so a late row completes the window it
+//!   belongs to (a window that already alerted stays one alert); windows that received
+//!   no such row cannot change and are not read again, so a pass costs in proportion to
+//!   the new rows, not to the rules' window lengths.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
@@ -131,20 +133,23 @@ pub fn evaluate_new(tx: &Connection, rules: &[Rule], now: UnixMs) -> rusqlite::R
             )
             .optional()?
             .unwrap_or(0);
-        let (last, oldest, newest): (Option<i64>, Option<String>, Option<String>) = tx.query_row(
-            &format!(
-                "SELECT max(_seq), min(TimeGenerated), max(TimeGenerated) FROM {} WHERE _seq > ?1",
-                source.table()
-            ),
+        let last: Option<i64> = tx.query_row(
+            &format!("SELECT max(_seq) FROM {} WHERE _seq > ?1", source.table()),
             [offset],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| r.get(0),
         )?;
         let Some(last) = last else { continue };
-        if let (Some(oldest), Some(newest)) = (
-            oldest.as_deref().and_then(UnixMs::parse),
-            newest.as_deref().and_then(UnixMs::parse),
-        ) {
-            for rule in rules.iter().filter(|r| r.source == source) {
+        for rule in rules.iter().filter(|r| r.source == source) {
+            // Only new rows the rule counts can change its alerts: the windows they fall
+            // in are evaluated again (with every stored row), the others are not read.
+            let plan = compile::plan(rule);
+            let (oldest, newest): (Option<String>, Option<String>) = tx
+                .prepare_cached(&compile::sql_new_matches(&plan))?
+                .query_row(params![offset, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if let (Some(oldest), Some(newest)) = (
+                oldest.as_deref().and_then(UnixMs::parse),
+                newest.as_deref().and_then(UnixMs::parse),
+            ) {
                 for alert in find(tx, rule, oldest, newest)? {
                     if insert_alert(tx, &alert, now)? {
                         raised.push(alert);
@@ -241,6 +246,34 @@ mod tests {
                 continue;
             }
             let t = UnixMs(start.0 + minute * 60_000 + i64::from(i % 3) * 1000);
+            // Rows no rule counts, between them: pages of only such rows raise nothing
+            // and read no window, without changing what the later rows raise.
+            for n in 0..4 {
+                out.push(
+                    serde_json::json!({
+                        "id": format!("b{i}-{n}"),
+                        "event": "board_opened",
+                        "category": "boards",
+                        "createdAt": UnixMs(t.0 + 100 + n).to_iso(),
+                        "createdBy": {"type": "user", "id": account, "email": format!("{account}@acme.example")},
+                    })
+                    .to_string(),
+                );
+            }
+            // A success after a burst: the sequence rule's second step.
+            if minute % 40 == 8 {
+                out.push(
+                    serde_json::json!({
+                        "id": format!("s{i}"),
+                        "event": "sign_in_succeeded",
+                        "category": "authentication",
+                        "createdAt": UnixMs(t.0 + 500).to_iso(),
+                        "createdBy": {"type": "user", "id": account, "email": format!("{account}@acme.example")},
+                        "context": {"ip": "198.18.0.1"},
+                    })
+                    .to_string(),
+                );
+            }
             out.push(
                 serde_json::json!({
                     "id": format!("e{i}"),
@@ -280,13 +313,23 @@ mod tests {
         tx.commit().expect("commit");
         let expected = alerts(&whole);
         assert!(expected.len() >= 6, "the data raises alerts: {expected:?}");
+        assert!(
+            expected
+                .iter()
+                .any(|(rule, _, _)| rule == "sign-in-success-after-failures"),
+            "the sequence rule fires: {expected:?}"
+        );
 
         // Pages of 7 items, late ones out of order, every third evaluation lost to a
         // crash (rolled back), each evaluation done twice.
         let mut paged = store::scratch().expect("store");
         let mut order: Vec<&String> = items.iter().collect();
-        order.swap(3, 40);
-        order.swap(10, 50);
+        order.swap(3, 200);
+        order.swap(10, 150);
+        order.swap(60, 270);
+        // The successes come last, in pages of their own: a window completed by a row
+        // of the sequence's second step alone.
+        order.sort_by_key(|item| item.contains("sign_in_succeeded"));
         for (n, page) in order.chunks(7).enumerate() {
             let page: Vec<String> = page.iter().map(|s| (*s).clone()).collect();
             store::insert_items(&mut paged, SourceKind::AuditLogs, &page).expect("insert");
