@@ -194,26 +194,36 @@ pub fn sql(plan: &Plan) -> String {
     )
 }
 
-/// The SQL that finds when the rows stored in a `_seq` range that match any step of the
-/// plan happened. Parameters: `?1` and `?2`, the range `(after, through]` of `_seq`; one
-/// result row: the least and the greatest `TimeGenerated` (both NULL when no row
-/// matches). Only such rows can change a window's alert, so the evaluator re-reads the
-/// windows between the two, not every window the new rows fall in (`eval::evaluate_new`).
-pub fn sql_new_matches(plan: &Plan) -> String {
-    let parts: Vec<String> = plan
-        .steps
-        .iter()
-        .map(|step| {
-            let mut conditions = vec!["_seq > ?1".to_string(), "_seq <= ?2".to_string()];
-            conditions.extend(step.predicates.iter().map(sql_predicate));
-            format!(
-                "SELECT TimeGenerated AS t FROM {} WHERE {}",
-                plan.table,
-                conditions.join(" AND ")
-            )
-        })
-        .collect();
-    format!("SELECT min(t), max(t) FROM ({})", parts.join(" UNION ALL "))
+/// The SQL that finds when the rows stored in a `_seq` range that match step `step` (0:
+/// `match`, 1: `then`) happened. Parameters: `?1` and `?2`, the range `(after, through]`
+/// of `_seq`; one result row: the least and the greatest `TimeGenerated` (both NULL when
+/// no row matches). Only such rows can change a window's alert, so the evaluator re-reads
+/// the windows between the two, not every window the new rows fall in
+/// (`eval::evaluate_new`).
+pub fn sql_new_matches(plan: &Plan, step: usize) -> String {
+    let mut conditions = vec!["_seq > ?1".to_string(), "_seq <= ?2".to_string()];
+    conditions.extend(plan.steps[step].predicates.iter().map(sql_predicate));
+    format!(
+        "SELECT min(TimeGenerated), max(TimeGenerated) FROM {} WHERE {}",
+        plan.table,
+        conditions.join(" AND ")
+    )
+}
+
+/// The SQL that tells whether any stored row matching the first step lies in
+/// `[?1, ?2)` of `TimeGenerated` (ISO 8601 bounds): a sequence rule's window without one
+/// cannot alert, whatever second-step rows arrive in it.
+pub fn sql_first_step_exists(plan: &Plan) -> String {
+    let mut conditions = vec![
+        "TimeGenerated >= ?1".to_string(),
+        "TimeGenerated < ?2".to_string(),
+    ];
+    conditions.extend(plan.steps[0].predicates.iter().map(sql_predicate));
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
+        plan.table,
+        conditions.join(" AND ")
+    )
 }
 
 /// The KQL duration literal of whole seconds (`10m`, `1h`, `90s`).

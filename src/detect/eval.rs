@@ -11,8 +11,9 @@
 //! - new rows a rule counts (matching one of its steps) are evaluated together with every
 //!   stored row of the windows they fall in, so a late row completes the window it
 //!   belongs to (a window that already alerted stays one alert); windows that received
-//!   no such row cannot change and are not read again, so a pass costs in proportion to
-//!   the new rows, not to the rules' window lengths.
+//!   no such row cannot change and are not read again, nor are a sequence rule's windows
+//!   that received only second-step rows but hold no first-step row, so a pass costs in
+//!   proportion to the new rows, not to the rules' window lengths.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
@@ -55,6 +56,51 @@ fn secs_to_ms(secs: i64) -> UnixMs {
     UnixMs(secs.saturating_mul(1000))
 }
 
+/// The bounds of the whole windows of `w` seconds (aligned on the epoch) that cover
+/// `[from, to]`.
+fn whole_windows(w: i64, from: UnixMs, to: UnixMs) -> (UnixMs, UnixMs) {
+    let from_secs = from.0.div_euclid(1000).div_euclid(w) * w;
+    let to_secs = (to.0.div_euclid(1000).div_euclid(w) + 1) * w;
+    (secs_to_ms(from_secs), secs_to_ms(to_secs))
+}
+
+/// When the rows of `(offset, last]` that can change `rule`'s alerts happened: rows
+/// matching its first step, and rows matching its second step in windows that hold a
+/// first-step row (without one a sequence cannot alert). `None`: no window can change.
+fn changed_span(
+    tx: &Connection,
+    rule: &Rule,
+    offset: i64,
+    last: i64,
+) -> rusqlite::Result<Option<(UnixMs, UnixMs)>> {
+    let plan = compile::plan(rule);
+    let span = |step: usize| -> rusqlite::Result<Option<(UnixMs, UnixMs)>> {
+        let (oldest, newest): (Option<String>, Option<String>) = tx
+            .prepare_cached(&compile::sql_new_matches(&plan, step))?
+            .query_row(params![offset, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(oldest
+            .as_deref()
+            .and_then(UnixMs::parse)
+            .zip(newest.as_deref().and_then(UnixMs::parse)))
+    };
+    let mut changed = span(0)?;
+    if plan.steps.len() > 1
+        && let Some((oldest, newest)) = span(1)?
+    {
+        let (start, end) = whole_windows(rule.window_secs(), oldest, newest);
+        let first_step_rows: bool = tx
+            .prepare_cached(&compile::sql_first_step_exists(&plan))?
+            .query_row(params![start.to_iso(), end.to_iso()], |r| r.get(0))?;
+        if first_step_rows {
+            changed = Some(match changed {
+                Some((a, b)) => (a.min(oldest), b.max(newest)),
+                None => (oldest, newest),
+            });
+        }
+    }
+    Ok(changed)
+}
+
 /// The alerts of `rule` over whole windows covering `[from, to)`.
 pub fn find(
     conn: &Connection,
@@ -63,35 +109,31 @@ pub fn find(
     to: UnixMs,
 ) -> rusqlite::Result<Vec<Alert>> {
     let w = rule.window_secs();
-    let from_secs = from.0.div_euclid(1000).div_euclid(w) * w;
-    let to_secs = (to.0.div_euclid(1000).div_euclid(w) + 1) * w;
+    let (start, end) = whole_windows(w, from, to);
     let plan = compile::plan(rule);
     let sql = compile::sql(&plan);
     let mut stmt = conn.prepare_cached(&sql)?;
     let n = plan.keys.len();
-    let rows = stmt.query_map(
-        params![secs_to_ms(from_secs).to_iso(), secs_to_ms(to_secs).to_iso()],
-        |r| {
-            let mut keys = Vec::with_capacity(n);
-            for (i, k) in plan.keys.iter().enumerate() {
-                keys.push((k.clone(), r.get::<_, String>(i)?));
-            }
-            let start: i64 = r.get(n)?;
-            Ok(Alert {
-                rule_id: rule.id.clone(),
-                rule: rule.slug.clone(),
-                rule_name: rule.name.clone(),
-                severity: rule.severity.as_str().to_string(),
-                source: rule.source,
-                keys,
-                window_start: secs_to_ms(start),
-                window_end: secs_to_ms(start + w),
-                hits: r.get(n + 1)?,
-                first_seen: r.get(n + 2)?,
-                last_seen: r.get(n + 3)?,
-            })
-        },
-    )?;
+    let rows = stmt.query_map(params![start.to_iso(), end.to_iso()], |r| {
+        let mut keys = Vec::with_capacity(n);
+        for (i, k) in plan.keys.iter().enumerate() {
+            keys.push((k.clone(), r.get::<_, String>(i)?));
+        }
+        let start: i64 = r.get(n)?;
+        Ok(Alert {
+            rule_id: rule.id.clone(),
+            rule: rule.slug.clone(),
+            rule_name: rule.name.clone(),
+            severity: rule.severity.as_str().to_string(),
+            source: rule.source,
+            keys,
+            window_start: secs_to_ms(start),
+            window_end: secs_to_ms(start + w),
+            hits: r.get(n + 1)?,
+            first_seen: r.get(n + 2)?,
+            last_seen: r.get(n + 3)?,
+        })
+    })?;
     rows.collect()
 }
 
@@ -142,14 +184,7 @@ pub fn evaluate_new(tx: &Connection, rules: &[Rule], now: UnixMs) -> rusqlite::R
         for rule in rules.iter().filter(|r| r.source == source) {
             // Only new rows the rule counts can change its alerts: the windows they fall
             // in are evaluated again (with every stored row), the others are not read.
-            let plan = compile::plan(rule);
-            let (oldest, newest): (Option<String>, Option<String>) = tx
-                .prepare_cached(&compile::sql_new_matches(&plan))?
-                .query_row(params![offset, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            if let (Some(oldest), Some(newest)) = (
-                oldest.as_deref().and_then(UnixMs::parse),
-                newest.as_deref().and_then(UnixMs::parse),
-            ) {
+            if let Some((oldest, newest)) = changed_span(tx, rule, offset, last)? {
                 for alert in find(tx, rule, oldest, newest)? {
                     if insert_alert(tx, &alert, now)? {
                         raised.push(alert);
