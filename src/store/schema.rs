@@ -213,7 +213,7 @@ CREATE TRIGGER MiroAiInteractionLogs_CL_delete INSTEAD OF DELETE ON MiroAiIntera
 BEGIN DELETE FROM MiroAiInteractionLogs_CL_rows WHERE _seq = OLD._seq; END;"#;
 
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 10] {
+fn migrations() -> [&'static str; 11] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -328,6 +328,12 @@ fn migrations() -> [&'static str; 10] {
         );",
         // 10: the compact store: derived columns on read, `_raw` compressed (see STEP_10).
         STEP_10,
+        // 11: late re-reads (`collect/window.rs`): how far each source's slices of time
+        // have been re-read once `overlap` old (empty on an older store: nothing before the
+        // watermark is due), and whether the window in progress is such a re-read.
+        // `last_sweep_ms` (step 4) is no longer written or read.
+        "ALTER TABLE checkpoints ADD COLUMN reread_through_ms INTEGER;
+        ALTER TABLE checkpoints ADD COLUMN window_reread INTEGER NOT NULL DEFAULT 0;",
     ]
 }
 

@@ -104,7 +104,7 @@ fn commit(store: &Store, source: SourceKind, items: &[String]) {
             source,
             watermark: UnixMs(0),
             watermark_polled: UnixMs(0),
-            last_sweep: None,
+            reread_through: None,
             window: None,
             pages_total: 0,
             requests_total: 0,

@@ -395,7 +395,7 @@ fn fill_more(w: &World, n: usize) {
         source: SourceKind::AuditLogs,
         watermark: UnixMs(0),
         watermark_polled: UnixMs(0),
-        last_sweep: None,
+        reread_through: None,
         window: None,
         pages_total: 0,
         requests_total: 0,

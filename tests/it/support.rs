@@ -215,7 +215,7 @@ pub(crate) fn fill_store(store: &mirotrail::store::Store, source: SourceKind, n:
             source,
             watermark: mirotrail::timefmt::UnixMs(0),
             watermark_polled: mirotrail::timefmt::UnixMs(0),
-            last_sweep: None,
+            reread_through: None,
             window: None,
             pages_total: 0,
             requests_total: 0,
