@@ -137,6 +137,18 @@ fn kql_predicate(p: &Predicate) -> String {
 /// the keys (as `k_<key>`), `window_start` (UNIX seconds), `hits`, `first_seen`,
 /// `last_seen`.
 pub fn sql(plan: &Plan) -> String {
+    sql_of(plan, false)
+}
+
+/// [`sql`] with the second step of a sequence rule read only from the rows stored in
+/// `(?3, ?4]` of `_seq` (the first step still from every stored row): the alerts that
+/// new second-step rows complete. `eval::evaluate_new` uses it for windows that received
+/// only second-step rows, whose other rows cannot have changed.
+pub fn sql_new_second_step(plan: &Plan) -> String {
+    sql_of(plan, true)
+}
+
+fn sql_of(plan: &Plan, new_second_step: bool) -> String {
     let w = plan.window_secs;
     let mut parts = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
@@ -151,6 +163,9 @@ pub fn sql(plan: &Plan) -> String {
             "TimeGenerated >= ?1".to_string(),
             "TimeGenerated < ?2".to_string(),
         ];
+        if new_second_step && i == 1 {
+            conditions.extend(["_seq > ?3".to_string(), "_seq <= ?4".to_string()]);
+        }
         conditions.extend(step.predicates.iter().map(sql_predicate));
         parts.push(format!(
             "SELECT {} FROM {} WHERE {}",
@@ -205,22 +220,6 @@ pub fn sql_new_matches(plan: &Plan, step: usize) -> String {
     conditions.extend(plan.steps[step].predicates.iter().map(sql_predicate));
     format!(
         "SELECT min(TimeGenerated), max(TimeGenerated) FROM {} WHERE {}",
-        plan.table,
-        conditions.join(" AND ")
-    )
-}
-
-/// The SQL that tells whether any stored row matching the first step lies in
-/// `[?1, ?2)` of `TimeGenerated` (ISO 8601 bounds): a sequence rule's window without one
-/// cannot alert, whatever second-step rows arrive in it.
-pub fn sql_first_step_exists(plan: &Plan) -> String {
-    let mut conditions = vec![
-        "TimeGenerated >= ?1".to_string(),
-        "TimeGenerated < ?2".to_string(),
-    ];
-    conditions.extend(plan.steps[0].predicates.iter().map(sql_predicate));
-    format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
         plan.table,
         conditions.join(" AND ")
     )

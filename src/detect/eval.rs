@@ -11,9 +11,10 @@
 //! - new rows a rule counts (matching one of its steps) are evaluated together with every
 //!   stored row of the windows they fall in, so a late row completes the window it
 //!   belongs to (a window that already alerted stays one alert); windows that received
-//!   no such row cannot change and are not read again, nor are a sequence rule's windows
-//!   that received only second-step rows but hold no first-step row, so a pass costs in
-//!   proportion to the new rows, not to the rules' window lengths.
+//!   no such row cannot change and are not read again, and a window that received only
+//!   second-step rows of a sequence rule is read for its first-step rows and the new
+//!   second-step rows only (`alerts_of_new_rows`), so a pass costs in proportion to the
+//!   new rows and the rules' rare first-step rows, not to the rules' window lengths.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
@@ -64,41 +65,57 @@ fn whole_windows(w: i64, from: UnixMs, to: UnixMs) -> (UnixMs, UnixMs) {
     (secs_to_ms(from_secs), secs_to_ms(to_secs))
 }
 
-/// When the rows of `(offset, last]` that can change `rule`'s alerts happened: rows
-/// matching its first step, and rows matching its second step in windows that hold a
-/// first-step row (without one a sequence cannot alert). `None`: no window can change.
-fn changed_span(
+/// When the new rows (`_seq` in `(offset, last]`) that `rule` counts happened: those
+/// matching its first step, and those matching its second step (a sequence rule). `None`:
+/// no such row.
+fn new_match_span(
+    tx: &Connection,
+    plan: &compile::Plan,
+    step: usize,
+    offset: i64,
+    last: i64,
+) -> rusqlite::Result<Option<(UnixMs, UnixMs)>> {
+    let (oldest, newest): (Option<String>, Option<String>) = tx
+        .prepare_cached(&compile::sql_new_matches(plan, step))?
+        .query_row(params![offset, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(oldest
+        .as_deref()
+        .and_then(UnixMs::parse)
+        .zip(newest.as_deref().and_then(UnixMs::parse)))
+}
+
+/// The alerts of `rule` that the new rows (`_seq` in `(offset, last]`) can have raised.
+/// Windows with new first-step rows are evaluated with every stored row. Windows with new
+/// second-step rows are evaluated with every stored first-step row but only the new
+/// second-step rows: older second-step rows were evaluated with the first-step rows they
+/// could complete when either arrived, so only a new one can complete a sequence now.
+/// (A second step such as "any action by a user" matches nearly every row; reading all of
+/// a 1-day window's rows on every pass was most of live mode's CPU.)
+fn alerts_of_new_rows(
     tx: &Connection,
     rule: &Rule,
     offset: i64,
     last: i64,
-) -> rusqlite::Result<Option<(UnixMs, UnixMs)>> {
+) -> rusqlite::Result<Vec<Alert>> {
     let plan = compile::plan(rule);
-    let span = |step: usize| -> rusqlite::Result<Option<(UnixMs, UnixMs)>> {
-        let (oldest, newest): (Option<String>, Option<String>) = tx
-            .prepare_cached(&compile::sql_new_matches(&plan, step))?
-            .query_row(params![offset, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(oldest
-            .as_deref()
-            .and_then(UnixMs::parse)
-            .zip(newest.as_deref().and_then(UnixMs::parse)))
-    };
-    let mut changed = span(0)?;
-    if plan.steps.len() > 1
-        && let Some((oldest, newest)) = span(1)?
-    {
-        let (start, end) = whole_windows(rule.window_secs(), oldest, newest);
-        let first_step_rows: bool = tx
-            .prepare_cached(&compile::sql_first_step_exists(&plan))?
-            .query_row(params![start.to_iso(), end.to_iso()], |r| r.get(0))?;
-        if first_step_rows {
-            changed = Some(match changed {
-                Some((a, b)) => (a.min(oldest), b.max(newest)),
-                None => (oldest, newest),
-            });
-        }
+    let mut alerts = Vec::new();
+    if let Some((oldest, newest)) = new_match_span(tx, &plan, 0, offset, last)? {
+        alerts.extend(find(tx, rule, oldest, newest)?);
     }
-    Ok(changed)
+    if plan.steps.len() > 1
+        && let Some((oldest, newest)) = new_match_span(tx, &plan, 1, offset, last)?
+    {
+        alerts.extend(query_alerts(
+            tx,
+            rule,
+            &plan,
+            &compile::sql_new_second_step(&plan),
+            oldest,
+            newest,
+            Some((offset, last)),
+        )?);
+    }
+    Ok(alerts)
 }
 
 /// The alerts of `rule` over whole windows covering `[from, to)`.
@@ -108,13 +125,26 @@ pub fn find(
     from: UnixMs,
     to: UnixMs,
 ) -> rusqlite::Result<Vec<Alert>> {
+    let plan = compile::plan(rule);
+    query_alerts(conn, rule, &plan, &compile::sql(&plan), from, to, None)
+}
+
+/// Runs one of the plan's alert queries over whole windows covering `[from, to)`
+/// (`seq`: the `_seq` range of [`compile::sql_new_second_step`]).
+fn query_alerts(
+    conn: &Connection,
+    rule: &Rule,
+    plan: &compile::Plan,
+    sql: &str,
+    from: UnixMs,
+    to: UnixMs,
+    seq: Option<(i64, i64)>,
+) -> rusqlite::Result<Vec<Alert>> {
     let w = rule.window_secs();
     let (start, end) = whole_windows(w, from, to);
-    let plan = compile::plan(rule);
-    let sql = compile::sql(&plan);
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let n = plan.keys.len();
-    let rows = stmt.query_map(params![start.to_iso(), end.to_iso()], |r| {
+    let map = |r: &rusqlite::Row<'_>| {
         let mut keys = Vec::with_capacity(n);
         for (i, k) in plan.keys.iter().enumerate() {
             keys.push((k.clone(), r.get::<_, String>(i)?));
@@ -133,7 +163,13 @@ pub fn find(
             first_seen: r.get(n + 2)?,
             last_seen: r.get(n + 3)?,
         })
-    })?;
+    };
+    let rows = match seq {
+        None => stmt.query_map(params![start.to_iso(), end.to_iso()], map)?,
+        Some((after, through)) => {
+            stmt.query_map(params![start.to_iso(), end.to_iso(), after, through], map)?
+        }
+    };
     rows.collect()
 }
 
@@ -184,11 +220,9 @@ pub fn evaluate_new(tx: &Connection, rules: &[Rule], now: UnixMs) -> rusqlite::R
         for rule in rules.iter().filter(|r| r.source == source) {
             // Only new rows the rule counts can change its alerts: the windows they fall
             // in are evaluated again (with every stored row), the others are not read.
-            if let Some((oldest, newest)) = changed_span(tx, rule, offset, last)? {
-                for alert in find(tx, rule, oldest, newest)? {
-                    if insert_alert(tx, &alert, now)? {
-                        raised.push(alert);
-                    }
+            for alert in alerts_of_new_rows(tx, rule, offset, last)? {
+                if insert_alert(tx, &alert, now)? {
+                    raised.push(alert);
                 }
             }
         }
