@@ -623,6 +623,7 @@ fn live(
     std::fs::write(dir.path().join("mirotrail.toml"), toml).unwrap();
     let bin = &bins.measured[0].1;
     let started = Instant::now();
+    let spawned_at = UnixMs::now();
     let child = spawn(
         bin,
         &["run".into(), "--config".into(), "mirotrail.toml".into()],
@@ -652,7 +653,9 @@ fn live(
     // The tables are views whose columns mirotrail's SQL functions derive.
     let conn = mirotrail::store::Store::open_read_only(&db).unwrap();
     let org = miro_org(audit, content, start, end, LIVE_LATE_SHARE);
-    let lookback_start = t0.minus(LIVE_LOOKBACK);
+    // The profile's look-back starts when its first cycle reads the clock, a moment after
+    // it was started: events before that were never asked for. Judge from 5 s later.
+    let lookback_start = spawned_at.plus(Duration::from_secs(5)).minus(LIVE_LOOKBACK);
     let fresh_until = stopped_at.minus(Duration::from_secs(tail));
     let mut out = LiveRun {
         expected: 0,
