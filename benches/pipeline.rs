@@ -63,6 +63,9 @@ const ORG_ID: &str = "3074457345821141000";
 const SEED: u64 = 1;
 /// Miro's credit budget per token and minute (docs/miro-api.md).
 const BUDGET_PER_MINUTE: f64 = 100_000.0;
+/// Credits of one audit logs call (level 2) and one content logs call (level 4).
+const AUDIT_CALL_CREDITS: f64 = 100.0;
+const CONTENT_CALL_CREDITS: f64 = 2_000.0;
 /// The live org: audit events and content items a second, and the late share (its
 /// maximum delay is the emulator's 30 s).
 const LIVE_AUDIT_PER_SEC: u64 = 20;
@@ -817,6 +820,9 @@ struct LiveRun {
     content_stored: u64,
     /// Share of the credit budget spent over the run, in percent.
     budget_pct: f64,
+    /// The part spent on each stream (requests times their documented cost).
+    budget_pct_audit: f64,
+    budget_pct_content: f64,
     /// Visible -> stored and visible -> acknowledged by Azure, in ms, of the events that
     /// became visible from the start to `tail` before the end; `None`: not yet.
     to_store: Vec<Option<i64>>,
@@ -828,7 +834,19 @@ struct LiveRun {
     cpu: Duration,
 }
 
-fn live(bins: &Bins, name: &str, sources: &str, secs: u64, tail: u64) -> LiveRun {
+/// How long after the stop a profile may still store an event that was visible before it,
+/// per source (audit, content): the next poll, and the late re-read that covers it
+/// (`overlap + overlap_every + settle_lag + poll_interval`). Events visible later than
+/// `stop - horizon` are not judged as missed: the re-read that would store them was not
+/// due yet.
+fn live(
+    bins: &Bins,
+    name: &str,
+    sources: &str,
+    horizons: [Duration; 2],
+    secs: u64,
+    tail: u64,
+) -> LiveRun {
     let t0 = UnixMs::now();
     // From 10 minutes ago to 10 minutes past the end: events become visible as the clock
     // reaches them (plus their late delay).
@@ -869,6 +887,7 @@ fn live(bins: &Bins, name: &str, sources: &str, secs: u64, tail: u64) -> LiveRun
     std::fs::write(dir.path().join("mirotrail.toml"), toml).unwrap();
     let bin = &bins.measured[0].1;
     let started = Instant::now();
+    let spawned_at = UnixMs::now();
     let child = spawn(
         bin,
         &["run".into(), "--config".into(), "mirotrail.toml".into()],
@@ -898,7 +917,9 @@ fn live(bins: &Bins, name: &str, sources: &str, secs: u64, tail: u64) -> LiveRun
     // The tables are views whose columns mirotrail's SQL functions derive.
     let conn = mirotrail::store::Store::open_read_only(&db).unwrap();
     let org = miro_org(audit, content, start, end, LIVE_LATE_SHARE);
-    let lookback_start = t0.minus(LIVE_LOOKBACK);
+    // The profile's look-back starts when its first cycle reads the clock, a moment after
+    // it was started: events before that were never asked for. Judge from 5 s later.
+    let lookback_start = spawned_at.plus(Duration::from_secs(5)).minus(LIVE_LOOKBACK);
     let fresh_until = stopped_at.minus(Duration::from_secs(tail));
     let mut out = LiveRun {
         expected: 0,
@@ -911,6 +932,12 @@ fn live(bins: &Bins, name: &str, sources: &str, secs: u64, tail: u64) -> LiveRun
         content_stored: 0,
         budget_pct: stat(&miro_stats, "credits_spent") as f64 * 100.0
             / (BUDGET_PER_MINUTE * minutes),
+        budget_pct_audit: stat(&miro_stats, "audit_requests") as f64 * AUDIT_CALL_CREDITS * 100.0
+            / (BUDGET_PER_MINUTE * minutes),
+        budget_pct_content: stat(&miro_stats, "content_requests") as f64
+            * CONTENT_CALL_CREDITS
+            * 100.0
+            / (BUDGET_PER_MINUTE * minutes),
         to_store: Vec::new(),
         to_ack: Vec::new(),
         to_store_audit: Vec::new(),
@@ -922,6 +949,7 @@ fn live(bins: &Bins, name: &str, sources: &str, secs: u64, tail: u64) -> LiveRun
         ("content_logs", "MiroContentLogs_CL"),
     ] {
         let audit = source == "audit_logs";
+        let judge_until = stopped_at.minus(horizons[usize::from(!audit)]);
         let watermark: i64 = conn
             .query_row(
                 "SELECT watermark_ms FROM checkpoints WHERE source = ?1",
@@ -970,10 +998,10 @@ fn live(bins: &Bins, name: &str, sources: &str, secs: u64, tail: u64) -> LiveRun
             let at = stored.get(id).copied();
             known += u64::from(at.is_some());
             let late = visible > time;
-            // Nothing lost: every event before the collector's watermark is stored. (One
-            // still invisible at the stop cannot be judged yet: without a settle lag the
-            // watermark passes late events before they appear.)
-            if time >= lookback_start && time.0 < watermark && visible <= stopped_at {
+            // Nothing lost: every event before the collector's watermark that was visible
+            // long enough before the stop for its poll and its late re-read to be due is
+            // stored. (Later ones cannot be judged yet: their re-read was still to come.)
+            if time >= lookback_start && time.0 < watermark && visible <= judge_until {
                 out.expected += 1;
                 out.late_expected += u64::from(late);
                 if at.is_none() {
@@ -1175,15 +1203,36 @@ fn main() {
         // mirotrail at its defaults (only the look-back is set, as for the CCF profile).
         let ours = "[sources.audit_logs]\ninitial_lookback = \"2m\"\n\n\
                     [sources.content_logs]\nenabled = true\ninitial_lookback = \"2m\"\n";
-        let ccf = "[sources.audit_logs]\ninitial_lookback = \"2m\"\npoll_interval = \"5m\"\nsettle_lag = \"0s\"\noverlap = \"0s\"\nmax_window = \"5m\"\npage_size = 100\n\n\
-                   [sources.content_logs]\nenabled = true\ninitial_lookback = \"2m\"\npoll_interval = \"5m\"\nsettle_lag = \"0s\"\noverlap = \"0s\"\nmax_window = \"5m\"\npage_size = 100\n";
+        let ccf = "[sources.audit_logs]\ninitial_lookback = \"2m\"\npoll_interval = \"5m\"\nsettle_lag = \"0s\"\nrecent_overlap = \"0s\"\noverlap = \"0s\"\nmax_window = \"5m\"\npage_size = 100\n\n\
+                   [sources.content_logs]\nenabled = true\ninitial_lookback = \"2m\"\npoll_interval = \"5m\"\nsettle_lag = \"0s\"\nrecent_overlap = \"0s\"\noverlap = \"0s\"\nmax_window = \"5m\"\npage_size = 100\n";
+        // The judging horizons: mirotrail's from its defaults, the CCF profile's its poll.
+        let defaults = mirotrail::config::Config::from_toml("", Path::new("mirotrail.toml"))
+            .expect("the defaults are a valid config");
+        let horizon = |kind| {
+            let s = defaults.source(kind);
+            let reread = if s.overlap > s.recent_overlap {
+                s.overlap + s.overlap_every
+            } else {
+                Duration::ZERO
+            };
+            reread + s.settle_lag + s.poll_interval
+        };
+        let ours_horizons = [
+            horizon(mirotrail::config::SourceKind::AuditLogs),
+            horizon(mirotrail::config::SourceKind::ContentLogs),
+        ];
+        let ccf_horizons = [Duration::from_secs(300); 2];
+        log(&format!(
+            "missed events are judged up to {:?} (audit) and {:?} (content) before the stop for mirotrail, 300 s for the CCF profile",
+            ours_horizons[0], ours_horizons[1]
+        ));
         for run in 1..=live_runs {
             log(&format!(
                 "live {run}/{live_runs}: mirotrail and sentinel-ccf side by side, {live_secs} s"
             ));
             let pair = std::thread::scope(|s| {
-                let a = s.spawn(|| live(&bins, "mirotrail", ours, live_secs, tail));
-                let b = s.spawn(|| live(&bins, "sentinel-ccf", ccf, live_secs, tail));
+                let a = s.spawn(|| live(&bins, "mirotrail", ours, ours_horizons, live_secs, tail));
+                let b = s.spawn(|| live(&bins, "sentinel-ccf", ccf, ccf_horizons, live_secs, tail));
                 (a.join().unwrap(), b.join().unwrap())
             });
             live_pairs.push(pair);
@@ -1470,18 +1519,21 @@ fn report(
              ({LIVE_AUDIT_PER_SEC} audit events/s, {LIVE_CONTENT_PER_SEC} content items/s, \
              {:.0}% of events late by up to 30 s, Miro's budget of {BUDGET_PER_MINUTE:.0} credits \
              a minute). Freshness over the events that became visible from the start to {tail} s \
-             before the end; `>run`: not stored by the end. min / median / max over the runs:",
+             before the end; `>run`: not stored by the end. Missed: events visible before the \
+             stop minus the time their poll and late re-read take to come due (mirotrail: \
+             `overlap + overlap_every + settle_lag + poll_interval` of each source; CCF: its \
+             5-minute poll) and not stored. min / median / max over the runs:",
             live_pairs.len(),
             LIVE_LATE_SHARE * 100.0
         );
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "| profile | events expected | missed | late expected | late missed | audit req per 1,000 | content req per 1,000 | credit budget spent (%) | visible -> stored p50 (s) | p99 (s) | visible -> Azure ack p50 (s) | p99 (s) | audit stored p50 / p99 (s) | content stored p50 / p99 (s) | mirotrail CPU (s) |"
+            "| profile | events expected | missed | late expected | late missed | audit req per 1,000 | content req per 1,000 | credit budget spent (%) | of which audit / content (%) | visible -> stored p50 (s) | p99 (s) | visible -> Azure ack p50 (s) | p99 (s) | audit stored p50 / p99 (s) | content stored p50 / p99 (s) | mirotrail CPU (s) |"
         );
         let _ = writeln!(
             t,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for (name, k) in [("mirotrail (defaults)", 0), ("sentinel-ccf", 1)] {
             let rs: Vec<&LiveRun> = live_pairs
@@ -1517,7 +1569,7 @@ fn report(
             };
             let _ = writeln!(
                 t,
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} / {} | {} / {} | {} |",
                 f(&|r| r.expected as f64, 0),
                 f(&|r| r.missed as f64, 0),
                 f(&|r| r.late_expected as f64, 0),
@@ -1525,6 +1577,8 @@ fn report(
                 f(&|r| per_k(r.audit_requests, r.audit_stored), 1),
                 f(&|r| per_k(r.content_requests, r.content_stored), 1),
                 f(&|r| r.budget_pct, 2),
+                f(&|r| r.budget_pct_audit, 2),
+                f(&|r| r.budget_pct_content, 2),
                 lat(0.5, false),
                 lat(0.99, false),
                 lat(0.5, true),

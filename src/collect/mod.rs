@@ -8,7 +8,9 @@
 //! - a restart resumes at the stored cursor; a refused cursor restarts the window;
 //! - a cursor that repeats, or a run of empty pages that never ends, stops the window
 //!   with an error instead of looping;
-//! - the watermark only advances over windows read to their last page.
+//! - the watermark only advances over windows read to their last page, and
+//!   `reread_through` only over late re-read windows read to their last page (so a crash
+//!   resumes a due re-read, never skips it); which windows are read: `window.rs`.
 
 pub mod backfill;
 mod reader;
@@ -26,7 +28,7 @@ use crate::timefmt::UnixMs;
 
 use reader::CursorRestarts;
 pub use reader::{PageCommitter, PageStep, WindowRead, read_window};
-pub use window::{WindowPolicy, next_window};
+pub use window::{NextWindow, WindowPolicy, next_window, reread_after_poll};
 
 /// Why a cycle stopped short.
 ///
@@ -171,6 +173,7 @@ impl Collector {
     fn policy(&self) -> WindowPolicy {
         WindowPolicy {
             settle_lag: self.source.settle_lag,
+            recent_overlap: self.source.recent_overlap,
             overlap: self.source.overlap,
             max_window: self.source.max_window,
             overlap_every: self.source.overlap_every,
@@ -244,7 +247,7 @@ impl Collector {
                     source: kind,
                     watermark: start,
                     watermark_polled: now,
-                    last_sweep: None,
+                    reread_through: Some(start),
                     window: None,
                     pages_total: 0,
                     requests_total: 0,
@@ -254,6 +257,10 @@ impl Collector {
                 }
             }
         };
+        // A store from before late re-reads existed: nothing is due before its watermark.
+        if cp.reread_through.is_none() {
+            cp.reread_through = Some(cp.watermark);
+        }
         let mut cursor_restarts = CursorRestarts::default();
         // A cycle catches up to the time it started; later time is the next cycle's.
         let cycle_now = UnixMs::now();
@@ -266,9 +273,9 @@ impl Collector {
                 match next_window(
                     cp.watermark,
                     cp.watermark_polled,
+                    cp.reread_through.unwrap_or(cp.watermark),
                     cycle_now,
                     &self.policy(),
-                    cp.last_sweep,
                 ) {
                     None => {
                         // Caught up: the poll completed. This is the one moment both
@@ -279,16 +286,14 @@ impl Collector {
                         self.store.save_checkpoint(&cp).await?;
                         return Ok(report);
                     }
-                    Some((from, to, sweep)) => {
-                        if sweep {
-                            cp.last_sweep = Some(now);
-                        }
+                    Some(NextWindow { from, to, reread }) => {
                         cp.window = Some(WindowProgress {
                             from,
                             to,
                             started: now,
                             read_through: None,
                             cursor: None,
+                            reread,
                         });
                         self.store.save_checkpoint(&cp).await?;
                     }
@@ -337,6 +342,7 @@ impl Collector {
             store: self.store.clone(),
             kind: self.source.kind,
             org_name: self.org_name.clone(),
+            policy: self.policy(),
             telemetry: self.telemetry.clone(),
         });
         reader::read_window(
@@ -363,6 +369,7 @@ struct CheckpointCommitter {
     store: StoreHandle,
     kind: SourceKind,
     org_name: Arc<str>,
+    policy: WindowPolicy,
     telemetry: Option<Arc<Telemetry>>,
 }
 
@@ -377,8 +384,19 @@ impl PageCommitter for CheckpointCommitter {
             // Keep the rows, but do not advance onto a cursor that loops.
         } else if step.last_page() {
             let window = next.window.take().expect("a window is being read");
-            next.watermark = window.to;
-            next.watermark_polled = window.started;
+            if window.reread {
+                next.reread_through = Some(window.to);
+            } else {
+                next.reread_through = Some(reread_after_poll(
+                    next.reread_through.unwrap_or(window.from),
+                    window.from,
+                    window.to,
+                    window.started,
+                    &self.policy,
+                ));
+                next.watermark = window.to;
+                next.watermark_polled = window.started;
+            }
         } else if let Some(w) = next.window.as_mut() {
             w.cursor = step.next_cursor.clone();
         }

@@ -52,7 +52,8 @@ const fn example(
 /// `sources.ai_interaction_logs`).
 macro_rules! source_keys {
     ($section:literal, $enabled:literal, $enabled_why:literal, $page:literal, $page_why:literal,
-     $poll:literal, $poll_why:literal, $lag:literal, $lag_why:literal, $overlap:literal,
+     $poll:literal, $poll_why:literal, $lag:literal, $lag_why:literal, $recent:literal,
+     $recent_why:literal, $overlap:literal, $overlap_why:literal,
      $every:literal, $every_why:literal $(,)?) => {
         [
             key($section, "enabled", $enabled, $enabled_why),
@@ -64,7 +65,8 @@ macro_rules! source_keys {
             ),
             key($section, "poll_interval", $poll, $poll_why),
             key($section, "settle_lag", $lag, $lag_why),
-            key($section, "overlap", $overlap, "windows re-read this much before the watermark to catch late events; the store drops the duplicates"),
+            key($section, "recent_overlap", $recent, $recent_why),
+            key($section, "overlap", $overlap, $overlap_why),
             key($section, "overlap_every", $every, $every_why),
             key(
                 $section,
@@ -77,7 +79,7 @@ macro_rules! source_keys {
     };
 }
 
-const AUDIT: [KeyDoc; 8] = source_keys!(
+const AUDIT: [KeyDoc; 9] = source_keys!(
     "sources.audit_logs",
     "true",
     "audit logs need the SIEM integration (scope auditlogs:read)",
@@ -86,12 +88,15 @@ const AUDIT: [KeyDoc; 8] = source_keys!(
     "\"10s\"",
     "events are stored about 10 s after they appear, for 600 of the 100,000 credits a minute (0.6%)",
     "\"5s\"",
-    "windows end this far before now; later arrivals are caught by the overlap",
+    "windows end this far before now; later arrivals are caught by the overlaps",
+    "\"10s\"",
+    "each poll re-reads this much before its window, free while it fits in the page: events up to 5 s late (recent_overlap + settle_lag - poll_interval) are stored by the next poll",
     "\"15m\"",
-    "\"1m\"",
-    "the overlap is re-read at most this often (\"0s\": every poll): events up to 13m55s late are caught",
+    "each slice of time is read once more when this old, and the store drops the duplicates: events up to 15m5s late (overlap + settle_lag) are caught",
+    "\"5m\"",
+    "that late re-read waits until this much time is due (\"0s\": on every poll): 5 minutes of events in one go fill whole pages",
 );
-const CONTENT: [KeyDoc; 8] = source_keys!(
+const CONTENT: [KeyDoc; 9] = source_keys!(
     "sources.content_logs",
     "false",
     "content logs need Enterprise Guard (scope contentlogs:export) and `miro.org_id`",
@@ -100,12 +105,15 @@ const CONTENT: [KeyDoc; 8] = source_keys!(
     "\"5m\"",
     "a call costs 2,000 credits: every 5 minutes is 400 credits a minute (0.4%); \"10s\" would be 12%",
     "\"1m\"",
-    "windows end this far before now; later arrivals are caught by the overlap",
+    "windows end this far before now; later arrivals are caught by the overlaps",
+    "\"0s\"",
+    "each poll re-reads this much before its window; the 1-minute settle lag already waits for most late items",
     "\"20m\"",
-    "\"5m\"",
-    "the overlap is re-read at most this often: with the defaults every poll, and events up to 11 minutes late are caught",
+    "each slice of time is read once more when this old: items up to 21 minutes late (overlap + settle_lag) are caught, for one more read of each item",
+    "\"20m\"",
+    "that late re-read waits until this much time is due (\"0s\": on every poll): one call of 2,000 credits per 20 minutes when there is nothing new",
 );
-const AI: [KeyDoc; 8] = source_keys!(
+const AI: [KeyDoc; 9] = source_keys!(
     "sources.ai_interaction_logs",
     "false",
     "AI interaction logs (beta) need Enterprise Guard (scope aiinteractionlogs:read) and `miro.org_id`",
@@ -116,8 +124,11 @@ const AI: [KeyDoc; 8] = source_keys!(
     "\"5s\"",
     "the API filters on when Miro stored the entry, so only clock differences and the moment before a write is readable need waiting for",
     "\"30s\"",
+    "each poll re-reads this much before its window (in the same request): an entry stored before a window's end is in that window, whenever it happened",
+    "\"30s\"",
+    "no longer than recent_overlap, so no late re-read: the endpoint filters on when Miro stored the entry",
     "\"0s\"",
-    "the small overlap is re-read on every poll (in the same request): an entry stored before a window's end is in that window, whenever it happened",
+    "unused while overlap is not longer than recent_overlap",
 );
 
 const MIRO: [KeyDoc; 12] = [

@@ -63,6 +63,9 @@ pub struct SourceConfig {
     pub initial_lookback: Duration,
     pub poll_interval: Duration,
     pub settle_lag: Duration,
+    /// Each poll re-reads this much before the watermark.
+    pub recent_overlap: Duration,
+    /// Each slice of time is read once more when this old (`collect/window.rs`).
     pub overlap: Duration,
     pub max_window: Duration,
     pub overlap_every: Duration,

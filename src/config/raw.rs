@@ -148,11 +148,13 @@ pub struct RawSource {
     pub poll_interval: Option<String>,
     /// Windows end this far before now.
     pub settle_lag: Option<String>,
-    /// Each window re-reads this much before the watermark.
+    /// Each poll re-reads this much before the watermark.
+    pub recent_overlap: Option<String>,
+    /// Each slice of time is read once more when this old.
     pub overlap: Option<String>,
     /// Longest window asked for in one go.
     pub max_window: Option<String>,
-    /// How often live polling re-reads the overlap (`0s`: every poll).
+    /// The late re-read waits for at least this much due time (`0s`: every poll).
     pub overlap_every: Option<String>,
     /// Items per page (`limit`).
     pub page_size: Option<u32>,
@@ -169,6 +171,7 @@ impl RawSource {
                 .or(base.initial_lookback.clone()),
             poll_interval: self.poll_interval.clone().or(base.poll_interval.clone()),
             settle_lag: self.settle_lag.clone().or(base.settle_lag.clone()),
+            recent_overlap: self.recent_overlap.clone().or(base.recent_overlap.clone()),
             overlap: self.overlap.clone().or(base.overlap.clone()),
             max_window: self.max_window.clone().or(base.max_window.clone()),
             overlap_every: self.overlap_every.clone().or(base.overlap_every.clone()),
@@ -237,27 +240,30 @@ pub struct RawStore {
 pub(crate) struct PollDefaults {
     pub poll_interval: &'static str,
     pub settle_lag: &'static str,
+    pub recent_overlap: &'static str,
     pub overlap: &'static str,
     pub overlap_every: &'static str,
 }
 
 /// Audit logs: one call costs 100 credits, so a 10 s poll (0.6% of the budget) with a 5 s
-/// settle lag keeps them fresh; late events are caught by the 15-minute overlap, re-read
-/// every minute. Content logs: one call costs 2,000 credits, so they are polled every 5
-/// minutes (0.4%), with a 1-minute lag and a 20-minute overlap. AI interaction logs also
-/// cost 2,000 credits a call (every 5 minutes) but filter on `storedAt`, when Miro stored
-/// the entry, so nothing can appear behind a window once `now` is past its end: the lag
-/// and overlap only cover clock differences and are re-read on every poll (no extra
-/// request).
+/// settle lag keeps them fresh; each poll also re-reads the 10 s before its window (free
+/// while they fit in its page), and each slice of time is read once more when 15 minutes
+/// old, in 5-minute batches, to catch late events. Content logs: one call costs 2,000
+/// credits, so they are polled every 5 minutes (0.4%), with a 1-minute lag, and re-read
+/// once when 20 minutes old. AI interaction logs also cost 2,000 credits a call (every 5
+/// minutes) but filter on `storedAt`, when Miro stored the entry, so nothing can appear
+/// behind a window once `now` is past its end: the lag and the 30-second overlap only
+/// cover clock differences, re-read on every poll (no extra request, no late re-read).
 pub(crate) fn poll_defaults(kind: SourceKind) -> PollDefaults {
-    let (poll_interval, settle_lag, overlap, overlap_every) = match kind {
-        SourceKind::AuditLogs => ("10s", "5s", "15m", "1m"),
-        SourceKind::ContentLogs => ("5m", "1m", "20m", "5m"),
-        SourceKind::AiInteractionLogs => ("5m", "5s", "30s", "0s"),
+    let (poll_interval, settle_lag, recent_overlap, overlap, overlap_every) = match kind {
+        SourceKind::AuditLogs => ("10s", "5s", "10s", "15m", "5m"),
+        SourceKind::ContentLogs => ("5m", "1m", "0s", "20m", "20m"),
+        SourceKind::AiInteractionLogs => ("5m", "5s", "30s", "30s", "0s"),
     };
     PollDefaults {
         poll_interval,
         settle_lag,
+        recent_overlap,
         overlap,
         overlap_every,
     }
@@ -712,6 +718,7 @@ fn validate_sources(
         let PollDefaults {
             poll_interval: poll_default,
             settle_lag: lag_default,
+            recent_overlap: recent_default,
             overlap: overlap_default,
             overlap_every: every_default,
         } = poll_defaults(kind);
@@ -730,6 +737,7 @@ fn validate_sources(
             initial_lookback: duration(&key("initial_lookback"), &raw.initial_lookback, "24h")?,
             poll_interval: duration(&key("poll_interval"), &raw.poll_interval, poll_default)?,
             settle_lag: duration(&key("settle_lag"), &raw.settle_lag, lag_default)?,
+            recent_overlap: duration(&key("recent_overlap"), &raw.recent_overlap, recent_default)?,
             overlap: duration(&key("overlap"), &raw.overlap, overlap_default)?,
             max_window: duration(&key("max_window"), &raw.max_window, "24h")?,
             overlap_every: duration(&key("overlap_every"), &raw.overlap_every, every_default)?,
@@ -986,14 +994,15 @@ share = 0.2
         assert_eq!(audit.poll_interval, Duration::from_secs(10));
         assert_eq!(audit.settle_lag, Duration::from_secs(5));
         assert_eq!(audit.overlap, Duration::from_secs(15 * 60));
-        assert_eq!(audit.overlap_every, Duration::from_secs(60));
+        assert_eq!(audit.recent_overlap, Duration::from_secs(10));
+        assert_eq!(audit.overlap_every, Duration::from_secs(300));
         let content = c.source(SourceKind::ContentLogs);
         assert!(!content.enabled);
         assert_eq!(content.page_size.get(), 1000);
         assert_eq!(content.poll_interval, Duration::from_secs(300));
         assert_eq!(content.settle_lag, Duration::from_secs(60));
         assert_eq!(content.overlap, Duration::from_secs(20 * 60));
-        assert_eq!(content.overlap_every, Duration::from_secs(300));
+        assert_eq!(content.overlap_every, Duration::from_secs(1200));
         // Windowed on `storedAt`: exact with a short lag and overlap, re-read every poll.
         let ai = c.source(SourceKind::AiInteractionLogs);
         assert!(!ai.enabled);
@@ -1002,6 +1011,7 @@ share = 0.2
         assert_eq!(ai.settle_lag, Duration::from_secs(5));
         assert_eq!(ai.overlap, Duration::from_secs(30));
         assert_eq!(ai.overlap_every, Duration::ZERO);
+        assert_eq!(ai.recent_overlap, ai.overlap, "no late re-read");
         assert_eq!(c.store_path, Path::new("/etc/mirotrail/mirotrail.db"));
         assert_eq!(c.budget.share, 0.5);
         assert_eq!(c.budget.backfill_share, 0.25);

@@ -140,6 +140,18 @@ fn kql_predicate(p: &Predicate) -> String {
 /// store may hold several, `[[orgs]]`; in Sentinel each organisation's rows are told
 /// apart only where the table has a column for it).
 pub fn sql(plan: &Plan) -> String {
+    sql_of(plan, false)
+}
+
+/// [`sql`] with the second step of a sequence rule read only from the rows stored in
+/// `(?3, ?4]` of `_seq` (the first step still from every stored row): the alerts that
+/// new second-step rows complete. `eval::evaluate_new` uses it for windows that received
+/// only second-step rows, whose other rows cannot have changed.
+pub fn sql_new_second_step(plan: &Plan) -> String {
+    sql_of(plan, true)
+}
+
+fn sql_of(plan: &Plan, new_second_step: bool) -> String {
     let w = plan.window_secs;
     let mut parts = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
@@ -155,6 +167,9 @@ pub fn sql(plan: &Plan) -> String {
             "TimeGenerated >= ?1".to_string(),
             "TimeGenerated < ?2".to_string(),
         ];
+        if new_second_step && i == 1 {
+            conditions.extend(["_seq > ?3".to_string(), "_seq <= ?4".to_string()]);
+        }
         conditions.extend(step.predicates.iter().map(sql_predicate));
         parts.push(format!(
             "SELECT {} FROM {} WHERE {}",
@@ -197,6 +212,22 @@ pub fn sql(plan: &Plan) -> String {
         } else {
             key_cols.join(", ")
         }
+    )
+}
+
+/// The SQL that finds when the rows stored in a `_seq` range that match step `step` (0:
+/// `match`, 1: `then`) happened. Parameters: `?1` and `?2`, the range `(after, through]`
+/// of `_seq`; one result row: the least and the greatest `TimeGenerated` (both NULL when
+/// no row matches). Only such rows can change a window's alert, so the evaluator re-reads
+/// the windows between the two, not every window the new rows fall in
+/// (`eval::evaluate_new`).
+pub fn sql_new_matches(plan: &Plan, step: usize) -> String {
+    let mut conditions = vec!["_seq > ?1".to_string(), "_seq <= ?2".to_string()];
+    conditions.extend(plan.steps[step].predicates.iter().map(sql_predicate));
+    format!(
+        "SELECT min(TimeGenerated), max(TimeGenerated) FROM {} WHERE {}",
+        plan.table,
+        conditions.join(" AND ")
     )
 }
 

@@ -8,9 +8,13 @@
 //! - `detect_offsets.evaluated_seq` moves in the same transaction as the alerts the
 //!   evaluation of those rows raised: a crash before the commit re-evaluates the same
 //!   rows (nothing lost), after it nothing is evaluated twice into a second alert;
-//! - new rows are evaluated together with every stored row of the windows they fall in,
-//!   so a late row completes the window it belongs to (a window that already alerted
-//!   stays one alert).
+//! - new rows a rule counts (matching one of its steps) are evaluated together with every
+//!   stored row of the windows they fall in, so a late row completes the window it
+//!   belongs to (a window that already alerted stays one alert); windows that received
+//!   no such row cannot change and are not read again, and a window that received only
+//!   second-step rows of a sequence rule is read for its first-step rows and the new
+//!   second-step rows only (`alerts_of_new_rows`), so a pass costs in proportion to the
+//!   new rows and the rules' rare first-step rows, not to the rules' window lengths.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
@@ -56,6 +60,67 @@ fn secs_to_ms(secs: i64) -> UnixMs {
     UnixMs(secs.saturating_mul(1000))
 }
 
+/// The bounds of the whole windows of `w` seconds (aligned on the epoch) that cover
+/// `[from, to]`.
+fn whole_windows(w: i64, from: UnixMs, to: UnixMs) -> (UnixMs, UnixMs) {
+    let from_secs = from.0.div_euclid(1000).div_euclid(w) * w;
+    let to_secs = (to.0.div_euclid(1000).div_euclid(w) + 1) * w;
+    (secs_to_ms(from_secs), secs_to_ms(to_secs))
+}
+
+/// When the new rows (`_seq` in `(offset, last]`) that `rule` counts happened: those
+/// matching its first step, and those matching its second step (a sequence rule). `None`:
+/// no such row.
+fn new_match_span(
+    tx: &Connection,
+    plan: &compile::Plan,
+    step: usize,
+    offset: i64,
+    last: i64,
+) -> rusqlite::Result<Option<(UnixMs, UnixMs)>> {
+    let (oldest, newest): (Option<String>, Option<String>) = tx
+        .prepare_cached(&compile::sql_new_matches(plan, step))?
+        .query_row(params![offset, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(oldest
+        .as_deref()
+        .and_then(UnixMs::parse)
+        .zip(newest.as_deref().and_then(UnixMs::parse)))
+}
+
+/// The alerts of `rule` that the new rows (`_seq` in `(offset, last]`) can have raised.
+/// Windows with new first-step rows are evaluated with every stored row. Windows with new
+/// second-step rows are evaluated with every stored first-step row but only the new
+/// second-step rows: older second-step rows were evaluated with the first-step rows they
+/// could complete when either arrived, so only a new one can complete a sequence now.
+/// (A second step such as "any action by a user" matches nearly every row; reading all of
+/// a 1-day window's rows on every pass was most of live mode's CPU.)
+fn alerts_of_new_rows(
+    tx: &Connection,
+    rule: &Rule,
+    offset: i64,
+    last: i64,
+) -> rusqlite::Result<Vec<Alert>> {
+    let plan = compile::plan(rule);
+    let mut alerts = Vec::new();
+    if let Some((oldest, newest)) = new_match_span(tx, &plan, 0, offset, last)? {
+        alerts.extend(find(tx, rule, oldest, newest)?);
+    }
+    if plan.steps.len() > 1
+        && let Some((oldest, newest)) = new_match_span(tx, &plan, 1, offset, last)?
+    {
+        alerts.extend(query_alerts(
+            tx,
+            rule,
+            &plan,
+            &compile::sql_new_second_step(&plan),
+            oldest,
+            newest,
+            Some((offset, last)),
+        )?);
+    }
+    Ok(alerts)
+}
+
 /// The alerts of `rule` over whole windows covering `[from, to)`.
 pub fn find(
     conn: &Connection,
@@ -63,37 +128,52 @@ pub fn find(
     from: UnixMs,
     to: UnixMs,
 ) -> rusqlite::Result<Vec<Alert>> {
-    let w = rule.window_secs();
-    let from_secs = from.0.div_euclid(1000).div_euclid(w) * w;
-    let to_secs = (to.0.div_euclid(1000).div_euclid(w) + 1) * w;
     let plan = compile::plan(rule);
-    let sql = compile::sql(&plan);
-    let mut stmt = conn.prepare_cached(&sql)?;
+    query_alerts(conn, rule, &plan, &compile::sql(&plan), from, to, None)
+}
+
+/// Runs one of the plan's alert queries over whole windows covering `[from, to)`
+/// (`seq`: the `_seq` range of [`compile::sql_new_second_step`]).
+fn query_alerts(
+    conn: &Connection,
+    rule: &Rule,
+    plan: &compile::Plan,
+    sql: &str,
+    from: UnixMs,
+    to: UnixMs,
+    seq: Option<(i64, i64)>,
+) -> rusqlite::Result<Vec<Alert>> {
+    let w = rule.window_secs();
+    let (start, end) = whole_windows(w, from, to);
+    let mut stmt = conn.prepare_cached(sql)?;
     let n = plan.keys.len();
-    let rows = stmt.query_map(
-        params![secs_to_ms(from_secs).to_iso(), secs_to_ms(to_secs).to_iso()],
-        |r| {
-            let mut keys = Vec::with_capacity(n);
-            for (i, k) in plan.keys.iter().enumerate() {
-                keys.push((k.clone(), r.get::<_, String>(i)?));
-            }
-            let start: i64 = r.get(n)?;
-            Ok(Alert {
-                rule_id: rule.id.clone(),
-                rule: rule.slug.clone(),
-                rule_name: rule.name.clone(),
-                severity: rule.severity.as_str().to_string(),
-                source: rule.source,
-                keys,
-                window_start: secs_to_ms(start),
-                window_end: secs_to_ms(start + w),
-                hits: r.get(n + 1)?,
-                first_seen: r.get(n + 2)?,
-                last_seen: r.get(n + 3)?,
-                org_id: r.get(n + 5)?,
-            })
-        },
-    )?;
+    let map = |r: &rusqlite::Row<'_>| {
+        let mut keys = Vec::with_capacity(n);
+        for (i, k) in plan.keys.iter().enumerate() {
+            keys.push((k.clone(), r.get::<_, String>(i)?));
+        }
+        let start: i64 = r.get(n)?;
+        Ok(Alert {
+            rule_id: rule.id.clone(),
+            rule: rule.slug.clone(),
+            rule_name: rule.name.clone(),
+            severity: rule.severity.as_str().to_string(),
+            source: rule.source,
+            keys,
+            window_start: secs_to_ms(start),
+            window_end: secs_to_ms(start + w),
+            hits: r.get(n + 1)?,
+            first_seen: r.get(n + 2)?,
+            last_seen: r.get(n + 3)?,
+            org_id: r.get(n + 5)?,
+        })
+    };
+    let rows = match seq {
+        None => stmt.query_map(params![start.to_iso(), end.to_iso()], map)?,
+        Some((after, through)) => {
+            stmt.query_map(params![start.to_iso(), end.to_iso(), after, through], map)?
+        }
+    };
     rows.collect()
 }
 
@@ -137,24 +217,18 @@ pub fn evaluate_new(tx: &Connection, rules: &[Rule], now: UnixMs) -> rusqlite::R
             )
             .optional()?
             .unwrap_or(0);
-        let (last, oldest, newest): (Option<i64>, Option<String>, Option<String>) = tx.query_row(
-            &format!(
-                "SELECT max(_seq), min(TimeGenerated), max(TimeGenerated) FROM {} WHERE _seq > ?1",
-                source.table()
-            ),
+        let last: Option<i64> = tx.query_row(
+            &format!("SELECT max(_seq) FROM {} WHERE _seq > ?1", source.table()),
             [offset],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| r.get(0),
         )?;
         let Some(last) = last else { continue };
-        if let (Some(oldest), Some(newest)) = (
-            oldest.as_deref().and_then(UnixMs::parse),
-            newest.as_deref().and_then(UnixMs::parse),
-        ) {
-            for rule in rules.iter().filter(|r| r.source == source) {
-                for alert in find(tx, rule, oldest, newest)? {
-                    if insert_alert(tx, &alert, now)? {
-                        raised.push(alert);
-                    }
+        for rule in rules.iter().filter(|r| r.source == source) {
+            // Only new rows the rule counts can change its alerts: the windows they fall
+            // in are evaluated again (with every stored row), the others are not read.
+            for alert in alerts_of_new_rows(tx, rule, offset, last)? {
+                if insert_alert(tx, &alert, now)? {
+                    raised.push(alert);
                 }
             }
         }
@@ -250,6 +324,34 @@ mod tests {
                 continue;
             }
             let t = UnixMs(start.0 + minute * 60_000 + i64::from(i % 3) * 1000);
+            // Rows no rule counts, between them: pages of only such rows raise nothing
+            // and read no window, without changing what the later rows raise.
+            for n in 0..4 {
+                out.push(
+                    serde_json::json!({
+                        "id": format!("b{i}-{n}"),
+                        "event": "board_opened",
+                        "category": "boards",
+                        "createdAt": UnixMs(t.0 + 100 + n).to_iso(),
+                        "createdBy": {"type": "user", "id": account, "email": format!("{account}@acme.example")},
+                    })
+                    .to_string(),
+                );
+            }
+            // A success after a burst: the sequence rule's second step.
+            if minute % 40 == 8 {
+                out.push(
+                    serde_json::json!({
+                        "id": format!("s{i}"),
+                        "event": "sign_in_succeeded",
+                        "category": "authentication",
+                        "createdAt": UnixMs(t.0 + 500).to_iso(),
+                        "createdBy": {"type": "user", "id": account, "email": format!("{account}@acme.example")},
+                        "context": {"ip": "198.18.0.1"},
+                    })
+                    .to_string(),
+                );
+            }
             out.push(
                 serde_json::json!({
                     "id": format!("e{i}"),
@@ -342,13 +444,23 @@ mod tests {
         tx.commit().expect("commit");
         let expected = alerts(&whole);
         assert!(expected.len() >= 6, "the data raises alerts: {expected:?}");
+        assert!(
+            expected
+                .iter()
+                .any(|(rule, _, _)| rule == "sign-in-success-after-failures"),
+            "the sequence rule fires: {expected:?}"
+        );
 
         // Pages of 7 items, late ones out of order, every third evaluation lost to a
         // crash (rolled back), each evaluation done twice.
         let mut paged = store::scratch().expect("store");
         let mut order: Vec<&String> = items.iter().collect();
-        order.swap(3, 40);
-        order.swap(10, 50);
+        order.swap(3, 200);
+        order.swap(10, 150);
+        order.swap(60, 270);
+        // The successes come last, in pages of their own: a window completed by a row
+        // of the sequence's second step alone.
+        order.sort_by_key(|item| item.contains("sign_in_succeeded"));
         for (n, page) in order.chunks(7).enumerate() {
             let page: Vec<String> = page.iter().map(|s| (*s).clone()).collect();
             store::insert_items(&mut paged, SourceKind::AuditLogs, &page).expect("insert");

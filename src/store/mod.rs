@@ -133,8 +133,9 @@ pub struct Checkpoint {
     /// When the window that ended at `watermark` started being read: events visible by
     /// then were seen.
     pub watermark_polled: UnixMs,
-    /// When a window last re-read the overlap before the watermark.
-    pub last_sweep: Option<UnixMs>,
+    /// Late re-reads (`collect/window.rs`) have re-read everything before this; `None`:
+    /// a store from before they existed (nothing before the watermark is due).
+    pub reread_through: Option<UnixMs>,
     pub window: Option<WindowProgress>,
     pub pages_total: i64,
     pub requests_total: i64,
@@ -157,6 +158,8 @@ pub struct WindowProgress {
     pub read_through: Option<UnixMs>,
     /// The cursor of the next page; `None` = the first page has not been committed.
     pub cursor: Option<String>,
+    /// A late re-read: its last page moves `reread_through`, not the watermark.
+    pub reread: bool,
 }
 
 /// What a page commit did.
@@ -1258,7 +1261,7 @@ fn read_checkpoint(
         "SELECT watermark_ms, watermark_polled_ms, window_from_ms, window_to_ms,
                 window_started_ms, cursor, pages_total, requests_total,
                 last_success_ms, last_error, last_error_ms, window_read_through_ms,
-                last_sweep_ms
+                reread_through_ms, window_reread
          FROM checkpoints WHERE source = ?1 AND org = ?2",
         params![source.name(), org.0],
         |r| {
@@ -1272,6 +1275,7 @@ fn read_checkpoint(
                     started: UnixMs(started.unwrap_or(from)),
                     read_through: r.get::<_, Option<i64>>(11)?.map(UnixMs),
                     cursor: r.get(5)?,
+                    reread: r.get(13)?,
                 }),
                 _ => None,
             };
@@ -1280,7 +1284,7 @@ fn read_checkpoint(
                 source,
                 watermark: UnixMs(r.get(0)?),
                 watermark_polled: UnixMs(r.get(1)?),
-                last_sweep: r.get::<_, Option<i64>>(12)?.map(UnixMs),
+                reread_through: r.get::<_, Option<i64>>(12)?.map(UnixMs),
                 window,
                 pages_total: r.get(6)?,
                 requests_total: r.get(7)?,
@@ -1832,8 +1836,9 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
     conn.execute(
         "INSERT INTO checkpoints (source, watermark_ms, watermark_polled_ms, window_from_ms,
              window_to_ms, window_started_ms, cursor, pages_total, requests_total,
-             last_success_ms, last_error, last_error_ms, window_read_through_ms, last_sweep_ms, org)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             last_success_ms, last_error, last_error_ms, window_read_through_ms,
+             reread_through_ms, window_reread, org)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          ON CONFLICT (org, source) DO UPDATE SET
              watermark_ms = excluded.watermark_ms,
              watermark_polled_ms = excluded.watermark_polled_ms,
@@ -1847,7 +1852,8 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
              last_error = excluded.last_error,
              last_error_ms = excluded.last_error_ms,
              window_read_through_ms = excluded.window_read_through_ms,
-             last_sweep_ms = excluded.last_sweep_ms",
+             reread_through_ms = excluded.reread_through_ms,
+             window_reread = excluded.window_reread",
         params![
             cp.source.name(),
             cp.watermark.0,
@@ -1862,7 +1868,8 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
             cp.last_error,
             cp.last_error_at.map(|t| t.0),
             w.and_then(|w| w.read_through).map(|t| t.0),
-            cp.last_sweep.map(|t| t.0),
+            cp.reread_through.map(|t| t.0),
+            w.is_some_and(|w| w.reread),
             cp.org.0,
         ],
     )?;
@@ -1903,13 +1910,14 @@ mod tests {
             source,
             watermark: UnixMs(watermark),
             watermark_polled: UnixMs(watermark),
-            last_sweep: Some(UnixMs(watermark)),
+            reread_through: Some(UnixMs(watermark)),
             window: cursor.map(|c| WindowProgress {
                 from: UnixMs(watermark),
                 to: UnixMs(watermark + 1000),
                 started: UnixMs(watermark),
                 read_through: Some(UnixMs(watermark + 10)),
                 cursor: Some(c.to_string()),
+                reread: false,
             }),
             pages_total: 1,
             requests_total: 1,

@@ -440,7 +440,7 @@ CREATE TRIGGER MiroAiInteractionLogs_CL_delete INSTEAD OF DELETE ON MiroAiIntera
 BEGIN DELETE FROM MiroAiInteractionLogs_CL_rows WHERE _seq = OLD._seq; END;"#;
 
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 11] {
+fn migrations() -> [&'static str; 12] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -558,6 +558,12 @@ fn migrations() -> [&'static str; 11] {
         // 11: organisations: `orgs`, and the organisation on every row, checkpoint,
         // backfill slice and alert (see STEP_11).
         STEP_11,
+        // 12: late re-reads (`collect/window.rs`): how far each source's slices of time
+        // have been re-read once `overlap` old (empty on an older store: nothing before the
+        // watermark is due), and whether the window in progress is such a re-read.
+        // `last_sweep_ms` (step 4) is no longer written or read.
+        "ALTER TABLE checkpoints ADD COLUMN reread_through_ms INTEGER;
+        ALTER TABLE checkpoints ADD COLUMN window_reread INTEGER NOT NULL DEFAULT 0;",
     ]
 }
 

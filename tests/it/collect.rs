@@ -147,8 +147,8 @@ async fn every_event_lands_exactly_once_field_by_field() {
     );
 }
 
-/// Late arrivals: with the overlap they are caught; with overlap 0 (the Sentinel poller's
-/// setting) the same run loses them.
+/// Late arrivals: with an overlap re-read on every poll they are caught; with overlap 0
+/// (the Sentinel poller's setting) the same run loses them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_are_caught_by_the_overlap_and_lost_without_it() {
     async fn lost_with(overlap: &str) -> (usize, usize) {
@@ -161,7 +161,7 @@ async fn late_events_are_caught_by_the_overlap_and_lost_without_it() {
         };
         let env = Env::start(config).await;
         let cfg = env.config(&format!(
-            "[sources.audit_logs]\ninitial_lookback = \"3m\"\nsettle_lag = \"0s\"\noverlap = \"{overlap}\"\noverlap_every = \"0s\"\n"
+            "[sources.audit_logs]\ninitial_lookback = \"3m\"\nsettle_lag = \"0s\"\nrecent_overlap = \"{overlap}\"\noverlap = \"{overlap}\"\n"
         ));
         let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
         let mut last_start = UnixMs::now();
@@ -195,6 +195,103 @@ async fn late_events_are_caught_by_the_overlap_and_lost_without_it() {
     let (lost_with_overlap, total) = lost_with("30s").await;
     assert_eq!(lost_with_overlap, 0, "of {total}");
     eprintln!("late events lost: {lost_without} with overlap 0, 0 with overlap 30s");
+}
+
+/// The late re-read: each poll reads only new time (`recent_overlap = "0s"`), and each
+/// slice of time is read once more when `overlap` old. Runs are SIGKILLed at moments
+/// spread over their windows, the late re-reads included, and restarted: every event up
+/// to `overlap + settle_lag` late whose slice the re-reads have passed is stored exactly
+/// once. The same runs with `overlap = "0s"` lose late events, so the check can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_are_caught_by_the_late_reread_across_kills() {
+    async fn lost_with(overlap: &str) -> (usize, usize, usize) {
+        let now = UnixMs::now();
+        let (start, end) = (now.minus(minutes(2)), now.plus(minutes(2)));
+        let mut config = org(12_000, 0, start, end);
+        config.late = LateArrival {
+            share: 0.3,
+            max_delay: Duration::from_secs(4),
+        };
+        config.faults = Faults {
+            slow_share: 0.3,
+            slow_delay: Duration::from_millis(40),
+            ..Faults::default()
+        };
+        let env = Env::start(config).await;
+        let cfg = env.config(&format!(
+            "[sources.audit_logs]\ninitial_lookback = \"3m\"\nsettle_lag = \"0s\"\nrecent_overlap = \"0s\"\noverlap = \"{overlap}\"\noverlap_every = \"0s\"\npage_size = 100\n"
+        ));
+        let args = ["run", "--config", cfg.to_str().unwrap(), "--once"];
+        let mut kills = 0;
+        for i in 0..14u64 {
+            let mut child = env.spawn(env.command(&args, TOKEN));
+            // Kill some runs part-way (every other one), let the others finish.
+            let wait_ms = if i % 2 == 0 {
+                60 + (i * 7919 % 400)
+            } else {
+                30_000
+            };
+            let killed = tokio::time::timeout(Duration::from_millis(wait_ms), child.wait())
+                .await
+                .is_err();
+            if killed {
+                child.start_kill().unwrap(); // SIGKILL
+                let _ = child.wait().await;
+                kills += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let out = env.run(&args, TOKEN).await;
+        assert!(out.status.success(), "{}", text(&out));
+        // Everything before the late re-reads' mark (with overlap 0: the watermark) was
+        // read again after every event up to `overlap` late in it had appeared.
+        let conn = rusqlite::Connection::open_with_flags(
+            env.db(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let reread: Option<i64> = conn
+            .query_row(
+                "SELECT reread_through_ms FROM checkpoints WHERE source = 'audit_logs'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let through = if overlap == "0s" {
+            audit_watermark(&env.db())
+        } else {
+            UnixMs(reread.expect("late re-reads ran"))
+        };
+        let expected = expected_audit(&env.emu, start.minus(minutes(1)), through);
+        assert!(
+            expected.len() > 4_000,
+            "only {} events before {through:?}: the runs did not get far",
+            expected.len()
+        );
+        let stored: std::collections::HashMap<String, usize> = table(&env.db(), "MiroAuditLogs_CL")
+            .into_iter()
+            .fold(std::collections::HashMap::new(), |mut m, r| {
+                *m.entry(r["id"].clone().unwrap()).or_default() += 1;
+                m
+            });
+        assert!(stored.values().all(|&n| n == 1), "a row stored twice");
+        let lost = expected
+            .keys()
+            .filter(|id| !stored.contains_key(*id))
+            .count();
+        (lost, expected.len(), kills)
+    }
+    let (lost_without, total, _) = lost_with("0s").await;
+    assert!(
+        lost_without > 0,
+        "overlap 0 lost nothing of {total}: the test cannot tell"
+    );
+    let (lost_with_reread, total, kills) = lost_with("6s").await;
+    assert!(kills >= 4, "only {kills} runs were killed part-way");
+    assert_eq!(lost_with_reread, 0, "of {total}");
+    eprintln!(
+        "late events lost: {lost_without} with overlap 0, 0 with a late re-read at 6 s ({kills} kills)"
+    );
 }
 
 /// 429 storms, 5xx, truncated bodies and HTML error pages are survived with nothing lost

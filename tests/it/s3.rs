@@ -190,7 +190,7 @@ fn fill_audit(w: &World, from: usize, to: usize) {
         source: SourceKind::AuditLogs,
         watermark: mirotrail::timefmt::UnixMs(0),
         watermark_polled: mirotrail::timefmt::UnixMs(0),
-        last_sweep: None,
+        reread_through: None,
         window: None,
         pages_total: 0,
         requests_total: 0,
