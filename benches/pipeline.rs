@@ -14,7 +14,8 @@
 //! (paging requests, serde_json, one SQLite transaction per page) reading the same org from
 //! the same emulator. Then the destinations phase: one store delivered in full to each
 //! destination in [`DESTINATIONS`] (Sentinel, Splunk HEC with and without indexer
-//! acknowledgement, Elasticsearch, each against its emulator, and NDJSON files), a new
+//! acknowledgement, Elasticsearch, each against its emulator, S3 against moto's S3 server
+//! (`pip install 'moto[server]'`), and NDJSON files), a new
 //! sink each time. Then the live phase: mirotrail at its default settings and the CCF
 //! profile (5-minute polls of 5-minute windows, no lag, no overlap, `limit=100`) side by
 //! side, each against its own emulated org where events appear as the clock reaches them,
@@ -440,9 +441,8 @@ struct Destination {
     /// The row's name in the table, and the key the sink's name is made from.
     name: &'static str,
     key: &'static str,
-    /// `emulate SERVICE ARGS` of the server it delivers to; `None`: mirotrail writes
-    /// locally (its own CPU is then the whole cost).
-    server: Option<(&'static str, &'static [&'static str])>,
+    /// The server it delivers to.
+    server: Server,
     /// The body of the sink's `[sinks.NAME]` section for the server at `base`, in `dir`
     /// (where a credential file may be written).
     section: fn(base: &str, dir: &Path) -> String,
@@ -450,6 +450,21 @@ struct Destination {
     /// `dir` (the sink's folder) for a local one.
     accepted: fn(stats: &Value, dir: &Path) -> u64,
 }
+
+/// What a destination of the bench delivers to.
+#[derive(Clone, Copy)]
+enum Server {
+    /// Nothing: mirotrail writes locally (its own CPU is then the whole cost).
+    Local,
+    /// `emulate SERVICE ARGS`, one of our emulators.
+    Emulate(&'static str, &'static [&'static str]),
+    /// moto's standalone S3 server (the Python package `moto[server]`, as in the tests),
+    /// with the bucket [`S3_BUCKET`]; `--stats-out` has no equivalent there, so the rows it
+    /// holds are counted from the bucket itself.
+    Moto,
+}
+
+const S3_BUCKET: &str = "mirotrail-bench";
 
 /// A credential file `dir/name` for a sink, private to the user (as mirotrail asks); its
 /// path.
@@ -476,28 +491,28 @@ const DESTINATIONS: &[Destination] = &[
     Destination {
         name: "Sentinel (Azure emulator)",
         key: "sentinel",
-        server: Some(("azure", &["--discard-rows"])),
+        server: Server::Emulate("azure", &["--discard-rows"]),
         section: |base, _| sentinel_sink(base),
         accepted: |stats, _| stat(stats, "records_accepted"),
     },
     Destination {
         name: "Splunk HEC, indexer acknowledgement (HEC emulator)",
         key: "splunk_ack",
-        server: Some(("splunk", &[])),
+        server: Server::Emulate("splunk", &[]),
         section: splunk_section,
         accepted: |stats, _| stat(stats, "events_indexed"),
     },
     Destination {
         name: "Splunk HEC, no acknowledgement (HEC emulator)",
         key: "splunk",
-        server: Some(("splunk", &["--no-ack"])),
+        server: Server::Emulate("splunk", &["--no-ack"]),
         section: splunk_section,
         accepted: |stats, _| stat(stats, "events_indexed"),
     },
     Destination {
         name: "Elasticsearch (emulator)",
         key: "elasticsearch",
-        server: Some(("elasticsearch", &[])),
+        server: Server::Emulate("elasticsearch", &[]),
         section: |base, dir| {
             let key = credential(dir, "es-key", &ElasticEmulatorConfig::default().api_key);
             format!("type = \"elasticsearch\"\nendpoint = \"{base}\"\napi_key_file = \"{key}\"\n")
@@ -505,9 +520,24 @@ const DESTINATIONS: &[Destination] = &[
         accepted: |stats, _| stat(&stats["items_by_status"], "201"),
     },
     Destination {
+        name: "S3 (moto's S3 server)",
+        key: "s3",
+        server: Server::Moto,
+        section: |base, dir| {
+            let id = credential(dir, "s3-id", "AKIAMIROTRAILBENCH01");
+            let secret = credential(dir, "s3-secret", "bench-secret-key");
+            format!(
+                "type = \"s3\"\nbucket = \"{S3_BUCKET}\"\nendpoint = \"{base}\"\nregion = \"us-east-1\"\n\
+                 force_path_style = true\naccess_key_id_file = \"{id}\"\nsecret_access_key_file = \"{secret}\"\n"
+            )
+        },
+        // Counted from the bucket by `Moto::rows_and_stop`.
+        accepted: |stats, _| stat(stats, "rows"),
+    },
+    Destination {
         name: "file (NDJSON)",
         key: "file",
-        server: None,
+        server: Server::Local,
         section: |_, dir| format!("type = \"file\"\npath = \"{}\"\n", dir.display()),
         accepted: |_, dir| ndjson_lines(dir),
     },
@@ -551,6 +581,79 @@ fn own_peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// The server of one delivery run.
+enum Running {
+    Emulator(Emulator),
+    Moto(Moto),
+}
+
+impl Running {
+    fn base(&self) -> &str {
+        match self {
+            Running::Emulator(e) => &e.base,
+            Running::Moto(m) => &m.base,
+        }
+    }
+}
+
+/// moto's standalone S3 server ([`mirotrail_test_support::moto::Moto`], as in the tests)
+/// with an empty bucket [`S3_BUCKET`], for one delivery run.
+struct Moto {
+    rt: tokio::runtime::Runtime,
+    server: mirotrail_test_support::moto::Moto,
+    started: Instant,
+    base: String,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let server = rt.block_on(mirotrail_test_support::moto::Moto::start());
+        rt.block_on(server.create_bucket(S3_BUCKET));
+        let base = server.url.clone();
+        Moto {
+            rt,
+            server,
+            started,
+            base,
+        }
+    }
+
+    /// The server's CPU and peak RSS so far (from `/proc`, before the bench reads the
+    /// bucket back, so that reading is not counted), then the rows in the bucket's objects
+    /// (gzip NDJSON); the server stops when this returns.
+    fn rows_and_stop(self) -> (ChildUsage, u64) {
+        let pid = self.server.pid();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The fields after the command name; utime and stime are the 12th and 13th.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let cpu = (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks;
+        let max_rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse().ok())
+            .unwrap_or(0);
+        let usage = ChildUsage {
+            wall: self.started.elapsed(),
+            cpu: Duration::from_secs_f64(cpu),
+            max_rss_kb,
+            success: true,
+        };
+        let objects = self.rt.block_on(self.server.objects(S3_BUCKET));
+        let rows = objects.values().map(|lines| lines.len() as u64).sum();
+        (usage, rows)
+    }
+}
+
 /// One delivery of the whole store to one destination.
 struct DestinationRun {
     rows: u64,
@@ -573,10 +676,20 @@ fn deliver_to(
     let sink = format!("{}_{n}", dest.key);
     let out = dir.join(format!("{sink}-out"));
     std::fs::create_dir_all(&out).unwrap();
-    let server = dest.server.map(|(service, args)| {
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        Emulator::start(&bins.emulator, dir, &sink, service, &args)
-    });
+    let server = match dest.server {
+        Server::Local => None,
+        Server::Emulate(service, args) => {
+            let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            Some(Running::Emulator(Emulator::start(
+                &bins.emulator,
+                dir,
+                &sink,
+                service,
+                &args,
+            )))
+        }
+        Server::Moto => Some(Running::Moto(Moto::start())),
+    };
     let now = UnixMs::now();
     let miro = Emulator::start(
         &bins.emulator,
@@ -585,7 +698,7 @@ fn deliver_to(
         "miro",
         &miro_args(0, 0, now.minus(days(3)), now.minus(days(2)), 0.0),
     );
-    let base = server.as_ref().map_or("", |s| s.base.as_str());
+    let base = server.as_ref().map_or("", Running::base);
     let toml = format!(
         "{}[sources.content_logs]\nenabled = true\n\n[detect]\nenabled = false\n\n[sinks.{sink}]\n{}",
         miro_section(&miro.base),
@@ -596,9 +709,13 @@ fn deliver_to(
     let log = format!("{sink}-run.log");
     let usage = run_child(bin, &["run", "--once", "--config", &config], dir, &log);
     let (server, stats) = match server {
-        Some(s) => {
+        Some(Running::Emulator(s)) => {
             let (u, stats) = s.stop();
             (Some(u), stats)
+        }
+        Some(Running::Moto(m)) => {
+            let (u, rows) = m.rows_and_stop();
+            (Some(u), serde_json::json!({ "rows": rows }))
         }
         None => (None, Value::Null),
     };
@@ -665,7 +782,7 @@ fn destinations_report(bins: &Bins, runs: &[Vec<DestinationRun>]) -> String {
         let f = |g: &dyn Fn(&DestinationRun) -> f64, d: usize| {
             mmm(&rs.iter().map(g).collect::<Vec<_>>(), d)
         };
-        let server = if dest.server.is_some() {
+        let server = if !matches!(dest.server, Server::Local) {
             f(
                 &|r| r.server.map_or(f64::NAN, |s| s.cpu_per_100k(r.rows)),
                 2,

@@ -4,13 +4,11 @@
 //! requests), never through the sink under test.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{Credentials, Region};
 use mirotrail::config::{Config, SinkKindConfig, SourceKind};
 use mirotrail::sink::{Delivery, DeliveryMode, DeliveryReport, S3Sink, Sink, deliver};
 use mirotrail::store::{Store, StoreHandle, transform};
@@ -20,135 +18,7 @@ use tempfile::TempDir;
 const SINK: &str = "s3";
 const BUCKET: &str = "miro-archive";
 
-/// moto's standalone S3 server, stopped on drop.
-pub(crate) struct Moto {
-    child: std::process::Child,
-    pub url: String,
-}
-
-impl Moto {
-    /// Starts `python3 -m moto.server` on a free loopback port and waits until it answers.
-    pub(crate) async fn start() -> Moto {
-        let found = std::process::Command::new("python3")
-            .args(["-c", "import moto.server"])
-            .output();
-        assert!(
-            matches!(&found, Ok(o) if o.status.success()),
-            "the S3 tests need moto's standalone server: pip install 'moto[server]' \
-             (`python3 -c 'import moto.server'` failed: {found:?})"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 starts");
-        let moto = Moto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let http = reqwest::Client::new();
-        for _ in 0..600 {
-            if http
-                .get(format!("{}/moto-api/data.json", moto.url))
-                .send()
-                .await
-                .is_ok()
-            {
-                return moto;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("moto did not answer on {} within 60s", moto.url);
-    }
-
-    /// An SDK client with keys moto accepts while authentication is off.
-    pub(crate) fn client(&self) -> Client {
-        let config = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.url)
-            .force_path_style(true)
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .build();
-        Client::from_conf(config)
-    }
-
-    pub(crate) async fn create_bucket(&self, bucket: &str) {
-        self.client()
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-    }
-
-    /// Turns moto's authentication on after `requests` more requests: from then on only
-    /// keys of IAM users it knows are accepted (`InvalidAccessKeyId` otherwise).
-    pub(crate) async fn authenticate_after(&self, requests: u64) {
-        let answer = reqwest::Client::new()
-            .post(format!("{}/moto-api/reset-auth", self.url))
-            .body(requests.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(answer.status().is_success());
-    }
-
-    /// Every object of `bucket`: key -> its lines (gunzipped).
-    pub(crate) async fn objects(&self, bucket: &str) -> BTreeMap<String, Vec<String>> {
-        let client = self.client();
-        let mut out = BTreeMap::new();
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            for o in page.unwrap().contents() {
-                let key = o.key().unwrap().to_string();
-                let body = client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .unwrap()
-                    .body
-                    .collect()
-                    .await
-                    .unwrap()
-                    .into_bytes();
-                let mut text = String::new();
-                flate2::read::GzDecoder::new(&body[..])
-                    .read_to_string(&mut text)
-                    .unwrap_or_else(|e| panic!("{key} is not gzip: {e}"));
-                assert!(text.ends_with('\n'), "{key}: whole lines");
-                out.insert(key, text.lines().map(str::to_string).collect());
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub(crate) use mirotrail_test_support::moto::Moto;
 
 struct World {
     dir: TempDir,

@@ -6,6 +6,8 @@
 //! library (a test directory running the binary, comparing with the local transform) stays
 //! in `tests/it/support.rs`.
 
+pub mod moto;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::Output;
