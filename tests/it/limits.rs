@@ -106,8 +106,11 @@ fn rand_suffix() -> u64 {
         .as_nanos() as u64
 }
 
-/// Peak RSS allowed for a run under a hostile server (the default body cap is 64 MiB).
-const MAX_RSS_KIB: u64 = 100 * 1024;
+/// Peak RSS allowed for a run under a hostile server: the default body cap (64 MiB) plus
+/// the debug binary's own footprint, about 37 MiB since the S3 client is linked in (it
+/// measured 101 MiB against a limit of 100 once, at the edge). The bodies sent are 2 GB, so
+/// a read that ignored the cap would still be far above this.
+const MAX_RSS_KIB: u64 = (64 + 48) * 1024;
 
 async fn run_once_against(fault: BodyFault) -> (Env, Measured) {
     let now = UnixMs::now();
