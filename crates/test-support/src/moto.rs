@@ -102,8 +102,25 @@ impl Moto {
 
     /// Every object of `bucket`: key -> its lines (gunzipped).
     pub async fn objects(&self, bucket: &str) -> BTreeMap<String, Vec<String>> {
-        let client = self.client();
         let mut out = BTreeMap::new();
+        self.each_object(bucket, |key, text| {
+            out.insert(key, text.lines().map(str::to_string).collect());
+        })
+        .await;
+        out
+    }
+
+    /// The lines in all objects of `bucket`, holding one object at a time.
+    pub async fn count_lines(&self, bucket: &str) -> u64 {
+        let mut n = 0;
+        self.each_object(bucket, |_, text| n += text.lines().count() as u64)
+            .await;
+        n
+    }
+
+    /// Hands each object of `bucket` (its key and gunzipped text) to `f`, one at a time.
+    async fn each_object(&self, bucket: &str, mut f: impl FnMut(String, &str)) {
+        let client = self.client();
         let mut pages = client
             .list_objects_v2()
             .bucket(bucket)
@@ -129,10 +146,9 @@ impl Moto {
                     .read_to_string(&mut text)
                     .unwrap_or_else(|e| panic!("{key} is not gzip: {e}"));
                 assert!(text.ends_with('\n'), "{key}: whole lines");
-                out.insert(key, text.lines().map(str::to_string).collect());
+                f(key, &text);
             }
         }
-        out
     }
 }
 
