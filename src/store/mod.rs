@@ -1642,7 +1642,7 @@ fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 /// has no compression dictionary yet).
 ///
 /// A row is stored as the columns of its stored table (`raw::rows_table`: the ones the
-/// store keeps, `STORED_AUDIT_COLUMNS` / `STORED_CONTENT_COLUMNS`) and `_raw` encoded by
+/// store keeps, [`stored_columns`]) and `_raw` encoded by
 /// the source's dictionary (`raw::Encoder`); the view of the table derives the rest.
 fn insert_rows(
     tx: &Connection,
@@ -1731,18 +1731,26 @@ fn insert_rows(
 /// only the cells of [`stored_columns`] (the views derive the others from `_raw`). What
 /// the collector builds for each item of a page before [`insert_rows`].
 pub fn stored_row(source: SourceKind, raw: &str) -> Row {
-    let keep: &[usize] = match source {
-        SourceKind::AuditLogs => &STORED_AUDIT_INDICES,
-        SourceKind::ContentLogs => &STORED_CONTENT_INDICES,
-        SourceKind::AiInteractionLogs => &STORED_AI_INDICES,
-    };
-    transform::to_row_keeping(source, raw, keep)
+    static INDICES: std::sync::LazyLock<[Vec<usize>; 3]> = std::sync::LazyLock::new(|| {
+        SourceKind::ALL.map(|source| {
+            let columns = transform::columns(source);
+            stored_columns(source)
+                .iter()
+                .map(|name| {
+                    columns
+                        .iter()
+                        .position(|c| c == name)
+                        .expect("a stored column is a column of its table")
+                })
+                .collect()
+        })
+    });
+    let slot = SourceKind::ALL
+        .iter()
+        .position(|s| *s == source)
+        .expect("every source is in SourceKind::ALL");
+    transform::to_row_keeping(source, raw, &INDICES[slot])
 }
-
-/// The indices of [`stored_columns`] in each table's columns (checked by a test).
-const STORED_AUDIT_INDICES: [usize; 5] = [0, 1, 3, 4, 6];
-const STORED_CONTENT_INDICES: [usize; 4] = [0, 1, 3, 5];
-const STORED_AI_INDICES: [usize; 5] = [0, 1, 3, 6, 11];
 
 /// The columns a source's stored table keeps (besides `_seq`, `_raw`, `_ingested_at`):
 /// the dedup key, the event time (indexed) and what the Sentinel sample queries group
