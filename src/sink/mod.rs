@@ -359,16 +359,19 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
     })
 }
 
-/// Sets aside the rows listed in `refused` (`_seq`, why) and acknowledges the others, in
-/// runs between them (sinks that write a whole batch at once but cannot encode every row).
+/// Sets aside the rows listed in `refused` (`_seq`, why; in `_seq` order, as the encoders
+/// list them) and acknowledges the others, in runs between them (sinks that write a whole batch at once but cannot encode every row).
 fn ack_all_but(
     rows: &[OutboxRow],
     refused: &[(i64, String)],
     verdict: &mut (dyn FnMut(RowVerdict<'_>) + Send),
 ) {
+    // Rows and `refused` are both in `_seq` order: one pass over each.
+    let mut next = refused.iter().peekable();
     let mut run: Option<(i64, i64)> = None;
     for row in rows {
-        match refused.iter().find(|(seq, _)| *seq == row.seq) {
+        while next.next_if(|(seq, _)| *seq < row.seq).is_some() {}
+        match next.next_if(|(seq, _)| *seq == row.seq) {
             Some((seq, reason)) => {
                 if let Some((first, last)) = run.take() {
                     verdict(RowVerdict::Acked { first, last });
