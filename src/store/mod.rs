@@ -1206,11 +1206,13 @@ impl Store {
                     params![cutoff.to_iso(), limit, source.name()],
                 )
                 .map_err(sql("applying retention"))?;
-            // What `status` says of rows stored with some columns underived goes with them.
+            // What `status` says of rows stored with some columns underived goes with them
+            // (the note of the organisation's own row: another's of the same id is not it).
             conn.execute(
                 &format!(
                     "DELETE FROM partial_rows WHERE source = ?1 AND stored_ms < ?2
-                       AND id NOT IN (SELECT id FROM {})",
+                       AND NOT EXISTS (SELECT 1 FROM {} t
+                                       WHERE t.id = partial_rows.id AND t._org = partial_rows.org)",
                     raw::rows_table(source)
                 ),
                 params![source.name(), cutoff.0],
@@ -1310,43 +1312,70 @@ fn outbox_row(r: &rusqlite::Row<'_>, decoder: &mut raw::Decoder) -> Result<Outbo
     Ok(OutboxRow { seq, raw, org_id })
 }
 
-/// How many stored rows of a source have only some columns derived.
-pub fn partial_row_count(conn: &Connection, source: SourceKind) -> Result<i64, StoreError> {
-    // A store last written by an older version (opened read-only) has no such table.
-    let exists: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'partial_rows'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(sql("counting partly derived rows"))?;
-    if !exists {
-        return Ok(0);
+/// How many stored rows have only some columns derived, per organisation and source
+/// (one pass over `partial_rows`; none for a source without such rows).
+pub fn partial_row_counts(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<(OrgKey, SourceKind), i64>, StoreError> {
+    let what = "counting partly derived rows";
+    // A store last written by an older version (opened read-only) may have no such table,
+    // or one without `org` (its rows all belong to organisation 1, as the step makes them).
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('partial_rows')")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(sql(what))?;
+    let mut out = std::collections::HashMap::new();
+    if columns.is_empty() {
+        return Ok(out);
     }
-    conn.query_row(
-        "SELECT count(*) FROM partial_rows WHERE source = ?1",
-        [source.name()],
-        |r| r.get(0),
-    )
-    .map_err(sql("counting partly derived rows"))
+    let org = if columns.iter().any(|c| c == "org") {
+        "org"
+    } else {
+        "1"
+    };
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {org}, source, count(*) FROM partial_rows GROUP BY 1, 2"
+        ))
+        .map_err(sql(what))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(sql(what))?;
+    for row in rows {
+        let (org, source, n) = row.map_err(sql(what))?;
+        if let Some(source) = SourceKind::from_name(&source) {
+            out.insert((OrgKey(org), source), n);
+        }
+    }
+    Ok(out)
 }
 
-/// Rows of a source stored for one organisation (a scan of the table: `status` with
-/// `[[orgs]]`).
-pub fn org_row_count(
+/// Rows of a source stored for each organisation, in one pass over the stored table
+/// (`status` with `[[orgs]]`); an organisation without rows is not listed.
+pub fn org_row_counts(
     conn: &Connection,
     source: SourceKind,
-    org: OrgKey,
-) -> Result<i64, StoreError> {
-    conn.query_row(
-        &format!(
-            "SELECT count(*) FROM {} WHERE _org = ?1",
+) -> Result<std::collections::HashMap<OrgKey, i64>, StoreError> {
+    let what = "counting each organisation's rows";
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT _org, count(*) FROM {} GROUP BY _org",
             raw::rows_table(source)
-        ),
-        [org.0],
-        |r| r.get(0),
-    )
-    .map_err(sql("counting an organisation's rows"))
+        ))
+        .map_err(sql(what))?;
+    let rows = stmt
+        .query_map([], |r| Ok((OrgKey(r.get(0)?), r.get::<_, i64>(1)?)))
+        .map_err(sql(what))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql(what))
 }
 
 /// Rows, highest `_seq` and newest event time of a source's table.
@@ -1715,9 +1744,11 @@ fn insert_rows(
             if let Some(unread) = &row.partial {
                 commit.partial += 1;
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO partial_rows (source, id, unread, stored_ms) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR REPLACE INTO partial_rows (source, id, unread, stored_ms, org) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .and_then(|mut s| s.execute(params![source.name(), row.id, unread, UnixMs::now().0]))
+                .and_then(|mut s| {
+                    s.execute(params![source.name(), row.id, unread, UnixMs::now().0, org.0])
+                })
                 .map_err(sql("listing a partly derived row"))?;
             }
         } else {
@@ -2819,6 +2850,145 @@ mod tests {
                 .load_checkpoint(OrgKey::DEFAULT, SourceKind::AuditLogs)
                 .unwrap(),
             Some(c1)
+        );
+    }
+
+    /// An audit item whose `details` nest beyond what the transform parses: stored whole,
+    /// with a `partial_rows` note.
+    fn partial_item(id: &str) -> String {
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        format!(
+            r#"{{"id":"{id}","event":"board_opened","createdAt":"2024-01-01T00:00:00.000Z","details":{{"a":{deep}}}}}"#
+        )
+    }
+
+    /// Ids are unique only per organisation: two organisations' partly derived rows of
+    /// the same id are two notes, each counted for its organisation, and retention
+    /// takes the note of the row it deletes, not the other organisation's.
+    #[test]
+    fn partial_row_notes_are_kept_per_organisation_when_two_share_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let keys = store
+            .register_orgs(&[org("emea", Some("111")), org("apac", Some("222"))], true)
+            .unwrap();
+        let (emea, apac) = (keys[0], keys[1]);
+        for key in [emea, apac] {
+            let raws = [
+                partial_item("shared"),
+                partial_item(&format!("own-{}", key.0)),
+            ];
+            let rows: Vec<(Row, &str)> = raws
+                .iter()
+                .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
+                .collect();
+            let commit = store
+                .commit_page(
+                    SourceKind::AuditLogs,
+                    &rows,
+                    &Checkpoint {
+                        org: key,
+                        ..cp(SourceKind::AuditLogs, 1, None)
+                    },
+                )
+                .unwrap();
+            assert_eq!((commit.inserted, commit.partial), (2, 2), "{key}");
+        }
+        let counts = store
+            .read("test", |conn| Ok(partial_row_counts(conn)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(counts.get(&(emea, SourceKind::AuditLogs)), Some(&2));
+        assert_eq!(counts.get(&(apac, SourceKind::AuditLogs)), Some(&2));
+        assert_eq!(counts.len(), 2, "{counts:?}");
+
+        // emea's rows are delivered and old, apac's are not delivered: retention takes
+        // emea's rows and their notes only, though apac still has a row `shared`.
+        let seqs: Vec<i64> = store
+            .read_outbox(SourceKind::AuditLogs, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs.len(), 4);
+        store
+            .advance_offset("a", SourceKind::AuditLogs, seqs[1])
+            .unwrap();
+        let deleted = store
+            .apply_retention(
+                UnixMs::now().plus(std::time::Duration::from_secs(60)),
+                &["a".into()],
+            )
+            .unwrap();
+        assert_eq!(deleted[0], (SourceKind::AuditLogs, 2));
+        let notes: Vec<(i64, String)> = store
+            .read("test", |conn| {
+                conn.prepare("SELECT org, id FROM partial_rows ORDER BY org, id")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(
+            notes,
+            [
+                (apac.0, format!("own-{}", apac.0)),
+                (apac.0, "shared".to_string())
+            ]
+        );
+    }
+
+    /// A store whose notes were keyed by source and id only: each note goes to the
+    /// organisation whose row of that id it was written with (the last one stored no
+    /// later than the note), every note is kept.
+    #[test]
+    fn partial_row_notes_of_an_older_store_go_to_the_organisation_of_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("older.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            raw::register_functions(&conn, &RawCodec::new(None)).unwrap();
+            schema::migrate_to(&mut conn, schema::version_before_partial_rows_per_org()).unwrap();
+            conn.execute_batch(
+                "INSERT INTO orgs (key, name, org_id, created_ms) VALUES (2, 'apac', '222', 0);
+                 INSERT INTO MiroAuditLogs_CL_rows (_org, id, _raw, _ingested_at) VALUES
+                   (1, 'shared', '{}', '2024-01-01T00:00:00.000Z'),
+                   (2, 'shared', '{}', '2024-01-01T00:00:05.000Z'),
+                   (2, 'apac-only', '{}', '2024-01-01T00:00:05.000Z');
+                 INSERT INTO MiroContentLogs_CL_rows (_org, id, _raw, _ingested_at) VALUES
+                   (2, 'shared', '{}', '2024-01-01T00:00:00.000Z');
+                 -- written with emea's row (before apac's was stored), with apac's, with a
+                 -- content row of apac, and for a row retention already took.
+                 INSERT INTO partial_rows (source, id, unread, stored_ms) VALUES
+                   ('audit_logs', 'shared', 'x', 1704067200001),
+                   ('audit_logs', 'apac-only', 'x', 1704067205000),
+                   ('content_logs', 'shared', 'x', 1704067200000),
+                   ('audit_logs', 'gone', 'x', 1704067200000);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let notes: Vec<(i64, String, String, i64)> = store
+            .read("test", |conn| {
+                conn.prepare(
+                    "SELECT org, source, id, stored_ms FROM partial_rows ORDER BY source, id",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+            })
+            .unwrap();
+        assert_eq!(
+            notes,
+            [
+                (
+                    2,
+                    "audit_logs".into(),
+                    "apac-only".into(),
+                    1_704_067_205_000
+                ),
+                (1, "audit_logs".into(), "gone".into(), 1_704_067_200_000),
+                (1, "audit_logs".into(), "shared".into(), 1_704_067_200_001),
+                (2, "content_logs".into(), "shared".into(), 1_704_067_200_000),
+            ]
         );
     }
 }
