@@ -492,3 +492,145 @@ async fn each_organisation_has_its_own_credit_budget_and_metrics() {
     }
     assert!(run.stop().await.success());
 }
+
+/// Commits `items` of `source` for organisation `key` as its collector would, with a
+/// checkpoint of `pages` pages.
+fn commit_org_items(
+    store: &mirotrail::store::Store,
+    key: mirotrail::store::OrgKey,
+    source: mirotrail::source::SourceKind,
+    items: &[String],
+    pages: i64,
+) {
+    let rows: Vec<(mirotrail::store::transform::Row, &str)> = items
+        .iter()
+        .map(|raw| (mirotrail::store::stored_row(source, raw), raw.as_str()))
+        .collect();
+    let checkpoint = mirotrail::store::Checkpoint {
+        org: key,
+        source,
+        watermark: mirotrail::timefmt::UnixMs(1_704_067_200_000),
+        watermark_polled: mirotrail::timefmt::UnixMs(1_704_067_200_000),
+        reread_through: None,
+        window: None,
+        pages_total: pages,
+        requests_total: pages,
+        last_success: None,
+        last_error: None,
+        last_error_at: None,
+    };
+    store.commit_page(source, &rows, &checkpoint).unwrap();
+}
+
+/// `status` with `[[orgs]]`: each organisation's line counts its own rows and its own
+/// partly derived rows, though the organisations share item ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_each_organisations_rows_and_partial_rows() {
+    use mirotrail::source::SourceKind;
+    let now = UnixMs::now();
+    let env = Env::start(org(0, 0, now.minus(minutes(60)), now)).await;
+    let orgs = [
+        ("alpha", "3074457345000000001", 30u64, 3u64, 0u64),
+        ("beta", "3074457345000000002", 20, 2, 7),
+        ("gamma", "3074457345000000003", 0, 0, 0),
+    ];
+    let mut toml = String::from(
+        "[store]\npath = \"mirotrail.db\"\n[sources.content_logs]\nenabled = true\n\n",
+    );
+    for (name, id, ..) in &orgs {
+        toml.push_str(&format!(
+            "[[orgs]]\nname = \"{name}\"\norg_id = \"{id}\"\napi_base = \"{}\"\n\
+             token_env = \"MIRO_TOKEN_{}\"\n\n",
+            env.emu.base_url(),
+            name.to_uppercase()
+        ));
+    }
+    let cfg = env.dir.path().join("status.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    {
+        let store = mirotrail::store::Store::open(&env.db()).unwrap();
+        let identities: Vec<_> = orgs
+            .iter()
+            .map(|(name, id, ..)| mirotrail::store::OrgIdentity {
+                name: (*name).into(),
+                org_id: Some((*id).into()),
+            })
+            .collect();
+        let keys = store.register_orgs(&identities, true).unwrap();
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        for ((_, _, audit, partial, content), key) in orgs.iter().zip(keys) {
+            // The same ids in every organisation; the first `partial` items cannot be
+            // derived in full.
+            let items: Vec<String> = (0..*audit)
+                .map(|i| {
+                    let details = if i < *partial { deep.as_str() } else { "{}" };
+                    format!(
+                        r#"{{"id":"shared-{i}","event":"board_opened","createdAt":"2024-01-01T00:00:00.000Z","details":{details}}}"#
+                    )
+                })
+                .collect();
+            if !items.is_empty() {
+                commit_org_items(&store, key, SourceKind::AuditLogs, &items, 4);
+            }
+            let items: Vec<String> = (0..*content)
+                .map(|i| {
+                    format!(r#"{{"id":"c-{i}","actionTime":"2024-01-01T00:00:00Z","itemId":"w"}}"#)
+                })
+                .collect();
+            if !items.is_empty() {
+                commit_org_items(&store, key, SourceKind::ContentLogs, &items, 1);
+            }
+        }
+    }
+    let mut cmd = env.command(
+        &[
+            "status",
+            "--format",
+            "json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        "unused",
+    );
+    for (name, ..) in &orgs {
+        cmd.env(format!("MIRO_TOKEN_{}", name.to_uppercase()), "tok-unused");
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line = |org: &str, source: &str| -> serde_json::Value {
+        status["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["org"] == org && s["source"] == source)
+            .unwrap_or_else(|| panic!("{org} {source} in {status}"))
+            .clone()
+    };
+    for (name, _, audit, partial, content) in &orgs {
+        let a = line(name, "audit_logs");
+        assert_eq!(a["events_stored"], *audit, "{name}: {a}");
+        assert_eq!(a["partial_rows"], *partial, "{name}: {a}");
+        let pages = if *audit > 0 { 4 } else { 0 };
+        assert_eq!(a["pages"], pages, "{name}: {a}");
+        let c = line(name, "content_logs");
+        assert_eq!(c["events_stored"], *content, "{name}: {c}");
+        assert_eq!(c["partial_rows"], 0, "{name}: {c}");
+    }
+    // The table names each organisation's partly derived rows.
+    let mut cmd = env.command(&["status", "--config", cfg.to_str().unwrap()], "unused");
+    for (name, ..) in &orgs {
+        cmd.env(format!("MIRO_TOKEN_{}", name.to_uppercase()), "tok-unused");
+    }
+    let out = cmd.output().await.unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("alpha audit_logs: 3 rows stored with only some columns derived"),
+        "{table}"
+    );
+    assert!(
+        table.contains("beta audit_logs: 2 rows stored with only some columns derived"),
+        "{table}"
+    );
+    assert!(!table.contains("gamma audit_logs:"), "{table}");
+}
