@@ -6,8 +6,10 @@
 //!   of them, so a crash leaves either both or neither;
 //! - rows are unique on the Miro `id` and the organisation per table (`INSERT OR
 //!   IGNORE`, `UNIQUE (id, _org)`), so re-reading an overlap or a page inserts nothing,
-//!   and two organisations' items never deduplicate against each other; checkpoints and
-//!   backfill slices are per organisation too (`docs/store.md`, "Organisations");
+//!   and two organisations' items never deduplicate against each other; checkpoints,
+//!   backfill slices and `partial_rows` notes are per organisation too (`docs/store.md`,
+//!   "Organisations"); what is keyed by `_seq` (dead letters, offsets, acknowledgements)
+//!   needs no organisation: `_seq` is unique in its table;
 //! - `_seq` only grows and is assigned in commit order (one writer), so a sink's delivery
 //!   offset (`sink_offsets.delivered_seq`) marks exactly what it has been handed and
 //!   acknowledged. A `backfill` process beside `run` is a second writer, but SQLite
@@ -19,7 +21,8 @@
 //!   transaction that lets the sink's offset pass it; the row itself stays in its table,
 //!   and retention never deletes a row listed there.
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
-//!   columns could not all be derived is also listed in `partial_rows` (same transaction).
+//!   columns could not all be derived is also listed in `partial_rows` (same transaction,
+//!   keyed by organisation, source and id).
 //!
 //! Durability: WAL with `synchronous = NORMAL`. A commit is in the WAL when it returns, so
 //! killing the process at any point loses nothing committed; a power loss or OS crash may
@@ -1416,6 +1419,9 @@ pub struct DeadLetter {
     pub seq: i64,
     /// The Miro id of the row (`None` if the row is gone from the table).
     pub miro_id: Option<String>,
+    /// The Miro organisation of the row (`_org_id`: ids are unique only per
+    /// organisation; `None` if unknown or the row is gone).
+    pub org_id: Option<String>,
     pub reason: String,
     pub first: UnixMs,
     pub last: UnixMs,
@@ -1485,12 +1491,18 @@ pub fn dead_letters(
     }
     // SQLite reads a negative LIMIT as "no limit".
     let sql_limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    // A store from before organisations (opened read-only) has no `_org_id`.
+    let org_id = if stored_orgs(conn)?.is_empty() {
+        "NULL"
+    } else {
+        "t._org_id"
+    };
     let mut out = Vec::new();
     for source in SourceKind::ALL {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT d.id, d.sink, d.seq, t.id, d.reason, d.first_ms, d.last_ms, d.attempts,
-                        d.requeued
+                        d.requeued, {org_id}
                  FROM dead_letters d LEFT JOIN {} t ON t._seq = d.seq
                  WHERE d.source = ?1 AND (?2 IS NULL OR d.sink = ?2)
                  ORDER BY d.first_ms, d.id LIMIT ?3",
@@ -1510,6 +1522,7 @@ pub fn dead_letters(
                     last: UnixMs(r.get(6)?),
                     attempts: r.get(7)?,
                     requeued: r.get(8)?,
+                    org_id: r.get(9)?,
                 })
             })
             .map_err(sql(what))?;
@@ -2989,6 +3002,48 @@ mod tests {
                 (1, "audit_logs".into(), "shared".into(), 1_704_067_200_001),
                 (2, "content_logs".into(), "shared".into(), 1_704_067_200_000),
             ]
+        );
+    }
+
+    /// `deadletter list` tells apart two organisations' rows of the same id.
+    #[test]
+    fn dead_letters_name_the_organisation_of_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let keys = store
+            .register_orgs(&[org("emea", Some("111")), org("apac", Some("222"))], true)
+            .unwrap();
+        for key in &keys {
+            commit(
+                &store,
+                &["same"],
+                &Checkpoint {
+                    org: *key,
+                    ..cp(SourceKind::AuditLogs, 1, None)
+                },
+            );
+        }
+        let seqs: Vec<i64> = store
+            .read_outbox(SourceKind::AuditLogs, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        let refused: Vec<(i64, String)> = seqs.iter().map(|s| (*s, "refused".into())).collect();
+        store
+            .dead_letter("a", SourceKind::AuditLogs, &refused, None)
+            .unwrap();
+        let listed = store
+            .read("test", |conn| Ok(dead_letters(conn, None, None)))
+            .unwrap()
+            .unwrap();
+        let seen: Vec<(Option<&str>, Option<&str>)> = listed
+            .iter()
+            .map(|d| (d.miro_id.as_deref(), d.org_id.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [(Some("same"), Some("111")), (Some("same"), Some("222"))]
         );
     }
 }
