@@ -3046,4 +3046,62 @@ mod tests {
             [(Some("same"), Some("111")), (Some("same"), Some("222"))]
         );
     }
+
+    /// The late re-read state (`reread_through_ms`, `window_reread`) and the last error
+    /// are kept per organisation: one organisation's re-read or failure never moves or
+    /// marks another's checkpoint of the same source.
+    #[test]
+    fn late_re_read_state_and_errors_are_kept_per_organisation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("reread.db")).unwrap();
+        let keys = store
+            .register_orgs(&[org("a", Some("1")), org("b", Some("2"))], true)
+            .unwrap();
+        let (a, b) = (keys[0], keys[1]);
+        let mut cp_a = Checkpoint {
+            org: a,
+            reread_through: Some(UnixMs(5)),
+            ..cp(SourceKind::AuditLogs, 10, Some("ca"))
+        };
+        if let Some(w) = cp_a.window.as_mut() {
+            w.reread = true;
+        }
+        let cp_b = Checkpoint {
+            org: b,
+            reread_through: Some(UnixMs(15)),
+            ..cp(SourceKind::AuditLogs, 20, Some("cb"))
+        };
+        store.save_checkpoint(&cp_a).unwrap();
+        store.save_checkpoint(&cp_b).unwrap();
+        store
+            .record_error(b, SourceKind::AuditLogs, "429 for a while")
+            .unwrap();
+        let load = |k| {
+            store
+                .load_checkpoint(k, SourceKind::AuditLogs)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(load(a), cp_a);
+        let loaded_b = load(b);
+        assert_eq!(loaded_b.last_error.as_deref(), Some("429 for a while"));
+        assert_eq!(
+            Checkpoint {
+                last_error: None,
+                last_error_at: None,
+                ..loaded_b
+            },
+            cp_b
+        );
+        // a's re-read window completes: b's state stays.
+        let done_a = Checkpoint {
+            window: None,
+            reread_through: Some(UnixMs(9)),
+            ..cp_a
+        };
+        store.save_checkpoint(&done_a).unwrap();
+        assert_eq!(load(a), done_a);
+        assert_eq!(load(b).reread_through, Some(UnixMs(15)));
+        assert!(load(b).window.is_some_and(|w| !w.reread));
+    }
 }
