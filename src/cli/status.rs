@@ -1,5 +1,9 @@
 //! `mirotrail status`: where each source stands and what each sink still has to send,
 //! as tables (long errors cut to fit) or as JSON (everything, in full).
+//!
+//! With `[[orgs]]` each line is one organisation's source: its rows and partly derived
+//! rows only, each stored table read once for every organisation (`GROUP BY _org`), not
+//! once per organisation. With one organisation the lines count whole tables.
 
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
@@ -145,10 +149,16 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
             requests,
             last_poll_completed: success,
             last_error: error,
-            partial_rows: key
-                .and_then(|key| partial_rows.get(&(key, kind)))
-                .copied()
-                .unwrap_or(0),
+            // Counted like the rows: the whole table's with one organisation.
+            partial_rows: match key {
+                None => 0,
+                Some(_) if per_org_rows.is_empty() => partial_rows
+                    .iter()
+                    .filter(|((_, k), _)| *k == kind)
+                    .map(|(_, n)| n)
+                    .sum(),
+                Some(key) => partial_rows.get(&(key, kind)).copied().unwrap_or(0),
+            },
         });
     }
     let mut sinks = Vec::new();
