@@ -1,5 +1,9 @@
 //! `mirotrail status`: where each source stands and what each sink still has to send,
 //! as tables (long errors cut to fit) or as JSON (everything, in full).
+//!
+//! With `[[orgs]]` each line is one organisation's source: its rows and partly derived
+//! rows only, each stored table read once for every organisation (`GROUP BY _org`), not
+//! once per organisation. With one organisation the lines count whole tables.
 
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
@@ -8,7 +12,7 @@ use serde_json::json;
 use super::{ConfigArgs, Failure, load_config};
 use crate::config::SourceKind;
 use crate::store::{
-    OrgKey, Store, dead_letter_counts, org_row_count, partial_row_count, sink_progress,
+    OrgKey, Store, dead_letter_counts, org_row_counts, partial_row_counts, sink_progress,
     stored_orgs, table_stats,
 };
 use crate::timefmt::UnixMs;
@@ -59,6 +63,16 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
     })?;
     let now = UnixMs::now();
     let stored_orgs = stored_orgs(&conn).map_err(Failure::runtime)?;
+    // Each table is counted once for every organisation (one `GROUP BY _org`), and the
+    // partly derived rows once for every organisation and source.
+    let mut per_org_rows = std::collections::HashMap::new();
+    if config.named_orgs && !stored_orgs.is_empty() {
+        for kind in SourceKind::ALL {
+            per_org_rows.insert(kind, org_row_counts(&conn, kind).map_err(Failure::runtime)?);
+        }
+    }
+    let mut whole_table_rows = std::collections::HashMap::new();
+    let partial_rows = partial_row_counts(&conn).map_err(Failure::runtime)?;
     let mut sources = Vec::new();
     for (org, kind) in config
         .orgs
@@ -77,10 +91,20 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
         };
         let events_stored = match key {
             None => 0,
-            Some(_) if !config.named_orgs => {
-                table_stats(&conn, kind).map_err(Failure::runtime)?.rows
-            }
-            Some(key) => org_row_count(&conn, kind, key).map_err(Failure::runtime)?,
+            // One organisation (or a store from before organisations): the whole table.
+            Some(_) if per_org_rows.is_empty() => match whole_table_rows.get(&kind) {
+                Some(&n) => n,
+                None => {
+                    let n = table_stats(&conn, kind).map_err(Failure::runtime)?.rows;
+                    whole_table_rows.insert(kind, n);
+                    n
+                }
+            },
+            Some(key) => per_org_rows
+                .get(&kind)
+                .and_then(|counts| counts.get(&key))
+                .copied()
+                .unwrap_or(0),
         };
         let cp_sql = if stored_orgs.is_empty() {
             "SELECT watermark_ms, pages_total, requests_total, last_success_ms, last_error, last_error_ms
@@ -125,7 +149,16 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
             requests,
             last_poll_completed: success,
             last_error: error,
-            partial_rows: partial_row_count(&conn, kind).map_err(Failure::runtime)?,
+            // Counted like the rows: the whole table's with one organisation.
+            partial_rows: match key {
+                None => 0,
+                Some(_) if per_org_rows.is_empty() => partial_rows
+                    .iter()
+                    .filter(|((_, k), _)| *k == kind)
+                    .map(|(_, n)| n)
+                    .sum(),
+                Some(key) => partial_rows.get(&(key, kind)).copied().unwrap_or(0),
+            },
         });
     }
     let mut sinks = Vec::new();
@@ -188,7 +221,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<(), Failure> {
                 now,
                 config.sinks.is_empty(),
                 config.named_orgs,
-            ) + &render_partial_rows(&sources, &config.path)
+            ) + &render_partial_rows(&sources, &config.path, config.named_orgs)
                 + &render_dead_letters(&dead_letters, &config.path)
                 + &render_alerts(&alerts)
         }
@@ -319,14 +352,23 @@ fn shorten(text: &str) -> (String, bool) {
 }
 
 /// Rows whose columns could not all be derived, per source, and how to list them.
-fn render_partial_rows(sources: &[SourceStatus], config: &std::path::Path) -> String {
+fn render_partial_rows(
+    sources: &[SourceStatus],
+    config: &std::path::Path,
+    named_orgs: bool,
+) -> String {
     sources
         .iter()
         .filter(|s| s.partial_rows > 0)
         .map(|s| {
             format!(
-                "{}: {} rows stored with only some columns derived (each item is whole in \
+                "{}{}: {} rows stored with only some columns derived (each item is whole in \
                  _raw); list them with: mirotrail query --config {} \"SELECT * FROM partial_rows\"\n",
+                if named_orgs {
+                    format!("{} ", s.org)
+                } else {
+                    String::new()
+                },
                 s.kind.name(),
                 s.partial_rows,
                 config.display()

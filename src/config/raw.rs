@@ -517,6 +517,13 @@ impl RawConfig {
             .validate()
             .map_err(|(key, message)| invalid(&key, message))?;
 
+        // Elasticsearch keys documents by id: with several organisations the id alone
+        // is not unique (`ElasticConfig::org_in_id`).
+        for sink in &mut sinks {
+            if let super::SinkKindConfig::Elastic(c) = &mut sink.kind {
+                c.org_in_id = named_orgs;
+            }
+        }
         Ok(Config {
             path: path.to_path_buf(),
             miro: first.miro,

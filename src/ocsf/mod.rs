@@ -54,7 +54,24 @@ pub enum OcsfError {
 /// Appends `raw_item` (one item of `source` as Miro sent it) to `out` as one OCSF JSON
 /// object, without a newline.
 pub fn encode(source: SourceKind, raw_item: &str, out: &mut Vec<u8>) -> Result<(), OcsfError> {
-    let event = event(source, raw_item)?;
+    encode_for_org(source, raw_item, None, out)
+}
+
+/// [`encode`] for an item of the Miro organisation `org_id` (the row's `_org_id`), which
+/// the event names in `metadata.tenant_uid`: ids are unique only per organisation, so
+/// with several organisations `metadata.uid` alone does not tell two events apart.
+pub fn encode_for_org(
+    source: SourceKind,
+    raw_item: &str,
+    org_id: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Result<(), OcsfError> {
+    let mut event = event(source, raw_item)?;
+    if let Some(org_id) = org_id
+        && let Some(metadata) = event.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        metadata.insert("tenant_uid".into(), json!(org_id));
+    }
     serde_json::to_writer(out, &event).expect("writing JSON to a Vec cannot fail");
     Ok(())
 }

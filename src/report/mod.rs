@@ -293,9 +293,20 @@ fn alerts(conn: &Connection, since: &str) -> Result<Alerts, ReportError> {
     if !evaluated {
         return Ok(Alerts::NoDetectionRun);
     }
+    // With several organisations, the same rule and group may alert in each: the
+    // organisation tells those rows apart.
+    let several_orgs = crate::store::stored_orgs(conn)
+        .map_err(ReportError::Store)?
+        .len()
+        > 1;
+    let organisation = if several_orgs {
+        " (SELECT name FROM orgs WHERE orgs.key = alerts.org) AS organisation,"
+    } else {
+        ""
+    };
     let sql = format!(
-        "SELECT last_seen AS \"last seen\", severity, rule_name AS rule, group_key AS \"group\",
-                hits AS events, first_seen AS \"first seen\"
+        "SELECT last_seen AS \"last seen\", severity, rule_name AS rule,{organisation}
+                group_key AS \"group\", hits AS events, first_seen AS \"first seen\"
          FROM alerts WHERE last_seen >= ?1 ORDER BY last_seen DESC LIMIT {}",
         crate::sentinel_content::TABLE_ROWS
     );
@@ -430,5 +441,43 @@ mod tests {
         let page = render(&r);
         assert!(page.contains("Miro: &lt;b&gt;brute&lt;/b&gt;"), "escaped");
         assert!(!page.contains("<b>brute"));
+    }
+
+    /// Two organisations' alerts of the same rule and group are two rows, each naming
+    /// its organisation.
+    #[test]
+    fn alerts_of_several_organisations_name_their_organisation() {
+        let (_dir, path) = store();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "UPDATE orgs SET name = 'emea', org_id = '111' WHERE key = 1;
+             INSERT INTO orgs (key, name, org_id, created_ms) VALUES (2, 'apac', '222', 0);
+             INSERT INTO detect_offsets VALUES ('audit_logs', 10, 0);
+             INSERT INTO alerts (org, rule_id, rule, rule_name, severity, source, group_key,
+               window_start, window_end, hits, first_seen, last_seen, raised_at)
+             VALUES (1, 'r1', 'brute', 'brute', 'High', 'audit_logs', 'ip=192.0.2.1',
+               '', '', 12, '2024-05-01T10:00:00.000Z', '2024-05-01T10:05:00.000Z', ''),
+               (2, 'r1', 'brute', 'brute', 'High', 'audit_logs', 'ip=192.0.2.1',
+               '', '', 7, '2024-05-01T10:00:00.000Z', '2024-05-01T10:04:00.000Z', '');",
+        )
+        .unwrap();
+        let since = UnixMs::parse("2024-05-01T00:00:00Z").unwrap();
+        let r = build(
+            &path,
+            since,
+            since.plus(std::time::Duration::from_secs(86_400)),
+        )
+        .unwrap();
+        let Alerts::Raised { columns, rows, .. } = &r.alerts else {
+            panic!("{:?}", r.alerts)
+        };
+        let org = columns.iter().position(|c| c == "organisation").unwrap();
+        let events = columns.iter().position(|c| c == "events").unwrap();
+        let seen: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r[org].as_str(), r[events].as_str()))
+            .collect();
+        assert_eq!(seen, [("emea", "12"), ("apac", "7")]);
+        assert!(render(&r).contains("apac"));
     }
 }

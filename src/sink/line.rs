@@ -61,7 +61,9 @@ pub(super) fn encode_batch(
                     .extend_from_slice(table_row_json(source, row).as_bytes());
             }
             RecordFormat::Ocsf => {
-                if let Err(e) = ocsf::encode(source, &row.raw, &mut batch.bytes) {
+                if let Err(e) =
+                    ocsf::encode_for_org(source, &row.raw, row.org_id.as_deref(), &mut batch.bytes)
+                {
                     batch.refused.push((row.seq, e.to_string()));
                     continue;
                 }
@@ -83,7 +85,8 @@ pub(super) fn encode_line(
         RecordFormat::Json => Ok(table_row_json(source, row)),
         RecordFormat::Ocsf => {
             let mut out = Vec::with_capacity(2 * row.raw.len());
-            ocsf::encode(source, &row.raw, &mut out).map_err(|e| e.to_string())?;
+            ocsf::encode_for_org(source, &row.raw, row.org_id.as_deref(), &mut out)
+                .map_err(|e| e.to_string())?;
             String::from_utf8(out).map_err(|e| format!("the OCSF event is not UTF-8: {e}"))
         }
     }
@@ -169,6 +172,39 @@ mod tests {
         let json = encode_batch(RecordFormat::Json, SourceKind::AuditLogs, &rows);
         assert_eq!(json.bytes.iter().filter(|&&b| b == b'\n').count(), 3);
         assert!(json.refused.is_empty());
+    }
+
+    /// Two organisations' items of the same id: each OCSF event names its organisation
+    /// in `metadata.tenant_uid` (none when the organisation is unknown).
+    #[test]
+    fn ocsf_events_name_the_organisation_of_their_row() {
+        let raw = r#"{"id":"same","event":"board_opened","createdAt":"2024-01-01T00:00:00+0000"}"#;
+        let rows: Vec<OutboxRow> = [Some("111"), Some("222"), None]
+            .into_iter()
+            .enumerate()
+            .map(|(i, org)| OutboxRow {
+                org_id: org.map(str::to_string),
+                seq: i64::try_from(i).unwrap() + 1,
+                raw: raw.into(),
+            })
+            .collect();
+        let batch = encode_batch(RecordFormat::Ocsf, SourceKind::AuditLogs, &rows);
+        let tenants: Vec<serde_json::Value> = String::from_utf8(batch.bytes)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["metadata"]["tenant_uid"]
+                    .clone()
+            })
+            .collect();
+        assert_eq!(
+            tenants,
+            [
+                serde_json::json!("111"),
+                serde_json::json!("222"),
+                serde_json::Value::Null
+            ]
+        );
     }
 
     #[test]

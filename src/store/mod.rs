@@ -6,8 +6,10 @@
 //!   of them, so a crash leaves either both or neither;
 //! - rows are unique on the Miro `id` and the organisation per table (`INSERT OR
 //!   IGNORE`, `UNIQUE (id, _org)`), so re-reading an overlap or a page inserts nothing,
-//!   and two organisations' items never deduplicate against each other; checkpoints and
-//!   backfill slices are per organisation too (`docs/store.md`, "Organisations");
+//!   and two organisations' items never deduplicate against each other; checkpoints,
+//!   backfill slices and `partial_rows` notes are per organisation too (`docs/store.md`,
+//!   "Organisations"); what is keyed by `_seq` (dead letters, offsets, acknowledgements)
+//!   needs no organisation: `_seq` is unique in its table;
 //! - `_seq` only grows and is assigned in commit order (one writer), so a sink's delivery
 //!   offset (`sink_offsets.delivered_seq`) marks exactly what it has been handed and
 //!   acknowledged. A `backfill` process beside `run` is a second writer, but SQLite
@@ -19,7 +21,8 @@
 //!   transaction that lets the sink's offset pass it; the row itself stays in its table,
 //!   and retention never deletes a row listed there.
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
-//!   columns could not all be derived is also listed in `partial_rows` (same transaction).
+//!   columns could not all be derived is also listed in `partial_rows` (same transaction,
+//!   keyed by organisation, source and id).
 //!
 //! Durability: WAL with `synchronous = NORMAL`. A commit is in the WAL when it returns, so
 //! killing the process at any point loses nothing committed; a power loss or OS crash may
@@ -1206,11 +1209,13 @@ impl Store {
                     params![cutoff.to_iso(), limit, source.name()],
                 )
                 .map_err(sql("applying retention"))?;
-            // What `status` says of rows stored with some columns underived goes with them.
+            // What `status` says of rows stored with some columns underived goes with them
+            // (the note of the organisation's own row: another's of the same id is not it).
             conn.execute(
                 &format!(
                     "DELETE FROM partial_rows WHERE source = ?1 AND stored_ms < ?2
-                       AND id NOT IN (SELECT id FROM {})",
+                       AND NOT EXISTS (SELECT 1 FROM {} t
+                                       WHERE t.id = partial_rows.id AND t._org = partial_rows.org)",
                     raw::rows_table(source)
                 ),
                 params![source.name(), cutoff.0],
@@ -1310,43 +1315,70 @@ fn outbox_row(r: &rusqlite::Row<'_>, decoder: &mut raw::Decoder) -> Result<Outbo
     Ok(OutboxRow { seq, raw, org_id })
 }
 
-/// How many stored rows of a source have only some columns derived.
-pub fn partial_row_count(conn: &Connection, source: SourceKind) -> Result<i64, StoreError> {
-    // A store last written by an older version (opened read-only) has no such table.
-    let exists: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'partial_rows'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(sql("counting partly derived rows"))?;
-    if !exists {
-        return Ok(0);
+/// How many stored rows have only some columns derived, per organisation and source
+/// (one pass over `partial_rows`; none for a source without such rows).
+pub fn partial_row_counts(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<(OrgKey, SourceKind), i64>, StoreError> {
+    let what = "counting partly derived rows";
+    // A store last written by an older version (opened read-only) may have no such table,
+    // or one without `org` (its rows all belong to organisation 1, as the step makes them).
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('partial_rows')")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(sql(what))?;
+    let mut out = std::collections::HashMap::new();
+    if columns.is_empty() {
+        return Ok(out);
     }
-    conn.query_row(
-        "SELECT count(*) FROM partial_rows WHERE source = ?1",
-        [source.name()],
-        |r| r.get(0),
-    )
-    .map_err(sql("counting partly derived rows"))
+    let org = if columns.iter().any(|c| c == "org") {
+        "org"
+    } else {
+        "1"
+    };
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {org}, source, count(*) FROM partial_rows GROUP BY 1, 2"
+        ))
+        .map_err(sql(what))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(sql(what))?;
+    for row in rows {
+        let (org, source, n) = row.map_err(sql(what))?;
+        if let Some(source) = SourceKind::from_name(&source) {
+            out.insert((OrgKey(org), source), n);
+        }
+    }
+    Ok(out)
 }
 
-/// Rows of a source stored for one organisation (a scan of the table: `status` with
-/// `[[orgs]]`).
-pub fn org_row_count(
+/// Rows of a source stored for each organisation, in one pass over the stored table
+/// (`status` with `[[orgs]]`); an organisation without rows is not listed.
+pub fn org_row_counts(
     conn: &Connection,
     source: SourceKind,
-    org: OrgKey,
-) -> Result<i64, StoreError> {
-    conn.query_row(
-        &format!(
-            "SELECT count(*) FROM {} WHERE _org = ?1",
+) -> Result<std::collections::HashMap<OrgKey, i64>, StoreError> {
+    let what = "counting each organisation's rows";
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT _org, count(*) FROM {} GROUP BY _org",
             raw::rows_table(source)
-        ),
-        [org.0],
-        |r| r.get(0),
-    )
-    .map_err(sql("counting an organisation's rows"))
+        ))
+        .map_err(sql(what))?;
+    let rows = stmt
+        .query_map([], |r| Ok((OrgKey(r.get(0)?), r.get::<_, i64>(1)?)))
+        .map_err(sql(what))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql(what))
 }
 
 /// Rows, highest `_seq` and newest event time of a source's table.
@@ -1387,6 +1419,9 @@ pub struct DeadLetter {
     pub seq: i64,
     /// The Miro id of the row (`None` if the row is gone from the table).
     pub miro_id: Option<String>,
+    /// The Miro organisation of the row (`_org_id`: ids are unique only per
+    /// organisation; `None` if unknown or the row is gone).
+    pub org_id: Option<String>,
     pub reason: String,
     pub first: UnixMs,
     pub last: UnixMs,
@@ -1456,12 +1491,18 @@ pub fn dead_letters(
     }
     // SQLite reads a negative LIMIT as "no limit".
     let sql_limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    // A store from before organisations (opened read-only) has no `_org_id`.
+    let org_id = if stored_orgs(conn)?.is_empty() {
+        "NULL"
+    } else {
+        "t._org_id"
+    };
     let mut out = Vec::new();
     for source in SourceKind::ALL {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT d.id, d.sink, d.seq, t.id, d.reason, d.first_ms, d.last_ms, d.attempts,
-                        d.requeued
+                        d.requeued, {org_id}
                  FROM dead_letters d LEFT JOIN {} t ON t._seq = d.seq
                  WHERE d.source = ?1 AND (?2 IS NULL OR d.sink = ?2)
                  ORDER BY d.first_ms, d.id LIMIT ?3",
@@ -1481,6 +1522,7 @@ pub fn dead_letters(
                     last: UnixMs(r.get(6)?),
                     attempts: r.get(7)?,
                     requeued: r.get(8)?,
+                    org_id: r.get(9)?,
                 })
             })
             .map_err(sql(what))?;
@@ -1715,9 +1757,11 @@ fn insert_rows(
             if let Some(unread) = &row.partial {
                 commit.partial += 1;
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO partial_rows (source, id, unread, stored_ms) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR REPLACE INTO partial_rows (source, id, unread, stored_ms, org) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .and_then(|mut s| s.execute(params![source.name(), row.id, unread, UnixMs::now().0]))
+                .and_then(|mut s| {
+                    s.execute(params![source.name(), row.id, unread, UnixMs::now().0, org.0])
+                })
                 .map_err(sql("listing a partly derived row"))?;
             }
         } else {
@@ -2820,5 +2864,244 @@ mod tests {
                 .unwrap(),
             Some(c1)
         );
+    }
+
+    /// An audit item whose `details` nest beyond what the transform parses: stored whole,
+    /// with a `partial_rows` note.
+    fn partial_item(id: &str) -> String {
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        format!(
+            r#"{{"id":"{id}","event":"board_opened","createdAt":"2024-01-01T00:00:00.000Z","details":{{"a":{deep}}}}}"#
+        )
+    }
+
+    /// Ids are unique only per organisation: two organisations' partly derived rows of
+    /// the same id are two notes, each counted for its organisation, and retention
+    /// takes the note of the row it deletes, not the other organisation's.
+    #[test]
+    fn partial_row_notes_are_kept_per_organisation_when_two_share_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let keys = store
+            .register_orgs(&[org("emea", Some("111")), org("apac", Some("222"))], true)
+            .unwrap();
+        let (emea, apac) = (keys[0], keys[1]);
+        for key in [emea, apac] {
+            let raws = [
+                partial_item("shared"),
+                partial_item(&format!("own-{}", key.0)),
+            ];
+            let rows: Vec<(Row, &str)> = raws
+                .iter()
+                .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
+                .collect();
+            let commit = store
+                .commit_page(
+                    SourceKind::AuditLogs,
+                    &rows,
+                    &Checkpoint {
+                        org: key,
+                        ..cp(SourceKind::AuditLogs, 1, None)
+                    },
+                )
+                .unwrap();
+            assert_eq!((commit.inserted, commit.partial), (2, 2), "{key}");
+        }
+        let counts = store
+            .read("test", |conn| Ok(partial_row_counts(conn)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(counts.get(&(emea, SourceKind::AuditLogs)), Some(&2));
+        assert_eq!(counts.get(&(apac, SourceKind::AuditLogs)), Some(&2));
+        assert_eq!(counts.len(), 2, "{counts:?}");
+
+        // emea's rows are delivered and old, apac's are not delivered: retention takes
+        // emea's rows and their notes only, though apac still has a row `shared`.
+        let seqs: Vec<i64> = store
+            .read_outbox(SourceKind::AuditLogs, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs.len(), 4);
+        store
+            .advance_offset("a", SourceKind::AuditLogs, seqs[1])
+            .unwrap();
+        let deleted = store
+            .apply_retention(
+                UnixMs::now().plus(std::time::Duration::from_secs(60)),
+                &["a".into()],
+            )
+            .unwrap();
+        assert_eq!(deleted[0], (SourceKind::AuditLogs, 2));
+        let notes: Vec<(i64, String)> = store
+            .read("test", |conn| {
+                conn.prepare("SELECT org, id FROM partial_rows ORDER BY org, id")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(
+            notes,
+            [
+                (apac.0, format!("own-{}", apac.0)),
+                (apac.0, "shared".to_string())
+            ]
+        );
+    }
+
+    /// A store whose notes were keyed by source and id only: each note goes to the
+    /// organisation whose row of that id it was written with (the last one stored no
+    /// later than the note), every note is kept.
+    #[test]
+    fn partial_row_notes_of_an_older_store_go_to_the_organisation_of_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("older.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            raw::register_functions(&conn, &RawCodec::new(None)).unwrap();
+            schema::migrate_to(&mut conn, schema::version_before_partial_rows_per_org()).unwrap();
+            conn.execute_batch(
+                "INSERT INTO orgs (key, name, org_id, created_ms) VALUES (2, 'apac', '222', 0);
+                 INSERT INTO MiroAuditLogs_CL_rows (_org, id, _raw, _ingested_at) VALUES
+                   (1, 'shared', '{}', '2024-01-01T00:00:00.000Z'),
+                   (2, 'shared', '{}', '2024-01-01T00:00:05.000Z'),
+                   (2, 'apac-only', '{}', '2024-01-01T00:00:05.000Z');
+                 INSERT INTO MiroContentLogs_CL_rows (_org, id, _raw, _ingested_at) VALUES
+                   (2, 'shared', '{}', '2024-01-01T00:00:00.000Z');
+                 -- written with emea's row (before apac's was stored), with apac's, with a
+                 -- content row of apac, and for a row retention already took.
+                 INSERT INTO partial_rows (source, id, unread, stored_ms) VALUES
+                   ('audit_logs', 'shared', 'x', 1704067200001),
+                   ('audit_logs', 'apac-only', 'x', 1704067205000),
+                   ('content_logs', 'shared', 'x', 1704067200000),
+                   ('audit_logs', 'gone', 'x', 1704067200000);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let notes: Vec<(i64, String, String, i64)> = store
+            .read("test", |conn| {
+                conn.prepare(
+                    "SELECT org, source, id, stored_ms FROM partial_rows ORDER BY source, id",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+            })
+            .unwrap();
+        assert_eq!(
+            notes,
+            [
+                (
+                    2,
+                    "audit_logs".into(),
+                    "apac-only".into(),
+                    1_704_067_205_000
+                ),
+                (1, "audit_logs".into(), "gone".into(), 1_704_067_200_000),
+                (1, "audit_logs".into(), "shared".into(), 1_704_067_200_001),
+                (2, "content_logs".into(), "shared".into(), 1_704_067_200_000),
+            ]
+        );
+    }
+
+    /// `deadletter list` tells apart two organisations' rows of the same id.
+    #[test]
+    fn dead_letters_name_the_organisation_of_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let keys = store
+            .register_orgs(&[org("emea", Some("111")), org("apac", Some("222"))], true)
+            .unwrap();
+        for key in &keys {
+            commit(
+                &store,
+                &["same"],
+                &Checkpoint {
+                    org: *key,
+                    ..cp(SourceKind::AuditLogs, 1, None)
+                },
+            );
+        }
+        let seqs: Vec<i64> = store
+            .read_outbox(SourceKind::AuditLogs, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        let refused: Vec<(i64, String)> = seqs.iter().map(|s| (*s, "refused".into())).collect();
+        store
+            .dead_letter("a", SourceKind::AuditLogs, &refused, None)
+            .unwrap();
+        let listed = store
+            .read("test", |conn| Ok(dead_letters(conn, None, None)))
+            .unwrap()
+            .unwrap();
+        let seen: Vec<(Option<&str>, Option<&str>)> = listed
+            .iter()
+            .map(|d| (d.miro_id.as_deref(), d.org_id.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [(Some("same"), Some("111")), (Some("same"), Some("222"))]
+        );
+    }
+
+    /// The late re-read state (`reread_through_ms`, `window_reread`) and the last error
+    /// are kept per organisation: one organisation's re-read or failure never moves or
+    /// marks another's checkpoint of the same source.
+    #[test]
+    fn late_re_read_state_and_errors_are_kept_per_organisation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("reread.db")).unwrap();
+        let keys = store
+            .register_orgs(&[org("a", Some("1")), org("b", Some("2"))], true)
+            .unwrap();
+        let (a, b) = (keys[0], keys[1]);
+        let mut cp_a = Checkpoint {
+            org: a,
+            reread_through: Some(UnixMs(5)),
+            ..cp(SourceKind::AuditLogs, 10, Some("ca"))
+        };
+        if let Some(w) = cp_a.window.as_mut() {
+            w.reread = true;
+        }
+        let cp_b = Checkpoint {
+            org: b,
+            reread_through: Some(UnixMs(15)),
+            ..cp(SourceKind::AuditLogs, 20, Some("cb"))
+        };
+        store.save_checkpoint(&cp_a).unwrap();
+        store.save_checkpoint(&cp_b).unwrap();
+        store
+            .record_error(b, SourceKind::AuditLogs, "429 for a while")
+            .unwrap();
+        let load = |k| {
+            store
+                .load_checkpoint(k, SourceKind::AuditLogs)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(load(a), cp_a);
+        let loaded_b = load(b);
+        assert_eq!(loaded_b.last_error.as_deref(), Some("429 for a while"));
+        assert_eq!(
+            Checkpoint {
+                last_error: None,
+                last_error_at: None,
+                ..loaded_b
+            },
+            cp_b
+        );
+        // a's re-read window completes: b's state stays.
+        let done_a = Checkpoint {
+            window: None,
+            reread_through: Some(UnixMs(9)),
+            ..cp_a
+        };
+        store.save_checkpoint(&done_a).unwrap();
+        assert_eq!(load(a), done_a);
+        assert_eq!(load(b).reread_through, Some(UnixMs(15)));
+        assert!(load(b).window.is_some_and(|w| !w.reread));
     }
 }

@@ -439,8 +439,43 @@ FROM MiroAiInteractionLogs_CL_rows;
 CREATE TRIGGER MiroAiInteractionLogs_CL_delete INSTEAD OF DELETE ON MiroAiInteractionLogs_CL
 BEGIN DELETE FROM MiroAiInteractionLogs_CL_rows WHERE _seq = OLD._seq; END;"#;
 
+/// Step 13, partly derived rows per organisation (`docs/store.md`, "Organisations"):
+/// `partial_rows` is keyed by `(org, source, id)`, as the rows it notes are (ids are
+/// unique only per organisation: keyed by `(source, id)`, a second organisation's row of
+/// the same id replaced the first one's note, and retention kept or dropped a note by
+/// another organisation's row). An existing note belongs to the organisation whose row of
+/// that id was stored last no later than the note (the note is written in the row's own
+/// transaction, after its `_ingested_at`); a note whose row is gone stays with
+/// organisation 1, and goes with the next retention pass as before. The notes are copied
+/// aside rather than the table renamed: a rename makes SQLite parse the views, and a
+/// migration may run before mirotrail's SQL functions are registered.
+const STEP_13: &str = r#"CREATE TEMP TABLE partial_rows_v12 AS SELECT * FROM partial_rows;
+DROP TABLE partial_rows;
+CREATE TABLE partial_rows (
+  org INTEGER NOT NULL DEFAULT 1 REFERENCES orgs (key),
+  source TEXT NOT NULL,
+  id TEXT NOT NULL,
+  unread TEXT NOT NULL,
+  stored_ms INTEGER NOT NULL,
+  PRIMARY KEY (org, source, id)
+);
+INSERT INTO partial_rows (org, source, id, unread, stored_ms)
+  SELECT coalesce(CASE p.source
+      WHEN 'audit_logs' THEN (SELECT t._org FROM MiroAuditLogs_CL_rows t
+        WHERE t.id = p.id AND t._ingested_at <= (strftime('%Y-%m-%dT%H:%M:%S', p.stored_ms / 1000, 'unixepoch') || printf('.%03dZ', p.stored_ms % 1000))
+        ORDER BY t._seq DESC LIMIT 1)
+      WHEN 'content_logs' THEN (SELECT t._org FROM MiroContentLogs_CL_rows t
+        WHERE t.id = p.id AND t._ingested_at <= (strftime('%Y-%m-%dT%H:%M:%S', p.stored_ms / 1000, 'unixepoch') || printf('.%03dZ', p.stored_ms % 1000))
+        ORDER BY t._seq DESC LIMIT 1)
+      WHEN 'ai_interaction_logs' THEN (SELECT t._org FROM MiroAiInteractionLogs_CL_rows t
+        WHERE t.id = p.id AND t._ingested_at <= (strftime('%Y-%m-%dT%H:%M:%S', p.stored_ms / 1000, 'unixepoch') || printf('.%03dZ', p.stored_ms % 1000))
+        ORDER BY t._seq DESC LIMIT 1)
+    END, 1), p.source, p.id, p.unread, p.stored_ms
+  FROM temp.partial_rows_v12 p;
+DROP TABLE temp.partial_rows_v12;"#;
+
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 12] {
+fn migrations() -> [&'static str; 13] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -564,6 +599,8 @@ fn migrations() -> [&'static str; 12] {
         // `last_sweep_ms` (step 4) is no longer written or read.
         "ALTER TABLE checkpoints ADD COLUMN reread_through_ms INTEGER;
         ALTER TABLE checkpoints ADD COLUMN window_reread INTEGER NOT NULL DEFAULT 0;",
+        // 13: partly derived rows noted per organisation (see STEP_13).
+        STEP_13,
     ]
 }
 
@@ -600,6 +637,16 @@ pub(crate) fn version_before_orgs() -> i64 {
         .iter()
         .position(|step| *step == STEP_11)
         .expect("the organisations step is a migration");
+    i64::try_from(index).expect("a few steps")
+}
+
+/// The version of a store just before partly derived rows were noted per organisation.
+#[cfg(test)]
+pub(crate) fn version_before_partial_rows_per_org() -> i64 {
+    let index = migrations()
+        .iter()
+        .position(|step| *step == STEP_13)
+        .expect("the partial rows step is a migration");
     i64::try_from(index).expect("a few steps")
 }
 

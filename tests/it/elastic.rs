@@ -409,3 +409,80 @@ async fn check_on_opensearch_says_the_privilege_is_not_verified_and_writes_nothi
     );
     w.server.shutdown().await;
 }
+
+/// With several organisations (`[[orgs]]`), two organisations' items of the same Miro id
+/// are two documents: `_id` carries the organisation (`create` would otherwise call the
+/// second one already stored and it would never reach the cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_organisations_items_of_the_same_id_are_two_documents() {
+    let w = world(ElasticEmulatorConfig::default()).await;
+    let orgs = [
+        ("emea", "3074457345000000001"),
+        ("apac", "3074457345000000002"),
+    ];
+    let identities: Vec<_> = orgs
+        .iter()
+        .map(|(name, id)| mirotrail::store::OrgIdentity {
+            name: (*name).into(),
+            org_id: Some((*id).into()),
+        })
+        .collect();
+    let keys = w.store.register_orgs(&identities, true).unwrap();
+    let items: Vec<String> = (0..40).map(|i| item(SourceKind::AuditLogs, i)).collect();
+    for key in &keys {
+        let rows: Vec<(mirotrail::store::transform::Row, &str)> = items
+            .iter()
+            .map(|raw| {
+                (
+                    mirotrail::store::stored_row(SourceKind::AuditLogs, raw),
+                    raw.as_str(),
+                )
+            })
+            .collect();
+        let checkpoint = mirotrail::store::Checkpoint {
+            org: *key,
+            source: SourceKind::AuditLogs,
+            watermark: mirotrail::timefmt::UnixMs(0),
+            watermark_polled: mirotrail::timefmt::UnixMs(0),
+            reread_through: None,
+            window: None,
+            pages_total: 0,
+            requests_total: 0,
+            last_success: None,
+            last_error: None,
+            last_error_at: None,
+        };
+        w.store
+            .commit_page(SourceKind::AuditLogs, &rows, &checkpoint)
+            .unwrap();
+    }
+    std::fs::write(w.dir.path().join("es-key"), &w.server_config.api_key).unwrap();
+    let mut text = format!(
+        "[sinks.{SINK}]\ntype = \"elasticsearch\"\nendpoint = \"{}\"\napi_key_file = \"es-key\"\n\n",
+        w.server.base_url()
+    );
+    for (name, id) in &orgs {
+        text.push_str(&format!(
+            "[[orgs]]\nname = \"{name}\"\norg_id = \"{id}\"\n\n"
+        ));
+    }
+    let config = Config::from_toml(&text, &w.dir.path().join("mirotrail.toml")).unwrap();
+    let report = drain(&w, elastic(&config), 500).await;
+    assert!(report.gave_up.is_none(), "{report:?}");
+    let mut per_org: HashMap<String, usize> = HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    for (_, id, doc) in w.server.stored() {
+        let org = doc["organization"]["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            id,
+            format!("{org}:{}", doc["miro"]["id"].as_str().unwrap()),
+            "_id is the organisation and the Miro id"
+        );
+        assert!(ids.insert(id.clone()), "{id} written once");
+        *per_org.entry(org).or_default() += 1;
+    }
+    for (_, org_id) in &orgs {
+        assert_eq!(per_org.get(*org_id), Some(&items.len()), "{per_org:?}");
+    }
+    w.server.shutdown().await;
+}

@@ -397,7 +397,7 @@ impl Running {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
 

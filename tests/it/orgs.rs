@@ -492,3 +492,320 @@ async fn each_organisation_has_its_own_credit_budget_and_metrics() {
     }
     assert!(run.stop().await.success());
 }
+
+/// Commits `items` of `source` for organisation `key` as its collector would, with a
+/// checkpoint of `pages` pages.
+fn commit_org_items(
+    store: &mirotrail::store::Store,
+    key: mirotrail::store::OrgKey,
+    source: mirotrail::source::SourceKind,
+    items: &[String],
+    pages: i64,
+) {
+    let rows: Vec<(mirotrail::store::transform::Row, &str)> = items
+        .iter()
+        .map(|raw| (mirotrail::store::stored_row(source, raw), raw.as_str()))
+        .collect();
+    let checkpoint = mirotrail::store::Checkpoint {
+        org: key,
+        source,
+        watermark: mirotrail::timefmt::UnixMs(1_704_067_200_000),
+        watermark_polled: mirotrail::timefmt::UnixMs(1_704_067_200_000),
+        reread_through: None,
+        window: None,
+        pages_total: pages,
+        requests_total: pages,
+        last_success: None,
+        last_error: None,
+        last_error_at: None,
+    };
+    store.commit_page(source, &rows, &checkpoint).unwrap();
+}
+
+/// `status` with `[[orgs]]`: each organisation's line counts its own rows and its own
+/// partly derived rows, though the organisations share item ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_each_organisations_rows_and_partial_rows() {
+    use mirotrail::source::SourceKind;
+    let now = UnixMs::now();
+    let env = Env::start(org(0, 0, now.minus(minutes(60)), now)).await;
+    let orgs = [
+        ("alpha", "3074457345000000001", 30u64, 3u64, 0u64),
+        ("beta", "3074457345000000002", 20, 2, 7),
+        ("gamma", "3074457345000000003", 0, 0, 0),
+    ];
+    let mut toml = String::from(
+        "[store]\npath = \"mirotrail.db\"\n[sources.content_logs]\nenabled = true\n\n",
+    );
+    for (name, id, ..) in &orgs {
+        toml.push_str(&format!(
+            "[[orgs]]\nname = \"{name}\"\norg_id = \"{id}\"\napi_base = \"{}\"\n\
+             token_env = \"MIRO_TOKEN_{}\"\n\n",
+            env.emu.base_url(),
+            name.to_uppercase()
+        ));
+    }
+    let cfg = env.dir.path().join("status.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    {
+        let store = mirotrail::store::Store::open(&env.db()).unwrap();
+        let identities: Vec<_> = orgs
+            .iter()
+            .map(|(name, id, ..)| mirotrail::store::OrgIdentity {
+                name: (*name).into(),
+                org_id: Some((*id).into()),
+            })
+            .collect();
+        let keys = store.register_orgs(&identities, true).unwrap();
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        for ((_, _, audit, partial, content), key) in orgs.iter().zip(keys) {
+            // The same ids in every organisation; the first `partial` items cannot be
+            // derived in full.
+            let items: Vec<String> = (0..*audit)
+                .map(|i| {
+                    let details = if i < *partial { deep.as_str() } else { "{}" };
+                    format!(
+                        r#"{{"id":"shared-{i}","event":"board_opened","createdAt":"2024-01-01T00:00:00.000Z","details":{details}}}"#
+                    )
+                })
+                .collect();
+            if !items.is_empty() {
+                commit_org_items(&store, key, SourceKind::AuditLogs, &items, 4);
+            }
+            let items: Vec<String> = (0..*content)
+                .map(|i| {
+                    format!(r#"{{"id":"c-{i}","actionTime":"2024-01-01T00:00:00Z","itemId":"w"}}"#)
+                })
+                .collect();
+            if !items.is_empty() {
+                commit_org_items(&store, key, SourceKind::ContentLogs, &items, 1);
+            }
+        }
+    }
+    let mut cmd = env.command(
+        &[
+            "status",
+            "--format",
+            "json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        "unused",
+    );
+    for (name, ..) in &orgs {
+        cmd.env(format!("MIRO_TOKEN_{}", name.to_uppercase()), "tok-unused");
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line = |org: &str, source: &str| -> serde_json::Value {
+        status["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["org"] == org && s["source"] == source)
+            .unwrap_or_else(|| panic!("{org} {source} in {status}"))
+            .clone()
+    };
+    for (name, _, audit, partial, content) in &orgs {
+        let a = line(name, "audit_logs");
+        assert_eq!(a["events_stored"], *audit, "{name}: {a}");
+        assert_eq!(a["partial_rows"], *partial, "{name}: {a}");
+        let pages = if *audit > 0 { 4 } else { 0 };
+        assert_eq!(a["pages"], pages, "{name}: {a}");
+        let c = line(name, "content_logs");
+        assert_eq!(c["events_stored"], *content, "{name}: {c}");
+        assert_eq!(c["partial_rows"], 0, "{name}: {c}");
+    }
+    // The table names each organisation's partly derived rows.
+    let mut cmd = env.command(&["status", "--config", cfg.to_str().unwrap()], "unused");
+    for (name, ..) in &orgs {
+        cmd.env(format!("MIRO_TOKEN_{}", name.to_uppercase()), "tok-unused");
+    }
+    let out = cmd.output().await.unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("alpha audit_logs: 3 rows stored with only some columns derived"),
+        "{table}"
+    );
+    assert!(
+        table.contains("beta audit_logs: 2 rows stored with only some columns derived"),
+        "{table}"
+    );
+    assert!(!table.contains("gamma audit_logs:"), "{table}");
+}
+
+/// One organisation's token runs out of credits (another client of the same user and
+/// app spent its budget: 429, nothing remaining, `X-RateLimit-Reset` in the future, no
+/// `Retry-After`) for a while during a live `run`: the other organisation is collected on
+/// time all along, the throttled one waits for its reset, then catches up, and every
+/// event of both is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_organisations_exhausted_budget_leaves_the_others_collection_on_time() {
+    const SETTLE_LAG_SECS: u64 = 1;
+    let began = UnixMs::now();
+    let (start, end) = (
+        began.minus(minutes(20)),
+        began.plus(Duration::from_secs(30)),
+    );
+    let mut orgs = Vec::new();
+    for (name, id, token) in [
+        ("alpha", "3074457345000000001", "tok-alpha-1c2d3e"),
+        ("beta", "3074457345000000002", "tok-beta-4f5a6b"),
+    ] {
+        // The same seed: both organisations hand out the same ids.
+        let mut c = org(1_500, 0, start, end);
+        c.org_id = id.into();
+        c.tokens = vec![EmulatedToken {
+            token: token.into(),
+            scopes: vec!["auditlogs:read".into()],
+        }];
+        c.rate_limit = Some(mirotrail_emulator::miro::RateLimit {
+            credits_per_minute: 100_000,
+            retry_after_header: false,
+        });
+        let emu = MiroEmulator::start(c, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        orgs.push(EmulatedOrg {
+            name,
+            id,
+            token,
+            emu,
+        });
+    }
+    let (alpha, beta) = (&orgs[0], &orgs[1]);
+    let env = Env::start(org(0, 0, start, end)).await;
+    let mut toml = format!(
+        "[store]\npath = \"mirotrail.db\"\n[service]\nlisten = \"127.0.0.1:0\"\n\
+         [sources.audit_logs]\ninitial_lookback = \"30m\"\npoll_interval = \"1s\"\n\
+         settle_lag = \"{SETTLE_LAG_SECS}s\"\n\n"
+    );
+    for o in &orgs {
+        let file = env.dir.path().join(format!("token-{}", o.name));
+        std::fs::write(&file, o.token).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        toml.push_str(&format!(
+            "[[orgs]]\nname = \"{}\"\norg_id = \"{}\"\napi_base = \"{}\"\ntoken_file = \"token-{}\"\n\n",
+            o.name,
+            o.id,
+            o.emu.base_url(),
+            o.name
+        ));
+    }
+    let cfg = env.dir.path().join("throttled.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let run = crate::ops::Running::start(&env, &cfg, "unused").await;
+    // Both organisations have caught up with their history.
+    run.wait_for("/metrics", |_, m| {
+        orgs.iter().all(|o| {
+            crate::ops::sample(
+                m,
+                &format!(
+                    "mirotrail_source_last_success_timestamp_seconds{{org=\"{}\",source=\"audit_logs\"}}",
+                    o.name
+                ),
+            )
+            .is_some_and(|v| v > 0.0)
+        })
+    })
+    .await;
+
+    // beta's budget is spent by someone else for 14 s.
+    let throttled_at = UnixMs::now();
+    let reset = throttled_at.plus(Duration::from_secs(14));
+    beta.emu.exhaust_credits(beta.token, reset);
+    let beta_served_before = beta.emu.stats().by_status.get(&200).copied().unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let checked_at = UnixMs::now();
+    assert!(checked_at < reset, "the check ran within the throttle");
+
+    // While beta is refused, alpha keeps being collected: every event visible 6 s ago
+    // (settle lag, poll interval and slack for a loaded machine) is stored already.
+    let on_time = checked_at.minus(Duration::from_secs(6));
+    assert!(on_time > throttled_at.plus(Duration::from_secs(3)));
+    let alpha_due: HashSet<String> = expected_audit(&alpha.emu, start, on_time)
+        .into_keys()
+        .collect();
+    let alpha_stored = stored_ids(&env, "MiroAuditLogs_CL", alpha.id);
+    let late: Vec<&String> = alpha_due
+        .iter()
+        .filter(|id| !alpha_stored.contains_key(*id))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "alpha: {} of {} events due by {on_time} not stored while beta was throttled\n{}",
+        late.len(),
+        alpha_due.len(),
+        run.stderr()
+    );
+    // beta was refused, served nothing, and waited (no storm of retries): its events of
+    // the throttled time are not stored yet.
+    let beta_stats = beta.emu.stats();
+    assert!(beta_stats.rate_limited > 0, "beta was refused");
+    assert_eq!(
+        beta_stats.by_status.get(&200).copied().unwrap_or(0),
+        beta_served_before,
+        "beta served nothing while its budget was spent"
+    );
+    assert!(
+        beta_stats.rate_limited <= 20,
+        "beta waited for the reset: {} refusals in 12 s",
+        beta_stats.rate_limited
+    );
+    let beta_stored = stored_ids(&env, "MiroAuditLogs_CL", beta.id);
+    let beta_due: HashSet<String> = expected_audit(&beta.emu, start, on_time)
+        .into_keys()
+        .collect();
+    assert!(
+        beta_due.iter().any(|id| !beta_stored.contains_key(id)),
+        "beta's events of the throttled time wait for its reset"
+    );
+
+    // After the reset and the end of both streams, beta has caught up.
+    let caught_up_by = end.plus(Duration::from_secs(SETTLE_LAG_SECS + 3));
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let all: Vec<HashSet<String>> = loop {
+        if UnixMs::now() > caught_up_by {
+            // Every event of both streams is visible now.
+            let all: Vec<HashSet<String>> = orgs
+                .iter()
+                .map(|o| expected_audit(&o.emu, start, end).into_keys().collect())
+                .collect();
+            let caught_up = orgs.iter().zip(&all).all(|(o, ids)| {
+                let stored = stored_ids(&env, "MiroAuditLogs_CL", o.id);
+                ids.iter().all(|id| stored.contains_key(id))
+            });
+            if caught_up {
+                break all;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "beta did not catch up after its reset\n{}",
+            run.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(run.stop().await.success());
+    for (o, ids) in orgs.iter().zip(&all) {
+        assert_once(
+            &stored_ids(&env, "MiroAuditLogs_CL", o.id),
+            ids,
+            &format!("{} audit logs", o.name),
+        );
+    }
+    assert_eq!(all[0], all[1], "alpha and beta share their ids");
+    assert!(
+        beta.emu.stats().by_status.get(&200).copied().unwrap_or(0) > beta_served_before,
+        "beta was served again after its reset"
+    );
+    eprintln!(
+        "beta throttled for 14 s ({} refusals): alpha's {} events due by then stored on time; \
+         both organisations' {} events stored exactly once",
+        beta_stats.rate_limited,
+        alpha_due.len(),
+        all[0].len()
+    );
+}

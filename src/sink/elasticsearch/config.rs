@@ -87,6 +87,10 @@ pub struct ElasticConfig {
     pub ai_interaction_logs_target: String,
     /// `gzip`, `ca_file`, `max_batch_bytes`, `request_timeout`.
     pub http: HttpOptions,
+    /// The config has several organisations (`[[orgs]]`): a document's `_id` is
+    /// `<org_id>:<Miro id>`, since Miro ids are unique only per organisation (with one
+    /// organisation it is the Miro id). Set from the whole config, not a sink key.
+    pub org_in_id: bool,
 }
 
 impl ElasticConfig {
@@ -269,6 +273,7 @@ pub(in crate::sink) fn validate(
             content_logs_target,
             ai_interaction_logs_target,
             http,
+            org_in_id: false,
         })),
         batch_rows: raw.batch_rows,
         start: raw.start,

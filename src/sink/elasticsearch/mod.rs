@@ -5,7 +5,7 @@
 //! classifies the answer and each of its items, `doc` turns a row into an ECS document,
 //! `template` is what `mirotrail template elasticsearch` prints. Each row becomes one
 //! `create` action with `_index` (the stream's data stream or index) and `_id` (the Miro
-//! id), then its document; actions are packed into gzip NDJSON requests under
+//! id; `<org_id>:<Miro id>` with several organisations), then its document; actions are packed into gzip NDJSON requests under
 //! `max_batch_bytes`.
 //!
 //! Invariants: `create` with the Miro id as `_id` makes every resend harmless: a document
@@ -257,6 +257,13 @@ impl ElasticSink {
             .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
             // An item without an id (never stored by the collector) gets one from its row.
             .unwrap_or_else(|| format!("mirotrail-seq-{}", row.seq));
+        // Miro ids are unique only per organisation: with several, two organisations'
+        // items of the same id are two documents (`create` would call the second one
+        // already stored).
+        let id = match (&row.org_id, self.config.org_in_id) {
+            (Some(org_id), true) => format!("{org_id}:{id}"),
+            _ => id,
+        };
         let meta = serde_json::json!({
             "create": { "_index": self.config.target(source), "_id": id }
         });

@@ -39,6 +39,8 @@ pub(super) struct CreditBuckets {
     limit: u64,
     enforced: bool,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Tokens whose budget someone else spent, until when ([`CreditBuckets::exhaust`]).
+    exhausted: Mutex<HashMap<String, UnixMs>>,
 }
 
 fn minute_of(now: UnixMs) -> i64 {
@@ -51,7 +53,37 @@ impl CreditBuckets {
             limit: rate.map_or(UNLIMITED_CREDITS, |r| r.credits_per_minute),
             enforced: rate.is_some(),
             buckets: Mutex::new(HashMap::new()),
+            exhausted: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Another client of the same user and app (Miro's budget is per user per app) has
+    /// spent the token's whole budget, and keeps it spent until `until`: every call with
+    /// `token` is refused before then, with nothing remaining and the reset at `until`.
+    pub(super) fn exhaust(&self, token: &str, until: UnixMs) {
+        self.exhausted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.to_owned(), until);
+    }
+
+    /// While `token`'s budget is exhausted by someone else: its status (nothing left, the
+    /// reset at the end of the exhaustion, in whole seconds rounded up) and the seconds
+    /// to wait.
+    fn exhausted_status(&self, token: &str, now: UnixMs) -> Option<(RateStatus, u64)> {
+        let mut exhausted = self.exhausted.lock().unwrap_or_else(|e| e.into_inner());
+        let until = *exhausted.get(token)?;
+        if now >= until {
+            exhausted.remove(token);
+            return None;
+        }
+        let status = RateStatus {
+            limit: self.limit,
+            remaining: 0,
+            reset_epoch_secs: (until.0 + 999).div_euclid(1000),
+        };
+        let wait_secs = ((until.0 - now.0 + 999) / 1000).max(1).unsigned_abs();
+        Some((status, wait_secs))
     }
 
     fn status(&self, spent: u64, minute: i64) -> RateStatus {
@@ -64,6 +96,9 @@ impl CreditBuckets {
 
     /// The budget of a token (or of an unknown caller) without charging anything.
     pub(super) fn peek(&self, token: Option<&str>, now: UnixMs) -> RateStatus {
+        if let Some((status, _)) = token.and_then(|t| self.exhausted_status(t, now)) {
+            return status;
+        }
         let minute = minute_of(now);
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let spent = token
@@ -75,6 +110,12 @@ impl CreditBuckets {
 
     /// Charges `cost` credits to `token`, unless that would exceed what is left this minute.
     pub(super) fn charge(&self, token: &str, cost: u64, now: UnixMs) -> Charge {
+        if let Some((status, retry_after_secs)) = self.exhausted_status(token, now) {
+            return Charge::Limited {
+                status,
+                retry_after_secs,
+            };
+        }
         let minute = minute_of(now);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = buckets
@@ -161,5 +202,40 @@ mod tests {
         for _ in 0..1000 {
             assert!(matches!(b.charge("a", 2000, UnixMs(0)), Charge::Charged(_)));
         }
+    }
+
+    #[test]
+    fn a_budget_spent_by_another_client_refuses_every_call_until_its_reset() {
+        let b = CreditBuckets::new(Some(RateLimit {
+            credits_per_minute: 100_000,
+            retry_after_header: false,
+        }));
+        let t = UnixMs(600_000 + 10_250);
+        b.exhaust("a", UnixMs(t.0 + 20_500));
+        let refused = Charge::Limited {
+            status: RateStatus {
+                limit: 100_000,
+                remaining: 0,
+                reset_epoch_secs: 631,
+            },
+            retry_after_secs: 21,
+        };
+        assert_eq!(b.charge("a", 100, t), refused);
+        assert_eq!(b.peek(Some("a"), t).remaining, 0);
+        // Another token (another user or app) keeps its own budget.
+        assert!(matches!(b.charge("b", 100, t), Charge::Charged(_)));
+        // Nothing was charged while refused; from the reset on, calls are served again.
+        assert!(matches!(
+            b.charge("a", 100, UnixMs(t.0 + 20_499)),
+            Charge::Limited { .. }
+        ));
+        assert_eq!(
+            b.charge("a", 100, UnixMs(t.0 + 20_500)),
+            Charge::Charged(RateStatus {
+                limit: 100_000,
+                remaining: 99_900,
+                reset_epoch_secs: 660,
+            })
+        );
     }
 }

@@ -1006,6 +1006,15 @@ impl MiroEmulatorHandle {
             .insert(token.to_owned());
     }
 
+    /// Another client of the same user and app spends `token`'s whole credit budget and
+    /// keeps it spent until `until` (Miro's budget is per user per app): until then every
+    /// call with `token` gets 429 with `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset`
+    /// at `until` (`Retry-After` as well when the rate limit sends it), and is not
+    /// charged. Other tokens keep their own budgets.
+    pub fn exhaust_credits(&self, token: &str, until: UnixMs) {
+        self.shared.credits.exhaust(token, until);
+    }
+
     pub fn set_enterprise_guard(&self, on: bool) {
         self.shared.enterprise_guard.store(on, Ordering::Relaxed);
     }
