@@ -78,7 +78,13 @@ pub async fn read_body_capped(
             declared: Some(declared),
         });
     }
-    let mut body = Vec::new();
+    // The declared length (at most `max_bytes`, checked above) is reserved at once, so a
+    // large page is not copied again each time the buffer would have doubled.
+    let declared = response
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
+    let mut body = Vec::with_capacity(declared);
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
         if body.len() + chunk.len() > max_bytes {
             return Err(BodyError::TooLarge {

@@ -1679,6 +1679,11 @@ fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Rows inserted by one `INSERT` statement ([`insert_rows`]): SQLite's cost of running a
+/// statement (its start and end, the `AUTOINCREMENT` counter's read and write) is paid
+/// once for them.
+const ROWS_PER_INSERT: usize = 32;
+
 /// Inserts a page's rows (`INSERT OR IGNORE`: ids already stored count as duplicates).
 /// Returns what was committed and how many new rows were stored as text (their source
 /// has no compression dictionary yet).
@@ -1715,57 +1720,101 @@ fn insert_rows(
                 .expect("a stored column is a table column")
         })
         .collect();
-    let mut sql_text = format!("INSERT OR IGNORE INTO {} (", raw::rows_table(source));
-    for c in stored {
-        sql_text.push_str(c);
-        sql_text.push_str(", ");
-    }
-    sql_text.push_str("_raw, _ingested_at, _org) VALUES (");
-    for i in 1..=stored.len() + 3 {
-        sql_text.push_str(&format!(
-            "?{i}{}",
-            if i < stored.len() + 3 { ", " } else { ")" }
-        ));
-    }
-    let mut stmt = tx
-        .prepare_cached(&sql_text)
+    let width = stored.len() + 3;
+    let insert_sql = |rows: usize| {
+        let mut sql_text = format!("INSERT OR IGNORE INTO {} (", raw::rows_table(source));
+        for c in stored {
+            sql_text.push_str(c);
+            sql_text.push_str(", ");
+        }
+        sql_text.push_str("_raw, _ingested_at, _org) VALUES ");
+        for r in 0..rows {
+            sql_text.push_str(if r == 0 { "(" } else { ", (" });
+            for k in 1..=width {
+                let sep = if k < width { ", " } else { ")" };
+                sql_text.push_str(&format!("?{}{sep}", r * width + k));
+            }
+        }
+        sql_text
+    };
+    let mut one = tx
+        .prepare_cached(&insert_sql(1))
+        .map_err(sql("preparing the row insert"))?;
+    let mut many = tx
+        .prepare_cached(&insert_sql(ROWS_PER_INSERT))
         .map_err(sql("preparing the row insert"))?;
     let ingested = UnixMs::now().to_iso();
     let mut encoder = codec.encoder(source);
-    for (row, raw) in rows {
-        let encoded = encoder.as_mut().map(|encoder| encoder.encode(raw));
-        // Bound one by one: no list of parameters is built per row. Every parameter is
-        // bound again for each row, so none is left over from the row before.
-        let bind = |stmt: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<usize> {
-            for (k, &i) in indices.iter().enumerate() {
-                stmt.raw_bind_parameter(k + 1, &row.cells[i])?;
-            }
-            match &encoded {
-                Some(value) => stmt.raw_bind_parameter(stored.len() + 1, value)?,
-                None => stmt.raw_bind_parameter(stored.len() + 1, raw)?,
-            }
-            stmt.raw_bind_parameter(stored.len() + 2, &ingested)?;
-            stmt.raw_bind_parameter(stored.len() + 3, org.0)?;
-            stmt.raw_execute()
-        };
-        let n = bind(&mut stmt).map_err(sql("inserting a row"))?;
-        if n == 1 {
-            commit.inserted += 1;
-            if !matches!(encoded, Some(rusqlite::types::Value::Blob(_))) {
-                plain += 1;
-            }
-            if let Some(unread) = &row.partial {
-                commit.partial += 1;
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO partial_rows (source, id, unread, stored_ms, org) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![source.name(), row.id, unread, UnixMs::now().0, org.0])
+    let mut encoded: Vec<Option<rusqlite::types::Value>> = Vec::with_capacity(ROWS_PER_INSERT);
+    // Bound one by one: no list of parameters is built per row. Every parameter of a
+    // statement is bound again for each execution, so none is left over from the last.
+    let bind = |stmt: &mut rusqlite::CachedStatement<'_>,
+                first: usize,
+                row: &Row,
+                raw: &str,
+                encoded: &Option<rusqlite::types::Value>|
+     -> rusqlite::Result<()> {
+        for (k, &i) in indices.iter().enumerate() {
+            stmt.raw_bind_parameter(first + k, &row.cells[i])?;
+        }
+        match encoded {
+            Some(value) => stmt.raw_bind_parameter(first + stored.len(), value)?,
+            None => stmt.raw_bind_parameter(first + stored.len(), raw)?,
+        }
+        stmt.raw_bind_parameter(first + stored.len() + 1, &ingested)?;
+        stmt.raw_bind_parameter(first + stored.len() + 2, org.0)
+    };
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        encoded.clear();
+        encoded.extend(
+            chunk
+                .iter()
+                .map(|(_, raw)| encoder.as_mut().map(|encoder| encoder.encode(raw))),
+        );
+        // A whole chunk of compressed, fully derived rows is one statement: the rows it
+        // did not insert are the duplicates. Any other row is inserted on its own, to
+        // count it as stored as text or to list it as partly derived.
+        let together = chunk.len() == ROWS_PER_INSERT
+            && chunk.iter().zip(&encoded).all(|((row, _), encoded)| {
+                row.partial.is_none() && matches!(encoded, Some(rusqlite::types::Value::Blob(_)))
+            });
+        if together {
+            let n = chunk
+                .iter()
+                .zip(&encoded)
+                .enumerate()
+                .try_for_each(|(r, ((row, raw), encoded))| {
+                    bind(&mut many, r * width + 1, row, raw, encoded)
                 })
-                .map_err(sql("listing a partly derived row"))?;
+                .and_then(|()| many.raw_execute())
+                .map_err(sql("inserting rows"))?;
+            let n = n as u64;
+            commit.inserted += n;
+            commit.duplicates += ROWS_PER_INSERT as u64 - n;
+            continue;
+        }
+        for ((row, raw), encoded) in chunk.iter().zip(&encoded) {
+            let n = bind(&mut one, 1, row, raw, encoded)
+                .and_then(|()| one.raw_execute())
+                .map_err(sql("inserting a row"))?;
+            if n == 1 {
+                commit.inserted += 1;
+                if !matches!(encoded, Some(rusqlite::types::Value::Blob(_))) {
+                    plain += 1;
+                }
+                if let Some(unread) = &row.partial {
+                    commit.partial += 1;
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO partial_rows (source, id, unread, stored_ms, org) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![source.name(), row.id, unread, UnixMs::now().0, org.0])
+                    })
+                    .map_err(sql("listing a partly derived row"))?;
+                }
+            } else {
+                commit.duplicates += 1;
             }
-        } else {
-            commit.duplicates += 1;
         }
     }
     Ok((commit, plain))
@@ -2839,6 +2888,80 @@ mod tests {
             })
             .unwrap();
         assert!(seen.get() > raw::TRAIN_ROWS);
+    }
+
+    /// Rows go in `ROWS_PER_INSERT` at a time when a whole chunk is compressed and fully
+    /// derived, one by one otherwise: either way every new row is stored once, in page
+    /// order and byte-exact, and duplicates (stored before or earlier in the page) and
+    /// partly derived rows are counted exactly.
+    #[test]
+    fn a_page_of_many_rows_counts_new_duplicate_and_partial_rows_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let page = |items: &[String]| {
+            let rows: Vec<(Row, &str)> = items
+                .iter()
+                .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
+                .collect();
+            store
+                .commit_page(
+                    SourceKind::AuditLogs,
+                    &rows,
+                    &cp(SourceKind::AuditLogs, 1, None),
+                )
+                .unwrap()
+        };
+        let trained = raw::TRAIN_ROWS;
+        page(&(0..trained).map(varied_item).collect::<Vec<_>>());
+        assert!(store.codec.has_dictionary(SourceKind::AuditLogs));
+        let partly = |i: &usize| {
+            stored_row(SourceKind::AuditLogs, &varied_item(*i))
+                .partial
+                .is_some()
+        };
+        let n = ROWS_PER_INSERT;
+        let fresh: Vec<String> = (trained..)
+            .filter(|i| !partly(i))
+            .take(2 * n)
+            .map(varied_item)
+            .collect();
+        let old: Vec<String> = (0..trained)
+            .filter(|i| !partly(i))
+            .take(n / 2)
+            .map(varied_item)
+            .collect();
+        let partial = varied_item((trained + 3 * n..).find(partly).unwrap());
+        // A chunk of new rows; one half new, half stored before; one with new rows, a
+        // partly derived one and repeats of this page's first rows.
+        let mut items = fresh.clone();
+        items.splice(n + n / 2..n + n / 2, old);
+        items.push(partial.clone());
+        items.extend_from_slice(&fresh[..n / 2 - 1]);
+        assert_eq!(items.len(), 3 * n);
+        assert_eq!(
+            page(&items),
+            PageCommit {
+                inserted: u64::try_from(2 * n + 1).unwrap(),
+                duplicates: u64::try_from(n - 1).unwrap(),
+                partial: 1,
+            }
+        );
+        let conn = store.reader.lock().unwrap();
+        let stored: Vec<String> = conn
+            .prepare("SELECT _raw FROM MiroAuditLogs_CL WHERE _seq > ?1 ORDER BY _seq")
+            .unwrap()
+            .query_map([i64::try_from(trained).unwrap()], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut want = fresh;
+        want.push(partial);
+        assert_eq!(stored, want);
+        let partial_rows: i64 = conn
+            .query_row("SELECT count(*) FROM partial_rows", [], |r| r.get(0))
+            .unwrap();
+        let before = (0..trained).filter(partly).count();
+        assert_eq!(partial_rows, i64::try_from(before + 1).unwrap());
     }
 
     #[test]

@@ -189,7 +189,17 @@ pub(crate) struct ItemCells {
 impl ItemCells {
     pub(crate) fn new(source: SourceKind, item: String) -> ItemCells {
         let cells = fast::specs(source, &item)
-            .map(|(_, cells)| cells)
+            .map(|(_, cells)| {
+                cells
+                    .into_iter()
+                    .map(|spec| match spec {
+                        fast::Spec::Dynamic(start, end) => {
+                            fast::Spec::Done(fast::render_dynamic(&item[start..end]))
+                        }
+                        other => other,
+                    })
+                    .collect()
+            })
             .unwrap_or_else(|| {
                 to_row(source, &item)
                     .cells
@@ -205,6 +215,7 @@ impl ItemCells {
         match self.cells.get(index)? {
             fast::Spec::Str(start, end) => self.item.get(*start..*end),
             fast::Spec::Done(cell) => cell.as_deref(),
+            fast::Spec::Dynamic(..) => unreachable!("rendered by `ItemCells::new`"),
         }
     }
 }
@@ -213,7 +224,8 @@ impl ItemCells {
 /// the same `id`, `time`, `id_derived` and `partial`, and the same cells at the column
 /// indices in `keep`; the other cells are `None`. An item is read as [`to_row`] reads it
 /// (every cell that can fail is still checked, so the same items take the general path),
-/// but the text of a plain string cell not kept is never copied.
+/// but the text of a plain string cell not kept is never copied, and a dynamic cell not
+/// kept is not rendered when a scan of its text shows it renders (`fast::Spec::Dynamic`).
 pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> Row {
     let Some((time, specs)) = fast::specs(source, raw) else {
         return to_row(source, raw);
@@ -228,6 +240,7 @@ pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> Row {
         .map(|(i, spec)| match spec {
             _ if !keep.contains(&i) => None,
             fast::Spec::Str(start, end) => raw.get(start..end).map(str::to_string),
+            fast::Spec::Dynamic(start, end) => fast::render_dynamic(&raw[start..end]),
             fast::Spec::Done(cell) => cell,
         })
         .collect();
@@ -660,13 +673,51 @@ mod fast {
         let Some(r) = raw else {
             return Some(None);
         };
-        let mut out = String::with_capacity(r.get().len());
-        if super::write_canonical(r.get(), &mut out, 0) {
-            return Some(Some(out));
+        render_dynamic(r.get()).map(Some)
+    }
+
+    /// A dynamic cell of the JSON text `t`: its canonical form, `None` if it has none.
+    pub(super) fn render_dynamic(t: &str) -> Option<String> {
+        let mut out = String::with_capacity(t.len());
+        if super::write_canonical(t, &mut out, 0) {
+            return Some(out);
         }
-        serde_json::from_str::<Value>(r.get())
-            .ok()
-            .map(|v| Some(v.to_string()))
+        serde_json::from_str::<Value>(t).ok().map(|v| v.to_string())
+    }
+
+    /// A dynamic cell: left as a range of the item ([`Spec::Dynamic`]) when a scan shows
+    /// it renders, otherwise rendered now, exactly as [`dynamic`] does (it can fail).
+    fn dynamic_spec(item: &str, raw: Raw<'_>) -> Option<Spec> {
+        match raw {
+            Some(r) if surely_renders(r.get()) => {
+                let start = r.get().as_ptr().addr() - item.as_ptr().addr();
+                Some(Spec::Dynamic(start, start + r.get().len()))
+            }
+            _ => dynamic(raw).map(Spec::Done),
+        }
+    }
+
+    /// Whether [`super::write_canonical`] surely accepts `t`, a JSON value the item's
+    /// parse already read: it refuses such a value only for an escape serde_json will not
+    /// decode (a lone surrogate) or nesting of [`super::CANONICAL_MAX_DEPTH`] or more, so
+    /// a value without a backslash whose brackets (outside strings, which then end at
+    /// their next quote) nest less deep renders. A value this scan does not vouch for may
+    /// still render: [`dynamic`] decides.
+    pub(super) fn surely_renders(t: &str) -> bool {
+        let (mut depth, mut deepest, mut in_string) = (0u32, 0u32, false);
+        for &b in t.as_bytes() {
+            match b {
+                b'\\' => return false,
+                b'"' => in_string = !in_string,
+                b'{' | b'[' if !in_string => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b'}' | b']' if !in_string => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest < super::CANONICAL_MAX_DEPTH
     }
 
     /// The id as text; `None` (general path) when it is missing, empty or not a plain
@@ -797,6 +848,9 @@ mod fast {
         Str(usize, usize),
         /// The cell, rendered when the item was read.
         Done(Option<String>),
+        /// The bytes `start..end` of the item: a JSON value whose canonical form
+        /// ([`render_dynamic`]) is the cell, known to exist ([`surely_renders`]).
+        Dynamic(usize, usize),
     }
 
     /// A text cell: a string without escapes stays a range of the item (rendered when it
@@ -855,7 +909,7 @@ mod fast {
                         t(org.id)?,
                         t(org.name)?,
                         t(org.kind)?,
-                        Spec::Done(dynamic(a.details)?),
+                        dynamic_spec(raw, a.details)?,
                     ],
                 )
             }
@@ -878,8 +932,8 @@ mod fast {
                         t(c.content_id)?,
                         t(c.item_id)?,
                         t(c.item_type)?,
-                        Spec::Done(dynamic(c.relationships)?),
-                        Spec::Done(dynamic(c.state)?),
+                        dynamic_spec(raw, c.relationships)?,
+                        dynamic_spec(raw, c.state)?,
                     ],
                 )
             }
@@ -906,7 +960,7 @@ mod fast {
                         t(actor.id)?,
                         t(actor.email)?,
                         t(actor.name)?,
-                        Spec::Done(dynamic(a.details)?),
+                        dynamic_spec(raw, a.details)?,
                     ],
                 )
             }
@@ -1491,9 +1545,15 @@ mod tests {
     }
 
     fn assert_kept_cells_equal_the_row(source: SourceKind, raw: &str) {
+        let every: Vec<usize> = (0..columns(source).len()).collect();
+        for keep in [&[0, 1, 3, 6][..], &every] {
+            assert_kept_cells_equal(source, raw, keep);
+        }
+    }
+
+    fn assert_kept_cells_equal(source: SourceKind, raw: &str, keep: &[usize]) {
         let row = to_row(source, raw);
-        let keep = [0, 1, 3, 6];
-        let kept = to_row_keeping(source, raw, &keep);
+        let kept = to_row_keeping(source, raw, keep);
         assert_eq!(kept.id, row.id, "{raw}");
         assert_eq!(kept.time, row.time, "{raw}");
         assert_eq!(kept.id_derived, row.id_derived, "{raw}");
@@ -1529,6 +1589,13 @@ mod tests {
             r#"{"id":"o","createdBy":{"id":{"nested":true},"type":false},"context":{"ip":null}}"#.into(),
             // Too deep for the parser, and not an object at all.
             format!(r#"{{"id":"deep","details":{deep},"createdBy":{{"id":"u"}}}}"#),
+            // Dynamic columns around the writer's depth limit, with brackets in strings,
+            // escapes and a lone surrogate (which a scan cannot vouch for).
+            format!(r#"{{"id":"d99","details":{},"state":{}}}"#, nested(98), nested(99)),
+            format!(r#"{{"id":"d100","details":{},"state":{}}}"#, nested(100), nested(101)),
+            format!(r#"{{"id":"d130","details":{},"relationships":{}}}"#, nested(130), nested(127)),
+            r#"{"id":"b","details":{"a":"[[{","b":["]]}"]},"state":{"x":"\"[","y":"\ud800"}}"#.into(),
+            r#"{"id":"c","details":"\udc00","relationships":{"k\ud800":1}}"#.into(),
             "[1,2]".into(),
             "not json".into(),
         ];
@@ -1637,6 +1704,19 @@ mod tests {
                 let mut got = String::new();
                 prop_assert!(write_canonical(&text, &mut got, 0), "refused {text}");
                 prop_assert_eq!(got, want, "{}", text);
+            }
+        }
+    }
+
+    proptest! {
+        /// A value the scan vouches for is one the canonical writer accepts.
+        #[test]
+        fn what_surely_renders_renders(value in arb_json(), depth in 0usize..120) {
+            let text = format!("{}{}{}", "[".repeat(depth), value, "]".repeat(depth));
+            if serde_json::from_str::<&serde_json::value::RawValue>(&text).is_ok()
+                && fast::surely_renders(&text)
+            {
+                prop_assert!(write_canonical(&text, &mut String::new(), 0), "refused {}", text);
             }
         }
     }
