@@ -376,7 +376,27 @@ impl Store {
         check_version(&writer, path)?;
         // A step may read the stored items (`mirotrail_column`): their dictionaries first.
         codec.load(&writer).map_err(open_err)?;
+        let version_before: i64 = writer
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
         schema::migrate(&mut writer).map_err(open_err)?;
+        // A step that rewrote every stored row in place (the stored rule columns) leaves
+        // pages part full: the file is rewritten once, like after a re-encoding below.
+        let rewritten = if schema::rewrites_rows(version_before) {
+            let mut rows = 0i64;
+            for source in SourceKind::ALL {
+                rows += writer
+                    .query_row(
+                        &format!("SELECT count(*) FROM {}", raw::rows_table(source)),
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(open_err)?;
+            }
+            u64::try_from(rows).unwrap_or(0)
+        } else {
+            0
+        };
         codec.load(&writer).map_err(open_err)?;
         // Items stored as text (before a dictionary, or by an older version) are
         // compressed now; after an upgrade that is every row, once, so the file is then
@@ -385,10 +405,10 @@ impl Store {
         for source in SourceKind::ALL {
             recoded += raw::compact(&mut writer, &codec, source).map_err(open_err)?;
         }
-        if recoded >= COMPACT_VACUUM_ROWS {
+        if recoded.max(rewritten) >= COMPACT_VACUUM_ROWS {
             tracing::info!(
-                rows = recoded,
-                "compressed the stored items; rewriting the store file to free the space"
+                rows = recoded.max(rewritten),
+                "converted the stored rows; rewriting the store file to free the space"
             );
             writer.execute_batch("VACUUM").map_err(open_err)?;
         }
@@ -1790,7 +1810,8 @@ fn stored_columns(source: SourceKind) -> &'static [&'static str] {
     }
 }
 
-/// Re-encoding this many rows at open (an upgraded store) is followed by a `VACUUM`.
+/// Re-encoding or rewriting this many rows at open (an upgraded store) is followed by a
+/// `VACUUM`.
 const COMPACT_VACUUM_ROWS: u64 = 10_000;
 
 /// Writes a slice's progress; its counts grow by `added`.

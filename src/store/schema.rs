@@ -690,6 +690,17 @@ pub(crate) fn version_before_rule_columns() -> i64 {
     i64::try_from(index).expect("a few steps")
 }
 
+/// Whether bringing a store from `version` up to date rewrites every stored row in place
+/// (the stored rule columns step fills its columns in each row), which leaves the
+/// tables' pages part full (`Store::open` then rewrites the file).
+pub(crate) fn rewrites_rows(version: i64) -> bool {
+    let index = migrations()
+        .iter()
+        .position(|step| *step == STEP_13)
+        .expect("the stored rule columns step is a migration");
+    usize::try_from(version).is_ok_and(|v| v > 0 && v <= index)
+}
+
 /// The schema version this build writes.
 pub(crate) fn latest_version() -> i64 {
     i64::try_from(migrations().len()).expect("a few steps")
@@ -756,6 +767,16 @@ mod tests {
         ]
         .join("\n");
         assert_eq!(STEP_1, generated);
+    }
+
+    #[test]
+    fn only_a_store_from_before_the_rule_columns_has_its_rows_rewritten() {
+        assert!(rewrites_rows(version_before_rule_columns()));
+        assert!(rewrites_rows(version_before_orgs()));
+        assert!(!rewrites_rows(version_before_rule_columns() + 1));
+        assert!(!rewrites_rows(latest_version()));
+        // A new store has no rows to rewrite.
+        assert!(!rewrites_rows(0));
     }
 
     /// Every table's columns, in the store, are the transform's column list followed by
