@@ -20,6 +20,9 @@
 //!   and retention never deletes a row listed there.
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
 //!   columns could not all be derived is also listed in `partial_rows` (same transaction).
+//! - a stored column (`stored_columns`: the keys, the grouped columns and the ones
+//!   rules and reports read over every row) holds exactly what the view would derive from
+//!   `_raw` (`docs/store.md`); the views derive the rest on read.
 //!
 //! Durability: WAL with `synchronous = NORMAL`. A commit is in the WAL when it returns, so
 //! killing the process at any point loses nothing committed; a power loss or OS crash may
