@@ -23,6 +23,9 @@
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
 //!   columns could not all be derived is also listed in `partial_rows` (same transaction,
 //!   keyed by organisation, source and id).
+//! - a stored column (`stored_columns`: the keys, the grouped columns and the ones
+//!   rules and reports read over every row) holds exactly what the view would derive from
+//!   `_raw` (`docs/store.md`); the views derive the rest on read.
 //!
 //! Durability: WAL with `synchronous = NORMAL`. A commit is in the WAL when it returns, so
 //! killing the process at any point loses nothing committed; a power loss or OS crash may
@@ -377,7 +380,29 @@ impl Store {
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         check_version(&writer, path)?;
+        // A step may read the stored items (`mirotrail_column`): their dictionaries first.
+        codec.load(&writer).map_err(open_err)?;
+        let version_before: i64 = writer
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
         schema::migrate(&mut writer).map_err(open_err)?;
+        // A step that rewrote every stored row in place (the stored rule columns) leaves
+        // pages part full: the file is rewritten once, like after a re-encoding below.
+        let rewritten = if schema::rewrites_rows(version_before) {
+            let mut rows = 0i64;
+            for source in SourceKind::ALL {
+                rows += writer
+                    .query_row(
+                        &format!("SELECT count(*) FROM {}", raw::rows_table(source)),
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(open_err)?;
+            }
+            u64::try_from(rows).unwrap_or(0)
+        } else {
+            0
+        };
         codec.load(&writer).map_err(open_err)?;
         // Items stored as text (before a dictionary, or by an older version) are
         // compressed now; after an upgrade that is every row, once, so the file is then
@@ -386,10 +411,10 @@ impl Store {
         for source in SourceKind::ALL {
             recoded += raw::compact(&mut writer, &codec, source).map_err(open_err)?;
         }
-        if recoded >= COMPACT_VACUUM_ROWS {
+        if recoded.max(rewritten) >= COMPACT_VACUUM_ROWS {
             tracing::info!(
-                rows = recoded,
-                "compressed the stored items; rewriting the store file to free the space"
+                rows = recoded.max(rewritten),
+                "converted the stored rows; rewriting the store file to free the space"
             );
             writer.execute_batch("VACUUM").map_err(open_err)?;
         }
@@ -1617,9 +1642,9 @@ fn advance_offset_tx(
 /// An in-memory database with the current schema (rule samples, `rules test`).
 pub fn scratch() -> Result<Connection, StoreError> {
     let mut conn = Connection::open_in_memory().map_err(sql("opening a scratch store"))?;
-    schema::migrate(&mut conn).map_err(sql("creating a scratch store"))?;
     raw::register_functions(&conn, &RawCodec::new(None))
         .map_err(sql("creating a scratch store"))?;
+    schema::migrate(&mut conn).map_err(sql("creating a scratch store"))?;
     Ok(conn)
 }
 
@@ -1846,8 +1871,10 @@ pub fn stored_row(source: SourceKind, raw: &str) -> Row {
 }
 
 /// The columns a source's stored table keeps (besides `_seq`, `_raw`, `_ingested_at`):
-/// the dedup key, the event time (indexed) and what the Sentinel sample queries group
-/// by; the view derives the others from `_raw` (schema step 10).
+/// the dedup key, the event time (indexed), what the Sentinel sample queries group by
+/// (schema step 10), and what the rule pack, the report and the sample queries read over
+/// every row, without an event filter (the stored rule columns step): the view derives
+/// the others from `_raw`. Why each is stored: `docs/store.md`.
 fn stored_columns(source: SourceKind) -> &'static [&'static str] {
     match source {
         SourceKind::AuditLogs => &[
@@ -1856,8 +1883,18 @@ fn stored_columns(source: SourceKind) -> &'static [&'static str] {
             "event",
             "category",
             "createdBy_email",
+            "createdBy_id",
+            "createdBy_type",
+            "context_ip",
+            "context_organization_name",
         ],
-        SourceKind::ContentLogs => &["TimeGenerated", "id", "actionType", "actor_email"],
+        SourceKind::ContentLogs => &[
+            "TimeGenerated",
+            "id",
+            "actionType",
+            "actor_email",
+            "contentId",
+        ],
         // `storedAt`: the time the API's windows filter on (an index, like `TimeGenerated`).
         SourceKind::AiInteractionLogs => &[
             "TimeGenerated",
@@ -1869,7 +1906,8 @@ fn stored_columns(source: SourceKind) -> &'static [&'static str] {
     }
 }
 
-/// Re-encoding this many rows at open (an upgraded store) is followed by a `VACUUM`.
+/// Re-encoding or rewriting this many rows at open (an upgraded store) is followed by a
+/// `VACUUM`.
 const COMPACT_VACUUM_ROWS: u64 = 10_000;
 
 /// Writes a slice's progress; its counts grow by `added`.
@@ -1983,7 +2021,20 @@ mod tests {
 
     #[test]
     fn stored_rows_keep_the_stored_columns_as_the_transform_derives_them() {
-        let item = r#"{"id":"e1","createdAt":"2023-09-01T09:30:10.840+0000","storedAt":"2023-09-01T09:31:00Z","actionTime":"2023-09-01T09:30:10Z","event":"sign_in_failed","category":"authentication","actionType":"delete","aiFeatureName":"summarize","createdBy":{"email":"ada@acme.example","id":"1"},"actor":{"email":"bo@acme.example"},"context":{"ip":"198.18.0.1"}}"#;
+        // `createdBy.id` is a number beyond 2^53: it stays its exact digits.
+        let item = r#"{"id":"e1","createdAt":"2023-09-01T09:30:10.840+0000","storedAt":"2023-09-01T09:31:00Z","actionTime":"2023-09-01T09:30:10Z","event":"sign_in_failed","category":"authentication","actionType":"delete","aiFeatureName":"summarize","contentId":"uXjVOD6LSME=","createdBy":{"email":"ada@acme.example","id":30744573459876543210,"type":"user"},"actor":{"email":"bo@acme.example"},"context":{"ip":"198.18.0.1","organization":{"name":"Acme"}}}"#;
+        let audit = stored_row(SourceKind::AuditLogs, item);
+        let cell = |name: &str| {
+            let i = transform::AUDIT_COLUMNS
+                .iter()
+                .position(|c| *c == name)
+                .unwrap();
+            audit.cells[i].as_deref()
+        };
+        assert_eq!(cell("createdBy_id"), Some("30744573459876543210"));
+        assert_eq!(cell("createdBy_type"), Some("user"));
+        assert_eq!(cell("context_ip"), Some("198.18.0.1"));
+        assert_eq!(cell("context_organization_name"), Some("Acme"));
         for source in SourceKind::ALL {
             let columns = transform::columns(source);
             let row = transform::to_row(source, item);
@@ -2817,6 +2868,149 @@ mod tests {
         assert_eq!(
             store.table_stats(SourceKind::AuditLogs).unwrap().rows,
             i64::try_from(before[0].len()).unwrap() + 1
+        );
+    }
+
+    #[test]
+    fn a_compact_store_gets_the_stored_rule_columns_keeping_every_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compact.db");
+        // The audit items compressed (a dictionary is trained on them), the others text:
+        // the step reads both forms.
+        let count = |source: SourceKind| match source {
+            SourceKind::AuditLogs => raw::TRAIN_ROWS + 300,
+            _ => 300,
+        };
+        let stored_before: Vec<Vec<&str>> = SourceKind::ALL
+            .iter()
+            .map(|source| {
+                let columns = transform::columns(*source);
+                stored_columns(*source)
+                    .iter()
+                    .copied()
+                    .filter(|c| {
+                        ![
+                            "createdBy_id",
+                            "createdBy_type",
+                            "context_ip",
+                            "context_organization_name",
+                            "contentId",
+                        ]
+                        .contains(c)
+                    })
+                    .inspect(|c| assert!(columns.contains(c)))
+                    .collect()
+            })
+            .collect();
+        // A store as the release before the step wrote it: compact, items compressed.
+        let before: Vec<_> = {
+            let mut conn = Connection::open(&path).unwrap();
+            let codec = RawCodec::new(Some(&path));
+            raw::register_functions(&conn, &codec).unwrap();
+            schema::migrate_to(&mut conn, schema::version_before_rule_columns()).unwrap();
+            for (k, source) in SourceKind::ALL.iter().enumerate() {
+                let columns = transform::columns(*source);
+                let kept = &stored_before[k];
+                let sql_text = format!(
+                    "INSERT OR IGNORE INTO {} ({}, _raw, _ingested_at) VALUES ({})",
+                    raw::rows_table(*source),
+                    kept.join(", "),
+                    (1..=kept.len() + 2)
+                        .map(|i| format!("?{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for i in 0..count(*source) {
+                    let raw = varied_item(i);
+                    let row = transform::to_row(*source, &raw);
+                    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::new();
+                    for name in kept {
+                        let at = columns.iter().position(|c| c == name).unwrap();
+                        values.push(&row.cells[at]);
+                    }
+                    values.push(&raw);
+                    values.push(&"2024-05-02T00:00:00.000Z");
+                    conn.execute(&sql_text, values.as_slice()).unwrap();
+                }
+                let compressed = raw::compact(&mut conn, &codec, *source).unwrap();
+                assert_eq!(compressed > 0, *source == SourceKind::AuditLogs, "{source}");
+            }
+            SourceKind::ALL
+                .iter()
+                .map(|s| all_rows(&conn, s.table()))
+                .collect()
+        };
+
+        drop(Store::open(&path).unwrap());
+        let conn = Store::open_read_only(&path).unwrap();
+        for (k, source) in SourceKind::ALL.iter().enumerate() {
+            let after = all_rows(&conn, source.table());
+            assert_eq!(after.len(), before[k].len(), "{source}: every row kept");
+            assert_eq!(
+                after, before[k],
+                "{source}: every value kept, `_raw` byte for byte"
+            );
+            // The stored table holds each stored column as the view showed it: NULL
+            // only where the view showed NULL.
+            for column in stored_columns(*source) {
+                let differ: i64 = conn
+                    .query_row(
+                        &format!(
+                            "SELECT count(*) FROM {rows} WHERE {column} IS NOT \
+                             mirotrail_column('{name}', '{column}', _raw)",
+                            rows = raw::rows_table(*source),
+                            name = source.name()
+                        ),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert_eq!(differ, 0, "{source} {column}");
+            }
+        }
+        // The converted columns are read from the stored table, not derived by the view.
+        let plan: Vec<String> = conn
+            .prepare("EXPLAIN SELECT createdBy_id, createdBy_type, context_ip, context_organization_name FROM MiroAuditLogs_CL")
+            .unwrap()
+            .query_map([], |r| {
+                Ok(r.get_ref(4)?.as_str().ok().map(str::to_string))
+            })
+            .unwrap()
+            .filter_map(|r| r.unwrap())
+            .collect();
+        assert!(
+            !plan.iter().any(|p| p.contains("mirotrail_column")),
+            "{plan:?}"
+        );
+        // New rows store the columns too.
+        let store = Store::open(&path).unwrap();
+        let item = r#"{"id":"new-1","event":"board_opened","createdAt":"2024-05-03T00:00:00Z","createdBy":{"type":"user","id":3074457345000000009},"context":{"ip":"198.18.0.9"}}"#;
+        store
+            .commit_page(
+                SourceKind::AuditLogs,
+                &[(stored_row(SourceKind::AuditLogs, item), item)],
+                &cp(SourceKind::AuditLogs, 1, None),
+            )
+            .unwrap();
+        let got: (String, String, String, String) = store
+            .reader
+            .lock()
+            .unwrap()
+            .query_row(
+                "SELECT createdBy_id, createdBy_type, context_ip, context_organization_name
+                 FROM MiroAuditLogs_CL_rows WHERE id = 'new-1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            got,
+            (
+                "3074457345000000009".into(),
+                "user".into(),
+                "198.18.0.9".into(),
+                String::new()
+            )
         );
     }
 

@@ -474,8 +474,80 @@ INSERT INTO partial_rows (org, source, id, unread, stored_ms)
   FROM temp.partial_rows_v12 p;
 DROP TABLE temp.partial_rows_v12;"#;
 
+/// Step 14, stored rule columns (`docs/store.md`): the derived columns that the rule pack,
+/// the report and the Sentinel sample queries read over every row (no event filter to
+/// narrow them) are stored, so such a query reads no item: `createdBy_id`,
+/// `createdBy_type`, `context_ip` and `context_organization_name` of the audit logs,
+/// `contentId` of the content logs. In one transaction: the columns are added, filled from
+/// `_raw` by `mirotrail_column` (the function the views read them with, so every value is
+/// what the view showed: a connection that runs this step has mirotrail's SQL functions),
+/// and the two views read them instead of deriving them. The columns are nullable and
+/// without a default: they hold exactly what the transform derives.
+const STEP_14: &str = r#"ALTER TABLE MiroAuditLogs_CL_rows ADD COLUMN createdBy_id TEXT;
+ALTER TABLE MiroAuditLogs_CL_rows ADD COLUMN createdBy_type TEXT;
+ALTER TABLE MiroAuditLogs_CL_rows ADD COLUMN context_ip TEXT;
+ALTER TABLE MiroAuditLogs_CL_rows ADD COLUMN context_organization_name TEXT;
+UPDATE MiroAuditLogs_CL_rows SET
+  createdBy_id = mirotrail_column('audit_logs', 'createdBy_id', _raw),
+  createdBy_type = mirotrail_column('audit_logs', 'createdBy_type', _raw),
+  context_ip = mirotrail_column('audit_logs', 'context_ip', _raw),
+  context_organization_name = mirotrail_column('audit_logs', 'context_organization_name', _raw);
+ALTER TABLE MiroContentLogs_CL_rows ADD COLUMN contentId TEXT;
+UPDATE MiroContentLogs_CL_rows SET
+  contentId = mirotrail_column('content_logs', 'contentId', _raw);
+DROP VIEW MiroAuditLogs_CL;
+CREATE VIEW MiroAuditLogs_CL AS SELECT
+  TimeGenerated,
+  id,
+  mirotrail_column('audit_logs', 'createdAt', _raw) AS createdAt,
+  event,
+  category,
+  mirotrail_column('audit_logs', 'logType', _raw) AS logType,
+  createdBy_email,
+  createdBy_id,
+  mirotrail_column('audit_logs', 'createdBy_name', _raw) AS createdBy_name,
+  createdBy_type,
+  mirotrail_column('audit_logs', 'object_id', _raw) AS object_id,
+  mirotrail_column('audit_logs', 'object_name', _raw) AS object_name,
+  context_ip,
+  mirotrail_column('audit_logs', 'context_team_id', _raw) AS context_team_id,
+  mirotrail_column('audit_logs', 'context_team_name', _raw) AS context_team_name,
+  mirotrail_column('audit_logs', 'context_team_type', _raw) AS context_team_type,
+  mirotrail_column('audit_logs', 'context_organization_id', _raw) AS context_organization_id,
+  context_organization_name,
+  mirotrail_column('audit_logs', 'context_organization_type', _raw) AS context_organization_type,
+  mirotrail_column('audit_logs', 'details', _raw) AS details,
+  mirotrail_raw(_raw) AS _raw,
+  _ingested_at,
+  _seq,
+  (SELECT org_id FROM orgs WHERE orgs.key = _org) AS _org_id
+FROM MiroAuditLogs_CL_rows;
+CREATE TRIGGER MiroAuditLogs_CL_delete INSTEAD OF DELETE ON MiroAuditLogs_CL
+BEGIN DELETE FROM MiroAuditLogs_CL_rows WHERE _seq = OLD._seq; END;
+DROP VIEW MiroContentLogs_CL;
+CREATE VIEW MiroContentLogs_CL AS SELECT
+  TimeGenerated,
+  id,
+  mirotrail_column('content_logs', 'actionTime', _raw) AS actionTime,
+  actionType,
+  mirotrail_column('content_logs', 'actor_id', _raw) AS actor_id,
+  actor_email,
+  mirotrail_column('content_logs', 'actor_name', _raw) AS actor_name,
+  contentId,
+  mirotrail_column('content_logs', 'itemId', _raw) AS itemId,
+  mirotrail_column('content_logs', 'itemType', _raw) AS itemType,
+  mirotrail_column('content_logs', 'relationships', _raw) AS relationships,
+  mirotrail_column('content_logs', 'state', _raw) AS state,
+  mirotrail_raw(_raw) AS _raw,
+  _ingested_at,
+  _seq,
+  (SELECT org_id FROM orgs WHERE orgs.key = _org) AS _org_id
+FROM MiroContentLogs_CL_rows;
+CREATE TRIGGER MiroContentLogs_CL_delete INSTEAD OF DELETE ON MiroContentLogs_CL
+BEGIN DELETE FROM MiroContentLogs_CL_rows WHERE _seq = OLD._seq; END;"#;
+
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 13] {
+fn migrations() -> [&'static str; 14] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -601,12 +673,16 @@ fn migrations() -> [&'static str; 13] {
         ALTER TABLE checkpoints ADD COLUMN window_reread INTEGER NOT NULL DEFAULT 0;",
         // 13: partly derived rows noted per organisation (see STEP_13).
         STEP_13,
+        // 14: stored rule columns: what rules and reports read over every row is stored,
+        // filled from `_raw` (see STEP_14; needs mirotrail's SQL functions).
+        STEP_14,
     ]
 }
 
 /// Brings the schema up to date; safe to run on every open, twice in a row, and from two
 /// processes at once (`run` beside `backfill`): each step reads the version inside an
-/// immediate (write-locked) transaction, so only one process applies it.
+/// immediate (write-locked) transaction, so only one process applies it. `conn` must have
+/// mirotrail's SQL functions (`raw::register_functions`): some steps fill columns with them.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     migrate_to(conn, latest_version())
 }
@@ -648,6 +724,28 @@ pub(crate) fn version_before_partial_rows_per_org() -> i64 {
         .position(|step| *step == STEP_13)
         .expect("the partial rows step is a migration");
     i64::try_from(index).expect("a few steps")
+}
+
+/// The version of a store just before the stored rule columns step (found, like
+/// [`version_before_orgs`], not written).
+#[cfg(test)]
+pub(crate) fn version_before_rule_columns() -> i64 {
+    let index = migrations()
+        .iter()
+        .position(|step| *step == STEP_14)
+        .expect("the stored rule columns step is a migration");
+    i64::try_from(index).expect("a few steps")
+}
+
+/// Whether bringing a store from `version` up to date rewrites every stored row in place
+/// (the stored rule columns step fills its columns in each row), which leaves the
+/// tables' pages part full (`Store::open` then rewrites the file).
+pub(crate) fn rewrites_rows(version: i64) -> bool {
+    let index = migrations()
+        .iter()
+        .position(|step| *step == STEP_14)
+        .expect("the stored rule columns step is a migration");
+    usize::try_from(version).is_ok_and(|v| v > 0 && v <= index)
 }
 
 /// The schema version this build writes.
@@ -718,16 +816,26 @@ mod tests {
         assert_eq!(STEP_1, generated);
     }
 
+    #[test]
+    fn only_a_store_from_before_the_rule_columns_has_its_rows_rewritten() {
+        assert!(rewrites_rows(version_before_rule_columns()));
+        assert!(rewrites_rows(version_before_orgs()));
+        assert!(!rewrites_rows(version_before_rule_columns() + 1));
+        assert!(!rewrites_rows(latest_version()));
+        // A new store has no rows to rewrite.
+        assert!(!rewrites_rows(0));
+    }
+
     /// Every table's columns, in the store, are the transform's column list followed by
     /// the bookkeeping columns (a later step that adds a table must keep them in step).
     #[test]
     fn every_table_has_the_transform_columns_in_order() {
         let mut conn = Connection::open_in_memory().unwrap();
-        migrate(&mut conn).unwrap();
-        migrate(&mut conn).unwrap();
-        // The views derive columns with mirotrail's SQL functions.
+        // The views derive columns, and a step fills them, with mirotrail's SQL functions.
         crate::store::raw::register_functions(&conn, &crate::store::raw::RawCodec::new(None))
             .unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
         for source in crate::config::SourceKind::ALL {
             let stmt = conn
                 .prepare(&format!("SELECT * FROM {} LIMIT 0", source.table()))
