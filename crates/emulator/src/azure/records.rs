@@ -11,8 +11,8 @@
 //!
 //! Invariant: the first refused record (in body order) decides the answer, and within a
 //! record an undeclared column (the first in sorted order, as a JSON object lists its
-//! keys) comes before a rejected id; a body that is not a JSON array at all is refused
-//! as such, whatever its records hold.
+//! keys) comes before a rejected id; a body that does not parse as a JSON array (as a
+//! whole, nesting limit included) is refused as such, whatever its records hold.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -65,13 +65,20 @@ pub(super) fn check(
     };
     for (index, raw) in records.iter().enumerate() {
         let text = raw.get();
+        if !builds(text) {
+            return Err(NotAnArray);
+        }
+        if out.refusal.is_some() {
+            // The rest is only read for the syntax: a body that does not parse is
+            // refused as such, whatever its records hold.
+            continue;
+        }
         if !text.starts_with('{') {
             out.refusal = Some(Refusal::NotObject { index });
-            break;
+            continue;
         }
         let (undeclared, id) = if keep {
-            let map: Map<String, Value> =
-                serde_json::from_str(text).expect("a JSON object already read");
+            let map: Map<String, Value> = serde_json::from_str(text).map_err(|_| NotAnArray)?;
             let undeclared = map.keys().find(|k| !columns.contains(&k.as_str())).cloned();
             let id = kql_tostring(map.get("id"));
             out.kept.push(map);
@@ -79,7 +86,7 @@ pub(super) fn check(
         } else {
             let scan = serde_json::Deserializer::from_str(text)
                 .deserialize_map(Scan { columns })
-                .expect("a JSON object already read");
+                .map_err(|_| NotAnArray)?;
             (
                 scan.undeclared.map(Cow::into_owned),
                 kql_tostring(scan.id.as_ref()),
@@ -87,17 +94,23 @@ pub(super) fn check(
         };
         if let Some(column) = undeclared {
             out.refusal = Some(Refusal::Undeclared { index, column });
-            break;
-        }
-        if reject_ids.contains(&id) {
+        } else if reject_ids.contains(&id) {
             out.refusal = Some(Refusal::Rejected { index, id });
-            break;
         }
     }
     if out.refusal.is_some() {
         out.kept.clear();
     }
     Ok(out)
+}
+
+/// Whether serde_json builds a record as a JSON tree inside the body's array: skipping a
+/// value (a raw value, an ignored member) follows any nesting, building one stops at 128
+/// levels, and Azure reads the body as a whole. Only a record with that many brackets
+/// is built to find out.
+fn builds(text: &str) -> bool {
+    let brackets = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+    brackets < 100 || serde_json::from_str::<Value>(&format!("[{text}]")).is_ok()
 }
 
 /// What a scan of one record found.
@@ -249,6 +262,32 @@ mod tests {
             let (kept, scanned, _) = both(body, reject);
             assert_eq!(&kept, expected, "{body}");
             assert_eq!(&scanned, expected, "{body}");
+        }
+    }
+
+    /// The body parses or not as it did when it was built as one JSON tree, however
+    /// deep its records are nested, and wherever the deep one stands.
+    #[test]
+    fn nesting_refuses_the_body_as_a_tree_would() {
+        let columns = Stream::AuditLogs.declared_columns();
+        for depth in [60, 120, 125, 126, 127, 128, 129, 200] {
+            let deep = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            for body in [
+                format!(r#"[{{"id":"1","details":{deep}}}]"#),
+                format!(r#"[{{"zeta":1}},{{"id":"2","details":{deep}}}]"#),
+                format!(r#"[7,{deep}]"#),
+                format!(r#"[{{"id":{deep}}}]"#),
+            ] {
+                let tree = serde_json::from_str::<Value>(&body).is_ok();
+                for keep in [true, false] {
+                    assert_eq!(
+                        check(body.as_bytes(), columns, &[], keep).is_ok(),
+                        tree,
+                        "depth {depth}, keep {keep}: {}",
+                        &body[..20]
+                    );
+                }
+            }
         }
     }
 
