@@ -10,7 +10,9 @@
 //! compared their runs are interleaved (A B A B ...).
 //!
 //! Phases, in each run: a backfill of a quarter of the org and of the whole org, delivery
-//! of the whole org's store to the Azure emulator, and the raw ceiling: a minimal client
+//! of the whole org's store to the Azure emulator (three `run --once`, each measured: delivery
+//! alone with detection off, the first detection pass alone with no sink, and both, as
+//! after a backfill), and the raw ceiling: a minimal client
 //! (paging requests, serde_json, one SQLite transaction per page) reading the same org from
 //! the same emulator. Then the destinations phase: one store delivered in full to each
 //! destination in [`DESTINATIONS`] (Sentinel, Splunk HEC with and without indexer
@@ -379,58 +381,110 @@ fn backfill(bins: &Bins, bin: &Path, audit: u64, content: u64) -> BackfillRun {
     }
 }
 
-/// The store of a backfill delivered to the Azure emulator by `run --once`.
+/// The store of a backfill run over by `run --once` three ways, in this order, each by the
+/// same binary on the same rows:
+/// - delivery alone: the Sentinel sink to the Azure emulator, `[detect] enabled = false`
+///   (a sink name of its own, so that the combined run below starts from the beginning);
+/// - the first detection pass alone: no sink, on a copy of the store (so that the combined
+///   run still finds every row not yet evaluated);
+/// - both: the Sentinel sink and detection, what `run --once` after a backfill costs.
 struct DeliveryRun {
+    /// Both (the figure the bench has always reported).
     usage: ChildUsage,
     azure: ChildUsage,
     records: u64,
     bytes: u64,
+    /// Delivery alone.
+    alone: ChildUsage,
+    alone_azure: ChildUsage,
+    /// The first detection pass alone.
+    detection: ChildUsage,
 }
 
-fn deliver(bins: &Bins, bin: &Path, run: &BackfillRun) -> DeliveryRun {
-    let dir = run.dir.path();
-    let azure = Emulator::start(
-        &bins.emulator,
-        dir,
-        "azure",
-        "azure",
-        &["--discard-rows".into()],
-    );
-    // The collector finds nothing new (the org ends two days ago): this is delivery.
+/// One `run --once` over the store in `dir` (`name`.toml, `name`.log): with the Sentinel
+/// sink `sink` to a fresh Azure emulator when given, detection on or off. The Azure
+/// emulator's usage and stats come back with mirotrail's usage.
+fn run_once(
+    bins: &Bins,
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    sink: Option<&str>,
+    detect: bool,
+) -> (ChildUsage, Option<(ChildUsage, Value)>) {
+    let azure = sink.map(|_| {
+        Emulator::start(
+            &bins.emulator,
+            dir,
+            &format!("{name}-azure"),
+            "azure",
+            &["--discard-rows".into()],
+        )
+    });
+    // The collector finds nothing new (the org ends two days ago).
     let now = UnixMs::now();
     let miro = Emulator::start(
         &bins.emulator,
         dir,
-        "miro-empty",
+        &format!("{name}-miro"),
         "miro",
         &miro_args(0, 0, now.minus(days(3)), now.minus(days(2)), 0.0),
     );
-    let toml = format!(
-        "{}[sources.content_logs]\nenabled = true\n\n{}",
+    let mut toml = format!(
+        "{}[sources.content_logs]\nenabled = true\n\n[detect]\nenabled = {detect}\n\n",
         miro_section(&miro.base),
-        sentinel_section(&azure.base)
     );
-    std::fs::write(dir.join("deliver.toml"), toml).unwrap();
-    let usage = run_child(
-        bin,
-        &["run", "--once", "--config", "deliver.toml"],
-        dir,
-        "deliver.log",
-    );
-    let (azure_usage, stats) = azure.stop();
+    if let (Some(sink), Some(azure)) = (sink, &azure) {
+        let _ = write!(toml, "[sinks.{sink}]\n{}", sentinel_sink(&azure.base));
+    }
+    let config = format!("{name}.toml");
+    std::fs::write(dir.join(&config), toml).unwrap();
+    let log = format!("{name}.log");
+    let usage = run_child(bin, &["run", "--once", "--config", &config], dir, &log);
+    let azure = azure.map(Emulator::stop);
     let _ = miro.stop();
     assert!(
         usage.success,
-        "delivery failed: see {}",
-        dir.join("deliver.log").display()
+        "{name} failed: see {}",
+        dir.join(&log).display()
     );
-    let records = stat(&stats, "records_accepted");
-    assert_eq!(records, run.events, "every stored row delivered");
+    (usage, azure)
+}
+
+fn deliver(bins: &Bins, bin: &Path, run: &BackfillRun) -> DeliveryRun {
+    let dir = run.dir.path();
+    let delivered = |azure: &Option<(ChildUsage, Value)>, what: &str| {
+        let (_, stats) = azure.as_ref().expect("a run with the sink");
+        let records = stat(stats, "records_accepted");
+        assert_eq!(records, run.events, "{what}: every stored row delivered");
+        (records, stat(stats, "bytes_received"))
+    };
+    let (alone, azure) = run_once(bins, bin, dir, "deliver-alone", Some("alone"), false);
+    delivered(&azure, "delivery alone");
+    let alone_azure = azure.expect("a run with the sink").0;
+
+    // The detection pass on a copy of the store (the backfill's process has ended: its
+    // WAL, if any, is copied with it).
+    let copy = dir.join("detect-alone");
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["mirotrail.db", "mirotrail.db-wal"] {
+        if dir.join(file).exists() {
+            std::fs::copy(dir.join(file), copy.join(file)).unwrap();
+        }
+    }
+    let (detection, _) = run_once(bins, bin, &copy, "detect-alone", None, true);
+    std::fs::remove_dir_all(&copy).unwrap();
+
+    let (usage, azure) = run_once(bins, bin, dir, "deliver", Some("sentinel"), true);
+    let (records, bytes) = delivered(&azure, "delivery and detection");
     DeliveryRun {
         usage,
-        azure: azure_usage,
+        azure: azure.expect("a run with the sink").0,
         records,
-        bytes: stat(&stats, "bytes_received"),
+        bytes,
+        alone,
+        alone_azure,
+        detection,
     }
 }
 
@@ -1499,41 +1553,85 @@ fn report(
     }
     if series.iter().any(|s| !s.delivery.is_empty()) {
         let rows = series[0].delivery.first().map_or(0, |d| d.records);
+        // (label, figure of one run, decimals): delivery alone, detection alone, both.
+        type Figure = fn(&DeliveryRun) -> f64;
+        let figures: [(String, Figure, usize); 10] = [
+            (
+                format!(
+                    "delivery alone (`[detect] enabled = false`) of {rows} rows to the Azure emulator: rows/s"
+                ),
+                |d| d.alone.rate(d.records),
+                0,
+            ),
+            (
+                "delivery alone: mirotrail CPU s per 100k rows".into(),
+                |d| d.alone.cpu_per_100k(d.records),
+                2,
+            ),
+            (
+                "delivery alone: Azure emulator CPU s per 100k rows".into(),
+                |d| d.alone_azure.cpu_per_100k(d.records),
+                2,
+            ),
+            (
+                "delivery alone: mirotrail peak RSS (MB)".into(),
+                |d| d.alone.rss_mb(),
+                1,
+            ),
+            (
+                "first detection pass alone (no sink): mirotrail CPU s per 100k rows".into(),
+                |d| d.detection.cpu_per_100k(d.records),
+                2,
+            ),
+            (
+                "first detection pass alone: mirotrail peak RSS (MB)".into(),
+                |d| d.detection.rss_mb(),
+                1,
+            ),
+            (
+                "delivery and the first detection pass (`run --once` after a backfill): rows/s"
+                    .into(),
+                |d| d.usage.rate(d.records),
+                0,
+            ),
+            (
+                "delivery: MB/s sent (gzip)".into(),
+                |d| d.bytes as f64 / 1e6 / d.usage.wall.as_secs_f64(),
+                2,
+            ),
+            (
+                "delivery and detection: mirotrail CPU s per 100k rows".into(),
+                |d| d.usage.cpu_per_100k(d.records),
+                2,
+            ),
+            (
+                "delivery and detection: mirotrail peak RSS (MB)".into(),
+                |d| d.usage.rss_mb(),
+                1,
+            ),
+        ];
+        for (label, figure, decimals) in figures {
+            let _ = writeln!(
+                t,
+                "| {label} | {} |",
+                col(&|s| s.delivery.iter().map(figure).collect(), decimals)
+            );
+        }
         let _ = writeln!(
             t,
-            "| delivery of {rows} rows to the Azure emulator: rows/s | {} |",
-            col(
-                &|s| s.delivery.iter().map(|d| d.usage.rate(d.records)).collect(),
-                0
-            )
-        );
-        let _ = writeln!(
-            t,
-            "| delivery: MB/s sent (gzip) | {} |",
+            "| delivery: gzip bytes sent per row | {} |",
             col(
                 &|s| s
                     .delivery
                     .iter()
-                    .map(|d| d.bytes as f64 / 1e6 / d.usage.wall.as_secs_f64())
+                    .map(|d| d.bytes as f64 / d.records as f64)
                     .collect(),
-                2
+                1
             )
         );
         let _ = writeln!(
             t,
-            "| delivery: mirotrail CPU s per 100k rows | {} |",
-            col(
-                &|s| s
-                    .delivery
-                    .iter()
-                    .map(|d| d.usage.cpu_per_100k(d.records))
-                    .collect(),
-                2
-            )
-        );
-        let _ = writeln!(
-            t,
-            "| delivery: Azure emulator CPU s per 100k rows | {} |",
+            "| delivery and detection: Azure emulator CPU s per 100k rows | {} |",
             col(
                 &|s| s
                     .delivery
@@ -1541,14 +1639,6 @@ fn report(
                     .map(|d| d.azure.cpu_per_100k(d.records))
                     .collect(),
                 2
-            )
-        );
-        let _ = writeln!(
-            t,
-            "| delivery: mirotrail peak RSS (MB) | {} |",
-            col(
-                &|s| s.delivery.iter().map(|d| d.usage.rss_mb()).collect(),
-                1
             )
         );
     }
@@ -1621,8 +1711,14 @@ fn report(
             ));
         }
         if !series[0].delivery.is_empty() {
+            let cpu =
+                |s: &Series, f: fn(&DeliveryRun) -> f64| med(s.delivery.iter().map(f).collect());
+            let alone: fn(&DeliveryRun) -> f64 = |d| d.alone.cpu_per_100k(d.records);
+            let detection: fn(&DeliveryRun) -> f64 = |d| d.detection.cpu_per_100k(d.records);
             ratios.push(format!(
-                "delivery {:.2}",
+                "delivery alone {:.2}, first detection pass {:.2}, delivery and detection {:.2}",
+                cpu(&series[1], alone) / cpu(&series[0], alone),
+                cpu(&series[1], detection) / cpu(&series[0], detection),
                 cpu_del(&series[1]) / cpu_del(&series[0])
             ));
         }

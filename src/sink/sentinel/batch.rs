@@ -99,7 +99,9 @@ impl Records {
 /// the item's stream members spliced as Miro sent them (keys in sorted order, as
 /// `stream_record` gives them): no JSON tree is built, except for a member that may
 /// not parse on its own (a `\u` escape, or nested deeper than serde_json follows),
-/// which goes through [`stream_record`]'s rules.
+/// which goes through [`stream_record`]'s rules. The item is read once ([`pick`]): member
+/// names are compared where they stand in the item, only the stream members' values are
+/// kept (as spans of the item), the others are skipped.
 pub(crate) fn encode(
     source: SourceKind,
     rows: &[OutboxRow],
@@ -115,20 +117,14 @@ pub(crate) fn encode(
     let mut long = Vec::new();
     let mut picked: Vec<Option<&RawValue>> = vec![None; columns.len()];
     for row in rows {
-        let cannot = |e: String| {
-            format!(
-                "stored row _seq {} cannot be sent to Sentinel: {e}",
-                row.seq
-            )
-        };
-        let members = members(&row.raw).map_err(|e| cannot(TransformError(e).to_string()))?;
         picked.iter_mut().for_each(|p| *p = None);
-        for (key, value) in &members {
-            if let Some(i) = columns.iter().position(|c| *c == key.as_ref()) {
-                // A repeated key: the last one counts, as when the item is parsed.
-                picked[i] = Some(value);
-            }
-        }
+        pick(&row.raw, columns, &mut picked).map_err(|e| {
+            format!(
+                "stored row _seq {} cannot be sent to Sentinel: {}",
+                row.seq,
+                TransformError(e)
+            )
+        })?;
         let start = out.buf.len();
         let mut id = 0..0;
         out.buf.push(b'{');
@@ -165,6 +161,71 @@ pub(crate) fn encode(
     Ok((out, long))
 }
 
+/// Reads the item `raw` (a JSON object) once, setting `picked[i]` to the value of its
+/// member named `columns[i]` (a repeated name: the last one, as when the item is parsed).
+/// The same items are refused as by `transform::members`: anything but one JSON object.
+fn pick<'a>(
+    raw: &'a str,
+    columns: &[&str],
+    picked: &mut [Option<&'a RawValue>],
+) -> Result<(), String> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use std::borrow::Cow;
+
+    /// A member name, borrowed from the item unless it holds an escape.
+    struct Key<'de>(Cow<'de, str>);
+    impl<'de> serde::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a member name")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    struct Pick<'p, 'a> {
+        columns: &'p [&'p str],
+        picked: &'p mut [Option<&'a RawValue>],
+    }
+    impl<'a> Visitor<'a> for Pick<'_, 'a> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(Key(key)) = map.next_key::<Key<'a>>()? {
+                match self.columns.iter().position(|c| *c == key) {
+                    Some(i) => self.picked[i] = Some(map.next_value::<&'a RawValue>()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    impl<'a> DeserializeSeed<'a> for Pick<'_, 'a> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    Pick { columns, picked }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| e.to_string())
+}
+
 /// Writes one member's value: its JSON text as sent (whitespace around it dropped), or,
 /// when it may not parse on its own, what [`stream_record`] makes of it (the parsed value,
 /// or a string holding its text). Returns the value's length as Azure counts it (a
@@ -172,11 +233,15 @@ pub(crate) fn encode(
 fn write_member(buf: &mut Vec<u8>, text: &str) -> usize {
     let text = text.trim();
     let bytes = text.as_bytes();
-    let simple = !text.contains("\\u") && nesting_depth(bytes) < 100;
+    // Cheap tests first: a `\u` needs a backslash, and nesting 100 deep needs 100 brackets.
+    let escaped = bytes.contains(&b'\\');
+    let string = bytes.first() == Some(&b'"');
+    let simple = !(escaped && text.contains("\\u"))
+        && (string || brackets(bytes) < 100 || nesting_depth(bytes) < 100);
     if simple {
         buf.extend_from_slice(bytes);
-        return if bytes.first() == Some(&b'"') {
-            if text.contains('\\') {
+        return if string {
+            if escaped {
                 serde_json::from_str::<String>(text).map_or(bytes.len(), |s| s.len())
             } else {
                 bytes.len() - 2
@@ -192,6 +257,11 @@ fn write_member(buf: &mut Vec<u8>, text: &str) -> usize {
         Value::String(s) => s.len(),
         other => other.to_string().len(),
     }
+}
+
+/// How many `[` and `{` a JSON text holds (in strings too): at least its nesting depth.
+fn brackets(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'[' || b == b'{').count()
 }
 
 /// The deepest nesting of arrays and objects in a JSON text.
@@ -365,6 +435,220 @@ mod tests {
         }
         assert_eq!(records.id(1), "8");
         assert_eq!(records.id(4), "");
+    }
+
+    /// The encode before the one-pass read (`transform::members`, a name allocated per
+    /// member, the nesting scanned per value): what the new one must write, byte for byte.
+    fn encode_by_members(
+        source: SourceKind,
+        rows: &[OutboxRow],
+    ) -> Result<(Records, Vec<LongValue>), String> {
+        let columns = stream_columns(source);
+        let mut order: Vec<usize> = (0..columns.len()).collect();
+        order.sort_by_key(|&i| columns[i]);
+        let total: usize = rows.iter().map(|r| r.raw.len()).sum();
+        let mut out = Records {
+            buf: Vec::with_capacity(total),
+            spans: Vec::with_capacity(rows.len()),
+        };
+        let mut long = Vec::new();
+        let mut picked: Vec<Option<&RawValue>> = vec![None; columns.len()];
+        for row in rows {
+            let cannot = |e: String| {
+                format!(
+                    "stored row _seq {} cannot be sent to Sentinel: {e}",
+                    row.seq
+                )
+            };
+            let members = members(&row.raw).map_err(|e| cannot(TransformError(e).to_string()))?;
+            picked.iter_mut().for_each(|p| *p = None);
+            for (key, value) in &members {
+                if let Some(i) = columns.iter().position(|c| *c == key.as_ref()) {
+                    // A repeated key: the last one counts, as when the item is parsed.
+                    picked[i] = Some(value);
+                }
+            }
+            let start = out.buf.len();
+            let mut id = 0..0;
+            out.buf.push(b'{');
+            let mut first = true;
+            for &i in &order {
+                let Some(value) = picked[i] else { continue };
+                if !first {
+                    out.buf.push(b',');
+                }
+                first = false;
+                out.buf.push(b'"');
+                out.buf.extend_from_slice(columns[i].as_bytes());
+                out.buf.extend_from_slice(b"\":");
+                let at = out.buf.len();
+                let bytes = write_member_before(&mut out.buf, value.get());
+                if columns[i] == "id" {
+                    id = at..out.buf.len();
+                }
+                if bytes > MAX_VALUE_BYTES {
+                    long.push(LongValue {
+                        seq: row.seq,
+                        column: columns[i].to_string(),
+                        bytes,
+                    });
+                }
+            }
+            out.buf.push(b'}');
+            out.spans.push(Span {
+                seq: row.seq,
+                json: start..out.buf.len(),
+                id,
+            });
+        }
+        Ok((out, long))
+    }
+
+    fn write_member_before(buf: &mut Vec<u8>, text: &str) -> usize {
+        let text = text.trim();
+        let bytes = text.as_bytes();
+        let simple = !text.contains("\\u") && nesting_depth(bytes) < 100;
+        if simple {
+            buf.extend_from_slice(bytes);
+            return if bytes.first() == Some(&b'"') {
+                if text.contains('\\') {
+                    serde_json::from_str::<String>(text).map_or(bytes.len(), |s| s.len())
+                } else {
+                    bytes.len() - 2
+                }
+            } else {
+                bytes.len()
+            };
+        }
+        let value =
+            serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_string()));
+        serde_json::to_writer(&mut *buf, &value).expect("a JSON value serializes");
+        match &value {
+            Value::String(s) => s.len(),
+            other => other.to_string().len(),
+        }
+    }
+
+    fn same_as_before(items: &[String]) {
+        for source in [SourceKind::AuditLogs, SourceKind::ContentLogs] {
+            let rows: Vec<OutboxRow> = items
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| row(i64::try_from(i).unwrap(), raw))
+                .collect();
+            match (encode(source, &rows), encode_by_members(source, &rows)) {
+                (Ok((new, new_long)), Ok((old, old_long))) => {
+                    assert_eq!(new.buf, old.buf, "{items:?}");
+                    for i in 0..rows.len() {
+                        assert_eq!(new.json(i), old.json(i));
+                        assert_eq!(new.id(i), old.id(i));
+                        assert_eq!(new.seq(i), old.seq(i));
+                    }
+                    assert_eq!(new_long, old_long);
+                }
+                (new, old) => assert_eq!(new.map(|_| ()), old.map(|_| ()), "{items:?}"),
+            }
+        }
+    }
+
+    /// Hostile items: huge numbers, `#` ids, unicode and escaped names, nulls, repeated
+    /// and escaped keys, deep nesting, long values, whitespace, and items that are not
+    /// objects at all.
+    #[test]
+    fn records_are_written_as_before_for_hostile_items() {
+        let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
+        let deep99 = format!("{}1{}", "{\"a\":".repeat(99), "}".repeat(99));
+        let brackets = format!("\"{}\"", "[".repeat(300));
+        let long = "é".repeat(MAX_VALUE_BYTES);
+        let items = [
+            r#"{"id":30744573462359955121234567890,"event":"e","details":{"n":1e400,"m":-0.0}}"#
+                .to_string(),
+            r##"{"id":"#1","event":"board#opened","contentId":"#c","actor":{"id":"#a"}}"##
+                .to_string(),
+            r#"{"id":"é\u00e9\ud83d\ude00","event":"caf\u00e9","category":"\\u0041","state":null}"#
+                .to_string(),
+            r#"{"\u0069d":"escaped name","ev\u0065nt":1,"évènement":"x","id":"last"}"#.to_string(),
+            r#"{"id":null,"event":null,"createdBy":null,"itemId":null,"relationships":[]}"#
+                .to_string(),
+            r#" { "id" : 7 , "details" : { "f" : [ 1 , 2 ] } , "id" : "8" } "#.to_string(),
+            format!(r#"{{"id":"d","details":{deep},"state":{deep}}}"#),
+            format!(r#"{{"id":"d99","details":{deep99},"state":{deep99}}}"#),
+            format!(r#"{{"id":"b","event":{brackets},"details":[{brackets}]}}"#),
+            format!(r#"{{"id":"l","details":"{long}","actionType":"{long}x"}}"#),
+            r#"{"id":"q","details":"tab\there \"quoted\" \/ back\\slash"}"#.to_string(),
+            "{}".to_string(),
+        ];
+        same_as_before(&items);
+        for bad in ["[1]", "\"s\"", "{\"id\":1} x", "{\"id\":}", "", "null"] {
+            same_as_before(&[r#"{"id":"ok"}"#.to_string(), bad.to_string()]);
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            "[0-9]{20,40}",
+            any::<f64>().prop_map(|f| serde_json::to_string(&f).unwrap()),
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just(r##""\u00e9\n\"#\"""##.to_string()),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec((key(), inner), 0..4).prop_map(|v| {
+                    let members: Vec<String> =
+                        v.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                    format!("{{{}}}", members.join(" ,"))
+                }),
+            ]
+        })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(vec![
+                "id",
+                "event",
+                "category",
+                "type",
+                "createdAt",
+                "createdBy",
+                "context",
+                "details",
+                "object",
+                "contentId",
+                "actionType",
+                "actionTime",
+                "actor",
+                "itemType",
+                "itemId",
+                "state",
+                "relationships",
+            ])
+            .prop_map(|k| format!("\"{k}\"")),
+            Just(r#""\u0069d""#.to_string()),
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ]
+    }
+
+    proptest! {
+        /// For arbitrary items, the one-pass encode writes what the encode before it did.
+        #[test]
+        fn records_are_written_as_before(
+            items in proptest::collection::vec(
+                proptest::collection::vec((key(), json_value()), 0..10).prop_map(|m| {
+                    let members: Vec<String> =
+                        m.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+                1..5,
+            )
+        ) {
+            same_as_before(&items);
+        }
     }
 
     #[test]

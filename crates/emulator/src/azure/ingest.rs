@@ -1,13 +1,15 @@
 //! `POST /dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01`: the checks
 //! Azure makes, in its order, then the DCR transformation into the table.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use super::http::{Reply, Request, Response};
-use super::{Shared, Stream, chance, kql_tostring};
+use super::records::{self, Refusal};
+use super::{Shared, Stream, chance};
 
 /// An ingestion error: `{"error":{"code","message"}}` and `x-ms-error-code`.
 pub(super) fn error(status: u16, code: &str, message: &str) -> Response {
@@ -145,10 +147,10 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
     }
     let body = match request.header("content-encoding") {
         Some(e) if e.eq_ignore_ascii_case("gzip") => {
-            let mut out = Vec::new();
-            let limit = config.max_body_bytes as u64 + 1;
+            let limit = config.max_body_bytes + 1;
+            let mut out = Vec::with_capacity(request.body.len().saturating_mul(8).min(limit));
             if flate2::read::GzDecoder::new(&request.body[..])
-                .take(limit)
+                .take(limit as u64)
                 .read_to_end(&mut out)
                 .is_err()
             {
@@ -158,9 +160,9 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
                     "The gzip body cannot be decompressed.",
                 );
             }
-            out
+            Cow::Owned(out)
         }
-        None => request.body.clone(),
+        None => Cow::Borrowed(&request.body[..]),
         Some(other) => {
             return respond(
                 400,
@@ -183,58 +185,68 @@ async fn upload_inner(state: &Shared, dcr: &str, stream: &str, request: &Request
     // An empty array passes every check above and writes nothing (204). Microsoft does
     // not document this case; `mirotrail check` relies on it (as Vector's healthcheck
     // does) and reports any other answer as "not verified".
-    let Ok(Value::Array(records)) = serde_json::from_slice::<Value>(&body) else {
-        return respond(
-            400,
-            "InvalidPayload",
-            "The body must be a JSON array of objects.",
-        );
-    };
-    let columns = source.declared_columns();
-    let mut rows = Vec::with_capacity(records.len());
-    for (i, record) in records.iter().enumerate() {
-        let Value::Object(map) = record else {
+    // The records are built only when the transformed rows are kept (or their ids, for
+    // the acknowledgement times); the checks are the same either way (`records`).
+    let keep = config.keep_rows || config.record_ack_times;
+    let checked = match records::check(
+        &body,
+        source.declared_columns(),
+        &config.faults.reject_ids,
+        keep,
+    ) {
+        Ok(checked) => checked,
+        Err(records::NotAnArray) => {
             return respond(
                 400,
                 "InvalidPayload",
-                &format!("Record {i} is not a JSON object."),
+                "The body must be a JSON array of objects.",
             );
-        };
-        if let Some(unknown) = map.keys().find(|k| !columns.contains(&k.as_str())) {
+        }
+    };
+    match checked.refusal {
+        None => {}
+        Some(Refusal::NotObject { index }) => {
+            return respond(
+                400,
+                "InvalidPayload",
+                &format!("Record {index} is not a JSON object."),
+            );
+        }
+        Some(Refusal::Undeclared { index, column }) => {
             return respond(
                 400,
                 "InvalidPayload",
                 &format!(
-                    "Record {i} has column '{unknown}', which stream '{stream}' does not declare."
+                    "Record {index} has column '{column}', which stream '{stream}' does not declare."
                 ),
             );
         }
-        let id = kql_tostring(map.get("id"));
-        if config.faults.reject_ids.contains(&id) {
+        Some(Refusal::Rejected { index, id }) => {
             return respond(
                 400,
                 "InvalidPayload",
-                &format!("Record {i} (id '{id}') was refused (injected fault)."),
+                &format!("Record {index} (id '{id}') was refused (injected fault)."),
             );
         }
-        rows.push(source.transform(map));
     }
+    let count = checked.count;
+    let rows: Vec<Value> = checked.kept.iter().map(|r| source.transform(r)).collect();
     let lost = chance(config.faults.lost_ack_share);
     let mut s = state.lock().expect("emulator state");
-    s.stats.records_accepted += rows.len() as u64;
+    s.stats.records_accepted += count as u64;
     s.stats.batches_accepted += 1;
     if lost {
         s.stats.lost_acks += 1;
-        s.stats.lost_ack_records += rows.len() as u64;
+        s.stats.lost_ack_records += count as u64;
     }
-    if !lost && s.config.record_ack_times {
+    if !lost && config.record_ack_times {
         let now = crate::time::UnixMs::now();
         for row in &rows {
             let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
             s.acked.push((id.to_string(), now));
         }
     }
-    if s.config.keep_rows {
+    if config.keep_rows {
         s.tables.entry(source.table()).or_default().extend(rows);
     }
     if lost {

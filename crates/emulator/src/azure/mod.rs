@@ -13,6 +13,7 @@ mod dcr;
 mod entra;
 pub(crate) mod http;
 mod ingest;
+mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
