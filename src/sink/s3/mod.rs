@@ -247,18 +247,11 @@ impl S3Sink {
             }
         }
         let lines: Arc<Vec<object::Line>> = Arc::new(encoded);
-        // One compressor for the batch's objects, handed to each gzip task in turn.
-        let mut gzip = Some(object::Gzip::default());
         for planned in object::plan(&self.config.prefix, source, &lines, max_object_bytes) {
             let (l, p) = (lines.clone(), planned.clone());
-            let mut g = gzip.take().unwrap_or_default();
-            let (g, body) = tokio::task::spawn_blocking(move || {
-                let body = g.body(&l, &p);
-                (g, body)
-            })
-            .await
-            .expect("gzip task panicked");
-            gzip = Some(g);
+            let body = tokio::task::spawn_blocking(move || object::body(&l, &p))
+                .await
+                .expect("gzip task panicked");
             Put {
                 client: &client,
                 bucket: &self.config.bucket,

@@ -9,6 +9,7 @@
 //! time goes under `stream={Table}/undated/`.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use crate::sink::RecordFormat;
 use crate::sink::line::{encode_line, write_table_row};
@@ -136,97 +137,30 @@ fn planned(
     }
 }
 
-/// The lines handed to the compressor at a time: gathered first, as a call per line
-/// would cost more than compressing the line.
+/// The lines handed to the gzip encoder at a time. The encoder's every `write` prepares
+/// its whole 32 KiB output buffer, so a write per line would cost more than compressing
+/// the line; lines are gathered into pieces of this size first.
 const GZIP_PIECE_BYTES: usize = 256 * 1024;
 
-/// The compressor's output is taken in pieces of this size (it prepares all the room it
-/// is given on every call, so the room is kept near what one call writes).
-const GZIP_OUT_BYTES: usize = 64 * 1024;
-
-/// The gzip member header `flate2::write::GzEncoder` writes at the default level: no
-/// name, no time, unknown OS (reproducible).
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-
-/// Makes objects' gzip bodies with one deflate compressor, reset between objects
-/// (setting one up costs as much as compressing a few hundred rows, and an hour's
-/// object holds about that many).
-pub(super) struct Gzip {
-    deflate: flate2::Compress,
-    piece: Vec<u8>,
-    out: Vec<u8>,
-}
-
-impl Default for Gzip {
-    fn default() -> Self {
-        Gzip {
-            deflate: flate2::Compress::new(flate2::Compression::default(), false),
-            piece: Vec::new(),
-            out: Vec::new(),
+/// The gzip NDJSON body of an object: its lines, each followed by a newline.
+pub(super) fn body(lines: &[Line], object: &Planned) -> Vec<u8> {
+    let plain: usize = object.lines.iter().map(|&i| lines[i].text.len() + 1).sum();
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(plain / 4 + 64),
+        flate2::Compression::default(),
+    );
+    let mut piece: Vec<u8> = Vec::with_capacity(GZIP_PIECE_BYTES.min(plain));
+    for &i in &object.lines {
+        let text = lines[i].text.as_bytes();
+        if !piece.is_empty() && piece.len() + text.len() + 1 > GZIP_PIECE_BYTES {
+            gz.write_all(&piece).expect("writing to memory");
+            piece.clear();
         }
+        piece.extend_from_slice(text);
+        piece.push(b'\n');
     }
-}
-
-impl std::fmt::Debug for Gzip {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Gzip")
-    }
-}
-
-impl Gzip {
-    /// The gzip NDJSON body of an object: its lines, each followed by a newline.
-    pub(super) fn body(&mut self, lines: &[Line], object: &Planned) -> Vec<u8> {
-        let plain: usize = object.lines.iter().map(|&i| lines[i].text.len() + 1).sum();
-        self.deflate.reset();
-        let mut body = Vec::with_capacity(plain / 4 + 64);
-        body.extend_from_slice(&GZIP_HEADER);
-        let mut crc = flate2::Crc::new();
-        self.piece.clear();
-        for &i in &object.lines {
-            let text = lines[i].text.as_bytes();
-            if !self.piece.is_empty() && self.piece.len() + text.len() + 1 > GZIP_PIECE_BYTES {
-                self.compress(&mut crc, &mut body, flate2::FlushCompress::None);
-            }
-            self.piece.extend_from_slice(text);
-            self.piece.push(b'\n');
-        }
-        self.compress(&mut crc, &mut body, flate2::FlushCompress::Finish);
-        body.extend_from_slice(&crc.sum().to_le_bytes());
-        body.extend_from_slice(&crc.amount().to_le_bytes());
-        body
-    }
-
-    /// Compresses the gathered piece into `body` (with `Finish`, to the end of the
-    /// stream), and empties it.
-    fn compress(
-        &mut self,
-        crc: &mut flate2::Crc,
-        body: &mut Vec<u8>,
-        flush: flate2::FlushCompress,
-    ) {
-        crc.update(&self.piece);
-        let mut input = &self.piece[..];
-        loop {
-            self.out.clear();
-            self.out.reserve_exact(GZIP_OUT_BYTES);
-            let before = self.deflate.total_in();
-            let status = self
-                .deflate
-                .compress_vec(input, &mut self.out, flush)
-                .expect("deflating to memory");
-            let read = usize::try_from(self.deflate.total_in() - before).expect("a piece's size");
-            input = &input[read..];
-            body.extend_from_slice(&self.out);
-            let done = match flush {
-                flate2::FlushCompress::Finish => status == flate2::Status::StreamEnd,
-                _ => input.is_empty(),
-            };
-            if done {
-                break;
-            }
-        }
-        self.piece.clear();
-    }
+    gz.write_all(&piece).expect("writing to memory");
+    gz.finish().expect("writing to memory")
 }
 
 #[cfg(test)]
@@ -274,7 +208,7 @@ mod tests {
         assert_eq!(objects[1].lines, [0, 2]);
         // The body is the file sink's lines, gzipped.
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&Gzip::default().body(&lines, &objects[1])[..])
+        flate2::read::GzDecoder::new(&body(&lines, &objects[1])[..])
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(
@@ -319,33 +253,9 @@ mod tests {
         let expected: String = lines.iter().map(|l| format!("{}\n", l.text)).collect();
         assert!(expected.len() > 2 * GZIP_PIECE_BYTES, "{}", expected.len());
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&Gzip::default().body(&lines, &objects[0])[..])
+        flate2::read::GzDecoder::new(&body(&lines, &objects[0])[..])
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, expected);
-    }
-
-    #[test]
-    fn bodies_are_what_flate2s_gzip_encoder_writes_and_the_compressor_is_reused() {
-        use std::io::Write as _;
-        let rows: Vec<OutboxRow> = (1..=3000)
-            .map(|s| row(s, &format!("2024-03-05T{:02}:00:00Z", s % 5)))
-            .collect();
-        let lines = lines(&rows);
-        let mut gzip = Gzip::default();
-        for object in plan("", SourceKind::AuditLogs, &lines, 300 << 10) {
-            let mut reference =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            for &i in &object.lines {
-                reference.write_all(lines[i].text.as_bytes()).unwrap();
-                reference.write_all(b"\n").unwrap();
-            }
-            assert_eq!(
-                gzip.body(&lines, &object),
-                reference.finish().unwrap(),
-                "{}",
-                object.key
-            );
-        }
     }
 }
