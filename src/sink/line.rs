@@ -101,9 +101,9 @@ pub fn table_row_json(source: SourceKind, row: &OutboxRow) -> String {
 /// sink's event hour) transforms the item once.
 ///
 /// A dynamic column's cell is compact JSON exactly as serde_json writes it (the
-/// transform's canonical form, `docs/store.md`), so it is copied, not parsed and written
-/// again; only a partial row (an item the transform could not fully read) may hold a
-/// dynamic cell that is not JSON, which is then written as a string.
+/// transform's one form, `docs/sentinel-contract.md`), so it is copied, not parsed and
+/// written again; only a partial row (an item the transform could not fully read) may
+/// hold a dynamic cell that is not JSON, which is then written as a string.
 pub(super) fn write_table_row(
     source: SourceKind,
     row: &OutboxRow,
