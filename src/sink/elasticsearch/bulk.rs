@@ -66,6 +66,50 @@ struct BulkBody {
     items: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// A `_bulk` answer read without a `Value` tree per item: each item's action (the
+/// first in key order, as a `Value` map orders them) and its `status` and `error`
+/// members as text.
+#[derive(Debug, Deserialize)]
+struct BulkItems<'a> {
+    #[serde(borrow)]
+    items: Vec<std::collections::BTreeMap<&'a str, ItemResult<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemResult<'a> {
+    #[serde(borrow)]
+    status: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The items of a 200's `body` as [`classify`] reads them from a `Value`, or `None`
+/// when this reading cannot say the same (escaped keys, duplicate members, an action
+/// that is not an object: `classify` then reads the `Value`). The caller checks
+/// its number of items.
+fn read_items(body: &[u8]) -> Option<Vec<Item>> {
+    let b: BulkItems<'_> = serde_json::from_slice(body).ok()?;
+    b.items
+        .iter()
+        .map(|item| {
+            let Some(result) = item.values().next() else {
+                return Some(classify_item(500, None));
+            };
+            // `Value::as_u64` of a number's text (`arbitrary_precision`).
+            let status = result
+                .status
+                .and_then(|s| s.get().parse::<u64>().ok())
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(500);
+            let error = match result.error {
+                None => None,
+                Some(e) => Some(serde_json::from_str::<serde_json::Value>(e.get()).ok()?),
+            };
+            Some(classify_item(status, error.as_ref()))
+        })
+        .collect()
+}
+
 /// `{"error":{"type","reason"}}` (or a string error, as some proxies send).
 fn error_text(error: Option<&serde_json::Value>) -> String {
     match error {
@@ -128,6 +172,9 @@ pub(super) fn classify(
     };
     match status {
         200 => {
+            if let Some(items) = read_items(body).filter(|i| i.len() == actions) {
+                return Verdict::Answer(Answer::Items(items));
+            }
             let Ok(b) = serde_json::from_slice::<BulkBody>(body) else {
                 return Verdict::Retry(
                     "answered 200 without a readable `items` list (a proxy?); sent again".into(),
@@ -344,5 +391,52 @@ mod tests {
                 other => panic!("{status}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn items_read_without_a_value_tree_are_classified_as_from_one() {
+        let bodies = [
+            r#"{"took":3,"errors":true,"items":[
+              {"create":{"_index":"a","_id":"1","status":201,"result":"created"}},
+              {"create":{"_id":"2","status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}},
+              {"create":{"status":429,"error":{"type":"es_rejected_execution_exception"}}},
+              {"create":{"status":400,"error":"a string error"}},
+              {"create":{"status":"201"}},
+              {"create":{"status":201.0}},
+              {"create":{"status":70000}},
+              {"create":{"error":{"type":"x"}}},
+              {"index":{"status":403},"create":{"status":201}},
+              {},
+              {"create":{"status":404,"error":{"type":"index_not_found_exception","reason":"no such index [\u0061]"}}}
+            ]}"#,
+            r#"{"items":[{"create":{"status":201,"status":500}}]}"#,
+            r#"{"items":[{"create":5}]}"#,
+            r#"{"items":[{"cr\u0065ate":{"status":400}}]}"#,
+        ];
+        for body in bodies {
+            let n = serde_json::from_str::<BulkBody>(body).unwrap().items.len();
+            let reference: Vec<Item> = serde_json::from_str::<BulkBody>(body)
+                .unwrap()
+                .items
+                .iter()
+                .map(|item| {
+                    let result = item.values().next();
+                    let status = result
+                        .and_then(|r| r.get("status"))
+                        .and_then(serde_json::Value::as_u64)
+                        .and_then(|s| u16::try_from(s).ok())
+                        .unwrap_or(500);
+                    classify_item(status, result.and_then(|r| r.get("error")))
+                })
+                .collect();
+            assert_eq!(items(body, n), reference, "{body}");
+            if let Some(read) = read_items(body.as_bytes()) {
+                assert_eq!(read, reference, "{body}");
+            }
+        }
+        assert!(
+            read_items(bodies[0].as_bytes()).is_some(),
+            "the usual answer is read directly"
+        );
     }
 }

@@ -252,22 +252,13 @@ impl ElasticSink {
 
     /// One `create` action and its document, as two NDJSON lines.
     fn action(&self, source: SourceKind, row: &OutboxRow) -> String {
-        let id = serde_json::from_str::<serde_json::Value>(&row.raw)
-            .ok()
-            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
-            // An item without an id (never stored by the collector) gets one from its row.
-            .unwrap_or_else(|| format!("mirotrail-seq-{}", row.seq));
         // Miro ids are unique only per organisation: with several, two organisations'
         // items of the same id are two documents (`create` would call the second one
         // already stored).
-        let id = match (&row.org_id, self.config.org_in_id) {
-            (Some(org_id), true) => format!("{org_id}:{id}"),
-            _ => id,
-        };
-        let meta = serde_json::json!({
-            "create": { "_index": self.config.target(source), "_id": id }
-        });
-        format!("{meta}\n{}\n", document(source, row))
+        let org = row.org_id.as_deref().filter(|_| self.config.org_in_id);
+        let mut out = String::with_capacity(row.raw.len() + 640);
+        doc::write_action(self.config.target(source), source, row, org, &mut out);
+        out
     }
 
     fn body(&self, lines: &[&String]) -> Vec<u8> {

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use crate::sink::RecordFormat;
-use crate::sink::line::encode_line;
+use crate::sink::line::{encode_line, write_table_row};
 use crate::source::SourceKind;
-use crate::store::OutboxRow;
+use crate::store::{OutboxRow, transform};
 use crate::timefmt::UnixMs;
 
 /// One row, encoded.
@@ -33,13 +33,21 @@ pub(super) fn encode(
     source: SourceKind,
     row: &OutboxRow,
 ) -> Result<Line, String> {
-    let text = encode_line(format, source, row)?;
-    let time = row
-        .cells(source)
-        .into_iter()
-        .next()
-        .flatten()
-        .and_then(|t| UnixMs::parse(&t));
+    // The item is transformed once, for its line and its event time (`TimeGenerated`).
+    let derived = transform::to_row(source, &row.raw);
+    let text = match format {
+        RecordFormat::Json => {
+            let mut text = String::with_capacity(row.raw.len() + 256);
+            write_table_row(source, row, &derived, &mut text);
+            text
+        }
+        RecordFormat::Ocsf => encode_line(format, source, row)?,
+    };
+    let time = derived
+        .cells
+        .first()
+        .and_then(Option::as_deref)
+        .and_then(UnixMs::parse);
     Ok(Line {
         seq: row.seq,
         partition: partition(time),
@@ -129,6 +137,11 @@ fn planned(
     }
 }
 
+/// The lines handed to the gzip encoder at a time. The encoder's every `write` prepares
+/// its whole 32 KiB output buffer, so a write per line would cost more than compressing
+/// the line; lines are gathered into pieces of this size first.
+const GZIP_PIECE_BYTES: usize = 256 * 1024;
+
 /// The gzip NDJSON body of an object: its lines, each followed by a newline.
 pub(super) fn body(lines: &[Line], object: &Planned) -> Vec<u8> {
     let plain: usize = object.lines.iter().map(|&i| lines[i].text.len() + 1).sum();
@@ -136,11 +149,17 @@ pub(super) fn body(lines: &[Line], object: &Planned) -> Vec<u8> {
         Vec::with_capacity(plain / 4 + 64),
         flate2::Compression::default(),
     );
+    let mut piece: Vec<u8> = Vec::with_capacity(GZIP_PIECE_BYTES.min(plain));
     for &i in &object.lines {
-        gz.write_all(lines[i].text.as_bytes())
-            .expect("writing to memory");
-        gz.write_all(b"\n").expect("writing to memory");
+        let text = lines[i].text.as_bytes();
+        if !piece.is_empty() && piece.len() + text.len() + 1 > GZIP_PIECE_BYTES {
+            gz.write_all(&piece).expect("writing to memory");
+            piece.clear();
+        }
+        piece.extend_from_slice(text);
+        piece.push(b'\n');
     }
+    gz.write_all(&piece).expect("writing to memory");
     gz.finish().expect("writing to memory")
 }
 
@@ -223,5 +242,20 @@ mod tests {
         assert!(objects.iter().any(|o| o.first == 10 && o.last == 10));
         // Deterministic: the same rows give the same keys.
         assert_eq!(objects, plan("", SourceKind::AuditLogs, &lines, limit));
+    }
+
+    #[test]
+    fn an_object_larger_than_a_gzip_piece_is_its_lines_exactly() {
+        let rows: Vec<OutboxRow> = (1..=3000).map(|s| row(s, "2024-03-05T10:00:00Z")).collect();
+        let lines = lines(&rows);
+        let objects = plan("", SourceKind::AuditLogs, &lines, 64 << 20);
+        assert_eq!(objects.len(), 1);
+        let expected: String = lines.iter().map(|l| format!("{}\n", l.text)).collect();
+        assert!(expected.len() > 2 * GZIP_PIECE_BYTES, "{}", expected.len());
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body(&lines, &objects[0])[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, expected);
     }
 }
