@@ -478,7 +478,7 @@ fn item_id(item: &Map<String, Value>, raw: &str) -> (String, bool) {
 /// The same transformation without building a DOM of the item: top-level and nested
 /// objects are read into borrowed raw fields, and only scalars in unusual shapes and the
 /// dynamic columns are parsed further. `None` when the item needs the general path.
-mod fast {
+pub(crate) mod fast {
     use std::borrow::Cow;
 
     use serde::Deserialize;
@@ -583,9 +583,10 @@ mod fast {
 
     /// A nested object's fields, read in the same pass as the item; anything but an
     /// object has none (KQL: `""`). Arrays are skipped element by element as raw text, so
-    /// any depth is read, as it is for a raw field.
+    /// any depth is read, as it is for a raw field. The Elasticsearch sink's one-pass
+    /// reading uses it too.
     #[derive(Default)]
-    struct Obj<T>(T);
+    pub(crate) struct Obj<T>(pub(crate) T);
 
     impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -210,6 +210,7 @@ mod fast {
     use crate::sink::line::json_string;
     use crate::source::SourceKind;
     use crate::store::OutboxRow;
+    use crate::store::transform::fast::Obj;
     use crate::timefmt::UnixMs;
 
     /// Items with more opening brackets than this go to the general path (serde_json
@@ -258,60 +259,6 @@ mod fast {
     struct Context<'a> {
         #[serde(borrow)]
         ip: Raw<'a>,
-    }
-
-    /// A nested object's members; anything but an object has none (as `Value::get` finds
-    /// nothing in it).
-    #[derive(Default)]
-    struct Obj<T>(T);
-
-    impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct Visitor<T>(std::marker::PhantomData<T>);
-            impl<'de, T: Deserialize<'de> + Default> serde::de::Visitor<'de> for Visitor<T> {
-                type Value = Obj<T>;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("any JSON value")
-                }
-                fn visit_map<A: serde::de::MapAccess<'de>>(
-                    self,
-                    map: A,
-                ) -> Result<Obj<T>, A::Error> {
-                    // With `arbitrary_precision` a number also arrives as a map (of
-                    // serde_json's private key), whose one key no field matches.
-                    T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Obj)
-                }
-                fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                    self,
-                    mut seq: A,
-                ) -> Result<Obj<T>, A::Error> {
-                    while seq.next_element::<&'de RawValue>()?.is_some() {}
-                    Ok(Obj(T::default()))
-                }
-                fn visit_bool<E>(self, _: bool) -> Result<Obj<T>, E> {
-                    Ok(Obj(T::default()))
-                }
-                fn visit_i64<E>(self, _: i64) -> Result<Obj<T>, E> {
-                    Ok(Obj(T::default()))
-                }
-                fn visit_u64<E>(self, _: u64) -> Result<Obj<T>, E> {
-                    Ok(Obj(T::default()))
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<Obj<T>, E> {
-                    Ok(Obj(T::default()))
-                }
-                fn visit_str<E>(self, _: &str) -> Result<Obj<T>, E> {
-                    Ok(Obj(T::default()))
-                }
-                fn visit_unit<E>(self) -> Result<Obj<T>, E> {
-                    Ok(Obj(T::default()))
-                }
-                fn visit_none<E>(self) -> Result<Obj<T>, E> {
-                    Ok(Obj(T::default()))
-                }
-            }
-            d.deserialize_any(Visitor(std::marker::PhantomData))
-        }
     }
 
     /// A member that is a JSON string: its text (`Value::as_str`).
