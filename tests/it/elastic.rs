@@ -430,31 +430,7 @@ async fn two_organisations_items_of_the_same_id_are_two_documents() {
     let keys = w.store.register_orgs(&identities, true).unwrap();
     let items: Vec<String> = (0..40).map(|i| item(SourceKind::AuditLogs, i)).collect();
     for key in &keys {
-        let rows: Vec<(mirotrail::store::transform::Row, &str)> = items
-            .iter()
-            .map(|raw| {
-                (
-                    mirotrail::store::stored_row(SourceKind::AuditLogs, raw),
-                    raw.as_str(),
-                )
-            })
-            .collect();
-        let checkpoint = mirotrail::store::Checkpoint {
-            org: *key,
-            source: SourceKind::AuditLogs,
-            watermark: mirotrail::timefmt::UnixMs(0),
-            watermark_polled: mirotrail::timefmt::UnixMs(0),
-            reread_through: None,
-            window: None,
-            pages_total: 0,
-            requests_total: 0,
-            last_success: None,
-            last_error: None,
-            last_error_at: None,
-        };
-        w.store
-            .commit_page(SourceKind::AuditLogs, &rows, &checkpoint)
-            .unwrap();
+        crate::support::commit_org_items(&w.store, *key, SourceKind::AuditLogs, &items);
     }
     std::fs::write(w.dir.path().join("es-key"), &w.server_config.api_key).unwrap();
     let mut text = format!(

@@ -51,26 +51,7 @@ fn audit_item(i: usize) -> String {
 
 fn fill_audit(w: &World, from: usize, to: usize) {
     let items: Vec<String> = (from..to).map(audit_item).collect();
-    let rows: Vec<(transform::Row, &str)> = items
-        .iter()
-        .map(|raw| (transform::to_row(SourceKind::AuditLogs, raw), raw.as_str()))
-        .collect();
-    let checkpoint = mirotrail::store::Checkpoint {
-        org: mirotrail::store::OrgKey::DEFAULT,
-        source: SourceKind::AuditLogs,
-        watermark: mirotrail::timefmt::UnixMs(0),
-        watermark_polled: mirotrail::timefmt::UnixMs(0),
-        reread_through: None,
-        window: None,
-        pages_total: 0,
-        requests_total: 0,
-        last_success: None,
-        last_error: None,
-        last_error_at: None,
-    };
-    w.store
-        .commit_page(SourceKind::AuditLogs, &rows, &checkpoint)
-        .unwrap();
+    crate::support::commit_items(&w.store, SourceKind::AuditLogs, &items);
 }
 
 fn offset(w: &World, source: SourceKind) -> i64 {

@@ -207,6 +207,16 @@ pub(crate) fn fill_store(store: &mirotrail::store::Store, source: SourceKind, n:
 /// Commits raw `items` of `source` to the store in pages of 500, as the collector does,
 /// with a checkpoint that moves no watermark.
 pub(crate) fn commit_items(store: &mirotrail::store::Store, source: SourceKind, items: &[String]) {
+    commit_org_items(store, mirotrail::store::OrgKey::DEFAULT, source, items);
+}
+
+/// [`commit_items`] for organisation `org`.
+pub(crate) fn commit_org_items(
+    store: &mirotrail::store::Store,
+    org: mirotrail::store::OrgKey,
+    source: SourceKind,
+    items: &[String],
+) {
     for page in items.chunks(500) {
         let rows: Vec<(mirotrail::store::transform::Row, &str)> = page
             .iter()
@@ -218,7 +228,7 @@ pub(crate) fn commit_items(store: &mirotrail::store::Store, source: SourceKind, 
             })
             .collect();
         let checkpoint = mirotrail::store::Checkpoint {
-            org: mirotrail::store::OrgKey::DEFAULT,
+            org,
             source,
             watermark: mirotrail::timefmt::UnixMs(0),
             watermark_polled: mirotrail::timefmt::UnixMs(0),
