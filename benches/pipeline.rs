@@ -171,9 +171,10 @@ fn run_child(bin: &Path, args: &[&str], dir: &Path, log: &str) -> ChildUsage {
     wait_child(spawn(bin, &args, dir, log), started)
 }
 
-/// An emulator running as a child process.
+/// An emulator running as a child process, killed if the bench panics before `stop`.
 struct Emulator {
-    child: Child,
+    /// `None` once `stop` has taken it.
+    child: Option<Child>,
     started: Instant,
     base: String,
     stats: PathBuf,
@@ -223,7 +224,7 @@ impl Emulator {
             );
         };
         Emulator {
-            child,
+            child: Some(child),
             started,
             base,
             stats,
@@ -231,12 +232,23 @@ impl Emulator {
     }
 
     /// SIGTERM; its usage and the stats it wrote.
-    fn stop(self) -> (ChildUsage, Value) {
-        sigterm(&self.child);
-        let usage = wait_child(self.child, self.started);
+    fn stop(mut self) -> (ChildUsage, Value) {
+        let child = self.child.take().expect("an emulator is stopped once");
+        sigterm(&child);
+        let usage = wait_child(child, self.started);
         assert!(usage.success, "an emulator failed to stop cleanly");
         let stats = std::fs::read_to_string(&self.stats).expect("emulator stats written");
         (usage, serde_json::from_str(&stats).expect("stats are JSON"))
+    }
+}
+
+impl Drop for Emulator {
+    /// A bench that panics mid-phase must not leave its emulators running.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
