@@ -5,8 +5,10 @@
 //! Invariants: rows are committed in one transaction with the progress after the last
 //! page they came from (the committer's `commit`), a group of at most [`GROUP_MAX_PAGES`]
 //! pages, [`GROUP_MAX_BYTES`] of items and [`GROUP_MAX_AGE`] at a time, so a crash loses
-//! only pages that are fetched again; a cursor that repeats, or a run of empty pages that
-//! never ends, stops the window with an error instead of looping.
+//! only pages that are fetched again; groups commit in page order, one at a time per
+//! window (the next pages are fetched meanwhile), and the progress in memory moves only
+//! after its commit; a cursor that repeats, or a run of empty pages that never ends, stops
+//! the window with an error instead of looping.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -105,7 +107,7 @@ pub trait PageCommitter: Send + Sync + 'static {
 /// pages (a window's first group is one page, each next one twice the last), ...
 pub(crate) const GROUP_MAX_PAGES: usize = 64;
 /// ... this many bytes of page bodies (bounds memory: backfill reads several slices at
-/// once), ...
+/// once, and a window holds the group it fetches beside the one committing), ...
 pub(crate) const GROUP_MAX_BYTES: usize = 1024 * 1024;
 /// ... or once the oldest of them is this old, even while the next page is still being
 /// fetched (bounds how late rows and `status` are), whichever comes first. A window's
@@ -164,15 +166,31 @@ impl PageGroup {
     }
 }
 
+/// A group of pages being committed on a blocking thread while the next pages are fetched.
+type PendingCommit<P> = tokio::task::JoinHandle<Result<GroupCommitted<P>, StoreError>>;
+
+/// What committing a group did.
+struct GroupCommitted<P> {
+    commit: PageCommit,
+    outside: u64,
+    derived: u64,
+    partial: u64,
+    /// The progress after the group's last page, now committed.
+    next: P,
+}
+
 /// Reads a window from its cursor to its last page; `progress` follows every commit.
 ///
 /// Pages are committed in groups (bounded by [`GROUP_MAX_PAGES`], [`GROUP_MAX_BYTES`] and
 /// [`GROUP_MAX_AGE`]): the rows of every page of a group and the progress after its last
-/// page in one transaction. `progress` only ever holds what was committed, so a crash
-/// loses at most the group in memory, whose pages are fetched again from the committed
-/// cursor. Before any return the pending group is committed, so the caller's next step
-/// (restarting a refused cursor from the latest item stored, saving a stopped window)
-/// starts from everything fetched.
+/// page in one transaction. A group is transformed and committed on a blocking thread
+/// while the window's next pages are fetched; at most one group of a window is being
+/// committed at a time, so groups commit in page order, and the next one starts from the
+/// progress the last one committed. `progress` only ever holds what was committed, so a
+/// crash loses at most the groups in memory, whose pages are fetched again from the
+/// committed cursor. Before any return the pending groups are committed (and the commit
+/// in flight awaited), so the caller's next step (restarting a refused cursor from the
+/// latest item stored, saving a stopped window) starts from everything fetched.
 pub async fn read_window<S: PageCommitter>(
     w: WindowRead<'_>,
     committer: &Arc<S>,
@@ -188,12 +206,25 @@ pub async fn read_window<S: PageCommitter>(
     let started = Instant::now();
     let mut window_inserted = 0;
     let mut group = PageGroup::default();
+    // The commit in flight, if any.
+    let mut pending: Option<PendingCommit<S::Progress>> = None;
     // The first group of a window is its first page, and each group may hold twice as
     // many pages as the one before, up to `GROUP_MAX_PAGES`: a window's first rows are
     // stored at once, and a process stopped again and again still makes progress.
     let mut group_pages = 1;
-    // Commits the pending group (if any); `?` on its error. `flush!(and_grow)` also lets
-    // the next group hold twice as many pages.
+    // `settle!()` waits for the commit in flight (if any) and moves `progress` and the
+    // report by it; `?` on its error.
+    macro_rules! settle {
+        () => {
+            if let Some(commit) = pending.take() {
+                let committed = commit.await.expect("page commit task panicked");
+                settled(&w, committed, progress, report, &mut window_inserted)?;
+            }
+        };
+    }
+    // `flush!()` starts committing the group fetched (if any) once the commit in flight
+    // is settled; `flush!(and_grow)` also lets the next group hold twice as many pages.
+    // `finish!()` commits the group fetched and waits for it: before a return.
     macro_rules! flush {
         (and_grow) => {
             if !group.pages.is_empty() {
@@ -202,20 +233,22 @@ pub async fn read_window<S: PageCommitter>(
             flush!()
         };
         () => {
-            commit_group(
-                &w,
-                committer,
-                std::mem::take(&mut group).pages,
-                progress,
-                report,
-                &mut window_inserted,
-            )
-            .await?
+            settle!();
+            let pages = std::mem::take(&mut group).pages;
+            if !pages.is_empty() {
+                pending = Some(start_commit(&w, committer, pages, progress.clone()));
+            }
+        };
+    }
+    macro_rules! finish {
+        () => {
+            flush!();
+            settle!();
         };
     }
     loop {
         if shutdown.is_set() {
-            flush!();
+            finish!();
             return Err(CollectError::Stopped);
         }
         let query = PageQuery {
@@ -229,12 +262,25 @@ pub async fn read_window<S: PageCommitter>(
             let fetch = w.client.fetch_page(&query, shutdown);
             tokio::pin!(fetch);
             loop {
-                let Some(deadline) = group.deadline() else {
-                    break fetch.await;
+                let deadline = group.deadline();
+                // The commit in flight is settled as soon as it ends, not at the next
+                // flush: `progress` and the new-rows notice follow it at once.
+                let committing = async {
+                    match pending.as_mut() {
+                        Some(commit) => commit.await,
+                        None => std::future::pending().await,
+                    }
                 };
                 tokio::select! {
                     fetched = &mut fetch => break fetched,
-                    () = tokio::time::sleep_until(deadline) => {
+                    committed = committing => {
+                        pending = None;
+                        let committed = committed.expect("page commit task panicked");
+                        settled(&w, committed, progress, report, &mut window_inserted)?;
+                    }
+                    () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
+                        if deadline.is_some() =>
+                    {
                         flush!(and_grow);
                     }
                 }
@@ -243,7 +289,7 @@ pub async fn read_window<S: PageCommitter>(
         let (page, requests) = match fetched {
             Ok(fetched) => fetched,
             Err(error) => {
-                flush!();
+                finish!();
                 return Err(match error {
                     FetchError::Stopped => CollectError::Stopped,
                     error => CollectError::Fetch { kind, error },
@@ -270,12 +316,14 @@ pub async fn read_window<S: PageCommitter>(
             next_cursor: next_cursor.clone(),
             repeated: repeated.is_some(),
         });
-        if next_cursor.is_none()
-            || repeated.is_some()
-            || empty_pages >= MAX_EMPTY_PAGES
-            || group.full(group_pages)
-        {
+        let stops = next_cursor.is_none() || repeated.is_some() || empty_pages >= MAX_EMPTY_PAGES;
+        if stops || group.full(group_pages) {
             flush!(and_grow);
+        }
+        if stops {
+            // The window ends here (complete or stopped with an error): its last group
+            // is committed before the caller goes on.
+            settle!();
         }
 
         if let Some(cursor) = repeated {
@@ -314,23 +362,18 @@ pub async fn read_window<S: PageCommitter>(
     }
 }
 
-/// Transforms the pages of a group and commits their rows with the progress after the
-/// last of them; `progress` moves only once the transaction committed.
-async fn commit_group<S: PageCommitter>(
+/// Starts transforming the pages of a group and committing their rows with the progress
+/// after the last of them (`before` is the progress last committed), on a blocking
+/// thread.
+fn start_commit<S: PageCommitter>(
     w: &WindowRead<'_>,
     committer: &Arc<S>,
     pages: Vec<FetchedPage>,
-    progress: &mut S::Progress,
-    report: &mut CollectReport,
-    window_inserted: &mut u64,
-) -> Result<(), CollectError> {
-    if pages.is_empty() {
-        return Ok(());
-    }
+    before: S::Progress,
+) -> PendingCommit<S::Progress> {
     let (kind, from, to) = (w.kind, w.from, w.to);
     let committer = committer.clone();
-    let before = progress.clone();
-    let (commit, outside, derived, partial, next) = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut rows: Vec<(Row, &str)> =
             Vec::with_capacity(pages.iter().map(|p| p.page.len()).sum());
         let mut outside = 0u64;
@@ -369,10 +412,33 @@ async fn commit_group<S: PageCommitter>(
         }
         committer
             .commit(&rows, &before, &next)
-            .map(|c| (c, outside, derived, partial, next))
+            .map(|commit| GroupCommitted {
+                commit,
+                outside,
+                derived,
+                partial,
+                next,
+            })
     })
-    .await
-    .expect("page commit task panicked")?;
+}
+
+/// Moves `progress` and the report by a commit that ended; `progress` moves only once
+/// the transaction committed.
+fn settled<P>(
+    w: &WindowRead<'_>,
+    committed: Result<GroupCommitted<P>, StoreError>,
+    progress: &mut P,
+    report: &mut CollectReport,
+    window_inserted: &mut u64,
+) -> Result<(), CollectError> {
+    let GroupCommitted {
+        commit,
+        outside,
+        derived,
+        partial,
+        next,
+    } = committed?;
+    let (kind, from, to) = (w.kind, w.from, w.to);
     *progress = next;
     report.inserted += commit.inserted;
     report.duplicates += commit.duplicates;

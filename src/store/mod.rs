@@ -540,9 +540,17 @@ impl Store {
         rows: &[(Row, &str)],
         checkpoint: &Checkpoint,
     ) -> Result<PageCommit, StoreError> {
+        let encoded = self.encode(source, rows);
         let mut conn = self.writer.lock().expect("store writer lock");
         let tx = conn.transaction().map_err(sql("starting a page commit"))?;
-        let (commit, plain) = insert_rows(&tx, &self.codec, checkpoint.org, source, rows)?;
+        let (commit, plain) = insert_rows(
+            &tx,
+            &self.codec,
+            checkpoint.org,
+            source,
+            rows,
+            Some(encoded),
+        )?;
         write_checkpoint(&tx, checkpoint).map_err(sql("saving a checkpoint"))?;
         tx.commit().map_err(sql("committing a page"))?;
         self.after_insert(&mut conn, source, plain)?;
@@ -557,15 +565,26 @@ impl Store {
         rows: &[(Row, &str)],
         slice: &BackfillSlice,
     ) -> Result<PageCommit, StoreError> {
+        let encoded = self.encode(source, rows);
         let mut conn = self.writer.lock().expect("store writer lock");
         let tx = conn
             .transaction()
             .map_err(sql("starting a backfill page commit"))?;
-        let (commit, plain) = insert_rows(&tx, &self.codec, slice.org, source, rows)?;
+        let (commit, plain) =
+            insert_rows(&tx, &self.codec, slice.org, source, rows, Some(encoded))?;
         write_slice(&tx, slice, commit).map_err(sql("saving a backfill slice"))?;
         tx.commit().map_err(sql("committing a backfill page"))?;
         self.after_insert(&mut conn, source, plain)?;
         Ok(commit)
+    }
+
+    /// The stored `_raw` of `rows`, encoded before the writer lock is taken: the zstd
+    /// encoding and its check are most of a commit's CPU, and commits of several windows
+    /// encode at once while one of them holds the lock. [`insert_rows`] encodes again
+    /// under the lock if the source's dictionary changed in between.
+    fn encode(&self, source: SourceKind, rows: &[(Row, &str)]) -> raw::EncodedRaws {
+        self.codec
+            .encode_all(source, rows.iter().map(|(_, raw)| *raw))
     }
 
     /// Counts rows stored as text (their source had no dictionary yet); once there are
@@ -1671,7 +1690,7 @@ pub fn insert_org_items(
         .collect();
     let tx = conn.transaction().map_err(sql("storing items"))?;
     // Items stay text (no dictionary is trained here): the views read either form.
-    let (commit, _) = insert_rows(&tx, &RawCodec::new(None), org, source, &rows)?;
+    let (commit, _) = insert_rows(&tx, &RawCodec::new(None), org, source, &rows, None)?;
     tx.commit().map_err(sql("storing items"))?;
     Ok(commit)
 }
@@ -1716,12 +1735,17 @@ const ROWS_PER_INSERT: usize = 32;
 /// A row is stored as the columns of its stored table (`raw::rows_table`: the ones the
 /// store keeps, [`stored_columns`]) and `_raw` encoded by
 /// the source's dictionary (`raw::Encoder`); the view of the table derives the rest.
+/// `encoded` is `_raw` as encoded before the writer lock was taken ([`Store::encode`]):
+/// used if it was encoded with the dictionary the source has now, so a row is stored
+/// exactly as if it were encoded here; otherwise (none given, a dictionary trained in
+/// between) the rows are encoded here.
 fn insert_rows(
     tx: &Connection,
     codec: &RawCodec,
     org: OrgKey,
     source: SourceKind,
     rows: &[(Row, &str)],
+    encoded: Option<raw::EncodedRaws>,
 ) -> Result<(PageCommit, usize), StoreError> {
     let mut commit = PageCommit::default();
     let mut plain = 0;
@@ -1769,8 +1793,10 @@ fn insert_rows(
         .prepare_cached(&insert_sql(ROWS_PER_INSERT))
         .map_err(sql("preparing the row insert"))?;
     let ingested = UnixMs::now().to_iso();
-    let mut encoder = codec.encoder(source);
-    let mut encoded: Vec<Option<rusqlite::types::Value>> = Vec::with_capacity(ROWS_PER_INSERT);
+    let encoded = match encoded {
+        Some(e) if e.dictionary == codec.current(source) && e.values.len() == rows.len() => e,
+        _ => codec.encode_all(source, rows.iter().map(|(_, raw)| *raw)),
+    };
     // Bound one by one: no list of parameters is built per row. Every parameter of a
     // statement is bound again for each execution, so none is left over from the last.
     let bind = |stmt: &mut rusqlite::CachedStatement<'_>,
@@ -1789,24 +1815,21 @@ fn insert_rows(
         stmt.raw_bind_parameter(first + stored.len() + 1, &ingested)?;
         stmt.raw_bind_parameter(first + stored.len() + 2, org.0)
     };
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        encoded.clear();
-        encoded.extend(
-            chunk
-                .iter()
-                .map(|(_, raw)| encoder.as_mut().map(|encoder| encoder.encode(raw))),
-        );
+    for (chunk, encoded) in rows
+        .chunks(ROWS_PER_INSERT)
+        .zip(encoded.values.chunks(ROWS_PER_INSERT))
+    {
         // A whole chunk of compressed, fully derived rows is one statement: the rows it
         // did not insert are the duplicates. Any other row is inserted on its own, to
         // count it as stored as text or to list it as partly derived.
         let together = chunk.len() == ROWS_PER_INSERT
-            && chunk.iter().zip(&encoded).all(|((row, _), encoded)| {
+            && chunk.iter().zip(encoded).all(|((row, _), encoded)| {
                 row.partial.is_none() && matches!(encoded, Some(rusqlite::types::Value::Blob(_)))
             });
         if together {
             let n = chunk
                 .iter()
-                .zip(&encoded)
+                .zip(encoded)
                 .enumerate()
                 .try_for_each(|(r, ((row, raw), encoded))| {
                     bind(&mut many, r * width + 1, row, raw, encoded)
@@ -1818,7 +1841,7 @@ fn insert_rows(
             commit.duplicates += ROWS_PER_INSERT as u64 - n;
             continue;
         }
-        for ((row, raw), encoded) in chunk.iter().zip(&encoded) {
+        for ((row, raw), encoded) in chunk.iter().zip(encoded) {
             let n = bind(&mut one, 1, row, raw, encoded)
                 .and_then(|()| one.raw_execute())
                 .map_err(sql("inserting a row"))?;
@@ -3156,6 +3179,106 @@ mod tests {
             .unwrap();
         let before = (0..trained).filter(partly).count();
         assert_eq!(partial_rows, i64::try_from(before + 1).unwrap());
+    }
+
+    /// `_raw` is encoded before the writer lock is taken: rows encoded before their
+    /// source had a dictionary, or with another dictionary than the one it has when they
+    /// are committed, are encoded again under the lock, so each is stored compressed with
+    /// the current dictionary, exactly, and not counted as stored text.
+    #[test]
+    fn rows_encoded_before_a_dictionary_changed_are_stored_with_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let source = SourceKind::AuditLogs;
+        fn stored_rows(items: &[String]) -> Vec<(Row, &str)> {
+            items
+                .iter()
+                .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
+                .collect()
+        }
+        let trained = raw::TRAIN_ROWS;
+        let late: Vec<String> = (trained..trained + 3 * ROWS_PER_INSERT)
+            .map(varied_item)
+            .collect();
+        let early = store.encode(source, &stored_rows(&late));
+        assert_eq!(early.dictionary, None);
+        let first: Vec<String> = (0..trained).map(varied_item).collect();
+        store
+            .commit_page(source, &stored_rows(&first), &cp(source, 1, None))
+            .unwrap();
+        let current = store
+            .codec
+            .current(source)
+            .expect("a dictionary is trained");
+        // One group encoded before the dictionary existed, one with a dictionary the
+        // source does not use (its bytes would not decode).
+        let other = raw::EncodedRaws {
+            dictionary: Some(current + 1),
+            values: vec![
+                Some(rusqlite::types::Value::Blob(vec![
+                    raw::FORMAT_ZSTD_DICT,
+                    9,
+                    9
+                ]));
+                late.len()
+            ],
+        };
+        let halves = late.split_at(late.len() / 2);
+        let mut inserted = 0;
+        for (items, encoded) in [(halves.0, early), (halves.1, other)] {
+            let mut conn = store.writer.lock().unwrap();
+            let tx = conn.transaction().unwrap();
+            let encoded = raw::EncodedRaws {
+                dictionary: encoded.dictionary,
+                values: encoded.values.into_iter().take(items.len()).collect(),
+            };
+            let (commit, plain) = insert_rows(
+                &tx,
+                &store.codec,
+                OrgKey::DEFAULT,
+                source,
+                &stored_rows(items),
+                Some(encoded),
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            assert_eq!(plain, 0, "rows stored as text");
+            inserted += commit.inserted;
+        }
+        assert_eq!(inserted, u64::try_from(late.len()).unwrap());
+        let conn = store.reader.lock().unwrap();
+        let forms: Vec<(String, String)> = conn
+            .prepare(
+                "SELECT typeof(r._raw), v._raw FROM MiroAuditLogs_CL_rows r
+                 JOIN MiroAuditLogs_CL v USING (_seq) WHERE r._seq > ?1 ORDER BY r._seq",
+            )
+            .unwrap()
+            .query_map([i64::try_from(trained).unwrap()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let fresh = store
+            .codec
+            .encode_all(source, late.iter().map(String::as_str));
+        let expected_forms: Vec<&str> = fresh
+            .values
+            .iter()
+            .map(|v| match v {
+                Some(rusqlite::types::Value::Blob(_)) => "blob",
+                _ => "text",
+            })
+            .collect();
+        assert!(expected_forms.iter().filter(|f| **f == "blob").count() > late.len() / 2);
+        assert_eq!(
+            forms.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+            expected_forms
+        );
+        assert_eq!(
+            forms.into_iter().map(|(_, raw)| raw).collect::<Vec<_>>(),
+            late
+        );
     }
 
     #[test]

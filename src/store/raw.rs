@@ -183,6 +183,31 @@ impl RawCodec {
             .ok_or(RawError::MissingDictionary(id))
     }
 
+    /// The dictionary new items of `source` are encoded with (`None` while it has none).
+    pub(crate) fn current(&self, source: SourceKind) -> Option<i64> {
+        self.current
+            .lock()
+            .expect("codec lock")
+            .get(&source)
+            .copied()
+    }
+
+    /// The stored form of each of `raws` with `source`'s current dictionary; done before
+    /// a commit takes the writer lock, so several groups of rows are encoded at once.
+    pub(crate) fn encode_all<'r>(
+        &self,
+        source: SourceKind,
+        raws: impl ExactSizeIterator<Item = &'r str>,
+    ) -> EncodedRaws {
+        let mut encoder = self.encoder(source);
+        EncodedRaws {
+            dictionary: encoder.as_ref().map(|e| e.id),
+            values: raws
+                .map(|raw| encoder.as_mut().map(|e| e.encode(raw)))
+                .collect(),
+        }
+    }
+
     /// An encoder for new items of `source`: `None` while it has no dictionary.
     pub(crate) fn encoder(&self, source: SourceKind) -> Option<Encoder> {
         let id = *self.current.lock().expect("codec lock").get(&source)?;
@@ -206,8 +231,18 @@ impl RawCodec {
     }
 }
 
+/// The stored `_raw` of a group of items, in their order ([`RawCodec::encode_all`]).
+#[derive(Debug)]
+pub(crate) struct EncodedRaws {
+    /// The dictionary they were encoded with; `None`: there was none, `values` are all `None`.
+    pub(crate) dictionary: Option<i64>,
+    /// Each item's stored form (`None`: store its text).
+    pub(crate) values: Vec<Option<Value>>,
+}
+
 /// Encodes items with one dictionary.
 pub(crate) struct Encoder {
+    id: i64,
     dict: Arc<Dictionary>,
     header: Vec<u8>,
     cctx: CCtx<'static>,
@@ -221,6 +256,7 @@ impl Encoder {
         let mut header = vec![FORMAT_ZSTD_DICT];
         leb128(&mut header, u64::try_from(id).unwrap_or(0));
         Encoder {
+            id,
             dict,
             header,
             cctx: CCtx::create(),
