@@ -177,8 +177,11 @@ pub fn sql(plan: &Plan) -> String {
 enum Rows {
     /// `TimeGenerated` in `[?1, ?2)`.
     Windows,
-    /// `_seq` in `(?1, ?2]`, whatever their time.
+    /// `_seq` in `(?1, ?2]` (new rows), whatever their time.
     Seq,
+    /// `TimeGenerated >= ?4` and `_seq <= ?2` (the stored rows a seed reads, found through
+    /// the time index).
+    Since,
 }
 
 /// One `SELECT` per step, `UNION ALL`ed: the keys (`k_<key>`), `t` (`TimeGenerated`),
@@ -204,6 +207,10 @@ fn step_rows(plan: &Plan, rows: Rows) -> String {
             }
             Rows::Seq => {
                 conditions.extend(["_seq > ?1".to_string(), "_seq <= ?2".to_string()]);
+            }
+            Rows::Since => {
+                // `+`: not through the rowid, which would walk every older row.
+                conditions.extend(["TimeGenerated >= ?4".to_string(), "+_seq <= ?2".to_string()]);
             }
         }
         conditions.extend(step.predicates.iter().map(sql_predicate));
@@ -234,12 +241,15 @@ const AGGREGATES: [&str; 4] = [
     "max(CASE WHEN step = 2 THEN t END) AS then_seen",
 ];
 
-/// The SQL that adds the rows stored in `(?1, ?2]` of `_seq` to a plan's aggregates in
-/// `detect_groups` (`?3`: the plan's `detect_plans.id`) and returns every group it
-/// touched, as it now is. Parameters: `?1`, `?2`, `?3`; result columns: `org` (the
-/// organisation's `orgs.org_id`, NULL when not recorded), `group_key` (a JSON array of
-/// the key values, in the rule's order), `window_start` (UNIX seconds), `hits`,
-/// `first_seen`, `last_seen`, `then_seen`.
+/// The SQL that adds rows to a plan's aggregates in `detect_groups` and returns every
+/// group it touched, as it now is. Parameters: `?1` and `?2`, the range `(after,
+/// through]` of `_seq` of the rows added; `?3`, the plan's `detect_plans.id`; `?4`, the
+/// plan's horizon (ISO 8601 UTC, the start of a window): only rows from then on are
+/// added (older windows keep no aggregates). `seed`: add every stored row from the
+/// horizon up to `?2` instead, whatever `?1` (found through the time index). Result
+/// columns: `org` (the organisation's `orgs.org_id`, NULL when not recorded),
+/// `group_key` (a JSON array of the key values, in the rule's order), `window_start`
+/// (UNIX seconds), `hits`, `first_seen`, `last_seen`, `then_seen`.
 ///
 /// Groups and aggregates are those of [`sql`] (rows with an empty key do not count; the
 /// window is `bin(TimeGenerated, window)`; organisations apart), and each aggregate is a
@@ -251,9 +261,10 @@ const AGGREGATES: [&str; 4] = [
 /// Organisations are told apart by their `orgs.key` (what `_org_id` names, or the first
 /// organisation for rows without one, as `alerts.org`), so an id recorded later keeps
 /// the rows already counted in the same group.
-pub fn sql_aggregate(plan: &Plan) -> String {
+pub fn sql_aggregate(plan: &Plan, seed: bool) -> String {
     let w = plan.window_secs;
     let (key_cols, mut conditions) = key_columns(plan);
+    conditions.push("t >= ?4".into());
     conditions.push("window_start IS NOT NULL".into());
     let mut select = vec![
         "?3".to_string(),
@@ -283,9 +294,29 @@ pub fn sql_aggregate(plan: &Plan) -> String {
          hits, first_seen, last_seen, then_seen",
         select.join(", "),
         inner.join(", "),
-        step_rows(plan, Rows::Seq),
+        step_rows(plan, if seed { Rows::Since } else { Rows::Seq }),
         conditions.join(" AND "),
         group.join(", "),
+    )
+}
+
+/// The SQL that finds when the rows stored in a `_seq` range that match step `step` (0:
+/// `match`, 1: `then`) and happened before a plan's horizon did. Parameters: `?1` and
+/// `?2`, the range `(after, through]` of `_seq`; `?3`, the horizon (ISO 8601 UTC); one
+/// result row: the least and the greatest `TimeGenerated` (both NULL when no row
+/// matches). `eval` evaluates the windows between the two with [`sql`] (such rows have
+/// no aggregates to add to).
+pub fn sql_old_matches(plan: &Plan, step: usize) -> String {
+    let mut conditions = vec![
+        "_seq > ?1".to_string(),
+        "_seq <= ?2".to_string(),
+        "TimeGenerated < ?3".to_string(),
+    ];
+    conditions.extend(plan.steps[step].predicates.iter().map(sql_predicate));
+    format!(
+        "SELECT min(TimeGenerated), max(TimeGenerated) FROM {} WHERE {}",
+        plan.table,
+        conditions.join(" AND ")
     )
 }
 

@@ -12,10 +12,13 @@
 //!   after it nothing is evaluated twice into a second alert;
 //! - a plan's aggregates (count of first-step rows, first and last of them, last
 //!   second-step row, per organisation, group and window) cover exactly the source's rows
-//!   up to its offset: a pass adds the new rows alone (`_seq` in `(offset, last]`; each
-//!   aggregate is a count, a minimum or a maximum, so they add up exactly), and a plan
-//!   without aggregates (first pass, a new or edited rule, a store from before them) is
-//!   first seeded from every row up to the offset, raising nothing;
+//!   up to its offset in the windows from its horizon on (the last [`AGGREGATE_SECS`]):
+//!   a pass adds the new rows alone (`_seq` in `(offset, last]`; each aggregate is a
+//!   count, a minimum or a maximum, so they add up exactly), and a plan without
+//!   aggregates (first pass, a new or edited rule, a store from before them) is first
+//!   seeded from every row since its horizon up to the offset, raising nothing;
+//! - a new row of a window behind the horizon (a backfill, a row days late) is evaluated
+//!   with the rule's full SQL over its window and every stored row, as [`find`] does;
 //! - a group the new rows touched is checked against the rule's HAVING with its
 //!   aggregates over every stored row, so an alert's hits, first and last time are what
 //!   [`find`] gives for its window at that moment, and a late row completes the window it
@@ -196,18 +199,23 @@ fn key_text(value: Value) -> String {
     }
 }
 
-/// Adds the rows stored in `(after, through]` of `_seq` to the aggregates of plan `id`
-/// (`sql`: its [`compile::sql_aggregate`]) and returns the groups they touched, as they
-/// now are, ordered by window, organisation and keys.
+/// Adds the rows stored in `(after, through]` of `_seq` from `horizon` on to the
+/// aggregates of plan `id` (`sql`: its [`compile::sql_aggregate`]) and returns the groups
+/// they touched, as they now are, ordered by window, organisation and keys.
 fn add_rows(
     tx: &Connection,
     sql: &str,
-    id: i64,
+    plan: &PlanState,
     after: i64,
     through: i64,
 ) -> rusqlite::Result<Vec<Group>> {
     let mut stmt = tx.prepare_cached(sql)?;
-    let mut rows = stmt.query(params![after, through, id])?;
+    let mut rows = stmt.query(params![
+        after,
+        through,
+        plan.id,
+        secs_to_ms(plan.horizon).to_iso()
+    ])?;
     // A group can come back twice (two ids of one organisation): its aggregates only
     // grow, so the one with the most rows is the latest.
     let mut groups: std::collections::BTreeMap<(i64, Option<String>, String), Group> =
@@ -245,33 +253,98 @@ fn add_rows(
     Ok(groups.into_values().collect())
 }
 
-/// The id of the plan whose aggregate SQL is `sql`. A plan without aggregates yet (first
-/// evaluation, a new or edited rule, a store from before them) is seeded from every row
-/// of `source` up to `offset` first, without alerts: what a pass adds to it then is what
-/// the evaluation of the same rows over every stored row would see.
-fn plan_id(
+/// How far back a plan keeps aggregates: windows that start at least this long before
+/// the pass's clock have none (their rows are rarely stored any more: a late re-read is
+/// minutes behind). A row stored for such a window (a backfill, a late row days old) is
+/// evaluated with the rule's full SQL over its window instead ([`find`]), so the
+/// aggregates stay a couple of days of groups however long the store's history is.
+pub const AGGREGATE_SECS: i64 = 2 * 86_400;
+
+/// The horizon of a plan of `window_secs` at `now`: the start of the window
+/// [`AGGREGATE_SECS`] back (UNIX seconds).
+fn horizon_at(now: UnixMs, window_secs: i64) -> i64 {
+    (now.0.div_euclid(1000) - AGGREGATE_SECS).div_euclid(window_secs) * window_secs
+}
+
+/// A plan's aggregates: its `detect_plans.id` and horizon (UNIX seconds).
+struct PlanState {
+    id: i64,
+    horizon: i64,
+}
+
+/// The aggregates of `plan`, whose aggregate SQL is `sql`, with the horizon moved to
+/// `now`'s (the groups of windows it leaves behind are dropped). A plan without
+/// aggregates yet (first evaluation, a new or edited rule, a store from before them) is
+/// seeded from every row of `source` from the horizon up to `offset` first, without
+/// alerts: what a pass adds to it then is what the evaluation of the same rows over every
+/// stored row would see.
+fn plan_state(
     tx: &Connection,
     source: SourceKind,
+    plan: &compile::Plan,
     sql: &str,
-    window_secs: i64,
     offset: i64,
-) -> rusqlite::Result<i64> {
-    if let Some(id) = tx
-        .prepare_cached("SELECT id FROM detect_plans WHERE definition = ?1")?
-        .query_row([sql], |r| r.get(0))
+    now: UnixMs,
+) -> rusqlite::Result<PlanState> {
+    let horizon = horizon_at(now, plan.window_secs);
+    if let Some((id, stored)) = tx
+        .prepare_cached("SELECT id, horizon FROM detect_plans WHERE definition = ?1")?
+        .query_row([sql], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
         .optional()?
     {
-        return Ok(id);
+        if horizon > stored {
+            tx.prepare_cached("DELETE FROM detect_groups WHERE plan = ?1 AND window_start < ?2")?
+                .execute(params![id, horizon])?;
+            tx.prepare_cached("UPDATE detect_plans SET horizon = ?2 WHERE id = ?1")?
+                .execute(params![id, horizon])?;
+        }
+        return Ok(PlanState {
+            id,
+            horizon: horizon.max(stored),
+        });
     }
     tx.execute(
-        "INSERT INTO detect_plans (source, window_secs, definition) VALUES (?1, ?2, ?3)",
-        params![source.name(), window_secs, sql],
+        "INSERT INTO detect_plans (source, window_secs, horizon, definition) VALUES (?1, ?2, ?3, ?4)",
+        params![source.name(), plan.window_secs, horizon, sql],
     )?;
-    let id = tx.last_insert_rowid();
+    let state = PlanState {
+        id: tx.last_insert_rowid(),
+        horizon,
+    };
     if offset > 0 {
-        add_rows(tx, sql, id, i64::MIN, offset)?;
+        add_rows(tx, &compile::sql_aggregate(plan, true), &state, 0, offset)?;
     }
-    Ok(id)
+    Ok(state)
+}
+
+/// The alerts of `rule` that the new rows (`_seq` in `(offset, last]`) from before the
+/// plan's horizon can have raised: their windows, evaluated with every stored row by the
+/// rule's full SQL (as [`find`] does).
+fn alerts_before_horizon(
+    tx: &Connection,
+    rule: &Rule,
+    plan: &compile::Plan,
+    horizon: i64,
+    offset: i64,
+    last: i64,
+) -> rusqlite::Result<Vec<Alert>> {
+    let horizon = secs_to_ms(horizon).to_iso();
+    let mut alerts = Vec::new();
+    for step in 0..plan.steps.len() {
+        let (oldest, newest): (Option<String>, Option<String>) = tx
+            .prepare_cached(&compile::sql_old_matches(plan, step))?
+            .query_row(params![offset, last, horizon], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if let Some((oldest, newest)) = oldest
+            .as_deref()
+            .and_then(UnixMs::parse)
+            .zip(newest.as_deref().and_then(UnixMs::parse))
+        {
+            alerts.extend(find(tx, rule, oldest, newest)?);
+        }
+    }
+    Ok(alerts)
 }
 
 /// Forgets the aggregates of plans no rule in `definitions` has any longer (a rule
@@ -318,7 +391,7 @@ pub fn evaluate_new(tx: &Connection, rules: &[Rule], now: UnixMs) -> rusqlite::R
         .iter()
         .map(|rule| {
             let plan = compile::plan(rule);
-            let sql = compile::sql_aggregate(&plan);
+            let sql = compile::sql_aggregate(&plan, false);
             (rule, plan, sql)
         })
         .collect();
@@ -341,17 +414,27 @@ pub fn evaluate_new(tx: &Connection, rules: &[Rule], now: UnixMs) -> rusqlite::R
         )?;
         let Some(last) = last else { continue };
         // Rules with the same plan share its aggregates: the new rows are added once.
-        let mut touched: std::collections::HashMap<&str, Vec<Group>> =
+        let mut touched: std::collections::HashMap<&str, (PlanState, Vec<Group>)> =
             std::collections::HashMap::new();
         for (rule, plan, sql) in plans.iter().filter(|(r, _, _)| r.source == source) {
             if !touched.contains_key(sql.as_str()) {
-                let id = plan_id(tx, source, sql, plan.window_secs, offset)?;
-                touched.insert(sql.as_str(), add_rows(tx, sql, id, offset, last)?);
+                let state = plan_state(tx, source, plan, sql, offset, now)?;
+                let groups = add_rows(tx, sql, &state, offset, last)?;
+                touched.insert(sql.as_str(), (state, groups));
             }
-            for group in &touched[sql.as_str()] {
-                if let Some(alert) = group.alert(rule, plan)
-                    && insert_alert(tx, &alert, now)?
-                {
+            let (state, groups) = &touched[sql.as_str()];
+            let mut alerts: Vec<Alert> =
+                groups.iter().filter_map(|g| g.alert(rule, plan)).collect();
+            alerts.extend(alerts_before_horizon(
+                tx,
+                rule,
+                plan,
+                state.horizon,
+                offset,
+                last,
+            )?);
+            for alert in alerts {
+                if insert_alert(tx, &alert, now)? {
                     raised.push(alert);
                 }
             }
@@ -715,7 +798,14 @@ mod tests {
     #[test]
     fn incremental_alerts_equal_the_full_sql_on_random_pages_orgs_crashes_and_an_edited_rule() {
         let pack = crate::detect::pack().expect("pack");
-        let now = UnixMs(1_767_700_000_000);
+        // The clock moves so that the aggregates' horizon sweeps over the rows' span (a
+        // day and some hours from the samples' start): late rows land both in windows
+        // with aggregates and in windows behind the horizon.
+        let start = crate::detect::samples::SAMPLE_START;
+        let clock = |done: usize, all: usize| {
+            let frac = i64::try_from(done * 1000 / all.max(1)).expect("small");
+            UnixMs(start.0 + (AGGREGATE_SECS - 2 * 3600) * 1000 + frac * 36 * 3_600_000 / 1000)
+        };
         let edited_slug = "sign-in-failures-by-actor";
         for seed in 1..=6u64 {
             let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x1234_5678_9abc));
@@ -763,6 +853,7 @@ mod tests {
                     drop(tx);
                     edited_at = Some((before, page_no));
                 }
+                let now = clock(at, items.len());
                 let tx = conn.transaction().expect("tx");
                 let raised = evaluate_new(&tx, &rules, now).expect("evaluate");
                 for alert in &raised {
@@ -791,9 +882,19 @@ mod tests {
                 }
             }
             let tx = conn.transaction().expect("tx");
-            let raised = evaluate_new(&tx, &rules, now).expect("evaluate");
+            let raised = evaluate_new(&tx, &rules, clock(1, 1)).expect("evaluate");
             raised_after_edit.extend(raised.into_iter().filter(|a| a.rule == edited_slug));
             tx.commit().expect("commit");
+            let (kept, behind): (i64, i64) = conn
+                .query_row(
+                    "SELECT count(*), coalesce(sum(g.window_start < p.horizon), 0)
+                     FROM detect_groups g JOIN detect_plans p ON p.id = g.plan",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("groups");
+            assert!(kept > 0, "seed {seed}: the aggregates are used");
+            assert_eq!(behind, 0, "seed {seed}: none kept behind the horizon");
 
             let stored = stored_alert_groups(&conn);
             let mut total = 0;

@@ -2462,7 +2462,7 @@ mod tests {
         let now = UnixMs::now();
         let mut items = Vec::new();
         for (n, t) in (0..6)
-            .map(|i| UnixMs(1_704_067_200_000 + i * 1000))
+            .map(|i| UnixMs(now.0 - 30 * 3_600_000 + i * 1000))
             .chain((0..6).map(|i| UnixMs(now.0 - 60_000 + i * 1000)))
             .enumerate()
         {
@@ -2489,12 +2489,14 @@ mod tests {
             crate::detect::eval::evaluate_new(&tx, &rules, now).unwrap();
             tx.commit().unwrap();
         }
-        let cutoff = UnixMs::parse("2025-01-01T00:00:00Z").unwrap();
+        let cutoff = UnixMs(now.0 - 6 * 3_600_000);
+        // Groups of windows that end by the cutoff (`old`), or after it.
         let groups = |old: bool| -> i64 {
             let conn = store.writer.lock().unwrap();
             conn.query_row(
                 &format!(
-                    "SELECT count(*) FROM detect_groups WHERE (window_start < ?1) = {}",
+                    "SELECT count(*) FROM detect_groups
+                     WHERE (window_start + (SELECT window_secs FROM detect_plans WHERE id = plan) <= ?1) = {}",
                     i64::from(old)
                 ),
                 [cutoff.0 / 1000],

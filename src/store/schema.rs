@@ -550,12 +550,15 @@ BEGIN DELETE FROM MiroContentLogs_CL_rows WHERE _seq = OLD._seq; END;"#;
 /// SQL (`definition`: a rule edited in anything but its threshold is a new plan, seeded
 /// from the stored rows), `detect_groups` holds that plan's count of first-step rows,
 /// first and last of them, and last second-step row per window, organisation
-/// (`orgs.key`) and group (a JSON array of the key values). Both cover exactly the rows
-/// up to the source's `detect_offsets.evaluated_seq` and move in its transaction.
+/// (`orgs.key`) and group (a JSON array of the key values), for the windows from the
+/// plan's `horizon` (UNIX seconds, a window start, a couple of days back) on. They cover
+/// exactly those windows' rows up to the source's `detect_offsets.evaluated_seq` and move
+/// in its transaction.
 const STEP_15: &str = r#"CREATE TABLE detect_plans (
   id INTEGER PRIMARY KEY,
   source TEXT NOT NULL,
   window_secs INTEGER NOT NULL,
+  horizon INTEGER NOT NULL,
   definition TEXT NOT NULL UNIQUE
 );
 CREATE TABLE detect_groups (
