@@ -177,10 +177,9 @@ pub fn sql(plan: &Plan) -> String {
 enum Rows {
     /// `TimeGenerated` in `[?1, ?2)`.
     Windows,
-    /// `_seq` in `(?1, ?2]` (new rows), whatever their time.
-    Seq,
-    /// `TimeGenerated >= ?4` and `_seq <= ?2` (the stored rows a seed reads, found through
-    /// the time index).
+    /// `_seq` in `(?1, ?2]` and `TimeGenerated >= ?4`, found by `_seq`.
+    SeqSince,
+    /// `TimeGenerated >= ?4` and `_seq` in `(?1, ?2]`, found through the time index.
     Since,
 }
 
@@ -205,12 +204,22 @@ fn step_rows(plan: &Plan, rows: Rows) -> String {
                     "TimeGenerated < ?2".to_string(),
                 ]);
             }
-            Rows::Seq => {
-                conditions.extend(["_seq > ?1".to_string(), "_seq <= ?2".to_string()]);
+            Rows::SeqSince => {
+                // `+`: the rows are found by `_seq`, the time only filters them (first:
+                // an older row's predicates are not evaluated).
+                conditions.extend([
+                    "+TimeGenerated >= ?4".to_string(),
+                    "_seq > ?1".to_string(),
+                    "_seq <= ?2".to_string(),
+                ]);
             }
             Rows::Since => {
-                // `+`: not through the rowid, which would walk every older row.
-                conditions.extend(["TimeGenerated >= ?4".to_string(), "+_seq <= ?2".to_string()]);
+                // `+`: found through the time index, not the rowid.
+                conditions.extend([
+                    "TimeGenerated >= ?4".to_string(),
+                    "+_seq > ?1".to_string(),
+                    "+_seq <= ?2".to_string(),
+                ]);
             }
         }
         conditions.extend(step.predicates.iter().map(sql_predicate));
@@ -245,8 +254,9 @@ const AGGREGATES: [&str; 4] = [
 /// group it touched, as it now is. Parameters: `?1` and `?2`, the range `(after,
 /// through]` of `_seq` of the rows added; `?3`, the plan's `detect_plans.id`; `?4`, the
 /// plan's horizon (ISO 8601 UTC, the start of a window): only rows from then on are
-/// added (older windows keep no aggregates). `seed`: add every stored row from the
-/// horizon up to `?2` instead, whatever `?1` (found through the time index). Result
+/// added (older windows keep no aggregates). `by_time`: the rows are found through the
+/// time index from the horizon on (a seed, or a pass with more new rows than rows since
+/// the horizon), otherwise by `_seq` (a live pass). Result
 /// columns: `org` (the organisation's `orgs.org_id`, NULL when not recorded),
 /// `group_key` (a JSON array of the key values, in the rule's order), `window_start`
 /// (UNIX seconds), `hits`, `first_seen`, `last_seen`, `then_seen`.
@@ -261,10 +271,9 @@ const AGGREGATES: [&str; 4] = [
 /// Organisations are told apart by their `orgs.key` (what `_org_id` names, or the first
 /// organisation for rows without one, as `alerts.org`), so an id recorded later keeps
 /// the rows already counted in the same group.
-pub fn sql_aggregate(plan: &Plan, seed: bool) -> String {
+pub fn sql_aggregate(plan: &Plan, by_time: bool) -> String {
     let w = plan.window_secs;
     let (key_cols, mut conditions) = key_columns(plan);
-    conditions.push("t >= ?4".into());
     conditions.push("window_start IS NOT NULL".into());
     let mut select = vec![
         "?3".to_string(),
@@ -294,29 +303,36 @@ pub fn sql_aggregate(plan: &Plan, seed: bool) -> String {
          hits, first_seen, last_seen, then_seen",
         select.join(", "),
         inner.join(", "),
-        step_rows(plan, if seed { Rows::Since } else { Rows::Seq }),
+        step_rows(plan, if by_time { Rows::Since } else { Rows::SeqSince }),
         conditions.join(" AND "),
         group.join(", "),
     )
 }
 
-/// The SQL that finds when the rows stored in a `_seq` range that match step `step` (0:
-/// `match`, 1: `then`) and happened before a plan's horizon did. Parameters: `?1` and
-/// `?2`, the range `(after, through]` of `_seq`; `?3`, the horizon (ISO 8601 UTC); one
-/// result row: the least and the greatest `TimeGenerated` (both NULL when no row
-/// matches). `eval` evaluates the windows between the two with [`sql`] (such rows have
-/// no aggregates to add to).
-pub fn sql_old_matches(plan: &Plan, step: usize) -> String {
-    let mut conditions = vec![
-        "_seq > ?1".to_string(),
-        "_seq <= ?2".to_string(),
-        "TimeGenerated < ?3".to_string(),
-    ];
-    conditions.extend(plan.steps[step].predicates.iter().map(sql_predicate));
+/// The SQL that finds when the rows stored in a `_seq` range that match a step of the
+/// plan and happened before a plan's horizon did. Parameters: `?1` and `?2`, the range
+/// `(after, through]` of `_seq`; `?3`, the horizon (ISO 8601 UTC); one result row: the
+/// least and the greatest `TimeGenerated` (both NULL when no row matches). `eval`
+/// evaluates the windows between the two with [`sql`] (such rows have no aggregates to
+/// add to).
+pub fn sql_old_matches(plan: &Plan) -> String {
+    let steps: Vec<String> = plan
+        .steps
+        .iter()
+        .map(|step| {
+            let preds: Vec<String> = step.predicates.iter().map(sql_predicate).collect();
+            if preds.is_empty() {
+                "1".to_string()
+            } else {
+                format!("({})", preds.join(" AND "))
+            }
+        })
+        .collect();
     format!(
-        "SELECT min(TimeGenerated), max(TimeGenerated) FROM {} WHERE {}",
+        "SELECT min(TimeGenerated), max(TimeGenerated) FROM {} \
+         WHERE _seq > ?1 AND _seq <= ?2 AND TimeGenerated < ?3 AND ({})",
         plan.table,
-        conditions.join(" AND ")
+        steps.join(" OR ")
     )
 }
 
