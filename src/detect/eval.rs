@@ -27,7 +27,8 @@
 //!   not to the rules' window lengths;
 //! - a plan is named by its aggregate SQL (`compile::sql_aggregate`), so editing a rule's
 //!   match, keys or window starts new aggregates, while its threshold, which only the
-//!   HAVING reads, keeps them.
+//!   HAVING reads, keeps them; the aggregates of a plan no rule has any more are dropped,
+//!   and retention drops those of the windows it empties ([`forget_windows_before`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
