@@ -289,7 +289,7 @@ const REST: [KeyDoc; 18] = [
         "detect",
         "enabled",
         "true",
-        "`run` evaluates the rule pack on new rows and stores alerts; cheap (one indexed query per rule and batch)",
+        "`run` evaluates the rule pack on new rows and stores alerts; cheap: a batch of new rows updates per-group counts (kept for two days of windows), it does not re-read the rules' windows",
     ),
     key(
         "detect",

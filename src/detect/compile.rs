@@ -140,45 +140,8 @@ fn kql_predicate(p: &Predicate) -> String {
 /// store may hold several, `[[orgs]]`; in Sentinel each organisation's rows are told
 /// apart only where the table has a column for it).
 pub fn sql(plan: &Plan) -> String {
-    sql_of(plan, false)
-}
-
-/// [`sql`] with the second step of a sequence rule read only from the rows stored in
-/// `(?3, ?4]` of `_seq` (the first step still from every stored row): the alerts that
-/// new second-step rows complete. `eval::evaluate_new` uses it for windows that received
-/// only second-step rows, whose other rows cannot have changed.
-pub fn sql_new_second_step(plan: &Plan) -> String {
-    sql_of(plan, true)
-}
-
-fn sql_of(plan: &Plan, new_second_step: bool) -> String {
     let w = plan.window_secs;
-    let mut parts = Vec::new();
-    for (i, step) in plan.steps.iter().enumerate() {
-        let mut select: Vec<String> = step
-            .keys
-            .iter()
-            .map(|(k, f)| format!("{} AS k_{k}", f.sql()))
-            .collect();
-        select.push("TimeGenerated AS t".into());
-        select.push(format!("{} AS step", i + 1));
-        select.push("_org_id AS o".into());
-        let mut conditions = vec![
-            "TimeGenerated >= ?1".to_string(),
-            "TimeGenerated < ?2".to_string(),
-        ];
-        if new_second_step && i == 1 {
-            conditions.extend(["_seq > ?3".to_string(), "_seq <= ?4".to_string()]);
-        }
-        conditions.extend(step.predicates.iter().map(sql_predicate));
-        parts.push(format!(
-            "SELECT {} FROM {} WHERE {}",
-            select.join(", "),
-            plan.table,
-            conditions.join(" AND ")
-        ));
-    }
-    let key_cols: Vec<String> = plan.keys.iter().map(|k| format!("k_{k}")).collect();
+    let (key_cols, non_empty) = key_columns(plan);
     let mut group = key_cols.clone();
     group.push("window_start".into());
     group.push("o".into());
@@ -186,19 +149,13 @@ fn sql_of(plan: &Plan, new_second_step: bool) -> String {
     if plan.steps.len() > 1 {
         having.push("then_seen > first_seen".into());
     }
-    let non_empty: Vec<String> = key_cols.iter().map(|k| format!("{k} <> ''")).collect();
     let mut select = key_cols.clone();
-    select.extend([
-        format!("(unixepoch(t) / {w}) * {w} AS window_start"),
-        "sum(step = 1) AS hits".into(),
-        "min(CASE WHEN step = 1 THEN t END) AS first_seen".into(),
-        "max(CASE WHEN step = 1 THEN t END) AS last_seen".into(),
-        "max(CASE WHEN step = 2 THEN t END) AS then_seen".into(),
-        "o AS org".into(),
-    ]);
+    select.push(format!("(unixepoch(t) / {w}) * {w} AS window_start"));
+    select.extend(AGGREGATES.iter().map(|a| (*a).to_string()));
+    select.push("o AS org".into());
     format!(
         "WITH m AS ({}) SELECT {} FROM m{} GROUP BY {} HAVING {} ORDER BY window_start, {}",
-        parts.join(" UNION ALL "),
+        step_rows(plan, Rows::Windows),
         select.join(", "),
         if non_empty.is_empty() {
             String::new()
@@ -215,19 +172,167 @@ fn sql_of(plan: &Plan, new_second_step: bool) -> String {
     )
 }
 
-/// The SQL that finds when the rows stored in a `_seq` range that match step `step` (0:
-/// `match`, 1: `then`) happened. Parameters: `?1` and `?2`, the range `(after, through]`
-/// of `_seq`; one result row: the least and the greatest `TimeGenerated` (both NULL when
-/// no row matches). Only such rows can change a window's alert, so the evaluator re-reads
-/// the windows between the two, not every window the new rows fall in
-/// (`eval::evaluate_new`).
-pub fn sql_new_matches(plan: &Plan, step: usize) -> String {
-    let mut conditions = vec!["_seq > ?1".to_string(), "_seq <= ?2".to_string()];
-    conditions.extend(plan.steps[step].predicates.iter().map(sql_predicate));
+/// Which stored rows each step's `SELECT` reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Rows {
+    /// `TimeGenerated` in `[?1, ?2)`.
+    Windows,
+    /// `_seq` in `(?1, ?2]` and `TimeGenerated >= ?4`, found by `_seq`.
+    SeqSince,
+    /// `TimeGenerated >= ?4` and `_seq` in `(?1, ?2]`, found through the time index.
+    Since,
+}
+
+/// One `SELECT` per step, `UNION ALL`ed: the keys (`k_<key>`), `t` (`TimeGenerated`),
+/// `step` (1 or 2) and `o` (`_org_id`) of the rows each step matches.
+fn step_rows(plan: &Plan, rows: Rows) -> String {
+    let mut parts = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let mut select: Vec<String> = step
+            .keys
+            .iter()
+            .map(|(k, f)| format!("{} AS k_{k}", f.sql()))
+            .collect();
+        select.push("TimeGenerated AS t".into());
+        select.push(format!("{} AS step", i + 1));
+        select.push("_org_id AS o".into());
+        let mut conditions = Vec::new();
+        match rows {
+            Rows::Windows => {
+                conditions.extend([
+                    "TimeGenerated >= ?1".to_string(),
+                    "TimeGenerated < ?2".to_string(),
+                ]);
+            }
+            Rows::SeqSince => {
+                // `+`: the rows are found by `_seq`, the time only filters them (first:
+                // an older row's predicates are not evaluated).
+                conditions.extend([
+                    "+TimeGenerated >= ?4".to_string(),
+                    "_seq > ?1".to_string(),
+                    "_seq <= ?2".to_string(),
+                ]);
+            }
+            Rows::Since => {
+                // `+`: found through the time index, not the rowid.
+                conditions.extend([
+                    "TimeGenerated >= ?4".to_string(),
+                    "+_seq > ?1".to_string(),
+                    "+_seq <= ?2".to_string(),
+                ]);
+            }
+        }
+        conditions.extend(step.predicates.iter().map(sql_predicate));
+        parts.push(format!(
+            "SELECT {} FROM {} WHERE {}",
+            select.join(", "),
+            plan.table,
+            conditions.join(" AND ")
+        ));
+    }
+    parts.join(" UNION ALL ")
+}
+
+/// The key columns of a plan's rows (`k_<key>`, in the rule's order) and the condition
+/// that none is empty (rows with an empty key do not count).
+fn key_columns(plan: &Plan) -> (Vec<String>, Vec<String>) {
+    let key_cols: Vec<String> = plan.keys.iter().map(|k| format!("k_{k}")).collect();
+    let non_empty = key_cols.iter().map(|k| format!("{k} <> ''")).collect();
+    (key_cols, non_empty)
+}
+
+/// The aggregates of one group: first-step rows, the first and last of them, the last
+/// second-step row. [`sql`] and [`sql_aggregate`] both compute them with these.
+const AGGREGATES: [&str; 4] = [
+    "sum(step = 1) AS hits",
+    "min(CASE WHEN step = 1 THEN t END) AS first_seen",
+    "max(CASE WHEN step = 1 THEN t END) AS last_seen",
+    "max(CASE WHEN step = 2 THEN t END) AS then_seen",
+];
+
+/// The SQL that adds rows to a plan's aggregates in `detect_groups` and returns every
+/// group it touched, as it now is. Parameters: `?1` and `?2`, the range `(after,
+/// through]` of `_seq` of the rows added; `?3`, the plan's `detect_plans.id`; `?4`, the
+/// plan's horizon (ISO 8601 UTC, the start of a window): only rows from then on are
+/// added (older windows keep no aggregates). `by_time`: the rows are found through the
+/// time index from the horizon on (a seed, or a pass with more new rows than rows since
+/// the horizon), otherwise by `_seq` (a live pass). Result
+/// columns: `org` (the organisation's `orgs.org_id`, NULL when not recorded),
+/// `group_key` (a JSON array of the key values, in the rule's order), `window_start`
+/// (UNIX seconds), `hits`, `first_seen`, `last_seen`, `then_seen`.
+///
+/// Groups and aggregates are those of [`sql`] (rows with an empty key do not count; the
+/// window is `bin(TimeGenerated, window)`; organisations apart), and each aggregate is a
+/// count, a minimum or a maximum, so adding the new rows' to the stored ones gives what
+/// [`sql`] computes over all the rows. The HAVING is not applied: the caller applies the
+/// rule's threshold (which is not part of the text, so editing it keeps the aggregates;
+/// editing anything else changes the text, which `eval` uses as the plan's identity).
+///
+/// Organisations are told apart by their `orgs.key` (what `_org_id` names, or the first
+/// organisation for rows without one, as `alerts.org`), so an id recorded later keeps
+/// the rows already counted in the same group.
+pub fn sql_aggregate(plan: &Plan, by_time: bool) -> String {
+    let w = plan.window_secs;
+    let (key_cols, mut conditions) = key_columns(plan);
+    conditions.push("window_start IS NOT NULL".into());
+    let mut select = vec![
+        "?3".to_string(),
+        "coalesce((SELECT key FROM orgs WHERE org_id = o), 1)".to_string(),
+        format!("json_array({})", key_cols.join(", ")),
+        "window_start".to_string(),
+    ];
+    select.extend(AGGREGATES.iter().map(|a| (*a).to_string()));
+    let mut group = key_cols.clone();
+    group.extend(["window_start".to_string(), "o".to_string()]);
+    let mut inner = key_cols;
+    inner.extend([
+        format!("(unixepoch(t) / {w}) * {w} AS window_start"),
+        "t".into(),
+        "step".into(),
+        "o".into(),
+    ]);
     format!(
-        "SELECT min(TimeGenerated), max(TimeGenerated) FROM {} WHERE {}",
+        "INSERT INTO detect_groups (plan, org, group_key, window_start, hits, first_seen, last_seen, then_seen) \
+         SELECT {} FROM (SELECT {} FROM ({})) WHERE {} GROUP BY {} \
+         ON CONFLICT (plan, window_start, org, group_key) DO UPDATE SET \
+         hits = hits + excluded.hits, \
+         first_seen = coalesce(min(first_seen, excluded.first_seen), first_seen, excluded.first_seen), \
+         last_seen = coalesce(max(last_seen, excluded.last_seen), last_seen, excluded.last_seen), \
+         then_seen = coalesce(max(then_seen, excluded.then_seen), then_seen, excluded.then_seen) \
+         RETURNING (SELECT org_id FROM orgs WHERE orgs.key = detect_groups.org), group_key, window_start, \
+         hits, first_seen, last_seen, then_seen",
+        select.join(", "),
+        inner.join(", "),
+        step_rows(plan, if by_time { Rows::Since } else { Rows::SeqSince }),
+        conditions.join(" AND "),
+        group.join(", "),
+    )
+}
+
+/// The SQL that finds when the rows stored in a `_seq` range that match a step of the
+/// plan and happened before a plan's horizon did. Parameters: `?1` and `?2`, the range
+/// `(after, through]` of `_seq`; `?3`, the horizon (ISO 8601 UTC); one result row: the
+/// least and the greatest `TimeGenerated` (both NULL when no row matches). `eval`
+/// evaluates the windows between the two with [`sql`] (such rows have no aggregates to
+/// add to).
+pub fn sql_old_matches(plan: &Plan) -> String {
+    let steps: Vec<String> = plan
+        .steps
+        .iter()
+        .map(|step| {
+            let preds: Vec<String> = step.predicates.iter().map(sql_predicate).collect();
+            if preds.is_empty() {
+                "1".to_string()
+            } else {
+                format!("({})", preds.join(" AND "))
+            }
+        })
+        .collect();
+    format!(
+        "SELECT min(TimeGenerated), max(TimeGenerated) FROM {} \
+         WHERE _seq > ?1 AND _seq <= ?2 AND TimeGenerated < ?3 AND ({})",
         plan.table,
-        conditions.join(" AND ")
+        steps.join(" OR ")
     )
 }
 

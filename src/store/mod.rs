@@ -1253,6 +1253,9 @@ impl Store {
                     params![cutoff.to_iso(), limit, source.name()],
                 )
                 .map_err(sql("applying retention"))?;
+            // The detection aggregates of windows whose rows are gone go with them.
+            crate::detect::eval::forget_windows_before(&conn, source, cutoff)
+                .map_err(sql("applying retention"))?;
             // What `status` says of rows stored with some columns underived goes with them
             // (the note of the organisation's own row: another's of the same id is not it).
             conn.execute(
@@ -2472,6 +2475,66 @@ mod tests {
         let deleted = store.apply_retention(cutoff, &[]).unwrap();
         assert_eq!(deleted[0], (SourceKind::AuditLogs, 2));
         assert_eq!(store.table_stats(SourceKind::AuditLogs).unwrap().rows, 1);
+    }
+
+    #[test]
+    fn retention_takes_the_detection_aggregates_of_the_windows_it_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        // Sign-in failures of one account, an old burst and a fresh one.
+        let now = UnixMs::now();
+        let mut items = Vec::new();
+        for (n, t) in (0..6)
+            .map(|i| UnixMs(now.0 - 30 * 3_600_000 + i * 1000))
+            .chain((0..6).map(|i| UnixMs(now.0 - 60_000 + i * 1000)))
+            .enumerate()
+        {
+            items.push(format!(
+                r#"{{"id":"f{n}","event":"sign_in_failed","category":"authentication","createdAt":"{}","createdBy":{{"type":"user","id":"ada"}},"context":{{"ip":"198.18.0.1"}}}}"#,
+                t.to_iso()
+            ));
+        }
+        let rows: Vec<(Row, &str)> = items
+            .iter()
+            .map(|i| (transform::to_row(SourceKind::AuditLogs, i), i.as_str()))
+            .collect();
+        store
+            .commit_page(
+                SourceKind::AuditLogs,
+                &rows,
+                &cp(SourceKind::AuditLogs, 1, None),
+            )
+            .unwrap();
+        let rules = crate::detect::pack().unwrap();
+        {
+            let mut conn = store.writer.lock().unwrap();
+            let tx = conn.transaction().unwrap();
+            crate::detect::eval::evaluate_new(&tx, &rules, now).unwrap();
+            tx.commit().unwrap();
+        }
+        let cutoff = UnixMs(now.0 - 6 * 3_600_000);
+        // Groups of windows that end by the cutoff (`old`), or after it.
+        let groups = |old: bool| -> i64 {
+            let conn = store.writer.lock().unwrap();
+            conn.query_row(
+                &format!(
+                    "SELECT count(*) FROM detect_groups
+                     WHERE (window_start + (SELECT window_secs FROM detect_plans WHERE id = plan) <= ?1) = {}",
+                    i64::from(old)
+                ),
+                [cutoff.0 / 1000],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert!(groups(true) > 0 && groups(false) > 0);
+        store.apply_retention(cutoff, &[]).unwrap();
+        assert_eq!(
+            groups(true),
+            0,
+            "the old windows' aggregates go with their rows"
+        );
+        assert!(groups(false) > 0, "the fresh windows' stay");
     }
 
     #[test]

@@ -546,8 +546,35 @@ FROM MiroContentLogs_CL_rows;
 CREATE TRIGGER MiroContentLogs_CL_delete INSTEAD OF DELETE ON MiroContentLogs_CL
 BEGIN DELETE FROM MiroContentLogs_CL_rows WHERE _seq = OLD._seq; END;"#;
 
+/// Incremental detection: `detect_plans` names each distinct rule plan by its aggregate
+/// SQL (`definition`: a rule edited in anything but its threshold is a new plan, seeded
+/// from the stored rows), `detect_groups` holds that plan's count of first-step rows,
+/// first and last of them, and last second-step row per window, organisation
+/// (`orgs.key`) and group (a JSON array of the key values), for the windows from the
+/// plan's `horizon` (UNIX seconds, a window start, a couple of days back) on. They cover
+/// exactly those windows' rows up to the source's `detect_offsets.evaluated_seq` and move
+/// in its transaction.
+const STEP_15: &str = r#"CREATE TABLE detect_plans (
+  id INTEGER PRIMARY KEY,
+  source TEXT NOT NULL,
+  window_secs INTEGER NOT NULL,
+  horizon INTEGER NOT NULL,
+  definition TEXT NOT NULL UNIQUE
+);
+CREATE TABLE detect_groups (
+  plan INTEGER NOT NULL,
+  window_start INTEGER NOT NULL,
+  org INTEGER NOT NULL,
+  group_key TEXT NOT NULL,
+  hits INTEGER NOT NULL,
+  first_seen TEXT,
+  last_seen TEXT,
+  then_seen TEXT,
+  PRIMARY KEY (plan, window_start, org, group_key)
+) WITHOUT ROWID;"#;
+
 /// The migrations, in order. Step N brings `user_version` from N to N+1.
-fn migrations() -> [&'static str; 14] {
+fn migrations() -> [&'static str; 15] {
     [
         // 1: the two Sentinel tables, checkpoints, delivery offsets.
         STEP_1,
@@ -676,6 +703,9 @@ fn migrations() -> [&'static str; 14] {
         // 14: stored rule columns: what rules and reports read over every row is stored,
         // filled from `_raw` (see STEP_14; needs mirotrail's SQL functions).
         STEP_14,
+        // 15: incremental detection (`detect/eval.rs`): each rule plan's aggregates per
+        // organisation, group and window, moved with `detect_offsets` (see STEP_15).
+        STEP_15,
     ]
 }
 
