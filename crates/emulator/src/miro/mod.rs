@@ -24,6 +24,7 @@ mod config;
 mod cursor;
 mod faults;
 mod hash;
+mod items;
 mod oauth;
 mod org;
 mod paging;
