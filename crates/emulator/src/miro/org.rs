@@ -1,6 +1,7 @@
 //! The generated organisation: fixed-size pools (users, teams, boards) plus three event
 //! streams (audit, content, AI interaction) whose items are computed from `(seed, index)`
-//! on demand.
+//! on demand, as the structs of `items.rs` that the server writes straight into a page
+//! (the public `audit_event`, `content_item` and `ai_entry` give them as `Value`s).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
