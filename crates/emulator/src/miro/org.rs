@@ -923,8 +923,12 @@ impl MiroOrg {
         );
         let time = self.audit_time(index);
         let iso = time.to_iso();
-        let stamp = format_iso(time, iso.clone(), TimeForm::MicrosZ, h(20));
-        let id = format!("{stamp}#30744573{number:011}-DDB");
+        // The stamp is `format_iso(time, iso, TimeForm::MicrosZ, h(20))`, written in place.
+        let micros = h(20) % 1000;
+        let id = format!(
+            "{}{micros:03}Z#30744573{number:011}-DDB",
+            &iso[..iso.len() - 1]
+        );
         let created_at = format_iso(
             time,
             iso,

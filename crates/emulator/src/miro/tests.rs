@@ -1517,6 +1517,19 @@ async fn served_pages_match_the_value_oracle_byte_for_byte() {
         .await;
         let ai = walk_both(f, o, &ai_path(&org_id, from, to, "&limit=100")).await;
         let org = fast.org();
+        // Every scenario's burst is among the items served (not in the dense round's
+        // content, whose 300 ms hold no scenario hour).
+        for (sc, burst) in org.scenario_ranges() {
+            let count = if sc.in_content() {
+                org.content_count()
+            } else {
+                org.audit_count()
+            };
+            assert!(
+                burst.end <= count || (round == 3 && sc.in_content()),
+                "round {round}: {sc:?} at {burst:?}"
+            );
+        }
         assert!(audit as u64 >= org.audit_count(), "round {round}: {audit}");
         assert!(
             content as u64 >= org.content_count(),
