@@ -6,6 +6,9 @@
 //! objects write their keys in sorted (byte) order. So every struct here declares its
 //! fields in the byte order of their JSON names, an absent optional field is skipped,
 //! and the free-form objects (`details`) are [`Fields`], which sorts its keys itself.
+//! The pool's objects (a user as `createdBy` or `actor`, a board or team as `object`,
+//! the organization) are written once by serde_json from these structs when the org is
+//! built and copied in as `RawValue`s.
 //! `org/oracle.rs` keeps the `Value` construction for the tests, which compare whole
 //! served pages with it byte for byte (`tests.rs`,
 //! `served_pages_match_the_value_oracle_byte_for_byte`).
@@ -15,6 +18,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// An object with an id, a name and a type (`context.organization`, `context.team`).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -30,6 +34,15 @@ pub(super) struct Typed<'a> {
 pub(super) struct Named<'a> {
     pub id: &'a str,
     pub name: &'a str,
+}
+
+/// An audit event's `createdBy`: a user of the pool, written once (`org.rs`,
+/// `Fragments`), or an application, SCIM or automation principal.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(super) enum CreatedBy<'a> {
+    Pool(&'a RawValue),
+    Other(Principal<'a>),
 }
 
 /// An audit event's `createdBy`; only a user has an email.
@@ -122,12 +135,13 @@ pub(super) struct AuditEvent<'a> {
     #[serde(rename = "createdAt")]
     pub created_at: String,
     #[serde(rename = "createdBy", skip_serializing_if = "Option::is_none")]
-    pub created_by: Option<Principal<'a>>,
+    pub created_by: Option<CreatedBy<'a>>,
     pub details: Fields<'a>,
     pub event: &'a str,
     pub id: String,
+    /// A [`Named`] of the pool, written once.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<Named<'a>>,
+    pub object: Option<&'a RawValue>,
     #[serde(rename = "type")]
     pub kind: &'a str,
 }
@@ -135,9 +149,10 @@ pub(super) struct AuditEvent<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct AuditContext<'a> {
     pub ip: Cow<'a, str>,
-    pub organization: Typed<'a>,
+    /// [`Typed`] objects of the pool, written once.
+    pub organization: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub team: Option<Typed<'a>>,
+    pub team: Option<&'a RawValue>,
 }
 
 /// A content log item as served.
@@ -147,8 +162,9 @@ pub(super) struct ContentItem<'a> {
     pub action_time: String,
     #[serde(rename = "actionType")]
     pub action_type: &'a str,
+    /// A [`Person`] of the pool, written once.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub actor: Option<Person<'a>>,
+    pub actor: Option<&'a RawValue>,
     #[serde(rename = "contentId")]
     pub content_id: &'a str,
     pub id: String,
@@ -228,8 +244,9 @@ pub(super) struct Style<'a> {
 /// An AI interaction log entry as served.
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct AiEntry<'a> {
+    /// A [`Person`] of the pool, written once.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub actor: Option<Person<'a>>,
+    pub actor: Option<&'a RawValue>,
     #[serde(rename = "aiFeatureName")]
     pub ai_feature_name: &'a str,
     #[serde(rename = "createdAt")]
@@ -240,7 +257,8 @@ pub(super) struct AiEntry<'a> {
     pub log_type: &'a str,
     #[serde(rename = "messageId")]
     pub message_id: String,
-    pub object: AiObject<'a>,
+    /// An [`AiObject`] of the pool, written once.
+    pub object: &'a RawValue,
     #[serde(rename = "sessionId")]
     pub session_id: String,
     #[serde(rename = "storedAt")]

@@ -8,13 +8,15 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::LazyLock;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::config::{LateArrival, MARKUP_NAME_SUFFIX, MiroEmulatorConfig, StreamShape, TimeForm};
 use super::hash::{self, chance, hash, hash_str, index, pick, unit, weighted};
 use super::items::{
-    AiEntry, AiObject, AuditContext, AuditEvent, ContentItem, Fields, Geometry, Item, Named,
-    Person, Position, Principal, Relationship, Scalar, State, Style, Typed, WidgetData,
+    AiEntry, AiObject, AuditContext, AuditEvent, ContentItem, CreatedBy, Fields, Geometry, Item,
+    Named, Person, Position, Principal, Relationship, Scalar, State, Style, Typed, WidgetData,
 };
 use super::scenario::{ATTACKER_IP, Scenario};
 use super::vocab::{
@@ -162,6 +164,121 @@ struct Board {
     team: usize,
 }
 
+/// The pool's objects as items name them, written once by serde_json (from the structs of
+/// `items.rs`, so with the same bytes) and copied into every item that names them: an
+/// item's strings are mostly these, and escaping them per item was most of the cost.
+#[derive(Debug)]
+struct Fragments {
+    /// A user as an audit event's `createdBy`: `{"email","id","name","type":"user"}`.
+    user_created_by: Vec<Box<RawValue>>,
+    /// A user as an audit event's `object`: `{"id","name"}`.
+    user_named: Vec<Box<RawValue>>,
+    /// A user as a content or AI interaction `actor`: `{"email","id","name"}`.
+    user_person: Vec<Box<RawValue>>,
+    /// A team as an audit event's `context.team`: `{"id","name","type":"team"}`.
+    team_typed: Vec<Box<RawValue>>,
+    team_named: Vec<Box<RawValue>>,
+    board_named: Vec<Box<RawValue>>,
+    /// A board as an AI interaction entry's `object`: `{"id","type":"board"}`.
+    board_ai_object: Vec<Box<RawValue>>,
+    /// `context.organization`: `{"id","name","type":"organization"}`.
+    org_typed: Box<RawValue>,
+    org_named: Box<RawValue>,
+    org_ai_object: Box<RawValue>,
+}
+
+/// `value` as served (serde_json's text).
+fn written(value: &impl Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("a pool object serialises")
+}
+
+impl Fragments {
+    fn new(org_id: &str, org_name: &str, users: &[User], teams: &[Team], boards: &[Board]) -> Self {
+        Fragments {
+            user_created_by: users
+                .iter()
+                .map(|u| {
+                    written(&Principal {
+                        email: Some(&u.email),
+                        id: Cow::Borrowed(&u.id),
+                        name: &u.name,
+                        kind: "user",
+                    })
+                })
+                .collect(),
+            user_named: users
+                .iter()
+                .map(|u| {
+                    written(&Named {
+                        id: &u.id,
+                        name: &u.name,
+                    })
+                })
+                .collect(),
+            user_person: users
+                .iter()
+                .map(|u| {
+                    written(&Person {
+                        email: &u.email,
+                        id: &u.id,
+                        name: &u.name,
+                    })
+                })
+                .collect(),
+            team_typed: teams
+                .iter()
+                .map(|t| {
+                    written(&Typed {
+                        id: &t.id,
+                        name: &t.name,
+                        kind: "team",
+                    })
+                })
+                .collect(),
+            team_named: teams
+                .iter()
+                .map(|t| {
+                    written(&Named {
+                        id: &t.id,
+                        name: &t.name,
+                    })
+                })
+                .collect(),
+            board_named: boards
+                .iter()
+                .map(|b| {
+                    written(&Named {
+                        id: &b.id,
+                        name: &b.name,
+                    })
+                })
+                .collect(),
+            board_ai_object: boards
+                .iter()
+                .map(|b| {
+                    written(&AiObject {
+                        id: &b.id,
+                        kind: "board",
+                    })
+                })
+                .collect(),
+            org_typed: written(&Typed {
+                id: org_id,
+                name: org_name,
+                kind: "organization",
+            }),
+            org_named: written(&Named {
+                id: org_id,
+                name: org_name,
+            }),
+            org_ai_object: written(&AiObject {
+                id: org_id,
+                kind: "organization",
+            }),
+        }
+    }
+}
+
 /// What an item is filtered on (`object_ids`/`board_ids`, `emails`): its board (`None`:
 /// the organization is the object) and actor, computed without building the item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +313,7 @@ pub struct MiroOrg {
     /// Injected attacks and the index their burst starts at in its stream.
     scenarios: Vec<(Scenario, u64)>,
     user_by_email: HashMap<String, usize>,
+    fragments: Fragments,
 }
 
 /// `prefix` followed by `digits` decimal digits of `n` (zero padded).
@@ -336,6 +454,7 @@ impl MiroOrg {
             .enumerate()
             .map(|(i, u)| (u.email.to_lowercase(), i))
             .collect();
+        let fragments = Fragments::new(&config.org_id, &config.org_name, &users, &teams, &boards);
         let mut org = MiroOrg {
             seed,
             org_id: config.org_id.clone(),
@@ -352,6 +471,7 @@ impl MiroOrg {
             board_by_id,
             scenarios: Vec::new(),
             user_by_email,
+            fragments,
         };
         org.scenarios = config
             .scenarios
@@ -676,46 +796,24 @@ impl MiroOrg {
             .to_value()
     }
 
-    fn principal(&self, u: usize) -> Principal<'_> {
-        let u = &self.users[u];
-        Principal {
-            email: Some(&u.email),
-            id: Cow::Borrowed(&u.id),
-            name: &u.name,
-            kind: "user",
-        }
+    fn principal(&self, u: usize) -> CreatedBy<'_> {
+        CreatedBy::Pool(&self.fragments.user_created_by[u])
     }
 
-    fn named_user(&self, u: usize) -> Named<'_> {
-        let u = &self.users[u];
-        Named {
-            id: &u.id,
-            name: &u.name,
-        }
+    fn named_user(&self, u: usize) -> &RawValue {
+        &self.fragments.user_named[u]
     }
 
-    fn named_board(&self, b: usize) -> Named<'_> {
-        let b = &self.boards[b];
-        Named {
-            id: &b.id,
-            name: &b.name,
-        }
+    fn named_board(&self, b: usize) -> &RawValue {
+        &self.fragments.board_named[b]
     }
 
-    fn named_org(&self) -> Named<'_> {
-        Named {
-            id: &self.org_id,
-            name: &self.org_name,
-        }
+    fn named_org(&self) -> &RawValue {
+        &self.fragments.org_named
     }
 
-    fn person(&self, u: usize) -> Person<'_> {
-        let u = &self.users[u];
-        Person {
-            email: &u.email,
-            id: &u.id,
-            name: &u.name,
-        }
+    fn person(&self, u: usize) -> &RawValue {
+        &self.fragments.user_person[u]
     }
 
     /// A scenario's sign-in by `user` from `ip`.
@@ -870,12 +968,12 @@ impl MiroOrg {
             Scenario::AppAdmin => {
                 e.event = "user_role_changed";
                 e.category = "users";
-                e.created_by = Some(Principal {
+                e.created_by = Some(CreatedBy::Other(Principal {
                     email: None,
                     id: Cow::Owned(decimal_id("34587645", 4_242_424, 11)),
                     name: "Unknown API client",
                     kind: "application",
-                });
+                }));
                 e.object = Some(self.named_user(member));
                 e.context.ip = Cow::Borrowed("52.18.23.45");
                 e.details = Fields::of(&[("oldRole", Str("MEMBER")), ("newRole", Str("GUEST"))]);
@@ -908,11 +1006,12 @@ impl MiroOrg {
         let board = &self.boards[board_idx];
         // Deactivations and reactivations are of people who left; other changes of people
         // who work here.
-        let target = if matches!(kind.event, "user_deactivated" | "user_reactivated") {
-            &self.users[ACTIVE_USERS + hash::index(h(5), LEAVERS)]
+        let target_idx = if matches!(kind.event, "user_deactivated" | "user_reactivated") {
+            ACTIVE_USERS + hash::index(h(5), LEAVERS)
         } else {
-            &self.users[hash::index(h(5), ACTIVE_USERS)]
+            hash::index(h(5), ACTIVE_USERS)
         };
+        let target = &self.users[target_idx];
 
         // Miro's shape: the event time with microseconds, `#`, a decimal number, `-DDB`.
         let number = scramble(
@@ -937,49 +1036,35 @@ impl MiroOrg {
         );
 
         let created_by = (!chance(h(7), 0.02)).then(|| match actor_type {
-            "user" => Principal {
-                email: Some(&actor.email),
-                id: Cow::Borrowed(&actor.id),
-                name: &actor.name,
-                kind: "user",
-            },
+            "user" => self.principal(actor_idx),
             "application" => {
                 let app = hash::index(h(8), APPLICATIONS.len());
-                Principal {
+                CreatedBy::Other(Principal {
                     email: None,
                     id: Cow::Owned(decimal_id("34587645", 1_000_000 + app as u64 * 7_331, 11)),
                     name: APPLICATIONS[app],
                     kind: "application",
-                }
+                })
             }
-            "scim_provisioner" => Principal {
+            "scim_provisioner" => CreatedBy::Other(Principal {
                 email: None,
                 id: Cow::Owned(decimal_id("30744573", 99_000_000_001, 11)),
                 name: "SCIM provisioning",
                 kind: "scim_provisioner",
-            },
-            other => Principal {
+            }),
+            other => CreatedBy::Other(Principal {
                 email: None,
                 id: Cow::Owned(decimal_id("30744573", 99_000_000_002, 11)),
                 name: "Miro automation",
                 kind: other,
-            },
+            }),
         });
 
         let object = (!chance(h(9), 0.05)).then(|| match kind.object {
             ObjectKind::Actor => self.named_user(actor_idx),
             ObjectKind::Board => self.named_board(board_idx),
-            ObjectKind::User => Named {
-                id: &target.id,
-                name: &target.name,
-            },
-            ObjectKind::Team => {
-                let t = &self.teams[hash::index(h(10), TEAM_COUNT)];
-                Named {
-                    id: &t.id,
-                    name: &t.name,
-                }
-            }
+            ObjectKind::User => self.named_user(target_idx),
+            ObjectKind::Team => &*self.fragments.team_named[hash::index(h(10), TEAM_COUNT)],
             ObjectKind::Organization => self.named_org(),
         });
 
@@ -999,22 +1084,13 @@ impl MiroOrg {
             } else {
                 actor.team
             };
-            let t = &self.teams[team];
-            Typed {
-                id: &t.id,
-                name: &t.name,
-                kind: "team",
-            }
+            &*self.fragments.team_typed[team]
         });
         AuditEvent {
             category: kind.category,
             context: AuditContext {
                 ip,
-                organization: Typed {
-                    id: &self.org_id,
-                    name: &self.org_name,
-                    kind: "organization",
-                },
+                organization: &self.fragments.org_typed,
                 team,
             },
             created_at,
@@ -1227,14 +1303,8 @@ impl MiroOrg {
         let request = index.is_multiple_of(2);
         let unique = scramble(index, 0x9E37_79B9, h(0) % (1 << 48), 1 << 48);
         let object = match facts.board {
-            Some(b) => AiObject {
-                id: &self.boards[b].id,
-                kind: "board",
-            },
-            None => AiObject {
-                id: &self.org_id,
-                kind: "organization",
-            },
+            Some(b) => &*self.fragments.board_ai_object[b],
+            None => &*self.fragments.org_ai_object,
         };
         let details = if request {
             Fields::of(&[
