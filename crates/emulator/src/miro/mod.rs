@@ -11,6 +11,9 @@
 //! - The organisation (`MiroOrg`) is a pure function of the config: event `i` is computed
 //!   in O(1) from `(seed, i)` and nothing per event is kept in memory, so a million events
 //!   cost the same memory as ten.
+//! - Items are written straight into the page body from borrowed structs (`items.rs`),
+//!   never built as a `serde_json::Value`; the bytes are those of the `Value` the emulator
+//!   used to build (keys sorted), which `org/oracle.rs` keeps for the tests to compare.
 //! - Event `i`'s time is `start + floor(i * (end - start) / count)`: times never decrease
 //!   with the index, so a time window is an index range found by arithmetic.
 //! - Following cursors of one query yields every item visible at request time exactly
@@ -24,6 +27,7 @@ mod config;
 mod cursor;
 mod faults;
 mod hash;
+mod items;
 mod oauth;
 mod org;
 mod paging;

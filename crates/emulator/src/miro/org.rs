@@ -1,20 +1,32 @@
 //! The generated organisation: fixed-size pools (users, teams, boards) plus three event
 //! streams (audit, content, AI interaction) whose items are computed from `(seed, index)`
-//! on demand.
+//! on demand, as the structs of `items.rs` that the server writes straight into a page
+//! (the public `audit_event`, `content_item` and `ai_entry` give them as `Value`s).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::LazyLock;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use super::config::{LateArrival, MARKUP_NAME_SUFFIX, MiroEmulatorConfig, StreamShape, TimeForm};
 use super::hash::{self, chance, hash, hash_str, index, pick, unit, weighted};
+use super::items::{
+    AiEntry, AiObject, AuditContext, AuditEvent, ContentItem, CreatedBy, Fields, Geometry, Item,
+    Named, Person, Position, Principal, Relationship, Scalar, State, Style, Typed, WidgetData,
+};
 use super::scenario::{ATTACKER_IP, Scenario};
 use super::vocab::{
     APPLICATIONS, AUDIT_KINDS, BOARD_PREFIXES, BOARD_TOPICS, FIRST_NAMES, LAST_NAMES, ObjectKind,
     STICKY_TEXTS, TEAM_NAMES, WIDGET_TYPES,
 };
 use crate::time::UnixMs;
+
+#[cfg(test)]
+mod oracle;
 
 const USER_COUNT: usize = 200;
 /// The last users of the pool have left: the benign organisation deactivates and
@@ -116,15 +128,18 @@ fn format_iso(t: UnixMs, iso: String, form: TimeForm, h: u64) -> String {
 const HOSTILE_DEPTH: usize = 200;
 
 /// A free-form value no reader should choke on, yet some do: nested `HOSTILE_DEPTH`
-/// levels, a float beyond f64 (`1e400`) and an integer beyond 2^64.
-fn hostile_value() -> Value {
-    let mut deep = json!(1);
-    for _ in 0..HOSTILE_DEPTH {
-        deep = Value::Array(vec![deep]);
-    }
-    let huge: Value = serde_json::from_str("1e400").expect("arbitrary precision numbers");
-    let big: Value = serde_json::from_str("30744573469876543210123").expect("a big integer");
-    json!({"deep": deep, "huge": huge, "big": big})
+/// levels, a float beyond f64 (`1e400`) and an integer beyond 2^64. Built once.
+pub(super) fn hostile_value() -> &'static Value {
+    static HOSTILE: LazyLock<Value> = LazyLock::new(|| {
+        let mut deep = json!(1);
+        for _ in 0..HOSTILE_DEPTH {
+            deep = Value::Array(vec![deep]);
+        }
+        let huge: Value = serde_json::from_str("1e400").expect("arbitrary precision numbers");
+        let big: Value = serde_json::from_str("30744573469876543210123").expect("a big integer");
+        json!({"deep": deep, "huge": huge, "big": big})
+    });
+    &HOSTILE
 }
 
 #[derive(Debug)]
@@ -147,6 +162,121 @@ struct Board {
     id: String,
     name: String,
     team: usize,
+}
+
+/// The pool's objects as items name them, written once by serde_json (from the structs of
+/// `items.rs`, so with the same bytes) and copied into every item that names them: an
+/// item's strings are mostly these, and escaping them per item was most of the cost.
+#[derive(Debug)]
+struct Fragments {
+    /// A user as an audit event's `createdBy`: `{"email","id","name","type":"user"}`.
+    user_created_by: Vec<Box<RawValue>>,
+    /// A user as an audit event's `object`: `{"id","name"}`.
+    user_named: Vec<Box<RawValue>>,
+    /// A user as a content or AI interaction `actor`: `{"email","id","name"}`.
+    user_person: Vec<Box<RawValue>>,
+    /// A team as an audit event's `context.team`: `{"id","name","type":"team"}`.
+    team_typed: Vec<Box<RawValue>>,
+    team_named: Vec<Box<RawValue>>,
+    board_named: Vec<Box<RawValue>>,
+    /// A board as an AI interaction entry's `object`: `{"id","type":"board"}`.
+    board_ai_object: Vec<Box<RawValue>>,
+    /// `context.organization`: `{"id","name","type":"organization"}`.
+    org_typed: Box<RawValue>,
+    org_named: Box<RawValue>,
+    org_ai_object: Box<RawValue>,
+}
+
+/// `value` as served (serde_json's text).
+fn written(value: &impl Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("a pool object serialises")
+}
+
+impl Fragments {
+    fn new(org_id: &str, org_name: &str, users: &[User], teams: &[Team], boards: &[Board]) -> Self {
+        Fragments {
+            user_created_by: users
+                .iter()
+                .map(|u| {
+                    written(&Principal {
+                        email: Some(&u.email),
+                        id: Cow::Borrowed(&u.id),
+                        name: &u.name,
+                        kind: "user",
+                    })
+                })
+                .collect(),
+            user_named: users
+                .iter()
+                .map(|u| {
+                    written(&Named {
+                        id: &u.id,
+                        name: &u.name,
+                    })
+                })
+                .collect(),
+            user_person: users
+                .iter()
+                .map(|u| {
+                    written(&Person {
+                        email: &u.email,
+                        id: &u.id,
+                        name: &u.name,
+                    })
+                })
+                .collect(),
+            team_typed: teams
+                .iter()
+                .map(|t| {
+                    written(&Typed {
+                        id: &t.id,
+                        name: &t.name,
+                        kind: "team",
+                    })
+                })
+                .collect(),
+            team_named: teams
+                .iter()
+                .map(|t| {
+                    written(&Named {
+                        id: &t.id,
+                        name: &t.name,
+                    })
+                })
+                .collect(),
+            board_named: boards
+                .iter()
+                .map(|b| {
+                    written(&Named {
+                        id: &b.id,
+                        name: &b.name,
+                    })
+                })
+                .collect(),
+            board_ai_object: boards
+                .iter()
+                .map(|b| {
+                    written(&AiObject {
+                        id: &b.id,
+                        kind: "board",
+                    })
+                })
+                .collect(),
+            org_typed: written(&Typed {
+                id: org_id,
+                name: org_name,
+                kind: "organization",
+            }),
+            org_named: written(&Named {
+                id: org_id,
+                name: org_name,
+            }),
+            org_ai_object: written(&AiObject {
+                id: org_id,
+                kind: "organization",
+            }),
+        }
+    }
 }
 
 /// What an item is filtered on (`object_ids`/`board_ids`, `emails`): its board (`None`:
@@ -183,6 +313,7 @@ pub struct MiroOrg {
     /// Injected attacks and the index their burst starts at in its stream.
     scenarios: Vec<(Scenario, u64)>,
     user_by_email: HashMap<String, usize>,
+    fragments: Fragments,
 }
 
 /// `prefix` followed by `digits` decimal digits of `n` (zero padded).
@@ -323,6 +454,7 @@ impl MiroOrg {
             .enumerate()
             .map(|(i, u)| (u.email.to_lowercase(), i))
             .collect();
+        let fragments = Fragments::new(&config.org_id, &config.org_name, &users, &teams, &boards);
         let mut org = MiroOrg {
             seed,
             org_id: config.org_id.clone(),
@@ -339,6 +471,7 @@ impl MiroOrg {
             board_by_id,
             scenarios: Vec::new(),
             user_by_email,
+            fragments,
         };
         org.scenarios = config
             .scenarios
@@ -379,134 +512,6 @@ impl MiroOrg {
             .iter()
             .map(|&(sc, base)| (sc, base..base + sc.len()))
             .collect()
-    }
-
-    fn user_json(&self, u: usize) -> Value {
-        let u = &self.users[u];
-        json!({"type": "user", "id": u.id, "name": u.name, "email": u.email})
-    }
-
-    /// Audit event `index` of a scenario burst: the benign event's id, time and context,
-    /// with the attack's actor, event, object and details.
-    fn scenario_audit_event(&self, sc: Scenario, k: u64, index: u64) -> Value {
-        let mut e = self.benign_audit_event(index);
-        // Fixed cast: the attacker's victim, an admin, another member.
-        let (victim, admin, member) = (3, 1, 7);
-        let k_usize = usize::try_from(k).expect("a short burst");
-        let auth = |e: &mut Value, user: usize, event: &str, ip: &str| {
-            e["event"] = json!(event);
-            e["category"] = json!("authentication");
-            e["createdBy"] = self.user_json(user);
-            let u = &self.users[user];
-            e["object"] = json!({"id": u.id, "name": u.name});
-            e["context"]["ip"] = json!(ip);
-            e["details"] = if event == "sign_in_failed" {
-                json!({"reason": "INVALID_PASSWORD"})
-            } else {
-                json!({"authenticationMethod": "PASSWORD", "userAgent": "python-requests/2.31"})
-            };
-        };
-        let admin_change = |e: &mut Value, event: &str, category: &str, details: Value| {
-            e["event"] = json!(event);
-            e["category"] = json!(category);
-            e["createdBy"] = self.user_json(admin);
-            e["object"] = json!({"id": self.org_id, "name": self.org_name});
-            e["context"]["ip"] = json!(self.users[admin].ip);
-            e["details"] = details;
-        };
-        match sc {
-            Scenario::BruteForce => auth(&mut e, victim, "sign_in_failed", ATTACKER_IP),
-            Scenario::PasswordSpray => auth(&mut e, 10 + k_usize, "sign_in_failed", ATTACKER_IP),
-            Scenario::GuessedPassword => {
-                let event = if k + 1 < sc.len() {
-                    "sign_in_failed"
-                } else {
-                    "sign_in_succeeded"
-                };
-                auth(&mut e, victim, event, ATTACKER_IP);
-            }
-            Scenario::AdminGrant => {
-                admin_change(
-                    &mut e,
-                    "user_role_changed",
-                    "users",
-                    json!({"oldRole": "MEMBER", "newRole": "ADMIN"}),
-                );
-                let u = &self.users[member];
-                e["object"] = json!({"id": u.id, "name": u.name});
-            }
-            Scenario::SsoDisabled => admin_change(
-                &mut e,
-                "sso_settings_changed",
-                "security",
-                json!({"ssoEnabled": false, "provider": "Okta"}),
-            ),
-            Scenario::ScimToken => {
-                admin_change(&mut e, "scim_token_generated", "security", json!({}))
-            }
-            Scenario::DomainAllowlist => admin_change(
-                &mut e,
-                "domain_allowlist_changed",
-                "organization",
-                json!({"domains": ["files-share.example"], "change": "ADDED"}),
-            ),
-            Scenario::GuestSharing => admin_change(
-                &mut e,
-                "organization_settings_changed",
-                "organization",
-                json!({"setting": "guestAccess", "value": "ON"}),
-            ),
-            Scenario::PublicBoard => {
-                let b = &self.boards[0];
-                e["event"] = json!("board_sharing_changed");
-                e["category"] = json!("boards");
-                e["createdBy"] = self.user_json(victim);
-                e["object"] = json!({"id": b.id, "name": b.name});
-                e["context"]["ip"] = json!(self.users[victim].ip);
-                e["details"] = json!({"access": "VIEW", "previousAccess": "PRIVATE", "scope": "ANYONE_WITH_LINK"});
-            }
-            Scenario::MassExport => {
-                let b = &self.boards[k_usize];
-                e["event"] = json!("board_exported");
-                e["category"] = json!("boards");
-                e["createdBy"] = self.user_json(victim);
-                e["object"] = json!({"id": b.id, "name": b.name});
-                e["context"]["ip"] = json!(self.users[victim].ip);
-                e["details"] = json!({"format": "BACKUP"});
-            }
-            Scenario::ActiveAfterDeactivation => {
-                let deactivated = 5;
-                let u = &self.users[deactivated];
-                if k == 0 {
-                    admin_change(
-                        &mut e,
-                        "user_deactivated",
-                        "users",
-                        json!({"email": u.email}),
-                    );
-                    e["object"] = json!({"id": u.id, "name": u.name});
-                } else {
-                    let b = &self.boards[1];
-                    e["event"] = json!("board_opened");
-                    e["category"] = json!("boards");
-                    e["createdBy"] = self.user_json(deactivated);
-                    e["object"] = json!({"id": b.id, "name": b.name});
-                    e["context"]["ip"] = json!(ATTACKER_IP);
-                    e["details"] = json!({"role": "OWNER"});
-                }
-            }
-            Scenario::AppAdmin => {
-                let u = &self.users[member];
-                e["event"] = json!("user_role_changed");
-                e["category"] = json!("users");
-                e["createdBy"] = json!({"type": "application", "id": decimal_id("34587645", 4_242_424, 11), "name": "Unknown API client"});
-                e["object"] = json!({"id": u.id, "name": u.name});
-                e["context"]["ip"] = json!("52.18.23.45");
-                e["details"] = json!({"oldRole": "MEMBER", "newRole": "GUEST"});
-            }
-            Scenario::MassDeletion => unreachable!("a content scenario"),
-        }
-        e
     }
 
     pub fn audit_count(&self) -> u64 {
@@ -650,14 +655,6 @@ impl MiroOrg {
         }
     }
 
-    pub(super) fn item(&self, stream: Stream, index: u64) -> Value {
-        match stream {
-            Stream::Audit => self.audit_event(index),
-            Stream::Content => self.content_item(index),
-            Stream::Ai => self.ai_entry(index),
-        }
-    }
-
     /// What item `index` is filtered on (content and AI interaction logs).
     pub(super) fn filter_facts(&self, stream: Stream, index: u64) -> FilterFacts {
         match stream {
@@ -682,87 +679,15 @@ impl MiroOrg {
         }
     }
 
-    /// AI interaction log entry `index` exactly as the API serves it (`docs/miro-api.md`:
-    /// a UUID id, `createdAt` and `storedAt` in ISO 8601 with `Z`).
-    pub fn ai_entry(&self, index: u64) -> Value {
-        let h = |salt: u64| hash(&[self.seed, TAG_AI, index, salt]);
-        let session = index / 4;
-        let message = index / 2;
-        let sh = |salt: u64| hash(&[self.seed, TAG_AI, session, salt, 0x5E55]);
-        let facts = self.ai_facts(index);
-        let request = index.is_multiple_of(2);
-        let feature = pick(sh(4), AI_FEATURES);
-        let unique = scramble(index, 0x9E37_79B9, h(0) % (1 << 48), 1 << 48);
-        let mut entry = Map::new();
-        entry.insert("id".into(), json!(uuid(h(2), unique)));
-        entry.insert(
-            "createdAt".into(),
-            json!(self.ai_created_at(index).to_iso()),
-        );
-        entry.insert("storedAt".into(), json!(self.ai_stored_at(index).to_iso()));
-        entry.insert("sessionId".into(), json!(uuid(sh(5), session)));
-        entry.insert(
-            "messageId".into(),
-            json!(uuid(hash(&[self.seed, TAG_AI, message, 0x3E55]), message)),
-        );
-        entry.insert("aiFeatureName".into(), json!(feature));
-        entry.insert(
-            "logType".into(),
-            json!(if request { "request" } else { "response" }),
-        );
-        let object = match facts.board {
-            Some(b) => json!({"id": self.boards[b].id, "type": "board"}),
-            None => json!({"id": self.org_id, "type": "organization"}),
-        };
-        entry.insert("object".into(), object);
-        if let Some(a) = facts.actor {
-            let u = &self.users[a];
-            entry.insert(
-                "actor".into(),
-                json!({"id": u.id, "email": u.email, "name": u.name}),
-            );
-        }
-        let details = if request {
-            json!({"prompt": pick(h(6), STICKY_TEXTS), "promptCharacters": 20 + h(7) % 400, "locale": pick(h(8), &["en", "de", "fr", "ja"])})
-        } else {
-            json!({"status": pick(h(6), &["success", "success", "success", "filtered", "error"]), "outputItems": h(7) % 12, "durationMs": 300 + h(8) % 9000})
-        };
-        entry.insert("details".into(), details);
-        Value::Object(entry)
-    }
-
     /// Whether item `index` is served hostile under the `hostile_item_share` fault: a fixed
     /// property of the item, so a re-read serves the same text.
     pub(super) fn is_hostile(&self, stream: Stream, index: u64, share: f64) -> bool {
         share > 0.0 && chance(hash(&[self.seed, stream.tag(), index, SALT_HOSTILE]), share)
     }
 
-    /// The item as served: hostile (see [`MiroOrg::hostile_audit_event`]) or plain.
-    pub(super) fn served_item(&self, stream: Stream, index: u64, hostile_share: f64) -> Value {
-        let mut item = self.item(stream, index);
-        if self.is_hostile(stream, index, hostile_share) {
-            let key = match stream {
-                Stream::Audit | Stream::Ai => "details",
-                Stream::Content => "state",
-            };
-            item[key] = hostile_value();
-        }
-        item
-    }
-
     /// Whether audit event `index` is served hostile with `hostile_item_share = share`.
     pub fn audit_event_is_hostile(&self, index: u64, share: f64) -> bool {
         self.is_hostile(Stream::Audit, index, share)
-    }
-
-    /// Audit event `index` as served with `hostile_item_share = share`.
-    pub fn audit_event_served(&self, index: u64, share: f64) -> Value {
-        self.served_item(Stream::Audit, index, share)
-    }
-
-    /// Content item `index` as served with `hostile_item_share = share`.
-    pub fn content_item_served(&self, index: u64, share: f64) -> Value {
-        self.served_item(Stream::Content, index, share)
     }
 
     /// The index of a board id of the pool, if it is one.
@@ -788,182 +713,6 @@ impl MiroOrg {
 
     pub(super) fn organization(&self) -> Value {
         json!({"type": "organization", "name": self.org_name, "id": self.org_id})
-    }
-
-    fn team_json(&self, team: usize) -> Value {
-        let t = &self.teams[team];
-        json!({"type": "team", "id": t.id, "name": t.name})
-    }
-
-    /// Audit event `index` exactly as the API serves it.
-    pub fn audit_event(&self, index: u64) -> Value {
-        match self.scenario_at(Stream::Audit, index) {
-            Some((sc, k)) => self.scenario_audit_event(sc, k, index),
-            None => self.benign_audit_event(index),
-        }
-    }
-
-    /// Audit event `index` of the benign organisation.
-    fn benign_audit_event(&self, index: u64) -> Value {
-        let h = |salt: u64| hash(&[self.seed, TAG_AUDIT, index, salt]);
-        let kind = &AUDIT_KINDS[weighted(h(1), AUDIT_KINDS.iter().map(|k| k.weight))];
-        let actor_idx = skewed(h(2), ACTIVE_USERS);
-        let actor = &self.users[actor_idx];
-        let actor_type = if kind.category == "authentication" {
-            "user"
-        } else {
-            match unit(h(3)) {
-                u if u < 0.90 => "user",
-                // Integrations work on boards; user and settings changes are people's,
-                // SCIM's or Miro's own.
-                u if u < 0.95 && kind.category == "boards" => "application",
-                u if u < 0.95 => "user",
-                u if u < 0.98 => "scim_provisioner",
-                _ => "miro_automation",
-            }
-        };
-        let board_idx = skewed(h(4), BOARD_COUNT);
-        let board = &self.boards[board_idx];
-        // Deactivations and reactivations are of people who left; other changes of people
-        // who work here.
-        let target = if matches!(kind.event, "user_deactivated" | "user_reactivated") {
-            &self.users[ACTIVE_USERS + hash::index(h(5), LEAVERS)]
-        } else {
-            &self.users[hash::index(h(5), ACTIVE_USERS)]
-        };
-
-        let mut event = Map::new();
-        event.insert("type".into(), json!("event"));
-        // Miro's shape: the event time with microseconds, `#`, a decimal number, `-DDB`.
-        let number = decimal_id(
-            "30744573",
-            scramble(
-                index,
-                7_777_777_777,
-                hash(&[self.seed, TAG_AUDIT]) % 100_000_000_000,
-                100_000_000_000,
-            ),
-            11,
-        );
-        let time = self.audit_time(index);
-        let iso = time.to_iso();
-        let stamp = format_iso(time, iso.clone(), TimeForm::MicrosZ, h(20));
-        event.insert("id".into(), json!(format!("{stamp}#{number}-DDB")));
-        event.insert("event".into(), json!(kind.event));
-        event.insert("category".into(), json!(kind.category));
-        event.insert(
-            "createdAt".into(),
-            json!(format_iso(
-                time,
-                iso,
-                self.audit_time_form,
-                hash(&[self.seed, TAG_AUDIT, index, SALT_TIME_FORM])
-            )),
-        );
-        event.insert(
-            "details".into(),
-            self.audit_details(kind.event, h(6), board, target),
-        );
-
-        if !chance(h(7), 0.02) {
-            let created_by = match actor_type {
-                "user" => {
-                    json!({"type": "user", "id": actor.id, "name": actor.name, "email": actor.email})
-                }
-                "application" => {
-                    let app = hash::index(h(8), APPLICATIONS.len());
-                    json!({"type": "application", "id": decimal_id("34587645", 1_000_000 + app as u64 * 7_331, 11), "name": APPLICATIONS[app]})
-                }
-                "scim_provisioner" => {
-                    json!({"type": "scim_provisioner", "id": decimal_id("30744573", 99_000_000_001, 11), "name": "SCIM provisioning"})
-                }
-                other => {
-                    json!({"type": other, "id": decimal_id("30744573", 99_000_000_002, 11), "name": "Miro automation"})
-                }
-            };
-            event.insert("createdBy".into(), created_by);
-        }
-
-        if !chance(h(9), 0.05) {
-            let object = match kind.object {
-                ObjectKind::Actor => json!({"id": actor.id, "name": actor.name}),
-                ObjectKind::Board => json!({"id": board.id, "name": board.name}),
-                ObjectKind::User => json!({"id": target.id, "name": target.name}),
-                ObjectKind::Team => {
-                    let t = &self.teams[hash::index(h(10), TEAM_COUNT)];
-                    json!({"id": t.id, "name": t.name})
-                }
-                ObjectKind::Organization => json!({"id": self.org_id, "name": self.org_name}),
-            };
-            event.insert("object".into(), object);
-        }
-
-        let ip = if actor_type == "user" {
-            actor.ip.clone()
-        } else {
-            format!(
-                "52.{}.{}.{}",
-                1 + h(11) % 200,
-                h(11) >> 8 & 255,
-                1 + (h(11) >> 16) % 254
-            )
-        };
-        let mut context = Map::new();
-        context.insert("ip".into(), json!(ip));
-        if !chance(h(12), 0.05) {
-            let team = if kind.object == ObjectKind::Board {
-                board.team
-            } else {
-                actor.team
-            };
-            context.insert("team".into(), self.team_json(team));
-        }
-        context.insert(
-            "organization".into(),
-            json!({"type": "organization", "id": self.org_id, "name": self.org_name}),
-        );
-        event.insert("context".into(), Value::Object(context));
-        Value::Object(event)
-    }
-
-    fn audit_details(&self, event: &str, h: u64, board: &Board, target: &User) -> Value {
-        const ROLES: &[&str] = &["OWNER", "EDITOR", "COMMENTER", "VIEWER"];
-        const ORG_ROLES: &[&str] = &["MEMBER", "ADMIN", "GUEST"];
-        const BENIGN_ROLES: &[&str] = &["MEMBER", "GUEST"];
-        match event {
-            "sign_in_succeeded" => {
-                json!({"authType": pick(h, &["SSO", "PASSWORD", "GOOGLE"]), "userAgent": pick(h >> 8, &["Chrome/126", "Firefox/127", "Safari/17", "MiroDesktop/0.8"])})
-            }
-            "sign_in_failed" => {
-                json!({"reason": pick(h, &["INVALID_PASSWORD", "SSO_ERROR", "ACCOUNT_LOCKED", "MFA_FAILED"])})
-            }
-            "sign_out_succeeded" => json!({}),
-            "board_opened" => json!({"role": pick(h, ROLES)}),
-            "board_created" => {
-                json!({"boardName": board.name, "teamId": self.teams[board.team].id})
-            }
-            "board_exported" => json!({"format": pick(h, &["PDF", "IMAGE", "CSV", "BACKUP"])}),
-            "board_shared" => {
-                json!({"sharedWith": target.email, "role": pick(h, ROLES)})
-            }
-            "board_sharing_changed" => json!({
-                "access": pick(h, &["PRIVATE", "VIEW", "COMMENT", "EDIT"]),
-                "previousAccess": pick(h >> 8, &["PRIVATE", "VIEW", "COMMENT", "EDIT"]),
-                "scope": pick(h >> 16, &["ORGANIZATION", "TEAM"]),
-            }),
-            "board_deleted" => json!({"boardName": board.name}),
-            "user_invited" => json!({"invitedEmail": target.email, "role": pick(h, ORG_ROLES)}),
-            "user_deactivated" | "user_reactivated" => json!({"email": target.email}),
-            // Admin grants are attacks here (scenario `admin-grant`): the benign org only
-            // moves people between member and guest.
-            "user_role_changed" => {
-                json!({"oldRole": pick(h, BENIGN_ROLES), "newRole": pick(h >> 8, BENIGN_ROLES)})
-            }
-            "team_created" | "team_deleted" => json!({}),
-            _ => {
-                json!({"setting": pick(h, &["dataClassification", "retention", "boardDefaultAccess"]), "value": pick(h >> 8, &["ON", "OFF"])})
-            }
-        }
     }
 
     /// The filterable facts of content item `index` (board, actor).
@@ -992,26 +741,463 @@ impl MiroOrg {
         (decimal_id("3458764", h % 1_000_000_000_000, 12), h)
     }
 
+    /// Item `index` of `stream` exactly as the API serves it (not hostile).
+    pub(super) fn record(&self, stream: Stream, index: u64) -> Item<'_> {
+        match stream {
+            Stream::Audit => Item::Audit(match self.scenario_at(Stream::Audit, index) {
+                Some((sc, k)) => self.scenario_audit_event(sc, k, index),
+                None => self.benign_audit_event(index),
+            }),
+            Stream::Content => Item::Content(self.content_record(index)),
+            Stream::Ai => Item::Ai(self.ai_record(index)),
+        }
+    }
+
+    /// Item `index` as served: with `hostile`, its free-form object (`details`, or a
+    /// content item's `state`) is the hostile value (see [`hostile_value`]).
+    pub(super) fn served_record(&self, stream: Stream, index: u64, hostile: bool) -> Item<'_> {
+        let mut item = self.record(stream, index);
+        if hostile {
+            match &mut item {
+                Item::Audit(e) => e.details = Fields::Hostile(hostile_value()),
+                Item::Ai(e) => e.details = Fields::Hostile(hostile_value()),
+                Item::Content(c) => c.state = State::Hostile(hostile_value()),
+            }
+        }
+        item
+    }
+
+    /// Audit event `index` exactly as the API serves it.
+    pub fn audit_event(&self, index: u64) -> Value {
+        self.record(Stream::Audit, index).to_value()
+    }
+
     /// Content log item `index` exactly as the API serves it.
     pub fn content_item(&self, index: u64) -> Value {
+        self.record(Stream::Content, index).to_value()
+    }
+
+    /// AI interaction log entry `index` exactly as the API serves it (`docs/miro-api.md`:
+    /// a UUID id, `createdAt` and `storedAt` in ISO 8601 with `Z`).
+    pub fn ai_entry(&self, index: u64) -> Value {
+        self.record(Stream::Ai, index).to_value()
+    }
+
+    /// Audit event `index` as served with `hostile_item_share = share`.
+    pub fn audit_event_served(&self, index: u64, share: f64) -> Value {
+        let hostile = self.is_hostile(Stream::Audit, index, share);
+        self.served_record(Stream::Audit, index, hostile).to_value()
+    }
+
+    /// Content item `index` as served with `hostile_item_share = share`.
+    pub fn content_item_served(&self, index: u64, share: f64) -> Value {
+        let hostile = self.is_hostile(Stream::Content, index, share);
+        self.served_record(Stream::Content, index, hostile)
+            .to_value()
+    }
+
+    fn principal(&self, u: usize) -> CreatedBy<'_> {
+        CreatedBy::Pool(&self.fragments.user_created_by[u])
+    }
+
+    fn named_user(&self, u: usize) -> &RawValue {
+        &self.fragments.user_named[u]
+    }
+
+    fn named_board(&self, b: usize) -> &RawValue {
+        &self.fragments.board_named[b]
+    }
+
+    fn named_org(&self) -> &RawValue {
+        &self.fragments.org_named
+    }
+
+    fn person(&self, u: usize) -> &RawValue {
+        &self.fragments.user_person[u]
+    }
+
+    /// A scenario's sign-in by `user` from `ip`.
+    fn scenario_sign_in<'a>(
+        &'a self,
+        e: &mut AuditEvent<'a>,
+        user: usize,
+        event: &'static str,
+        ip: &'a str,
+    ) {
+        e.event = event;
+        e.category = "authentication";
+        e.created_by = Some(self.principal(user));
+        e.object = Some(self.named_user(user));
+        e.context.ip = Cow::Borrowed(ip);
+        e.details = if event == "sign_in_failed" {
+            Fields::of(&[("reason", Scalar::Str("INVALID_PASSWORD"))])
+        } else {
+            Fields::of(&[
+                ("authenticationMethod", Scalar::Str("PASSWORD")),
+                ("userAgent", Scalar::Str("python-requests/2.31")),
+            ])
+        };
+    }
+
+    /// A scenario's change of the organisation's settings by `admin`.
+    fn scenario_admin_change<'a>(
+        &'a self,
+        e: &mut AuditEvent<'a>,
+        admin: usize,
+        event: &'static str,
+        category: &'static str,
+        details: Fields<'a>,
+    ) {
+        e.event = event;
+        e.category = category;
+        e.created_by = Some(self.principal(admin));
+        e.object = Some(self.named_org());
+        e.context.ip = Cow::Borrowed(&self.users[admin].ip);
+        e.details = details;
+    }
+
+    /// A scenario's change of a board by `user` from their own address.
+    fn scenario_board_event<'a>(&'a self, e: &mut AuditEvent<'a>, user: usize) {
+        e.category = "boards";
+        e.created_by = Some(self.principal(user));
+        e.context.ip = Cow::Borrowed(&self.users[user].ip);
+    }
+
+    /// Audit event `index` of a scenario burst: the benign event's id, time and context,
+    /// with the attack's actor, event, object and details.
+    fn scenario_audit_event(&self, sc: Scenario, k: u64, index: u64) -> AuditEvent<'_> {
+        use Scalar::{Bool, Str, StrList};
+        let mut e = self.benign_audit_event(index);
+        // Fixed cast: the attacker's victim, an admin, another member.
+        let (victim, admin, member) = (3, 1, 7);
+        let k_usize = usize::try_from(k).expect("a short burst");
+        match sc {
+            Scenario::BruteForce => {
+                self.scenario_sign_in(&mut e, victim, "sign_in_failed", ATTACKER_IP);
+            }
+            Scenario::PasswordSpray => {
+                self.scenario_sign_in(&mut e, 10 + k_usize, "sign_in_failed", ATTACKER_IP);
+            }
+            Scenario::GuessedPassword => {
+                let event = if k + 1 < sc.len() {
+                    "sign_in_failed"
+                } else {
+                    "sign_in_succeeded"
+                };
+                self.scenario_sign_in(&mut e, victim, event, ATTACKER_IP);
+            }
+            Scenario::AdminGrant => {
+                let details = Fields::of(&[("oldRole", Str("MEMBER")), ("newRole", Str("ADMIN"))]);
+                self.scenario_admin_change(&mut e, admin, "user_role_changed", "users", details);
+                e.object = Some(self.named_user(member));
+            }
+            Scenario::SsoDisabled => {
+                let details = Fields::of(&[("ssoEnabled", Bool(false)), ("provider", Str("Okta"))]);
+                self.scenario_admin_change(
+                    &mut e,
+                    admin,
+                    "sso_settings_changed",
+                    "security",
+                    details,
+                );
+            }
+            Scenario::ScimToken => {
+                let details = Fields::of(&[]);
+                self.scenario_admin_change(
+                    &mut e,
+                    admin,
+                    "scim_token_generated",
+                    "security",
+                    details,
+                );
+            }
+            Scenario::DomainAllowlist => {
+                let details = Fields::of(&[
+                    ("domains", StrList(&["files-share.example"])),
+                    ("change", Str("ADDED")),
+                ]);
+                self.scenario_admin_change(
+                    &mut e,
+                    admin,
+                    "domain_allowlist_changed",
+                    "organization",
+                    details,
+                );
+            }
+            Scenario::GuestSharing => {
+                let details = Fields::of(&[("setting", Str("guestAccess")), ("value", Str("ON"))]);
+                self.scenario_admin_change(
+                    &mut e,
+                    admin,
+                    "organization_settings_changed",
+                    "organization",
+                    details,
+                );
+            }
+            Scenario::PublicBoard => {
+                self.scenario_board_event(&mut e, victim);
+                e.event = "board_sharing_changed";
+                e.object = Some(self.named_board(0));
+                e.details = Fields::of(&[
+                    ("access", Str("VIEW")),
+                    ("previousAccess", Str("PRIVATE")),
+                    ("scope", Str("ANYONE_WITH_LINK")),
+                ]);
+            }
+            Scenario::MassExport => {
+                self.scenario_board_event(&mut e, victim);
+                e.event = "board_exported";
+                e.object = Some(self.named_board(k_usize));
+                e.details = Fields::of(&[("format", Str("BACKUP"))]);
+            }
+            Scenario::ActiveAfterDeactivation => {
+                let deactivated = 5;
+                if k == 0 {
+                    let details = Fields::of(&[("email", Str(&self.users[deactivated].email))]);
+                    self.scenario_admin_change(&mut e, admin, "user_deactivated", "users", details);
+                    e.object = Some(self.named_user(deactivated));
+                } else {
+                    e.event = "board_opened";
+                    e.category = "boards";
+                    e.created_by = Some(self.principal(deactivated));
+                    e.object = Some(self.named_board(1));
+                    e.context.ip = Cow::Borrowed(ATTACKER_IP);
+                    e.details = Fields::of(&[("role", Str("OWNER"))]);
+                }
+            }
+            Scenario::AppAdmin => {
+                e.event = "user_role_changed";
+                e.category = "users";
+                e.created_by = Some(CreatedBy::Other(Principal {
+                    email: None,
+                    id: Cow::Owned(decimal_id("34587645", 4_242_424, 11)),
+                    name: "Unknown API client",
+                    kind: "application",
+                }));
+                e.object = Some(self.named_user(member));
+                e.context.ip = Cow::Borrowed("52.18.23.45");
+                e.details = Fields::of(&[("oldRole", Str("MEMBER")), ("newRole", Str("GUEST"))]);
+            }
+            Scenario::MassDeletion => unreachable!("a content scenario"),
+        }
+        e
+    }
+
+    /// Audit event `index` of the benign organisation.
+    fn benign_audit_event(&self, index: u64) -> AuditEvent<'_> {
+        let h = |salt: u64| hash(&[self.seed, TAG_AUDIT, index, salt]);
+        let kind = &AUDIT_KINDS[weighted(h(1), AUDIT_KINDS.iter().map(|k| k.weight))];
+        let actor_idx = skewed(h(2), ACTIVE_USERS);
+        let actor = &self.users[actor_idx];
+        let actor_type = if kind.category == "authentication" {
+            "user"
+        } else {
+            match unit(h(3)) {
+                u if u < 0.90 => "user",
+                // Integrations work on boards; user and settings changes are people's,
+                // SCIM's or Miro's own.
+                u if u < 0.95 && kind.category == "boards" => "application",
+                u if u < 0.95 => "user",
+                u if u < 0.98 => "scim_provisioner",
+                _ => "miro_automation",
+            }
+        };
+        let board_idx = skewed(h(4), BOARD_COUNT);
+        let board = &self.boards[board_idx];
+        // Deactivations and reactivations are of people who left; other changes of people
+        // who work here.
+        let target_idx = if matches!(kind.event, "user_deactivated" | "user_reactivated") {
+            ACTIVE_USERS + hash::index(h(5), LEAVERS)
+        } else {
+            hash::index(h(5), ACTIVE_USERS)
+        };
+        let target = &self.users[target_idx];
+
+        // Miro's shape: the event time with microseconds, `#`, a decimal number, `-DDB`.
+        let number = scramble(
+            index,
+            7_777_777_777,
+            hash(&[self.seed, TAG_AUDIT]) % 100_000_000_000,
+            100_000_000_000,
+        );
+        let time = self.audit_time(index);
+        let iso = time.to_iso();
+        // The stamp is `format_iso(time, iso, TimeForm::MicrosZ, h(20))`, written in place.
+        let micros = h(20) % 1000;
+        let id = format!(
+            "{}{micros:03}Z#30744573{number:011}-DDB",
+            &iso[..iso.len() - 1]
+        );
+        let created_at = format_iso(
+            time,
+            iso,
+            self.audit_time_form,
+            hash(&[self.seed, TAG_AUDIT, index, SALT_TIME_FORM]),
+        );
+
+        let created_by = (!chance(h(7), 0.02)).then(|| match actor_type {
+            "user" => self.principal(actor_idx),
+            "application" => {
+                let app = hash::index(h(8), APPLICATIONS.len());
+                CreatedBy::Other(Principal {
+                    email: None,
+                    id: Cow::Owned(decimal_id("34587645", 1_000_000 + app as u64 * 7_331, 11)),
+                    name: APPLICATIONS[app],
+                    kind: "application",
+                })
+            }
+            "scim_provisioner" => CreatedBy::Other(Principal {
+                email: None,
+                id: Cow::Owned(decimal_id("30744573", 99_000_000_001, 11)),
+                name: "SCIM provisioning",
+                kind: "scim_provisioner",
+            }),
+            other => CreatedBy::Other(Principal {
+                email: None,
+                id: Cow::Owned(decimal_id("30744573", 99_000_000_002, 11)),
+                name: "Miro automation",
+                kind: other,
+            }),
+        });
+
+        let object = (!chance(h(9), 0.05)).then(|| match kind.object {
+            ObjectKind::Actor => self.named_user(actor_idx),
+            ObjectKind::Board => self.named_board(board_idx),
+            ObjectKind::User => self.named_user(target_idx),
+            ObjectKind::Team => &*self.fragments.team_named[hash::index(h(10), TEAM_COUNT)],
+            ObjectKind::Organization => self.named_org(),
+        });
+
+        let ip = if actor_type == "user" {
+            Cow::Borrowed(actor.ip.as_str())
+        } else {
+            Cow::Owned(format!(
+                "52.{}.{}.{}",
+                1 + h(11) % 200,
+                h(11) >> 8 & 255,
+                1 + (h(11) >> 16) % 254
+            ))
+        };
+        let team = (!chance(h(12), 0.05)).then(|| {
+            let team = if kind.object == ObjectKind::Board {
+                board.team
+            } else {
+                actor.team
+            };
+            &*self.fragments.team_typed[team]
+        });
+        AuditEvent {
+            category: kind.category,
+            context: AuditContext {
+                ip,
+                organization: &self.fragments.org_typed,
+                team,
+            },
+            created_at,
+            created_by,
+            details: self.audit_details(kind.event, h(6), board, target),
+            event: kind.event,
+            id,
+            object,
+            kind: "event",
+        }
+    }
+
+    fn audit_details<'a>(
+        &'a self,
+        event: &str,
+        h: u64,
+        board: &'a Board,
+        target: &'a User,
+    ) -> Fields<'a> {
+        use Scalar::Str;
+        const ROLES: &[&str] = &["OWNER", "EDITOR", "COMMENTER", "VIEWER"];
+        const ORG_ROLES: &[&str] = &["MEMBER", "ADMIN", "GUEST"];
+        const BENIGN_ROLES: &[&str] = &["MEMBER", "GUEST"];
+        const ACCESS: &[&str] = &["PRIVATE", "VIEW", "COMMENT", "EDIT"];
+        let p = |h: u64, items: &[&'static str]| Str(pick::<&str>(h, items));
+        match event {
+            "sign_in_succeeded" => Fields::of(&[
+                ("authType", p(h, &["SSO", "PASSWORD", "GOOGLE"])),
+                (
+                    "userAgent",
+                    p(
+                        h >> 8,
+                        &["Chrome/126", "Firefox/127", "Safari/17", "MiroDesktop/0.8"],
+                    ),
+                ),
+            ]),
+            "sign_in_failed" => Fields::of(&[(
+                "reason",
+                p(
+                    h,
+                    &[
+                        "INVALID_PASSWORD",
+                        "SSO_ERROR",
+                        "ACCOUNT_LOCKED",
+                        "MFA_FAILED",
+                    ],
+                ),
+            )]),
+            "board_opened" => Fields::of(&[("role", p(h, ROLES))]),
+            "board_created" => Fields::of(&[
+                ("boardName", Str(&board.name)),
+                ("teamId", Str(&self.teams[board.team].id)),
+            ]),
+            "board_exported" => Fields::of(&[("format", p(h, &["PDF", "IMAGE", "CSV", "BACKUP"]))]),
+            "board_shared" => {
+                Fields::of(&[("sharedWith", Str(&target.email)), ("role", p(h, ROLES))])
+            }
+            "board_sharing_changed" => Fields::of(&[
+                ("access", p(h, ACCESS)),
+                ("previousAccess", p(h >> 8, ACCESS)),
+                ("scope", p(h >> 16, &["ORGANIZATION", "TEAM"])),
+            ]),
+            "board_deleted" => Fields::of(&[("boardName", Str(&board.name))]),
+            "user_invited" => Fields::of(&[
+                ("invitedEmail", Str(&target.email)),
+                ("role", p(h, ORG_ROLES)),
+            ]),
+            "user_deactivated" | "user_reactivated" => Fields::of(&[("email", Str(&target.email))]),
+            // Admin grants are attacks here (scenario `admin-grant`): the benign org only
+            // moves people between member and guest.
+            "user_role_changed" => Fields::of(&[
+                ("oldRole", p(h, BENIGN_ROLES)),
+                ("newRole", p(h >> 8, BENIGN_ROLES)),
+            ]),
+            "sign_out_succeeded" | "team_created" | "team_deleted" => Fields::of(&[]),
+            _ => Fields::of(&[
+                (
+                    "setting",
+                    p(
+                        h,
+                        &["dataClassification", "retention", "boardDefaultAccess"],
+                    ),
+                ),
+                ("value", p(h >> 8, &["ON", "OFF"])),
+            ]),
+        }
+    }
+
+    /// Content log item `index` as served (not hostile).
+    fn content_record(&self, index: u64) -> ContentItem<'_> {
         let mut item = self.benign_content_item(index);
         if let Some((Scenario::MassDeletion, k)) = self.scenario_at(Stream::Content, index) {
             // One person deleting a board's items one after another.
             let facts = self.content_facts(index);
-            let u = &self.users[facts.actor.expect("the scenario has an actor")];
-            item["contentId"] = json!(self.boards[facts.board].id);
-            item["actionType"] = json!("delete");
-            item["actor"] = json!({"id": u.id, "email": u.email, "name": u.name});
-            item["itemType"] = json!("widget");
-            item["itemId"] = json!(self.board_item_id(facts.board, 1, 1000 + k).0);
-            item["state"] = Value::Null;
-            item["relationships"] = json!([]);
+            item.content_id = &self.boards[facts.board].id;
+            item.action_type = "delete";
+            item.actor = Some(self.person(facts.actor.expect("the scenario has an actor")));
+            item.item_type = "widget";
+            item.item_id = self.board_item_id(facts.board, 1, 1000 + k).0;
+            item.state = State::Null(());
+            item.relationships = None;
         }
         item
     }
 
     /// Content log item `index` of the benign organisation (its facts may be a scenario's).
-    fn benign_content_item(&self, index: u64) -> Value {
+    fn benign_content_item(&self, index: u64) -> ContentItem<'_> {
         let h = |salt: u64| hash(&[self.seed, TAG_CONTENT, index, salt]);
         let facts = self.content_facts(index);
         let board = &self.boards[facts.board];
@@ -1024,71 +1210,133 @@ impl MiroOrg {
             "comment_thread" => self.board_item_id(facts.board, 2, slot % 8),
             _ => self.board_item_id(facts.board, 3, slot),
         };
-        let thread_id = self.board_item_id(facts.board, 2, slot % 8).0;
-        let frame_id = self.board_item_id(facts.board, 1, slot % 4).0;
-        let position = json!({"x": (h(7) % 4000) as f64 - 2000.0, "y": (h(8) % 3000) as f64 - 1500.0, "origin": "center"});
+        let thread_id = || self.board_item_id(facts.board, 2, slot % 8).0;
+        #[expect(clippy::cast_precision_loss, reason = "below 4000: exact in an f64")]
+        let position = Position {
+            origin: "center",
+            x: (h(7) % 4000) as f64 - 2000.0,
+            y: (h(8) % 3000) as f64 - 1500.0,
+        };
         let state = match (action, item_type) {
-            ("delete", _) => Value::Null,
-            ("widget", _) | (_, "widget") => json!({
-                "type": pick(item_h, WIDGET_TYPES),
-                "data": {"content": format!("<p>{}</p>", pick(h(9), STICKY_TEXTS))},
-                "position": position,
-                "geometry": {"width": 100 + h(10) % 300, "height": 100 + (h(10) >> 16) % 200},
-                "style": {"fillColor": pick(h(11), &["light_yellow", "light_green", "light_blue", "pink", "gray"])},
-            }),
-            (_, "comment_thread") => json!({"position": position, "resolved": h(9) & 3 == 0}),
-            _ => json!({"content": pick(h(9), STICKY_TEXTS), "threadId": thread_id}),
+            ("delete", _) => State::Null(()),
+            ("widget", _) | (_, "widget") => State::Widget {
+                data: WidgetData {
+                    content: format!("<p>{}</p>", pick::<&str>(h(9), STICKY_TEXTS)),
+                },
+                geometry: Geometry {
+                    height: 100 + (h(10) >> 16) % 200,
+                    width: 100 + h(10) % 300,
+                },
+                position,
+                style: Style {
+                    fill_color: pick::<&str>(
+                        h(11),
+                        &["light_yellow", "light_green", "light_blue", "pink", "gray"],
+                    ),
+                },
+                kind: pick::<&str>(item_h, WIDGET_TYPES),
+            },
+            (_, "comment_thread") => State::Thread {
+                position,
+                resolved: h(9) & 3 == 0,
+            },
+            _ => State::Message {
+                content: pick::<&str>(h(9), STICKY_TEXTS),
+                thread_id: thread_id(),
+            },
         };
         let relationships = match item_type {
-            "comment_message" => {
-                json!([{"type": "parent", "itemType": "comment_thread", "itemId": thread_id}])
+            "comment_message" => Some(Relationship {
+                item_id: thread_id(),
+                item_type: "comment_thread",
+                kind: "parent",
+            }),
+            "widget" if chance(h(12), 0.2) => {
+                let frame_id = self.board_item_id(facts.board, 1, slot % 4).0;
+                (frame_id != item_id).then_some(Relationship {
+                    item_id: frame_id,
+                    item_type: "widget",
+                    kind: "parent",
+                })
             }
-            "widget" if chance(h(12), 0.2) && frame_id != item_id => {
-                json!([{"type": "parent", "itemType": "widget", "itemId": frame_id}])
-            }
-            "comment_thread" if chance(h(12), 0.5) => {
-                let target = self.board_item_id(facts.board, 1, h(13) % 48).0;
-                json!([{"type": "attached_to", "itemType": "widget", "itemId": target}])
-            }
-            _ => json!([]),
+            "comment_thread" if chance(h(12), 0.5) => Some(Relationship {
+                item_id: self.board_item_id(facts.board, 1, h(13) % 48).0,
+                item_type: "widget",
+                kind: "attached_to",
+            }),
+            _ => None,
         };
-
-        let mut item = Map::new();
-        item.insert(
-            "id".into(),
-            json!(decimal_id(
+        ContentItem {
+            action_time: format_time(
+                self.content_time(index),
+                self.content_time_form,
+                hash(&[self.seed, TAG_CONTENT, index, SALT_TIME_FORM]),
+            ),
+            action_type: action,
+            actor: facts.actor.map(|a| self.person(a)),
+            content_id: &board.id,
+            id: decimal_id(
                 "3458764",
                 scramble(
                     index,
                     9_876_543_211,
                     hash(&[self.seed, TAG_CONTENT]) % 1_000_000_000_000,
-                    1_000_000_000_000
+                    1_000_000_000_000,
                 ),
-                12
-            )),
-        );
-        item.insert("contentId".into(), json!(board.id));
-        item.insert("actionType".into(), json!(action));
-        item.insert(
-            "actionTime".into(),
-            json!(format_time(
-                self.content_time(index),
-                self.content_time_form,
-                hash(&[self.seed, TAG_CONTENT, index, SALT_TIME_FORM])
-            )),
-        );
-        if let Some(a) = facts.actor {
-            let u = &self.users[a];
-            item.insert(
-                "actor".into(),
-                json!({"id": u.id, "email": u.email, "name": u.name}),
-            );
+                12,
+            ),
+            item_id,
+            item_type,
+            relationships,
+            state,
         }
-        item.insert("itemType".into(), json!(item_type));
-        item.insert("itemId".into(), json!(item_id));
-        item.insert("state".into(), state);
-        item.insert("relationships".into(), relationships);
-        Value::Object(item)
+    }
+
+    /// AI interaction log entry `index` as served (not hostile).
+    fn ai_record(&self, index: u64) -> AiEntry<'_> {
+        use Scalar::{Str, U64};
+        let h = |salt: u64| hash(&[self.seed, TAG_AI, index, salt]);
+        let session = index / 4;
+        let message = index / 2;
+        let sh = |salt: u64| hash(&[self.seed, TAG_AI, session, salt, 0x5E55]);
+        let facts = self.ai_facts(index);
+        let request = index.is_multiple_of(2);
+        let unique = scramble(index, 0x9E37_79B9, h(0) % (1 << 48), 1 << 48);
+        let object = match facts.board {
+            Some(b) => &*self.fragments.board_ai_object[b],
+            None => &*self.fragments.org_ai_object,
+        };
+        let details = if request {
+            Fields::of(&[
+                ("prompt", Str(pick::<&str>(h(6), STICKY_TEXTS))),
+                ("promptCharacters", U64(20 + h(7) % 400)),
+                ("locale", Str(pick::<&str>(h(8), &["en", "de", "fr", "ja"]))),
+            ])
+        } else {
+            Fields::of(&[
+                (
+                    "status",
+                    Str(pick::<&str>(
+                        h(6),
+                        &["success", "success", "success", "filtered", "error"],
+                    )),
+                ),
+                ("outputItems", U64(h(7) % 12)),
+                ("durationMs", U64(300 + h(8) % 9000)),
+            ])
+        };
+        AiEntry {
+            actor: facts.actor.map(|a| self.person(a)),
+            ai_feature_name: pick::<&str>(sh(4), AI_FEATURES),
+            created_at: self.ai_created_at(index).to_iso(),
+            details,
+            id: uuid(h(2), unique),
+            log_type: if request { "request" } else { "response" },
+            message_id: uuid(hash(&[self.seed, TAG_AI, message, 0x3E55]), message),
+            object,
+            session_id: uuid(sh(5), session),
+            stored_at: self.ai_stored_at(index).to_iso(),
+        }
     }
 }
 

@@ -100,7 +100,7 @@ impl Endpoint {
 struct Reply {
     status: u16,
     content_type: &'static str,
-    body: String,
+    body: Vec<u8>,
     items: u64,
 }
 
@@ -109,7 +109,7 @@ impl Reply {
         Reply {
             status,
             content_type: "application/json",
-            body,
+            body: body.into_bytes(),
             items: 0,
         }
     }
@@ -153,16 +153,44 @@ impl Serialize for CursorField {
     }
 }
 
+/// A page: the envelope's keys in Miro's order, then its items.
 #[derive(Serialize)]
-struct PageBody<'a> {
+struct PageBody<D> {
     #[serde(rename = "type")]
     kind: &'static str,
     limit: u32,
     size: usize,
     #[serde(skip_serializing_if = "is_omitted")]
     cursor: CursorField,
-    data: &'a [Value],
+    data: D,
 }
+
+/// One item of a page: its index in the stream, and whether it is served hostile.
+#[derive(Debug, Clone, Copy)]
+struct PageItem {
+    index: u64,
+    hostile: bool,
+}
+
+/// A page's items, each computed and written straight into the body (no JSON tree).
+struct PageItems<'a> {
+    org: &'a MiroOrg,
+    stream: Stream,
+    items: &'a [PageItem],
+}
+
+impl Serialize for PageItems<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.items
+                .iter()
+                .map(|i| self.org.served_record(self.stream, i.index, i.hostile)),
+        )
+    }
+}
+
+/// The bytes of an item as served, about: capacity to reserve for a page body.
+const ITEM_BYTES_HINT: usize = 1024;
 
 fn is_omitted(c: &CursorField) -> bool {
     matches!(c, CursorField::Omit)
@@ -254,6 +282,9 @@ struct Shared {
     /// Pages left that hand out an oversized cursor instead of their real one.
     oversized_cursors: AtomicU64,
     oauth: Mutex<OAuthState>,
+    /// Tests: pages are assembled from the `Value` oracle (`org/oracle.rs`).
+    #[cfg(test)]
+    value_oracle: AtomicBool,
 }
 
 /// What happened while answering, for the stats.
@@ -293,6 +324,8 @@ impl Shared {
             stats: Mutex::new(EmulatorStats::default()),
             oversized_cursors: AtomicU64::new(0),
             oauth: Mutex::new(OAuthState::new(config.team_id.parse().unwrap_or(0))),
+            #[cfg(test)]
+            value_oracle: AtomicBool::new(false),
         }
     }
 
@@ -522,7 +555,7 @@ impl Shared {
             return Reply {
                 status: 200,
                 content_type: "text/html; charset=utf-8",
-                body: HTML_ERROR_PAGE.to_owned(),
+                body: HTML_ERROR_PAGE.as_bytes().to_vec(),
                 items: 0,
             };
         }
@@ -550,7 +583,6 @@ impl Shared {
         };
         if let (Some(nonce), Some(at)) = (plan.empty_page, position) {
             outcome.faults.push(faults::EMPTY_PAGE);
-            let data: Vec<Value> = Vec::new();
             let body = PageBody {
                 kind: "cursor-list",
                 limit: query.limit,
@@ -561,12 +593,12 @@ impl Shared {
                     query.fingerprint,
                     at | (nonce << 48),
                 )),
-                data: &data,
+                data: [(); 0],
             };
             return Reply {
                 status: 200,
                 content_type: "application/json",
-                body: serde_json::to_string(&body).unwrap_or_default(),
+                body: serde_json::to_vec(&body).unwrap_or_default(),
                 items: 0,
             };
         }
@@ -584,44 +616,7 @@ impl Shared {
         };
 
         let hostile_share = self.faults().hostile_item_share;
-        let mut data: Vec<Value> = page
-            .indices
-            .iter()
-            .map(|&i| self.org.served_item(stream, i, hostile_share))
-            .collect();
-        let hostile = page
-            .indices
-            .iter()
-            .filter(|&&i| self.org.is_hostile(stream, i, hostile_share))
-            .count();
-        for _ in 0..hostile {
-            outcome.faults.push(faults::HOSTILE_ITEM);
-        }
-        if let Some(h) = plan.duplicate_item
-            && !data.is_empty()
-        {
-            outcome.faults.push(faults::DUPLICATE_ITEM);
-            let k = super::hash::index(h, data.len());
-            data.insert(k + 1, data[k].clone());
-        }
-        if plan.stray_items && !data.is_empty() {
-            // Hostile page: one item from before the window and one from after it (in
-            // the future when the org reaches past now), beyond `limit`.
-            outcome.faults.push(faults::STRAY_ITEMS);
-            let range = self.org.range(stream, query.from, query.to);
-            let count = match stream {
-                Stream::Audit => self.org.audit_count(),
-                Stream::Content => self.org.content_count(),
-                Stream::Ai => self.org.ai_count(),
-            };
-            if range.start > 0 {
-                data.insert(0, self.org.item(stream, range.start - 1));
-            }
-            let after = count.saturating_sub(1).min(range.end + 1000);
-            if after >= range.end && count > 0 {
-                data.push(self.org.item(stream, after));
-            }
-        }
+        let items = self.page_items(stream, &page.indices, plan, &query, hostile_share, outcome);
         let cursor = match (incoming_cursor, plan.repeat_cursor) {
             (Some(c), true) => {
                 outcome.faults.push(faults::REPEAT_CURSOR);
@@ -645,30 +640,154 @@ impl Shared {
             }
             other => other,
         };
-        let body = PageBody {
-            kind: "cursor-list",
-            limit: query.limit,
-            size: data.len(),
-            cursor,
-            data: &data,
+        let mut text = Vec::with_capacity(256 + items.len() * ITEM_BYTES_HINT);
+        #[cfg(test)]
+        let oracle = self
+            .value_oracle
+            .load(Ordering::Relaxed)
+            .then(|| self.value_oracle_data(stream, &page.indices, plan, &query, hostile_share));
+        #[cfg(not(test))]
+        let oracle: Option<Vec<Value>> = None;
+        let written = match oracle {
+            Some(data) => serde_json::to_writer(
+                &mut text,
+                &PageBody {
+                    kind: "cursor-list",
+                    limit: query.limit,
+                    size: data.len(),
+                    cursor,
+                    data,
+                },
+            ),
+            None => serde_json::to_writer(
+                &mut text,
+                &PageBody {
+                    kind: "cursor-list",
+                    limit: query.limit,
+                    size: items.len(),
+                    cursor,
+                    data: PageItems {
+                        org: &self.org,
+                        stream,
+                        items: &items,
+                    },
+                },
+            ),
         };
-        let mut text = serde_json::to_string(&body).unwrap_or_default();
-        let mut items = data.len() as u64;
+        written.expect("a page serialises");
+        let mut served = items.len() as u64;
         if plan.truncate {
             outcome.faults.push(faults::TRUNCATE);
             let mut cut = text.len() / 2;
-            while !text.is_char_boundary(cut) {
+            // Back to a character boundary: never inside a UTF-8 sequence.
+            while cut > 0 && (text[cut] & 0xC0) == 0x80 {
                 cut -= 1;
             }
             text.truncate(cut);
-            items = 0;
+            served = 0;
         }
         Reply {
             status: 200,
             content_type: "application/json",
             body: text,
-            items,
+            items: served,
         }
+    }
+
+    /// The items of a page of `indices`, after the faults that add items (a duplicated
+    /// item, stray items from outside the window); counts the hostile items.
+    fn page_items(
+        &self,
+        stream: Stream,
+        indices: &[u64],
+        plan: &FaultPlan,
+        query: &LogQuery,
+        hostile_share: f64,
+        outcome: &mut Outcome,
+    ) -> Vec<PageItem> {
+        let mut items: Vec<PageItem> = Vec::with_capacity(indices.len() + 3);
+        items.extend(indices.iter().map(|&index| PageItem {
+            index,
+            hostile: self.org.is_hostile(stream, index, hostile_share),
+        }));
+        for _ in items.iter().filter(|i| i.hostile) {
+            outcome.faults.push(faults::HOSTILE_ITEM);
+        }
+        if let Some(h) = plan.duplicate_item
+            && !items.is_empty()
+        {
+            outcome.faults.push(faults::DUPLICATE_ITEM);
+            let k = super::hash::index(h, items.len());
+            items.insert(k + 1, items[k]);
+        }
+        if plan.stray_items && !items.is_empty() {
+            // Hostile page: one item from before the window and one from after it (in
+            // the future when the org reaches past now), beyond `limit`; never hostile.
+            outcome.faults.push(faults::STRAY_ITEMS);
+            let range = self.org.range(stream, query.from, query.to);
+            let count = match stream {
+                Stream::Audit => self.org.audit_count(),
+                Stream::Content => self.org.content_count(),
+                Stream::Ai => self.org.ai_count(),
+            };
+            if range.start > 0 {
+                let index = range.start - 1;
+                items.insert(
+                    0,
+                    PageItem {
+                        index,
+                        hostile: false,
+                    },
+                );
+            }
+            let after = count.saturating_sub(1).min(range.end + 1000);
+            if after >= range.end && count > 0 {
+                items.push(PageItem {
+                    index: after,
+                    hostile: false,
+                });
+            }
+        }
+        items
+    }
+
+    /// The test oracle: a page's items as `serde_json::Value`s, assembled as the emulator
+    /// did before it wrote items straight into the body.
+    #[cfg(test)]
+    fn value_oracle_data(
+        &self,
+        stream: Stream,
+        indices: &[u64],
+        plan: &FaultPlan,
+        query: &LogQuery,
+        hostile_share: f64,
+    ) -> Vec<Value> {
+        let mut data: Vec<Value> = indices
+            .iter()
+            .map(|&i| self.org.value_served_item(stream, i, hostile_share))
+            .collect();
+        if let Some(h) = plan.duplicate_item
+            && !data.is_empty()
+        {
+            let k = super::hash::index(h, data.len());
+            data.insert(k + 1, data[k].clone());
+        }
+        if plan.stray_items && !data.is_empty() {
+            let range = self.org.range(stream, query.from, query.to);
+            let count = match stream {
+                Stream::Audit => self.org.audit_count(),
+                Stream::Content => self.org.content_count(),
+                Stream::Ai => self.org.ai_count(),
+            };
+            if range.start > 0 {
+                data.insert(0, self.org.value_item(stream, range.start - 1));
+            }
+            let after = count.saturating_sub(1).min(range.end + 1000);
+            if after >= range.end && count > 0 {
+                data.push(self.org.value_item(stream, after));
+            }
+        }
+        data
     }
 
     /// True (and one fewer left) while oversized cursors are still to be handed out.
@@ -1043,6 +1162,13 @@ impl MiroEmulatorHandle {
             .body_fault
             .write()
             .unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// Tests: assemble pages from the `Value` oracle (`org/oracle.rs`) instead of
+    /// writing items straight into the body.
+    #[cfg(test)]
+    pub(super) fn serve_from_value_oracle(&self) {
+        self.shared.value_oracle.store(true, Ordering::Relaxed);
     }
 
     /// Turns on the OAuth endpoints for `app` (expiring access tokens, rotating refresh
