@@ -42,8 +42,8 @@ const TRAIN_ROWS_SQL: i64 = 2_000;
 const DICTIONARY_BYTES: usize = 64 * 1024;
 /// fastCover's segment size (bytes) and d-mer size for [`train_fast_cover`]: the d-mer
 /// size of zstd's own default training, and a segment size in the middle of the range its
-/// parameter search tries (on the emulated org it picked 537 for audit items and 1998 for
-/// content items; 1024 stores both within 0.3% of those).
+/// parameter search tries (on the emulated org it picked 537 for one source and 1998 for the
+/// other; 1024 stores both within 0.3% of what those did).
 const FAST_COVER_K: u32 = 1024;
 /// See [`FAST_COVER_K`].
 const FAST_COVER_D: u32 = 8;
