@@ -392,7 +392,7 @@ fn train(samples: &[String]) -> Vec<u8> {
 
 /// zstd's fastCover training with fixed segment and d-mer sizes. `zstd::dict::from_samples`
 /// runs a parameter search instead (five segment sizes, each dictionary built, finalised
-/// and tried on a quarter of the samples): about five times the instructions, for a
+/// and tried on a quarter of the samples): about 3.5 times the instructions, for a
 /// dictionary that compresses the items about as well (`docs/store.md`).
 fn train_fast_cover(samples: &[String]) -> Result<Vec<u8>, String> {
     use zstd_sys::{ZDICT_fastCover_params_t, ZDICT_params_t};
