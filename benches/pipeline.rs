@@ -23,6 +23,11 @@
 //! side, each against its own emulated org where events appear as the clock reaches them,
 //! 2% of them up to 30 s late.
 //!
+//! `cargo test --bench pipeline` (no `--bench` argument) runs a smoke test instead: the
+//! defaults become 4,000 + 800 events, one run and the phases `backfill,delivery,raw`
+//! (every assertion of the full bench still holds), written to
+//! `target/pipeline-bench-smoke.md`; the knobs below still override them.
+//!
 //! Knobs (environment):
 //! - `BENCH_AUDIT_EVENTS` (1,000,000), `BENCH_CONTENT_ITEMS` (200,000): the backfilled org.
 //! - `BENCH_RUNS` (3): runs of each backfill, delivery and raw ceiling figure.
@@ -1314,15 +1319,29 @@ fn main() {
         raw_client();
         return;
     }
-    let audit = env_u64("BENCH_AUDIT_EVENTS", 1_000_000);
-    let content = env_u64("BENCH_CONTENT_ITEMS", 200_000);
-    let runs = env_u64("BENCH_RUNS", 3).max(1);
+    // `cargo bench` passes `--bench`; `cargo test --bench pipeline` (or `--all-targets`)
+    // does not, and then the bench only checks that it works: a small org, one run, the
+    // phases that need nothing from outside the repository.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let audit = env_u64("BENCH_AUDIT_EVENTS", if smoke { 4_000 } else { 1_000_000 });
+    let content = env_u64("BENCH_CONTENT_ITEMS", if smoke { 800 } else { 200_000 });
+    let runs = env_u64("BENCH_RUNS", if smoke { 1 } else { 3 }).max(1);
     let live_runs = env_u64("BENCH_LIVE_RUNS", runs);
     let live_secs = env_u64("BENCH_LIVE_SECS", 1800);
     let tail = env_u64("BENCH_LIVE_TAIL", 600);
-    let phases = env_text("BENCH_PHASES", "backfill,delivery,raw,destinations,live");
+    let all_phases = if smoke {
+        "backfill,delivery,raw"
+    } else {
+        "backfill,delivery,raw,destinations,live"
+    };
+    let phases = env_text("BENCH_PHASES", all_phases);
     let phase = |p: &str| phases.split(',').any(|x| x.trim() == p);
-    let out_path = PathBuf::from(env_text("BENCH_OUT", "target/pipeline-bench.md"));
+    let default_out = if smoke {
+        "target/pipeline-bench-smoke.md"
+    } else {
+        "target/pipeline-bench.md"
+    };
+    let out_path = PathBuf::from(env_text("BENCH_OUT", default_out));
     let own = env!("CARGO_BIN_EXE_mirotrail");
     let mut measured = vec![("A", PathBuf::from(env_text("BENCH_BIN", own)))];
     let b = env_text("BENCH_BIN_B", "");
