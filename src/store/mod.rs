@@ -584,7 +584,22 @@ impl Store {
     /// encoding and its check are most of a commit's CPU, and commits of several windows
     /// encode at once while one of them holds the lock. [`insert_rows`] encodes again
     /// under the lock if the source's dictionary changed in between.
+    ///
+    /// A source without a dictionary gets one here, trained on these rows' items when
+    /// they are enough (`raw::train_from_items`), so they are not stored as text first.
     fn encode(&self, source: SourceKind, rows: &[(Row, &str)]) -> raw::EncodedRaws {
+        if !self.codec.has_dictionary(source) && rows.len() >= raw::EARLY_TRAIN_ROWS {
+            let mut conn = self.writer.lock().expect("store writer lock");
+            if let Err(e) = raw::train_from_items(
+                &mut conn,
+                &self.codec,
+                source,
+                rows.iter().map(|(_, raw)| *raw),
+            ) {
+                // The rows are then stored as text, and `raw::compact` trains later.
+                tracing::warn!(source = %source, error = %e, "training the store's compression dictionary failed");
+            }
+        }
         self.codec
             .encode_all(source, rows.iter().map(|(_, raw)| *raw))
     }
@@ -3256,6 +3271,56 @@ mod tests {
             .unwrap();
         let before = (0..trained).filter(partly).count();
         assert_eq!(partial_rows, i64::try_from(before + 1).unwrap());
+    }
+
+    /// A commit of at least `raw::EARLY_TRAIN_ROWS` items to a source without a
+    /// dictionary trains one on them first: none of its rows is stored as text (so
+    /// `raw::compact` has nothing to re-write), the dictionary row is written, and every
+    /// item reads back exactly. A smaller commit (a live page) is still stored as text.
+    #[test]
+    fn a_large_first_commit_is_stored_compressed_with_a_dictionary_trained_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let count = raw::EARLY_TRAIN_ROWS + 100;
+        assert!(count < raw::TRAIN_ROWS);
+        let commit = |source: SourceKind, items: &[String]| {
+            let rows: Vec<(Row, &str)> = items
+                .iter()
+                .map(|raw| (stored_row(source, raw), raw.as_str()))
+                .collect();
+            store
+                .commit_page(source, &rows, &cp(source, 1, None))
+                .unwrap()
+        };
+        let items: Vec<String> = (0..count).map(varied_item).collect();
+        assert_eq!(
+            commit(SourceKind::AuditLogs, &items).inserted,
+            u64::try_from(count).unwrap()
+        );
+        let small: Vec<String> = (0..raw::EARLY_TRAIN_ROWS - 1).map(varied_item).collect();
+        commit(SourceKind::ContentLogs, &small);
+        let conn = store.reader.lock().unwrap();
+        let count_of = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            count_of("SELECT count(*) FROM MiroAuditLogs_CL_rows WHERE typeof(_raw) = 'text'"),
+            0
+        );
+        assert_eq!(
+            count_of("SELECT trained_rows FROM raw_dictionaries WHERE source = 'audit_logs'"),
+            i64::try_from(count).unwrap()
+        );
+        assert_eq!(
+            count_of("SELECT count(*) FROM MiroContentLogs_CL_rows WHERE typeof(_raw) = 'text'"),
+            i64::try_from(small.len()).unwrap()
+        );
+        let stored: Vec<String> = conn
+            .prepare("SELECT _raw FROM MiroAuditLogs_CL ORDER BY _seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, items);
     }
 
     /// `_raw` is encoded before the writer lock is taken: rows encoded before their
