@@ -39,6 +39,7 @@
 //! async code uses [`StoreHandle`] (`handle.rs`), which keeps SQLite off the runtime's
 //! worker threads.
 
+mod borrowed;
 mod handle;
 mod raw;
 mod schema;
@@ -51,6 +52,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::config::SourceKind;
 use crate::timefmt::UnixMs;
+use borrowed::{BorrowedStatement, Param};
 pub use handle::{AckLane, StoreHandle};
 use raw::RawCodec;
 pub use raw::RawError;
@@ -582,7 +584,22 @@ impl Store {
     /// encoding and its check are most of a commit's CPU, and commits of several windows
     /// encode at once while one of them holds the lock. [`insert_rows`] encodes again
     /// under the lock if the source's dictionary changed in between.
+    ///
+    /// A source without a dictionary gets one here, trained on these rows' items when
+    /// they are enough (`raw::train_from_items`), so they are not stored as text first.
     fn encode(&self, source: SourceKind, rows: &[(Row, &str)]) -> raw::EncodedRaws {
+        if !self.codec.has_dictionary(source) && rows.len() >= raw::EARLY_TRAIN_ROWS {
+            let mut conn = self.writer.lock().expect("store writer lock");
+            if let Err(e) = raw::train_from_items(
+                &mut conn,
+                &self.codec,
+                source,
+                rows.iter().map(|(_, raw)| *raw),
+            ) {
+                // The rows are then stored as text, and `raw::compact` trains later.
+                tracing::warn!(source = %source, error = %e, "training the store's compression dictionary failed");
+            }
+        }
         self.codec
             .encode_all(source, rows.iter().map(|(_, raw)| *raw))
     }
@@ -1789,35 +1806,19 @@ fn insert_rows(
         }
         sql_text
     };
-    let mut one = tx
-        .prepare_cached(&insert_sql(1))
-        .map_err(sql("preparing the row insert"))?;
-    let mut many = tx
-        .prepare_cached(&insert_sql(ROWS_PER_INSERT))
-        .map_err(sql("preparing the row insert"))?;
+    // Prepared per call (a group of pages), the 32-row one only when a chunk needs it.
+    // Values are bound borrowed (`borrowed`): SQLite does not copy each cell.
+    let mut one =
+        BorrowedStatement::prepare(tx, &insert_sql(1)).map_err(sql("preparing the row insert"))?;
+    let mut many: Option<BorrowedStatement<'_>> = None;
     let ingested = UnixMs::now().to_iso();
     let encoded = match encoded {
         Some(e) if e.dictionary == codec.current(source) && e.values.len() == rows.len() => e,
         _ => codec.encode_all(source, rows.iter().map(|(_, raw)| *raw)),
     };
-    // Bound one by one: no list of parameters is built per row. Every parameter of a
-    // statement is bound again for each execution, so none is left over from the last.
-    let bind = |stmt: &mut rusqlite::CachedStatement<'_>,
-                first: usize,
-                row: &Row,
-                raw: &str,
-                encoded: &Option<rusqlite::types::Value>|
-     -> rusqlite::Result<()> {
-        for (k, &i) in indices.iter().enumerate() {
-            stmt.raw_bind_parameter(first + k, &row.cells[i])?;
-        }
-        match encoded {
-            Some(value) => stmt.raw_bind_parameter(first + stored.len(), value)?,
-            None => stmt.raw_bind_parameter(first + stored.len(), raw)?,
-        }
-        stmt.raw_bind_parameter(first + stored.len() + 1, &ingested)?;
-        stmt.raw_bind_parameter(first + stored.len() + 2, org.0)
-    };
+    // Every parameter of a statement is bound again for each execution, so none is left
+    // over from the last.
+    let mut params: Vec<Param<'_>> = Vec::with_capacity(width * ROWS_PER_INSERT);
     for (chunk, encoded) in rows
         .chunks(ROWS_PER_INSERT)
         .zip(encoded.values.chunks(ROWS_PER_INSERT))
@@ -1830,24 +1831,27 @@ fn insert_rows(
                 row.partial.is_none() && matches!(encoded, Some(rusqlite::types::Value::Blob(_)))
             });
         if together {
-            let n = chunk
-                .iter()
-                .zip(encoded)
-                .enumerate()
-                .try_for_each(|(r, ((row, raw), encoded))| {
-                    bind(&mut many, r * width + 1, row, raw, encoded)
-                })
-                .and_then(|()| many.raw_execute())
-                .map_err(sql("inserting rows"))?;
+            let stmt = match &mut many {
+                Some(stmt) => stmt,
+                None => many.insert(
+                    BorrowedStatement::prepare(tx, &insert_sql(ROWS_PER_INSERT))
+                        .map_err(sql("preparing the row insert"))?,
+                ),
+            };
+            params.clear();
+            for ((row, raw), encoded) in chunk.iter().zip(encoded) {
+                push_row(&mut params, &indices, row, raw, encoded, &ingested, org.0);
+            }
+            let n = stmt.execute(&params).map_err(sql("inserting rows"))?;
             let n = n as u64;
             commit.inserted += n;
             commit.duplicates += ROWS_PER_INSERT as u64 - n;
             continue;
         }
         for ((row, raw), encoded) in chunk.iter().zip(encoded) {
-            let n = bind(&mut one, 1, row, raw, encoded)
-                .and_then(|()| one.raw_execute())
-                .map_err(sql("inserting a row"))?;
+            params.clear();
+            push_row(&mut params, &indices, row, raw, encoded, &ingested, org.0);
+            let n = one.execute(&params).map_err(sql("inserting a row"))?;
             if n == 1 {
                 commit.inserted += 1;
                 if !matches!(encoded, Some(rusqlite::types::Value::Blob(_))) {
@@ -1869,6 +1873,31 @@ fn insert_rows(
         }
     }
     Ok((commit, plain))
+}
+
+/// Appends the parameters of one row of [`insert_rows`]' statements: its stored cells,
+/// `_raw` (encoded, or the item's text), `_ingested_at` and `_org`.
+fn push_row<'p>(
+    params: &mut Vec<Param<'p>>,
+    indices: &[usize],
+    row: &'p Row,
+    raw: &'p str,
+    encoded: &'p Option<rusqlite::types::Value>,
+    ingested: &'p str,
+    org: i64,
+) {
+    params.extend(
+        indices
+            .iter()
+            .map(|&i| row.cells[i].as_deref().map_or(Param::Null, Param::Text)),
+    );
+    params.push(match encoded {
+        Some(rusqlite::types::Value::Blob(b)) => Param::Blob(b),
+        Some(rusqlite::types::Value::Text(t)) => Param::Text(t),
+        _ => Param::Text(raw),
+    });
+    params.push(Param::Text(ingested));
+    params.push(Param::Int(org));
 }
 
 /// An API item as the store inserts it: [`transform::to_row`]'s id, time and flags, with
@@ -3242,6 +3271,56 @@ mod tests {
             .unwrap();
         let before = (0..trained).filter(partly).count();
         assert_eq!(partial_rows, i64::try_from(before + 1).unwrap());
+    }
+
+    /// A commit of at least `raw::EARLY_TRAIN_ROWS` items to a source without a
+    /// dictionary trains one on them first: none of its rows is stored as text (so
+    /// `raw::compact` has nothing to re-write), the dictionary row is written, and every
+    /// item reads back exactly. A smaller commit (a live page) is still stored as text.
+    #[test]
+    fn a_large_first_commit_is_stored_compressed_with_a_dictionary_trained_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let count = raw::EARLY_TRAIN_ROWS + 100;
+        assert!(count < raw::TRAIN_ROWS);
+        let commit = |source: SourceKind, items: &[String]| {
+            let rows: Vec<(Row, &str)> = items
+                .iter()
+                .map(|raw| (stored_row(source, raw), raw.as_str()))
+                .collect();
+            store
+                .commit_page(source, &rows, &cp(source, 1, None))
+                .unwrap()
+        };
+        let items: Vec<String> = (0..count).map(varied_item).collect();
+        assert_eq!(
+            commit(SourceKind::AuditLogs, &items).inserted,
+            u64::try_from(count).unwrap()
+        );
+        let small: Vec<String> = (0..raw::EARLY_TRAIN_ROWS - 1).map(varied_item).collect();
+        commit(SourceKind::ContentLogs, &small);
+        let conn = store.reader.lock().unwrap();
+        let count_of = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            count_of("SELECT count(*) FROM MiroAuditLogs_CL_rows WHERE typeof(_raw) = 'text'"),
+            0
+        );
+        assert_eq!(
+            count_of("SELECT trained_rows FROM raw_dictionaries WHERE source = 'audit_logs'"),
+            i64::try_from(count).unwrap()
+        );
+        assert_eq!(
+            count_of("SELECT count(*) FROM MiroContentLogs_CL_rows WHERE typeof(_raw) = 'text'"),
+            i64::try_from(small.len()).unwrap()
+        );
+        let stored: Vec<String> = conn
+            .prepare("SELECT _raw FROM MiroAuditLogs_CL ORDER BY _seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, items);
     }
 
     /// `_raw` is encoded before the writer lock is taken: rows encoded before their

@@ -3,12 +3,15 @@
 //!
 //! The `_raw` column of the stored tables (`MiroAuditLogs_CL_rows`,
 //! `MiroContentLogs_CL_rows`) holds one of two forms:
-//! - TEXT: the item as sent. Rows stored before their source had a dictionary are stored
-//!   so, and re-encoded once one is trained ([`compact`]);
+//! - TEXT: the item as sent. Rows stored before their source had a dictionary (a live
+//!   page's few items, a store written by an older version) are stored so, and
+//!   re-encoded once one is trained ([`compact`]);
 //! - BLOB: [`FORMAT_ZSTD_DICT`], the dictionary's id (`raw_dictionaries.id`, LEB128), then
 //!   one zstd frame compressed with that dictionary.
 //!
-//! A source gets its dictionary when [`TRAIN_ROWS`] of its items are stored: small JSON
+//! A source gets its dictionary from the first commit of at least [`EARLY_TRAIN_ROWS`] of
+//! its items, before they are stored (a backfill's first page: [`train_from_items`]), or
+//! else when [`TRAIN_ROWS`] of its items are stored as text ([`compact`]): small JSON
 //! items share most of their bytes (keys, the organisation, teams, users), which a
 //! dictionary holds once, so an item takes about a sixth of its text (`docs/store.md`).
 //!
@@ -36,6 +39,9 @@ use crate::store::transform;
 
 /// Items of a source stored as text before its dictionary is trained on them.
 pub(crate) const TRAIN_ROWS: usize = 2_000;
+/// The fewest items of one commit a dictionary is trained on before they are stored
+/// ([`train_from_items`]): one page of a backfill (500 audit or 1,000 content items).
+pub(crate) const EARLY_TRAIN_ROWS: usize = 500;
 /// [`TRAIN_ROWS`] as a SQL integer.
 const TRAIN_ROWS_SQL: i64 = 2_000;
 /// The largest dictionary trained.
@@ -377,12 +383,12 @@ fn read_leb128(bytes: &[u8]) -> Option<(u64, &[u8])> {
 
 /// A dictionary for `samples`: zstd's fastCover trainer with fixed parameters, or, if it
 /// refuses them (too few, too alike), their bytes as a raw-content dictionary.
-fn train(samples: &[String]) -> Vec<u8> {
+fn train<S: AsRef<str>>(samples: &[S]) -> Vec<u8> {
     match train_fast_cover(samples) {
         Ok(dict) => dict,
         Err(e) => {
             tracing::debug!(error = %e, "zstd dictionary training refused the samples; using them as a raw dictionary");
-            let mut raw: Vec<u8> = samples.iter().flat_map(|s| s.bytes()).collect();
+            let mut raw: Vec<u8> = samples.iter().flat_map(|s| s.as_ref().bytes()).collect();
             let cut = raw.len().saturating_sub(DICTIONARY_BYTES);
             raw.drain(..cut);
             raw
@@ -394,10 +400,10 @@ fn train(samples: &[String]) -> Vec<u8> {
 /// runs a parameter search instead (five segment sizes, each dictionary built, finalised
 /// and tried on a quarter of the samples): about 3.5 times the instructions, for a
 /// dictionary that compresses the items about as well (`docs/store.md`).
-fn train_fast_cover(samples: &[String]) -> Result<Vec<u8>, String> {
+fn train_fast_cover<S: AsRef<str>>(samples: &[S]) -> Result<Vec<u8>, String> {
     use zstd_sys::{ZDICT_fastCover_params_t, ZDICT_params_t};
-    let sizes: Vec<usize> = samples.iter().map(String::len).collect();
-    let flat: Vec<u8> = samples.iter().flat_map(|s| s.bytes()).collect();
+    let sizes: Vec<usize> = samples.iter().map(|s| s.as_ref().len()).collect();
+    let flat: Vec<u8> = samples.iter().flat_map(|s| s.as_ref().bytes()).collect();
     let count = u32::try_from(samples.len()).map_err(|_| "too many samples".to_string())?;
     let params = ZDICT_fastCover_params_t {
         k: FAST_COVER_K,
@@ -482,25 +488,7 @@ pub(crate) fn compact(
             if samples.len() < TRAIN_ROWS {
                 return Ok(0);
             }
-            let bytes = train(&samples);
-            let Some(dict) = Dictionary::new(&bytes) else {
-                tracing::warn!(source = %source, "zstd refused the trained dictionary; items stay stored as text");
-                return Ok(0);
-            };
-            tx.execute(
-                "INSERT INTO raw_dictionaries (source, dictionary, trained_rows, created_ms)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    source.name(),
-                    bytes,
-                    i64::try_from(samples.len()).unwrap_or(i64::MAX),
-                    crate::timefmt::UnixMs::now().0
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            tx.commit()?;
-            codec.add(id, source, dict);
-            tracing::info!(source = %source, dictionary = id, bytes = bytes.len(), "trained the store's compression dictionary");
+            save_dictionary(tx, codec, source, &samples)?;
         }
     }
     let Some(mut encoder) = codec.encoder(source) else {
@@ -534,6 +522,63 @@ pub(crate) fn compact(
         tx.commit()?;
         after = last;
     }
+}
+
+/// Trains `source`'s dictionary from `items` (the first [`TRAIN_ROWS`] of them) before
+/// they are stored, if the source has none yet: a backfill's first group of pages holds
+/// enough items to train on, and its rows are then stored compressed, never as text to be
+/// re-encoded by [`compact`]. Does nothing when `items` are fewer than
+/// [`EARLY_TRAIN_ROWS`] (a live page: its rows are stored as text and [`compact`] trains
+/// once enough are stored). Returns whether the source has a dictionary now.
+pub(crate) fn train_from_items<'r>(
+    conn: &mut Connection,
+    codec: &RawCodec,
+    source: SourceKind,
+    items: impl ExactSizeIterator<Item = &'r str>,
+) -> rusqlite::Result<bool> {
+    if codec.has_dictionary(source) {
+        return Ok(true);
+    }
+    if items.len() < EARLY_TRAIN_ROWS {
+        return Ok(false);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    codec.load(&tx)?;
+    if !codec.has_dictionary(source) {
+        let samples: Vec<&str> = items.take(TRAIN_ROWS).collect();
+        save_dictionary(tx, codec, source, &samples)?;
+    }
+    Ok(codec.has_dictionary(source))
+}
+
+/// Trains a dictionary for `source` on `samples`, writes it and commits `tx`, then lets
+/// `codec` encode with it (a row encoded with it is never committed before it).
+fn save_dictionary<S: AsRef<str>>(
+    tx: rusqlite::Transaction<'_>,
+    codec: &RawCodec,
+    source: SourceKind,
+    samples: &[S],
+) -> rusqlite::Result<()> {
+    let bytes = train(samples);
+    let Some(dict) = Dictionary::new(&bytes) else {
+        tracing::warn!(source = %source, "zstd refused the trained dictionary; items stay stored as text");
+        return Ok(());
+    };
+    tx.execute(
+        "INSERT INTO raw_dictionaries (source, dictionary, trained_rows, created_ms)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![
+            source.name(),
+            bytes,
+            i64::try_from(samples.len()).unwrap_or(i64::MAX),
+            crate::timefmt::UnixMs::now().0
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    codec.add(id, source, dict);
+    tracing::info!(source = %source, dictionary = id, bytes = bytes.len(), samples = samples.len(), "trained the store's compression dictionary");
+    Ok(())
 }
 
 /// Adds `mirotrail_raw(_raw)` (the item's text) and `mirotrail_column(source, column,
