@@ -128,17 +128,18 @@ pub fn parse_page_reading(
     body: Vec<u8>,
     mut read: impl FnMut(&str) -> Option<(usize, Row)>,
 ) -> Result<Page, PageError> {
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return parse_page(body);
+    let text = match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => return parse_page(e.into_bytes()),
     };
-    match read_usual_page(text, &mut read) {
+    match read_usual_page(&text, &mut read) {
         Some((items, rows, next_cursor)) => Ok(Page {
-            text: String::from_utf8(body).expect("checked above"),
+            text,
             items,
             rows,
             next_cursor,
         }),
-        None => parse_page(body),
+        None => parse_page(text.into_bytes()),
     }
 }
 
