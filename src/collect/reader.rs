@@ -364,7 +364,8 @@ pub async fn read_window<S: PageCommitter>(
 
 /// Starts transforming the pages of a group and committing their rows with the progress
 /// after the last of them (`before` is the progress last committed), on a blocking
-/// thread.
+/// thread. An item whose row was read with its page (`miro::parse_page_reading`) is not
+/// read again.
 fn start_commit<S: PageCommitter>(
     w: &WindowRead<'_>,
     committer: &Arc<S>,
