@@ -364,7 +364,8 @@ pub async fn read_window<S: PageCommitter>(
 
 /// Starts transforming the pages of a group and committing their rows with the progress
 /// after the last of them (`before` is the progress last committed), on a blocking
-/// thread.
+/// thread. An item whose row was read with its page (`miro::parse_page_reading`) is not
+/// read again.
 fn start_commit<S: PageCommitter>(
     w: &WindowRead<'_>,
     committer: &Arc<S>,
@@ -374,18 +375,26 @@ fn start_commit<S: PageCommitter>(
     let (kind, from, to) = (w.kind, w.from, w.to);
     let committer = committer.clone();
     tokio::task::spawn_blocking(move || {
+        let mut pages = pages;
+        // The rows read with each page (`MiroClient::fetch_page`); an item without one
+        // is read here.
+        let read: Vec<Vec<Option<Row>>> = pages.iter_mut().map(|p| p.page.take_rows()).collect();
         let mut rows: Vec<(Row, &str)> =
             Vec::with_capacity(pages.iter().map(|p| p.page.len()).sum());
         let mut outside = 0u64;
         let mut derived = 0u64;
         let mut partial = 0u64;
         let mut next = before.clone();
-        for page in &pages {
+        for (page, read) in pages.iter().zip(read) {
             let mut latest: Option<UnixMs> = None;
+            let mut read = read.into_iter();
             for item in page.page.items() {
                 // Every item becomes a row: one whose columns cannot all be derived is
                 // stored with what can be, plus `_raw`, and reported.
-                let row = crate::store::stored_row(kind, item);
+                let row = read
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| crate::store::stored_row(kind, item));
                 if let Some(t) = row.time {
                     if t < from || t > to {
                         outside += 1;

@@ -12,7 +12,7 @@ use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER};
 use secrecy::ExposeSecret;
 
 use super::budget::CreditBudget;
-use super::page::{Page, parse_page};
+use super::page::{Page, parse_page_reading};
 use super::status::{Permanent, Verdict, classify_status};
 use super::token::TokenProvider;
 use crate::config::{MiroConfig, SourceKind};
@@ -294,7 +294,10 @@ impl MiroClient {
         self.call(
             &call,
             |bearer: &str| self.request(q, bearer),
-            |body| parse_page(body).map_err(|e| e.to_string()),
+            |body| {
+                parse_page_reading(body, |rest| crate::store::stored_row_prefix(q.source, rest))
+                    .map_err(|e| e.to_string())
+            },
             shutdown,
         )
         .await

@@ -12,5 +12,5 @@ pub mod token;
 
 pub use budget::{BudgetSnapshot, CreditBudget};
 pub use client::{ClientStats, FetchError, MiroClient, Named, PageQuery, TokenInfo};
-pub use page::{Page, PageError, parse_page};
+pub use page::{Page, PageError, parse_page, parse_page_reading};
 pub use token::{ExpiringTokenConfig, TokenError, TokenProvider, TokenStatus};

@@ -5,11 +5,21 @@
 //! included) is lost and the Sentinel stream records can be rebuilt from it. The page
 //! keeps the body it was read from and each item as a slice of it: one parse, no copy
 //! per item.
+//!
+//! [`parse_page_reading`] also reads each item into its row in the same pass: the body is
+//! walked by hand for the page's usual shape (one object with a `data` or `content` array
+//! of objects, keys without escapes, no duplicate `data`/`content`/`cursor`), and each item
+//! is parsed once, by the row reader, from where it starts. Any other body, valid or not,
+//! goes to [`parse_page`]'s serde parse, so what is a page, what is refused and the
+//! messages are the same either way (the property test `the_one_pass_reading_equals_parse_page`).
 
 use std::ops::Range;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
+
+use crate::store::transform::Row;
 
 /// One page of items and the cursor of the next page (`None` on the last page).
 #[derive(Debug)]
@@ -18,6 +28,9 @@ pub struct Page {
     text: String,
     /// Where each item's JSON text lies in `text`.
     items: Vec<Range<usize>>,
+    /// Each item's row when the page was read with [`parse_page_reading`] and the item
+    /// took the row reader's path (one per item, or empty: none read).
+    rows: Vec<Option<Row>>,
     pub next_cursor: Option<String>,
 }
 
@@ -33,6 +46,12 @@ impl Page {
 
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// The rows read with the page, one per item (`None`: the item is to be read on its
+    /// own), taken once: an empty vector if the page was read without rows.
+    pub fn take_rows(&mut self) -> Vec<Option<Row>> {
+        std::mem::take(&mut self.rows)
     }
 
     /// Bytes of the body the page holds.
@@ -97,8 +116,155 @@ pub fn parse_page(body: Vec<u8>) -> Result<Page, PageError> {
     Ok(Page {
         text,
         items,
+        rows: Vec::new(),
         next_cursor,
     })
+}
+
+/// [`parse_page`], reading each item into its row in the same pass. `read` gets the text
+/// from an item's `{` to the end of the body and returns the item's length and row, or
+/// `None` (the item is then only delimited, its row left to the caller).
+pub fn parse_page_reading(
+    body: Vec<u8>,
+    mut read: impl FnMut(&str) -> Option<(usize, Row)>,
+) -> Result<Page, PageError> {
+    let text = match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => return parse_page(e.into_bytes()),
+    };
+    match read_usual_page(&text, &mut read) {
+        Some((items, rows, next_cursor)) => Ok(Page {
+            text,
+            items,
+            rows,
+            next_cursor,
+        }),
+        None => parse_page(text.into_bytes()),
+    }
+}
+
+/// JSON whitespace.
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b
+        .get(i)
+        .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        i += 1;
+    }
+    i
+}
+
+/// The length of the JSON value `T` that starts `rest`, and the value.
+fn value_len<'a, T: Deserialize<'a>>(rest: &'a str) -> Option<(usize, T)> {
+    let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<T>();
+    let value = stream.next()?.ok()?;
+    Some((stream.byte_offset(), value))
+}
+
+/// Each item's range in the body and its row, if read.
+type Items = (Vec<Range<usize>>, Vec<Option<Row>>);
+type Read = (Vec<Range<usize>>, Vec<Option<Row>>, Option<String>);
+
+/// A page of the usual shape, read in one pass; `None` for anything else (the caller then
+/// parses it as [`parse_page`] does).
+fn read_usual_page(
+    text: &str,
+    read: &mut impl FnMut(&str) -> Option<(usize, Row)>,
+) -> Option<Read> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut found: Option<Items> = None;
+    let mut seen = [false; 3];
+    let mut cursor: Option<serde_json::Value> = None;
+    if b.get(i) == Some(&b'}') {
+        return None;
+    }
+    loop {
+        // A key without escapes or control characters.
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let len = text[i + 1..].find('"')?;
+        let key = &text[i + 1..i + 1 + len];
+        if key.bytes().any(|c| c == b'\\' || c < 0x20) {
+            return None;
+        }
+        i = skip_ws(b, i + 2 + len);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let known = ["data", "content", "cursor"].iter().position(|k| *k == key);
+        if let Some(k) = known
+            && std::mem::replace(&mut seen[k], true)
+        {
+            return None;
+        }
+        match known {
+            Some(0 | 1) => {
+                if found.is_some() || b.get(i) != Some(&b'[') {
+                    return None;
+                }
+                let (mut items, mut rows) = (Vec::new(), Vec::new());
+                i = skip_ws(b, i + 1);
+                if b.get(i) == Some(&b']') {
+                    i += 1;
+                } else {
+                    loop {
+                        if b.get(i) != Some(&b'{') {
+                            return None;
+                        }
+                        let rest = &text[i..];
+                        let (len, row) = match read(rest) {
+                            Some((len, row)) => (len, Some(row)),
+                            None => (value_len::<&RawValue>(rest)?.0, None),
+                        };
+                        items.push(i..i + len);
+                        rows.push(row);
+                        i = skip_ws(b, i + len);
+                        match b.get(i) {
+                            Some(b',') => i = skip_ws(b, i + 1),
+                            Some(b']') => {
+                                i += 1;
+                                break;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+                found = Some((items, rows));
+            }
+            Some(_) => {
+                let (len, value) = value_len::<serde_json::Value>(&text[i..])?;
+                cursor = Some(value);
+                i += len;
+            }
+            None => i += value_len::<IgnoredAny>(&text[i..])?.0,
+        }
+        i = skip_ws(b, i);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => {
+                i += 1;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    if skip_ws(b, i) != b.len() {
+        return None;
+    }
+    let (items, rows) = found?;
+    let next_cursor = match cursor {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    Some((items, rows, next_cursor))
 }
 
 #[cfg(test)]
@@ -122,6 +288,89 @@ mod tests {
         assert!(p.is_empty() && p.next_cursor.is_none());
     }
 
+    /// [`parse_page_reading`] against [`parse_page`] on one body: the same items and
+    /// cursor or the same error; every row read with the page is the item's stored row.
+    fn assert_one_pass_equals_parse_page(body: &[u8]) {
+        use crate::config::SourceKind;
+        for source in SourceKind::ALL {
+            let want = parse(body);
+            let got = parse_page_reading(body.to_vec(), |rest| {
+                crate::store::stored_row_prefix(source, rest)
+            });
+            let shown = String::from_utf8_lossy(body);
+            match (want, got) {
+                (Ok(want), Ok(mut got)) => {
+                    assert!(got.items().eq(want.items()), "{shown}");
+                    assert_eq!(got.next_cursor, want.next_cursor, "{shown}");
+                    let rows = got.take_rows();
+                    assert!(rows.is_empty() || rows.len() == got.len(), "{shown}");
+                    for (row, item) in rows.into_iter().zip(got.items()) {
+                        if let Some(row) = row {
+                            assert_eq!(row, crate::store::stored_row(source, item), "{shown}");
+                        }
+                    }
+                }
+                (Err(want), Err(got)) => assert_eq!(got, want, "{shown}"),
+                (want, got) => panic!("{shown}: {want:?} against {got:?}"),
+            }
+        }
+    }
+
+    /// The one-pass reading takes the usual page and leaves every other shape to the
+    /// serde parse, with the same results.
+    #[test]
+    fn the_one_pass_reading_equals_parse_page() {
+        let item = r#"{"id":"a1","createdAt":"2024-05-01T10:00:00Z","event":"sign_in","details":{"k":[1,2]}}"#;
+        let bodies = [
+            format!(
+                r#"{{"type":"cursor-list","limit":2,"size":2,"cursor":"c2","data":[{item},{item}]}}"#
+            ),
+            format!(" \n{{ \"data\" : [ {item} , {item} ] , \"cursor\" : 17 }} \r\n"),
+            format!(r#"{{"content":[{item}],"cursor":""}}"#),
+            format!(r#"{{"data":[{item}],"content":[{item},5]}}"#),
+            format!(r#"{{"data":[{item}],"data":[{item}]}}"#),
+            format!(r#"{{"data":[{item}],"cursor":"a","cursor":"b"}}"#),
+            format!(r#"{{"d\u0061ta":[{item}]}}"#),
+            format!(r#"{{"data":null,"content":[{item}]}}"#),
+            format!(r#"{{"data":[{item},]}}"#),
+            format!(r#"{{"data":[{item}],}}"#),
+            format!(r#"{{"data":[{item}]}} x"#),
+            format!(r#"{{"data":[{item}]}}{{}}"#),
+            format!(r#"{{"data":[{item} {item}]}}"#),
+            format!(r#"{{"da\nta":[{item}]}}"#),
+            format!("{{\"x{}\":1,\"data\":[{item}]}}", '\u{1}'),
+            format!(r#"{{"data":[{item}, 5]}}"#),
+            format!(r#"{{"data":[{{"id":"1","id":"2"}},{{"x":{{"y":[[[1]]]}}}},{item}]}}"#),
+            format!(
+                r#"{{"data":[{{"id":"1","details":{}1{}}}]}}"#,
+                "[".repeat(300),
+                "]".repeat(300)
+            ),
+            r#"{"data":[{"id":"1","event":"a\u0062"},{"id":2,"event":"bad\x"}]}"#.to_string(),
+            format!(r#"{{"data":[{item}],"cursor":{{"a":1}},"more":[1,{{"b":"c"}}]}}"#),
+            r#"{"data":[]}"#.to_string(),
+            r#"{"data":[ ]}"#.to_string(),
+            "{}".to_string(),
+            r#"{"type":"error"}"#.to_string(),
+            r#"{"data":[{"id":"1"},{"id":"#.to_string(),
+        ];
+        for body in &bodies {
+            assert_one_pass_equals_parse_page(body.as_bytes());
+        }
+        assert_one_pass_equals_parse_page(b"{\"data\":[{\"id\":\"\xff\"}]}");
+        // The usual page is read in one pass: a row for every item.
+        let mut page = parse_page_reading(bodies[0].as_bytes().to_vec(), |rest| {
+            crate::store::stored_row_prefix(crate::config::SourceKind::AuditLogs, rest)
+        })
+        .unwrap();
+        let rows = page.take_rows();
+        assert_eq!(rows.len(), 2);
+        assert!(
+            rows.iter()
+                .all(|r| r.as_ref().is_some_and(|r| r.id == "a1"))
+        );
+    }
+
     use proptest::prelude::*;
 
     proptest! {
@@ -133,6 +382,7 @@ mod tests {
                 let all_objects = page.items().all(|i| i.starts_with('{'));
                 prop_assert!(all_objects, "an item is not an object");
             }
+            assert_one_pass_equals_parse_page(&bytes);
         }
 
         /// Pages built from arbitrary items: every object item kept verbatim, any
@@ -149,6 +399,7 @@ mod tests {
             array in prop_oneof![Just("data"), Just("content")],
         ) {
             let body = format!(r#"{{"type":"cursor-list","cursor":{cursor},"{array}":[{}]}}"#, items.join(","));
+            assert_one_pass_equals_parse_page(body.as_bytes());
             match parse(body.as_bytes()) {
                 Ok(page) => {
                     let all_objects = items.iter().all(|i| i.starts_with('{'));

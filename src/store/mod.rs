@@ -1904,6 +1904,19 @@ fn push_row<'p>(
 /// only the cells of [`stored_columns`] (the views derive the others from `_raw`). What
 /// the collector builds for each item of a page before [`insert_rows`].
 pub fn stored_row(source: SourceKind, raw: &str) -> Row {
+    transform::to_row_keeping(source, raw, stored_indices(source))
+}
+
+/// [`stored_row`] of the item that starts `rest` (a page body from the item's `{` on),
+/// with the item's length: the page's one parse of the item
+/// (`miro::parse_page_reading`). `None` when the item does not take the transform's fast
+/// path: [`stored_row`] of the item's text then gives its row.
+pub fn stored_row_prefix(source: SourceKind, rest: &str) -> Option<(usize, Row)> {
+    transform::to_row_keeping_prefix(source, rest, stored_indices(source))
+}
+
+/// The indices in the table's columns of [`stored_columns`].
+fn stored_indices(source: SourceKind) -> &'static [usize] {
     static INDICES: std::sync::LazyLock<[Vec<usize>; 3]> = std::sync::LazyLock::new(|| {
         SourceKind::ALL.map(|source| {
             let columns = transform::columns(source);
@@ -1922,7 +1935,7 @@ pub fn stored_row(source: SourceKind, raw: &str) -> Row {
         .iter()
         .position(|s| *s == source)
         .expect("every source is in SourceKind::ALL");
-    transform::to_row_keeping(source, raw, &INDICES[slot])
+    &INDICES[slot]
 }
 
 /// The columns a source's stored table keeps (besides `_seq`, `_raw`, `_ingested_at`):

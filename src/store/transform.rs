@@ -227,30 +227,60 @@ impl ItemCells {
 /// but the text of a plain string cell not kept is never copied, and a dynamic cell not
 /// kept is not rendered when a scan of its text shows it renders (`fast::Spec::Dynamic`).
 pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> Row {
-    let Some((time, specs)) = fast::specs(source, raw) else {
-        return to_row(source, raw);
-    };
-    // Cell 1 is the id, which the fast path always renders.
-    let Some(fast::Spec::Done(Some(id))) = specs.get(1).cloned() else {
-        return to_row(source, raw);
+    fast::specs(source, raw)
+        .and_then(|(time, specs)| kept_row(raw, time, specs, keep))
+        .unwrap_or_else(|| to_row(source, raw))
+}
+
+/// [`to_row_keeping`] for an item read where it starts in a longer text (a page body):
+/// `rest` starts with the item's `{`. Returns the item's length in bytes (its text is
+/// `&rest[..len]`) and the row, or `None` when the item does not take the fast path;
+/// the caller then finds the item's end by other means and calls [`to_row_keeping`],
+/// which gives what it always gave. When `Some`, the row equals
+/// `to_row_keeping(source, &rest[..len], keep)` (checked with every kept-cells test:
+/// `assert_prefix_row_equals_the_row`): this is the page's one parse of the
+/// item (`miro::page::parse_page_reading`).
+pub fn to_row_keeping_prefix(
+    source: SourceKind,
+    rest: &str,
+    keep: &[usize],
+) -> Option<(usize, Row)> {
+    let (len, time, specs) = fast::specs_prefix(source, rest)?;
+    let raw = rest.get(..len)?;
+    kept_row(raw, time, specs, keep).map(|row| (len, row))
+}
+
+/// The row of an item read by `fast::specs`; `None` if the id is not rendered (the
+/// general path then decides).
+fn kept_row(
+    raw: &str,
+    time: Option<UnixMs>,
+    mut specs: Vec<fast::Spec>,
+    keep: &[usize],
+) -> Option<Row> {
+    // Cell 1 is the id, which the fast path always renders: moved out, not copied.
+    let id = match specs.get_mut(1) {
+        Some(fast::Spec::Done(id @ Some(_))) => id.take()?,
+        _ => return None,
     };
     let cells: Vec<Option<String>> = specs
         .into_iter()
         .enumerate()
         .map(|(i, spec)| match spec {
             _ if !keep.contains(&i) => None,
+            _ if i == 1 => Some(id.clone()),
             fast::Spec::Str(start, end) => raw.get(start..end).map(str::to_string),
             fast::Spec::Dynamic(start, end) => fast::render_dynamic(&raw[start..end]),
             fast::Spec::Done(cell) => cell,
         })
         .collect();
-    Row {
+    Some(Row {
         id,
         time,
         cells,
         id_derived: false,
         partial: None,
-    }
+    })
 }
 
 /// The general path: the whole item as a `serde_json::Value`; `None` if it does not parse
@@ -877,10 +907,46 @@ pub(crate) mod fast {
     /// rendered cells equal `to_row`'s (the property test `lazy_cells_equal_the_row`).
     /// Also returns the row's `time`, as [`to_row`] gives it.
     pub(super) fn specs(source: SourceKind, raw: &str) -> Option<(Option<UnixMs>, Vec<Spec>)> {
+        read_specs(source, raw, true).map(|(_, time, specs)| (time, specs))
+    }
+
+    /// [`specs`] of the item that starts `rest` (with its `{`) and ends where its JSON
+    /// value ends, and the item's length in bytes: the same parse, the same cells.
+    pub(super) fn specs_prefix(
+        source: SourceKind,
+        rest: &str,
+    ) -> Option<(usize, Option<UnixMs>, Vec<Spec>)> {
+        read_specs(source, rest, false)
+    }
+
+    /// Reads the item into `T`: all of `text` (`whole`, nothing but whitespace after the
+    /// value) or its first JSON value; returns it with the bytes of `text` it took.
+    fn read<'a, T: Deserialize<'a>>(text: &'a str, whole: bool) -> Option<(T, usize)> {
+        if whole {
+            return serde_json::from_str(text).ok().map(|t| (t, text.len()));
+        }
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<T>();
+        let item = stream.next()?.ok()?;
+        Some((item, stream.byte_offset()))
+    }
+
+    fn read_specs(
+        source: SourceKind,
+        raw: &str,
+        whole: bool,
+    ) -> Option<(usize, Option<UnixMs>, Vec<Spec>)> {
         let t = |field: Raw<'_>| text_spec(raw, field);
-        Some(match source {
+        let len;
+        macro_rules! parse {
+            () => {{
+                let (item, n) = read(raw, whole)?;
+                len = n;
+                item
+            }};
+        }
+        let (time, specs) = match source {
             SourceKind::AuditLogs => {
-                let a: Audit<'_> = serde_json::from_str(raw).ok()?;
+                let a: Audit<'_> = parse!();
                 let id = id(a.id)?;
                 let time = datetime(a.created_at);
                 let iso = time.map(UnixMs::to_iso);
@@ -915,7 +981,7 @@ pub(crate) mod fast {
                 )
             }
             SourceKind::ContentLogs => {
-                let c: Content<'_> = serde_json::from_str(raw).ok()?;
+                let c: Content<'_> = parse!();
                 let id = id(c.id)?;
                 let time = datetime(c.action_time);
                 let iso = time.map(UnixMs::to_iso);
@@ -939,7 +1005,7 @@ pub(crate) mod fast {
                 )
             }
             SourceKind::AiInteractionLogs => {
-                let a: Ai<'_> = serde_json::from_str(raw).ok()?;
+                let a: Ai<'_> = parse!();
                 let id = id(a.id)?;
                 let created = datetime(a.created_at).map(UnixMs::to_iso);
                 let stored_at = datetime(a.stored_at);
@@ -965,7 +1031,8 @@ pub(crate) mod fast {
                     ],
                 )
             }
-        })
+        };
+        Some((len, time, specs))
     }
 }
 
@@ -1553,6 +1620,7 @@ mod tests {
     }
 
     fn assert_kept_cells_equal(source: SourceKind, raw: &str, keep: &[usize]) {
+        assert_prefix_row_equals_the_row(source, raw, keep);
         let row = to_row(source, raw);
         let kept = to_row_keeping(source, raw, keep);
         assert_eq!(kept.id, row.id, "{raw}");
@@ -1563,6 +1631,27 @@ mod tests {
         for (i, cell) in row.cells.iter().enumerate() {
             if keep.contains(&i) {
                 assert_eq!(&kept.cells[i], cell, "{source:?} column {i} of {raw}");
+            }
+        }
+    }
+
+    /// An item read where it starts in a page body (followed by what may follow it there)
+    /// gives its exact length and the row of the item alone, and takes that path exactly
+    /// when the item alone takes the fast path.
+    fn assert_prefix_row_equals_the_row(source: SourceKind, raw: &str, keep: &[usize]) {
+        let item = raw.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        if !item.starts_with('{') {
+            return;
+        }
+        let fast = fast::specs(source, item)
+            .is_some_and(|(_, s)| matches!(s.get(1), Some(fast::Spec::Done(Some(_)))));
+        for after in ["", "]}", ",{\"id\":\"z\"}]}", " \n,", "]"] {
+            let rest = format!("{item}{after}");
+            let got = to_row_keeping_prefix(source, &rest, keep);
+            assert_eq!(got.is_some(), fast, "{source:?} {rest}");
+            if let Some((len, row)) = got {
+                assert_eq!(&rest[..len], item, "{source:?} {rest}");
+                assert_eq!(row, to_row_keeping(source, item, keep), "{source:?} {rest}");
             }
         }
     }
