@@ -106,8 +106,9 @@ pub trait PageCommitter: Send + Sync + 'static {
 /// When pages fetched but not yet committed are committed together: after this many
 /// pages (a window's first group is one page, each next one twice the last), ...
 pub(crate) const GROUP_MAX_PAGES: usize = 64;
-/// ... this many bytes of page bodies (bounds memory: backfill reads several slices at
-/// once, and a window holds the group it fetches beside the one committing), ...
+/// ... this many bytes of pages, their bodies and the rows read with them
+/// (`Page::held_bytes`; bounds memory: backfill reads several slices at once, and a window
+/// holds the group it fetches beside the one committing), ...
 pub(crate) const GROUP_MAX_BYTES: usize = 1024 * 1024;
 /// ... or once the oldest of them is this old, even while the next page is still being
 /// fetched (bounds how late rows and `status` are), whichever comes first. A window's
@@ -147,7 +148,7 @@ struct PageGroup {
 
 impl PageGroup {
     fn push(&mut self, page: FetchedPage) {
-        self.bytes += page.page.body_bytes();
+        self.bytes += page.page.held_bytes();
         self.since.get_or_insert_with(Instant::now);
         self.pages.push(page);
     }

@@ -54,9 +54,27 @@ impl Page {
         std::mem::take(&mut self.rows)
     }
 
-    /// Bytes of the body the page holds.
-    pub fn body_bytes(&self) -> usize {
-        self.text.len()
+    /// Bytes the page holds on the heap: its body and the rows read with it (each row,
+    /// its cells and their text), which take about as much again as the body.
+    pub fn held_bytes(&self) -> usize {
+        let cell = std::mem::size_of::<Option<String>>();
+        let rows: usize = self
+            .rows
+            .iter()
+            .map(|row| {
+                std::mem::size_of::<Option<Row>>()
+                    + row.as_ref().map_or(0, |r| {
+                        r.id.capacity()
+                            + r.cells.capacity() * cell
+                            + r.cells
+                                .iter()
+                                .flatten()
+                                .map(String::capacity)
+                                .sum::<usize>()
+                    })
+            })
+            .sum();
+        self.text.capacity() + self.items.capacity() * std::mem::size_of::<Range<usize>>() + rows
     }
 }
 
@@ -314,6 +332,29 @@ mod tests {
                 (want, got) => panic!("{shown}: {want:?} against {got:?}"),
             }
         }
+    }
+
+    /// A page read with its rows counts them in what it holds (the reader's group budget,
+    /// `collect::reader::GROUP_MAX_BYTES`): each row at least its own size and its cells.
+    #[test]
+    fn held_bytes_count_the_rows_read_with_the_page() {
+        use crate::config::SourceKind;
+        let item = r#"{"id":"a1","createdAt":"2024-05-01T10:00:00Z","event":"sign_in","createdBy":{"id":"u1","email":"a@example.com"}}"#;
+        let body = format!(r#"{{"data":[{item},{item},{item}],"cursor":"c"}}"#);
+        let plain = parse(body.as_bytes()).unwrap();
+        let read = parse_page_reading(body.clone().into_bytes(), |rest| {
+            crate::store::stored_row_prefix(SourceKind::AuditLogs, rest)
+        })
+        .unwrap();
+        assert!(plain.held_bytes() >= body.len());
+        let row = std::mem::size_of::<Row>()
+            + crate::store::transform::AUDIT_COLUMNS.len() * std::mem::size_of::<Option<String>>();
+        assert!(
+            read.held_bytes() >= plain.held_bytes() + 3 * row,
+            "{} against {}",
+            read.held_bytes(),
+            plain.held_bytes()
+        );
     }
 
     /// The one-pass reading takes the usual page and leaves every other shape to the
