@@ -446,6 +446,15 @@ impl Store {
             );
             writer.execute_batch("VACUUM").map_err(open_err)?;
         }
+        // After the migrations, which ran as they always did. The bundled SQLite enforces
+        // foreign keys by default; the only ones are `_org` / `org` -> `orgs.key`, and
+        // every key written comes from `orgs` (`register_orgs`; keys are never deleted or
+        // changed). Enforced, each row inserted looked its organisation up, and every
+        // multi-row `INSERT` kept a statement journal in case it had to stop halfway,
+        // written to a temporary file past 64 KiB (`docs/store.md`, "Writing rows").
+        writer
+            .pragma_update(None, "foreign_keys", false)
+            .map_err(open_err)?;
         let reader = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -2794,6 +2803,48 @@ mod tests {
             store.delivered_offset("a", SourceKind::AuditLogs).unwrap(),
             0
         );
+    }
+
+    /// SQLite keeps a statement journal for a multi-row `INSERT` that may stop halfway: one
+    /// that checks a foreign key, or keeps an index whose condition calls a function. The
+    /// writer does neither (`docs/store.md`, "Writing rows").
+    #[test]
+    fn the_writer_checks_no_foreign_key_so_inserts_keep_no_statement_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let writer = store.writer.lock().unwrap();
+        let enforced: bool = writer
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert!(!enforced);
+        // No foreign key check is compiled into the row insert.
+        for source in SourceKind::ALL {
+            let plan: Vec<String> = writer
+                .prepare(&format!(
+                    "EXPLAIN INSERT OR IGNORE INTO {} (id, _raw, _ingested_at, _org) \
+                     VALUES ('a', x'01', '', 1), ('b', x'01', '', 1)",
+                    raw::rows_table(source)
+                ))
+                .unwrap()
+                .query_map([], |r| r.get(1))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(plan.iter().any(|op| op == "Insert"), "{plan:?}");
+            assert!(
+                !plan.iter().any(|op| op.starts_with("Fk")),
+                "{source}: {plan:?}"
+            );
+        }
+        drop(writer);
+        // A store opened again (the reader's default) still reads the same rows.
+        commit(&store, &["a", "b"], &cp(SourceKind::AuditLogs, 1, None));
+        let n: i64 = store
+            .read("counting", |c| {
+                c.query_row("SELECT count(*) FROM MiroAuditLogs_CL", [], |r| r.get(0))
+            })
+            .unwrap();
+        assert_eq!(n, 2);
     }
 
     #[test]

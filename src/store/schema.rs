@@ -576,10 +576,9 @@ CREATE TABLE detect_groups (
 /// The index of the rows stored as text (`raw::compact` finds them with it) says "text"
 /// as `_raw < x''` rather than `typeof(_raw) = 'text'` (`_raw` is only ever text or a
 /// blob, and SQLite orders every text before every blob): the same rows, but with a
-/// function call in an index's condition SQLite may have to undo an `INSERT` halfway, so
-/// each multi-row `INSERT` kept a statement journal, and past 64 KiB in a transaction
-/// wrote it to a temporary file (as many bytes as the WAL in a backfill; `docs/store.md`,
-/// "Writing rows").
+/// function call in an index's condition SQLite may have to stop an `INSERT` halfway, so
+/// it kept a statement journal for each multi-row `INSERT` (`docs/store.md`, "Writing
+/// rows").
 const STEP_16: &str = r#"DROP INDEX MiroAuditLogs_CL_rows_text;
 CREATE INDEX MiroAuditLogs_CL_rows_text ON MiroAuditLogs_CL_rows (_seq) WHERE _raw < x'';
 DROP INDEX MiroContentLogs_CL_rows_text;
