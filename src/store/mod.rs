@@ -23,6 +23,10 @@
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
 //!   columns could not all be derived is also listed in `partial_rows` (same transaction,
 //!   keyed by organisation, source and id).
+//! - every `_org` / `org` written is a key of `orgs` (`register_orgs`; keys are never
+//!   deleted or changed): the writer does not have SQLite check those foreign keys, which
+//!   would keep a statement journal for every multi-row insert (`docs/store.md`, "Writing
+//!   rows");
 //! - a stored column (`stored_columns`: the keys, the grouped columns and the ones
 //!   rules and reports read over every row) holds exactly what the view would derive from
 //!   `_raw` (`docs/store.md`); the views derive the rest on read.
