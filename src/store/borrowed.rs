@@ -1,21 +1,27 @@
-//! A prepared statement whose parameters are bound as borrowed values (SQLite's
-//! `SQLITE_STATIC`), for the store's row inserts ([`super::insert_rows`]).
+//! Prepared statements whose parameters are bound as borrowed values (SQLite's
+//! `SQLITE_STATIC`), for the store's row inserts ([`super::insert_rows`]), kept prepared
+//! for the life of their connection ([`Statements`]).
 //!
 //! rusqlite binds every text and blob with `SQLITE_TRANSIENT`: SQLite copies each value
 //! into its own allocation at bind time and frees it at the next bind, which for a row of
 //! ten text cells and its `_raw` was about 6% of a backfill's instructions
-//! (BENCHMARKS.md). Bound here, SQLite reads the caller's bytes where they are.
+//! (BENCHMARKS.md). Bound here, SQLite reads the caller's bytes where they are. Preparing
+//! the inserts once per connection rather than once per commit saves SQLite's parse and
+//! code generation of a 32-row `INSERT` (about 1% of a backfill's instructions).
 //!
 //! Invariants:
-//! - every parameter of the statement is bound by each [`BorrowedStatement::execute`]
+//! - every parameter of a statement is bound by each [`BorrowedStatement::execute`]
 //!   before the statement steps, from values that live through that call: SQLite never
 //!   reads a value bound by an earlier call (the lifetime of [`Param`] ties the bytes to
-//!   the call, and `execute` refuses a parameter list of the wrong length);
-//! - the statement is finalized when it is dropped, and it borrows its connection, so it
-//!   cannot outlive it.
+//!   the call, and `execute` refuses a parameter list of the wrong length); the statement
+//!   is reset before `execute` returns, so a kept statement holds no read or write open;
+//! - a statement runs only on the connection it was prepared on (`execute` checks it);
+//! - a statement is finalized when dropped, and never after its connection's handle is
+//!   freed: rusqlite closes a connection with `sqlite3_close`, which refuses (and keeps
+//!   the handle open) while a statement of it is not finalized. Owners drop their
+//!   statements first (`Writer`'s field order) so the close succeeds.
 
 use std::ffi::{CStr, c_int};
-use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use rusqlite::{Connection, ffi};
@@ -34,17 +40,31 @@ pub(crate) enum Param<'a> {
 }
 
 /// A prepared statement executed with [`Param`]s bound as `SQLITE_STATIC`.
-pub(crate) struct BorrowedStatement<'c> {
+pub(crate) struct BorrowedStatement {
     db: *mut ffi::sqlite3,
     stmt: NonNull<ffi::sqlite3_stmt>,
     parameters: usize,
-    _conn: PhantomData<&'c Connection>,
 }
 
-impl<'c> BorrowedStatement<'c> {
-    /// Prepares `sql` (one statement) on `conn`.
-    pub(crate) fn prepare(conn: &'c Connection, sql: &str) -> rusqlite::Result<Self> {
-        // SAFETY: the handle is `conn`'s open database, used only while `conn` is borrowed.
+// SAFETY: SQLite connections are opened in its multi-thread mode: a statement may be used
+// from any thread, one at a time, like its connection; `&mut self` on every use and the
+// owner's lock (the store's writer mutex) give that.
+unsafe impl Send for BorrowedStatement {}
+
+impl std::fmt::Debug for BorrowedStatement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BorrowedStatement")
+            .field("parameters", &self.parameters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BorrowedStatement {
+    /// Prepares `sql` (one statement) on `conn`. Drop it before `conn`, or `conn` is not
+    /// closed (see the module's invariants).
+    fn prepare(conn: &Connection, sql: &str) -> rusqlite::Result<Self> {
+        // SAFETY: the handle is `conn`'s open database, which stays open while this
+        // statement exists (`sqlite3_close` refuses to close it before).
         let db = unsafe { conn.handle() };
         let len = c_int::try_from(sql.len()).map_err(|_| rusqlite::Error::InvalidQuery)?;
         let mut stmt = std::ptr::null_mut();
@@ -70,13 +90,21 @@ impl<'c> BorrowedStatement<'c> {
             db,
             stmt,
             parameters: usize::try_from(parameters).unwrap_or(0),
-            _conn: PhantomData,
         })
     }
 
     /// Binds `params` (`?1` upwards, exactly as many as the statement has), runs the
-    /// statement to its end and returns the rows it changed.
-    pub(crate) fn execute(&mut self, params: &[Param<'_>]) -> rusqlite::Result<usize> {
+    /// statement to its end on `conn` (the connection it was prepared on) and returns the
+    /// rows it changed.
+    pub(crate) fn execute(
+        &mut self,
+        conn: &Connection,
+        params: &[Param<'_>],
+    ) -> rusqlite::Result<usize> {
+        // SAFETY: the handle is only compared.
+        if unsafe { conn.handle() } != self.db {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
         if params.len() != self.parameters {
             return Err(rusqlite::Error::InvalidParameterCount(
                 params.len(),
@@ -132,10 +160,47 @@ impl<'c> BorrowedStatement<'c> {
     }
 }
 
-impl Drop for BorrowedStatement<'_> {
+impl Drop for BorrowedStatement {
     fn drop(&mut self) {
-        // SAFETY: `stmt` was prepared on the connection this value borrows, which is open.
+        // SAFETY: `stmt` was prepared on a connection whose handle is still open (the
+        // module's invariants).
         unsafe { ffi::sqlite3_finalize(self.stmt.as_ptr()) };
+    }
+}
+
+/// The statements prepared on one connection, by key (a few, looked up in order).
+#[derive(Debug)]
+pub(crate) struct Statements<K> {
+    list: Vec<(K, BorrowedStatement)>,
+}
+
+impl<K> Default for Statements<K> {
+    fn default() -> Self {
+        Statements { list: Vec::new() }
+    }
+}
+
+impl<K: PartialEq> Statements<K> {
+    /// The statement kept under `key`, prepared on `conn` from `sql()` the first time.
+    /// A statement kept from another connection is dropped and prepared again here.
+    pub(crate) fn get(
+        &mut self,
+        conn: &Connection,
+        key: K,
+        sql: impl FnOnce() -> String,
+    ) -> rusqlite::Result<&mut BorrowedStatement> {
+        // SAFETY: the handle is only compared.
+        let db = unsafe { conn.handle() };
+        self.list.retain(|(_, s)| s.db == db);
+        let at = match self.list.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                let stmt = BorrowedStatement::prepare(conn, &sql())?;
+                self.list.push((key, stmt));
+                self.list.len() - 1
+            }
+        };
+        Ok(&mut self.list[at].1)
     }
 }
 
@@ -171,16 +236,19 @@ mod tests {
             let a = format!("x{round}");
             let blob = vec![round, 0, 255];
             let n = stmt
-                .execute(&[
-                    Param::Text(&a),
-                    Param::Blob(&blob),
-                    Param::Int(i64::from(round)),
-                    Param::Null,
-                    Param::Text("same"),
-                    Param::Blob(&[]),
-                    Param::Int(7),
-                    Param::Text("é"),
-                ])
+                .execute(
+                    &conn,
+                    &[
+                        Param::Text(&a),
+                        Param::Blob(&blob),
+                        Param::Int(i64::from(round)),
+                        Param::Null,
+                        Param::Text("same"),
+                        Param::Blob(&[]),
+                        Param::Int(7),
+                        Param::Text("é"),
+                    ],
+                )
                 .unwrap();
             assert_eq!(n, if round == 0 { 2 } else { 1 });
         }
@@ -208,12 +276,57 @@ mod tests {
             .unwrap();
         let mut stmt = BorrowedStatement::prepare(&conn, "INSERT INTO t (a) VALUES (?1)").unwrap();
         assert!(matches!(
-            stmt.execute(&[]),
+            stmt.execute(&conn, &[]),
             Err(rusqlite::Error::InvalidParameterCount(0, 1))
         ));
-        let err = stmt.execute(&[Param::Null]).unwrap_err();
+        let err = stmt.execute(&conn, &[Param::Null]).unwrap_err();
         assert!(err.to_string().contains("NOT NULL"), "{err}");
-        assert_eq!(stmt.execute(&[Param::Text("ok")]).unwrap(), 1);
+        assert_eq!(stmt.execute(&conn, &[Param::Text("ok")]).unwrap(), 1);
         assert!(BorrowedStatement::prepare(&conn, "INSERT INTO nowhere VALUES (?1)").is_err());
+        // A statement runs only on the connection it was prepared on.
+        let other = Connection::open_in_memory().unwrap();
+        other
+            .execute_batch("CREATE TABLE t (a TEXT NOT NULL)")
+            .unwrap();
+        assert!(stmt.execute(&other, &[Param::Text("no")]).is_err());
+        let n: i64 = other
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn kept_statements_are_prepared_once_per_key_and_per_connection() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a TEXT)").unwrap();
+        let mut kept = Statements::default();
+        let mut prepared = 0;
+        for value in ["x", "y", "z"] {
+            let stmt = kept
+                .get(&conn, 1u8, || {
+                    prepared += 1;
+                    "INSERT INTO t (a) VALUES (?1)".into()
+                })
+                .unwrap();
+            assert_eq!(stmt.execute(&conn, &[Param::Text(value)]).unwrap(), 1);
+        }
+        assert_eq!(prepared, 1);
+        // Another connection gets its own statement; the first one's is let go.
+        let other = Connection::open_in_memory().unwrap();
+        other.execute_batch("CREATE TABLE t (a TEXT)").unwrap();
+        let stmt = kept
+            .get(&other, 1u8, || {
+                prepared += 1;
+                "INSERT INTO t (a) VALUES (?1)".into()
+            })
+            .unwrap();
+        assert_eq!(stmt.execute(&other, &[Param::Text("w")]).unwrap(), 1);
+        assert_eq!(prepared, 2);
+        assert_eq!(kept.list.len(), 1);
+        drop(kept);
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
     }
 }

@@ -23,6 +23,10 @@
 //! - every item of a page becomes a row (the transform never refuses one); a row whose
 //!   columns could not all be derived is also listed in `partial_rows` (same transaction,
 //!   keyed by organisation, source and id).
+//! - every `_org` / `org` written is a key of `orgs` (`register_orgs`; keys are never
+//!   deleted or changed): the writer does not have SQLite check those foreign keys, which
+//!   would keep a statement journal for every multi-row insert (`docs/store.md`, "Writing
+//!   rows");
 //! - a stored column (`stored_columns`: the keys, the grouped columns and the ones
 //!   rules and reports read over every row) holds exactly what the view would derive from
 //!   `_raw` (`docs/store.md`); the views derive the rest on read.
@@ -52,7 +56,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::config::SourceKind;
 use crate::timefmt::UnixMs;
-use borrowed::{BorrowedStatement, Param};
+use borrowed::{Param, Statements};
 pub use handle::{AckLane, StoreHandle};
 use raw::RawCodec;
 pub use raw::RawError;
@@ -309,11 +313,37 @@ enum LockKind {
     Backfill,
 }
 
+/// The writer connection and the row inserts prepared on it, kept across commits
+/// (`borrowed`). Derefs to the connection.
+#[derive(Debug)]
+struct Writer {
+    /// Declared before `conn`: dropped (its statements finalized) before the connection
+    /// closes.
+    inserts: Inserts,
+    conn: Connection,
+}
+
+/// The row inserts of [`insert_rows`], by source and rows per statement.
+type Inserts = Statements<(SourceKind, usize)>;
+
+impl std::ops::Deref for Writer {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
 /// The store handle: one writer connection, one reader connection.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     reader: Mutex<Connection>,
     /// The dictionaries `_raw` is compressed with (`raw.rs`).
     codec: Arc<RawCodec>,
@@ -420,6 +450,15 @@ impl Store {
             );
             writer.execute_batch("VACUUM").map_err(open_err)?;
         }
+        // After the migrations, which ran as they always did. The bundled SQLite enforces
+        // foreign keys by default; the only ones are `_org` / `org` -> `orgs.key`, and
+        // every key written comes from `orgs` (`register_orgs`; keys are never deleted or
+        // changed). Enforced, each row inserted looked its organisation up, and every
+        // multi-row `INSERT` kept a statement journal in case it had to stop halfway,
+        // written to a temporary file past 64 KiB (`docs/store.md`, "Writing rows").
+        writer
+            .pragma_update(None, "foreign_keys", false)
+            .map_err(open_err)?;
         let reader = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -429,7 +468,10 @@ impl Store {
         raw::register_functions(&reader, &codec).map_err(open_err)?;
         Ok(Store {
             path: path.to_path_buf(),
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer {
+                inserts: Inserts::default(),
+                conn: writer,
+            }),
             reader: Mutex::new(reader),
             codec,
             plain_rows: Mutex::new([0; SourceKind::ALL.len()]),
@@ -543,10 +585,12 @@ impl Store {
         checkpoint: &Checkpoint,
     ) -> Result<PageCommit, StoreError> {
         let encoded = self.encode(source, rows);
-        let mut conn = self.writer.lock().expect("store writer lock");
+        let mut guard = self.writer.lock().expect("store writer lock");
+        let Writer { inserts, conn } = &mut *guard;
         let tx = conn.transaction().map_err(sql("starting a page commit"))?;
         let (commit, plain) = insert_rows(
             &tx,
+            inserts,
             &self.codec,
             checkpoint.org,
             source,
@@ -555,7 +599,7 @@ impl Store {
         )?;
         write_checkpoint(&tx, checkpoint).map_err(sql("saving a checkpoint"))?;
         tx.commit().map_err(sql("committing a page"))?;
-        self.after_insert(&mut conn, source, plain)?;
+        self.after_insert(conn, source, plain)?;
         Ok(commit)
     }
 
@@ -568,15 +612,23 @@ impl Store {
         slice: &BackfillSlice,
     ) -> Result<PageCommit, StoreError> {
         let encoded = self.encode(source, rows);
-        let mut conn = self.writer.lock().expect("store writer lock");
+        let mut guard = self.writer.lock().expect("store writer lock");
+        let Writer { inserts, conn } = &mut *guard;
         let tx = conn
             .transaction()
             .map_err(sql("starting a backfill page commit"))?;
-        let (commit, plain) =
-            insert_rows(&tx, &self.codec, slice.org, source, rows, Some(encoded))?;
+        let (commit, plain) = insert_rows(
+            &tx,
+            inserts,
+            &self.codec,
+            slice.org,
+            source,
+            rows,
+            Some(encoded),
+        )?;
         write_slice(&tx, slice, commit).map_err(sql("saving a backfill slice"))?;
         tx.commit().map_err(sql("committing a backfill page"))?;
-        self.after_insert(&mut conn, source, plain)?;
+        self.after_insert(conn, source, plain)?;
         Ok(commit)
     }
 
@@ -1708,9 +1760,18 @@ pub fn insert_org_items(
         .iter()
         .map(|raw| (transform::to_row(source, raw), raw.as_str()))
         .collect();
+    let mut inserts = Inserts::default();
     let tx = conn.transaction().map_err(sql("storing items"))?;
     // Items stay text (no dictionary is trained here): the views read either form.
-    let (commit, _) = insert_rows(&tx, &RawCodec::new(None), org, source, &rows, None)?;
+    let (commit, _) = insert_rows(
+        &tx,
+        &mut inserts,
+        &RawCodec::new(None),
+        org,
+        source,
+        &rows,
+        None,
+    )?;
     tx.commit().map_err(sql("storing items"))?;
     Ok(commit)
 }
@@ -1759,8 +1820,12 @@ const ROWS_PER_INSERT: usize = 32;
 /// used if it was encoded with the dictionary the source has now, so a row is stored
 /// exactly as if it were encoded here; otherwise (none given, a dictionary trained in
 /// between) the rows are encoded here.
+///
+/// `inserts` keeps the prepared `INSERT`s for the next call on the same connection (drop
+/// it before the connection: `borrowed`).
 fn insert_rows(
     tx: &Connection,
+    inserts: &mut Inserts,
     codec: &RawCodec,
     org: OrgKey,
     source: SourceKind,
@@ -1806,11 +1871,8 @@ fn insert_rows(
         }
         sql_text
     };
-    // Prepared per call (a group of pages), the 32-row one only when a chunk needs it.
-    // Values are bound borrowed (`borrowed`): SQLite does not copy each cell.
-    let mut one =
-        BorrowedStatement::prepare(tx, &insert_sql(1)).map_err(sql("preparing the row insert"))?;
-    let mut many: Option<BorrowedStatement<'_>> = None;
+    // Prepared once per connection (`inserts`), each statement when a chunk first needs
+    // it. Values are bound borrowed (`borrowed`): SQLite does not copy each cell.
     let ingested = UnixMs::now().to_iso();
     let encoded = match encoded {
         Some(e) if e.dictionary == codec.current(source) && e.values.len() == rows.len() => e,
@@ -1831,18 +1893,16 @@ fn insert_rows(
                 row.partial.is_none() && matches!(encoded, Some(rusqlite::types::Value::Blob(_)))
             });
         if together {
-            let stmt = match &mut many {
-                Some(stmt) => stmt,
-                None => many.insert(
-                    BorrowedStatement::prepare(tx, &insert_sql(ROWS_PER_INSERT))
-                        .map_err(sql("preparing the row insert"))?,
-                ),
-            };
+            let stmt = inserts
+                .get(tx, (source, ROWS_PER_INSERT), || {
+                    insert_sql(ROWS_PER_INSERT)
+                })
+                .map_err(sql("preparing the row insert"))?;
             params.clear();
             for ((row, raw), encoded) in chunk.iter().zip(encoded) {
                 push_row(&mut params, &indices, row, raw, encoded, &ingested, org.0);
             }
-            let n = stmt.execute(&params).map_err(sql("inserting rows"))?;
+            let n = stmt.execute(tx, &params).map_err(sql("inserting rows"))?;
             let n = n as u64;
             commit.inserted += n;
             commit.duplicates += ROWS_PER_INSERT as u64 - n;
@@ -1851,7 +1911,10 @@ fn insert_rows(
         for ((row, raw), encoded) in chunk.iter().zip(encoded) {
             params.clear();
             push_row(&mut params, &indices, row, raw, encoded, &ingested, org.0);
-            let n = one.execute(&params).map_err(sql("inserting a row"))?;
+            let one = inserts
+                .get(tx, (source, 1), || insert_sql(1))
+                .map_err(sql("preparing the row insert"))?;
+            let n = one.execute(tx, &params).map_err(sql("inserting a row"))?;
             if n == 1 {
                 commit.inserted += 1;
                 if !matches!(encoded, Some(rusqlite::types::Value::Blob(_))) {
@@ -1984,25 +2047,25 @@ fn write_slice(
     slice: &BackfillSlice,
     added: PageCommit,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE backfill_slices SET read_from_ms = ?2, read_through_ms = ?3, cursor = ?4,
              done = ?5, pages = ?6, requests = ?7, inserted = inserted + ?8,
              duplicates = duplicates + ?9,
              done_ms = CASE WHEN ?5 THEN coalesce(done_ms, ?10) ELSE NULL END
          WHERE id = ?1",
-        params![
-            slice.id,
-            slice.read_from.0,
-            slice.read_through.map(|t| t.0),
-            slice.cursor,
-            slice.done,
-            slice.pages,
-            slice.requests,
-            i64::try_from(added.inserted).unwrap_or(i64::MAX),
-            i64::try_from(added.duplicates).unwrap_or(i64::MAX),
-            UnixMs::now().0,
-        ],
-    )?;
+    )?
+    .execute(params![
+        slice.id,
+        slice.read_from.0,
+        slice.read_through.map(|t| t.0),
+        slice.cursor,
+        slice.done,
+        slice.pages,
+        slice.requests,
+        i64::try_from(added.inserted).unwrap_or(i64::MAX),
+        i64::try_from(added.duplicates).unwrap_or(i64::MAX),
+        UnixMs::now().0,
+    ])?;
     Ok(())
 }
 
@@ -2040,7 +2103,7 @@ fn take_lock(path: &Path, kind: LockKind) -> Result<std::fs::File, StoreError> {
 
 fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> {
     let w = cp.window.as_ref();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO checkpoints (source, watermark_ms, watermark_polled_ms, window_from_ms,
              window_to_ms, window_started_ms, cursor, pages_total, requests_total,
              last_success_ms, last_error, last_error_ms, window_read_through_ms,
@@ -2061,25 +2124,25 @@ fn write_checkpoint(conn: &Connection, cp: &Checkpoint) -> rusqlite::Result<()> 
              window_read_through_ms = excluded.window_read_through_ms,
              reread_through_ms = excluded.reread_through_ms,
              window_reread = excluded.window_reread",
-        params![
-            cp.source.name(),
-            cp.watermark.0,
-            cp.watermark_polled.0,
-            w.map(|w| w.from.0),
-            w.map(|w| w.to.0),
-            w.map(|w| w.started.0),
-            w.and_then(|w| w.cursor.clone()),
-            cp.pages_total,
-            cp.requests_total,
-            cp.last_success.map(|t| t.0),
-            cp.last_error,
-            cp.last_error_at.map(|t| t.0),
-            w.and_then(|w| w.read_through).map(|t| t.0),
-            cp.reread_through.map(|t| t.0),
-            w.is_some_and(|w| w.reread),
-            cp.org.0,
-        ],
-    )?;
+    )?
+    .execute(params![
+        cp.source.name(),
+        cp.watermark.0,
+        cp.watermark_polled.0,
+        w.map(|w| w.from.0),
+        w.map(|w| w.to.0),
+        w.map(|w| w.started.0),
+        w.and_then(|w| w.cursor.clone()),
+        cp.pages_total,
+        cp.requests_total,
+        cp.last_success.map(|t| t.0),
+        cp.last_error,
+        cp.last_error_at.map(|t| t.0),
+        w.and_then(|w| w.read_through).map(|t| t.0),
+        cp.reread_through.map(|t| t.0),
+        w.is_some_and(|w| w.reread),
+        cp.org.0,
+    ])?;
     Ok(())
 }
 
@@ -2746,6 +2809,48 @@ mod tests {
         );
     }
 
+    /// SQLite keeps a statement journal for a multi-row `INSERT` that may stop halfway: one
+    /// that checks a foreign key, or keeps an index whose condition calls a function. The
+    /// writer does neither (`docs/store.md`, "Writing rows").
+    #[test]
+    fn the_writer_checks_no_foreign_key_so_inserts_keep_no_statement_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        let writer = store.writer.lock().unwrap();
+        let enforced: bool = writer
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert!(!enforced);
+        // No foreign key check is compiled into the row insert.
+        for source in SourceKind::ALL {
+            let plan: Vec<String> = writer
+                .prepare(&format!(
+                    "EXPLAIN INSERT OR IGNORE INTO {} (id, _raw, _ingested_at, _org) \
+                     VALUES ('a', x'01', '', 1), ('b', x'01', '', 1)",
+                    raw::rows_table(source)
+                ))
+                .unwrap()
+                .query_map([], |r| r.get(1))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(plan.iter().any(|op| op == "Insert"), "{plan:?}");
+            assert!(
+                !plan.iter().any(|op| op.starts_with("Fk")),
+                "{source}: {plan:?}"
+            );
+        }
+        drop(writer);
+        // A store opened again (the reader's default) still reads the same rows.
+        commit(&store, &["a", "b"], &cp(SourceKind::AuditLogs, 1, None));
+        let n: i64 = store
+            .read("counting", |c| {
+                c.query_row("SELECT count(*) FROM MiroAuditLogs_CL", [], |r| r.get(0))
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+
     #[test]
     fn a_second_writer_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -3381,7 +3486,8 @@ mod tests {
         let halves = late.split_at(late.len() / 2);
         let mut inserted = 0;
         for (items, encoded) in [(halves.0, early), (halves.1, other)] {
-            let mut conn = store.writer.lock().unwrap();
+            let mut guard = store.writer.lock().unwrap();
+            let Writer { inserts, conn } = &mut *guard;
             let tx = conn.transaction().unwrap();
             let encoded = raw::EncodedRaws {
                 dictionary: encoded.dictionary,
@@ -3389,6 +3495,7 @@ mod tests {
             };
             let (commit, plain) = insert_rows(
                 &tx,
+                inserts,
                 &store.codec,
                 OrgKey::DEFAULT,
                 source,

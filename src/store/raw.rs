@@ -451,6 +451,14 @@ pub(crate) fn rows_table(source: SourceKind) -> &'static str {
     }
 }
 
+/// The rows of `table` stored as text after `_seq` `?1`, `?2` at most, in `_seq` order.
+/// `_raw < x''` is "stored as text" (every text sorts before every blob) in the words of
+/// the partial index of those rows, so that the index is used (`docs/store.md`, "Writing
+/// rows").
+pub(crate) fn text_rows_sql(table: &str) -> String {
+    format!("SELECT _seq, _raw FROM {table} WHERE _raw < x'' AND _seq > ?1 ORDER BY _seq LIMIT ?2")
+}
+
 /// Trains `source`'s dictionary once [`TRAIN_ROWS`] of its items are stored as text,
 /// then re-encodes every item still stored as text, [`COMPACT_BATCH`] rows per
 /// transaction (each row is re-encoded only if it still holds the text read). Returns
@@ -461,15 +469,11 @@ pub(crate) fn compact(
     source: SourceKind,
 ) -> rusqlite::Result<u64> {
     let table = rows_table(source);
-    let plain_sql = format!(
-        "SELECT _seq, _raw FROM {table} WHERE typeof(_raw) = 'text' AND _seq > ?1 ORDER BY _seq LIMIT ?2"
-    );
+    let plain_sql = text_rows_sql(table);
     // A read first (the partial index of text rows): most calls find nothing to do and
     // take no write lock.
     let text_rows: i64 = conn.query_row(
-        &format!(
-            "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE typeof(_raw) = 'text' LIMIT ?1)"
-        ),
+        &format!("SELECT count(*) FROM (SELECT 1 FROM {table} WHERE _raw < x'' LIMIT ?1)"),
         [TRAIN_ROWS_SQL],
         |r| r.get(0),
     )?;
