@@ -17,6 +17,8 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+mod scan;
+
 use crate::config::SourceKind;
 use crate::timefmt::UnixMs;
 
@@ -515,11 +517,29 @@ pub(crate) mod fast {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
+    use super::scan::Scan;
     use super::{Row, SourceKind, UnixMs, kql_tostring};
 
-    type Raw<'a> = Option<&'a RawValue>;
+    /// A member's exact JSON text (a `RawValue`'s), read by serde_json or by the scanner.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub(super) struct Json<'a>(&'a str);
 
-    #[derive(Deserialize)]
+    impl<'a> Json<'a> {
+        fn get(self) -> &'a str {
+            self.0
+        }
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            <&'a RawValue>::deserialize(d).map(|r| Json(r.get()))
+        }
+    }
+
+    /// `None`: missing or `null`.
+    type Raw<'a> = Option<Json<'a>>;
+
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Audit<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
@@ -541,7 +561,7 @@ pub(crate) mod fast {
         details: Raw<'a>,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Content<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
@@ -563,7 +583,7 @@ pub(crate) mod fast {
         relationships: Raw<'a>,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Ai<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
@@ -588,7 +608,7 @@ pub(crate) mod fast {
     }
 
     /// `createdBy`, `object`, `context.team`, `context.organization` and `actor`.
-    #[derive(Deserialize, Default)]
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Entity<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
@@ -601,7 +621,7 @@ pub(crate) mod fast {
     }
 
     /// `context`.
-    #[derive(Deserialize, Default)]
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Context<'a> {
         #[serde(borrow)]
         ip: Raw<'a>,
@@ -615,7 +635,7 @@ pub(crate) mod fast {
     /// object has none (KQL: `""`). Arrays are skipped element by element as raw text, so
     /// any depth is read, as it is for a raw field. The Elasticsearch sink's one-pass
     /// reading uses it too.
-    #[derive(Default)]
+    #[derive(Default, Debug, PartialEq)]
     pub(crate) struct Obj<T>(pub(crate) T);
 
     impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
@@ -666,6 +686,108 @@ pub(crate) mod fast {
             d.deserialize_any(Visitor(std::marker::PhantomData))
         }
     }
+
+    /// Reading a struct's members with the hand-written scanner ([`super::scan`]), as
+    /// serde reads them: the same fields, a duplicate field refused (the caller then
+    /// reads the item with serde_json, which refuses it too), other members skipped.
+    trait Scanned<'a>: Sized + Default {
+        /// Reads the member `key`, whose value is next; `seen` holds the fields read so
+        /// far. `None`: not read.
+        fn member(&mut self, seen: &mut u32, s: &mut Scan<'a>, key: &'a str) -> Option<()>;
+    }
+
+    /// The object that starts at the scanner, read into `T`.
+    fn scan_object<'a, T: Scanned<'a>>(s: &mut Scan<'a>) -> Option<T> {
+        let (mut t, mut seen) = (T::default(), 0);
+        s.members(|s, key| t.member(&mut seen, s, key))?;
+        Some(t)
+    }
+
+    /// A nested object's fields, as [`Obj`] reads them: none for a value that is not an
+    /// object.
+    fn scan_obj<'a, T: Scanned<'a>>(s: &mut Scan<'a>) -> Option<Obj<T>> {
+        if s.object_or_skip()? {
+            scan_object(s).map(Obj)
+        } else {
+            Some(Obj(T::default()))
+        }
+    }
+
+    /// A member's text, as serde reads an `Option<&RawValue>` (`null` is `None`).
+    fn scan_raw<'a>(s: &mut Scan<'a>) -> Option<Raw<'a>> {
+        s.raw().map(|r| r.map(Json))
+    }
+
+    macro_rules! scanned {
+        ($t:ident { $($key:literal => $field:ident: $how:ident @ $bit:literal),* $(,)? }) => {
+            impl<'a> Scanned<'a> for $t<'a> {
+                fn member(
+                    &mut self,
+                    seen: &mut u32,
+                    s: &mut Scan<'a>,
+                    key: &'a str,
+                ) -> Option<()> {
+                    match key {
+                        $($key => {
+                            if *seen & (1 << $bit) != 0 {
+                                return None;
+                            }
+                            *seen |= 1 << $bit;
+                            self.$field = $how(s)?;
+                            Some(())
+                        })*
+                        _ => s.skip(0),
+                    }
+                }
+            }
+        };
+    }
+
+    scanned!(Audit {
+        "id" => id: scan_raw @ 0,
+        "type" => kind: scan_raw @ 1,
+        "event" => event: scan_raw @ 2,
+        "category" => category: scan_raw @ 3,
+        "createdAt" => created_at: scan_raw @ 4,
+        "createdBy" => created_by: scan_obj @ 5,
+        "object" => object: scan_obj @ 6,
+        "context" => context: scan_obj @ 7,
+        "details" => details: scan_raw @ 8,
+    });
+    scanned!(Content {
+        "id" => id: scan_raw @ 0,
+        "contentId" => content_id: scan_raw @ 1,
+        "actionType" => action_type: scan_raw @ 2,
+        "actionTime" => action_time: scan_raw @ 3,
+        "actor" => actor: scan_obj @ 4,
+        "itemType" => item_type: scan_raw @ 5,
+        "itemId" => item_id: scan_raw @ 6,
+        "state" => state: scan_raw @ 7,
+        "relationships" => relationships: scan_raw @ 8,
+    });
+    scanned!(Ai {
+        "id" => id: scan_raw @ 0,
+        "createdAt" => created_at: scan_raw @ 1,
+        "storedAt" => stored_at: scan_raw @ 2,
+        "sessionId" => session_id: scan_raw @ 3,
+        "messageId" => message_id: scan_raw @ 4,
+        "aiFeatureName" => ai_feature_name: scan_raw @ 5,
+        "logType" => log_type: scan_raw @ 6,
+        "object" => object: scan_obj @ 7,
+        "actor" => actor: scan_obj @ 8,
+        "details" => details: scan_raw @ 9,
+    });
+    scanned!(Entity {
+        "id" => id: scan_raw @ 0,
+        "name" => name: scan_raw @ 1,
+        "email" => email: scan_raw @ 2,
+        "type" => kind: scan_raw @ 3,
+    });
+    scanned!(Context {
+        "ip" => ip: scan_raw @ 0,
+        "team" => team: scan_obj @ 1,
+        "organization" => organization: scan_obj @ 2,
+    });
 
     /// A JSON string's text: borrowed from the raw text when it holds no escape (the
     /// item was parsed already, so the string is valid JSON), decoded otherwise.
@@ -771,7 +893,7 @@ pub(crate) mod fast {
     pub(super) fn to_row(source: SourceKind, raw: &str) -> Option<Row> {
         match source {
             SourceKind::AuditLogs => {
-                let a: Audit<'_> = serde_json::from_str(raw).ok()?;
+                let (a, _): (Audit<'_>, _) = read(raw, true)?;
                 let id = id(a.id)?;
                 let time = datetime(a.created_at);
                 let iso = time.map(UnixMs::to_iso);
@@ -810,7 +932,7 @@ pub(crate) mod fast {
                 })
             }
             SourceKind::ContentLogs => {
-                let c: Content<'_> = serde_json::from_str(raw).ok()?;
+                let (c, _): (Content<'_>, _) = read(raw, true)?;
                 let id = id(c.id)?;
                 let time = datetime(c.action_time);
                 let iso = time.map(UnixMs::to_iso);
@@ -838,7 +960,7 @@ pub(crate) mod fast {
                 })
             }
             SourceKind::AiInteractionLogs => {
-                let a: Ai<'_> = serde_json::from_str(raw).ok()?;
+                let (a, _): (Ai<'_>, _) = read(raw, true)?;
                 let id = id(a.id)?;
                 let created = datetime(a.created_at).map(UnixMs::to_iso);
                 let stored_at = datetime(a.stored_at);
@@ -921,7 +1043,23 @@ pub(crate) mod fast {
 
     /// Reads the item into `T`: all of `text` (`whole`, nothing but whitespace after the
     /// value) or its first JSON value; returns it with the bytes of `text` it took.
-    fn read<'a, T: Deserialize<'a>>(text: &'a str, whole: bool) -> Option<(T, usize)> {
+    ///
+    /// The hand-written scanner reads the usual item; what it does not vouch for is read
+    /// by serde_json, with the same result (the scanner accepts only what serde_json
+    /// accepts, and reads it the same way).
+    fn read<'a, T: Deserialize<'a> + Scanned<'a>>(
+        text: &'a str,
+        whole: bool,
+    ) -> Option<(T, usize)> {
+        let mut s = Scan::new(text);
+        if let Some(t) = scan_object::<T>(&mut s) {
+            if !whole {
+                return Some((t, s.offset()));
+            }
+            if s.at_end() {
+                return Some((t, text.len()));
+            }
+        }
         if whole {
             return serde_json::from_str(text).ok().map(|t| (t, text.len()));
         }
@@ -1033,6 +1171,174 @@ pub(crate) mod fast {
             }
         };
         Some((len, time, specs))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::store::transform::tests::{FULL, arb_json, unusual_text};
+        use proptest::prelude::*;
+
+        /// The scanner's reading of the item that starts `text`, as `T`: `None` if it
+        /// does not vouch for it; otherwise serde_json reads the same `T` from the same
+        /// text and ends it at the same byte.
+        fn scan_as_serde<'a, T>(text: &'a str) -> Option<T>
+        where
+            T: Scanned<'a> + Deserialize<'a> + PartialEq + std::fmt::Debug,
+        {
+            let mut s = Scan::new(text);
+            let got = scan_object::<T>(&mut s)?;
+            let mut stream = serde_json::Deserializer::from_str(text).into_iter::<T>();
+            let want = match stream.next() {
+                Some(Ok(want)) => want,
+                other => panic!("the scanner read what serde_json refuses ({other:?}): {text}"),
+            };
+            assert_eq!(got, want, "{text}");
+            assert_eq!(s.offset(), stream.byte_offset(), "{text}");
+            Some(got)
+        }
+
+        /// Every source's reading of `text`; whether the scanner vouched for each.
+        fn assert_scans_as_serde(text: &str) -> [bool; 3] {
+            [
+                scan_as_serde::<Audit<'_>>(text).is_some(),
+                scan_as_serde::<Content<'_>>(text).is_some(),
+                scan_as_serde::<Ai<'_>>(text).is_some(),
+            ]
+        }
+
+        /// Realistic items (the emulator's) and the documented example are read by the
+        /// scanner, as serde_json reads them; so is what follows them in a page.
+        #[test]
+        fn the_scanner_takes_realistic_items() {
+            use mirotrail_emulator::miro::{MiroEmulatorConfig, MiroOrg};
+            let org = MiroOrg::new(&MiroEmulatorConfig::demo(
+                mirotrail_emulator::UnixMs(1_700_000_000_000),
+                3,
+                500,
+                500,
+                "t",
+            ));
+            for i in 0..500 {
+                for item in [org.audit_event(i), org.content_item(i), org.ai_entry(i)] {
+                    let raw = format!("{item},{{\"id\":\"next\"}}]}}");
+                    assert_eq!(assert_scans_as_serde(&raw), [true; 3], "{raw}");
+                }
+            }
+            assert_eq!(assert_scans_as_serde(FULL), [true; 3]);
+        }
+
+        /// What the scanner leaves to serde_json: escapes in keys, duplicate fields,
+        /// bad strings, numbers and literals, cut text, deep nesting; and what it reads.
+        #[test]
+        fn the_scanner_gives_up_on_the_unusual() {
+            let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+            for (text, taken) in [
+                (r#"{"id":"1","event":"a\u0062\n"}"#.to_string(), [true; 3]),
+                (r#"{"id":"1","x":"\ud800"}"#.to_string(), [true; 3]),
+                // `createdBy` is a nested object of audit logs only.
+                (
+                    r#"{"id":"1","createdBy":"\ud800"}"#.to_string(),
+                    [false, true, true],
+                ),
+                (
+                    r#"{"id":"1","createdBy":"plain","object":[1,{"a":2}]}"#.to_string(),
+                    [true; 3],
+                ),
+                (r#"{"i\u0064":"1"}"#.to_string(), [false; 3]),
+                (r#"{"id":"1","id":"2"}"#.to_string(), [false; 3]),
+                (r#"{"id":"1","id":null}"#.to_string(), [false; 3]),
+                (
+                    r#"{"createdBy":{"id":"1","id":"2"}}"#.to_string(),
+                    [false, true, true],
+                ),
+                (r#"{"x":1,"x":2}"#.to_string(), [true; 3]),
+                (r#"{"id":"a\x"}"#.to_string(), [false; 3]),
+                (r#"{"id":"a\u00g0"}"#.to_string(), [false; 3]),
+                ("{\"id\":\"a\tb\"}".to_string(), [false; 3]),
+                (r#"{"id":01}"#.to_string(), [false; 3]),
+                (r#"{"id":1.}"#.to_string(), [false; 3]),
+                (r#"{"id":-}"#.to_string(), [false; 3]),
+                (r#"{"id":1e}"#.to_string(), [false; 3]),
+                (r#"{"id":-0.5E+7}"#.to_string(), [true; 3]),
+                (r#"{"id":nul}"#.to_string(), [false; 3]),
+                (r#"{"id":nullx}"#.to_string(), [false; 3]),
+                (r#"{"id":True}"#.to_string(), [false; 3]),
+                (r#"{"id":"1",}"#.to_string(), [false; 3]),
+                (r#"{"id":"1""#.to_string(), [false; 3]),
+                (r#"{"id" "1"}"#.to_string(), [false; 3]),
+                (r#"{"details":[1,]}"#.to_string(), [false; 3]),
+                (format!(r#"{{"details":{deep}}}"#), [false; 3]),
+                (
+                    " { \"id\" : \"1\" , \"createdBy\" : null } ".to_string(),
+                    [true; 3],
+                ),
+                ("[1]".to_string(), [false; 3]),
+            ] {
+                let got = assert_scans_as_serde(text.trim_start());
+                assert_eq!(got, taken, "{text}");
+            }
+        }
+
+        /// `text` with `edits` applied: each removes a character, or inserts or puts one
+        /// of JSON's significant characters in place of one.
+        fn mutated(text: &str, edits: &[(prop::sample::Index, u8, char)]) -> String {
+            let mut chars: Vec<char> = text.chars().collect();
+            for (at, op, c) in edits {
+                if chars.is_empty() {
+                    break;
+                }
+                let i = at.index(chars.len());
+                match op % 3 {
+                    0 => {
+                        chars.remove(i);
+                    }
+                    1 => chars.insert(i, *c),
+                    _ => chars[i] = *c,
+                }
+            }
+            chars.into_iter().collect()
+        }
+
+        const SIGNIFICANT: &[char] = &[
+            '"', '\\', '{', '}', '[', ']', ',', ':', ' ', '0', '1', '-', '+', '.', 'e', 'E', 'u',
+            'n', 't', 'f', 'l', 'x', '\u{1}', '\n', '\u{e9}',
+        ];
+
+        proptest! {
+            /// Generated items, as serde_json writes them and in unusual text (escaped
+            /// keys, duplicates, whitespace): the scanner reads as serde_json does or
+            /// leaves the item to it.
+            #[test]
+            fn the_scanner_reads_as_serde_reads(value in arb_json()) {
+                let mut unusual = String::new();
+                unusual_text(&value, &mut unusual);
+                for text in [value.to_string(), unusual] {
+                    assert_scans_as_serde(&text);
+                    assert_scans_as_serde(&format!("{text}]}}"));
+                }
+            }
+
+            /// Items with characters removed, added or replaced: never accepted when
+            /// serde_json refuses them, never read differently.
+            #[test]
+            fn the_scanner_reads_as_serde_reads_on_mutated_items(
+                which in 0usize..3,
+                edits in proptest::collection::vec(
+                    (any::<prop::sample::Index>(), any::<u8>(), prop::sample::select(SIGNIFICANT)),
+                    1..4,
+                ),
+            ) {
+                let items = [
+                    FULL.to_string(),
+                    r#"{"id":"c1","contentId":"b1","actionType":"update","actionTime":"2024-05-01T10:00:00.5Z","actor":{"id":"u1","email":"a@x.io"},"itemType":"widget","itemId":"w1","state":{"text":"h\u00e9 \"q\"","n":[1.5e3,-0,true,false,null]},"relationships":[{"type":"parent"}]}"#.to_string(),
+                    r#"{"id":"3f6c","createdAt":"2024-05-01T10:00:00.250+0000","storedAt":"2024-05-01T10:00:01Z","sessionId":"s1","object":{"id":"o","type":"board"},"actor":{"id":"u","name":"N"},"details":{"prompt":"x"},"n":-12.5e-3}"#.to_string(),
+                ];
+                let text = mutated(&items[which], &edits);
+                assert_scans_as_serde(&text);
+                assert_scans_as_serde(&format!("{text},{{}}]}}"));
+            }
+        }
     }
 }
 
@@ -1201,7 +1507,7 @@ mod tests {
     use super::*;
     use crate::sink::sentinel::stream_record;
 
-    const FULL: &str = r#"{"type":"event","id":"450256789","event":"board_opened","category":"boards",
+    pub(super) const FULL: &str = r#"{"type":"event","id":"450256789","event":"board_opened","category":"boards",
  "createdAt":"2018-10-19T23:59:45.000Z","details":{"role":"OWNER"},
  "createdBy":{"type":"user","id":"3074457346235995512","name":"Test","email":"test@example.com"},
  "object":{"id":"3074457346235995523","name":"BoardName"},
@@ -1490,7 +1796,7 @@ mod tests {
     }
 
     /// Any JSON value, with the shapes Miro items have and the ones they should not.
-    fn arb_json() -> impl Strategy<Value = Value> {
+    pub(super) fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
@@ -1748,7 +2054,7 @@ mod tests {
     /// `value` as JSON text Miro could send: keys in reverse order, each object key also
     /// sent once before with another value (the last one counts), whitespace around
     /// everything, and every ASCII letter `a` in strings escaped as `\u0061`.
-    fn unusual_text(value: &Value, out: &mut String) {
+    pub(super) fn unusual_text(value: &Value, out: &mut String) {
         let string = |s: &str, out: &mut String| {
             let quoted = serde_json::to_string(s).unwrap();
             out.push_str(&quoted.replace('a', "\\u0061"));
