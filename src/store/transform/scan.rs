@@ -56,15 +56,28 @@ impl<'a> Scan<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
-    /// A string starting at the current `"`; returns its text without the quotes.
-    fn string(&mut self) -> Option<&'a str> {
+    /// A string starting at the current `"`: its text without the quotes, and whether it
+    /// holds an escape.
+    fn string(&mut self) -> Option<(&'a str, bool)> {
         let b = self.text.as_bytes();
         let start = self.i + 1;
         let mut i = start;
+        let mut escaped = false;
         loop {
+            // Eight bytes at a time up to the next quote, backslash or control character.
+            while let Some(chunk) = b.get(i..i + 8) {
+                let word = u64::from_le_bytes(chunk.try_into().ok()?);
+                let found = special_bytes(word);
+                if found != 0 {
+                    i += (found.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
             match *b.get(i)? {
                 b'"' => break,
                 b'\\' => {
+                    escaped = true;
                     i += 1;
                     match *b.get(i)? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 1,
@@ -83,7 +96,7 @@ impl<'a> Scan<'a> {
             }
         }
         self.i = i + 1;
-        self.text.get(start..i)
+        Some((self.text.get(start..i)?, escaped))
     }
 
     /// An object key (with the `:` after it): a string without escapes.
@@ -92,8 +105,8 @@ impl<'a> Scan<'a> {
         if self.peek()? != b'"' {
             return None;
         }
-        let key = self.string()?;
-        if key.contains('\\') {
+        let (key, escaped) = self.string()?;
+        if escaped {
             return None;
         }
         self.eat(b':')?;
@@ -232,10 +245,55 @@ impl<'a> Scan<'a> {
         match self.peek()? {
             b'{' => Some(true),
             b'"' => {
-                let s = self.string()?;
-                (!s.contains('\\')).then_some(false)
+                let (_, escaped) = self.string()?;
+                (!escaped).then_some(false)
             }
             _ => self.skip(0).map(|()| false),
+        }
+    }
+}
+
+/// The high bit of each byte of `word` (little-endian: the first byte lowest) that is a
+/// quote, a backslash or a control character, and maybe of bytes after the first such
+/// one: its lowest set bit is exact (the usual word-at-a-time zero-byte test).
+fn special_bytes(word: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w;
+    (zero(quote) | zero(backslash) | (word.wrapping_sub(ONES * 0x20) & !word)) & HIGH
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-at-a-time test finds the first special byte wherever it is, and none
+    /// in a word without one.
+    #[test]
+    fn special_bytes_finds_the_first_quote_backslash_or_control() {
+        for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
+            for at in 0..8 {
+                for filler in [b'a', 0x7f, 0x80, 0xff, 0x20, b'!', b'#', b'[', b']'] {
+                    let mut bytes = [filler; 8];
+                    bytes[at] = special;
+                    if at < 7 {
+                        bytes[at + 1] = special.wrapping_add(1);
+                    }
+                    let found = special_bytes(u64::from_le_bytes(bytes));
+                    assert_eq!(found.trailing_zeros() as usize / 8, at, "{bytes:?}");
+                }
+            }
+        }
+        for filler in 0x20..=0xffu8 {
+            if filler != b'"' && filler != b'\\' {
+                assert_eq!(
+                    special_bytes(u64::from_le_bytes([filler; 8])),
+                    0,
+                    "{filler}"
+                );
+            }
         }
     }
 }
