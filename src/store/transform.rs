@@ -160,6 +160,90 @@ pub struct Row {
     pub partial: Option<String>,
 }
 
+/// A row as the collector hands it to the store (`store::insert_rows`): [`Row`]'s id,
+/// time and flags, and only the cells the store keeps (`keep` of [`to_row_keeping`]), each
+/// the row's id, a range of the row's item text or a string of its own. A row goes with
+/// its item's text (the pair `(StoredRow, &str)`), which [`StoredRow::cell`] reads a range
+/// from: a plain string cell is never copied out of the page body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub id: String,
+    /// [`Row::time`].
+    pub time: Option<UnixMs>,
+    /// One per table column, in the table's order ([`Cell::Null`] for a column not kept).
+    pub cells: Vec<Cell>,
+    /// [`Row::id_derived`].
+    pub id_derived: bool,
+    /// [`Row::partial`].
+    pub partial: Option<String>,
+}
+
+/// A cell of a [`StoredRow`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// Null, or a column not kept.
+    Null,
+    /// The row's id ([`StoredRow::id`]).
+    Id,
+    /// The bytes `start..end` of the row's item text: a JSON string without escapes,
+    /// whose text is the cell.
+    Item(usize, usize),
+    /// The cell's text.
+    Text(String),
+}
+
+impl StoredRow {
+    /// Cell `i` (the table's column order) of the row whose item text is `item`; `None`
+    /// for null.
+    pub fn cell<'r>(&'r self, i: usize, item: &'r str) -> Option<&'r str> {
+        match self.cells.get(i)? {
+            Cell::Null => None,
+            Cell::Id => Some(&self.id),
+            Cell::Item(start, end) => {
+                let text = item.get(*start..*end);
+                debug_assert!(text.is_some(), "a cell's range lies in its item");
+                text
+            }
+            Cell::Text(text) => Some(text),
+        }
+    }
+
+    /// The row of [`Row`] `row`, keeping the cells at `keep`.
+    pub fn from_row(row: Row, keep: &[usize]) -> StoredRow {
+        let cells = row
+            .cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, cell)| match cell {
+                Some(text) if keep.contains(&i) => Cell::Text(text),
+                _ => Cell::Null,
+            })
+            .collect();
+        StoredRow {
+            id: row.id,
+            time: row.time,
+            cells,
+            id_derived: row.id_derived,
+            partial: row.partial,
+        }
+    }
+
+    /// Bytes the row holds on the heap beyond its own size.
+    pub fn heap_bytes(&self) -> usize {
+        self.id.capacity()
+            + self.cells.capacity() * std::mem::size_of::<Cell>()
+            + self
+                .cells
+                .iter()
+                .map(|c| match c {
+                    Cell::Text(t) => t.capacity(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+            + self.partial.as_ref().map_or(0, String::capacity)
+    }
+}
+
 /// A raw item that cannot be turned into a Sentinel stream record (not a JSON object;
 /// `sink::sentinel::stream_record`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,29 +308,30 @@ impl ItemCells {
 
 /// [`to_row`] for a store that keeps only some columns and derives the others on read:
 /// the same `id`, `time`, `id_derived` and `partial`, and the same cells at the column
-/// indices in `keep`; the other cells are `None`. An item is read as [`to_row`] reads it
-/// (every cell that can fail is still checked, so the same items take the general path),
-/// but the text of a plain string cell not kept is never copied, and a dynamic cell not
-/// kept is not rendered when a scan of its text shows it renders (`fast::Spec::Dynamic`).
-pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> Row {
+/// indices in `keep` ([`StoredRow::cell`] with `raw`); the other cells are null. An item
+/// is read as [`to_row`] reads it (every cell that can fail is still checked, so the same
+/// items take the general path), but the text of a plain string cell is never copied (it
+/// stays a range of `raw`), and a dynamic cell not kept is not rendered when a scan of its
+/// text shows it renders (`fast::Spec::Dynamic`).
+pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> StoredRow {
     fast::specs(source, raw)
         .and_then(|(time, specs)| kept_row(raw, time, specs, keep))
-        .unwrap_or_else(|| to_row(source, raw))
+        .unwrap_or_else(|| StoredRow::from_row(to_row(source, raw), keep))
 }
 
 /// [`to_row_keeping`] for an item read where it starts in a longer text (a page body):
 /// `rest` starts with the item's `{`. Returns the item's length in bytes (its text is
-/// `&rest[..len]`) and the row, or `None` when the item does not take the fast path;
-/// the caller then finds the item's end by other means and calls [`to_row_keeping`],
-/// which gives what it always gave. When `Some`, the row equals
-/// `to_row_keeping(source, &rest[..len], keep)` (checked with every kept-cells test:
-/// `assert_prefix_row_equals_the_row`): this is the page's one parse of the
-/// item (`miro::page::parse_page_reading`).
+/// `&rest[..len]`, from which the row's cells are read) and the row, or `None` when the
+/// item does not take the fast path; the caller then finds the item's end by other means
+/// and calls [`to_row_keeping`], which gives what it always gave. When `Some`, the row
+/// equals `to_row_keeping(source, &rest[..len], keep)` (checked with every kept-cells
+/// test: `assert_prefix_row_equals_the_row`): this is the page's one parse of the item
+/// (`miro::page::parse_page_reading`).
 pub fn to_row_keeping_prefix(
     source: SourceKind,
     rest: &str,
     keep: &[usize],
-) -> Option<(usize, Row)> {
+) -> Option<(usize, StoredRow)> {
     let (len, time, specs) = fast::specs_prefix(source, rest)?;
     let raw = rest.get(..len)?;
     kept_row(raw, time, specs, keep).map(|row| (len, row))
@@ -259,24 +344,26 @@ fn kept_row(
     time: Option<UnixMs>,
     mut specs: Vec<fast::Spec>,
     keep: &[usize],
-) -> Option<Row> {
+) -> Option<StoredRow> {
     // Cell 1 is the id, which the fast path always renders: moved out, not copied.
     let id = match specs.get_mut(1) {
         Some(fast::Spec::Done(id @ Some(_))) => id.take()?,
         _ => return None,
     };
-    let cells: Vec<Option<String>> = specs
+    let cells: Vec<Cell> = specs
         .into_iter()
         .enumerate()
         .map(|(i, spec)| match spec {
-            _ if !keep.contains(&i) => None,
-            _ if i == 1 => Some(id.clone()),
-            fast::Spec::Str(start, end) => raw.get(start..end).map(str::to_string),
-            fast::Spec::Dynamic(start, end) => fast::render_dynamic(&raw[start..end]),
-            fast::Spec::Done(cell) => cell,
+            _ if !keep.contains(&i) => Cell::Null,
+            _ if i == 1 => Cell::Id,
+            fast::Spec::Str(start, end) => Cell::Item(start, end),
+            fast::Spec::Dynamic(start, end) => {
+                fast::render_dynamic(&raw[start..end]).map_or(Cell::Null, Cell::Text)
+            }
+            fast::Spec::Done(cell) => cell.map_or(Cell::Null, Cell::Text),
         })
         .collect();
-    Some(Row {
+    Some(StoredRow {
         id,
         time,
         cells,
@@ -1935,9 +2022,8 @@ mod tests {
         assert_eq!(kept.partial, row.partial, "{raw}");
         assert_eq!(kept.cells.len(), row.cells.len(), "{raw}");
         for (i, cell) in row.cells.iter().enumerate() {
-            if keep.contains(&i) {
-                assert_eq!(&kept.cells[i], cell, "{source:?} column {i} of {raw}");
-            }
+            let want = cell.as_deref().filter(|_| keep.contains(&i));
+            assert_eq!(kept.cell(i, raw), want, "{source:?} column {i} of {raw}");
         }
     }
 
