@@ -607,19 +607,34 @@ pub(crate) mod fast {
     use super::scan::Scan;
     use super::{Row, SourceKind, UnixMs, kql_tostring};
 
-    /// A member's exact JSON text (a `RawValue`'s), read by serde_json or by the scanner.
+    /// A member's exact JSON text (a `RawValue`'s), read by serde_json or by the scanner,
+    /// and whether it is a string without escapes (whose text between the quotes is the
+    /// string).
     #[derive(Debug, Clone, Copy, PartialEq)]
-    pub(super) struct Json<'a>(&'a str);
+    pub(super) struct Json<'a> {
+        text: &'a str,
+        plain: bool,
+    }
 
     impl<'a> Json<'a> {
         fn get(self) -> &'a str {
-            self.0
+            self.text
+        }
+
+        /// The JSON text `text`, of which the scanner knows whether it is a plain string.
+        fn scanned(text: &'a str, plain: bool) -> Json<'a> {
+            debug_assert_eq!(plain, text.starts_with('"') && !text.contains('\\'));
+            Json { text, plain }
         }
     }
 
     impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            <&'a RawValue>::deserialize(d).map(|r| Json(r.get()))
+            <&'a RawValue>::deserialize(d).map(|r| {
+                let text = r.get();
+                let plain = text.starts_with('"') && !text.contains('\\');
+                Json { text, plain }
+            })
         }
     }
 
@@ -802,7 +817,8 @@ pub(crate) mod fast {
 
     /// A member's text, as serde reads an `Option<&RawValue>` (`null` is `None`).
     fn scan_raw<'a>(s: &mut Scan<'a>) -> Option<Raw<'a>> {
-        s.raw().map(|r| r.map(Json))
+        s.raw()
+            .map(|r| r.map(|(text, plain)| Json::scanned(text, plain)))
     }
 
     macro_rules! scanned {
@@ -1096,12 +1112,9 @@ pub(crate) mod fast {
     /// A text cell: a string without escapes stays a range of the item (rendered when it
     /// is read); anything else is rendered now, exactly as [`text`] does (it can fail).
     fn text_spec(item: &str, raw: Raw<'_>) -> Option<Spec> {
-        let plain = raw.and_then(|r| {
-            r.get()
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .filter(|inner| !inner.contains('\\'))
-        });
+        let plain = raw
+            .filter(|r| r.plain)
+            .and_then(|r| r.get().get(1..r.get().len() - 1));
         match plain {
             Some(inner) => {
                 let start = inner.as_ptr().addr() - item.as_ptr().addr();

@@ -65,9 +65,8 @@ impl<'a> Scan<'a> {
         let mut escaped = false;
         loop {
             // Eight bytes at a time up to the next quote, backslash or control character.
-            while let Some(chunk) = b.get(i..i + 8) {
-                let word = u64::from_le_bytes(chunk.try_into().ok()?);
-                let found = special_bytes(word);
+            while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+                let found = special_bytes(u64::from_le_bytes(*chunk));
                 if found != 0 {
                     i += (found.trailing_zeros() / 8) as usize;
                     break;
@@ -225,15 +224,20 @@ impl<'a> Scan<'a> {
     }
 
     /// A member's value as its exact JSON text, `None` for `null` (what serde gives an
-    /// `Option<&RawValue>`); the outer `None`: not read.
-    pub(super) fn raw(&mut self) -> Option<Option<&'a str>> {
+    /// `Option<&RawValue>`), and whether it is a string without escapes; the outer
+    /// `None`: not read.
+    pub(super) fn raw(&mut self) -> Option<Option<(&'a str, bool)>> {
         self.ws();
         let start = self.i;
-        if self.peek()? == b'n' {
-            return self.literal("null").map(|()| None);
-        }
-        self.skip(0)?;
-        Some(Some(self.text.get(start..self.i)?))
+        let plain = match self.peek()? {
+            b'n' => return self.literal("null").map(|()| None),
+            b'"' => !self.string()?.1,
+            _ => {
+                self.skip(0)?;
+                false
+            }
+        };
+        Some(Some((self.text.get(start..self.i)?, plain)))
     }
 
     /// What the value is, for a member read as a nested object: `Some(true)` an object
