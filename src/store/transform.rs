@@ -610,10 +610,23 @@ pub(crate) mod fast {
     /// A member's exact JSON text (a `RawValue`'s), read by serde_json or by the scanner,
     /// and whether it is a string without escapes (whose text between the quotes is the
     /// string).
-    #[derive(Debug, Clone, Copy, PartialEq)]
+    #[derive(Debug, Clone, Copy)]
     pub(super) struct Json<'a> {
         text: &'a str,
         plain: bool,
+        /// Known to render as a dynamic cell ([`surely_renders`]): the scanner read it,
+        /// it holds no backslash and nests less than the scanner's limit, which is under
+        /// the canonical writer's. `false`: not known.
+        renders: bool,
+    }
+
+    const _: () = assert!(super::scan::MAX_DEPTH < super::CANONICAL_MAX_DEPTH);
+
+    /// Equal members: the same text (read by the scanner or by serde).
+    impl PartialEq for Json<'_> {
+        fn eq(&self, other: &Self) -> bool {
+            (self.text, self.plain) == (other.text, other.plain)
+        }
     }
 
     impl<'a> Json<'a> {
@@ -621,10 +634,16 @@ pub(crate) mod fast {
             self.text
         }
 
-        /// The JSON text `text`, of which the scanner knows whether it is a plain string.
-        fn scanned(text: &'a str, plain: bool) -> Json<'a> {
+        /// The JSON text `text` the scanner read, and what it knows of it: whether it is
+        /// a plain string, and whether it holds no escape.
+        fn scanned(text: &'a str, plain: bool, escape_free: bool) -> Json<'a> {
             debug_assert_eq!(plain, text.starts_with('"') && !text.contains('\\'));
-            Json { text, plain }
+            debug_assert_eq!(escape_free, !text.contains('\\'));
+            Json {
+                text,
+                plain,
+                renders: escape_free,
+            }
         }
     }
 
@@ -633,7 +652,11 @@ pub(crate) mod fast {
             <&'a RawValue>::deserialize(d).map(|r| {
                 let text = r.get();
                 let plain = text.starts_with('"') && !text.contains('\\');
-                Json { text, plain }
+                Json {
+                    text,
+                    plain,
+                    renders: false,
+                }
             })
         }
     }
@@ -818,7 +841,7 @@ pub(crate) mod fast {
     /// A member's text, as serde reads an `Option<&RawValue>` (`null` is `None`).
     fn scan_raw<'a>(s: &mut Scan<'a>) -> Option<Raw<'a>> {
         s.raw()
-            .map(|r| r.map(|(text, plain)| Json::scanned(text, plain)))
+            .map(|r| r.map(|(text, plain, escape_free)| Json::scanned(text, plain, escape_free)))
     }
 
     macro_rules! scanned {
@@ -839,7 +862,7 @@ pub(crate) mod fast {
                             self.$field = $how(s)?;
                             Some(())
                         })*
-                        _ => s.skip(0),
+                        _ => s.skip(0).map(drop),
                     }
                 }
             }
@@ -945,7 +968,7 @@ pub(crate) mod fast {
     /// it renders, otherwise rendered now, exactly as [`dynamic`] does (it can fail).
     fn dynamic_spec(item: &str, raw: Raw<'_>) -> Option<Spec> {
         match raw {
-            Some(r) if surely_renders(r.get()) => {
+            Some(r) if r.renders || surely_renders(r.get()) => {
                 let start = r.get().as_ptr().addr() - item.as_ptr().addr();
                 Some(Spec::Dynamic(start, start + r.get().len()))
             }
@@ -1415,6 +1438,11 @@ pub(crate) mod fast {
                 unusual_text(&value, &mut unusual);
                 for text in [value.to_string(), unusual] {
                     assert_scans_as_serde(&text);
+                    // What the scanner says renders, a scan of the text vouches for too.
+                    let item = format!(r#"{{"details":{text}}}"#);
+                    if let Some(Audit { details: Some(d), .. }) = scan_as_serde::<Audit<'_>>(&item) {
+                        prop_assert!(!d.renders || surely_renders(d.get()), "{}", text);
+                    }
                     assert_scans_as_serde(&format!("{text}]}}"));
                 }
             }

@@ -15,7 +15,7 @@
 
 /// Nesting (arrays and objects inside a member's value) beyond which the scanner gives up.
 /// serde_json skips raw values at any depth; the fallback reads such items.
-const MAX_DEPTH: u32 = 64;
+pub(super) const MAX_DEPTH: u32 = 64;
 
 /// A position in the text being read.
 pub(super) struct Scan<'a> {
@@ -155,16 +155,22 @@ impl<'a> Scan<'a> {
         (self.text.get(self.i..end)? == word).then(|| self.i = end)
     }
 
-    /// Skips one value (after whitespace), checking it.
-    pub(super) fn skip(&mut self, depth: u32) -> Option<()> {
+    /// Skips one value (after whitespace), checking it; whether a string in it holds an
+    /// escape (a key with one is not read).
+    pub(super) fn skip(&mut self, depth: u32) -> Option<bool> {
         self.ws();
         match self.peek()? {
-            b'"' => self.string().map(drop),
+            b'"' => self.string().map(|(_, escaped)| escaped),
             b'{' => {
                 if depth >= MAX_DEPTH {
                     return None;
                 }
-                self.members(|s, _| s.skip(depth + 1))
+                let mut escaped = false;
+                self.members(|s, _| {
+                    escaped |= s.skip(depth + 1)?;
+                    Some(())
+                })?;
+                Some(escaped)
             }
             b'[' => {
                 if depth >= MAX_DEPTH {
@@ -174,25 +180,26 @@ impl<'a> Scan<'a> {
                 self.ws();
                 if self.peek()? == b']' {
                     self.i += 1;
-                    return Some(());
+                    return Some(false);
                 }
+                let mut escaped = false;
                 loop {
-                    self.skip(depth + 1)?;
+                    escaped |= self.skip(depth + 1)?;
                     self.ws();
                     match self.peek()? {
                         b',' => self.i += 1,
                         b']' => {
                             self.i += 1;
-                            return Some(());
+                            return Some(escaped);
                         }
                         _ => return None,
                     }
                 }
             }
-            b't' => self.literal("true"),
-            b'f' => self.literal("false"),
-            b'n' => self.literal("null"),
-            _ => self.number(),
+            b't' => self.literal("true").map(|()| false),
+            b'f' => self.literal("false").map(|()| false),
+            b'n' => self.literal("null").map(|()| false),
+            _ => self.number().map(|()| false),
         }
     }
 
@@ -224,20 +231,21 @@ impl<'a> Scan<'a> {
     }
 
     /// A member's value as its exact JSON text, `None` for `null` (what serde gives an
-    /// `Option<&RawValue>`), and whether it is a string without escapes; the outer
-    /// `None`: not read.
-    pub(super) fn raw(&mut self) -> Option<Option<(&'a str, bool)>> {
+    /// `Option<&RawValue>`), and whether it is a string without escapes, and whether it
+    /// holds no escape at all (then no backslash: keys with one are not read; and it
+    /// nests less than [`MAX_DEPTH`] deep); the outer `None`: not read.
+    pub(super) fn raw(&mut self) -> Option<Option<(&'a str, bool, bool)>> {
         self.ws();
         let start = self.i;
-        let plain = match self.peek()? {
+        let (plain, escaped) = match self.peek()? {
             b'n' => return self.literal("null").map(|()| None),
-            b'"' => !self.string()?.1,
-            _ => {
-                self.skip(0)?;
-                false
+            b'"' => {
+                let escaped = self.string()?.1;
+                (!escaped, escaped)
             }
+            _ => (false, self.skip(0)?),
         };
-        Some(Some((self.text.get(start..self.i)?, plain)))
+        Some(Some((self.text.get(start..self.i)?, plain, !escaped)))
     }
 
     /// What the value is, for a member read as a nested object: `Some(true)` an object
@@ -252,7 +260,7 @@ impl<'a> Scan<'a> {
                 let (_, escaped) = self.string()?;
                 (!escaped).then_some(false)
             }
-            _ => self.skip(0).map(|()| false),
+            _ => self.skip(0).map(|_| false),
         }
     }
 }
