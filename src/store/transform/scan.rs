@@ -64,15 +64,7 @@ impl<'a> Scan<'a> {
         let mut i = start;
         let mut escaped = false;
         loop {
-            // Eight bytes at a time up to the next quote, backslash or control character.
-            while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-                let found = special_bytes(u64::from_le_bytes(*chunk));
-                if found != 0 {
-                    i += (found.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                i += 8;
-            }
+            i = next_special(b, i);
             match *b.get(i)? {
                 b'"' => break,
                 b'\\' => {
@@ -265,6 +257,55 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// The index of the first quote, backslash or control character in `b` from `i` on
+/// (`b.len()` if none): sixteen bytes at a time where SSE2 is there (every x86-64),
+/// then eight.
+fn next_special(b: &[u8], mut i: usize) -> usize {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        // SAFETY: the build enables SSE2 (`target_feature = "sse2"`, part of x86-64's
+        // baseline), the only requirement of calling `special_mask`.
+        let found = unsafe { special_mask(chunk) };
+        if found != 0 {
+            return i + found.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let found = special_bytes(u64::from_le_bytes(*chunk));
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b
+        .get(i)
+        .is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20)
+    {
+        i += 1;
+    }
+    i
+}
+
+/// Bit `k` set for each byte `k` of `chunk` that is a quote, a backslash or a control
+/// character.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+fn special_mask(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
+        _mm_set1_epi8,
+    };
+    let (lo, hi) = chunk.split_at(8);
+    let word = |w: &[u8]| i64::from_le_bytes(w.try_into().expect("eight bytes of sixteen"));
+    let x = _mm_set_epi64x(word(hi), word(lo));
+    let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"'.cast_signed()));
+    let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\'.cast_signed()));
+    // A control character: the unsigned maximum of it and 0x1f is 0x1f.
+    let control = _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+    _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)).cast_unsigned()
+}
+
 /// The high bit of each byte of `word` (little-endian: the first byte lowest) that is a
 /// quote, a backslash or a control character, and maybe of bytes after the first such
 /// one: its lowest set bit is exact (the usual word-at-a-time zero-byte test).
@@ -295,6 +336,22 @@ mod tests {
                     }
                     let found = special_bytes(u64::from_le_bytes(bytes));
                     assert_eq!(found.trailing_zeros() as usize / 8, at, "{bytes:?}");
+                }
+            }
+        }
+        // The same through `next_special`, at every offset of a longer text.
+        for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
+            for len in 0..40 {
+                for at in 0..=len {
+                    for filler in [b'a', 0x7f, 0x80, 0xff, 0x20, b'!', b'#', b']'] {
+                        let mut bytes = vec![filler; len];
+                        if at < len {
+                            bytes[at] = special;
+                        }
+                        for from in 0..=at.min(len) {
+                            assert_eq!(next_special(&bytes, from), at, "{bytes:?} from {from}");
+                        }
+                    }
                 }
             }
         }
