@@ -9,7 +9,9 @@
 //! [`parse_page_reading`] also reads each item into its row in the same pass: the body is
 //! walked by hand for the page's usual shape (one object with a `data` or `content` array
 //! of objects, keys without escapes, no duplicate `data`/`content`/`cursor`), and each item
-//! is parsed once, by the row reader, from where it starts. Any other body, valid or not,
+//! is parsed once, by the row reader, from where it starts (the store's hand-written item
+//! scanner, serde_json for what it does not vouch for); the row's plain string cells are
+//! ranges of the body, not copies. Any other body, valid or not,
 //! goes to [`parse_page`]'s serde parse, so what is a page, what is refused and the
 //! messages are the same either way (the property test `the_one_pass_reading_equals_parse_page`).
 

@@ -1,6 +1,12 @@
 //! The Sentinel DCR transformations, applied locally: an API item becomes a table row
 //! exactly as `docs/sentinel-contract.md` (DCR transformations and table schemas) defines it.
 //!
+//! Reading an item: the usual item is read by a hand-written scanner (`scan`: each wanted
+//! member's exact text in one walk of its bytes), anything it does not vouch for by
+//! serde_json into the same borrowed struct, with the same result; then the general and
+//! partial paths below. The collector's rows ([`StoredRow`]) keep only the store's columns,
+//! a plain string cell as a range of the item's text rather than a copy.
+//!
 //! KQL semantics kept: `tostring()` of a missing or null field is `""`, also for a nested
 //! field of a missing or partial object; datetimes that do not parse are null; dynamic
 //! columns hold the JSON as is (compact text here).
