@@ -58,6 +58,7 @@ impl<'a> Scan<'a> {
 
     /// A string starting at the current `"`: its text without the quotes, and whether it
     /// holds an escape.
+    #[inline(always)]
     fn string(&mut self) -> Option<(&'a str, bool)> {
         let b = self.text.as_bytes();
         let start = self.i + 1;
