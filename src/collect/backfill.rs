@@ -23,7 +23,7 @@ use super::{CollectError, CollectReport};
 use crate::config::{SourceConfig, SourceKind};
 use crate::miro::{FetchError, MiroClient};
 use crate::shutdown::Shutdown;
-use crate::store::{BackfillSlice, OrgKey, PageCommit, Row, StoreError, StoreHandle};
+use crate::store::{BackfillSlice, OrgKey, PageCommit, StoreError, StoreHandle, StoredRow};
 use crate::timefmt::UnixMs;
 
 /// Attempts at one slice (each after the client's own request retries) before it is left
@@ -439,7 +439,7 @@ impl PageCommitter for SliceCommitter {
 
     fn commit(
         &self,
-        rows: &[(Row, &str)],
+        rows: &[(StoredRow, &str)],
         before: &SliceProgress,
         after: &SliceProgress,
     ) -> Result<PageCommit, StoreError> {

@@ -23,7 +23,9 @@ use crate::config::{SourceConfig, SourceKind};
 use crate::miro::{FetchError, MiroClient};
 use crate::service::Telemetry;
 use crate::shutdown::Shutdown;
-use crate::store::{Checkpoint, OrgKey, PageCommit, Row, StoreError, StoreHandle, WindowProgress};
+use crate::store::{
+    Checkpoint, OrgKey, PageCommit, StoreError, StoreHandle, StoredRow, WindowProgress,
+};
 use crate::timefmt::UnixMs;
 
 use reader::CursorRestarts;
@@ -408,7 +410,7 @@ impl PageCommitter for CheckpointCommitter {
 
     fn commit(
         &self,
-        rows: &[(Row, &str)],
+        rows: &[(StoredRow, &str)],
         _before: &Checkpoint,
         cp: &Checkpoint,
     ) -> Result<PageCommit, StoreError> {

@@ -20,7 +20,7 @@ use super::{CollectError, CollectReport};
 use crate::config::SourceKind;
 use crate::miro::{FetchError, MiroClient, Page, PageQuery};
 use crate::shutdown::Shutdown;
-use crate::store::{PageCommit, Row, StoreError};
+use crate::store::{PageCommit, StoreError, StoredRow};
 use crate::timefmt::UnixMs;
 
 /// Consecutive empty pages that still carry a cursor before a window is declared stalled.
@@ -97,7 +97,7 @@ pub trait PageCommitter: Send + Sync + 'static {
     /// the async runtime).
     fn commit(
         &self,
-        rows: &[(Row, &str)],
+        rows: &[(StoredRow, &str)],
         before: &Self::Progress,
         after: &Self::Progress,
     ) -> Result<PageCommit, StoreError>;
@@ -379,8 +379,9 @@ fn start_commit<S: PageCommitter>(
         let mut pages = pages;
         // The rows read with each page (`MiroClient::fetch_page`); an item without one
         // is read here.
-        let read: Vec<Vec<Option<Row>>> = pages.iter_mut().map(|p| p.page.take_rows()).collect();
-        let mut rows: Vec<(Row, &str)> =
+        let read: Vec<Vec<Option<StoredRow>>> =
+            pages.iter_mut().map(|p| p.page.take_rows()).collect();
+        let mut rows: Vec<(StoredRow, &str)> =
             Vec::with_capacity(pages.iter().map(|p| p.page.len()).sum());
         let mut outside = 0u64;
         let mut derived = 0u64;

@@ -9,7 +9,9 @@
 //! [`parse_page_reading`] also reads each item into its row in the same pass: the body is
 //! walked by hand for the page's usual shape (one object with a `data` or `content` array
 //! of objects, keys without escapes, no duplicate `data`/`content`/`cursor`), and each item
-//! is parsed once, by the row reader, from where it starts. Any other body, valid or not,
+//! is parsed once, by the row reader, from where it starts (the store's hand-written item
+//! scanner, serde_json for what it does not vouch for); the row's plain string cells are
+//! ranges of the body, not copies. Any other body, valid or not,
 //! goes to [`parse_page`]'s serde parse, so what is a page, what is refused and the
 //! messages are the same either way (the property test `the_one_pass_reading_equals_parse_page`).
 
@@ -19,7 +21,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-use crate::store::transform::Row;
+use crate::store::transform::StoredRow;
 
 /// One page of items and the cursor of the next page (`None` on the last page).
 #[derive(Debug)]
@@ -30,7 +32,7 @@ pub struct Page {
     items: Vec<Range<usize>>,
     /// Each item's row when the page was read with [`parse_page_reading`] and the item
     /// took the row reader's path (one per item, or empty: none read).
-    rows: Vec<Option<Row>>,
+    rows: Vec<Option<StoredRow>>,
     pub next_cursor: Option<String>,
 }
 
@@ -50,28 +52,19 @@ impl Page {
 
     /// The rows read with the page, one per item (`None`: the item is to be read on its
     /// own), taken once: an empty vector if the page was read without rows.
-    pub fn take_rows(&mut self) -> Vec<Option<Row>> {
+    pub fn take_rows(&mut self) -> Vec<Option<StoredRow>> {
         std::mem::take(&mut self.rows)
     }
 
     /// Bytes the page holds on the heap: its body and the rows read with it (each row,
     /// its cells and their text), which take about as much again as the body.
     pub fn held_bytes(&self) -> usize {
-        let cell = std::mem::size_of::<Option<String>>();
         let rows: usize = self
             .rows
             .iter()
             .map(|row| {
-                std::mem::size_of::<Option<Row>>()
-                    + row.as_ref().map_or(0, |r| {
-                        r.id.capacity()
-                            + r.cells.capacity() * cell
-                            + r.cells
-                                .iter()
-                                .flatten()
-                                .map(String::capacity)
-                                .sum::<usize>()
-                    })
+                std::mem::size_of::<Option<StoredRow>>()
+                    + row.as_ref().map_or(0, StoredRow::heap_bytes)
             })
             .sum();
         self.text.capacity() + self.items.capacity() * std::mem::size_of::<Range<usize>>() + rows
@@ -144,7 +137,7 @@ pub fn parse_page(body: Vec<u8>) -> Result<Page, PageError> {
 /// `None` (the item is then only delimited, its row left to the caller).
 pub fn parse_page_reading(
     body: Vec<u8>,
-    mut read: impl FnMut(&str) -> Option<(usize, Row)>,
+    mut read: impl FnMut(&str) -> Option<(usize, StoredRow)>,
 ) -> Result<Page, PageError> {
     let text = match String::from_utf8(body) {
         Ok(text) => text,
@@ -180,14 +173,14 @@ fn value_len<'a, T: Deserialize<'a>>(rest: &'a str) -> Option<(usize, T)> {
 }
 
 /// Each item's range in the body and its row, if read.
-type Items = (Vec<Range<usize>>, Vec<Option<Row>>);
-type Read = (Vec<Range<usize>>, Vec<Option<Row>>, Option<String>);
+type Items = (Vec<Range<usize>>, Vec<Option<StoredRow>>);
+type Read = (Vec<Range<usize>>, Vec<Option<StoredRow>>, Option<String>);
 
 /// A page of the usual shape, read in one pass; `None` for anything else (the caller then
 /// parses it as [`parse_page`] does).
 fn read_usual_page(
     text: &str,
-    read: &mut impl FnMut(&str) -> Option<(usize, Row)>,
+    read: &mut impl FnMut(&str) -> Option<(usize, StoredRow)>,
 ) -> Option<Read> {
     let b = text.as_bytes();
     let mut i = skip_ws(b, 0);
@@ -347,8 +340,9 @@ mod tests {
         })
         .unwrap();
         assert!(plain.held_bytes() >= body.len());
-        let row = std::mem::size_of::<Row>()
-            + crate::store::transform::AUDIT_COLUMNS.len() * std::mem::size_of::<Option<String>>();
+        let row = std::mem::size_of::<StoredRow>()
+            + crate::store::transform::AUDIT_COLUMNS.len()
+                * std::mem::size_of::<crate::store::transform::Cell>();
         assert!(
             read.held_bytes() >= plain.held_bytes() + 3 * row,
             "{} against {}",

@@ -60,7 +60,7 @@ use borrowed::{Param, Statements};
 pub use handle::{AckLane, StoreHandle};
 use raw::RawCodec;
 pub use raw::RawError;
-pub use transform::Row;
+pub use transform::{Row, StoredRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -581,7 +581,7 @@ impl Store {
     pub fn commit_page(
         &self,
         source: SourceKind,
-        rows: &[(Row, &str)],
+        rows: &[(StoredRow, &str)],
         checkpoint: &Checkpoint,
     ) -> Result<PageCommit, StoreError> {
         let encoded = self.encode(source, rows);
@@ -608,7 +608,7 @@ impl Store {
     pub fn commit_backfill_page(
         &self,
         source: SourceKind,
-        rows: &[(Row, &str)],
+        rows: &[(StoredRow, &str)],
         slice: &BackfillSlice,
     ) -> Result<PageCommit, StoreError> {
         let encoded = self.encode(source, rows);
@@ -639,7 +639,7 @@ impl Store {
     ///
     /// A source without a dictionary gets one here, trained on these rows' items when
     /// they are enough (`raw::train_from_items`), so they are not stored as text first.
-    fn encode(&self, source: SourceKind, rows: &[(Row, &str)]) -> raw::EncodedRaws {
+    fn encode(&self, source: SourceKind, rows: &[(StoredRow, &str)]) -> raw::EncodedRaws {
         if !self.codec.has_dictionary(source) && rows.len() >= raw::EARLY_TRAIN_ROWS {
             let mut conn = self.writer.lock().expect("store writer lock");
             if let Err(e) = raw::train_from_items(
@@ -1756,9 +1756,13 @@ pub fn insert_org_items(
     source: SourceKind,
     raws: &[String],
 ) -> Result<PageCommit, StoreError> {
-    let rows: Vec<(Row, &str)> = raws
+    let every: Vec<usize> = (0..transform::columns(source).len()).collect();
+    let rows: Vec<(StoredRow, &str)> = raws
         .iter()
-        .map(|raw| (transform::to_row(source, raw), raw.as_str()))
+        .map(|raw| {
+            let row = StoredRow::from_row(transform::to_row(source, raw), &every);
+            (row, raw.as_str())
+        })
         .collect();
     let mut inserts = Inserts::default();
     let tx = conn.transaction().map_err(sql("storing items"))?;
@@ -1829,7 +1833,7 @@ fn insert_rows(
     codec: &RawCodec,
     org: OrgKey,
     source: SourceKind,
-    rows: &[(Row, &str)],
+    rows: &[(StoredRow, &str)],
     encoded: Option<raw::EncodedRaws>,
 ) -> Result<(PageCommit, usize), StoreError> {
     let mut commit = PageCommit::default();
@@ -1943,7 +1947,7 @@ fn insert_rows(
 fn push_row<'p>(
     params: &mut Vec<Param<'p>>,
     indices: &[usize],
-    row: &'p Row,
+    row: &'p StoredRow,
     raw: &'p str,
     encoded: &'p Option<rusqlite::types::Value>,
     ingested: &'p str,
@@ -1952,7 +1956,7 @@ fn push_row<'p>(
     params.extend(
         indices
             .iter()
-            .map(|&i| row.cells[i].as_deref().map_or(Param::Null, Param::Text)),
+            .map(|&i| row.cell(i, raw).map_or(Param::Null, Param::Text)),
     );
     params.push(match encoded {
         Some(rusqlite::types::Value::Blob(b)) => Param::Blob(b),
@@ -1966,7 +1970,7 @@ fn push_row<'p>(
 /// An API item as the store inserts it: [`transform::to_row`]'s id, time and flags, with
 /// only the cells of [`stored_columns`] (the views derive the others from `_raw`). What
 /// the collector builds for each item of a page before [`insert_rows`].
-pub fn stored_row(source: SourceKind, raw: &str) -> Row {
+pub fn stored_row(source: SourceKind, raw: &str) -> StoredRow {
     transform::to_row_keeping(source, raw, stored_indices(source))
 }
 
@@ -1974,7 +1978,7 @@ pub fn stored_row(source: SourceKind, raw: &str) -> Row {
 /// with the item's length: the page's one parse of the item
 /// (`miro::parse_page_reading`). `None` when the item does not take the transform's fast
 /// path: [`stored_row`] of the item's text then gives its row.
-pub fn stored_row_prefix(source: SourceKind, rest: &str) -> Option<(usize, Row)> {
+pub fn stored_row_prefix(source: SourceKind, rest: &str) -> Option<(usize, StoredRow)> {
     transform::to_row_keeping_prefix(source, rest, stored_indices(source))
 }
 
@@ -2160,7 +2164,7 @@ mod tests {
                 .iter()
                 .position(|c| *c == name)
                 .unwrap();
-            audit.cells[i].as_deref()
+            audit.cell(i, item)
         };
         assert_eq!(cell("createdBy_id"), Some("30744573459876543210"));
         assert_eq!(cell("createdBy_type"), Some("user"));
@@ -2173,11 +2177,16 @@ mod tests {
             let mut kept = 0;
             for (i, column) in columns.iter().enumerate() {
                 if stored_columns(source).contains(column) {
-                    assert_eq!(stored.cells[i], row.cells[i], "{source:?} {column}");
+                    assert_eq!(
+                        stored.cell(i, item),
+                        row.cells[i].as_deref(),
+                        "{source:?} {column}"
+                    );
                     kept += 1;
                 } else {
                     assert_eq!(
-                        stored.cells[i], None,
+                        stored.cell(i, item),
+                        None,
                         "{source:?} {column} is derived on read"
                     );
                 }
@@ -2210,18 +2219,19 @@ mod tests {
         }
     }
 
-    fn rows(ids: &[&str]) -> Vec<(Row, String)> {
+    fn rows(ids: &[&str]) -> Vec<(StoredRow, String)> {
         ids.iter()
             .map(|id| {
                 let raw = format!(r#"{{"id":"{id}","event":"board_opened","createdAt":"2024-01-01T00:00:00.000Z"}}"#);
-                (transform::to_row(SourceKind::AuditLogs, &raw), raw)
+                (stored_row(SourceKind::AuditLogs, &raw), raw)
             })
             .collect()
     }
 
     fn commit(store: &Store, ids: &[&str], checkpoint: &Checkpoint) -> PageCommit {
         let rows = rows(ids);
-        let refs: Vec<(Row, &str)> = rows.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
+        let refs: Vec<(StoredRow, &str)> =
+            rows.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
         store
             .commit_page(SourceKind::AuditLogs, &refs, checkpoint)
             .unwrap()
@@ -2541,7 +2551,7 @@ mod tests {
             &cp(SourceKind::AuditLogs, 1, None),
         );
         let fresh = format!(r#"{{"id":"7","createdAt":"{}"}}"#, UnixMs::now().to_iso());
-        let row = transform::to_row(SourceKind::AuditLogs, &fresh);
+        let row = stored_row(SourceKind::AuditLogs, &fresh);
         store
             .commit_page(
                 SourceKind::AuditLogs,
@@ -2599,9 +2609,9 @@ mod tests {
                 t.to_iso()
             ));
         }
-        let rows: Vec<(Row, &str)> = items
+        let rows: Vec<(StoredRow, &str)> = items
             .iter()
-            .map(|i| (transform::to_row(SourceKind::AuditLogs, i), i.as_str()))
+            .map(|i| (stored_row(SourceKind::AuditLogs, i), i.as_str()))
             .collect();
         store
             .commit_page(
@@ -2885,7 +2895,8 @@ mod tests {
         slice.done = true;
         slice.pages = 1;
         let rows = rows(&["2", "3"]);
-        let refs: Vec<(Row, &str)> = rows.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
+        let refs: Vec<(StoredRow, &str)> =
+            rows.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
         let c = backfill
             .commit_backfill_page(SourceKind::AuditLogs, &refs, &slice)
             .unwrap();
@@ -2920,7 +2931,8 @@ mod tests {
         s.read_through = Some(UnixMs(150));
         s.pages = 1;
         let rows = rows(&["1", "2"]);
-        let refs: Vec<(Row, &str)> = rows.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
+        let refs: Vec<(StoredRow, &str)> =
+            rows.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
         store
             .commit_backfill_page(SourceKind::AuditLogs, &refs, &s)
             .unwrap();
@@ -3257,7 +3269,7 @@ mod tests {
         let seen = std::cell::Cell::new(0usize);
         let check = |store: &Store, raw: &str| {
             seen.set(seen.get() + 1);
-            let row = transform::to_row(SourceKind::AuditLogs, raw);
+            let row = stored_row(SourceKind::AuditLogs, raw);
             let c = store
                 .commit_page(
                     SourceKind::AuditLogs,
@@ -3326,7 +3338,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.db")).unwrap();
         let page = |items: &[String]| {
-            let rows: Vec<(Row, &str)> = items
+            let rows: Vec<(StoredRow, &str)> = items
                 .iter()
                 .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
                 .collect();
@@ -3402,7 +3414,7 @@ mod tests {
         let count = raw::EARLY_TRAIN_ROWS + 100;
         assert!(count < raw::TRAIN_ROWS);
         let commit = |source: SourceKind, items: &[String]| {
-            let rows: Vec<(Row, &str)> = items
+            let rows: Vec<(StoredRow, &str)> = items
                 .iter()
                 .map(|raw| (stored_row(source, raw), raw.as_str()))
                 .collect();
@@ -3450,7 +3462,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.db")).unwrap();
         let source = SourceKind::AuditLogs;
-        fn stored_rows(items: &[String]) -> Vec<(Row, &str)> {
+        fn stored_rows(items: &[String]) -> Vec<(StoredRow, &str)> {
             items
                 .iter()
                 .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
@@ -3551,8 +3563,9 @@ mod tests {
         commit(&store, &["1"], &c1);
         // A row whose cell count does not match the table makes the insert fail midway.
         let mut bad = rows(&["2", "3"]);
-        bad[1].0.cells.push(Some("extra".into()));
-        let refs: Vec<(Row, &str)> = bad.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
+        bad[1].0.cells.push(transform::Cell::Text("extra".into()));
+        let refs: Vec<(StoredRow, &str)> =
+            bad.iter().map(|(r, s)| (r.clone(), s.as_str())).collect();
         let c2 = cp(SourceKind::AuditLogs, 20, Some("c2"));
         assert!(
             store
@@ -3593,7 +3606,7 @@ mod tests {
                 partial_item("shared"),
                 partial_item(&format!("own-{}", key.0)),
             ];
-            let rows: Vec<(Row, &str)> = raws
+            let rows: Vec<(StoredRow, &str)> = raws
                 .iter()
                 .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
                 .collect();

@@ -1,6 +1,12 @@
 //! The Sentinel DCR transformations, applied locally: an API item becomes a table row
 //! exactly as `docs/sentinel-contract.md` (DCR transformations and table schemas) defines it.
 //!
+//! Reading an item: the usual item is read by a hand-written scanner (`scan`: each wanted
+//! member's exact text in one walk of its bytes), anything it does not vouch for by
+//! serde_json into the same borrowed struct, with the same result; then the general and
+//! partial paths below. The collector's rows ([`StoredRow`]) keep only the store's columns,
+//! a plain string cell as a range of the item's text rather than a copy.
+//!
 //! KQL semantics kept: `tostring()` of a missing or null field is `""`, also for a nested
 //! field of a missing or partial object; datetimes that do not parse are null; dynamic
 //! columns hold the JSON as is (compact text here).
@@ -16,6 +22,8 @@
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+mod scan;
 
 use crate::config::SourceKind;
 use crate::timefmt::UnixMs;
@@ -158,6 +166,90 @@ pub struct Row {
     pub partial: Option<String>,
 }
 
+/// A row as the collector hands it to the store (`store::insert_rows`): [`Row`]'s id,
+/// time and flags, and only the cells the store keeps (`keep` of [`to_row_keeping`]), each
+/// the row's id, a range of the row's item text or a string of its own. A row goes with
+/// its item's text (the pair `(StoredRow, &str)`), which [`StoredRow::cell`] reads a range
+/// from: a plain string cell is never copied out of the page body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub id: String,
+    /// [`Row::time`].
+    pub time: Option<UnixMs>,
+    /// One per table column, in the table's order ([`Cell::Null`] for a column not kept).
+    pub cells: Vec<Cell>,
+    /// [`Row::id_derived`].
+    pub id_derived: bool,
+    /// [`Row::partial`].
+    pub partial: Option<String>,
+}
+
+/// A cell of a [`StoredRow`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// Null, or a column not kept.
+    Null,
+    /// The row's id ([`StoredRow::id`]).
+    Id,
+    /// The bytes `start..end` of the row's item text: a JSON string without escapes,
+    /// whose text is the cell.
+    Item(usize, usize),
+    /// The cell's text.
+    Text(String),
+}
+
+impl StoredRow {
+    /// Cell `i` (the table's column order) of the row whose item text is `item`; `None`
+    /// for null.
+    pub fn cell<'r>(&'r self, i: usize, item: &'r str) -> Option<&'r str> {
+        match self.cells.get(i)? {
+            Cell::Null => None,
+            Cell::Id => Some(&self.id),
+            Cell::Item(start, end) => {
+                let text = item.get(*start..*end);
+                debug_assert!(text.is_some(), "a cell's range lies in its item");
+                text
+            }
+            Cell::Text(text) => Some(text),
+        }
+    }
+
+    /// The row of [`Row`] `row`, keeping the cells at `keep`.
+    pub fn from_row(row: Row, keep: &[usize]) -> StoredRow {
+        let cells = row
+            .cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, cell)| match cell {
+                Some(text) if keep.contains(&i) => Cell::Text(text),
+                _ => Cell::Null,
+            })
+            .collect();
+        StoredRow {
+            id: row.id,
+            time: row.time,
+            cells,
+            id_derived: row.id_derived,
+            partial: row.partial,
+        }
+    }
+
+    /// Bytes the row holds on the heap beyond its own size.
+    pub fn heap_bytes(&self) -> usize {
+        self.id.capacity()
+            + self.cells.capacity() * std::mem::size_of::<Cell>()
+            + self
+                .cells
+                .iter()
+                .map(|c| match c {
+                    Cell::Text(t) => t.capacity(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+            + self.partial.as_ref().map_or(0, String::capacity)
+    }
+}
+
 /// A raw item that cannot be turned into a Sentinel stream record (not a JSON object;
 /// `sink::sentinel::stream_record`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,29 +314,30 @@ impl ItemCells {
 
 /// [`to_row`] for a store that keeps only some columns and derives the others on read:
 /// the same `id`, `time`, `id_derived` and `partial`, and the same cells at the column
-/// indices in `keep`; the other cells are `None`. An item is read as [`to_row`] reads it
-/// (every cell that can fail is still checked, so the same items take the general path),
-/// but the text of a plain string cell not kept is never copied, and a dynamic cell not
-/// kept is not rendered when a scan of its text shows it renders (`fast::Spec::Dynamic`).
-pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> Row {
+/// indices in `keep` ([`StoredRow::cell`] with `raw`); the other cells are null. An item
+/// is read as [`to_row`] reads it (every cell that can fail is still checked, so the same
+/// items take the general path), but the text of a plain string cell is never copied (it
+/// stays a range of `raw`), and a dynamic cell not kept is not rendered when a scan of its
+/// text shows it renders (`fast::Spec::Dynamic`).
+pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> StoredRow {
     fast::specs(source, raw)
         .and_then(|(time, specs)| kept_row(raw, time, specs, keep))
-        .unwrap_or_else(|| to_row(source, raw))
+        .unwrap_or_else(|| StoredRow::from_row(to_row(source, raw), keep))
 }
 
 /// [`to_row_keeping`] for an item read where it starts in a longer text (a page body):
 /// `rest` starts with the item's `{`. Returns the item's length in bytes (its text is
-/// `&rest[..len]`) and the row, or `None` when the item does not take the fast path;
-/// the caller then finds the item's end by other means and calls [`to_row_keeping`],
-/// which gives what it always gave. When `Some`, the row equals
-/// `to_row_keeping(source, &rest[..len], keep)` (checked with every kept-cells test:
-/// `assert_prefix_row_equals_the_row`): this is the page's one parse of the
-/// item (`miro::page::parse_page_reading`).
+/// `&rest[..len]`, from which the row's cells are read) and the row, or `None` when the
+/// item does not take the fast path; the caller then finds the item's end by other means
+/// and calls [`to_row_keeping`], which gives what it always gave. When `Some`, the row
+/// equals `to_row_keeping(source, &rest[..len], keep)` (checked with every kept-cells
+/// test: `assert_prefix_row_equals_the_row`): this is the page's one parse of the item
+/// (`miro::page::parse_page_reading`).
 pub fn to_row_keeping_prefix(
     source: SourceKind,
     rest: &str,
     keep: &[usize],
-) -> Option<(usize, Row)> {
+) -> Option<(usize, StoredRow)> {
     let (len, time, specs) = fast::specs_prefix(source, rest)?;
     let raw = rest.get(..len)?;
     kept_row(raw, time, specs, keep).map(|row| (len, row))
@@ -257,24 +350,26 @@ fn kept_row(
     time: Option<UnixMs>,
     mut specs: Vec<fast::Spec>,
     keep: &[usize],
-) -> Option<Row> {
+) -> Option<StoredRow> {
     // Cell 1 is the id, which the fast path always renders: moved out, not copied.
     let id = match specs.get_mut(1) {
         Some(fast::Spec::Done(id @ Some(_))) => id.take()?,
         _ => return None,
     };
-    let cells: Vec<Option<String>> = specs
+    let cells: Vec<Cell> = specs
         .into_iter()
         .enumerate()
         .map(|(i, spec)| match spec {
-            _ if !keep.contains(&i) => None,
-            _ if i == 1 => Some(id.clone()),
-            fast::Spec::Str(start, end) => raw.get(start..end).map(str::to_string),
-            fast::Spec::Dynamic(start, end) => fast::render_dynamic(&raw[start..end]),
-            fast::Spec::Done(cell) => cell,
+            _ if !keep.contains(&i) => Cell::Null,
+            _ if i == 1 => Cell::Id,
+            fast::Spec::Str(start, end) => Cell::Item(start, end),
+            fast::Spec::Dynamic(start, end) => {
+                fast::render_dynamic(&raw[start..end]).map_or(Cell::Null, Cell::Text)
+            }
+            fast::Spec::Done(cell) => cell.map_or(Cell::Null, Cell::Text),
         })
         .collect();
-    Some(Row {
+    Some(StoredRow {
         id,
         time,
         cells,
@@ -515,11 +610,67 @@ pub(crate) mod fast {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
+    use super::scan::Scan;
     use super::{Row, SourceKind, UnixMs, kql_tostring};
 
-    type Raw<'a> = Option<&'a RawValue>;
+    /// A member's exact JSON text (a `RawValue`'s), read by serde_json or by the scanner,
+    /// and whether it is a string without escapes (whose text between the quotes is the
+    /// string).
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Json<'a> {
+        text: &'a str,
+        plain: bool,
+        /// Known to render as a dynamic cell ([`surely_renders`]): the scanner read it,
+        /// it holds no backslash and nests less than the scanner's limit, which is under
+        /// the canonical writer's. `false`: not known.
+        renders: bool,
+    }
 
-    #[derive(Deserialize)]
+    const _: () = assert!(super::scan::MAX_DEPTH < super::CANONICAL_MAX_DEPTH);
+
+    /// Equal members: the same text (read by the scanner or by serde).
+    impl PartialEq for Json<'_> {
+        fn eq(&self, other: &Self) -> bool {
+            (self.text, self.plain) == (other.text, other.plain)
+        }
+    }
+
+    impl<'a> Json<'a> {
+        fn get(self) -> &'a str {
+            self.text
+        }
+
+        /// The JSON text `text` the scanner read, and what it knows of it: whether it is
+        /// a plain string, and whether it holds no escape.
+        fn scanned(text: &'a str, plain: bool, escape_free: bool) -> Json<'a> {
+            debug_assert_eq!(plain, text.starts_with('"') && !text.contains('\\'));
+            debug_assert_eq!(escape_free, !text.contains('\\'));
+            Json {
+                text,
+                plain,
+                renders: escape_free,
+            }
+        }
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            <&'a RawValue>::deserialize(d).map(|r| {
+                let text = r.get();
+                let plain = text.starts_with('"') && !text.contains('\\');
+                Json {
+                    text,
+                    plain,
+                    renders: false,
+                }
+            })
+        }
+    }
+
+    /// `None`: missing or `null`.
+    type Raw<'a> = Option<Json<'a>>;
+
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Audit<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
@@ -541,7 +692,7 @@ pub(crate) mod fast {
         details: Raw<'a>,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Content<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
@@ -563,7 +714,7 @@ pub(crate) mod fast {
         relationships: Raw<'a>,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Ai<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
@@ -588,7 +739,7 @@ pub(crate) mod fast {
     }
 
     /// `createdBy`, `object`, `context.team`, `context.organization` and `actor`.
-    #[derive(Deserialize, Default)]
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Entity<'a> {
         #[serde(borrow)]
         id: Raw<'a>,
@@ -601,7 +752,7 @@ pub(crate) mod fast {
     }
 
     /// `context`.
-    #[derive(Deserialize, Default)]
+    #[derive(Deserialize, Default, Debug, PartialEq)]
     struct Context<'a> {
         #[serde(borrow)]
         ip: Raw<'a>,
@@ -615,7 +766,7 @@ pub(crate) mod fast {
     /// object has none (KQL: `""`). Arrays are skipped element by element as raw text, so
     /// any depth is read, as it is for a raw field. The Elasticsearch sink's one-pass
     /// reading uses it too.
-    #[derive(Default)]
+    #[derive(Default, Debug, PartialEq)]
     pub(crate) struct Obj<T>(pub(crate) T);
 
     impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
@@ -666,6 +817,109 @@ pub(crate) mod fast {
             d.deserialize_any(Visitor(std::marker::PhantomData))
         }
     }
+
+    /// Reading a struct's members with the hand-written scanner ([`super::scan`]), as
+    /// serde reads them: the same fields, a duplicate field refused (the caller then
+    /// reads the item with serde_json, which refuses it too), other members skipped.
+    trait Scanned<'a>: Sized + Default {
+        /// Reads the member `key`, whose value is next; `seen` holds the fields read so
+        /// far. `None`: not read.
+        fn member(&mut self, seen: &mut u32, s: &mut Scan<'a>, key: &'a str) -> Option<()>;
+    }
+
+    /// The object that starts at the scanner, read into `T`.
+    fn scan_object<'a, T: Scanned<'a>>(s: &mut Scan<'a>) -> Option<T> {
+        let (mut t, mut seen) = (T::default(), 0);
+        s.members(|s, key| t.member(&mut seen, s, key))?;
+        Some(t)
+    }
+
+    /// A nested object's fields, as [`Obj`] reads them: none for a value that is not an
+    /// object.
+    fn scan_obj<'a, T: Scanned<'a>>(s: &mut Scan<'a>) -> Option<Obj<T>> {
+        if s.object_or_skip()? {
+            scan_object(s).map(Obj)
+        } else {
+            Some(Obj(T::default()))
+        }
+    }
+
+    /// A member's text, as serde reads an `Option<&RawValue>` (`null` is `None`).
+    fn scan_raw<'a>(s: &mut Scan<'a>) -> Option<Raw<'a>> {
+        s.raw()
+            .map(|r| r.map(|(text, plain, escape_free)| Json::scanned(text, plain, escape_free)))
+    }
+
+    macro_rules! scanned {
+        ($t:ident { $($key:literal => $field:ident: $how:ident @ $bit:literal),* $(,)? }) => {
+            impl<'a> Scanned<'a> for $t<'a> {
+                fn member(
+                    &mut self,
+                    seen: &mut u32,
+                    s: &mut Scan<'a>,
+                    key: &'a str,
+                ) -> Option<()> {
+                    match key {
+                        $($key => {
+                            if *seen & (1 << $bit) != 0 {
+                                return None;
+                            }
+                            *seen |= 1 << $bit;
+                            self.$field = $how(s)?;
+                            Some(())
+                        })*
+                        _ => s.skip(0).map(drop),
+                    }
+                }
+            }
+        };
+    }
+
+    scanned!(Audit {
+        "id" => id: scan_raw @ 0,
+        "type" => kind: scan_raw @ 1,
+        "event" => event: scan_raw @ 2,
+        "category" => category: scan_raw @ 3,
+        "createdAt" => created_at: scan_raw @ 4,
+        "createdBy" => created_by: scan_obj @ 5,
+        "object" => object: scan_obj @ 6,
+        "context" => context: scan_obj @ 7,
+        "details" => details: scan_raw @ 8,
+    });
+    scanned!(Content {
+        "id" => id: scan_raw @ 0,
+        "contentId" => content_id: scan_raw @ 1,
+        "actionType" => action_type: scan_raw @ 2,
+        "actionTime" => action_time: scan_raw @ 3,
+        "actor" => actor: scan_obj @ 4,
+        "itemType" => item_type: scan_raw @ 5,
+        "itemId" => item_id: scan_raw @ 6,
+        "state" => state: scan_raw @ 7,
+        "relationships" => relationships: scan_raw @ 8,
+    });
+    scanned!(Ai {
+        "id" => id: scan_raw @ 0,
+        "createdAt" => created_at: scan_raw @ 1,
+        "storedAt" => stored_at: scan_raw @ 2,
+        "sessionId" => session_id: scan_raw @ 3,
+        "messageId" => message_id: scan_raw @ 4,
+        "aiFeatureName" => ai_feature_name: scan_raw @ 5,
+        "logType" => log_type: scan_raw @ 6,
+        "object" => object: scan_obj @ 7,
+        "actor" => actor: scan_obj @ 8,
+        "details" => details: scan_raw @ 9,
+    });
+    scanned!(Entity {
+        "id" => id: scan_raw @ 0,
+        "name" => name: scan_raw @ 1,
+        "email" => email: scan_raw @ 2,
+        "type" => kind: scan_raw @ 3,
+    });
+    scanned!(Context {
+        "ip" => ip: scan_raw @ 0,
+        "team" => team: scan_obj @ 1,
+        "organization" => organization: scan_obj @ 2,
+    });
 
     /// A JSON string's text: borrowed from the raw text when it holds no escape (the
     /// item was parsed already, so the string is valid JSON), decoded otherwise.
@@ -720,7 +974,7 @@ pub(crate) mod fast {
     /// it renders, otherwise rendered now, exactly as [`dynamic`] does (it can fail).
     fn dynamic_spec(item: &str, raw: Raw<'_>) -> Option<Spec> {
         match raw {
-            Some(r) if surely_renders(r.get()) => {
+            Some(r) if r.renders || surely_renders(r.get()) => {
                 let start = r.get().as_ptr().addr() - item.as_ptr().addr();
                 Some(Spec::Dynamic(start, start + r.get().len()))
             }
@@ -771,7 +1025,7 @@ pub(crate) mod fast {
     pub(super) fn to_row(source: SourceKind, raw: &str) -> Option<Row> {
         match source {
             SourceKind::AuditLogs => {
-                let a: Audit<'_> = serde_json::from_str(raw).ok()?;
+                let (a, _): (Audit<'_>, _) = read(raw, true)?;
                 let id = id(a.id)?;
                 let time = datetime(a.created_at);
                 let iso = time.map(UnixMs::to_iso);
@@ -810,7 +1064,7 @@ pub(crate) mod fast {
                 })
             }
             SourceKind::ContentLogs => {
-                let c: Content<'_> = serde_json::from_str(raw).ok()?;
+                let (c, _): (Content<'_>, _) = read(raw, true)?;
                 let id = id(c.id)?;
                 let time = datetime(c.action_time);
                 let iso = time.map(UnixMs::to_iso);
@@ -838,7 +1092,7 @@ pub(crate) mod fast {
                 })
             }
             SourceKind::AiInteractionLogs => {
-                let a: Ai<'_> = serde_json::from_str(raw).ok()?;
+                let (a, _): (Ai<'_>, _) = read(raw, true)?;
                 let id = id(a.id)?;
                 let created = datetime(a.created_at).map(UnixMs::to_iso);
                 let stored_at = datetime(a.stored_at);
@@ -887,12 +1141,9 @@ pub(crate) mod fast {
     /// A text cell: a string without escapes stays a range of the item (rendered when it
     /// is read); anything else is rendered now, exactly as [`text`] does (it can fail).
     fn text_spec(item: &str, raw: Raw<'_>) -> Option<Spec> {
-        let plain = raw.and_then(|r| {
-            r.get()
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .filter(|inner| !inner.contains('\\'))
-        });
+        let plain = raw
+            .filter(|r| r.plain)
+            .and_then(|r| r.get().get(1..r.get().len() - 1));
         match plain {
             Some(inner) => {
                 let start = inner.as_ptr().addr() - item.as_ptr().addr();
@@ -921,7 +1172,23 @@ pub(crate) mod fast {
 
     /// Reads the item into `T`: all of `text` (`whole`, nothing but whitespace after the
     /// value) or its first JSON value; returns it with the bytes of `text` it took.
-    fn read<'a, T: Deserialize<'a>>(text: &'a str, whole: bool) -> Option<(T, usize)> {
+    ///
+    /// The hand-written scanner reads the usual item; what it does not vouch for is read
+    /// by serde_json, with the same result (the scanner accepts only what serde_json
+    /// accepts, and reads it the same way).
+    fn read<'a, T: Deserialize<'a> + Scanned<'a>>(
+        text: &'a str,
+        whole: bool,
+    ) -> Option<(T, usize)> {
+        let mut s = Scan::new(text);
+        if let Some(t) = scan_object::<T>(&mut s) {
+            if !whole {
+                return Some((t, s.offset()));
+            }
+            if s.at_end() {
+                return Some((t, text.len()));
+            }
+        }
         if whole {
             return serde_json::from_str(text).ok().map(|t| (t, text.len()));
         }
@@ -1033,6 +1300,179 @@ pub(crate) mod fast {
             }
         };
         Some((len, time, specs))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::store::transform::tests::{FULL, arb_json, unusual_text};
+        use proptest::prelude::*;
+
+        /// The scanner's reading of the item that starts `text`, as `T`: `None` if it
+        /// does not vouch for it; otherwise serde_json reads the same `T` from the same
+        /// text and ends it at the same byte.
+        fn scan_as_serde<'a, T>(text: &'a str) -> Option<T>
+        where
+            T: Scanned<'a> + Deserialize<'a> + PartialEq + std::fmt::Debug,
+        {
+            let mut s = Scan::new(text);
+            let got = scan_object::<T>(&mut s)?;
+            let mut stream = serde_json::Deserializer::from_str(text).into_iter::<T>();
+            let want = match stream.next() {
+                Some(Ok(want)) => want,
+                other => panic!("the scanner read what serde_json refuses ({other:?}): {text}"),
+            };
+            assert_eq!(got, want, "{text}");
+            assert_eq!(s.offset(), stream.byte_offset(), "{text}");
+            Some(got)
+        }
+
+        /// Every source's reading of `text`; whether the scanner vouched for each.
+        fn assert_scans_as_serde(text: &str) -> [bool; 3] {
+            [
+                scan_as_serde::<Audit<'_>>(text).is_some(),
+                scan_as_serde::<Content<'_>>(text).is_some(),
+                scan_as_serde::<Ai<'_>>(text).is_some(),
+            ]
+        }
+
+        /// Realistic items (the emulator's) and the documented example are read by the
+        /// scanner, as serde_json reads them; so is what follows them in a page.
+        #[test]
+        fn the_scanner_takes_realistic_items() {
+            use mirotrail_emulator::miro::{MiroEmulatorConfig, MiroOrg};
+            let org = MiroOrg::new(&MiroEmulatorConfig::demo(
+                mirotrail_emulator::UnixMs(1_700_000_000_000),
+                3,
+                500,
+                500,
+                "t",
+            ));
+            for i in 0..500 {
+                for item in [org.audit_event(i), org.content_item(i), org.ai_entry(i)] {
+                    let raw = format!("{item},{{\"id\":\"next\"}}]}}");
+                    assert_eq!(assert_scans_as_serde(&raw), [true; 3], "{raw}");
+                }
+            }
+            assert_eq!(assert_scans_as_serde(FULL), [true; 3]);
+        }
+
+        /// What the scanner leaves to serde_json: escapes in keys, duplicate fields,
+        /// bad strings, numbers and literals, cut text, deep nesting; and what it reads.
+        #[test]
+        fn the_scanner_gives_up_on_the_unusual() {
+            let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+            for (text, taken) in [
+                (r#"{"id":"1","event":"a\u0062\n"}"#.to_string(), [true; 3]),
+                (r#"{"id":"1","x":"\ud800"}"#.to_string(), [true; 3]),
+                // `createdBy` is a nested object of audit logs only.
+                (
+                    r#"{"id":"1","createdBy":"\ud800"}"#.to_string(),
+                    [false, true, true],
+                ),
+                (
+                    r#"{"id":"1","createdBy":"plain","object":[1,{"a":2}]}"#.to_string(),
+                    [true; 3],
+                ),
+                (r#"{"i\u0064":"1"}"#.to_string(), [false; 3]),
+                (r#"{"id":"1","id":"2"}"#.to_string(), [false; 3]),
+                (r#"{"id":"1","id":null}"#.to_string(), [false; 3]),
+                (
+                    r#"{"createdBy":{"id":"1","id":"2"}}"#.to_string(),
+                    [false, true, true],
+                ),
+                (r#"{"x":1,"x":2}"#.to_string(), [true; 3]),
+                (r#"{"id":"a\x"}"#.to_string(), [false; 3]),
+                (r#"{"id":"a\u00g0"}"#.to_string(), [false; 3]),
+                ("{\"id\":\"a\tb\"}".to_string(), [false; 3]),
+                (r#"{"id":01}"#.to_string(), [false; 3]),
+                (r#"{"id":1.}"#.to_string(), [false; 3]),
+                (r#"{"id":-}"#.to_string(), [false; 3]),
+                (r#"{"id":1e}"#.to_string(), [false; 3]),
+                (r#"{"id":-0.5E+7}"#.to_string(), [true; 3]),
+                (r#"{"id":nul}"#.to_string(), [false; 3]),
+                (r#"{"id":nullx}"#.to_string(), [false; 3]),
+                (r#"{"id":True}"#.to_string(), [false; 3]),
+                (r#"{"id":"1",}"#.to_string(), [false; 3]),
+                (r#"{"id":"1""#.to_string(), [false; 3]),
+                (r#"{"id" "1"}"#.to_string(), [false; 3]),
+                (r#"{"details":[1,]}"#.to_string(), [false; 3]),
+                (format!(r#"{{"details":{deep}}}"#), [false; 3]),
+                (
+                    " { \"id\" : \"1\" , \"createdBy\" : null } ".to_string(),
+                    [true; 3],
+                ),
+                ("[1]".to_string(), [false; 3]),
+            ] {
+                let got = assert_scans_as_serde(text.trim_start());
+                assert_eq!(got, taken, "{text}");
+            }
+        }
+
+        /// `text` with `edits` applied: each removes a character, or inserts or puts one
+        /// of JSON's significant characters in place of one.
+        fn mutated(text: &str, edits: &[(prop::sample::Index, u8, char)]) -> String {
+            let mut chars: Vec<char> = text.chars().collect();
+            for (at, op, c) in edits {
+                if chars.is_empty() {
+                    break;
+                }
+                let i = at.index(chars.len());
+                match op % 3 {
+                    0 => {
+                        chars.remove(i);
+                    }
+                    1 => chars.insert(i, *c),
+                    _ => chars[i] = *c,
+                }
+            }
+            chars.into_iter().collect()
+        }
+
+        const SIGNIFICANT: &[char] = &[
+            '"', '\\', '{', '}', '[', ']', ',', ':', ' ', '0', '1', '-', '+', '.', 'e', 'E', 'u',
+            'n', 't', 'f', 'l', 'x', '\u{1}', '\n', '\u{e9}',
+        ];
+
+        proptest! {
+            /// Generated items, as serde_json writes them and in unusual text (escaped
+            /// keys, duplicates, whitespace): the scanner reads as serde_json does or
+            /// leaves the item to it.
+            #[test]
+            fn the_scanner_reads_as_serde_reads(value in arb_json()) {
+                let mut unusual = String::new();
+                unusual_text(&value, &mut unusual);
+                for text in [value.to_string(), unusual] {
+                    assert_scans_as_serde(&text);
+                    // What the scanner says renders, a scan of the text vouches for too.
+                    let item = format!(r#"{{"details":{text}}}"#);
+                    if let Some(Audit { details: Some(d), .. }) = scan_as_serde::<Audit<'_>>(&item) {
+                        prop_assert!(!d.renders || surely_renders(d.get()), "{}", text);
+                    }
+                    assert_scans_as_serde(&format!("{text}]}}"));
+                }
+            }
+
+            /// Items with characters removed, added or replaced: never accepted when
+            /// serde_json refuses them, never read differently.
+            #[test]
+            fn the_scanner_reads_as_serde_reads_on_mutated_items(
+                which in 0usize..3,
+                edits in proptest::collection::vec(
+                    (any::<prop::sample::Index>(), any::<u8>(), prop::sample::select(SIGNIFICANT)),
+                    1..4,
+                ),
+            ) {
+                let items = [
+                    FULL.to_string(),
+                    r#"{"id":"c1","contentId":"b1","actionType":"update","actionTime":"2024-05-01T10:00:00.5Z","actor":{"id":"u1","email":"a@x.io"},"itemType":"widget","itemId":"w1","state":{"text":"h\u00e9 \"q\"","n":[1.5e3,-0,true,false,null]},"relationships":[{"type":"parent"}]}"#.to_string(),
+                    r#"{"id":"3f6c","createdAt":"2024-05-01T10:00:00.250+0000","storedAt":"2024-05-01T10:00:01Z","sessionId":"s1","object":{"id":"o","type":"board"},"actor":{"id":"u","name":"N"},"details":{"prompt":"x"},"n":-12.5e-3}"#.to_string(),
+                ];
+                let text = mutated(&items[which], &edits);
+                assert_scans_as_serde(&text);
+                assert_scans_as_serde(&format!("{text},{{}}]}}"));
+            }
+        }
     }
 }
 
@@ -1201,7 +1641,7 @@ mod tests {
     use super::*;
     use crate::sink::sentinel::stream_record;
 
-    const FULL: &str = r#"{"type":"event","id":"450256789","event":"board_opened","category":"boards",
+    pub(super) const FULL: &str = r#"{"type":"event","id":"450256789","event":"board_opened","category":"boards",
  "createdAt":"2018-10-19T23:59:45.000Z","details":{"role":"OWNER"},
  "createdBy":{"type":"user","id":"3074457346235995512","name":"Test","email":"test@example.com"},
  "object":{"id":"3074457346235995523","name":"BoardName"},
@@ -1490,7 +1930,7 @@ mod tests {
     }
 
     /// Any JSON value, with the shapes Miro items have and the ones they should not.
-    fn arb_json() -> impl Strategy<Value = Value> {
+    pub(super) fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
@@ -1629,9 +2069,8 @@ mod tests {
         assert_eq!(kept.partial, row.partial, "{raw}");
         assert_eq!(kept.cells.len(), row.cells.len(), "{raw}");
         for (i, cell) in row.cells.iter().enumerate() {
-            if keep.contains(&i) {
-                assert_eq!(&kept.cells[i], cell, "{source:?} column {i} of {raw}");
-            }
+            let want = cell.as_deref().filter(|_| keep.contains(&i));
+            assert_eq!(kept.cell(i, raw), want, "{source:?} column {i} of {raw}");
         }
     }
 
@@ -1748,7 +2187,7 @@ mod tests {
     /// `value` as JSON text Miro could send: keys in reverse order, each object key also
     /// sent once before with another value (the last one counts), whitespace around
     /// everything, and every ASCII letter `a` in strings escaped as `\u0061`.
-    fn unusual_text(value: &Value, out: &mut String) {
+    pub(super) fn unusual_text(value: &Value, out: &mut String) {
         let string = |s: &str, out: &mut String| {
             let quoted = serde_json::to_string(s).unwrap();
             out.push_str(&quoted.replace('a', "\\u0061"));

@@ -502,7 +502,7 @@ fn commit_org_items(
     items: &[String],
     pages: i64,
 ) {
-    let rows: Vec<(mirotrail::store::transform::Row, &str)> = items
+    let rows: Vec<(mirotrail::store::StoredRow, &str)> = items
         .iter()
         .map(|raw| (mirotrail::store::stored_row(source, raw), raw.as_str()))
         .collect();

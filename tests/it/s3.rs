@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mirotrail::config::{Config, SinkKindConfig, SourceKind};
 use mirotrail::sink::{Delivery, DeliveryMode, DeliveryReport, S3Sink, Sink, deliver};
-use mirotrail::store::{Store, StoreHandle, transform};
+use mirotrail::store::{Store, StoreHandle};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -220,7 +220,7 @@ async fn ocsf_objects_hold_one_event_per_row_and_set_aside_what_ocsf_refuses() {
     crate::support::fill_store(&w.store, SourceKind::ContentLogs, 60);
     // No time OCSF can read: it needs `time`.
     let bad = r#"{"id":"untimed","type":"event","event":"board_opened","createdAt":"yesterday"}"#;
-    let row = transform::to_row(SourceKind::AuditLogs, bad);
+    let row = mirotrail::store::stored_row(SourceKind::AuditLogs, bad);
     let checkpoint = w
         .store
         .load_checkpoint(mirotrail::store::OrgKey::DEFAULT, SourceKind::AuditLogs)

@@ -218,14 +218,9 @@ pub(crate) fn commit_org_items(
     items: &[String],
 ) {
     for page in items.chunks(500) {
-        let rows: Vec<(mirotrail::store::transform::Row, &str)> = page
+        let rows: Vec<(mirotrail::store::StoredRow, &str)> = page
             .iter()
-            .map(|raw| {
-                (
-                    mirotrail::store::transform::to_row(source, raw),
-                    raw.as_str(),
-                )
-            })
+            .map(|raw| (mirotrail::store::stored_row(source, raw), raw.as_str()))
             .collect();
         let checkpoint = mirotrail::store::Checkpoint {
             org,
