@@ -1882,18 +1882,23 @@ fn insert_rows(
         Some(e) if e.dictionary == codec.current(source) && e.values.len() == rows.len() => e,
         _ => codec.encode_all(source, rows.iter().map(|(_, raw)| *raw)),
     };
+    // The rows go in in the order of their ids, the order of the `UNIQUE (id, _org)`
+    // index: each of its pages is visited once, one after another, instead of at random
+    // (content log ids are random), so fewer of them leave SQLite's page cache before the
+    // commit and are read or spilled again (`docs/store.md`, "Writing rows"). The sort is
+    // stable: of two items with one id, the first in the page is still the one stored.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| rows[a].0.id.cmp(&rows[b].0.id));
     // Every parameter of a statement is bound again for each execution, so none is left
     // over from the last.
     let mut params: Vec<Param<'_>> = Vec::with_capacity(width * ROWS_PER_INSERT);
-    for (chunk, encoded) in rows
-        .chunks(ROWS_PER_INSERT)
-        .zip(encoded.values.chunks(ROWS_PER_INSERT))
-    {
+    for chunk in order.chunks(ROWS_PER_INSERT) {
+        let chunk = chunk.iter().map(|&i| (&rows[i], &encoded.values[i]));
         // A whole chunk of compressed, fully derived rows is one statement: the rows it
         // did not insert are the duplicates. Any other row is inserted on its own, to
         // count it as stored as text or to list it as partly derived.
         let together = chunk.len() == ROWS_PER_INSERT
-            && chunk.iter().zip(encoded).all(|((row, _), encoded)| {
+            && chunk.clone().all(|((row, _), encoded)| {
                 row.partial.is_none() && matches!(encoded, Some(rusqlite::types::Value::Blob(_)))
             });
         if together {
@@ -1903,7 +1908,7 @@ fn insert_rows(
                 })
                 .map_err(sql("preparing the row insert"))?;
             params.clear();
-            for ((row, raw), encoded) in chunk.iter().zip(encoded) {
+            for ((row, raw), encoded) in chunk {
                 push_row(&mut params, &indices, row, raw, encoded, &ingested, org.0);
             }
             let n = stmt.execute(tx, &params).map_err(sql("inserting rows"))?;
@@ -1912,7 +1917,7 @@ fn insert_rows(
             commit.duplicates += ROWS_PER_INSERT as u64 - n;
             continue;
         }
-        for ((row, raw), encoded) in chunk.iter().zip(encoded) {
+        for ((row, raw), encoded) in chunk {
             params.clear();
             push_row(&mut params, &indices, row, raw, encoded, &ingested, org.0);
             let one = inserts
@@ -2905,6 +2910,59 @@ mod tests {
     }
 
     #[test]
+    fn a_page_goes_in_in_id_order_and_the_first_of_one_id_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).unwrap();
+        // Ids in no order, as content log ids come; enough rows for the dictionary to be
+        // trained on the page, so they go in 32 to a statement; one id twice, in two
+        // chunks and with two different items.
+        let n = 700_u64;
+        let mut items: Vec<String> = (0..n)
+            .map(|i| {
+                let id = (i * 7_919 + 13) % 1_009 * 1_000_003 % 1_000_000_007;
+                format!(r#"{{"id":"{id:012}","event":"board_opened","createdAt":"2024-01-01T00:00:00.000Z","details":{{"n":{i}}}}}"#)
+            })
+            .collect();
+        let twice = stored_row(SourceKind::AuditLogs, &items[3]).id;
+        items.push(format!(r#"{{"id":"{twice}","event":"second_of_the_id","createdAt":"2024-01-01T00:00:00.000Z"}}"#));
+        let rows: Vec<(StoredRow, &str)> = items
+            .iter()
+            .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
+            .collect();
+        let c = store
+            .commit_page(
+                SourceKind::AuditLogs,
+                &rows,
+                &cp(SourceKind::AuditLogs, 5, None),
+            )
+            .unwrap();
+        assert_eq!((c.inserted, c.duplicates), (n, 1));
+        assert!(store.codec.has_dictionary(SourceKind::AuditLogs));
+        let conn = store.reader.lock().unwrap();
+        let ids: Vec<String> = conn
+            .prepare("SELECT id FROM MiroAuditLogs_CL_rows ORDER BY _seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "rows are stored in the order of their ids");
+        let event: String = conn
+            .query_row(
+                "SELECT event FROM MiroAuditLogs_CL WHERE id = ?1",
+                [&rows[3].0.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            event, "board_opened",
+            "the first item of an id is the one stored"
+        );
+    }
+
+    #[test]
     fn backfill_slices_keep_their_progress_and_counts() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_backfill(&dir.path().join("a.db")).unwrap();
@@ -3393,8 +3451,12 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
+        // A commit's rows go in in id order (`insert_rows`), so compare the sets.
+        let mut stored = stored;
+        stored.sort();
         let mut want = fresh;
         want.push(partial);
+        want.sort();
         assert_eq!(stored, want);
         let partial_rows: i64 = conn
             .query_row("SELECT count(*) FROM partial_rows", [], |r| r.get(0))
@@ -3450,6 +3512,10 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
+        // A commit's rows go in in id order (`insert_rows`), so compare the sets.
+        let (mut stored, mut items) = (stored, items);
+        stored.sort();
+        items.sort();
         assert_eq!(stored, items);
     }
 
@@ -3545,14 +3611,19 @@ mod tests {
             })
             .collect();
         assert!(expected_forms.iter().filter(|f| **f == "blob").count() > late.len() / 2);
-        assert_eq!(
-            forms.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
-            expected_forms
-        );
-        assert_eq!(
-            forms.into_iter().map(|(_, raw)| raw).collect::<Vec<_>>(),
-            late
-        );
+        // A commit's rows go in in id order (`insert_rows`): compare each item's form.
+        let mut forms: Vec<(&str, &str)> = forms
+            .iter()
+            .map(|(f, raw)| (raw.as_str(), f.as_str()))
+            .collect();
+        forms.sort_unstable();
+        let mut expected: Vec<(&str, &str)> = late
+            .iter()
+            .map(String::as_str)
+            .zip(expected_forms)
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(forms, expected);
     }
 
     #[test]
