@@ -60,13 +60,20 @@ impl UnixMs {
 
     /// The Miro and store text form: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
     pub fn to_iso(self) -> String {
+        self.iso_text()
+            .map_or_else(|| self.to_string(), |t| t.as_str().to_owned())
+    }
+
+    /// [`UnixMs::to_iso`]'s text held inline, for the years 0 to 9999 (every time Miro
+    /// sends; `None` for others, whose text is longer).
+    pub fn iso_text(self) -> Option<IsoText> {
         // Written digit by digit: the same text as `Display` (which goes through `time`'s
         // format descriptions, several times slower, once per row).
         let days = self.0.div_euclid(86_400_000);
         let ms_of_day = self.0.rem_euclid(86_400_000);
         let (year, month, day) = civil_from_days(days);
         if !(0..=9999).contains(&year) {
-            return self.to_string();
+            return None;
         }
         let mut out = [0u8; 24];
         let mut put = |at: usize, width: usize, mut n: i64| {
@@ -93,8 +100,19 @@ impl UnixMs {
         ] {
             out[i] = c;
         }
-        // ASCII digits and separators: always UTF-8 (the fallback is never taken).
-        std::str::from_utf8(&out).map_or_else(|_| self.to_string(), str::to_owned)
+        Some(IsoText(out))
+    }
+}
+
+/// A time's text in the store's form ([`UnixMs::iso_text`]), without an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsoText([u8; 24]);
+
+impl IsoText {
+    /// The text: ASCII digits and separators, written only by [`UnixMs::iso_text`] (so
+    /// never the empty fallback).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
