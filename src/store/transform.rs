@@ -665,6 +665,15 @@ pub(crate) mod fast {
             self.text
         }
 
+        /// The text of a member that is a JSON string ([`string`]): a plain one's is
+        /// between its quotes, with no look for a backslash (the reader saw none).
+        fn string(self) -> Option<Cow<'a, str>> {
+            if self.plain {
+                return self.text.get(1..self.text.len() - 1).map(Cow::Borrowed);
+            }
+            string(self.text)
+        }
+
         /// The JSON text `text` the scanner read, and what it knows of it: whether it is
         /// a plain string, and whether it holds no escape.
         fn scanned(text: &'a str, plain: bool, escape_free: bool) -> Json<'a> {
@@ -974,7 +983,7 @@ pub(crate) mod fast {
         };
         let t = r.get();
         if t.starts_with('"') {
-            string(t).map(Cow::into_owned)
+            r.string().map(Cow::into_owned)
         } else {
             serde_json::from_str::<Value>(t)
                 .ok()
@@ -983,11 +992,11 @@ pub(crate) mod fast {
     }
 
     fn datetime(raw: Raw<'_>) -> Option<UnixMs> {
-        let t = raw?.get();
-        if !t.starts_with('"') {
+        let r = raw?;
+        if !r.get().starts_with('"') {
             return None;
         }
-        UnixMs::parse(&string(t)?)
+        UnixMs::parse(&r.string()?)
     }
 
     /// A dynamic column: compact JSON (keys sorted, as the general path writes it).
@@ -1045,9 +1054,10 @@ pub(crate) mod fast {
     /// The id as text; `None` (general path) when it is missing, empty or not a plain
     /// string or 64-bit integer.
     fn id(raw: Raw<'_>) -> Option<String> {
-        let t = raw?.get();
+        let r = raw?;
+        let t = r.get();
         let id = if t.starts_with('"') {
-            string(t)?.into_owned()
+            r.string()?.into_owned()
         } else if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
             match serde_json::from_str::<Value>(t).ok()? {
                 Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
