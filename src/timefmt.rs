@@ -109,10 +109,13 @@ impl UnixMs {
 pub struct IsoText([u8; 24]);
 
 impl IsoText {
-    /// The text: ASCII digits and separators, written only by [`UnixMs::iso_text`] (so
-    /// never the empty fallback).
+    /// The text: ASCII digits and separators, written only by [`UnixMs::iso_text`].
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        debug_assert!(self.0.is_ascii());
+        // SAFETY: the bytes are ASCII (`UnixMs::iso_text` writes digits and separators
+        // only, and nothing else writes them), so they are UTF-8; not checking saves a
+        // validation per time cell read.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 }
 
