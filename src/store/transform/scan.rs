@@ -12,6 +12,10 @@
 //! are checked as serde_json checks a value it skips: no control character, escapes
 //! `\" \\ \/ \b \f \n \r \t \uXXXX` (a lone surrogate is decoded, or refused, later by
 //! whoever reads the string); the text is a `&str`, so its UTF-8 is valid already.
+//!
+//! Keys are handed to the readers as their bytes taken as a number ([`Key`]), which the
+//! readers compare with their wanted keys' numbers: equal numbers are equal keys, since a
+//! key the scanner accepts holds no NUL byte and a wanted key has at most 15 bytes.
 
 /// Nesting (arrays and objects inside a member's value) beyond which the scanner gives up.
 /// serde_json skips raw values at any depth; the fallback reads such items.
