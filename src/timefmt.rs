@@ -13,8 +13,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use time::OffsetDateTime;
 use time::macros::format_description;
-use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 /// An instant in milliseconds since the UNIX epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,21 +55,25 @@ impl UnixMs {
     /// fraction has 1 to 9 digits and `T`/`Z` may be lowercase. Sub-millisecond digits are
     /// truncated (floored). A time without an offset is ambiguous and gives `None`.
     pub fn parse(text: &str) -> Option<Self> {
-        let dt = parse_iso8601(text.trim())?;
-        Some(UnixMs(
-            i64::try_from(dt.unix_timestamp_nanos().div_euclid(1_000_000)).ok()?,
-        ))
+        parse_iso8601(text.trim()).map(UnixMs)
     }
 
     /// The Miro and store text form: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
     pub fn to_iso(self) -> String {
+        self.iso_text()
+            .map_or_else(|| self.to_string(), |t| t.as_str().to_owned())
+    }
+
+    /// [`UnixMs::to_iso`]'s text held inline, for the years 0 to 9999 (every time Miro
+    /// sends; `None` for others, whose text is longer).
+    pub fn iso_text(self) -> Option<IsoText> {
         // Written digit by digit: the same text as `Display` (which goes through `time`'s
         // format descriptions, several times slower, once per row).
         let days = self.0.div_euclid(86_400_000);
         let ms_of_day = self.0.rem_euclid(86_400_000);
         let (year, month, day) = civil_from_days(days);
         if !(0..=9999).contains(&year) {
-            return self.to_string();
+            return None;
         }
         let mut out = [0u8; 24];
         let mut put = |at: usize, width: usize, mut n: i64| {
@@ -96,7 +100,22 @@ impl UnixMs {
         ] {
             out[i] = c;
         }
-        out.iter().map(|&b| char::from(b)).collect()
+        Some(IsoText(out))
+    }
+}
+
+/// A time's text in the store's form ([`UnixMs::iso_text`]), without an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsoText([u8; 24]);
+
+impl IsoText {
+    /// The text: ASCII digits and separators, written only by [`UnixMs::iso_text`].
+    pub fn as_str(&self) -> &str {
+        debug_assert!(self.0.is_ascii());
+        // SAFETY: the bytes are ASCII (`UnixMs::iso_text` writes digits and separators
+        // only, and nothing else writes them), so they are UTF-8; not checking saves a
+        // validation per time cell read.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 }
 
@@ -115,6 +134,29 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// The day count from 1970-01-01 of the proleptic Gregorian date `(year, month, day)`
+/// (H. Hinnant's `days_from_civil`, the inverse of [`civil_from_days`]); the date is
+/// valid (the caller checks it).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The days of `month` (1 to 12) of `year` in the proleptic Gregorian calendar.
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 /// `n` ASCII digits at the start of `b`, as a number.
 fn digits(b: &[u8], n: usize) -> Option<u32> {
     let d = b.get(..n)?;
@@ -123,7 +165,12 @@ fn digits(b: &[u8], n: usize) -> Option<u32> {
     })
 }
 
-fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
+/// The UNIX milliseconds of an ISO 8601 date-time ([`UnixMs::parse`]'s forms), computed
+/// from its fields: the same dates, times and offsets as the `time` crate accepts
+/// (`Date::from_calendar_date`, `Time::from_hms_nano`, `UtcOffset::from_hms`), the same
+/// instant (the test `the_direct_parse_equals_the_time_crate`), without building its types
+/// once per row.
+fn parse_iso8601(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     // YYYY-MM-DDTHH:MM:SS is 19 bytes, then an optional fraction, then the offset.
     if b.len() < 20
@@ -135,26 +182,36 @@ fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
     {
         return None;
     }
-    let year = i32::try_from(digits(b, 4)?).ok()?;
-    let month = Month::try_from(u8::try_from(digits(&b[5..], 2)?).ok()?).ok()?;
-    let day = u8::try_from(digits(&b[8..], 2)?).ok()?;
+    let year = i64::from(digits(b, 4)?);
+    let month = digits(&b[5..], 2)?;
+    let day = digits(&b[8..], 2)?;
     let (hour, minute, second) = (
-        u8::try_from(digits(&b[11..], 2)?).ok()?,
-        u8::try_from(digits(&b[14..], 2)?).ok()?,
-        u8::try_from(digits(&b[17..], 2)?).ok()?,
+        digits(&b[11..], 2)?,
+        digits(&b[14..], 2)?,
+        digits(&b[17..], 2)?,
     );
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
     let mut rest = &b[19..];
-    let mut nanos = 0u32;
+    let mut millis = 0;
     if let Some(frac) = rest.strip_prefix(b".").or_else(|| rest.strip_prefix(b",")) {
         let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
         if !(1..=9).contains(&n) {
             return None;
         }
-        nanos = digits(frac, n)? * 10u32.pow(9 - u32::try_from(n).ok()?);
+        // The first three digits (padded with zeros): later ones are truncated.
+        millis = digits(frac, n.min(3))? * 10u32.pow(3 - u32::try_from(n.min(3)).ok()?);
         rest = &frac[n..];
     }
-    let offset = match rest {
-        [b'Z' | b'z'] => UtcOffset::UTC,
+    let offset_minutes = match rest {
+        [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), tail @ ..] => {
             let (h, m) = match tail {
                 [_, _] => (digits(tail, 2)?, 0),
@@ -165,19 +222,15 @@ fn parse_iso8601(text: &str) -> Option<OffsetDateTime> {
             if h > 23 || m > 59 {
                 return None;
             }
-            let sign = if *sign == b'-' { -1 } else { 1 };
-            UtcOffset::from_hms(
-                sign * i8::try_from(h).ok()?,
-                sign * i8::try_from(m).ok()?,
-                0,
-            )
-            .ok()?
+            let minutes = i64::from(h * 60 + m);
+            if *sign == b'-' { -minutes } else { minutes }
         }
         _ => return None,
     };
-    let date = Date::from_calendar_date(year, month, day).ok()?;
-    let time = Time::from_hms_nano(hour, minute, second, nanos).ok()?;
-    Some(PrimitiveDateTime::new(date, time).assume_offset(offset))
+    let days = days_from_civil(year, i64::from(month), i64::from(day));
+    let seconds =
+        days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_minutes * 60;
+    Some(seconds * 1000 + i64::from(millis))
 }
 
 impl fmt::Display for UnixMs {
@@ -198,6 +251,93 @@ impl fmt::Display for UnixMs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
+
+    /// The parse as it was written with the `time` crate's types: the oracle of
+    /// [`parse_iso8601`].
+    fn parse_with_time(text: &str) -> Option<i64> {
+        let b = text.as_bytes();
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return None;
+        }
+        let year = i32::try_from(digits(b, 4)?).ok()?;
+        let month = Month::try_from(u8::try_from(digits(&b[5..], 2)?).ok()?).ok()?;
+        let day = u8::try_from(digits(&b[8..], 2)?).ok()?;
+        let (hour, minute, second) = (
+            u8::try_from(digits(&b[11..], 2)?).ok()?,
+            u8::try_from(digits(&b[14..], 2)?).ok()?,
+            u8::try_from(digits(&b[17..], 2)?).ok()?,
+        );
+        let mut rest = &b[19..];
+        let mut nanos = 0u32;
+        if let Some(frac) = rest.strip_prefix(b".").or_else(|| rest.strip_prefix(b",")) {
+            let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+            if !(1..=9).contains(&n) {
+                return None;
+            }
+            nanos = digits(frac, n)? * 10u32.pow(9 - u32::try_from(n).ok()?);
+            rest = &frac[n..];
+        }
+        let offset = match rest {
+            [b'Z' | b'z'] => UtcOffset::UTC,
+            [sign @ (b'+' | b'-'), tail @ ..] => {
+                let (h, m) = match tail {
+                    [_, _] => (digits(tail, 2)?, 0),
+                    [_, _, _, _] => (digits(tail, 2)?, digits(&tail[2..], 2)?),
+                    [_, _, b':', _, _] => (digits(tail, 2)?, digits(&tail[3..], 2)?),
+                    _ => return None,
+                };
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                let sign = if *sign == b'-' { -1 } else { 1 };
+                UtcOffset::from_hms(
+                    sign * i8::try_from(h).ok()?,
+                    sign * i8::try_from(m).ok()?,
+                    0,
+                )
+                .ok()?
+            }
+            _ => return None,
+        };
+        let date = Date::from_calendar_date(year, month, day).ok()?;
+        let time = Time::from_hms_nano(hour, minute, second, nanos).ok()?;
+        let dt = PrimitiveDateTime::new(date, time).assume_offset(offset);
+        i64::try_from(dt.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+    }
+
+    proptest::proptest! {
+        /// The direct parse accepts exactly the texts the `time` crate's types accept and
+        /// gives the same instant: every field in and out of its range (days past the
+        /// month's end, leap years, hour 24, second 60, offsets of every form).
+        #[test]
+        fn the_direct_parse_equals_the_time_crate(
+            text in "[0-9]{4}-(0[0-9]|1[0-3]|[0-9]{2})-([0-3][0-9])[Tt]([0-2][0-9]):([0-6][0-9]):([0-6][0-9])([.,][0-9]{0,10})?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?|[+-][0-9]{3})?",
+        ) {
+            proptest::prop_assert_eq!(parse_iso8601(&text), parse_with_time(&text), "{}", text);
+        }
+
+        /// The same over dates that exist, the common case (the regex above mostly makes
+        /// dates that do not).
+        #[test]
+        fn the_direct_parse_equals_the_time_crate_on_real_dates(
+            ms in -62_135_596_800_000i64..253_402_300_799_999,
+            frac_digits in 0usize..=9,
+            zone in "[Zz]|[+-](0[0-9]|1[0-9]|2[0-3])(:?[0-5][0-9])?",
+        ) {
+            let iso = UnixMs(ms).to_iso();
+            let frac = format!(".{:0<9}", &iso[20..23]);
+            let frac = if frac_digits == 0 { "" } else { &frac[..=frac_digits] };
+            let text = format!("{}{frac}{zone}", &iso[..19]);
+            proptest::prop_assert_eq!(parse_iso8601(&text), parse_with_time(&text), "{}", text);
+        }
+    }
 
     proptest::proptest! {
         /// `to_iso` writes exactly what `Display` writes, over the whole range.

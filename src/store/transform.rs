@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 mod scan;
 
 use crate::config::SourceKind;
-use crate::timefmt::UnixMs;
+use crate::timefmt::{IsoText, UnixMs};
 
 /// `MiroAuditLogs_CL` columns, in the table's order.
 pub const AUDIT_COLUMNS: [&str; 20] = [
@@ -196,6 +196,8 @@ pub enum Cell {
     Item(usize, usize),
     /// The cell's text.
     Text(String),
+    /// A time cell's text, held in the row (no allocation of its own).
+    Time(IsoText),
 }
 
 impl StoredRow {
@@ -211,6 +213,7 @@ impl StoredRow {
                 text
             }
             Cell::Text(text) => Some(text),
+            Cell::Time(text) => Some(text.as_str()),
         }
     }
 
@@ -307,6 +310,7 @@ impl ItemCells {
         match self.cells.get(index)? {
             fast::Spec::Str(start, end) => self.item.get(*start..*end),
             fast::Spec::Done(cell) => cell.as_deref(),
+            fast::Spec::Time(text) => Some(text.as_str()),
             fast::Spec::Dynamic(..) => unreachable!("rendered by `ItemCells::new`"),
         }
     }
@@ -320,9 +324,21 @@ impl ItemCells {
 /// stays a range of `raw`), and a dynamic cell not kept is not rendered when a scan of its
 /// text shows it renders (`fast::Spec::Dynamic`).
 pub fn to_row_keeping(source: SourceKind, raw: &str, keep: &[usize]) -> StoredRow {
-    fast::specs(source, raw)
-        .and_then(|(time, specs)| kept_row(raw, time, specs, keep))
+    let mask = keep_mask(keep);
+    fast::specs_keeping(source, raw, mask)
+        .and_then(|(time, specs)| kept_row(raw, time, specs, mask))
         .unwrap_or_else(|| StoredRow::from_row(to_row(source, raw), keep))
+}
+
+/// The column indices `keep` as a bit set (bit `i` for column `i`; a table has fewer
+/// than 64 columns).
+fn keep_mask(keep: &[usize]) -> u64 {
+    keep.iter().fold(0, |mask, &i| {
+        mask | u32::try_from(i)
+            .ok()
+            .and_then(|i| 1u64.checked_shl(i))
+            .unwrap_or(0)
+    })
 }
 
 /// [`to_row_keeping`] for an item read where it starts in a longer text (a page body):
@@ -338,18 +354,26 @@ pub fn to_row_keeping_prefix(
     rest: &str,
     keep: &[usize],
 ) -> Option<(usize, StoredRow)> {
-    let (len, time, specs) = fast::specs_prefix(source, rest)?;
+    let mask = keep_mask(keep);
+    let (len, time, specs) = fast::specs_prefix(source, rest, mask)?;
     let raw = rest.get(..len)?;
-    kept_row(raw, time, specs, keep).map(|row| (len, row))
+    kept_row(raw, time, specs, mask).map(|row| (len, row))
 }
 
-/// The row of an item read by `fast::specs`; `None` if the id is not rendered (the
-/// general path then decides).
+// `kept_row` turns the cells of `fast::specs_keeping` into the row's in their own
+// allocation: the two types must have the same size and alignment.
+const _: () = assert!(
+    std::mem::size_of::<fast::Spec>() == std::mem::size_of::<Cell>()
+        && std::mem::align_of::<fast::Spec>() == std::mem::align_of::<Cell>()
+);
+
+/// The row of an item read by `fast::specs_keeping` with the columns `keep` (a
+/// [`keep_mask`]); `None` if the id is not rendered (the general path then decides).
 fn kept_row(
     raw: &str,
     time: Option<UnixMs>,
     mut specs: Vec<fast::Spec>,
-    keep: &[usize],
+    keep: u64,
 ) -> Option<StoredRow> {
     // Cell 1 is the id, which the fast path always renders: moved out, not copied.
     let id = match specs.get_mut(1) {
@@ -360,13 +384,14 @@ fn kept_row(
         .into_iter()
         .enumerate()
         .map(|(i, spec)| match spec {
-            _ if !keep.contains(&i) => Cell::Null,
+            _ if (keep >> i) & 1 == 0 => Cell::Null,
             _ if i == 1 => Cell::Id,
             fast::Spec::Str(start, end) => Cell::Item(start, end),
             fast::Spec::Dynamic(start, end) => {
                 fast::render_dynamic(&raw[start..end]).map_or(Cell::Null, Cell::Text)
             }
             fast::Spec::Done(cell) => cell.map_or(Cell::Null, Cell::Text),
+            fast::Spec::Time(text) => Cell::Time(text),
         })
         .collect();
     Some(StoredRow {
@@ -610,8 +635,8 @@ pub(crate) mod fast {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
-    use super::scan::Scan;
-    use super::{Row, SourceKind, UnixMs, kql_tostring};
+    use super::scan::{Key, Scan, key_word};
+    use super::{IsoText, Row, SourceKind, UnixMs, kql_tostring};
 
     /// A member's exact JSON text (a `RawValue`'s), read by serde_json or by the scanner,
     /// and whether it is a string without escapes (whose text between the quotes is the
@@ -638,6 +663,15 @@ pub(crate) mod fast {
     impl<'a> Json<'a> {
         fn get(self) -> &'a str {
             self.text
+        }
+
+        /// The text of a member that is a JSON string ([`string`]): a plain one's is
+        /// between its quotes, with no look for a backslash (the reader saw none).
+        fn string(self) -> Option<Cow<'a, str>> {
+            if self.plain {
+                return self.text.get(1..self.text.len() - 1).map(Cow::Borrowed);
+            }
+            string(self.text)
         }
 
         /// The JSON text `text` the scanner read, and what it knows of it: whether it is
@@ -824,7 +858,7 @@ pub(crate) mod fast {
     trait Scanned<'a>: Sized + Default {
         /// Reads the member `key`, whose value is next; `seen` holds the fields read so
         /// far. `None`: not read.
-        fn member(&mut self, seen: &mut u32, s: &mut Scan<'a>, key: &'a str) -> Option<()>;
+        fn member(&mut self, seen: &mut u32, s: &mut Scan<'a>, key: Key) -> Option<()>;
     }
 
     /// The object that starts at the scanner, read into `T`.
@@ -857,10 +891,22 @@ pub(crate) mod fast {
                     &mut self,
                     seen: &mut u32,
                     s: &mut Scan<'a>,
-                    key: &'a str,
+                    key: Key,
                 ) -> Option<()> {
-                    match key {
-                        $($key => {
+                    // The wanted keys' words ([`key_word`]), matched in one comparison
+                    // each rather than by length and bytes.
+                    const WORDS: &[u128] = &[$(key_word($key)),*];
+                    const _: () = {
+                        // Each field's bit is its place in the list (`WORDS[$bit]`).
+                        let bits = [$($bit),*];
+                        let mut i = 0;
+                        while i < bits.len() {
+                            assert!(bits[i] == i);
+                            i += 1;
+                        }
+                    };
+                    match key.word {
+                        $(word if word == WORDS[$bit] => {
                             if *seen & (1 << $bit) != 0 {
                                 return None;
                             }
@@ -937,7 +983,7 @@ pub(crate) mod fast {
         };
         let t = r.get();
         if t.starts_with('"') {
-            string(t).map(Cow::into_owned)
+            r.string().map(Cow::into_owned)
         } else {
             serde_json::from_str::<Value>(t)
                 .ok()
@@ -946,11 +992,11 @@ pub(crate) mod fast {
     }
 
     fn datetime(raw: Raw<'_>) -> Option<UnixMs> {
-        let t = raw?.get();
-        if !t.starts_with('"') {
+        let r = raw?;
+        if !r.get().starts_with('"') {
             return None;
         }
-        UnixMs::parse(&string(t)?)
+        UnixMs::parse(&r.string()?)
     }
 
     /// A dynamic column: compact JSON (keys sorted, as the general path writes it).
@@ -1008,9 +1054,10 @@ pub(crate) mod fast {
     /// The id as text; `None` (general path) when it is missing, empty or not a plain
     /// string or 64-bit integer.
     fn id(raw: Raw<'_>) -> Option<String> {
-        let t = raw?.get();
+        let r = raw?;
+        let t = r.get();
         let id = if t.starts_with('"') {
-            string(t)?.into_owned()
+            r.string()?.into_owned()
         } else if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
             match serde_json::from_str::<Value>(t).ok()? {
                 Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
@@ -1136,20 +1183,21 @@ pub(crate) mod fast {
         /// The bytes `start..end` of the item: a JSON value whose canonical form
         /// ([`render_dynamic`]) is the cell, known to exist ([`surely_renders`]).
         Dynamic(usize, usize),
+        /// A time cell's text ([`UnixMs::iso_text`]), held in the cell. (Its size is
+        /// [`super::Cell`]'s, so `kept_row` turns the cells into a row's in place.)
+        Time(IsoText),
     }
 
     /// A text cell: a string without escapes stays a range of the item (rendered when it
     /// is read); anything else is rendered now, exactly as [`text`] does (it can fail).
     fn text_spec(item: &str, raw: Raw<'_>) -> Option<Spec> {
-        let plain = raw
-            .filter(|r| r.plain)
-            .and_then(|r| r.get().get(1..r.get().len() - 1));
-        match plain {
-            Some(inner) => {
-                let start = inner.as_ptr().addr() - item.as_ptr().addr();
-                Some(Spec::Str(start, start + inner.len()))
+        match raw {
+            // A plain string's text is its JSON text less the two quotes.
+            Some(r) if r.plain && r.text.len() >= 2 => {
+                let start = r.text.as_ptr().addr() - item.as_ptr().addr() + 1;
+                Some(Spec::Str(start, start + r.text.len() - 2))
             }
-            None => text(raw).map(|t| Spec::Done(Some(t))),
+            _ => text(raw).map(|t| Spec::Done(Some(t))),
         }
     }
 
@@ -1158,16 +1206,28 @@ pub(crate) mod fast {
     /// rendered cells equal `to_row`'s (the property test `lazy_cells_equal_the_row`).
     /// Also returns the row's `time`, as [`to_row`] gives it.
     pub(super) fn specs(source: SourceKind, raw: &str) -> Option<(Option<UnixMs>, Vec<Spec>)> {
-        read_specs(source, raw, true).map(|(_, time, specs)| (time, specs))
+        specs_keeping(source, raw, u64::MAX)
     }
 
-    /// [`specs`] of the item that starts `rest` (with its `{`) and ends where its JSON
-    /// value ends, and the item's length in bytes: the same parse, the same cells.
+    /// [`specs`] for a reader of the columns `keep` only (bit `i` for column `i`): the
+    /// same `None`, `time` and cells at those columns; a time cell elsewhere is left
+    /// `Spec::Done(None)` rather than rendered (the other cells are what [`specs`] gives).
+    pub(super) fn specs_keeping(
+        source: SourceKind,
+        raw: &str,
+        keep: u64,
+    ) -> Option<(Option<UnixMs>, Vec<Spec>)> {
+        read_specs(source, raw, true, keep).map(|(_, time, specs)| (time, specs))
+    }
+
+    /// [`specs_keeping`] of the item that starts `rest` (with its `{`) and ends where its
+    /// JSON value ends, and the item's length in bytes: the same parse, the same cells.
     pub(super) fn specs_prefix(
         source: SourceKind,
         rest: &str,
+        keep: u64,
     ) -> Option<(usize, Option<UnixMs>, Vec<Spec>)> {
-        read_specs(source, rest, false)
+        read_specs(source, rest, false, keep)
     }
 
     /// Reads the item into `T`: all of `text` (`whole`, nothing but whitespace after the
@@ -1201,8 +1261,16 @@ pub(crate) mod fast {
         source: SourceKind,
         raw: &str,
         whole: bool,
+        keep: u64,
     ) -> Option<(usize, Option<UnixMs>, Vec<Spec>)> {
         let t = |field: Raw<'_>| text_spec(raw, field);
+        // A time cell, for a column kept (rendering it cannot fail).
+        let iso = |column: u32, time: Option<UnixMs>| match time {
+            Some(time) if (keep >> column) & 1 == 1 => time
+                .iso_text()
+                .map_or_else(|| Spec::Done(Some(time.to_iso())), Spec::Time),
+            _ => Spec::Done(None),
+        };
         let len;
         macro_rules! parse {
             () => {{
@@ -1216,7 +1284,6 @@ pub(crate) mod fast {
                 let a: Audit<'_> = parse!();
                 let id = id(a.id)?;
                 let time = datetime(a.created_at);
-                let iso = time.map(UnixMs::to_iso);
                 let Obj(by) = a.created_by;
                 let Obj(object) = a.object;
                 let Obj(context) = a.context;
@@ -1224,9 +1291,9 @@ pub(crate) mod fast {
                 (
                     time,
                     vec![
-                        Spec::Done(iso.clone()),
+                        iso(0, time),
                         Spec::Done(Some(id)),
-                        Spec::Done(iso),
+                        iso(2, time),
                         t(a.event)?,
                         t(a.category)?,
                         t(a.kind)?,
@@ -1251,14 +1318,13 @@ pub(crate) mod fast {
                 let c: Content<'_> = parse!();
                 let id = id(c.id)?;
                 let time = datetime(c.action_time);
-                let iso = time.map(UnixMs::to_iso);
                 let Obj(actor) = c.actor;
                 (
                     time,
                     vec![
-                        Spec::Done(iso.clone()),
+                        iso(0, time),
                         Spec::Done(Some(id)),
-                        Spec::Done(iso),
+                        iso(2, time),
                         t(c.action_type)?,
                         t(actor.id)?,
                         t(actor.email)?,
@@ -1274,17 +1340,17 @@ pub(crate) mod fast {
             SourceKind::AiInteractionLogs => {
                 let a: Ai<'_> = parse!();
                 let id = id(a.id)?;
-                let created = datetime(a.created_at).map(UnixMs::to_iso);
+                let created = datetime(a.created_at);
                 let stored_at = datetime(a.stored_at);
                 let Obj(object) = a.object;
                 let Obj(actor) = a.actor;
                 (
                     stored_at,
                     vec![
-                        Spec::Done(created.clone()),
+                        iso(0, created),
                         Spec::Done(Some(id)),
-                        Spec::Done(created),
-                        Spec::Done(stored_at.map(UnixMs::to_iso)),
+                        iso(2, created),
+                        iso(3, stored_at),
                         t(a.session_id)?,
                         t(a.message_id)?,
                         t(a.ai_feature_name)?,
@@ -1355,6 +1421,46 @@ pub(crate) mod fast {
                 }
             }
             assert_eq!(assert_scans_as_serde(FULL), [true; 3]);
+        }
+
+        /// Keys are matched by their bytes taken as a number (`scan::Key`): a wanted key,
+        /// the same with bytes after it (to 18 bytes, past the 16 the scanner looks at
+        /// at once), a key it starts with, and a key with a control character or an
+        /// escape, far from the text's end and at it, are read as serde_json reads them.
+        #[test]
+        fn keys_match_whole_at_every_length() {
+            let wanted = [
+                "id",
+                "type",
+                "name",
+                "createdAt",
+                "createdBy",
+                "organization",
+                "relationships",
+                "aiFeatureName",
+                "contentId",
+                "ip",
+            ];
+            for key in wanted {
+                let mut variants = vec![key.to_string(), key[..key.len() - 1].to_string()];
+                for more in 1..=(18 - key.len()) {
+                    variants.push(format!("{key}{}", "x".repeat(more)));
+                }
+                variants.push(format!(r"{key}\u0041"));
+                variants.push(format!("{key}\t"));
+                for k in variants {
+                    for text in [
+                        format!(r#"{{"{k}":"v","id":"7","type":{{"{k}":1}}}}"#),
+                        format!(r#"{{"id":"7","createdBy":{{"{k}":"v"}},"{k}":"w"}}"#),
+                        format!(r#"{{"{k}":"v"}}"#),
+                    ] {
+                        assert_scans_as_serde(&text);
+                    }
+                }
+            }
+            // Read by the scanner, wanted keys taking their fields.
+            let text = r#"{"id":"7","createdAt":"t","createdAtX":"u","createdBy":{"name":"n","namex":"m"}}"#;
+            assert_eq!(assert_scans_as_serde(text), [true; 3]);
         }
 
         /// What the scanner leaves to serde_json: escapes in keys, duplicate fields,

@@ -12,10 +12,49 @@
 //! are checked as serde_json checks a value it skips: no control character, escapes
 //! `\" \\ \/ \b \f \n \r \t \uXXXX` (a lone surrogate is decoded, or refused, later by
 //! whoever reads the string); the text is a `&str`, so its UTF-8 is valid already.
+//!
+//! Keys are handed to the readers as their bytes taken as a number ([`Key`]), which the
+//! readers compare with their wanted keys' numbers: equal numbers are equal keys, since a
+//! key the scanner accepts holds no NUL byte and a wanted key has at most 15 bytes.
 
 /// Nesting (arrays and objects inside a member's value) beyond which the scanner gives up.
 /// serde_json skips raw values at any depth; the fallback reads such items.
 pub(super) const MAX_DEPTH: u32 = 64;
+
+/// An object key the scanner read (a string without escapes), as its bytes taken as a
+/// number ([`key_word`]) when it has at most 15, `u128::MAX` otherwise. A key holds no NUL
+/// byte (a control character, which the scanner refuses), so two keys of at most 15 bytes
+/// are equal exactly when their words are: the readers match keys by word, and want none
+/// longer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Key {
+    pub(super) word: u128,
+}
+
+/// The word of a wanted key ([`Key::word`]): its bytes, little-endian, zero above them.
+/// At most 15 bytes and no NUL (checked when the readers' constants are built).
+pub(super) const fn key_word(key: &str) -> u128 {
+    let b = key.as_bytes();
+    assert!(b.len() <= 15, "a wanted key has at most 15 bytes");
+    let mut word = 0u128;
+    let mut i = 0;
+    while i < b.len() {
+        assert!(b[i] != 0, "a wanted key has no NUL byte");
+        word |= (b[i] as u128) << (8 * i);
+        i += 1;
+    }
+    word
+}
+
+/// [`Key::word`] of a key read by the general string scan.
+fn word_of(key: &str) -> u128 {
+    if key.len() > 15 {
+        return u128::MAX;
+    }
+    key.bytes()
+        .rev()
+        .fold(0u128, |word, b| (word << 8) | u128::from(b))
+}
 
 /// A position in the text being read.
 pub(super) struct Scan<'a> {
@@ -92,17 +131,34 @@ impl<'a> Scan<'a> {
     }
 
     /// An object key (with the `:` after it): a string without escapes.
-    fn key(&mut self) -> Option<&'a str> {
+    ///
+    /// A key whose closing quote is in the sixteen bytes after its opening one (every
+    /// key the readers want, and most others) is found with one look at those bytes,
+    /// which also give its [`Key::word`]; any other key is read as any string is.
+    fn key(&mut self) -> Option<Key> {
         self.ws();
-        if self.peek()? != b'"' {
+        let b = self.text.as_bytes();
+        if *b.get(self.i)? != b'"' {
             return None;
+        }
+        let start = self.i + 1;
+        if let Some(chunk) = b.get(start..).and_then(<[u8]>::first_chunk::<16>)
+            && let Some(len) = first_special(chunk)
+            && chunk[len] == b'"'
+        {
+            let end = start + len;
+            self.i = end + 1;
+            self.eat(b':')?;
+            // The key's bytes, the ones after it (the quote on) masked off: `len` < 16.
+            let word = u128::from_le_bytes(*chunk) & ((1u128 << (8 * len)) - 1);
+            return Some(Key { word });
         }
         let (key, escaped) = self.string()?;
         if escaped {
             return None;
         }
         self.eat(b':')?;
-        Some(key)
+        Some(Key { word: word_of(key) })
     }
 
     fn digits(&mut self) -> Option<()> {
@@ -200,7 +256,7 @@ impl<'a> Scan<'a> {
     /// with each key and must read its value.
     pub(super) fn members(
         &mut self,
-        mut member: impl FnMut(&mut Self, &'a str) -> Option<()>,
+        mut member: impl FnMut(&mut Self, Key) -> Option<()>,
     ) -> Option<()> {
         self.eat(b'{')?;
         self.ws();
@@ -286,6 +342,27 @@ fn next_special(b: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// The index of the first quote, backslash or control character in `chunk`, if any.
+#[inline(always)]
+fn first_special(chunk: &[u8; 16]) -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: as in `next_special`: the build enables SSE2.
+        let found = unsafe { special_mask(chunk) };
+        (found != 0).then(|| found.trailing_zeros() as usize)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        let (lo, hi) = chunk.split_at(8);
+        let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("eight bytes of sixteen"));
+        match (special_bytes(word(lo)), special_bytes(word(hi))) {
+            (0, 0) => None,
+            (0, found) => Some(8 + (found.trailing_zeros() / 8) as usize),
+            (found, _) => Some((found.trailing_zeros() / 8) as usize),
+        }
+    }
 }
 
 /// Bit `k` set for each byte `k` of `chunk` that is a quote, a backslash or a control
