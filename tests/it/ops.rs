@@ -458,14 +458,22 @@ async fn run_serves_metrics_and_readiness_and_reports_a_revoked_token_and_a_miss
     let (_, ready) = run.wait_for("/readyz", |s, _| s == 200).await;
     assert_eq!(ready, "ready\n");
     assert_eq!(run.get("/healthz").await, (200, "ok\n".into()));
-    // Let delivery catch up, then read every metric.
+    // Let delivery catch up (each sink has delivered rows of each source: the sinks and
+    // sources run apart, so one series being up says nothing of the others), then read
+    // every metric.
     let (_, m) = run
         .wait_for("/metrics", |_, m| {
-            sample(
-                m,
-                "mirotrail_sink_delivered_rows_total{sink=\"sentinel\",source=\"content_logs\"}",
-            )
-            .is_some_and(|v| v > 0.0)
+            ["archive", "sentinel"].iter().all(|sink| {
+                ["audit_logs", "content_logs"].iter().all(|source| {
+                    sample(
+                        m,
+                        &format!(
+                            "mirotrail_sink_delivered_rows_total{{sink=\"{sink}\",source=\"{source}\"}}"
+                        ),
+                    )
+                    .is_some_and(|v| v > 0.0)
+                })
+            })
         })
         .await;
     for source in ["audit_logs", "content_logs"] {
