@@ -2233,6 +2233,15 @@ mod tests {
             .collect()
     }
 
+    /// The stored rows of audit items, each with its item's text (as the collector
+    /// hands a page to the store).
+    fn audit_rows(items: &[String]) -> Vec<(StoredRow, &str)> {
+        items
+            .iter()
+            .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
+            .collect()
+    }
+
     fn commit(store: &Store, ids: &[&str], checkpoint: &Checkpoint) -> PageCommit {
         let rows = rows(ids);
         let refs: Vec<(StoredRow, &str)> =
@@ -2925,10 +2934,7 @@ mod tests {
             .collect();
         let twice = stored_row(SourceKind::AuditLogs, &items[3]).id;
         items.push(format!(r#"{{"id":"{twice}","event":"second_of_the_id","createdAt":"2024-01-01T00:00:00.000Z"}}"#));
-        let rows: Vec<(StoredRow, &str)> = items
-            .iter()
-            .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
-            .collect();
+        let rows = audit_rows(&items);
         let c = store
             .commit_page(
                 SourceKind::AuditLogs,
@@ -3396,14 +3402,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.db")).unwrap();
         let page = |items: &[String]| {
-            let rows: Vec<(StoredRow, &str)> = items
-                .iter()
-                .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
-                .collect();
             store
                 .commit_page(
                     SourceKind::AuditLogs,
-                    &rows,
+                    &audit_rows(items),
                     &cp(SourceKind::AuditLogs, 1, None),
                 )
                 .unwrap()
@@ -3528,21 +3530,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.db")).unwrap();
         let source = SourceKind::AuditLogs;
-        fn stored_rows(items: &[String]) -> Vec<(StoredRow, &str)> {
-            items
-                .iter()
-                .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
-                .collect()
-        }
         let trained = raw::TRAIN_ROWS;
         let late: Vec<String> = (trained..trained + 3 * ROWS_PER_INSERT)
             .map(varied_item)
             .collect();
-        let early = store.encode(source, &stored_rows(&late));
+        let early = store.encode(source, &audit_rows(&late));
         assert_eq!(early.dictionary, None);
         let first: Vec<String> = (0..trained).map(varied_item).collect();
         store
-            .commit_page(source, &stored_rows(&first), &cp(source, 1, None))
+            .commit_page(source, &audit_rows(&first), &cp(source, 1, None))
             .unwrap();
         let current = store
             .codec
@@ -3577,7 +3573,7 @@ mod tests {
                 &store.codec,
                 OrgKey::DEFAULT,
                 source,
-                &stored_rows(items),
+                &audit_rows(items),
                 Some(encoded),
             )
             .unwrap();
@@ -3677,10 +3673,7 @@ mod tests {
                 partial_item("shared"),
                 partial_item(&format!("own-{}", key.0)),
             ];
-            let rows: Vec<(StoredRow, &str)> = raws
-                .iter()
-                .map(|raw| (stored_row(SourceKind::AuditLogs, raw), raw.as_str()))
-                .collect();
+            let rows = audit_rows(&raws);
             let commit = store
                 .commit_page(
                     SourceKind::AuditLogs,
