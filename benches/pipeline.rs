@@ -47,9 +47,10 @@
 //! - `BENCH_BIN` (this build's `mirotrail`): the binary measured; `BENCH_BIN_B`: a second
 //!   binary compared with it, run for run (backfill and delivery); `BENCH_EMULATOR_BIN`
 //!   (this build's `mirotrail`): the binary whose `emulate` serves.
-//! - `BENCH_AUDIT_TIME_FORM` (`plus0000`, Miro's own): the backfilled org's audit
-//!   `createdAt` form (`emulate miro --audit-time-form`); `z` lets a `BENCH_BIN_B` that
-//!   predates the `+0000` parser (v0.1) read the same org, for the backfill phase.
+//! - `BENCH_AUDIT_TIME_FORM` (the emulator's default, Miro's own `+0000`): the backfilled
+//!   org's audit `createdAt` form (`emulate miro --audit-time-form`); `z` lets a
+//!   `BENCH_BIN_B` that predates the `+0000` parser (v0.1) read the same org, for the
+//!   backfill phase.
 //! - `BENCH_DIR` (`.`): where the stores are made; `BENCH_OUT`
 //!   (`target/pipeline-bench.md`): where the tables are written (also printed).
 
@@ -357,10 +358,11 @@ fn backfill(bins: &Bins, bin: &Path, audit: u64, content: u64) -> BackfillRun {
     let (start, end) = backfill_span();
     let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
     let mut args = miro_args(audit, content, start, end, 0.0);
-    args.extend([
-        "--audit-time-form".to_owned(),
-        env_text("BENCH_AUDIT_TIME_FORM", "plus0000"),
-    ]);
+    // Passed only when set, so an emulator binary from before the flag still serves.
+    let form = env_text("BENCH_AUDIT_TIME_FORM", "");
+    if !form.is_empty() {
+        args.extend(["--audit-time-form".to_owned(), form]);
+    }
     let emu = Emulator::start(&bins.emulator, dir.path(), "miro", "miro", &args);
     let toml = format!(
         "{}[sources.content_logs]\nenabled = true\n\n[budget]\ncredits_per_minute = 1000000000\n",
