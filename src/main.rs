@@ -1,33 +1,34 @@
 //! The `mirotrail` binary: the allocator's settings, then the command line (`cli`).
 
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
     mirotrail::cli::main()
 }
 
-/// glibc's malloc gives a thread that finds the arenas busy an arena of its own (up to 8
-/// per core) and keeps the memory freed into it: the tokio workers and the store's
-/// blocking thread, each allocating a batch's worth in turn, made the peak RSS of a
-/// delivery swing between 46 and 62 MB from run to run. Two arenas keep it at 40-42 MB
-/// and backfill's at 44-52 MB instead of 64-66, at the same CPU (BENCHMARKS.md, "Delivery
-/// CPU and the Azure emulator"). A `MALLOC_ARENA_MAX` set in the environment is left to
-/// glibc, so an operator can still choose another limit.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "glibc's own variable, read before any config: it is not a mirotrail setting"
-    )]
-    let set_by_operator = std::env::var_os("MALLOC_ARENA_MAX").is_some();
-    if set_by_operator {
-        return;
-    }
-    // SAFETY: `mallopt` sets a parameter of the allocator and is called before any
-    // other thread of the process exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
+/// jemalloc is the allocator of the whole process on Linux (the `unprefixed` build also
+/// serves SQLite's and zstd's `malloc`). glibc's malloc kept what a backfill frees in
+/// fragmented per-thread arenas: its peak RSS crept up with the span (45 MB after 300,000
+/// events, 48 after 1.2 million, 51 after 4.8 million, even with two arenas), and a
+/// delivery's swung from run to run. With one arena, freed pages given back to the system
+/// after 300 ms, and no lazy (`MADV_FREE`) stage whose pages the kernel still counts as
+/// resident, a backfill's peak stays at 44-46 MB at every span and a delivery's is 5 MB
+/// lower, at the same CPU (BENCHMARKS.md, "jemalloc: peak RSS flat in the span").
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
+/// jemalloc's settings, read at its first allocation (its `malloc_conf`); an operator can
+/// add to them with `MALLOC_CONF` in the environment, which jemalloc reads after these.
+#[cfg(target_os = "linux")]
+#[unsafe(export_name = "malloc_conf")]
+static MALLOC_CONF: MallocConf =
+    MallocConf(c"narenas:1,dirty_decay_ms:300,muzzy_decay_ms:0".as_ptr());
+
+/// A C string pointer in a static: jemalloc declares `const char *malloc_conf`.
+#[cfg(target_os = "linux")]
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a string literal, never written, so sharing it between
+// threads is sound.
+#[cfg(target_os = "linux")]
+unsafe impl Sync for MallocConf {}
