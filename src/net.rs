@@ -92,10 +92,22 @@ pub async fn read_body_capped(
                 declared: None,
             });
         }
+        if body.len() + chunk.len() > body.capacity() && body.len() >= GROW_TO_CAP_PAST {
+            // Past this size the buffer is grown to the cap in one step: doubling would
+            // leave every smaller buffer it outgrew to the allocator, which may keep their
+            // pages for a moment (jemalloc's decay), and a body near the cap would then
+            // cost twice the cap. Pages of the reserve are only resident once written.
+            // Where the reserve cannot be had, growth falls back to doubling.
+            let _ = body.try_reserve_exact(max_bytes - body.len());
+        }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
 }
+
+/// The size past which an unannounced body's buffer is grown to the cap at once (see
+/// `read_body_capped`): about two full audit pages.
+const GROW_TO_CAP_PAST: usize = 1 << 20;
 
 /// True for the loopback host names: `localhost`, 127.0.0.0/8 and ::1.
 pub fn is_loopback(url: &Url) -> bool {
