@@ -9,7 +9,8 @@
 //! is taken `BENCH_RUNS` times and printed as min / median / max; when two binaries are
 //! compared their runs are interleaved (A B A B ...).
 //!
-//! Phases, in each run: a backfill of a quarter of the org and of the whole org, delivery
+//! Phases, in each run: a backfill of the newest quarter of the org's span (the same org, so
+//! the same density: peak RSS must not grow with the span) and of the whole org, delivery
 //! of the whole org's store to the Azure emulator (three `run --once`, each measured: delivery
 //! alone with detection off, the first detection pass alone with no sink, and both, as
 //! after a backfill), and the raw ceiling: a minimal client
@@ -356,8 +357,16 @@ fn backfill_span() -> (UnixMs, UnixMs) {
     (now.minus(days(28)), now.minus(days(2)))
 }
 
-fn backfill(bins: &Bins, bin: &Path, audit: u64, content: u64) -> BackfillRun {
+/// A backfill of the org of `audit` + `content` events over `backfill_span`: all of it, or
+/// with `quarter` only its newest quarter (`--since` the time three quarters in), the same
+/// org at the same density over a quarter of the span.
+fn backfill(bins: &Bins, bin: &Path, audit: u64, content: u64, quarter: bool) -> BackfillRun {
     let (start, end) = backfill_span();
+    let since = if quarter {
+        UnixMs(end.0 - (end.0 - start.0) / 4)
+    } else {
+        start
+    };
     let dir = tempfile::tempdir_in(env_text("BENCH_DIR", ".")).unwrap();
     let mut args = miro_args(audit, content, start, end, 0.0);
     // Passed only when set, so an emulator binary from before the flag still serves.
@@ -378,7 +387,11 @@ fn backfill(bins: &Bins, bin: &Path, audit: u64, content: u64) -> BackfillRun {
             "--config",
             "mirotrail.toml",
             "--since",
-            "29d",
+            &if quarter {
+                since.to_string()
+            } else {
+                "29d".to_owned()
+            },
             "--slice",
             "1d",
         ],
@@ -393,7 +406,12 @@ fn backfill(bins: &Bins, bin: &Path, audit: u64, content: u64) -> BackfillRun {
     );
     let db = dir.path().join("mirotrail.db");
     let stored = count(&db, "MiroAuditLogs_CL") + count(&db, "MiroContentLogs_CL");
-    assert_eq!(stored, audit + content, "every event stored once");
+    let org = miro_org(audit, content, start, end, 0.0);
+    let expected = org.audit_range(since, end).count() + org.content_range(since, end).count();
+    assert_eq!(
+        stored, expected as u64,
+        "every event of the span stored once"
+    );
     BackfillRun {
         events: stored,
         usage,
@@ -823,7 +841,7 @@ fn deliver_to(
 fn destinations(bins: &Bins, audit: u64, content: u64, runs: u64) -> Vec<Vec<DestinationRun>> {
     let bin = &bins.measured[0].1;
     log(&format!("destinations: backfill of {audit} + {content}"));
-    let store = backfill(bins, bin, audit, content);
+    let store = backfill(bins, bin, audit, content, false);
     let mut out: Vec<Vec<DestinationRun>> = DESTINATIONS.iter().map(|_| Vec::new()).collect();
     for n in 1..=runs {
         for (k, dest) in DESTINATIONS.iter().enumerate() {
@@ -1374,16 +1392,14 @@ fn main() {
         for (k, (label, bin)) in bins.measured.iter().enumerate() {
             if phase("backfill") {
                 log(&format!(
-                    "run {run}/{runs}, {label}: backfill of {} + {}",
-                    audit / 4,
-                    content / 4
+                    "run {run}/{runs}, {label}: backfill of the newest quarter of the span of {audit} + {content}"
                 ));
-                let small = backfill(&bins, bin, audit / 4, content / 4);
+                let small = backfill(&bins, bin, audit, content, true);
                 series[k].small.push(small);
                 log(&format!(
                     "run {run}/{runs}, {label}: backfill of {audit} + {content}"
                 ));
-                let big = backfill(&bins, bin, audit, content);
+                let big = backfill(&bins, bin, audit, content, false);
                 if phase("delivery") {
                     log(&format!(
                         "run {run}/{runs}, {label}: delivery of {} rows",
@@ -1537,7 +1553,9 @@ fn report(
     if series.iter().any(|s| !s.big.is_empty()) {
         for (name, pick) in [
             (
-                format!("backfill of {} audit + {} content", audit / 4, content / 4),
+                format!(
+                    "backfill of the newest quarter of the span ({audit} + {content} over all of it)"
+                ),
                 (|s: &Series| &s.small) as fn(&Series) -> &Vec<BackfillRun>,
             ),
             (
