@@ -6,12 +6,12 @@ fn main() -> std::process::ExitCode {
 
 /// jemalloc is the allocator of the whole process on Linux (the `unprefixed` build also
 /// serves SQLite's and zstd's `malloc`). glibc's malloc kept what a backfill frees in
-/// fragmented per-thread arenas: its peak RSS crept up with the span (45 MB after 300,000
-/// events, 48 after 1.2 million, 51 after 4.8 million, even with two arenas), and a
-/// delivery's swung from run to run. With one arena, freed pages given back to the system
-/// after 300 ms, and no lazy (`MADV_FREE`) stage whose pages the kernel still counts as
-/// resident, a backfill's peak stays at 44-46 MB at every span and a delivery's is 5 MB
-/// lower, at the same CPU (BENCHMARKS.md, "jemalloc: peak RSS flat in the span").
+/// fragmented per-thread arenas: its peak RSS crept up with the span (43 MB after 1.2
+/// million events, 48 MB after 4.8 million, even with two arenas). With one arena, freed
+/// pages given back to the system after 300 ms, and no lazy (`MADV_FREE`) stage whose pages
+/// the kernel still counts as resident, a backfill's peak stays at 42-44 MB at every span
+/// and a delivery's is 4 MB lower, at the same CPU but for the first detection pass over a
+/// fresh store (6% more; BENCHMARKS.md, "jemalloc: peak RSS flat in the span").
 #[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
