@@ -605,3 +605,26 @@ async fn unusable_2xx_pages_are_retried_with_what_is_wrong_and_store_nothing() {
         assert_eq!(count(&env.db(), "MiroAuditLogs_CL"), 0, "{body}");
     }
 }
+
+/// The binary allocates with jemalloc and its settings (`src/main.rs`): one arena, freed
+/// pages given back after 300 ms, no lazy `MADV_FREE` stage. Without them a backfill's
+/// peak RSS grows with its span again (BENCHMARKS.md, "jemalloc: peak RSS flat in the
+/// span"). jemalloc prints the options in force when asked for its statistics.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_allocates_with_jemalloc_and_its_settings() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirotrail"))
+        .arg("--version")
+        .env("MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for option in [
+        "opt.narenas: 1",
+        "opt.dirty_decay_ms: 300",
+        "opt.muzzy_decay_ms: 0",
+    ] {
+        assert!(stats.contains(option), "{option} in force: {stats}");
+    }
+}
